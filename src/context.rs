@@ -1,0 +1,140 @@
+//! The GPU context: instance, adapter, device and queue, plus what the adapter really offers.
+//!
+//! Creation is async and identical on native and wasm. The instance honours `WGPU_BACKEND`,
+//! `WGPU_ADAPTER_NAME` and friends. The device is requested with the adapter's real limits (so a
+//! large model can use a larger binding where the adapter grants one), but every kernel is written
+//! for WebGPU's default limits; `DeviceInfo::limits` is what dispatch code consults.
+
+use crate::error::{Error, Result};
+
+/// What the adapter is and what it offers; printed by `wgvit info`.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub shader_f16: bool,
+    pub timestamp_query: bool,
+    pub limits: wgpu::Limits,
+}
+
+impl std::fmt::Display for DeviceInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let l = &self.limits;
+        writeln!(f, "adapter:   {}", self.name)?;
+        writeln!(f, "backend:   {}", self.backend)?;
+        writeln!(f, "type:      {}", self.device_type)?;
+        writeln!(f, "driver:    {} {}", self.driver, self.driver_info)?;
+        writeln!(f, "features:  shader-f16={} timestamp-query={}", self.shader_f16, self.timestamp_query)?;
+        writeln!(f, "limits:")?;
+        writeln!(f, "  max_storage_buffer_binding_size      {}", l.max_storage_buffer_binding_size)?;
+        writeln!(f, "  max_buffer_size                      {}", l.max_buffer_size)?;
+        writeln!(f, "  max_compute_workgroup_storage_size   {}", l.max_compute_workgroup_storage_size)?;
+        writeln!(f, "  max_compute_invocations_per_workgroup {}", l.max_compute_invocations_per_workgroup)?;
+        writeln!(f, "  max_compute_workgroups_per_dimension {}", l.max_compute_workgroups_per_dimension)?;
+        writeln!(f, "  max_storage_buffers_per_shader_stage {}", l.max_storage_buffers_per_shader_stage)?;
+        writeln!(f, "  max_bind_groups                      {}", l.max_bind_groups)?;
+        write!(f, "  min_storage_buffer_offset_alignment  {}", l.min_storage_buffer_offset_alignment)
+    }
+}
+
+/// Instance + adapter + device + queue. Cheap to clone (wgpu handles are reference counted).
+#[derive(Clone, Debug)]
+pub struct GpuContext {
+    pub instance: wgpu::Instance,
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: DeviceInfo,
+}
+
+impl GpuContext {
+    /// Opens the best adapter the environment allows (`WGPU_BACKEND=vulkan|gl|metal|dx12|webgpu`).
+    pub async fn new() -> Result<Self> {
+        let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        let backends = format!("{:?}", desc.backends);
+        let instance = wgpu::Instance::new(desc);
+        let adapter = wgpu::util::initialize_adapter_from_env_or_default(&instance, None)
+            .await
+            .map_err(|_| Error::NoAdapter { backends })?;
+        Self::from_adapter(instance, adapter).await
+    }
+
+    pub async fn from_adapter(instance: wgpu::Instance, adapter: wgpu::Adapter) -> Result<Self> {
+        let ainfo = adapter.get_info();
+        let features = adapter.features();
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgvit"),
+                required_features: features & wanted,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice { adapter: ainfo.name.clone(), reason: e.to_string() })?;
+        let info = DeviceInfo {
+            name: ainfo.name.clone(),
+            backend: format!("{:?}", ainfo.backend),
+            device_type: format!("{:?}", ainfo.device_type),
+            driver: ainfo.driver.clone(),
+            driver_info: ainfo.driver_info.clone(),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            limits: device.limits(),
+        };
+        Ok(Self { instance, adapter, device, queue, info })
+    }
+
+    /// Native convenience: blocks on [`GpuContext::new`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking() -> Result<Self> {
+        pollster::block_on(Self::new())
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.info.limits
+    }
+
+    /// Copies `buffer[offset..offset+bytes]` out through a mapped staging buffer. Works on wasm:
+    /// `poll` is a no-op there and the browser resolves the map callback; natively `poll` drives it.
+    pub async fn read_buffer(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let slice = staging.slice(..bytes);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu { context: "waiting for the GPU".into(), reason: e.to_string() })?;
+        rx.await
+            .map_err(|_| Error::Gpu { context: "reading back results".into(), reason: "map callback dropped".into() })?
+            .map_err(|e| Error::Gpu { context: "mapping the readback buffer".into(), reason: e.to_string() })?;
+        let bytes_out = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu { context: "reading the mapped buffer".into(), reason: e.to_string() })?;
+            view.to_vec()
+        };
+        staging.unmap();
+        Ok(bytes_out)
+    }
+
+    /// Runs `f` inside a validation + out-of-memory error scope and turns a captured error into
+    /// [`Error::Gpu`]. On wasm this is the only way a bad shader or binding becomes visible.
+    pub async fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = validation.pop().await;
+        let o = oom.pop().await;
+        if let Some(e) = v.or(o) {
+            return Err(Error::Gpu { context: context.to_string(), reason: e.to_string() });
+        }
+        Ok(out)
+    }
+}

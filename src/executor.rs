@@ -1,0 +1,454 @@
+//! Turns a [`Graph`] into something the GPU runs, once, at build time:
+//! the memory plan (activation and input buffers shared by liveness), constant buffers (uploaded once per
+//! model and shared through a [`ConstantCache`]), every node's uniform words packed into one
+//! uniform buffer at 256-byte aligned offsets, pipelines from the [`PipelineCache`], and one bind
+//! group per node. A forward then is: `write_buffer` the inputs, record **one command buffer with
+//! one compute pass**, copy the requested outputs into a staging buffer, submit once, map, read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, PipelineKey, StorageKind, TensorId};
+use crate::plan::{align_up, plan_memory, Interval, MemoryPlan};
+use crate::tensor::HostTensor;
+
+/// Pipelines, shader modules and bind-group layouts, created once per device and shared by every
+/// graph built on it.
+#[derive(Default)]
+pub struct PipelineCache {
+    modules: Mutex<HashMap<crate::ops::Shader, wgpu::ShaderModule>>,
+    layouts: Mutex<HashMap<(usize, usize), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    pipelines: Mutex<HashMap<(PipelineKey, usize, usize), wgpu::ComputePipeline>>,
+}
+
+impl PipelineCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pipelines.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn layout(&self, ctx: &GpuContext, reads: usize, writes: usize) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        let mut layouts = self.layouts.lock().unwrap();
+        layouts
+            .entry((reads, writes))
+            .or_insert_with(|| {
+                let mut entries = vec![wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                }];
+                for i in 0..reads + writes {
+                    entries.push(wgpu::BindGroupLayoutEntry {
+                        binding: 1 + i as u32,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Storage { read_only: i < reads },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        count: None,
+                    });
+                }
+                let bgl = ctx.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some("wgvit"),
+                    entries: &entries,
+                });
+                let pl = ctx.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some("wgvit"),
+                    bind_group_layouts: &[Some(&bgl)],
+                    immediate_size: 0,
+                });
+                (bgl, pl)
+            })
+            .clone()
+    }
+
+    /// The pipeline for `key` with `reads`/`writes` storage bindings; compiled on first request,
+    /// inside an error scope so that a shader the driver rejects is a clear error on every target.
+    pub async fn pipeline(
+        &self,
+        ctx: &GpuContext,
+        key: &PipelineKey,
+        reads: usize,
+        writes: usize,
+    ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout)> {
+        let (bgl, layout) = self.layout(ctx, reads, writes);
+        let cache_key = (key.clone(), reads, writes);
+        if let Some(p) = self.pipelines.lock().unwrap().get(&cache_key) {
+            return Ok((p.clone(), bgl));
+        }
+        let module = {
+            let mut modules = self.modules.lock().unwrap();
+            match modules.get(&key.shader) {
+                Some(m) => m.clone(),
+                None => {
+                    let source = key.shader.source();
+                    if std::env::var_os("WGVIT_PRINT_WGSL").is_some() {
+                        eprintln!("// ---- {:?}\n{source}", key.shader);
+                    }
+                    let m = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(key.shader.name()),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
+                    });
+                    modules.insert(key.shader.clone(), m.clone());
+                    m
+                }
+            }
+        };
+        let constants: Vec<(&str, f64)> = key.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
+        let pipeline = ctx
+            .scoped(&format!("creating the pipeline for {:?}", key), || {
+                ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(key.shader.name()),
+                    layout: Some(&layout),
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        // Every kernel initialises the workgroup memory it reads.
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+            })
+            .await?;
+        self.pipelines.lock().unwrap().insert(cache_key, pipeline.clone());
+        Ok((pipeline, bgl))
+    }
+}
+
+/// Parameter buffers already on the device, by constant key. A model keeps one of these so that
+/// graphs built for several input sizes share their weights.
+#[derive(Default)]
+pub struct ConstantCache {
+    buffers: Mutex<HashMap<String, Arc<wgpu::Buffer>>>,
+}
+
+impl ConstantCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.buffers.lock().unwrap().values().map(|b| b.size()).sum()
+    }
+
+    fn get_or_upload(&self, ctx: &GpuContext, key: &str, data: &[f32]) -> Result<Arc<wgpu::Buffer>> {
+        if let Some(b) = self.buffers.lock().unwrap().get(key) {
+            return Ok(b.clone());
+        }
+        let bytes = (data.len() * 4) as u64;
+        let limit = ctx.limits().max_storage_buffer_binding_size as u64;
+        if bytes > limit {
+            return Err(Error::TensorTooLarge { file: "(model)".into(), tensor: key.into(), bytes, limit });
+        }
+        let size = align_up(bytes.max(16), 16);
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(key),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(data));
+        let buffer = Arc::new(buffer);
+        self.buffers.lock().unwrap().insert(key.to_string(), buffer.clone());
+        Ok(buffer)
+    }
+}
+
+/// Numbers a benchmark or `wgvit bench` reports about a built graph.
+#[derive(Clone, Debug, Default)]
+pub struct GraphStats {
+    pub dispatches: usize,
+    pub pipelines: usize,
+    pub flops: u64,
+    /// Bytes of the activation buffers (shared by liveness).
+    pub planned_bytes: u64,
+    /// What the activations would take with one buffer each.
+    pub unshared_bytes: u64,
+    pub constant_bytes: u64,
+}
+
+struct Step {
+    label: String,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
+}
+
+/// Where a graph input or output lives: its slot buffer (from offset 0).
+struct Slot {
+    name: String,
+    shape: Vec<usize>,
+    slot: usize,
+    bytes: u64,
+}
+
+/// A graph ready to run on one device.
+pub struct Executable {
+    ctx: GpuContext,
+    slots: Vec<wgpu::Buffer>,
+    _constants: Vec<Arc<wgpu::Buffer>>,
+    _uniforms: wgpu::Buffer,
+    steps: Vec<Step>,
+    inputs: Vec<Slot>,
+    outputs: Vec<Slot>,
+    pub stats: GraphStats,
+    pub plan: MemoryPlan,
+}
+
+impl Executable {
+    pub async fn build(ctx: &GpuContext, graph: &Graph, pipelines: &PipelineCache, constants: &ConstantCache) -> Result<Self> {
+        let limits = ctx.limits().clone();
+        let live = graph.liveness()?;
+
+        // ---- memory plan over inputs and activations: one buffer per slot
+        let mut planned: Vec<usize> = Vec::new(); // storage indices that need a slot
+        let mut intervals = Vec::new();
+        for (s, storage) in graph.storages.iter().enumerate() {
+            if matches!(storage.kind, StorageKind::Constant { .. }) {
+                continue;
+            }
+            if let Some((first, last)) = live[s] {
+                planned.push(s);
+                intervals.push(Interval { bytes: storage.numel as u64 * 4, first, last });
+            }
+        }
+        let plan = plan_memory(&intervals);
+        let max_binding = limits.max_storage_buffer_binding_size as u64;
+        let slots: Vec<wgpu::Buffer> = plan
+            .slot_bytes
+            .iter()
+            .enumerate()
+            .map(|(i, &bytes)| {
+                if bytes > max_binding.min(limits.max_buffer_size) {
+                    return Err(Error::PlanTooLarge { needed: bytes, limit: max_binding.min(limits.max_buffer_size) });
+                }
+                Ok(ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(&format!("wgvit activations {i}")),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }))
+            })
+            .collect::<Result<_>>()?;
+        let mut slot_of: HashMap<usize, usize> = HashMap::new();
+        for (k, &s) in planned.iter().enumerate() {
+            slot_of.insert(s, plan.slot_of[k]);
+        }
+
+        // ---- constants
+        let mut constant_buffer: HashMap<usize, Arc<wgpu::Buffer>> = HashMap::new();
+        for (s, storage) in graph.storages.iter().enumerate() {
+            if let StorageKind::Constant { key, data } = &storage.kind {
+                if live[s].is_some() {
+                    constant_buffer.insert(s, constants.get_or_upload(ctx, key, data)?);
+                }
+            }
+        }
+
+        // ---- uniforms: one buffer, each node's words at an aligned offset
+        let ualign = limits.min_uniform_buffer_offset_alignment.max(16) as u64;
+        let mut uniform_offsets = Vec::with_capacity(graph.nodes.len());
+        let mut uniform_bytes: Vec<u8> = Vec::new();
+        for node in &graph.nodes {
+            let off = align_up(uniform_bytes.len() as u64, ualign);
+            uniform_bytes.resize(off as usize, 0);
+            uniform_offsets.push(off);
+            let mut words = node.params.clone();
+            words.resize(align_up(words.len().max(4) as u64, 4) as usize, 0); // 16-byte multiple
+            uniform_bytes.extend_from_slice(bytemuck::cast_slice(&words));
+        }
+        uniform_bytes.resize(align_up(uniform_bytes.len().max(16) as u64, 16) as usize, 0);
+        let uniforms = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgvit params"),
+            size: uniform_bytes.len() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.queue.write_buffer(&uniforms, 0, &uniform_bytes);
+
+        // ---- pipelines and bind groups
+        let max_bindings = limits.max_storage_buffers_per_shader_stage as usize;
+        let max_wg = limits.max_compute_workgroups_per_dimension;
+        let mut steps = Vec::with_capacity(graph.nodes.len());
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let nb = node.reads.len() + node.writes.len();
+            if nb > max_bindings.min(8) {
+                return Err(Error::Graph(format!("node '{}' binds {nb} storage buffers (limit 8)", node.label)));
+            }
+            if node.workgroups.iter().any(|&w| w > max_wg) {
+                return Err(Error::Graph(format!(
+                    "node '{}' dispatches {:?} workgroups, over the per-dimension limit {max_wg}",
+                    node.label, node.workgroups
+                )));
+            }
+            let (pipeline, bgl) = pipelines.pipeline(ctx, &node.key, node.reads.len(), node.writes.len()).await?;
+            let uwords = align_up(node.params.len().max(4) as u64, 4);
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &uniforms,
+                    offset: uniform_offsets[i],
+                    size: wgpu::BufferSize::new(uwords * 4),
+                }),
+            }];
+            for (b, t) in node.reads.iter().chain(&node.writes).enumerate() {
+                let s = graph.tensors[t.0].storage;
+                let bytes = align_up((graph.storages[s].numel as u64 * 4).max(4), 4);
+                if bytes > max_binding {
+                    return Err(Error::Graph(format!(
+                        "node '{}': tensor of {bytes} bytes is over the per-binding limit {max_binding}",
+                        node.label
+                    )));
+                }
+                let buffer: &wgpu::Buffer = match constant_buffer.get(&s) {
+                    Some(buf) => buf.as_ref(),
+                    None => &slots[slot_of[&s]],
+                };
+                entries.push(wgpu::BindGroupEntry {
+                    binding: 1 + b as u32,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(bytes),
+                    }),
+                });
+            }
+            let bind_group = ctx
+                .scoped(&format!("binding node '{}'", node.label), || {
+                    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(&node.label),
+                        layout: &bgl,
+                        entries: &entries,
+                    })
+                })
+                .await?;
+            steps.push(Step { label: node.label.clone(), pipeline, bind_group, workgroups: node.workgroups });
+        }
+
+        let slot = |name: &str, t: TensorId| -> Slot {
+            let s = graph.tensors[t.0].storage;
+            Slot {
+                name: name.to_string(),
+                shape: graph.shape(t).to_vec(),
+                slot: slot_of.get(&s).copied().unwrap_or(usize::MAX),
+                bytes: graph.storages[s].numel as u64 * 4,
+            }
+        };
+        let inputs = graph
+            .inputs
+            .iter()
+            .map(|&t| {
+                let name = match &graph.storages[graph.tensors[t.0].storage].kind {
+                    StorageKind::Input { name } => name.clone(),
+                    _ => unreachable!("graph inputs are Input storages"),
+                };
+                slot(&name, t)
+            })
+            .collect();
+        let mut outputs = Vec::new();
+        for (name, t) in &graph.outputs {
+            if constant_buffer.contains_key(&graph.tensors[t.0].storage) {
+                return Err(Error::Graph(format!("output '{name}' is a constant")));
+            }
+            outputs.push(slot(name, *t));
+        }
+        let stats = GraphStats {
+            dispatches: steps.len(),
+            pipelines: pipelines.len(),
+            flops: graph.total_flops(),
+            planned_bytes: plan.planned_bytes,
+            unshared_bytes: plan.unshared_bytes,
+            constant_bytes: constant_buffer.values().map(|b| b.size()).sum(),
+        };
+        Ok(Self {
+            ctx: ctx.clone(),
+            slots,
+            _constants: constant_buffer.into_values().collect(),
+            _uniforms: uniforms,
+            steps,
+            inputs,
+            outputs,
+            stats,
+            plan,
+        })
+    }
+
+    pub fn input_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.inputs.iter().map(|s| (s.name.clone(), s.shape.clone())).collect()
+    }
+
+    pub fn output_names(&self) -> Vec<String> {
+        self.outputs.iter().map(|s| s.name.clone()).collect()
+    }
+
+    pub fn step_labels(&self) -> impl Iterator<Item = &str> {
+        self.steps.iter().map(|s| s.label.as_str())
+    }
+
+    /// Uploads `inputs` (in graph-input order), records one command buffer with one compute pass,
+    /// submits it once and reads back every output (in `Graph::output` order).
+    pub async fn run(&self, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::Invalid(format!("graph takes {} inputs, got {}", self.inputs.len(), inputs.len())));
+        }
+        for (slot, t) in self.inputs.iter().zip(inputs) {
+            if slot.shape != t.shape {
+                return Err(Error::Invalid(format!(
+                    "input '{}' must have shape {:?}, got {:?}",
+                    slot.name, slot.shape, t.shape
+                )));
+            }
+            self.ctx.queue.write_buffer(&self.slots[slot.slot], 0, bytemuck::cast_slice(&t.data));
+        }
+        let total: u64 = self.outputs.iter().map(|s| align_up(s.bytes, 256)).sum::<u64>().max(4);
+        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgvit readback"),
+            size: total,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgvit forward") });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgvit forward"), timestamp_writes: None });
+            for step in &self.steps {
+                pass.set_pipeline(&step.pipeline);
+                pass.set_bind_group(0, &step.bind_group, &[]);
+                let [x, y, z] = step.workgroups;
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
+        let mut dst = 0u64;
+        let mut placements = Vec::new();
+        for slot in &self.outputs {
+            let bytes = align_up(slot.bytes, 4);
+            encoder.copy_buffer_to_buffer(&self.slots[slot.slot], 0, &staging, dst, bytes);
+            placements.push(dst);
+            dst += align_up(slot.bytes, 256);
+        }
+        self.ctx.queue.submit([encoder.finish()]);
+        let raw = self.ctx.read_buffer(&staging, total).await?;
+        let mut out = Vec::with_capacity(self.outputs.len());
+        for (slot, &at) in self.outputs.iter().zip(&placements) {
+            let bytes = &raw[at as usize..(at + slot.bytes) as usize];
+            let data: Vec<f32> = bytemuck::pod_collect_to_vec(bytes);
+            out.push(HostTensor { shape: slot.shape.clone(), data });
+        }
+        Ok(out)
+    }
+}

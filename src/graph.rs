@@ -1,0 +1,211 @@
+//! The graph a model is built into: every tensor's shape is known when it is created, every node
+//! is one compute dispatch whose pipeline key, uniform words and workgroup count are fixed at
+//! build time. Building touches no GPU, so graphs and their memory plans can be tested anywhere.
+//!
+//! Tensors are views of *storages*. A reshape is a new tensor on the same storage (no copy); the
+//! memory planner works on storages, so an alias keeps its root alive for as long as it is used.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::ops::Shader;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(pub usize);
+
+/// What backs a storage on the device.
+#[derive(Clone, Debug)]
+pub enum StorageKind {
+    /// Written by the host before the forward (`queue.write_buffer` into the arena).
+    Input { name: String },
+    /// Read-only parameters: uploaded once per model and shared by every graph of that model,
+    /// found again by `key` (the checkpoint name, or a derived name such as a folded conv).
+    Constant { key: String, data: Arc<Vec<f32>> },
+    /// Produced by a node; lives in the planned arena.
+    Activation,
+}
+
+#[derive(Clone, Debug)]
+pub struct Storage {
+    pub numel: usize,
+    pub kind: StorageKind,
+}
+
+#[derive(Clone, Debug)]
+pub struct TensorDesc {
+    pub shape: Vec<usize>,
+    pub storage: usize,
+}
+
+/// A compute pipeline's identity: which shader and which `override` constants. Two nodes with
+/// equal keys share one `wgpu::ComputePipeline`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PipelineKey {
+    pub shader: Shader,
+    pub constants: Vec<(&'static str, u32)>,
+}
+
+impl PipelineKey {
+    pub fn new(shader: Shader) -> Self {
+        Self { shader, constants: Vec::new() }
+    }
+    pub fn with(mut self, name: &'static str, value: u32) -> Self {
+        self.constants.push((name, value));
+        self
+    }
+}
+
+/// One dispatch. Bindings follow one convention in every shader: `@binding(0)` is the uniform
+/// `params`, then the tensors in `reads` (read-only storage), then those in `writes`.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub label: String,
+    pub key: PipelineKey,
+    pub params: Vec<u32>,
+    pub reads: Vec<TensorId>,
+    pub writes: Vec<TensorId>,
+    pub workgroups: [u32; 3],
+    /// Floating-point operations (a multiply-add counts as 2), for benchmarks.
+    pub flops: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub tensors: Vec<TensorDesc>,
+    pub storages: Vec<Storage>,
+    pub nodes: Vec<Node>,
+    pub inputs: Vec<TensorId>,
+    pub outputs: Vec<(String, TensorId)>,
+    label_prefix: Vec<String>,
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn new_tensor(&mut self, shape: &[usize], kind: StorageKind) -> TensorId {
+        let numel = shape.iter().product();
+        self.storages.push(Storage { numel, kind });
+        self.tensors.push(TensorDesc { shape: shape.to_vec(), storage: self.storages.len() - 1 });
+        TensorId(self.tensors.len() - 1)
+    }
+
+    /// A graph input, uploaded by the caller on every forward.
+    pub fn input(&mut self, name: &str, shape: &[usize]) -> TensorId {
+        let t = self.new_tensor(shape, StorageKind::Input { name: name.to_string() });
+        self.inputs.push(t);
+        t
+    }
+
+    /// A parameter tensor. `data.len()` must equal the product of `shape`.
+    pub fn constant(&mut self, key: &str, shape: &[usize], data: Arc<Vec<f32>>) -> Result<TensorId> {
+        let numel: usize = shape.iter().product();
+        if numel != data.len() {
+            return Err(Error::Graph(format!(
+                "constant '{key}' has {} values but shape {shape:?} needs {numel}",
+                data.len()
+            )));
+        }
+        Ok(self.new_tensor(shape, StorageKind::Constant { key: key.to_string(), data }))
+    }
+
+    /// A fresh activation, to be written by the node that creates it.
+    pub fn activation(&mut self, shape: &[usize]) -> TensorId {
+        self.new_tensor(shape, StorageKind::Activation)
+    }
+
+    /// Reshape as a view: same storage, same element order, new shape.
+    pub fn reshape(&mut self, t: TensorId, shape: &[usize]) -> Result<TensorId> {
+        let src = &self.tensors[t.0];
+        let (old, new): (usize, usize) = (src.shape.iter().product(), shape.iter().product());
+        if old != new {
+            return Err(Error::Graph(format!("cannot reshape {:?} to {shape:?}", src.shape)));
+        }
+        let storage = src.storage;
+        self.tensors.push(TensorDesc { shape: shape.to_vec(), storage });
+        Ok(TensorId(self.tensors.len() - 1))
+    }
+
+    pub fn shape(&self, t: TensorId) -> &[usize] {
+        &self.tensors[t.0].shape
+    }
+
+    pub fn numel(&self, t: TensorId) -> usize {
+        self.shape(t).iter().product()
+    }
+
+    /// Marks `t` as a result the caller reads back. It stays live until the end of the forward.
+    pub fn output(&mut self, name: &str, t: TensorId) {
+        self.outputs.push((name.to_string(), t));
+    }
+
+    /// Labels of nodes pushed inside `f` get `prefix.` in front (e.g. `blocks.0.1.attn`), so a
+    /// profile or an error points at the layer.
+    pub fn scope<T>(&mut self, prefix: &str, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.label_prefix.push(prefix.to_string());
+        let out = f(self);
+        self.label_prefix.pop();
+        out
+    }
+
+    /// Appends a node. Ops call this after checking shapes.
+    pub fn push(&mut self, mut node: Node) {
+        if !self.label_prefix.is_empty() {
+            node.label = format!("{}.{}", self.label_prefix.join("."), node.label);
+        }
+        self.nodes.push(node);
+    }
+
+    pub fn total_flops(&self) -> u64 {
+        self.nodes.iter().map(|n| n.flops).sum()
+    }
+
+    /// Liveness of every activation/input storage as `[first, last]` node positions (inclusive).
+    /// Inputs are live from position 0 (uploaded before the pass); outputs until the last node.
+    pub fn liveness(&self) -> Result<Vec<Option<(usize, usize)>>> {
+        let mut live: Vec<Option<(usize, usize)>> = vec![None; self.storages.len()];
+        let end = self.nodes.len().saturating_sub(1);
+        let mut touch = |s: usize, i: usize| {
+            live[s] = Some(match live[s] {
+                None => (i, i),
+                Some((a, b)) => (a.min(i), b.max(i)),
+            });
+        };
+        for &t in &self.inputs {
+            touch(self.tensors[t.0].storage, 0);
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            for t in node.reads.iter().chain(&node.writes) {
+                touch(self.tensors[t.0].storage, i);
+            }
+        }
+        for (_, t) in &self.outputs {
+            touch(self.tensors[t.0].storage, end);
+        }
+        // An activation read before it is written would be garbage: refuse the graph.
+        let mut written = vec![false; self.storages.len()];
+        for node in &self.nodes {
+            for t in &node.reads {
+                let s = self.tensors[t.0].storage;
+                if matches!(self.storages[s].kind, StorageKind::Activation) && !written[s] {
+                    return Err(Error::Graph(format!("node '{}' reads a tensor no earlier node wrote", node.label)));
+                }
+            }
+            for t in &node.writes {
+                let s = self.tensors[t.0].storage;
+                if !matches!(self.storages[s].kind, StorageKind::Activation) {
+                    return Err(Error::Graph(format!("node '{}' writes to an input or constant", node.label)));
+                }
+                written[s] = true;
+            }
+        }
+        for (name, t) in &self.outputs {
+            let s = self.tensors[t.0].storage;
+            if matches!(self.storages[s].kind, StorageKind::Activation) && !written[s] {
+                return Err(Error::Graph(format!("output '{name}' is never written")));
+            }
+        }
+        Ok(live)
+    }
+}

@@ -1,0 +1,32 @@
+//! # wgvit
+//!
+//! A portable WebGPU inference engine for efficient vision transformers. One code path runs
+//! natively (wgpu on Vulkan, Metal, DX12, GL) and in the browser (wasm32 + WebGPU).
+//!
+//! Layers, bottom up:
+//! - [`context`]: adapter, device, limits and features; async creation, readback.
+//! - [`ops`]: the kernel library — one `shaders/<op>.wgsl` per `ops/<op>.rs`, each op appending
+//!   nodes with fixed shapes to a [`graph::Graph`].
+//! - [`plan`]: the static memory plan (liveness intervals → offsets in one arena).
+//! - [`executor`]: pipelines, bind groups and uniforms created once; one command buffer and one
+//!   compute pass per forward; readback of the requested outputs only.
+//! - [`weights`]: safetensors loading with named, shape-checked errors.
+//! - [`models`]: the model registry; [`api`]: [`Engine`] and [`Model`].
+
+pub mod api;
+pub mod context;
+pub mod error;
+pub mod executor;
+pub mod graph;
+pub mod models;
+pub mod ops;
+pub mod plan;
+pub mod tensor;
+pub mod weights;
+
+pub use api::{Engine, Model};
+pub use context::{DeviceInfo, GpuContext};
+pub use error::{Error, Result};
+pub use graph::{Graph, TensorId};
+pub use tensor::HostTensor;
+pub use weights::Weights;

@@ -1,0 +1,1 @@
+//! groupnorm (to be written).

@@ -1,0 +1,162 @@
+//! The kernel library. Each op is a pair: `shaders/<op>.wgsl` (the kernel) and `src/ops/<op>.rs`
+//! (shape checks, the uniform words, the dispatch geometry, the FLOP count, and a plain CPU
+//! reference the tests compare against). Ops only append [`Node`]s to a [`Graph`]; nothing here
+//! touches the GPU.
+//!
+//! Conventions shared by every shader:
+//! - `@group(0) @binding(0) var<uniform> params: Params;` holds the shapes (a node's `params`);
+//!   then the read-only storage tensors, then the written ones, in the node's order.
+//! - Tile and workgroup sizes are `override` constants, set through the [`PipelineKey`].
+//! - A 1-D launch of `n` workgroups is folded into `(x, y)` with `x <= 65535` ([`grid`]); the
+//!   shader recovers its linear workgroup index as `wid.x + wid.y * nwg.x` and returns early
+//!   past the end, so any shape stays within `maxComputeWorkgroupsPerDimension`.
+
+use std::borrow::Cow;
+
+pub use crate::graph::{Graph, Node, PipelineKey, TensorId};
+
+pub mod elementwise;
+pub mod matmul;
+pub mod conv2d;
+pub mod layernorm;
+pub mod groupnorm;
+pub mod softmax;
+pub mod pool;
+pub mod layout;
+pub mod attention;
+
+/// Shared WGSL helpers (activation functions) prepended to shaders that apply an activation.
+pub const ACTIVATIONS_WGSL: &str = include_str!("../../shaders/activations.wgsl");
+
+/// Every shader of the crate. `source()` is what the device compiles and what the naga tests
+/// validate, so adding a shader here is enough for it to be checked on every backend language.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Shader {
+    Unary,
+    Binary,
+    FmaPeak,
+    Matmul,
+    Conv2d,
+    LayerNorm,
+    GroupNorm,
+    Softmax,
+    Pool,
+    Layout,
+    Attention,
+}
+
+impl Shader {
+    pub fn all() -> Vec<Shader> {
+        vec![
+            Shader::Unary,
+            Shader::Binary,
+            Shader::FmaPeak,
+            Shader::Matmul,
+            Shader::Conv2d,
+            Shader::LayerNorm,
+            Shader::GroupNorm,
+            Shader::Softmax,
+            Shader::Pool,
+            Shader::Layout,
+            Shader::Attention,
+        ]
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Shader::Unary => "unary",
+            Shader::Binary => "binary",
+            Shader::FmaPeak => "fma_peak",
+            Shader::Matmul => "matmul",
+            Shader::Conv2d => "conv2d",
+            Shader::LayerNorm => "layernorm",
+            Shader::GroupNorm => "groupnorm",
+            Shader::Softmax => "softmax",
+            Shader::Pool => "pool",
+            Shader::Layout => "layout",
+            Shader::Attention => "attention",
+        }
+    }
+
+    pub fn source(&self) -> Cow<'static, str> {
+        match self {
+            Shader::Unary => with_activations(include_str!("../../shaders/unary.wgsl")),
+            Shader::Binary => with_activations(include_str!("../../shaders/binary.wgsl")),
+            Shader::FmaPeak => Cow::Borrowed(include_str!("../../shaders/fma_peak.wgsl")),
+            Shader::Matmul => with_activations(include_str!("../../shaders/matmul.wgsl")),
+            Shader::Conv2d => with_activations(include_str!("../../shaders/conv2d.wgsl")),
+            Shader::LayerNorm => with_activations(include_str!("../../shaders/layernorm.wgsl")),
+            Shader::GroupNorm => with_activations(include_str!("../../shaders/groupnorm.wgsl")),
+            Shader::Softmax => with_activations(include_str!("../../shaders/softmax.wgsl")),
+            Shader::Pool => with_activations(include_str!("../../shaders/pool.wgsl")),
+            Shader::Layout => with_activations(include_str!("../../shaders/layout.wgsl")),
+            Shader::Attention => with_activations(include_str!("../../shaders/attention.wgsl")),
+        }
+    }
+}
+
+fn with_activations(body: &'static str) -> Cow<'static, str> {
+    Cow::Owned(format!("{ACTIVATIONS_WGSL}\n{body}"))
+}
+
+/// Activation applied in an op's epilogue. The discriminant is the WGSL `ACT` override value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(u32)]
+pub enum Activation {
+    #[default]
+    None = 0,
+    Relu = 1,
+    /// Exact GELU, `x * Φ(x)`, via a polynomial erf (|error| ≤ 1e-6).
+    Gelu = 2,
+    GeluTanh = 3,
+    Silu = 4,
+    Sigmoid = 5,
+    Tanh = 6,
+}
+
+impl Activation {
+    /// f64 reference used by the CPU checks.
+    pub fn cpu(self, x: f32) -> f32 {
+        let x = x as f64;
+        let y = match self {
+            Activation::None => x,
+            Activation::Relu => x.max(0.0),
+            Activation::Gelu => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
+            Activation::GeluTanh => {
+                let c = (2.0 / std::f64::consts::PI).sqrt();
+                0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+            }
+            Activation::Silu => x / (1.0 + (-x).exp()),
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::Tanh => x.tanh(),
+        };
+        y as f32
+    }
+}
+
+pub const MAX_WORKGROUPS_PER_DIM: u32 = 65535;
+
+/// Folds a 1-D launch of `workgroups` workgroups into `[x, y, 1]` with `x, y <= 65535`.
+pub fn grid(workgroups: usize) -> [u32; 3] {
+    let n = workgroups.max(1) as u64;
+    let max = MAX_WORKGROUPS_PER_DIM as u64;
+    if n <= max {
+        return [n as u32, 1, 1];
+    }
+    let y = n.div_ceil(max);
+    let x = n.div_ceil(y);
+    [x as u32, y as u32, 1]
+}
+
+/// Packs an f32 into a uniform word.
+pub fn f32w(x: f32) -> u32 {
+    x.to_bits()
+}
+
+/// Checks that the product of shapes fits the u32 indices every kernel uses.
+pub fn check_u32(what: &str, numel: usize) -> crate::Result<()> {
+    if numel > u32::MAX as usize / 4 {
+        return Err(crate::Error::Graph(format!("{what}: {numel} elements do not fit 32-bit indexing")));
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Weights from `.safetensors`: f32, f16 and bf16 tensors, converted to f32 on load, looked up by
+//! name with shape checks. Every error names the file and the tensor. A model builder asks for each
+//! parameter with [`Weights::param`]; missing names are collected (so one error lists them all)
+//! and [`Weights::finish`] reports them, and warns about tensors the model never asked for.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, TensorId};
+use crate::tensor::HostTensor;
+
+#[derive(Clone, Debug)]
+pub struct WeightTensor {
+    pub shape: Vec<usize>,
+    pub dtype: String,
+    pub data: Arc<Vec<f32>>,
+}
+
+#[derive(Debug)]
+pub struct Weights {
+    /// Where the tensors came from, for error messages (a path, or a label for in-memory bytes).
+    pub file: String,
+    pub metadata: BTreeMap<String, String>,
+    tensors: HashMap<String, WeightTensor>,
+    used: Mutex<HashSet<String>>,
+    missing: Mutex<Vec<String>>,
+}
+
+fn to_f32(file: &str, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
+    let out = match dtype {
+        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        other => {
+            return Err(Error::DtypeMismatch {
+                file: file.into(),
+                tensor: name.into(),
+                expected: "F32, F16, BF16".into(),
+                found: format!("{other:?}"),
+            })
+        }
+    };
+    Ok(out)
+}
+
+impl Weights {
+    /// Parses a safetensors file held in memory. `file` names it in errors.
+    pub fn from_bytes(file: &str, bytes: &[u8]) -> Result<Self> {
+        let malformed = |reason: String| Error::MalformedWeights { file: file.to_string(), reason };
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| malformed(e.to_string()))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| malformed(e.to_string()))?;
+        let mut tensors = HashMap::new();
+        for (name, view) in st.tensors() {
+            let data = to_f32(file, &name, view.dtype(), view.data())?;
+            let expected: usize = view.shape().iter().product();
+            if data.len() != expected {
+                return Err(malformed(format!("tensor '{name}' holds {} values, its shape {:?} needs {expected}", data.len(), view.shape())));
+            }
+            if let Some(bad) = data.iter().position(|v| !v.is_finite()) {
+                log::warn!("{file}: tensor '{name}' has a non-finite value at flat index {bad}");
+            }
+            tensors.insert(
+                name.to_string(),
+                WeightTensor { shape: view.shape().to_vec(), dtype: format!("{:?}", view.dtype()), data: Arc::new(data) },
+            );
+        }
+        let metadata = header.metadata().clone().map(|m| m.into_iter().collect()).unwrap_or_default();
+        Ok(Self { file: file.to_string(), metadata, tensors, used: Mutex::default(), missing: Mutex::default() })
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| Error::Io { path: name.clone(), reason: e.to_string() })?;
+        Self::from_bytes(&name, &bytes)
+    }
+
+    /// Builds weights from host tensors (random-weight benchmarks, tests).
+    pub fn from_tensors(file: &str, tensors: impl IntoIterator<Item = (String, HostTensor)>) -> Self {
+        let tensors = tensors
+            .into_iter()
+            .map(|(n, t)| (n, WeightTensor { shape: t.shape, dtype: "F32".into(), data: Arc::new(t.data) }))
+            .collect();
+        Self { file: file.to_string(), metadata: BTreeMap::new(), tensors, used: Mutex::default(), missing: Mutex::default() }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.tensors.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// The shape stored under `name`, without marking it used (lets a builder read hyper-parameters
+    /// such as the number of classes off the weights).
+    pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|t| t.shape.as_slice())
+    }
+
+    /// The tensor `name`, which must have shape `expected`. A missing tensor is recorded (reported
+    /// by [`Weights::finish`]) and zeros are returned so the builder can go on and find the others.
+    pub fn param(&self, name: &str, expected: &[usize]) -> Result<Arc<Vec<f32>>> {
+        match self.tensors.get(name) {
+            None => {
+                self.missing.lock().unwrap().push(name.to_string());
+                Ok(Arc::new(vec![0.0; expected.iter().product()]))
+            }
+            Some(t) if t.shape != expected => Err(Error::ShapeMismatch {
+                file: self.file.clone(),
+                tensor: name.into(),
+                expected: expected.to_vec(),
+                found: t.shape.clone(),
+            }),
+            Some(t) => {
+                self.used.lock().unwrap().insert(name.to_string());
+                Ok(t.data.clone())
+            }
+        }
+    }
+
+    /// Marks a tensor as known but intentionally unused (e.g. HAT-Net's `attn.proj_norm`).
+    pub fn ignore(&self, name: &str) {
+        if self.tensors.contains_key(name) {
+            self.used.lock().unwrap().insert(name.to_string());
+        }
+    }
+
+    /// `param` straight into the graph as a constant keyed by its checkpoint name.
+    pub fn constant(&self, g: &mut Graph, name: &str, shape: &[usize]) -> Result<TensorId> {
+        let data = self.param(name, shape)?;
+        g.constant(name, shape, data)
+    }
+
+    /// Rejects tensors larger than `limit` bytes before anything is dispatched.
+    pub fn check_binding_limit(&self, limit: u64) -> Result<()> {
+        for name in self.names() {
+            let bytes = self.tensors[&name].data.len() as u64 * 4;
+            if bytes > limit {
+                return Err(Error::TensorTooLarge { file: self.file.clone(), tensor: name, bytes, limit });
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a build: an error listing every missing tensor, and a warning naming unused ones.
+    pub fn finish(&self) -> Result<Vec<String>> {
+        let mut missing = std::mem::take(&mut *self.missing.lock().unwrap());
+        if !missing.is_empty() {
+            missing.sort();
+            missing.dedup();
+            return Err(Error::MissingTensors { file: self.file.clone(), tensors: missing });
+        }
+        let used = self.used.lock().unwrap();
+        let mut unused: Vec<String> = self.tensors.keys().filter(|n| !used.contains(*n)).cloned().collect();
+        unused.sort();
+        if !unused.is_empty() {
+            log::warn!("{}: {} tensor(s) not used by the model: {}", self.file, unused.len(), unused.join(", "));
+        }
+        Ok(unused)
+    }
+}
+
+/// Reads one f32 tensor by name from a safetensors file held in memory (the `run` command's input).
+pub fn read_tensor(file: &str, bytes: &[u8], name: &str) -> Result<HostTensor> {
+    let w = Weights::from_bytes(file, bytes)?;
+    let t = w.tensors.get(name).ok_or_else(|| Error::MissingTensors { file: file.into(), tensors: vec![name.into()] })?;
+    Ok(HostTensor { shape: t.shape.clone(), data: t.data.as_ref().clone() })
+}
+
+/// Serialises named f32 tensors to safetensors bytes.
+pub fn write_tensors(tensors: &[(&str, &HostTensor)]) -> Result<Vec<u8>> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let bytes: &[u8] = bytemuck::cast_slice(&t.data);
+            safetensors::tensor::TensorView::new(Dtype::F32, t.shape.clone(), bytes)
+                .map(|v| (name.to_string(), v))
+                .map_err(|e| Error::Invalid(format!("cannot serialise '{name}': {e}")))
+        })
+        .collect::<Result<_>>()?;
+    safetensors::serialize(views, None).map_err(|e| Error::Invalid(format!("cannot serialise tensors: {e}")))
+}

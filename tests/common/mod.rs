@@ -1,0 +1,41 @@
+//! Shared helpers for the GPU tests. There is deliberately no skip path: without an adapter the
+//! engine creation fails and so does every GPU test, so a missing lavapipe install is visible.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use wgvit::executor::ConstantCache;
+use wgvit::{Engine, Graph, HostTensor};
+
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let engine = pollster::block_on(Engine::new()).unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+        eprintln!("adapter: {} ({})", engine.info().name, engine.info().backend);
+        engine
+    })
+}
+
+/// Compiles and runs `g` with `inputs` (graph-input order); returns the outputs.
+pub fn run(g: &Graph, inputs: &[&HostTensor]) -> Vec<HostTensor> {
+    let e = engine();
+    let exe = pollster::block_on(e.compile(g, &ConstantCache::new())).unwrap_or_else(|err| panic!("compile: {err}"));
+    pollster::block_on(exe.run(inputs)).unwrap_or_else(|err| panic!("run: {err}"))
+}
+
+/// Asserts `max |got - want| <= atol + rtol * |want|` element-wise, naming the first bad index.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    let mut worst = (0usize, 0f32);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let tol = atol + rtol * w.abs();
+        if !(err <= tol) {
+            panic!("{what}: element {i}: got {g}, want {w} (|diff| {err} > tol {tol})");
+        }
+        if err > worst.1 {
+            worst = (i, err);
+        }
+    }
+    eprintln!("{what}: max abs diff {:.3e} at {}", worst.1, worst.0);
+}
