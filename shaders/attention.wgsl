@@ -1,8 +1,211 @@
-// attention.wgsl — placeholder, replaced by the real kernel.
-struct Params { n: u32, _p0: u32, _p1: u32, _p2: u32, }
+// attention.wgsl — out = softmax(scale * q·kᵀ + bias) · v for every (batch, head, query row),
+// with an online softmax (running max and sum): no score matrix is ever stored.
+//
+// Operands are addressed through views (`View`, built by `ops::attention::View`). Element
+// (b, h, t, c) of an operand lives at
+//     offset + b0*sb0 + b1*sb1 + b2*sb2 + h*sh + t0*st0 + t1*st1 + c*sc
+// where b = (b0*nb1 + b1)*nb2 + b2 and t = t0*nt1 + t1 (mixed-radix splits of the batch and token
+// indices). That is enough to read q/k/v straight out of a packed projection, or out of the windows
+// or grid cells of a channel-last feature map, and to write the output in the layout the next op
+// wants — no permute copies. The bias view addresses (b, h, query, key) with the key as its
+// "channel" (stride sc); batch strides of 0 share one bias across the batch.
+//
+// Bindings: 0 params (uniform), 1 q, 2 k, 3 v, 4 bias (read; when HAS_BIAS = 0 any tensor is bound
+// there and never read), 5 out (write).
+// Dispatch: one workgroup per (batch, head, block of WG query rows, dv chunk), one invocation per
+// query row of the block (WG = nq rounded up to a multiple of 8, at most 64, chosen by the host);
+// the workgroup count is folded into (x, y) by `ops::grid`. Everything but the query row is a
+// function of the workgroup, so the k and v addresses are uniform across it: each k/v load is one
+// broadcast to the whole workgroup on a GPU (and need not be a gather on a CPU device).
+// Registers: q as D4 vec4 (D4 = ceil(d / 4) <= 16, so d <= 64) and the output accumulator as DV4
+// vec4 (a chunk of at most 64 output channels; a larger dv is split over more invocations, each
+// recomputing the scores). Keys go in blocks of KB = 4: their scores are computed first, so the
+// running max/sum rescale (one exp and DV4 vec4 multiplies) happens once per block, not per key.
+// Workgroup memory: none (on a CPU device, barriers cost more than re-reading cached k/v rows).
+
+struct View {
+    offset: u32,
+    nb1: u32,
+    nb2: u32,
+    sb0: u32,
+    sb1: u32,
+    sb2: u32,
+    sh: u32,
+    nt1: u32,
+    st0: u32,
+    st1: u32,
+    sc: u32,
+    _pad: u32,
+}
+
+struct Params {
+    batch: u32,
+    heads: u32,
+    nq: u32,
+    nk: u32,
+    d: u32,
+    dv: u32,
+    chunks: u32,
+    scale: f32,
+    q: View,
+    k: View,
+    v: View,
+    bias: View,
+    o: View,
+}
+
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x < params.n) { y[gid.x] = activate(0.0, 0u); }
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+override WG: u32 = 64u;
+override D4: u32 = 16u;
+override DV4: u32 = 16u;
+override HAS_BIAS: bool = false;
+
+const MAX_D4: u32 = 16u;
+const KB: u32 = 4u;
+// Finite stand-in for -inf as the initial running max: exp(NEG - s) is 0 without inf - inf.
+const NEG: f32 = -3.0e38;
+
+fn batch_offset(w: View, b: u32) -> u32 {
+    let b2 = b % w.nb2;
+    let r = b / w.nb2;
+    return w.offset + (r / w.nb1) * w.sb0 + (r % w.nb1) * w.sb1 + b2 * w.sb2;
+}
+
+fn token_offset(w: View, t: u32) -> u32 {
+    return (t / w.nt1) * w.st0 + (t % w.nt1) * w.st1;
+}
+
+// Walks a view's token index 0, 1, 2, ... without a division per step: `row` is the address of
+// channel 0 of the current token, `inner` counts t1 within its run of nt1.
+struct TokenCursor {
+    row: u32,
+    inner: u32,
+}
+
+fn cursor_next(c: TokenCursor, w: View) -> TokenCursor {
+    if (c.inner + 1u == w.nt1) {
+        return TokenCursor(c.row + w.st0 - c.inner * w.st1, 0u);
+    }
+    return TokenCursor(c.row + w.st1, c.inner + 1u);
+}
+
+// Channels past `limit` read as 0 (q, k: they would otherwise pick up a neighbouring head).
+fn load_q4(row: u32, ch: u32) -> vec4<f32> {
+    let s = params.q.sc;
+    let i = row + ch * s;
+    let n = params.d;
+    return vec4<f32>(select(0.0, q[i], ch < n), select(0.0, q[i + s], ch + 1u < n),
+                     select(0.0, q[i + 2u * s], ch + 2u < n), select(0.0, q[i + 3u * s], ch + 3u < n));
+}
+
+fn load_k4(row: u32, ch: u32) -> vec4<f32> {
+    let s = params.k.sc;
+    let i = row + ch * s;
+    let n = params.d;
+    return vec4<f32>(select(0.0, k[i], ch < n), select(0.0, k[i + s], ch + 1u < n),
+                     select(0.0, k[i + 2u * s], ch + 2u < n), select(0.0, k[i + 3u * s], ch + 3u < n));
+}
+
+// v channels past dv only feed accumulator lanes that are never stored (lanes are independent),
+// so they need no mask.
+fn load_v4(row: u32, ch: u32) -> vec4<f32> {
+    let s = params.v.sc;
+    let i = row + ch * s;
+    return vec4<f32>(v[i], v[i + s], v[i + 2u * s], v[i + 3u * s]);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let blocks = (params.nq + WG - 1u) / WG;
+    let wg = wid.x + wid.y * nwg.x;
+    if (wg >= params.batch * params.heads * blocks * params.chunks) {
+        return;
+    }
+    let chunk = wg % params.chunks;
+    let r = wg / params.chunks;
+    let i = (r % blocks) * WG + lid;
+    let bh = r / blocks;
+    if (i >= params.nq) {
+        return;
+    }
+    let h = bh % params.heads;
+    let b = bh / params.heads;
+    let dv0 = chunk * DV4 * 4u;
+
+    let q_row = batch_offset(params.q, b) + h * params.q.sh + token_offset(params.q, i);
+    var qr: array<vec4<f32>, MAX_D4>;
+    for (var c = 0u; c < D4; c++) {
+        qr[c] = load_q4(q_row, c * 4u) * params.scale;
+    }
+
+    var bias_row = 0u;
+    if (HAS_BIAS) {
+        bias_row = batch_offset(params.bias, b) + h * params.bias.sh + token_offset(params.bias, i);
+    }
+    let v_chunk = dv0 * params.v.sc;
+
+    var kc = TokenCursor(batch_offset(params.k, b) + h * params.k.sh, 0u);
+    var vc = TokenCursor(batch_offset(params.v, b) + h * params.v.sh, 0u);
+    var acc: array<vec4<f32>, MAX_D4>;
+    for (var c = 0u; c < DV4; c++) {
+        acc[c] = vec4<f32>(0.0);
+    }
+    var m = NEG;
+    var l = 0.0;
+
+    for (var j0 = 0u; j0 < params.nk; j0 += KB) {
+        var s: array<f32, KB>;
+        var block_max = m;
+        for (var jj = 0u; jj < KB; jj++) {
+            let j = j0 + jj;
+            if (j < params.nk) {
+                var dot4 = vec4<f32>(0.0);
+                for (var c = 0u; c < D4; c++) {
+                    dot4 += qr[c] * load_k4(kc.row, c * 4u);
+                }
+                var sj = dot4.x + dot4.y + dot4.z + dot4.w;
+                if (HAS_BIAS) {
+                    sj += bias[bias_row + j * params.bias.sc];
+                }
+                s[jj] = sj;
+                block_max = max(block_max, sj);
+                kc = cursor_next(kc, params.k);
+            }
+        }
+        let correction = exp(m - block_max);
+        m = block_max;
+        l *= correction;
+        for (var c = 0u; c < DV4; c++) {
+            acc[c] *= correction;
+        }
+        for (var jj = 0u; jj < KB; jj++) {
+            if (j0 + jj < params.nk) {
+                let p = exp(s[jj] - m);
+                l += p;
+                for (var c = 0u; c < DV4; c++) {
+                    acc[c] += p * load_v4(vc.row + v_chunk, c * 4u);
+                }
+                vc = cursor_next(vc, params.v);
+            }
+        }
+    }
+
+    let inv_l = 1.0 / l;
+    let o_row = batch_offset(params.o, b) + h * params.o.sh + token_offset(params.o, i) + dv0 * params.o.sc;
+    for (var c = 0u; c < DV4; c++) {
+        let y = acc[c] * inv_l;
+        for (var e = 0u; e < 4u; e++) {
+            let ch = c * 4u + e;
+            if (dv0 + ch < params.dv) {
+                out[o_row + ch * params.o.sc] = y[e];
+            }
+        }
+    }
 }

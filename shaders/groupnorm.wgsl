@@ -1,8 +1,159 @@
-// groupnorm.wgsl — placeholder, replaced by the real kernel.
-struct Params { n: u32, _p0: u32, _p1: u32, _p2: u32, }
+// groupnorm.wgsl — y = act((v - mean_g) / sqrt(var_g + eps) * gamma[c] + beta[c]), v = x (+ add),
+// for x [B, C, S] (S = H*W or N); group g of image b is the contiguous run of (C / G) * S elements
+// of channels g*C/G .. (g+1)*C/G, so GroupNorm(1, C) takes statistics over a whole image.
+//
+// A group (up to ~800k elements) is cut into chunks of `chunk_len` elements, one workgroup each,
+// and normalised in two dispatches of this shader (PHASE override):
+//   PHASE 0: per chunk, each lane takes the elements lane, lane + WG, ... and computes its count,
+//     mean and centred M2 = sum (v - mean)^2 in two passes; the lanes' triples are merged with
+//     Chan's parallel formula in a workgroup tree; the chunk's (mean, M2) go to `stats`.
+//   PHASE 1: per chunk, the lanes merge all chunk statistics of the group (Chan again), then
+//     normalise the chunk's own elements.
+// Chan's merge of (na, ma, Ma) and (nb, mb, Mb): d = mb - ma, n = na + nb, m = ma + d * nb / n,
+// M = Ma + Mb + d² na nb / n — only differences of nearby means, never E[v²] - E[v]², so a large
+// common offset keeps full precision. Counts are f32, exact for groups < 2^24 (checked on the host).
+//
+// Bindings (the same for both phases so that one module serves both):
+//   0 params, 1 x [B, C, S] (read), 2 add [B, C, S] (read; x bound again when ADD = 0),
+//   3 gamma [C] (read), 4 beta [C] (read), 5 stats [B * G * chunks_per_group, 2] (read_write:
+//   written by phase 0, read by phase 1), 6 y [B, C, S] (read_write; written by phase 1 only).
+// Dispatch: B * G * chunks_per_group workgroups (both phases) folded into (x, y) by `ops::grid`.
+// Workgroup memory: 3 x WG f32 (count, mean, M2) = 384 B at WG = 32 (3 KiB at the largest WG, 256).
+
+struct Params {
+    group_len: u32,           // (C / G) * S
+    spatial: u32,             // S
+    channels_per_group: u32,  // C / G
+    groups: u32,              // G
+    chunk_len: u32,
+    chunks_per_group: u32,
+    num_chunks: u32,          // B * G * chunks_per_group
+    eps: f32,
+}
+
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x < params.n) { y[gid.x] = activate(0.0, 0u); }
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> add: array<f32>;
+@group(0) @binding(3) var<storage, read> gamma: array<f32>;
+@group(0) @binding(4) var<storage, read> beta: array<f32>;
+@group(0) @binding(5) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+
+override WG: u32 = 256u;
+override PHASE: u32 = 0u;
+override ADD: u32 = 0u;
+override ACT: u32 = 0u;
+
+var<workgroup> counts: array<f32, WG>;
+var<workgroup> means: array<f32, WG>;
+var<workgroup> m2s: array<f32, WG>;
+
+struct Moments {
+    n: f32,
+    mean: f32,
+    m2: f32,
+}
+
+fn merge(a: Moments, b: Moments) -> Moments {
+    let n = a.n + b.n;
+    if (n == 0.0) {
+        return a;
+    }
+    let d = b.mean - a.mean;
+    let wb = b.n / n;
+    return Moments(n, a.mean + d * wb, a.m2 + b.m2 + d * d * a.n * wb);
+}
+
+fn value(i: u32) -> f32 {
+    if (ADD != 0u) {
+        return x[i] + add[i];
+    }
+    return x[i];
+}
+
+// Merges every lane's moments; all lanes get the workgroup's total. Call in uniform control flow.
+fn merge_workgroup(lid: u32, mine: Moments) -> Moments {
+    counts[lid] = mine.n;
+    means[lid] = mine.mean;
+    m2s[lid] = mine.m2;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half /= 2u) {
+        if (lid < half) {
+            let merged = merge(Moments(counts[lid], means[lid], m2s[lid]),
+                               Moments(counts[lid + half], means[lid + half], m2s[lid + half]));
+            counts[lid] = merged.n;
+            means[lid] = merged.mean;
+            m2s[lid] = merged.m2;
+        }
+        workgroupBarrier();
+    }
+    return Moments(counts[0], means[0], m2s[0]);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let chunk = wid.x + wid.y * nwg.x;
+    if (chunk >= params.num_chunks) {
+        return; // whole workgroups past the end: uniform, no barrier is skipped by part of a group
+    }
+    let group = chunk / params.chunks_per_group;
+    let chunk_in_group = chunk % params.chunks_per_group;
+    let start = chunk_in_group * params.chunk_len;
+    let len = min(params.chunk_len, params.group_len - start);
+    let base = group * params.group_len + start;
+
+    if (PHASE == 0u) {
+        // Summed relative to the chunk's first element: rounding scales with the spread, not
+        // with a common offset.
+        let shift = value(base);
+        var s = 0.0;
+        var count = 0u;
+        for (var k = lid; k < len; k += WG) {
+            s += value(base + k) - shift;
+            count += 1u;
+        }
+        let n = f32(count);
+        let mean = select(0.0, shift + s / n, count > 0u);
+        var m2 = 0.0;
+        for (var k = lid; k < len; k += WG) {
+            let d = value(base + k) - mean;
+            m2 += d * d;
+        }
+        let total = merge_workgroup(lid, Moments(n, mean, m2));
+        if (lid == 0u) {
+            stats[2u * chunk] = total.mean;
+            stats[2u * chunk + 1u] = total.m2;
+        }
+        return;
+    }
+
+    // PHASE 1: the group's statistics from its chunks' moments.
+    let first_chunk = group * params.chunks_per_group;
+    var acc = Moments(0.0, 0.0, 0.0);
+    for (var j = lid; j < params.chunks_per_group; j += WG) {
+        let n = f32(min(params.chunk_len, params.group_len - j * params.chunk_len));
+        acc = merge(acc, Moments(n, stats[2u * (first_chunk + j)], stats[2u * (first_chunk + j) + 1u]));
+    }
+    let total = merge_workgroup(lid, acc);
+    let mean = total.mean;
+    let rstd = 1.0 / sqrt(total.m2 / total.n + params.eps);
+
+    // The channel of element start + k, tracked incrementally as k steps by WG: integer division
+    // per element is slow on CPU devices (no vector divide).
+    let spatial = params.spatial;
+    let channel_step = WG / spatial;
+    let offset_step = WG % spatial;
+    var c = (group % params.groups) * params.channels_per_group + (start + lid) / spatial;
+    var offset = (start + lid) % spatial;
+    for (var k = lid; k < len; k += WG) {
+        let i = base + k;
+        y[i] = activate((value(i) - mean) * (rstd * gamma[c]) + beta[c], ACT);
+        offset += offset_step;
+        c += channel_step;
+        if (offset >= spatial) {
+            offset -= spatial;
+            c += 1u;
+        }
+    }
 }

@@ -1,8 +1,93 @@
-// layernorm.wgsl — placeholder, replaced by the real kernel.
-struct Params { n: u32, _p0: u32, _p1: u32, _p2: u32, }
+// layernorm.wgsl — y = (x - mean) / sqrt(var + eps) * gamma + beta over the last dim of x.
+//
+// x is `rows` rows of `c` contiguous elements (channels-last tokens); var is the biased variance.
+// Statistics are two-pass: the mean first, then the sum of squares *centred on that mean*, so a
+// large common offset (x + 1000) costs no precision (E[x²] - E[x]² would cancel catastrophically).
+// The mean itself is summed relative to the row's first element, so its rounding error scales
+// with the spread of the row rather than with the offset.
+//
+// Bindings: 0 params, 1 x [rows, c] (read), 2 gamma [c] (read), 3 beta [c] (read),
+//           4 y [rows, c] (write). A layer without affine binds constant ones / zeros.
+// Dispatch: ceil(rows / (WG / LANES)) workgroups folded into (x, y) by `ops::grid`.
+//   LANES invocations share one row (LANES a power of two dividing WG); LANES = 1 means every
+//   invocation loops over a whole row alone — no barriers and no workgroup memory traffic, which
+//   is what a CPU device (lavapipe) runs fastest for short rows.
+// Workgroup memory: 2 x WG f32 (row sums and centred sums of squares) = 512 B at WG = 64.
+
+struct Params {
+    rows: u32,
+    c: u32,
+    eps: f32,
+    _pad: u32,
+}
+
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x < params.n) { y[gid.x] = activate(0.0, 0u); }
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> beta: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+override WG: u32 = 64u;
+override LANES: u32 = 1u;
+
+var<workgroup> sums: array<f32, WG>;
+var<workgroup> squares: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let lane = lid % LANES;
+    let row = (wid.x + wid.y * nwg.x) * (WG / LANES) + lid / LANES;
+    // Rows past the end keep running (with no work) because every lane must reach the barriers.
+    let in_range = row < params.rows;
+    let c = params.c;
+    let base = row * c;
+    let first = lid - lane; // this row's slot 0 in workgroup memory
+
+    var shift = 0.0;
+    var s = 0.0;
+    if (in_range) {
+        shift = x[base];
+        for (var k = lane; k < c; k += LANES) {
+            s += x[base + k] - shift;
+        }
+    }
+    if (LANES > 1u) {
+        sums[lid] = s;
+        workgroupBarrier();
+        for (var half = LANES / 2u; half > 0u; half /= 2u) {
+            if (lane < half) {
+                sums[lid] += sums[lid + half];
+            }
+            workgroupBarrier();
+        }
+        s = sums[first];
+    }
+    let mean = shift + s / f32(c);
+
+    var q = 0.0;
+    if (in_range) {
+        for (var k = lane; k < c; k += LANES) {
+            let d = x[base + k] - mean;
+            q += d * d;
+        }
+    }
+    if (LANES > 1u) {
+        squares[lid] = q;
+        workgroupBarrier();
+        for (var half = LANES / 2u; half > 0u; half /= 2u) {
+            if (lane < half) {
+                squares[lid] += squares[lid + half];
+            }
+            workgroupBarrier();
+        }
+        q = squares[first];
+    }
+    let rstd = 1.0 / sqrt(q / f32(c) + params.eps);
+
+    if (in_range) {
+        for (var k = lane; k < c; k += LANES) {
+            y[base + k] = (x[base + k] - mean) * rstd * gamma[k] + beta[k];
+        }
+    }
 }

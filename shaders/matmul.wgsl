@@ -1,8 +1,180 @@
-// matmul.wgsl — placeholder, replaced by the real kernel.
-struct Params { n: u32, _p0: u32, _p1: u32, _p2: u32, }
+// matmul.wgsl — batched out = act(alpha * op(a) · op(b) + bias) + residual, op = optional
+// transpose, on the register-tiled core of gemm_tile.wgsl.
+//
+// Shapes (per batch): op(a) is [M, K], op(b) is [K, N], out is [M, N], all contiguous row-major;
+// stored a is [M, K] ([K, M] if TRANS_A), stored b is [K, N] ([N, K] if TRANS_B). Batch `t` of
+// out reads batch `t % a_batches` of a and `t % b_batches` of b (a count of 1 broadcasts).
+//
+// Source order: activations.wgsl, an I/O prelude, gemm_tile.wgsl, this file. The prelude
+// (chosen by the host: `ops::Shader::Matmul` / `MatmulVec4`) declares the storage bindings and
+// the load/store helpers: matmul_io_scalar.wgsl (array<f32>, any shape) or matmul_io_vec4.wgsl
+// (array<vec4<f32>>, when the stored contiguous dims and N are % 4).
+// Bindings: 0 params (uniform), 1 a, 2 b, 3 bias ([M] if BIAS == 1, [N] if BIAS == 2),
+// 4 residual (like out), 5 out. The host binds `a` in place of an absent bias or residual.
+//
+// Loads: with VEC4, the A and B blocks of a k step are vec4 loads along the stored contiguous
+// dimension, whichever it is (a transposed operand becomes `transpose()` of the loaded block:
+// free register renaming); otherwise element by element (any shape).
+// Edges: rows/columns past M/N are clamped when loading (every read is in bounds and real data)
+// and skipped when storing; k past K is never read (zeros in the masked last step).
+// Dispatch: workgroups of WG_N x WG_M invocations, each owning TM x TN outputs, cover
+// (WG_M*TM) x (WG_N*TN) outputs; the batches * tiles_m * tiles_n workgroups are folded into
+// (x, y) by `ops::grid`. Workgroup memory: none.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batches: u32,
+    tiles_m: u32,
+    tiles_n: u32,
+    a_batches: u32,
+    b_batches: u32,
+    alpha: f32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x < params.n) { y[gid.x] = activate(0.0, 0u); }
+
+override WG_M: u32 = 8u;
+override WG_N: u32 = 8u;
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override VEC4: bool = false;
+// 0: no bias, 1: bias[M] along rows, 2: bias[N] along columns.
+override BIAS: u32 = 0u;
+override RESIDUAL: bool = false;
+override ACT: u32 = 0u;
+
+struct Tile {
+    m0: u32,
+    n0: u32,
+    a_off: u32,
+    b_off: u32,
+}
+
+struct KStep {
+    k: u32,
+}
+
+fn k_first(t: Tile) -> KStep {
+    return KStep(0u);
+}
+
+fn k_advance(s: KStep) -> KStep {
+    return KStep(s.k + 4u);
+}
+
+// op(a)[m, kk], m clamped into the matrix, zero when kk >= K (only in the masked step).
+fn a_elem(t: Tile, m: u32, kk: u32) -> f32 {
+    let mc = min(m, params.m - 1u);
+    let kc = min(kk, params.k - 1u);
+    let i = select(t.a_off + mc * params.k + kc, t.a_off + kc * params.m + mc, TRANS_A);
+    return select(0.0, load_a(i), kk < params.k);
+}
+
+// op(b)[kk, n], n clamped, zero when kk >= K.
+fn b_elem(t: Tile, kk: u32, n: u32) -> f32 {
+    let nc = min(n, params.n - 1u);
+    let kc = min(kk, params.k - 1u);
+    let i = select(t.b_off + kc * params.n + nc, t.b_off + nc * params.k + kc, TRANS_B);
+    return select(0.0, load_b(i), kk < params.k);
+}
+
+fn a_row(t: Tile, m: u32, k: u32) -> vec4<f32> {
+    return vec4<f32>(a_elem(t, m, k), a_elem(t, m, k + 1u), a_elem(t, m, k + 2u), a_elem(t, m, k + 3u));
+}
+
+fn b_row(t: Tile, kk: u32, n: u32) -> vec4<f32> {
+    return vec4<f32>(b_elem(t, kk, n), b_elem(t, kk, n + 1u), b_elem(t, kk, n + 2u), b_elem(t, kk, n + 3u));
+}
+
+fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
+    let M = params.m;
+    let m = t.m0 + 4u * q;
+    let k = s.k;
+    if (VEC4 && !masked) {
+        if (TRANS_A) {
+            // M % 4 == 0: a group of 4 rows is wholly in range or wholly past the edge.
+            let base = t.a_off + min(m, M - 4u);
+            return transpose(mat4x4<f32>(load_a4(base + k * M), load_a4(base + (k + 1u) * M),
+                                         load_a4(base + (k + 2u) * M), load_a4(base + (k + 3u) * M)));
+        }
+        let K = params.k;
+        let base = t.a_off + k;
+        return mat4x4<f32>(load_a4(base + min(m, M - 1u) * K), load_a4(base + min(m + 1u, M - 1u) * K),
+                           load_a4(base + min(m + 2u, M - 1u) * K), load_a4(base + min(m + 3u, M - 1u) * K));
+    }
+    return mat4x4<f32>(a_row(t, m, k), a_row(t, m + 1u, k), a_row(t, m + 2u, k), a_row(t, m + 3u, k));
+}
+
+fn b_block(t: Tile, g: u32, s: KStep, masked: bool) -> mat4x4<f32> {
+    let N = params.n;
+    let n = t.n0 + 4u * g;
+    let k = s.k;
+    if (VEC4 && !masked) {
+        if (TRANS_B) {
+            let K = params.k;
+            let base = t.b_off + k;
+            return transpose(mat4x4<f32>(load_b4(base + min(n, N - 1u) * K), load_b4(base + min(n + 1u, N - 1u) * K),
+                                         load_b4(base + min(n + 2u, N - 1u) * K), load_b4(base + min(n + 3u, N - 1u) * K)));
+        }
+        // N % 4 == 0: a group of 4 columns is wholly in range or wholly past the edge.
+        let base = t.b_off + min(n, N - 4u);
+        return mat4x4<f32>(load_b4(base + k * N), load_b4(base + (k + 1u) * N),
+                           load_b4(base + (k + 2u) * N), load_b4(base + (k + 3u) * N));
+    }
+    return mat4x4<f32>(b_row(t, k, n), b_row(t, k + 1u, n), b_row(t, k + 2u, n), b_row(t, k + 3u, n));
+}
+
+// Epilogue for out[batch, m, n .. n+3]; nothing past M or N is stored.
+fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
+    let M = params.m;
+    let N = params.n;
+    if (m >= M || n >= N) {
+        return;
+    }
+    var v = params.alpha * acc;
+    if (BIAS == 1u) {
+        v += vec4<f32>(bias[m]);
+    } else if (BIAS == 2u) {
+        v += vec4<f32>(bias[n], bias[min(n + 1u, N - 1u)], bias[min(n + 2u, N - 1u)], bias[min(n + 3u, N - 1u)]);
+    }
+    v = vec4<f32>(activate(v.x, ACT), activate(v.y, ACT), activate(v.z, ACT), activate(v.w, ACT));
+    let o = (batch * M + m) * N + n;
+    if (VEC4 || n + 4u <= N) {
+        if (RESIDUAL) {
+            v += load_residual4(o);
+        }
+        store_out4(o, v);
+        return;
+    }
+    for (var i = 0u; i < N - n; i++) {
+        var e = v[i];
+        if (RESIDUAL) {
+            e += load_residual(o + i);
+        }
+        store_out(o + i, e);
+    }
+}
+
+@compute @workgroup_size(WG_N, WG_M)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wg = wid.x + wid.y * nwg.x;
+    let tiles = params.tiles_m * params.tiles_n;
+    if (wg >= tiles * params.batches) {
+        return;
+    }
+    let batch = wg / tiles;
+    let tile = wg % tiles;
+    let m0 = ((tile / params.tiles_n) * WG_M + lid.y) * TM;
+    let n0 = ((tile % params.tiles_n) * WG_N + lid.x) * TN;
+    if (m0 >= params.m || n0 >= params.n) {
+        return;
+    }
+    let t = Tile(m0, n0, (batch % params.a_batches) * params.m * params.k, (batch % params.b_batches) * params.k * params.n);
+    gemm_store(batch, t, gemm_accumulate(t));
 }

@@ -1,8 +1,90 @@
-// softmax.wgsl — placeholder, replaced by the real kernel.
-struct Params { n: u32, _p0: u32, _p1: u32, _p2: u32, }
+// softmax.wgsl — y = softmax(scale * x) over the last dim: max-subtracted, exp, divided by the sum.
+//
+// x is `rows` rows of `len` contiguous elements. Three sweeps over a row: the max of scale * x;
+// e = exp(scale * x - max) stored into y while summing; y *= 1 / sum. So exp runs once per
+// element, and no exp argument is positive (no overflow for any input range).
+//
+// Bindings: 0 params, 1 x [rows, len] (read), 2 y [rows, len] (write).
+// Dispatch: ceil(rows / (WG / LANES)) workgroups folded into (x, y) by `ops::grid`.
+//   LANES invocations share one row (a power of two dividing WG); LANES = 1: one invocation loops
+//   over its row alone, no barriers — fastest on a CPU device (lavapipe) for short rows.
+// Each lane re-reads in the last sweep only the y elements it wrote itself, so the sweeps need no
+// barrier beyond the reductions.
+// Workgroup memory: 2 x WG f32 (row maxima and sums) = 512 B at WG = 64.
+
+struct Params {
+    rows: u32,
+    len: u32,
+    scale: f32,
+    _pad: u32,
+}
+
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x < params.n) { y[gid.x] = activate(0.0, 0u); }
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+override WG: u32 = 64u;
+override LANES: u32 = 1u;
+
+var<workgroup> maxima: array<f32, WG>;
+var<workgroup> sums: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let lane = lid % LANES;
+    let row = (wid.x + wid.y * nwg.x) * (WG / LANES) + lid / LANES;
+    // Rows past the end keep running (with no work) because every lane must reach the barriers.
+    let in_range = row < params.rows;
+    let len = params.len;
+    let base = row * len;
+    let first = lid - lane;
+    let scale = params.scale;
+
+    // -3.4e38 rather than -inf: WGSL has no infinity literal; a lane with no element keeps it and
+    // its exp(-huge) term vanishes in the combination below.
+    var m = -3.4028235e38;
+    if (in_range) {
+        for (var k = lane; k < len; k += LANES) {
+            m = max(m, scale * x[base + k]);
+        }
+    }
+    if (LANES > 1u) {
+        maxima[lid] = m;
+        workgroupBarrier();
+        for (var half = LANES / 2u; half > 0u; half /= 2u) {
+            if (lane < half) {
+                maxima[lid] = max(maxima[lid], maxima[lid + half]);
+            }
+            workgroupBarrier();
+        }
+        m = maxima[first];
+    }
+
+    var s = 0.0;
+    if (in_range) {
+        for (var k = lane; k < len; k += LANES) {
+            let e = exp(scale * x[base + k] - m);
+            y[base + k] = e;
+            s += e;
+        }
+    }
+    if (LANES > 1u) {
+        sums[lid] = s;
+        workgroupBarrier();
+        for (var half = LANES / 2u; half > 0u; half /= 2u) {
+            if (lane < half) {
+                sums[lid] += sums[lid + half];
+            }
+            workgroupBarrier();
+        }
+        s = sums[first];
+    }
+    let inv = 1.0 / s;
+
+    if (in_range) {
+        for (var k = lane; k < len; k += LANES) {
+            y[base + k] *= inv;
+        }
+    }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, PipelineKey, StorageKind, TensorId};
-use crate::plan::{align_up, plan_memory, Interval, MemoryPlan};
+use crate::plan::{align_up, plan_graph, MemoryPlan};
 use crate::tensor::HostTensor;
 
 /// Pipelines, shader modules and bind-group layouts, created once per device and shared by every
@@ -91,22 +91,24 @@ impl PipelineCache {
         if let Some(p) = self.pipelines.lock().unwrap().get(&cache_key) {
             return Ok((p.clone(), bgl));
         }
-        let module = {
-            let mut modules = self.modules.lock().unwrap();
-            match modules.get(&key.shader) {
-                Some(m) => m.clone(),
-                None => {
-                    let source = key.shader.source();
-                    if std::env::var_os("WGVIT_PRINT_WGSL").is_some() {
-                        eprintln!("// ---- {:?}\n{source}", key.shader);
-                    }
-                    let m = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(key.shader.name()),
-                        source: wgpu::ShaderSource::Wgsl(source.into()),
-                    });
-                    modules.insert(key.shader.clone(), m.clone());
-                    m
+        let cached = self.modules.lock().unwrap().get(&key.shader).cloned();
+        let module = match cached {
+            Some(m) => m,
+            None => {
+                let source = key.shader.source();
+                if std::env::var_os("WGVIT_PRINT_WGSL").is_some() {
+                    eprintln!("// ---- {:?}\n{source}", key.shader);
                 }
+                let m = ctx
+                    .scoped(&format!("compiling shader '{}'", key.shader.name()), || {
+                        ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(key.shader.name()),
+                            source: wgpu::ShaderSource::Wgsl(source.into()),
+                        })
+                    })
+                    .await?;
+                self.modules.lock().unwrap().insert(key.shader.clone(), m.clone());
+                m
             }
         };
         let constants: Vec<(&str, f64)> = key.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
@@ -217,18 +219,7 @@ impl Executable {
         let live = graph.liveness()?;
 
         // ---- memory plan over inputs and activations: one buffer per slot
-        let mut planned: Vec<usize> = Vec::new(); // storage indices that need a slot
-        let mut intervals = Vec::new();
-        for (s, storage) in graph.storages.iter().enumerate() {
-            if matches!(storage.kind, StorageKind::Constant { .. }) {
-                continue;
-            }
-            if let Some((first, last)) = live[s] {
-                planned.push(s);
-                intervals.push(Interval { bytes: storage.numel as u64 * 4, first, last });
-            }
-        }
-        let plan = plan_memory(&intervals);
+        let (plan, slot_of) = plan_graph(graph, &live);
         let max_binding = limits.max_storage_buffer_binding_size as u64;
         let slots: Vec<wgpu::Buffer> = plan
             .slot_bytes
@@ -246,10 +237,6 @@ impl Executable {
                 }))
             })
             .collect::<Result<_>>()?;
-        let mut slot_of: HashMap<usize, usize> = HashMap::new();
-        for (k, &s) in planned.iter().enumerate() {
-            slot_of.insert(s, plan.slot_of[k]);
-        }
 
         // ---- constants
         let mut constant_buffer: HashMap<usize, Arc<wgpu::Buffer>> = HashMap::new();
@@ -318,7 +305,7 @@ impl Executable {
                 }
                 let buffer: &wgpu::Buffer = match constant_buffer.get(&s) {
                     Some(buf) => buf.as_ref(),
-                    None => &slots[slot_of[&s]],
+                    None => &slots[slot_of[s].expect("a storage a node binds is live, so it has a slot")],
                 };
                 entries.push(wgpu::BindGroupEntry {
                     binding: 1 + b as u32,
@@ -346,7 +333,7 @@ impl Executable {
             Slot {
                 name: name.to_string(),
                 shape: graph.shape(t).to_vec(),
-                slot: slot_of.get(&s).copied().unwrap_or(usize::MAX),
+                slot: slot_of[s].unwrap_or(usize::MAX),
                 bytes: graph.storages[s].numel as u64 * 4,
             }
         };

@@ -76,6 +76,9 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     pub inputs: Vec<TensorId>,
     pub outputs: Vec<(String, TensorId)>,
+    /// Named intermediate results a model offers for debugging (e.g. `stage0`); they cost nothing
+    /// unless promoted to outputs with [`Graph::promote_taps`].
+    pub taps: Vec<(String, TensorId)>,
     label_prefix: Vec<String>,
 }
 
@@ -138,6 +141,17 @@ impl Graph {
     /// Marks `t` as a result the caller reads back. It stays live until the end of the forward.
     pub fn output(&mut self, name: &str, t: TensorId) {
         self.outputs.push((name.to_string(), t));
+    }
+
+    /// Offers `t` as a named intermediate (see [`Graph::taps`]).
+    pub fn tap(&mut self, name: &str, t: TensorId) {
+        self.taps.push((name.to_string(), t));
+    }
+
+    /// Makes every tap an output, read back after the forward (per-stage checks).
+    pub fn promote_taps(&mut self) {
+        let taps = std::mem::take(&mut self.taps);
+        self.outputs.extend(taps);
     }
 
     /// Labels of nodes pushed inside `f` get `prefix.` in front (e.g. `blocks.0.1.attn`), so a

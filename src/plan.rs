@@ -3,14 +3,16 @@
 //! Each storage is live over an interval of node positions `[first, last]`. Storages are assigned
 //! to *slots*, one `wgpu::Buffer` each; a slot holds several storages whose intervals are pairwise
 //! disjoint, and is as large as the largest of them. Assignment is greedy by size (largest first,
-//! as TFLite's "greedy by size" shared-object planner): a storage goes to the best-fitting slot
-//! that is free over its whole interval, growing the largest free slot if none is big enough, or
-//! opening a new slot.
+//! as TFLite's "greedy by size" shared-object planner): a storage goes to the smallest slot that
+//! is free over its whole interval — every existing slot is at least as large, since larger
+//! storages were placed first — or opens a new slot of its own size.
 //!
 //! Why slots and not offsets inside one arena: WebGPU tracks usage per *buffer* inside a dispatch,
 //! so a node may not bind one buffer read-only (its input) and read-write (its output) at once,
 //! even at disjoint ranges. A node's inputs and outputs are live at the same position, so they
 //! always land in different slots; whole-buffer bindings also need no offset alignment.
+
+use crate::graph::{Graph, StorageKind};
 
 /// One storage to place: its size and its live interval (node positions, inclusive).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,23 +58,41 @@ pub fn plan_memory(intervals: &[Interval]) -> MemoryPlan {
     for &i in &order {
         let me = intervals[i];
         let size = padded(me.bytes);
-        let free: Vec<usize> = (0..slot_bytes.len())
-            .filter(|&s| members[s].iter().all(|&j| !intervals[j].overlaps_in_time(&me)))
-            .collect();
-        let best_fit = free.iter().copied().filter(|&s| slot_bytes[s] >= size).min_by_key(|&s| slot_bytes[s]);
-        let slot = match best_fit.or_else(|| free.iter().copied().max_by_key(|&s| slot_bytes[s])) {
-            Some(s) => s,
-            None => {
-                slot_bytes.push(0);
-                members.push(Vec::new());
-                slot_bytes.len() - 1
-            }
-        };
-        slot_bytes[slot] = slot_bytes[slot].max(size);
+        let free = (0..slot_bytes.len()).filter(|&s| members[s].iter().all(|&j| !intervals[j].overlaps_in_time(&me)));
+        let slot = free.min_by_key(|&s| slot_bytes[s]).unwrap_or_else(|| {
+            slot_bytes.push(size);
+            members.push(Vec::new());
+            slot_bytes.len() - 1
+        });
+        debug_assert!(slot_bytes[slot] >= size, "slots are filled largest first");
         members[slot].push(i);
         slot_of[i] = slot;
     }
     let planned_bytes = slot_bytes.iter().sum();
     let unshared_bytes = intervals.iter().map(|iv| padded(iv.bytes)).sum();
     MemoryPlan { slot_of, slot_bytes, planned_bytes, unshared_bytes }
+}
+
+/// Plans the storages of `graph` that live in slots — inputs and activations that a node or an
+/// output touches; constants have buffers of their own — from `live` ([`Graph::liveness`]).
+/// Returns the plan (intervals in storage order) and the slot of each storage (`None` if it has
+/// none).
+pub fn plan_graph(graph: &Graph, live: &[Option<(usize, usize)>]) -> (MemoryPlan, Vec<Option<usize>>) {
+    let mut planned = Vec::new();
+    let mut intervals = Vec::new();
+    for (s, storage) in graph.storages.iter().enumerate() {
+        if matches!(storage.kind, StorageKind::Constant { .. }) {
+            continue;
+        }
+        if let Some((first, last)) = live[s] {
+            planned.push(s);
+            intervals.push(Interval { bytes: storage.numel as u64 * 4, first, last });
+        }
+    }
+    let plan = plan_memory(&intervals);
+    let mut slot_of = vec![None; graph.storages.len()];
+    for (k, &s) in planned.iter().enumerate() {
+        slot_of[s] = Some(plan.slot_of[k]);
+    }
+    (plan, slot_of)
 }

@@ -2,6 +2,9 @@
 //! name with shape checks. Every error names the file and the tensor. A model builder asks for each
 //! parameter with [`Weights::param`]; missing names are collected (so one error lists them all)
 //! and [`Weights::finish`] reports them, and warns about tensors the model never asked for.
+//!
+//! Tensors of other dtypes (PyTorch's int64 `num_batches_tracked` BatchNorm counters, say) are
+//! kept without data: a file holding them loads, and only asking for one is a `DtypeMismatch`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -29,21 +32,23 @@ pub struct Weights {
     missing: Mutex<Vec<String>>,
 }
 
-fn to_f32(file: &str, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
-    let out = match dtype {
-        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        other => {
-            return Err(Error::DtypeMismatch {
-                file: file.into(),
-                tensor: name.into(),
-                expected: "F32, F16, BF16".into(),
-                found: format!("{other:?}"),
-            })
-        }
-    };
-    Ok(out)
+/// The dtypes converted to f32 on load.
+const FLOAT_DTYPES: &str = "F32, F16, BF16";
+
+/// The tensor as f32, or `None` for a dtype that is not a float the engine reads.
+fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    match dtype {
+        Dtype::F32 => Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        Dtype::F16 => Some(bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
+        Dtype::BF16 => Some(bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
+        _ => None,
+    }
+}
+
+impl WeightTensor {
+    fn is_float(&self) -> bool {
+        FLOAT_DTYPES.split(", ").any(|d| d == self.dtype)
+    }
 }
 
 impl Weights {
@@ -54,9 +59,9 @@ impl Weights {
         let st = SafeTensors::deserialize(bytes).map_err(|e| malformed(e.to_string()))?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
-            let data = to_f32(file, &name, view.dtype(), view.data())?;
+            let data = to_f32(view.dtype(), view.data()).unwrap_or_default();
             let expected: usize = view.shape().iter().product();
-            if data.len() != expected {
+            if !data.is_empty() && data.len() != expected {
                 return Err(malformed(format!("tensor '{name}' holds {} values, its shape {:?} needs {expected}", data.len(), view.shape())));
             }
             if let Some(bad) = data.iter().position(|v| !v.is_finite()) {
@@ -112,6 +117,7 @@ impl Weights {
                 self.missing.lock().unwrap().push(name.to_string());
                 Ok(Arc::new(vec![0.0; expected.iter().product()]))
             }
+            Some(t) if !t.is_float() => Err(self.dtype_mismatch(name, t)),
             Some(t) if t.shape != expected => Err(Error::ShapeMismatch {
                 file: self.file.clone(),
                 tensor: name.into(),
@@ -122,6 +128,15 @@ impl Weights {
                 self.used.lock().unwrap().insert(name.to_string());
                 Ok(t.data.clone())
             }
+        }
+    }
+
+    fn dtype_mismatch(&self, name: &str, t: &WeightTensor) -> Error {
+        Error::DtypeMismatch {
+            file: self.file.clone(),
+            tensor: name.into(),
+            expected: FLOAT_DTYPES.into(),
+            found: t.dtype.clone(),
         }
     }
 
@@ -171,6 +186,9 @@ impl Weights {
 pub fn read_tensor(file: &str, bytes: &[u8], name: &str) -> Result<HostTensor> {
     let w = Weights::from_bytes(file, bytes)?;
     let t = w.tensors.get(name).ok_or_else(|| Error::MissingTensors { file: file.into(), tensors: vec![name.into()] })?;
+    if !t.is_float() {
+        return Err(w.dtype_mismatch(name, t));
+    }
     Ok(HostTensor { shape: t.shape.clone(), data: t.data.as_ref().clone() })
 }
 

@@ -1,1 +1,271 @@
-//! conv2d (to be written).
+//! 2-D convolution, NCHW, PyTorch weight layout `[Cout, Cin/groups, kh, kw]`, any kernel size,
+//! stride, padding, dilation and groups, with an optional bias and a fused activation.
+//!
+//! Three kernels, picked from the shapes:
+//! - **1x1, stride 1, no padding, one group** is a matmul: `weight[Cout, Cin] · x[b][Cin, H*W]`
+//!   with the bias along rows (views only, no copy) — the pointwise convs of the models.
+//! - **depthwise** (`groups == Cin == Cout`, kernel width <= 7): `conv2d_depthwise.wgsl`, every
+//!   invocation a 4-row x 4-column output tile; per kernel row it holds that row's weights and
+//!   one input row segment per output row in registers, so each loaded input feeds every tap
+//!   of the row; kernel size, stride and dilation are pipeline constants.
+//! - everything else (dense, grouped, depthwise with odd geometry): `conv2d.wgsl`, an implicit
+//!   GEMM per (image, group) — `out[co, p] = Σ_r W[co, r] · im2col(x)[r, p]` with the im2col
+//!   gathered on the fly — on the register-tiled core matmul uses (16 channels x 8 pixels per
+//!   invocation).
+//!
+//! Padding reads as zero. [`fold_batchnorm`] folds an inference BatchNorm into the conv's weight
+//! and bias on the host; [`conv2d_cpu`] is the f64-accumulating reference the tests use.
+
+use super::matmul::{matmul, BiasAxis, Epilogue};
+use super::{check_u32, grid, Activation, Graph, Node, PipelineKey, Shader, TensorId};
+use crate::error::{Error, Result};
+
+/// Stride, padding, dilation (each `(h, w)`) and groups of a 2-D convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv2dParams {
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub groups: usize,
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Self { stride: (1, 1), padding: (0, 0), dilation: (1, 1), groups: 1 }
+    }
+}
+
+/// Resolved geometry of one convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dShape {
+    pub batch: usize,
+    pub in_c: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_c: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    pub kernel: (usize, usize),
+}
+
+/// Checks the shapes and parameters; returns the geometry or an error naming them.
+pub fn conv2d_shape(x_shape: &[usize], w_shape: &[usize], bias_len: Option<usize>, p: &Conv2dParams) -> Result<Conv2dShape> {
+    let bad = |why: String| Error::Graph(format!("conv2d: x {x_shape:?}, weight {w_shape:?}, {p:?}: {why}"));
+    let (&[batch, in_c, in_h, in_w], &[out_c, w_in, kh, kw]) = (x_shape, w_shape) else {
+        return Err(bad("x must be [B, Cin, H, W] and weight [Cout, Cin/groups, kh, kw]".into()));
+    };
+    if p.groups == 0 || p.stride.0 == 0 || p.stride.1 == 0 || p.dilation.0 == 0 || p.dilation.1 == 0 {
+        return Err(bad("groups, stride and dilation must be >= 1".into()));
+    }
+    if in_c % p.groups != 0 || out_c % p.groups != 0 || w_in * p.groups != in_c {
+        return Err(bad(format!("Cin {in_c} and Cout {out_c} must split into {} groups of weight[1] = {w_in} input channels", p.groups)));
+    }
+    if batch == 0 || in_c == 0 || out_c == 0 || kh == 0 || kw == 0 {
+        return Err(bad("empty tensor".into()));
+    }
+    let out = |size: usize, pad: usize, dil: usize, k: usize, stride: usize| -> Option<usize> {
+        let span = dil * (k - 1) + 1;
+        (size + 2 * pad >= span).then(|| (size + 2 * pad - span) / stride + 1)
+    };
+    let (Some(out_h), Some(out_w)) = (
+        out(in_h, p.padding.0, p.dilation.0, kh, p.stride.0),
+        out(in_w, p.padding.1, p.dilation.1, kw, p.stride.1),
+    ) else {
+        return Err(bad("the dilated kernel is larger than the padded input".into()));
+    };
+    if let Some(n) = bias_len {
+        if n != out_c {
+            return Err(bad(format!("bias has {n} elements, expected Cout = {out_c}")));
+        }
+    }
+    Ok(Conv2dShape { batch, in_c, in_h, in_w, out_c, out_h, out_w, kernel: (kh, kw) })
+}
+
+/// Register tile of the implicit-GEMM kernel (channels x pixels per invocation) and workgroup.
+const GEMM_TM: u32 = 16;
+const GEMM_TN: u32 = 8;
+const GEMM_WG: (u32, u32) = (8, 8);
+/// Depthwise: invocations per workgroup, output rows per invocation, and the register arrays of
+/// conv2d_depthwise.wgsl (one kernel row of weights, one input row segment).
+const DW_WG: u32 = 64;
+const DW_ROWS: usize = 4;
+const DW_MAX_KW: usize = 7;
+const DW_MAX_SEGMENT: usize = 32;
+
+/// y = act(conv2d(x, weight) + bias); x [B, Cin, H, W] → [B, Cout, Ho, Wo].
+pub fn conv2d(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, p: &Conv2dParams, act: Activation) -> Result<TensorId> {
+    let s = conv2d_shape(g.shape(x), g.shape(weight), bias.map(|b| g.numel(b)), p)?;
+    check_u32("conv2d x", g.numel(x))?;
+    check_u32("conv2d weight", g.numel(weight))?;
+    check_u32("conv2d out", s.batch * s.out_c * s.out_h * s.out_w)?;
+    let (kh, kw) = s.kernel;
+    if (kh, kw) == (1, 1) && p.stride == (1, 1) && p.padding == (0, 0) && p.groups == 1 {
+        return conv1x1(g, x, weight, bias, &s, act);
+    }
+    let segment = 3 * p.stride.1 + (kw - 1) * p.dilation.1 + 1;
+    if p.groups == s.in_c && s.out_c == s.in_c && kw <= DW_MAX_KW && segment <= DW_MAX_SEGMENT {
+        return depthwise(g, x, weight, bias, p, &s, act);
+    }
+    implicit_gemm(g, x, weight, bias, p, &s, act)
+}
+
+fn conv1x1(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, s: &Conv2dShape, act: Activation) -> Result<TensorId> {
+    let w2 = g.reshape(weight, &[s.out_c, s.in_c])?;
+    let x3 = g.reshape(x, &[s.batch, s.in_c, s.in_h * s.in_w])?;
+    let epi = Epilogue { bias: bias.map(|b| (b, BiasAxis::Row)), act, ..Default::default() };
+    let y = matmul(g, w2, x3, false, false, epi)?;
+    g.reshape(y, &[s.batch, s.out_c, s.out_h, s.out_w])
+}
+
+fn depthwise(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, p: &Conv2dParams, s: &Conv2dShape, act: Activation) -> Result<TensorId> {
+    let (kh, kw) = s.kernel;
+    let rows = DW_ROWS.min(s.out_h);
+    let col_blocks = s.out_w.div_ceil(4);
+    let row_blocks = s.out_h.div_ceil(rows);
+    let tiles = s.batch * s.out_c * row_blocks * col_blocks;
+    check_u32("conv2d depthwise tiles", tiles)?;
+    let y = g.activation(&[s.batch, s.out_c, s.out_h, s.out_w]);
+    let c = |v: usize| v as u32;
+    g.push(Node {
+        label: format!("conv2d_dw{kh}x{kw}"),
+        key: PipelineKey::new(Shader::Conv2dDepthwise)
+            .with("WG", DW_WG)
+            .with("KH", c(kh))
+            .with("KW", c(kw))
+            .with("SH", c(p.stride.0))
+            .with("SW", c(p.stride.1))
+            .with("DH", c(p.dilation.0))
+            .with("DW", c(p.dilation.1))
+            .with("TH", c(rows))
+            .with("BIAS", bias.is_some() as u32)
+            .with("ACT", act as u32),
+        params: vec![
+            c(tiles),
+            c(s.out_c),
+            c(s.in_h),
+            c(s.in_w),
+            c(s.out_h),
+            c(s.out_w),
+            c(col_blocks),
+            c(row_blocks),
+            c(p.padding.0),
+            c(p.padding.1),
+            0,
+            0,
+        ],
+        reads: vec![x, weight, bias.unwrap_or(weight)],
+        writes: vec![y],
+        workgroups: grid(tiles.div_ceil(DW_WG as usize)),
+        flops: 2 * (s.batch * s.out_c * s.out_h * s.out_w * kh * kw) as u64,
+    });
+    Ok(y)
+}
+
+fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, p: &Conv2dParams, s: &Conv2dShape, act: Activation) -> Result<TensorId> {
+    let (kh, kw) = s.kernel;
+    let groups = p.groups;
+    let m = s.out_c / groups;
+    let n = s.out_h * s.out_w;
+    let k = s.in_c / groups * kh * kw;
+    let batches = s.batch * groups;
+    let tiles_m = m.div_ceil((GEMM_WG.0 * GEMM_TM) as usize);
+    let tiles_n = n.div_ceil((GEMM_WG.1 * GEMM_TN) as usize);
+    let y = g.activation(&[s.batch, s.out_c, s.out_h, s.out_w]);
+    let c = |v: usize| v as u32;
+    g.push(Node {
+        label: format!("conv2d{kh}x{kw}"),
+        // Weight rows start on a vec4 when K % 4 == 0 (the weight is [groups, M, K] row-major).
+        key: PipelineKey::new(if k.is_multiple_of(4) { Shader::Conv2dVec4 } else { Shader::Conv2d })
+            .with("TM", GEMM_TM)
+            .with("TN", GEMM_TN)
+            .with("WG_M", GEMM_WG.0)
+            .with("WG_N", GEMM_WG.1)
+            .with("K_TAIL", !k.is_multiple_of(4) as u32)
+            .with("BIAS", bias.is_some() as u32)
+            .with("ACT", act as u32),
+        params: vec![
+            c(m),
+            c(n),
+            c(k),
+            c(batches),
+            c(tiles_m),
+            c(tiles_n),
+            c(groups),
+            c(s.in_c / groups),
+            c(s.in_h),
+            c(s.in_w),
+            c(s.out_w),
+            c(kh),
+            c(kw),
+            c(p.stride.0),
+            c(p.stride.1),
+            c(p.padding.0),
+            c(p.padding.1),
+            c(p.dilation.0),
+            c(p.dilation.1),
+            0,
+        ],
+        reads: vec![x, weight, bias.unwrap_or(weight)],
+        writes: vec![y],
+        workgroups: grid(batches * tiles_m * tiles_n),
+        flops: 2 * (batches * m * n * k) as u64,
+    });
+    Ok(y)
+}
+
+/// BatchNorm (inference) folded into the preceding conv: returns (weight', bias') with
+/// `w' = w · γ/√(var+ε)` per output channel and `b' = (b − mean) · γ/√(var+ε) + β`
+/// (computed in f64, rounded once).
+#[allow(clippy::too_many_arguments)]
+pub fn fold_batchnorm(weight: &[f32], bias: Option<&[f32]>, cout: usize, gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let per_channel = weight.len() / cout.max(1);
+    let mut w = weight.to_vec();
+    let mut b = vec![0f32; cout];
+    for o in 0..cout {
+        let scale = gamma[o] as f64 / (var[o] as f64 + eps as f64).sqrt();
+        for v in &mut w[o * per_channel..(o + 1) * per_channel] {
+            *v = (*v as f64 * scale) as f32;
+        }
+        let b0 = bias.map_or(0.0, |b| b[o] as f64);
+        b[o] = ((b0 - mean[o] as f64) * scale + beta[o] as f64) as f32;
+    }
+    (w, b)
+}
+
+/// CPU reference of [`conv2d`] (f64 accumulation). Returns the output and its shape.
+pub fn conv2d_cpu(x: &[f32], x_shape: &[usize], w: &[f32], w_shape: &[usize], bias: Option<&[f32]>, p: &Conv2dParams, act: Activation) -> (Vec<f32>, Vec<usize>) {
+    let s = conv2d_shape(x_shape, w_shape, bias.map(|b| b.len()), p).expect("valid conv2d shapes");
+    let (kh, kw) = s.kernel;
+    let (cin_g, cout_g) = (s.in_c / p.groups, s.out_c / p.groups);
+    let mut out = vec![0f32; s.batch * s.out_c * s.out_h * s.out_w];
+    for b in 0..s.batch {
+        for co in 0..s.out_c {
+            let grp = co / cout_g;
+            for oh in 0..s.out_h {
+                for ow in 0..s.out_w {
+                    let mut acc = bias.map_or(0.0, |bv| bv[co] as f64);
+                    for ci in 0..cin_g {
+                        let cx = grp * cin_g + ci;
+                        for i in 0..kh {
+                            let ih = (oh * p.stride.0 + i * p.dilation.0) as isize - p.padding.0 as isize;
+                            if ih < 0 || ih >= s.in_h as isize {
+                                continue;
+                            }
+                            for j in 0..kw {
+                                let iw = (ow * p.stride.1 + j * p.dilation.1) as isize - p.padding.1 as isize;
+                                if iw < 0 || iw >= s.in_w as isize {
+                                    continue;
+                                }
+                                let xv = x[((b * s.in_c + cx) * s.in_h + ih as usize) * s.in_w + iw as usize];
+                                let wv = w[((co * cin_g + ci) * kh + i) * kw + j];
+                                acc += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    out[((b * s.out_c + co) * s.out_h + oh) * s.out_w + ow] = act.cpu(acc as f32);
+                }
+            }
+        }
+    }
+    (out, vec![s.batch, s.out_c, s.out_h, s.out_w])
+}

@@ -1,1 +1,151 @@
-//! groupnorm (to be written).
+//! Group normalisation of `x [B, C, H, W]` or `[B, C, N]` with G groups, as `torch.nn.GroupNorm`:
+//! statistics (biased variance) over each image's `C / G` consecutive channels, then the
+//! per-channel affine; optionally `add` is summed into x first and an activation applied last.
+//!
+//! `GroupNorm(1, C)` reduces over a whole image — up to ~800k elements — so one workgroup per
+//! group would leave the device idle. Each group is cut into equal chunks of at most
+//! [`CHUNK`] elements and normalised in two dispatches of `groupnorm.wgsl`:
+//! 1. per chunk: two-pass (count, mean, M2) per lane, merged across lanes with Chan's parallel
+//!    formula; each chunk's (mean, M2) goes to a small `stats` tensor;
+//! 2. per chunk again: merge the group's chunk moments (Chan), normalise the chunk's elements.
+//!
+//! Invariant for accuracy: nowhere is a variance formed as `E[v²] - E[v]²`; every M2 is a sum of
+//! squared deviations from a nearby mean, so statistics keep ~1e-6 relative accuracy even with a
+//! large common offset.
+
+use super::{check_u32, f32w, grid, Activation, Graph, Node, PipelineKey, Shader, TensorId};
+use crate::error::{Error, Result};
+
+/// Largest chunk (elements) one workgroup reduces. A 448x448 HAT-Net stem ([1, 48, 112, 112],
+/// ~600k elements) becomes ~150 chunks — enough workgroups to fill a GPU, while the chunk merge
+/// that every workgroup of the second dispatch repeats stays cheap.
+pub const CHUNK: usize = 4096;
+
+/// Invocations per workgroup. Small on purpose: on lavapipe a workgroup's barriers cost in
+/// proportion to its size; measured for GroupNorm(1, C) on [1, 96, 112, 112] / [8, 64, 28, 28]
+/// (ms, both dispatches): 8 lanes 19.6 / 4.0, 16: 15.2 / 4.3, 32: 14.5 / 3.8, 64: 17.9 / 5.3,
+/// 128: 29.3 / 4.9, 256: 31.2 / 7.9. A layer norm reading the same 1.2M elements takes 14 ms.
+const LANES: usize = 32;
+
+/// How a group of `group_len` elements is chunked: (chunk_len, chunks_per_group). Every chunk but
+/// the last has `chunk_len` elements and the last is not empty (`group_len < CHUNK²`).
+fn chunking(group_len: usize) -> (usize, usize) {
+    let chunks = group_len.div_ceil(CHUNK);
+    (group_len.div_ceil(chunks), chunks)
+}
+
+/// GroupNorm(groups, C) of `x` (+ `add`), then `act`. gamma, beta: `[C]`.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm(
+    g: &mut Graph,
+    x: TensorId,
+    groups: usize,
+    gamma: TensorId,
+    beta: TensorId,
+    eps: f32,
+    add: Option<TensorId>,
+    act: Activation,
+) -> Result<TensorId> {
+    let shape = g.shape(x).to_vec();
+    if shape.len() != 3 && shape.len() != 4 {
+        return Err(Error::Graph(format!("group_norm: input must be [B, C, H, W] or [B, C, N], got {shape:?}")));
+    }
+    let (b, c) = (shape[0], shape[1]);
+    let spatial: usize = shape[2..].iter().product();
+    if groups == 0 || c % groups != 0 || b * c * spatial == 0 {
+        return Err(Error::Graph(format!("group_norm: {groups} groups cannot split input {shape:?} (C must be a multiple of G, no empty dims)")));
+    }
+    for (name, t) in [("gamma", gamma), ("beta", beta)] {
+        if g.numel(t) != c {
+            return Err(Error::Graph(format!("group_norm: {name} has shape {:?}, expected [{c}] for input {shape:?}", g.shape(t))));
+        }
+    }
+    if let Some(a) = add {
+        if g.shape(a) != shape.as_slice() {
+            return Err(Error::Graph(format!("group_norm: add has shape {:?}, expected the input's {shape:?}", g.shape(a))));
+        }
+    }
+    let n = g.numel(x);
+    check_u32("group_norm", n)?;
+    let group_len = c / groups * spatial;
+    if group_len >= 1 << 24 {
+        return Err(Error::Graph(format!("group_norm: groups of {group_len} elements (input {shape:?}) exceed the 2^24 the f32 counts hold exactly")));
+    }
+    let (chunk_len, chunks_per_group) = chunking(group_len);
+    let num_chunks = b * groups * chunks_per_group;
+    let stats = g.activation(&[num_chunks, 2]);
+    let y = g.activation(&shape);
+    let params = vec![
+        group_len as u32,
+        spatial as u32,
+        (c / groups) as u32,
+        groups as u32,
+        chunk_len as u32,
+        chunks_per_group as u32,
+        num_chunks as u32,
+        f32w(eps),
+    ];
+    let key = |phase: u32| {
+        PipelineKey::new(Shader::GroupNorm)
+            .with("WG", LANES as u32)
+            .with("PHASE", phase)
+            .with("ADD", add.is_some() as u32)
+            .with("ACT", if phase == 0 { 0 } else { act as u32 })
+    };
+    // Both phases bind the same tensors (one module, one binding layout); phase 0 writes only
+    // `stats`, phase 1 reads `stats` and writes `y`.
+    let reads = vec![x, add.unwrap_or(x), gamma, beta];
+    g.push(Node {
+        label: "group_norm.stats".into(),
+        key: key(0),
+        params: params.clone(),
+        reads: reads.clone(),
+        writes: vec![stats, y],
+        workgroups: grid(num_chunks),
+        flops: 4 * n as u64,
+    });
+    g.push(Node {
+        label: "group_norm".into(),
+        key: key(1),
+        params,
+        reads,
+        writes: vec![stats, y],
+        workgroups: grid(num_chunks),
+        flops: 5 * n as u64,
+    });
+    Ok(y)
+}
+
+/// CPU reference (f64 statistics) of [`group_norm`]; `x`, `add` are `[B, C, S]` flattened.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_cpu(
+    x: &[f32],
+    add: Option<&[f32]>,
+    b: usize,
+    c: usize,
+    groups: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    act: Activation,
+) -> Vec<f32> {
+    let spatial = x.len() / (b * c);
+    let group_len = c / groups * spatial;
+    let v: Vec<f64> = match add {
+        Some(a) => x.iter().zip(a).map(|(&p, &q)| (p + q) as f64).collect(),
+        None => x.iter().map(|&p| p as f64).collect(),
+    };
+    let mut y = vec![0f32; x.len()];
+    for (gi, group) in v.chunks(group_len).enumerate() {
+        let mean = group.iter().sum::<f64>() / group_len as f64;
+        let var = group.iter().map(|&t| (t - mean).powi(2)).sum::<f64>() / group_len as f64;
+        let rstd = 1.0 / (var + eps as f64).sqrt();
+        let channel0 = (gi % groups) * (c / groups);
+        for (k, &t) in group.iter().enumerate() {
+            let ch = channel0 + k / spatial;
+            let out = (t - mean) * rstd * gamma[ch] as f64 + beta[ch] as f64;
+            y[gi * group_len + k] = act.cpu(out as f32);
+        }
+    }
+    y
+}

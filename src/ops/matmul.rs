@@ -1,1 +1,318 @@
-//! matmul (to be written).
+//! Batched matrix multiply with a fused epilogue, and `linear` (PyTorch `nn.Linear`) on top.
+//!
+//! `out[t] = act(alpha · op(a)[t % a_batches] · op(b)[t % b_batches] + bias) + residual[t]`,
+//! `op` an optional transpose. Batch dims broadcast numpy-style as long as the operand with fewer
+//! batch elements has batch dims equal to the trailing batch dims of the other (a rank-2
+//! operand is the common case), which makes its batch index the output's modulo its count.
+//!
+//! Kernel (shaders/matmul.wgsl on the gemm_tile.wgsl core): every invocation computes a 16 x 8
+//! register tile, k advancing by 4. On lavapipe every storage load is a loop over the SIMD
+//! lanes, so FMAs per loaded float decide the speed; that is why the tile is tall and why the
+//! loads are vec4 wherever the shapes allow. Which loads is picked here: vec4 along each
+//! operand's stored contiguous dimension when that dimension and N are multiples of 4
+//! (`Shader::MatmulVec4`, measured ~1.7-2x faster than element loads), element loads otherwise
+//! (`Shader::Matmul`). Rows/columns past the edges are clamped when loading and skipped when
+//! storing, so any shape is exact; k is never over-read (a masked last step takes K % 4).
+//!
+//! Absent bias/residual bindings are filled with `a` (the shader never reads them), keeping the
+//! bind-group layout fixed at 4 reads + 1 write for every variant.
+
+use super::{check_u32, f32w, grid, Activation, Graph, Node, PipelineKey, Shader, TensorId};
+use crate::error::{Error, Result};
+
+/// Which dimension a bias vector runs along.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BiasAxis {
+    /// `bias[M]`, one value per output row (e.g. conv output channels).
+    Row,
+    /// `bias[N]`, one value per output column (e.g. `nn.Linear` features).
+    Col,
+}
+
+/// What is applied to `alpha · a·b` before it is stored: `act(alpha·ab + bias) + residual`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Epilogue {
+    pub alpha: f32,
+    pub bias: Option<(TensorId, BiasAxis)>,
+    pub act: Activation,
+    /// Same number of elements as the output, laid out like it.
+    pub residual: Option<TensorId>,
+}
+
+impl Default for Epilogue {
+    fn default() -> Self {
+        Self { alpha: 1.0, bias: None, act: Activation::None, residual: None }
+    }
+}
+
+/// How loads are issued. `Auto` is what [`matmul`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulLoads {
+    /// `Vec4` when the shapes allow it, else `Scalar`.
+    Auto,
+    /// Element loads with generic strides: any shape.
+    Scalar,
+    /// The vec4 code path with each vec4 assembled from four scalar loads (benchmark baseline:
+    /// same tiling and arithmetic as `Vec4`, only the load width differs). Needs `Vec4`'s shapes.
+    Vec4FromScalars,
+    /// `array<vec4<f32>>` loads and stores.
+    Vec4,
+}
+
+/// Register tile and workgroup shape of one matmul kernel. The default, 16 x 8 outputs per
+/// invocation in 8 x 8 workgroups, measured fastest on lavapipe (`wgvit bench-ops --sweep`);
+/// 4-row tiles are several times slower there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MatmulTiling {
+    /// Output rows per invocation: 4, 8, 12 or 16.
+    pub tm: u32,
+    /// Output columns per invocation: 4 or 8.
+    pub tn: u32,
+    /// Invocations per workgroup along M and N (`wg_m * wg_n <= 256`).
+    pub wg_m: u32,
+    pub wg_n: u32,
+    pub loads: MatmulLoads,
+}
+
+impl Default for MatmulTiling {
+    fn default() -> Self {
+        Self { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
+    }
+}
+
+/// Shapes of one matmul after the batch broadcast was resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatmulShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch_dims: Vec<usize>,
+    pub a_batches: usize,
+    pub b_batches: usize,
+}
+
+impl MatmulShape {
+    pub fn batches(&self) -> usize {
+        self.batch_dims.iter().product()
+    }
+
+    pub fn out_shape(&self) -> Vec<usize> {
+        let mut s = self.batch_dims.clone();
+        s.extend([self.m, self.n]);
+        s
+    }
+}
+
+/// Checks the operand shapes and resolves M, N, K and the batch broadcast.
+pub fn matmul_shape(a_shape: &[usize], b_shape: &[usize], trans_a: bool, trans_b: bool) -> Result<MatmulShape> {
+    let bad = |why: &str| {
+        Error::Graph(format!(
+            "matmul: a {a_shape:?}{} · b {b_shape:?}{}: {why}",
+            if trans_a { "ᵀ" } else { "" },
+            if trans_b { "ᵀ" } else { "" }
+        ))
+    };
+    if a_shape.len() < 2 || b_shape.len() < 2 {
+        return Err(bad("both operands need rank >= 2"));
+    }
+    let (ra, rb) = (a_shape.len(), b_shape.len());
+    let (m, ka) = if trans_a { (a_shape[ra - 1], a_shape[ra - 2]) } else { (a_shape[ra - 2], a_shape[ra - 1]) };
+    let (kb, n) = if trans_b { (b_shape[rb - 1], b_shape[rb - 2]) } else { (b_shape[rb - 2], b_shape[rb - 1]) };
+    if ka != kb {
+        return Err(bad(&format!("inner dimensions differ ({ka} vs {kb})")));
+    }
+    if m == 0 || n == 0 || ka == 0 {
+        return Err(bad("empty matrix"));
+    }
+    let strip = |dims: &[usize]| -> Vec<usize> { dims.iter().copied().skip_while(|&d| d == 1).collect() };
+    let (a_batch, b_batch) = (strip(&a_shape[..ra - 2]), strip(&b_shape[..rb - 2]));
+    let (long, short) = if a_batch.len() >= b_batch.len() { (&a_batch, &b_batch) } else { (&b_batch, &a_batch) };
+    if long[long.len() - short.len()..] != short[..] {
+        return Err(bad("batch dims do not broadcast (the smaller batch must equal the trailing batch dims of the larger)"));
+    }
+    // Keep the caller's leading 1s on the output (numpy keeps the larger rank).
+    let rank = (ra - 2).max(rb - 2);
+    let mut batch_dims = vec![1; rank - long.len()];
+    batch_dims.extend_from_slice(long);
+    Ok(MatmulShape {
+        m,
+        n,
+        k: ka,
+        batch_dims,
+        a_batches: a_batch.iter().product(),
+        b_batches: b_batch.iter().product(),
+    })
+}
+
+/// out = act(alpha · op(a)·op(b) + bias) + residual. See the module docs for shapes.
+pub fn matmul(g: &mut Graph, a: TensorId, b: TensorId, trans_a: bool, trans_b: bool, epi: Epilogue) -> Result<TensorId> {
+    matmul_tiled(g, a, b, trans_a, trans_b, epi, MatmulTiling::default())
+}
+
+/// Whether the vec4 kernel may run on these shapes: every vec4 the kernel touches must start at a
+/// multiple of 4 floats, i.e. the stored contiguous dimension of a and of b, and N, are % 4.
+pub fn vec4_compatible(s: &MatmulShape, trans_a: bool, trans_b: bool) -> bool {
+    let a_contig = if trans_a { s.m } else { s.k };
+    let b_contig = if trans_b { s.k } else { s.n };
+    a_contig.is_multiple_of(4) && b_contig.is_multiple_of(4) && s.n.is_multiple_of(4)
+}
+
+/// [`matmul`] with an explicit kernel configuration (benchmarks, tuning).
+pub fn matmul_tiled(
+    g: &mut Graph,
+    a: TensorId,
+    b: TensorId,
+    trans_a: bool,
+    trans_b: bool,
+    epi: Epilogue,
+    tiling: MatmulTiling,
+) -> Result<TensorId> {
+    let s = matmul_shape(g.shape(a), g.shape(b), trans_a, trans_b)?;
+    let out_shape = s.out_shape();
+    let out_numel: usize = out_shape.iter().product();
+    check_u32("matmul a", g.numel(a))?;
+    check_u32("matmul b", g.numel(b))?;
+    check_u32("matmul out", out_numel)?;
+    let bias_code = match epi.bias {
+        None => 0,
+        Some((t, axis)) => {
+            let (want, code) = match axis {
+                BiasAxis::Row => (s.m, 1),
+                BiasAxis::Col => (s.n, 2),
+            };
+            if g.numel(t) != want {
+                return Err(Error::Graph(format!(
+                    "matmul: {axis:?} bias of shape {:?} needs {want} elements (output {out_shape:?})",
+                    g.shape(t)
+                )));
+            }
+            code
+        }
+    };
+    if let Some(r) = epi.residual {
+        if g.numel(r) != out_numel {
+            return Err(Error::Graph(format!("matmul: residual of shape {:?} does not match the output {out_shape:?}", g.shape(r))));
+        }
+    }
+    if !matches!(tiling.tm, 4 | 8 | 12 | 16) || !matches!(tiling.tn, 4 | 8) || tiling.wg_m * tiling.wg_n > 256 || tiling.wg_m * tiling.wg_n == 0 {
+        return Err(Error::Graph(format!("matmul: unsupported tiling {tiling:?} (tm in {{4, 8, 12, 16}}, tn in {{4, 8}}, wg_m * wg_n in 1..=256)")));
+    }
+    let fits_vec4 = vec4_compatible(&s, trans_a, trans_b);
+    let (shader, vec4) = match tiling.loads {
+        MatmulLoads::Auto if fits_vec4 => (Shader::MatmulVec4, true),
+        MatmulLoads::Auto | MatmulLoads::Scalar => (Shader::Matmul, false),
+        MatmulLoads::Vec4FromScalars | MatmulLoads::Vec4 if !fits_vec4 => {
+            return Err(Error::Graph(format!(
+                "matmul: {:?} loads need the contiguous dims and N to be multiples of 4 (M {}, N {}, K {}, trans_a {trans_a}, trans_b {trans_b})",
+                tiling.loads, s.m, s.n, s.k
+            )));
+        }
+        MatmulLoads::Vec4FromScalars => (Shader::Matmul, true),
+        MatmulLoads::Vec4 => (Shader::MatmulVec4, true),
+    };
+    let out = g.activation(&out_shape);
+    let tiles_m = s.m.div_ceil((tiling.wg_m * tiling.tm) as usize);
+    let tiles_n = s.n.div_ceil((tiling.wg_n * tiling.tn) as usize);
+    let workgroups = s.batches() * tiles_m * tiles_n;
+    let key = PipelineKey::new(shader)
+        .with("TM", tiling.tm)
+        .with("TN", tiling.tn)
+        .with("WG_M", tiling.wg_m)
+        .with("WG_N", tiling.wg_n)
+        .with("TRANS_A", trans_a as u32)
+        .with("TRANS_B", trans_b as u32)
+        .with("VEC4", vec4 as u32)
+        .with("BIAS", bias_code)
+        .with("RESIDUAL", epi.residual.is_some() as u32)
+        .with("ACT", epi.act as u32)
+        .with("K_TAIL", !s.k.is_multiple_of(4) as u32);
+    let p = |v: usize| v as u32;
+    g.push(Node {
+        label: "matmul".into(),
+        key,
+        params: vec![
+            p(s.m),
+            p(s.n),
+            p(s.k),
+            p(s.batches()),
+            p(tiles_m),
+            p(tiles_n),
+            p(s.a_batches),
+            p(s.b_batches),
+            f32w(epi.alpha),
+            0,
+            0,
+            0,
+        ],
+        reads: vec![a, b, epi.bias.map_or(a, |(t, _)| t), epi.residual.unwrap_or(a)],
+        writes: vec![out],
+        workgroups: grid(workgroups),
+        flops: 2 * (s.batches() * s.m * s.n * s.k) as u64,
+    });
+    Ok(out)
+}
+
+/// `nn.Linear`: x [.., K] · weightᵀ (weight [N, K]) + bias [N] → [.., N], then `act`.
+pub fn linear(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, act: Activation) -> Result<TensorId> {
+    let xs = g.shape(x).to_vec();
+    let ws = g.shape(weight).to_vec();
+    let (Some(&k), [n, kw]) = (xs.last(), ws.as_slice()) else {
+        return Err(Error::Graph(format!("linear: x {xs:?} must have rank >= 1 and weight {ws:?} rank 2 [out, in]")));
+    };
+    if k != *kw {
+        return Err(Error::Graph(format!("linear: x {xs:?} has {k} features but weight {ws:?} expects {kw}")));
+    }
+    let rows = xs[..xs.len() - 1].iter().product::<usize>();
+    let x2 = g.reshape(x, &[rows, k])?;
+    let epi = Epilogue { bias: bias.map(|t| (t, BiasAxis::Col)), act, ..Default::default() };
+    let y = matmul(g, x2, weight, false, true, epi)?;
+    let mut ys = xs[..xs.len() - 1].to_vec();
+    ys.push(*n);
+    g.reshape(y, &ys)
+}
+
+/// CPU reference of [`matmul`] (f64 accumulation). Returns the output and its shape.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_cpu(
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    trans_a: bool,
+    trans_b: bool,
+    alpha: f32,
+    bias: Option<(&[f32], BiasAxis)>,
+    act: Activation,
+    residual: Option<&[f32]>,
+) -> (Vec<f32>, Vec<usize>) {
+    let s = matmul_shape(a_shape, b_shape, trans_a, trans_b).expect("valid matmul shapes");
+    let (m, n, k) = (s.m, s.n, s.k);
+    let mut out = vec![0f32; s.batches() * m * n];
+    for t in 0..s.batches() {
+        let ao = (t % s.a_batches) * m * k;
+        let bo = (t % s.b_batches) * k * n;
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0f64;
+                for p in 0..k {
+                    let av = if trans_a { a[ao + p * m + i] } else { a[ao + i * k + p] };
+                    let bv = if trans_b { b[bo + j * k + p] } else { b[bo + p * n + j] };
+                    acc += av as f64 * bv as f64;
+                }
+                let mut v = alpha as f64 * acc;
+                match bias {
+                    Some((bv, BiasAxis::Row)) => v += bv[i] as f64,
+                    Some((bv, BiasAxis::Col)) => v += bv[j] as f64,
+                    None => {}
+                }
+                let o = t * m * n + i * n + j;
+                let mut y = act.cpu(v as f32);
+                if let Some(r) = residual {
+                    y += r[o];
+                }
+                out[o] = y;
+            }
+        }
+    }
+    (out, s.out_shape())
+}

@@ -36,7 +36,14 @@ pub enum Shader {
     Binary,
     FmaPeak,
     Matmul,
+    /// matmul.wgsl over the vec4 I/O prelude (shapes whose contiguous dims are multiples of 4).
+    MatmulVec4,
+    /// conv2d.wgsl: dense and grouped convolution as an implicit GEMM on gemm_tile.wgsl.
     Conv2d,
+    /// conv2d.wgsl with vec4 weight loads (Cin/groups * kh * kw % 4 == 0).
+    Conv2dVec4,
+    /// Depthwise convolution (groups == channels).
+    Conv2dDepthwise,
     LayerNorm,
     GroupNorm,
     Softmax,
@@ -52,7 +59,10 @@ impl Shader {
             Shader::Binary,
             Shader::FmaPeak,
             Shader::Matmul,
+            Shader::MatmulVec4,
             Shader::Conv2d,
+            Shader::Conv2dVec4,
+            Shader::Conv2dDepthwise,
             Shader::LayerNorm,
             Shader::GroupNorm,
             Shader::Softmax,
@@ -68,7 +78,10 @@ impl Shader {
             Shader::Binary => "binary",
             Shader::FmaPeak => "fma_peak",
             Shader::Matmul => "matmul",
+            Shader::MatmulVec4 => "matmul_vec4",
             Shader::Conv2d => "conv2d",
+            Shader::Conv2dVec4 => "conv2d_vec4",
+            Shader::Conv2dDepthwise => "conv2d_depthwise",
             Shader::LayerNorm => "layernorm",
             Shader::GroupNorm => "groupnorm",
             Shader::Softmax => "softmax",
@@ -83,8 +96,11 @@ impl Shader {
             Shader::Unary => with_activations(include_str!("../../shaders/unary.wgsl")),
             Shader::Binary => with_activations(include_str!("../../shaders/binary.wgsl")),
             Shader::FmaPeak => Cow::Borrowed(include_str!("../../shaders/fma_peak.wgsl")),
-            Shader::Matmul => with_activations(include_str!("../../shaders/matmul.wgsl")),
-            Shader::Conv2d => with_activations(include_str!("../../shaders/conv2d.wgsl")),
+            Shader::Matmul => gemm_source(include_str!("../../shaders/matmul_io_scalar.wgsl"), include_str!("../../shaders/matmul.wgsl")),
+            Shader::MatmulVec4 => gemm_source(include_str!("../../shaders/matmul_io_vec4.wgsl"), include_str!("../../shaders/matmul.wgsl")),
+            Shader::Conv2d => gemm_source(include_str!("../../shaders/conv2d_io_scalar.wgsl"), include_str!("../../shaders/conv2d.wgsl")),
+            Shader::Conv2dVec4 => gemm_source(include_str!("../../shaders/conv2d_io_vec4.wgsl"), include_str!("../../shaders/conv2d.wgsl")),
+            Shader::Conv2dDepthwise => with_activations(include_str!("../../shaders/conv2d_depthwise.wgsl")),
             Shader::LayerNorm => with_activations(include_str!("../../shaders/layernorm.wgsl")),
             Shader::GroupNorm => with_activations(include_str!("../../shaders/groupnorm.wgsl")),
             Shader::Softmax => with_activations(include_str!("../../shaders/softmax.wgsl")),
@@ -97,6 +113,13 @@ impl Shader {
 
 fn with_activations(body: &'static str) -> Cow<'static, str> {
     Cow::Owned(format!("{ACTIVATIONS_WGSL}\n{body}"))
+}
+
+/// A kernel on the shared register-tiled GEMM core: activations, an I/O prelude (storage
+/// bindings and load helpers, scalar or vec4), gemm_tile.wgsl, then the kernel's own file.
+fn gemm_source(io_prelude: &'static str, body: &'static str) -> Cow<'static, str> {
+    let tile = include_str!("../../shaders/gemm_tile.wgsl");
+    Cow::Owned(format!("{ACTIVATIONS_WGSL}\n{io_prelude}\n{tile}\n{body}"))
 }
 
 /// Activation applied in an op's epilogue. The discriminant is the WGSL `ACT` override value.

@@ -1,0 +1,132 @@
+// conv2d_depthwise.wgsl — depthwise 2-D convolution (groups == Cin == Cout, NCHW):
+// out[b, c, oh, ow] = act(bias[c] + sum_{i,j} w[c, 0, i, j] * x[b, c, oh*SH - ph + i*DH, ow*SW - pw + j*DW]).
+//
+// Each invocation owns TH x 4 outputs of one (b, c) plane: rows oh0 .. oh0+TH-1, columns
+// ow0 .. ow0+3 (a named vec4 accumulator per row). For each kernel row i (a runtime loop) it
+// loads that row's KW weights, then for each output row the input row segment of
+// 3*SW + (KW-1)*DW + 1 floats, which feeds all 4 x KW taps of the row: a 3x3 stride-1 tile
+// costs 3 * (3 + 4*6) = 81 loads for 144 FMAs, against 18 loads per output when every tap is
+// fetched. Every load is a per-lane loop on a CPU device, so that ratio sets the speed.
+// Why the kernel-row loop is the only loop left rolled: the weights and the segment are
+// register arrays indexed by the inner (constant trip count, unrolled) loops only; an array
+// indexed by a rolled loop would live in scratch memory, itself a per-lane loop on lavapipe
+// (walking input rows in the outer loop and sharing them across output rows measured 2x slower).
+// Kernel size, stride and dilation are `override` constants, so the inner loops unroll.
+// Padding is read as 0: out-of-range rows/columns read index 0 (in bounds) and are replaced.
+//
+// Bindings: 0 params, 1 x [B, C, H, W], 2 weight [C, 1, KH, KW], 3 bias [C] (the weight is bound
+// in its place when BIAS is false), 4 out [B, C, Ho, Wo].
+// Dispatch: one invocation per (b, c, row block, column block), `tiles` in all, WG per
+// workgroup, ceil(tiles / WG) workgroups folded into (x, y) by `ops::grid`.
+// Workgroup memory: none. Registers: KW <= 7 weights, a segment of <= 32 floats, TH vec4s.
+
+struct Params {
+    tiles: u32,
+    channels: u32,
+    in_h: u32,
+    in_w: u32,
+    out_h: u32,
+    out_w: u32,
+    col_blocks: u32,
+    row_blocks: u32,
+    pad_h: u32,
+    pad_w: u32,
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+override WG: u32 = 64u;
+override KH: u32 = 3u;
+override KW: u32 = 3u;
+override SH: u32 = 1u;
+override SW: u32 = 1u;
+override DH: u32 = 1u;
+override DW: u32 = 1u;
+// Output rows per invocation: 1 .. 4.
+override TH: u32 = 4u;
+override BIAS: bool = false;
+override ACT: u32 = 0u;
+
+// Capacities (the host keeps KW <= K_MAX and the segment within SEG_MAX).
+const K_MAX: u32 = 7u;
+const SEG_MAX: u32 = 32u;
+
+// One kernel row i applied to one output row: sum_j w[j] * x[ih, iw0 + j*DW + {0, SW, 2SW, 3SW}],
+// from one load per input column of the row segment (zeros outside the image).
+fn row_taps(x_plane: u32, ih: i32, iw0: i32, w: array<f32, K_MAX>) -> vec4<f32> {
+    let row_ok = ih >= 0 && ih < i32(params.in_h);
+    var seg: array<f32, SEG_MAX>;
+    for (var q = 0u; q < 3u * SW + (KW - 1u) * DW + 1u; q++) {
+        let iw = iw0 + i32(q);
+        let ok = row_ok && iw >= 0 && iw < i32(params.in_w);
+        seg[q] = select(0.0, x[select(0u, x_plane + u32(ih) * params.in_w + u32(iw), ok)], ok);
+    }
+    var sum = vec4<f32>(0.0);
+    for (var j = 0u; j < KW; j++) {
+        let s = j * DW;
+        sum = fma(vec4<f32>(w[j]), vec4<f32>(seg[s], seg[s + SW], seg[s + 2u * SW], seg[s + 3u * SW]), sum);
+    }
+    return sum;
+}
+
+// Activation and store of out[plane, oh, ow0 .. ow0+3], skipping what lies past the edges.
+fn store_row(plane: u32, oh: u32, ow0: u32, v: vec4<f32>) {
+    if (oh >= params.out_h) {
+        return;
+    }
+    let o = (plane * params.out_h + oh) * params.out_w + ow0;
+    for (var q = 0u; q < min(4u, params.out_w - ow0); q++) {
+        out[o + q] = activate(v[q], ACT);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let tile = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (tile >= params.tiles) {
+        return;
+    }
+    let H = params.in_h;
+    let W = params.in_w;
+    let col_block = tile % params.col_blocks;
+    let row_block = (tile / params.col_blocks) % params.row_blocks;
+    let plane = tile / (params.col_blocks * params.row_blocks); // b * C + c
+    let c = plane % params.channels;
+    let oh0 = row_block * TH;
+    let ow0 = col_block * 4u;
+
+    let iw0 = i32(ow0 * SW) - i32(params.pad_w);
+    let ih0 = i32(oh0 * SH) - i32(params.pad_h);
+    let x_plane = plane * H * W;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var i = 0u; i < KH; i++) {
+        var w: array<f32, K_MAX>;
+        for (var j = 0u; j < KW; j++) {
+            w[j] = weight[(c * KH + i) * KW + j];
+        }
+        let ih = ih0 + i32(i * DH);
+        acc0 += row_taps(x_plane, ih, iw0, w);
+        if (TH > 1u) { acc1 += row_taps(x_plane, ih + i32(SH), iw0, w); }
+        if (TH > 2u) { acc2 += row_taps(x_plane, ih + i32(2u * SH), iw0, w); }
+        if (TH > 3u) { acc3 += row_taps(x_plane, ih + i32(3u * SH), iw0, w); }
+    }
+
+    var b = 0.0;
+    if (BIAS) {
+        b = bias[c];
+    }
+    store_row(plane, oh0, ow0, acc0 + b);
+    if (TH > 1u) { store_row(plane, oh0 + 1u, ow0, acc1 + b); }
+    if (TH > 2u) { store_row(plane, oh0 + 2u, ow0, acc2 + b); }
+    if (TH > 3u) { store_row(plane, oh0 + 3u, ow0, acc3 + b); }
+}

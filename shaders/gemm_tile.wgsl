@@ -1,0 +1,111 @@
+// gemm_tile.wgsl — the register-tiled GEMM core shared by matmul.wgsl and conv2d.wgsl (prepended
+// to them): C[TM x TN] = sum_k A[m, k] * B[k, n] for one invocation's tile, then the walk that
+// hands every output row segment to the epilogue.
+//
+// The including shader provides: `params` with a field `k` (the reduction length); the types
+// `Tile` (with fields m0, n0: the tile's first row and column) and `KStep` (where a k step
+// reads: `k` plus whatever its loads precompute); `k_first(t) -> KStep`, `k_advance(s) -> KStep`
+// (the next 4 k); `a_block(t, q, s, masked)` (rows m0+4q.. m0+4q+3 of A at k..k+3, column i =
+// row 4q+i) and `b_block(t, g, s, masked)` (B at k..k+3 by columns n0+4g.. n0+4g+3, column j =
+// row k+j); `masked` asks for zeros at k >= K; and `store_row(batch, m, n, v)` (v = C[m, n..n+3]).
+//
+// Tile: TM x TN outputs (TM in {4, 8, 12, 16}, TN in {4, 8}) as (TM/4) x (TN/4) 4x4 blocks
+// (`mat4x4`, column i = output row i of the block). One k step loads TM x 4 of A and 4 x TN of
+// B and does TM*TN*4 FMAs. Why so tall: on lavapipe every storage load is a loop over the SIMD
+// lanes (about ten FMAs' worth per float) while spilled accumulators are plain SIMD moves, so
+// FMAs per loaded float decide the speed. The blocks are written out (`if (TM > 4u)` folds
+// away): NIR does not unroll loops over register arrays of this size and then keeps the arrays
+// in scratch memory, itself a per-lane loop.
+// Workgroup memory: none (shared-memory reads cost as much as global reads there, plus barriers).
+
+override TM: u32 = 16u;
+override TN: u32 = 8u;
+// K % 4 != 0: compile the masked last k step (dead code otherwise).
+override K_TAIL: bool = true;
+
+// c<q><g>: rows 4q..4q+3 (the columns of the mat4x4) by output columns 4g..4g+3 (components).
+struct Acc {
+    c00: mat4x4<f32>, c01: mat4x4<f32>,
+    c10: mat4x4<f32>, c11: mat4x4<f32>,
+    c20: mat4x4<f32>, c21: mat4x4<f32>,
+    c30: mat4x4<f32>, c31: mat4x4<f32>,
+}
+
+// One output row of a block: c + sum_j a[j] * b[j] (4 vec4 FMAs).
+fn mad_row(c: vec4<f32>, a: vec4<f32>, b: mat4x4<f32>) -> vec4<f32> {
+    return fma(b[3], vec4<f32>(a.w), fma(b[2], vec4<f32>(a.z), fma(b[1], vec4<f32>(a.y), fma(b[0], vec4<f32>(a.x), c))));
+}
+
+// c += a-block · b-block for one 4x4 output block (16 vec4 FMAs).
+fn mad(c: mat4x4<f32>, a: mat4x4<f32>, b: mat4x4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(mad_row(c[0], a[0], b), mad_row(c[1], a[1], b), mad_row(c[2], a[2], b), mad_row(c[3], a[3], b));
+}
+
+// One k step (k .. k+3) over the whole register tile.
+fn gemm_step(acc: ptr<function, Acc>, t: Tile, s: KStep, masked: bool) {
+    let b0 = b_block(t, 0u, s, masked);
+    var b1: mat4x4<f32>;
+    if (TN > 4u) {
+        b1 = b_block(t, 1u, s, masked);
+    }
+    let a0 = a_block(t, 0u, s, masked);
+    (*acc).c00 = mad((*acc).c00, a0, b0);
+    if (TN > 4u) { (*acc).c01 = mad((*acc).c01, a0, b1); }
+    if (TM > 4u) {
+        let a1 = a_block(t, 1u, s, masked);
+        (*acc).c10 = mad((*acc).c10, a1, b0);
+        if (TN > 4u) { (*acc).c11 = mad((*acc).c11, a1, b1); }
+    }
+    if (TM > 8u) {
+        let a2 = a_block(t, 2u, s, masked);
+        (*acc).c20 = mad((*acc).c20, a2, b0);
+        if (TN > 4u) { (*acc).c21 = mad((*acc).c21, a2, b1); }
+    }
+    if (TM > 12u) {
+        let a3 = a_block(t, 3u, s, masked);
+        (*acc).c30 = mad((*acc).c30, a3, b0);
+        if (TN > 4u) { (*acc).c31 = mad((*acc).c31, a3, b1); }
+    }
+}
+
+// The whole reduction for tile `t`: full k steps, then one masked step for K % 4 leftovers.
+fn gemm_accumulate(t: Tile) -> Acc {
+    var acc: Acc;
+    var s = k_first(t);
+    let k_full = params.k & ~3u;
+    for (var k = 0u; k < k_full; k += 4u) {
+        gemm_step(&acc, t, s, false);
+        s = k_advance(s);
+    }
+    if (K_TAIL && k_full < params.k) {
+        gemm_step(&acc, t, s, true);
+    }
+    return acc;
+}
+
+fn gemm_store_block(batch: u32, t: Tile, q: u32, g: u32, c: mat4x4<f32>) {
+    let m = t.m0 + 4u * q;
+    let n = t.n0 + 4u * g;
+    store_row(batch, m, n, c[0]);
+    store_row(batch, m + 1u, n, c[1]);
+    store_row(batch, m + 2u, n, c[2]);
+    store_row(batch, m + 3u, n, c[3]);
+}
+
+// Hands every row segment of the tile to `store_row` (which skips what lies past M or N).
+fn gemm_store(batch: u32, t: Tile, acc: Acc) {
+    gemm_store_block(batch, t, 0u, 0u, acc.c00);
+    if (TN > 4u) { gemm_store_block(batch, t, 0u, 1u, acc.c01); }
+    if (TM > 4u) {
+        gemm_store_block(batch, t, 1u, 0u, acc.c10);
+        if (TN > 4u) { gemm_store_block(batch, t, 1u, 1u, acc.c11); }
+    }
+    if (TM > 8u) {
+        gemm_store_block(batch, t, 2u, 0u, acc.c20);
+        if (TN > 4u) { gemm_store_block(batch, t, 2u, 1u, acc.c21); }
+    }
+    if (TM > 12u) {
+        gemm_store_block(batch, t, 3u, 0u, acc.c30);
+        if (TN > 4u) { gemm_store_block(batch, t, 3u, 1u, acc.c31); }
+    }
+}

@@ -1,0 +1,249 @@
+//! Fused attention on the GPU against the f64 CPU reference: contiguous operands on random shapes
+//! (Nq ≠ Nk, windows of 49 and 64 tokens, d 16/32/48/64 and odd sizes, with and without bias),
+//! q/k/v read through strides out of a packed `[B, N, 3, heads, d]` projection and out of the
+//! windows of a channel-last map, and the build-time errors. Tolerance: 1e-5 abs + 1e-5 rel.
+
+mod common;
+
+use common::{assert_close, run};
+use wgvit::ops::attention::{
+    attention, attention_cpu, attention_strided, AttentionDims, Operand, OutputSpec, View, MAX_D,
+};
+use wgvit::tensor::Rng;
+use wgvit::{Graph, HostTensor};
+
+const ATOL: f32 = 1e-5;
+const RTOL: f32 = 1e-5;
+
+fn dims(batch: usize, heads: usize, nq: usize, nk: usize, d: usize, dv: usize) -> AttentionDims {
+    AttentionDims { batch, heads, nq, nk, d, dv }
+}
+
+#[test]
+fn attention_matches_cpu_on_random_shapes() {
+    let mut rng = Rng::new(7);
+    // (dims, with bias)
+    let cases = [
+        (dims(2, 3, 49, 49, 32, 32), true),  // 7x7 windows
+        (dims(3, 2, 64, 64, 16, 16), false), // 8x8 windows
+        (dims(2, 2, 49, 64, 48, 48), true),  // Nq != Nk
+        (dims(2, 2, 64, 49, 64, 64), false), // largest d
+        (dims(1, 3, 17, 5, 13, 7), true),    // d, dv not multiples of 4, Nk not a multiple of the key block
+        (dims(2, 2, 10, 30, 16, 80), true),  // dv > 64: two output chunks
+    ];
+    for (i, (dm, with_bias)) in cases.iter().enumerate() {
+        let q = rng.tensor(&[dm.batch, dm.heads, dm.nq, dm.d], -1.0, 1.0);
+        let k = rng.tensor(&[dm.batch, dm.heads, dm.nk, dm.d], -1.0, 1.0);
+        let v = rng.tensor(&[dm.batch, dm.heads, dm.nk, dm.dv], -1.0, 1.0);
+        let bias = rng.tensor(&[dm.heads, dm.nq, dm.nk], -2.0, 2.0);
+        let scale = 1.0 / (dm.d as f32).sqrt() * 1.5;
+        let mut g = Graph::new();
+        let (qi, ki, vi) = (g.input("q", &q.shape), g.input("k", &k.shape), g.input("v", &v.shape));
+        let bi = with_bias.then(|| g.input("bias", &bias.shape));
+        let o = attention(&mut g, qi, ki, vi, bi, scale).unwrap();
+        g.output("o", o);
+        assert_eq!(g.shape(o), [dm.batch, dm.heads, dm.nq, dm.dv]);
+        let mut inputs = vec![&q, &k, &v];
+        if *with_bias {
+            inputs.push(&bias);
+        }
+        let t = std::time::Instant::now();
+        let out = run(&g, &inputs);
+        let elapsed = t.elapsed();
+        let want = attention_cpu(&q.data, &k.data, &v.data, with_bias.then_some(&bias.data[..]), dm, scale);
+        assert_close(&format!("case {i} {dm:?} bias={with_bias} ({elapsed:.2?})"), &out[0].data, &want, ATOL, RTOL);
+    }
+}
+
+#[test]
+fn attention_masked_keys_get_zero_weight() {
+    // Swin-style masks: -100 and -inf entries (never a whole row) must vanish from the softmax.
+    let mut rng = Rng::new(8);
+    let dm = dims(2, 2, 16, 16, 8, 8);
+    let q = rng.tensor(&[2, 2, 16, 8], -1.0, 1.0);
+    let k = rng.tensor(&[2, 2, 16, 8], -1.0, 1.0);
+    let v = rng.tensor(&[2, 2, 16, 8], -1.0, 1.0);
+    let mut bias = rng.tensor(&[2, 16, 16], -1.0, 1.0);
+    for (i, b) in bias.data.iter_mut().enumerate() {
+        match i % 5 {
+            1 => *b = -100.0,
+            3 => *b = f32::NEG_INFINITY,
+            _ => {}
+        }
+    }
+    let mut g = Graph::new();
+    let (qi, ki, vi, bi) = (g.input("q", &q.shape), g.input("k", &k.shape), g.input("v", &v.shape), g.input("b", &bias.shape));
+    let o = attention(&mut g, qi, ki, vi, Some(bi), 0.35).unwrap();
+    g.output("o", o);
+    let out = run(&g, &[&q, &k, &v, &bias]);
+    let want = attention_cpu(&q.data, &k.data, &v.data, Some(&bias.data), &dm, 0.35);
+    assert_close("masked", &out[0].data, &want, ATOL, RTOL);
+}
+
+/// Gathers `[B, heads, N, c]` contiguous out of a packed `[B, N, 3, heads, d]` tensor, by hand.
+fn unpack(packed: &HostTensor, which: usize) -> Vec<f32> {
+    let [b, n, three, heads, d] = packed.shape[..] else { panic!("rank 5") };
+    assert_eq!(three, 3);
+    let mut out = Vec::with_capacity(b * heads * n * d);
+    for bi in 0..b {
+        for h in 0..heads {
+            for t in 0..n {
+                for c in 0..d {
+                    out.push(packed.data[(((bi * n + t) * 3 + which) * heads + h) * d + c]);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn attention_reads_a_packed_qkv_projection_through_strides() {
+    let mut rng = Rng::new(9);
+    for (b, n, heads, d) in [(2, 49, 3, 32), (3, 64, 2, 16), (1, 23, 4, 12)] {
+        let packed = rng.tensor(&[b, n, 3, heads, d], -1.0, 1.0);
+        let bias = rng.tensor(&[heads, n, n], -1.0, 1.0);
+        let dm = dims(b, heads, n, n, d, d);
+        let row = 3 * heads * d;
+        let scale = (d as f32).powf(-0.5);
+        let mut g = Graph::new();
+        let x = g.input("qkv", &packed.shape);
+        let bi = g.input("bias", &bias.shape);
+        let operand = |which: usize| Operand::new(x, View::tokens(row, n, which * heads * d, d));
+        let o = attention_strided(
+            &mut g,
+            operand(0),
+            operand(1),
+            operand(2),
+            Some(Operand::new(bi, View::contiguous(heads, n, n).shared_batch())),
+            &dm,
+            scale,
+            &OutputSpec::merged(&dm),
+        )
+        .unwrap();
+        g.output("o", o);
+        assert_eq!(g.nodes.len(), 1, "no copies besides the attention itself");
+        let out = run(&g, &[&packed, &bias]);
+        // reference: contiguous heads, then merged back to [B, N, heads*d]
+        let heads_out = attention_cpu(&unpack(&packed, 0), &unpack(&packed, 1), &unpack(&packed, 2), Some(&bias.data), &dm, scale);
+        let mut want = vec![0f32; b * n * heads * d];
+        for bi in 0..b {
+            for h in 0..heads {
+                for t in 0..n {
+                    for c in 0..d {
+                        want[(bi * n + t) * heads * d + h * d + c] = heads_out[((bi * heads + h) * n + t) * d + c];
+                    }
+                }
+            }
+        }
+        assert_close(&format!("packed b={b} n={n} heads={heads} d={d}"), &out[0].data, &want, ATOL, RTOL);
+    }
+}
+
+#[test]
+fn attention_reads_windows_of_a_channel_last_map() {
+    // qkv of a [B, H, W, 3C] map, 4x4 windows (2 x 3 of them), written back into [B, H, W, C]:
+    // compared with an explicit window partition on the host.
+    let mut rng = Rng::new(10);
+    let (b, h, w, heads, d, win) = (2, 8, 12, 2, 8, 4);
+    let c = heads * d;
+    let map = rng.tensor(&[b, h, w, 3 * c], -1.0, 1.0);
+    let bias = rng.tensor(&[heads, win * win, win * win], -1.0, 1.0);
+    let (nwh, nww) = (h / win, w / win);
+    let dm = dims(b * nwh * nww, heads, win * win, win * win, d, d);
+    let scale = 0.3;
+    let mut g = Graph::new();
+    let x = g.input("qkv", &map.shape);
+    let bi = g.input("bias", &bias.shape);
+    let operand = |which: usize| Operand::new(x, View::windows(h, w, (win, win), 3 * c, which * c, d));
+    let out_spec = OutputSpec { shape: vec![b, h, w, c], view: View::windows(h, w, (win, win), c, 0, d) };
+    let o = attention_strided(
+        &mut g,
+        operand(0),
+        operand(1),
+        operand(2),
+        Some(Operand::new(bi, View::contiguous(heads, win * win, win * win).shared_batch())),
+        &dm,
+        scale,
+        &out_spec,
+    )
+    .unwrap();
+    g.output("o", o);
+    let out = run(&g, &[&map, &bias]);
+
+    // host window partition: window (bi, wy, wx), token (iy, ix) -> pixel (wy*win+iy, wx*win+ix)
+    let pixel = |n: usize, t: usize| {
+        let (bi, wy, wx) = (n / (nwh * nww), (n / nww) % nwh, n % nww);
+        (bi, wy * win + t / win, wx * win + t % win)
+    };
+    let gather = |which: usize| {
+        let mut v = Vec::new();
+        for n in 0..dm.batch {
+            for hd in 0..heads {
+                for t in 0..win * win {
+                    let (bi, y, xx) = pixel(n, t);
+                    for ch in 0..d {
+                        v.push(map.data[((bi * h + y) * w + xx) * 3 * c + which * c + hd * d + ch]);
+                    }
+                }
+            }
+        }
+        v
+    };
+    let heads_out = attention_cpu(&gather(0), &gather(1), &gather(2), Some(&bias.data), &dm, scale);
+    let mut want = vec![f32::NAN; b * h * w * c];
+    for n in 0..dm.batch {
+        for hd in 0..heads {
+            for t in 0..win * win {
+                let (bi, y, xx) = pixel(n, t);
+                for ch in 0..d {
+                    want[((bi * h + y) * w + xx) * c + hd * d + ch] = heads_out[((n * heads + hd) * win * win + t) * d + ch];
+                }
+            }
+        }
+    }
+    assert_close("windows", &out[0].data, &want, ATOL, RTOL);
+}
+
+#[test]
+fn attention_rejects_bad_shapes_and_views() {
+    let mut g = Graph::new();
+    let q = g.input("q", &[1, 2, 8, MAX_D + 4]);
+    let err = attention(&mut g, q, q, q, None, 1.0).unwrap_err().to_string();
+    assert!(err.contains("head dim d = 68"), "{err}");
+
+    let q = g.input("q2", &[1, 2, 8, 16]);
+    let k = g.input("k2", &[1, 2, 9, 8]);
+    let err = attention(&mut g, q, k, k, None, 1.0).unwrap_err().to_string();
+    assert!(err.contains("[1, 2, 9, 8]"), "{err}");
+
+    let bias = g.input("b", &[2, 8, 7]);
+    let err = attention(&mut g, q, q, q, Some(bias), 1.0).unwrap_err().to_string();
+    assert!(err.contains("bias must be [heads, Nq, Nk] = [2, 8, 8]"), "{err}");
+
+    // a view running past its tensor
+    let dm = dims(1, 2, 8, 8, 16, 16);
+    let op = Operand::new(q, View::contiguous(2, 8, 16));
+    let far = Operand::new(q, View { offset: 1, ..View::contiguous(2, 8, 16) });
+    let err = attention_strided(&mut g, op, far, op, None, &dm, 1.0, &OutputSpec::heads(&dm)).unwrap_err().to_string();
+    assert!(err.contains("k view"), "{err}");
+
+    // an output view that writes some elements twice (token stride 0)
+    let spec = OutputSpec { shape: vec![1, 2, 8, 16], view: View::strided(0, 0, 128, 0, 1) };
+    let err = attention_strided(&mut g, op, op, op, None, &dm, 1.0, &spec).unwrap_err().to_string();
+    assert!(err.contains("written twice"), "{err}");
+    assert!(g.nodes.is_empty());
+}
+
+#[test]
+fn attention_dispatch_folds_past_65535_workgroups() {
+    // Graph only (no GPU): one workgroup per (batch, head, query block), here 2·65535 + 5 of them.
+    let mut g = Graph::new();
+    let batch = 2 * 65535 + 5;
+    let q = g.input("q", &[batch, 1, 1, 4]);
+    let o = attention(&mut g, q, q, q, None, 1.0).unwrap();
+    g.output("o", o);
+    let [x, y, z] = g.nodes[0].workgroups;
+    assert!(y > 1 && x <= 65535 && z == 1, "{:?}", g.nodes[0].workgroups);
+    assert!(x as usize * y as usize >= batch);
+}

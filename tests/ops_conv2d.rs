@@ -1,0 +1,166 @@
+//! conv2d on the GPU against the f64-accumulating CPU reference, and `fold_batchnorm` on the CPU.
+//!
+//! Tolerance: |got - want| <= 1e-4 + 1e-4 |want| (operands uniform in [-1, 1], reductions of at
+//! most a few hundred terms). Spatial sizes are odd and channel counts are not multiples of the
+//! 16 x 8 tile, so every clamped edge and padding path runs; each case names its geometry.
+
+mod common;
+
+use common::{assert_close, run};
+use wgvit::ops::conv2d::{conv2d, conv2d_cpu, fold_batchnorm, Conv2dParams};
+use wgvit::ops::Activation;
+use wgvit::tensor::Rng;
+use wgvit::{Graph, HostTensor};
+
+const ATOL: f32 = 1e-4;
+const RTOL: f32 = 1e-4;
+
+struct Case {
+    x: [usize; 4],
+    cout: usize,
+    kernel: (usize, usize),
+    p: Conv2dParams,
+    bias: bool,
+    act: Activation,
+}
+
+fn case(x: [usize; 4], cout: usize, kernel: (usize, usize), stride: usize, padding: usize, dilation: usize, groups: usize) -> Case {
+    Case {
+        x,
+        cout,
+        kernel,
+        p: Conv2dParams { stride: (stride, stride), padding: (padding, padding), dilation: (dilation, dilation), groups },
+        bias: true,
+        act: Activation::None,
+    }
+}
+
+/// Builds every case into one graph, runs it once and compares each output.
+fn check(cases: &[Case], seed: u64) {
+    let mut rng = Rng::new(seed);
+    let mut g = Graph::new();
+    let mut inputs: Vec<HostTensor> = Vec::new();
+    let mut expected = Vec::new();
+    for (n, c) in cases.iter().enumerate() {
+        let w_shape = [c.cout, c.x[1] / c.p.groups, c.kernel.0, c.kernel.1];
+        let xt = rng.tensor(&c.x, -1.0, 1.0);
+        let wt = rng.tensor(&w_shape, -1.0, 1.0);
+        let bt = rng.tensor(&[c.cout], -1.0, 1.0);
+        let xi = g.input(&format!("x{n}"), &c.x);
+        let wi = g.input(&format!("w{n}"), &w_shape);
+        inputs.extend([xt.clone(), wt.clone()]);
+        let bi = c.bias.then(|| {
+            inputs.push(bt.clone());
+            g.input(&format!("b{n}"), &[c.cout])
+        });
+        let y = conv2d(&mut g, xi, wi, bi, &c.p, c.act).unwrap();
+        let kernel = g.nodes.last().unwrap().label.clone();
+        let name = format!("x{:?} cout {} k{:?} {:?} bias {} {:?} [{kernel}]", c.x, c.cout, c.kernel, c.p, c.bias, c.act);
+        let (want, shape) = conv2d_cpu(&xt.data, &xt.shape, &wt.data, &w_shape, c.bias.then_some(bt.data.as_slice()), &c.p, c.act);
+        assert_eq!(g.shape(y), shape.as_slice(), "{name}");
+        g.output(&name, y);
+        expected.push((name, want));
+    }
+    let refs: Vec<&HostTensor> = inputs.iter().collect();
+    let out = run(&g, &refs);
+    for ((name, want), got) in expected.iter().zip(&out) {
+        assert_close(name, &got.data, want, ATOL, RTOL);
+    }
+}
+
+/// Dense and grouped convolutions (the implicit-GEMM kernel and the 1x1 matmul path).
+#[test]
+fn conv2d_dense_and_grouped_geometries() {
+    let mut cases = vec![
+        case([2, 5, 13, 11], 7, (3, 3), 1, 1, 1, 1),
+        case([1, 6, 17, 15], 20, (3, 3), 2, 1, 1, 1),
+        case([1, 3, 19, 21], 9, (5, 5), 1, 2, 1, 1),
+        case([1, 4, 23, 17], 5, (7, 7), 2, 3, 1, 1),
+        case([1, 4, 15, 15], 6, (3, 3), 1, 2, 2, 1),
+        case([1, 3, 16, 13], 4, (3, 3), 1, 3, 3, 1),
+        case([2, 6, 9, 11], 10, (3, 3), 1, 1, 1, 2),
+        case([1, 8, 12, 10], 6, (3, 3), 2, 0, 1, 2),
+        case([2, 12, 7, 9], 36, (1, 1), 1, 0, 1, 1),
+        case([1, 16, 8, 8], 20, (1, 1), 1, 0, 1, 1),
+        case([1, 5, 11, 9], 7, (1, 1), 2, 0, 1, 1),
+        case([1, 3, 10, 12], 4, (1, 3), 1, 0, 1, 1),
+    ];
+    cases[1].act = Activation::Relu;
+    cases[2].bias = false;
+    cases[6].act = Activation::Gelu;
+    cases[8].act = Activation::Silu;
+    cases[11].p.padding = (2, 1);
+    cases[11].p.stride = (1, 2);
+    check(&cases, 21);
+}
+
+/// Depthwise (groups == C): its own kernel for kernel widths up to 7, odd sizes, strides 1 and 2,
+/// dilations 2 and 3, paddings 0..3.
+#[test]
+fn conv2d_depthwise_geometries() {
+    let mut cases = vec![
+        case([2, 6, 13, 11], 6, (3, 3), 1, 1, 1, 6),
+        case([1, 5, 15, 17], 5, (3, 3), 2, 1, 1, 5),
+        case([1, 4, 14, 9], 4, (5, 5), 1, 2, 1, 4),
+        case([1, 3, 19, 13], 3, (7, 7), 1, 3, 1, 3),
+        case([1, 4, 11, 11], 4, (3, 3), 1, 2, 2, 4),
+        case([1, 3, 17, 16], 3, (3, 3), 2, 3, 3, 3),
+        case([1, 7, 5, 3], 7, (3, 3), 1, 0, 1, 7),
+        // A kernel wider than the depthwise kernel's registers: the grouped implicit GEMM.
+        case([1, 3, 9, 20], 3, (3, 9), 1, 1, 1, 3),
+    ];
+    cases[0].act = Activation::Gelu;
+    cases[3].bias = false;
+    cases[7].p.padding = (1, 4);
+    check(&cases, 22);
+}
+
+#[test]
+fn conv2d_rejects_bad_shapes() {
+    let mut g = Graph::new();
+    let x = g.input("x", &[1, 6, 8, 8]);
+    let w = g.input("w", &[4, 4, 3, 3]);
+    let err = conv2d(&mut g, x, w, None, &Conv2dParams { groups: 2, ..Default::default() }, Activation::None).unwrap_err().to_string();
+    assert!(err.contains("conv2d") && err.contains("groups"), "{err}");
+    let w = g.input("w2", &[4, 6, 9, 9]);
+    let err = conv2d(&mut g, x, w, None, &Conv2dParams::default(), Activation::None).unwrap_err().to_string();
+    assert!(err.contains("larger than the padded input"), "{err}");
+    let w = g.input("w3", &[4, 6, 3, 3]);
+    let b = g.input("b", &[5]);
+    let err = conv2d(&mut g, x, w, Some(b), &Conv2dParams::default(), Activation::None).unwrap_err().to_string();
+    assert!(err.contains("bias"), "{err}");
+}
+
+/// bn(conv(x, w) + b) == conv(x, w') + b' on the CPU, exactly up to f32 rounding.
+#[test]
+fn fold_batchnorm_matches_conv_then_batchnorm() {
+    let mut rng = Rng::new(23);
+    let (cout, p) = (5, Conv2dParams { padding: (1, 1), ..Default::default() });
+    let x = rng.tensor(&[1, 3, 6, 7], -1.0, 1.0);
+    let w_shape = [cout, 3, 3, 3];
+    let w = rng.vec(cout * 27, -1.0, 1.0);
+    let b = rng.vec(cout, -1.0, 1.0);
+    let gamma = rng.vec(cout, 0.5, 1.5);
+    let beta = rng.vec(cout, -0.5, 0.5);
+    let mean = rng.vec(cout, -0.3, 0.3);
+    let var = rng.vec(cout, 0.1, 2.0);
+    let eps = 1e-5;
+    let (conv, shape) = conv2d_cpu(&x.data, &x.shape, &w, &w_shape, Some(&b), &p, Activation::None);
+    let hw = shape[2] * shape[3];
+    let bn: Vec<f32> = conv
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = i / hw % cout;
+            ((v as f64 - mean[c] as f64) / (var[c] as f64 + eps as f64).sqrt() * gamma[c] as f64 + beta[c] as f64) as f32
+        })
+        .collect();
+    let (wf, bf) = fold_batchnorm(&w, Some(&b), cout, &gamma, &beta, &mean, &var, eps);
+    let (folded, _) = conv2d_cpu(&x.data, &x.shape, &wf, &w_shape, Some(&bf), &p, Activation::None);
+    assert_close("folded conv vs conv + batchnorm", &folded, &bn, 2e-6, 2e-6);
+    let (_, bf0) = fold_batchnorm(&w, None, cout, &gamma, &beta, &mean, &var, eps);
+    for c in 0..cout {
+        let want = (-mean[c] as f64 * gamma[c] as f64 / (var[c] as f64 + eps as f64).sqrt() + beta[c] as f64) as f32;
+        assert!((bf0[c] - want).abs() <= 1e-6, "bias-free fold, channel {c}: {} vs {want}", bf0[c]);
+    }
+}

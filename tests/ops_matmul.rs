@@ -1,0 +1,219 @@
+//! matmul / linear on the GPU against the f64-accumulating CPU reference.
+//!
+//! Tolerance: |got - want| <= 1e-4 + 1e-4 |want| with operands uniform in [-1, 1] and K <= 1000
+//! (f32 accumulation error grows ~sqrt(K) * 6e-8 * |partial sums|, i.e. ~1e-5 at K = 1000).
+//! Shapes are deliberately not multiples of the 16x8 register tile or of 4, so the clamped edges,
+//! the element-load kernel and the masked k step are exercised next to the vec4 kernel.
+
+mod common;
+
+use common::{assert_close, run};
+use wgvit::ops::matmul::{linear, matmul, matmul_cpu, matmul_tiled, BiasAxis, Epilogue, MatmulLoads, MatmulTiling};
+use wgvit::ops::Activation;
+use wgvit::tensor::Rng;
+use wgvit::{Graph, HostTensor};
+
+const ATOL: f32 = 1e-4;
+const RTOL: f32 = 1e-4;
+
+fn stored_shape(batch: &[usize], rows: usize, cols: usize, trans: bool) -> Vec<usize> {
+    let mut s = batch.to_vec();
+    s.extend(if trans { [cols, rows] } else { [rows, cols] });
+    s
+}
+
+/// One graph holding every case, so the device is submitted to once per test.
+struct Cases {
+    g: Graph,
+    inputs: Vec<HostTensor>,
+    expected: Vec<(String, Vec<f32>)>,
+}
+
+impl Cases {
+    fn new() -> Self {
+        Self { g: Graph::new(), inputs: Vec::new(), expected: Vec::new() }
+    }
+
+    fn input(&mut self, rng: &mut Rng, shape: &[usize]) -> (wgvit::TensorId, HostTensor) {
+        let t = rng.tensor(shape, -1.0, 1.0);
+        let id = self.g.input(&format!("in{}", self.inputs.len()), shape);
+        self.inputs.push(t.clone());
+        (id, t)
+    }
+
+    fn check(self) {
+        let Cases { g, inputs, expected } = self;
+        let refs: Vec<&HostTensor> = inputs.iter().collect();
+        let out = run(&g, &refs);
+        for ((name, want), got) in expected.iter().zip(&out) {
+            assert_close(name, &got.data, want, ATOL, RTOL);
+        }
+    }
+}
+
+/// Plain matmuls: every transpose pair, on shapes that hit the vec4 kernel and shapes that don't.
+#[test]
+fn matmul_every_transpose_on_odd_and_aligned_shapes() {
+    let mut rng = Rng::new(11);
+    let mut cases = Cases::new();
+    let shapes = [(37, 29, 53), (64, 48, 72), (5, 3, 2), (1, 1, 1), (131, 100, 40), (20, 7, 9)];
+    for &(m, k, n) in &shapes {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let (a, at) = cases.input(&mut rng, &stored_shape(&[], m, k, ta));
+            let (b, bt) = cases.input(&mut rng, &stored_shape(&[], k, n, tb));
+            let y = matmul(&mut cases.g, a, b, ta, tb, Epilogue::default()).unwrap();
+            let name = format!("{m}x{k}x{n} ta={ta} tb={tb}");
+            cases.g.output(&name, y);
+            let (want, shape) = matmul_cpu(&at.data, &at.shape, &bt.data, &bt.shape, ta, tb, 1.0, None, Activation::None, None);
+            assert_eq!(cases.g.shape(y), shape.as_slice());
+            cases.expected.push((name, want));
+        }
+    }
+    cases.check();
+}
+
+/// Each register tile and load width the host can pick, on a shape that is a multiple of 4 but
+/// of no tile, plus the element kernel on a shape with K % 4 != 0 and M, N odd.
+#[test]
+fn matmul_every_tiling_and_load_width() {
+    let mut rng = Rng::new(12);
+    let mut cases = Cases::new();
+    let (m, k, n) = (68, 44, 36);
+    let configs = [
+        (4, 4, MatmulLoads::Vec4, (false, false)),
+        (8, 4, MatmulLoads::Scalar, (true, true)),
+        (12, 8, MatmulLoads::Vec4FromScalars, (false, true)),
+        (16, 4, MatmulLoads::Vec4, (true, false)),
+        (16, 8, MatmulLoads::Scalar, (false, true)),
+    ];
+    for (tm, tn, loads, (ta, tb)) in configs {
+        let (a, at) = cases.input(&mut rng, &stored_shape(&[], m, k, ta));
+        let (b, bt) = cases.input(&mut rng, &stored_shape(&[], k, n, tb));
+        let tiling = MatmulTiling { tm, tn, wg_m: 4, wg_n: 8, loads };
+        let y = matmul_tiled(&mut cases.g, a, b, ta, tb, Epilogue::default(), tiling).unwrap();
+        let name = format!("{tm}x{tn} {loads:?} ta={ta} tb={tb}");
+        cases.g.output(&name, y);
+        let (want, _) = matmul_cpu(&at.data, &at.shape, &bt.data, &bt.shape, ta, tb, 1.0, None, Activation::None, None);
+        cases.expected.push((name, want));
+    }
+    // K % 4 == 3 with trans_a and !trans_b: the vec4 kernel's masked last step.
+    let (a, at) = cases.input(&mut rng, &[39, 16]);
+    let (b, bt) = cases.input(&mut rng, &[39, 20]);
+    let y = matmul(&mut cases.g, a, b, true, false, Epilogue::default()).unwrap();
+    cases.g.output("vec4 masked k step", y);
+    cases.expected.push(("vec4 masked k step".into(), matmul_cpu(&at.data, &at.shape, &bt.data, &bt.shape, true, false, 1.0, None, Activation::None, None).0));
+    let bad = matmul_tiled(&mut cases.g, a, b, false, true, Epilogue::default(), MatmulTiling { loads: MatmulLoads::Vec4, ..Default::default() });
+    assert!(bad.is_err(), "vec4 loads on a K x M = 39 x 16 transposed operand must be refused");
+    cases.check();
+}
+
+#[test]
+fn matmul_broadcasts_batch_dims() {
+    let mut rng = Rng::new(13);
+    let mut cases = Cases::new();
+    let (m, k, n) = (19, 24, 28);
+    let combos: &[(&[usize], &[usize])] = &[(&[2, 3], &[]), (&[], &[2, 3]), (&[2, 3], &[3]), (&[3], &[2, 3]), (&[4], &[4]), (&[1, 2], &[2])];
+    for (i, (ab, bb)) in combos.iter().enumerate() {
+        let (ta, tb) = (i % 2 == 1, i % 3 == 0);
+        let (a, at) = cases.input(&mut rng, &stored_shape(ab, m, k, ta));
+        let (b, bt) = cases.input(&mut rng, &stored_shape(bb, k, n, tb));
+        let y = matmul(&mut cases.g, a, b, ta, tb, Epilogue::default()).unwrap();
+        let (want, shape) = matmul_cpu(&at.data, &at.shape, &bt.data, &bt.shape, ta, tb, 1.0, None, Activation::None, None);
+        assert_eq!(cases.g.shape(y), shape.as_slice(), "case {i}");
+        let name = format!("batch a{ab:?} b{bb:?} -> {shape:?}");
+        cases.g.output(&name, y);
+        cases.expected.push((name, want));
+    }
+    let mut g = Graph::new();
+    let a = g.input("a", &[2, m, k]);
+    let b = g.input("b", &[3, k, n]);
+    let err = matmul(&mut g, a, b, false, false, Epilogue::default()).unwrap_err().to_string();
+    assert!(err.contains("matmul") && err.contains("[2, 19, 24]"), "{err}");
+    cases.check();
+}
+
+#[test]
+fn matmul_epilogue_alpha_bias_activation_residual() {
+    let mut rng = Rng::new(14);
+    let mut cases = Cases::new();
+    // (activation, vec4-compatible shape, bias axis, residual): each piece on both kernels.
+    let combos = [
+        (Activation::None, true, BiasAxis::Col, true),
+        (Activation::Relu, false, BiasAxis::Row, true),
+        (Activation::Gelu, true, BiasAxis::Row, false),
+        (Activation::Tanh, false, BiasAxis::Col, true),
+    ];
+    for (i, (act, aligned, axis, with_residual)) in combos.into_iter().enumerate() {
+        let (m, k, n) = if aligned { (36, 40, 44) } else { (33, 21, 17) };
+        let (a, at) = cases.input(&mut rng, &[2, m, k]);
+        let (b, bt) = cases.input(&mut rng, &[k, n]);
+        let (bias, biast) = cases.input(&mut rng, &[if axis == BiasAxis::Row { m } else { n }]);
+        let residual = with_residual.then(|| cases.input(&mut rng, &[2, m, n]));
+        let alpha = 0.75 + i as f32 * 0.1;
+        let epi = Epilogue { alpha, bias: Some((bias, axis)), act, residual: residual.as_ref().map(|r| r.0) };
+        let y = matmul(&mut cases.g, a, b, false, false, epi).unwrap();
+        let name = format!("{act:?} bias {axis:?} residual {with_residual}");
+        cases.g.output(&name, y);
+        let (want, _) = matmul_cpu(
+            &at.data,
+            &at.shape,
+            &bt.data,
+            &bt.shape,
+            false,
+            false,
+            alpha,
+            Some((&biast.data, axis)),
+            act,
+            residual.as_ref().map(|r| r.1.data.as_slice()),
+        );
+        cases.expected.push((name, want));
+    }
+    cases.check();
+}
+
+#[test]
+fn matmul_long_k() {
+    let mut rng = Rng::new(15);
+    let mut cases = Cases::new();
+    for &(m, k, n, tb) in &[(24, 1000, 40, true), (17, 999, 13, false)] {
+        let (a, at) = cases.input(&mut rng, &[m, k]);
+        let (b, bt) = cases.input(&mut rng, &stored_shape(&[], k, n, tb));
+        let y = matmul(&mut cases.g, a, b, false, tb, Epilogue::default()).unwrap();
+        let name = format!("K={k}");
+        cases.g.output(&name, y);
+        cases.expected.push((name, matmul_cpu(&at.data, &at.shape, &bt.data, &bt.shape, false, tb, 1.0, None, Activation::None, None).0));
+    }
+    cases.check();
+}
+
+#[test]
+fn linear_matches_pytorch_layout() {
+    let mut rng = Rng::new(16);
+    let mut cases = Cases::new();
+    for &(lead, k, n, act) in &[(&[2usize, 49][..], 64usize, 96usize, Activation::Gelu), (&[7][..], 30, 10, Activation::None)] {
+        let mut xs = lead.to_vec();
+        xs.push(k);
+        let (x, xt) = cases.input(&mut rng, &xs);
+        let (w, wt) = cases.input(&mut rng, &[n, k]);
+        let (bias, biast) = cases.input(&mut rng, &[n]);
+        let y = linear(&mut cases.g, x, w, Some(bias), act).unwrap();
+        let mut ys = lead.to_vec();
+        ys.push(n);
+        assert_eq!(cases.g.shape(y), ys.as_slice());
+        let name = format!("linear {xs:?} -> {ys:?}");
+        cases.g.output(&name, y);
+        let rows: usize = lead.iter().product();
+        let (want, _) = matmul_cpu(&xt.data, &[rows, k], &wt.data, &[n, k], false, true, 1.0, Some((&biast.data, BiasAxis::Col)), act, None);
+        cases.expected.push((name, want));
+    }
+    let mut g = Graph::new();
+    let x = g.input("x", &[3, 8]);
+    let w = g.input("w", &[4, 9]);
+    let err = linear(&mut g, x, w, None, Activation::None).unwrap_err().to_string();
+    assert!(err.contains("linear") && err.contains("[4, 9]"), "{err}");
+    let b = g.input("b", &[5]);
+    let w = g.input("w2", &[4, 8]);
+    let err = matmul(&mut g, x, w, false, true, Epilogue { bias: Some((b, BiasAxis::Col)), ..Default::default() }).unwrap_err().to_string();
+    assert!(err.contains("bias"), "{err}");
+    cases.check();
+}

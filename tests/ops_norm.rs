@@ -1,0 +1,191 @@
+//! layer_norm and group_norm on the GPU against f64 CPU references, on random shapes (sizes that
+//! are not multiples of the workgroup or chunk sizes), with large common offsets that an
+//! `E[x²] - E[x]²` variance would get badly wrong, and a whole-image GroupNorm(1, C) large enough
+//! to need the multi-workgroup reduction.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{assert_close, run};
+use wgvit::ops::groupnorm::{group_norm, group_norm_cpu};
+use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
+use wgvit::ops::Activation;
+use wgvit::tensor::Rng;
+use wgvit::{Graph, HostTensor};
+
+fn constant(g: &mut Graph, key: &str, data: &[f32]) -> wgvit::TensorId {
+    g.constant(key, &[data.len()], Arc::new(data.to_vec())).unwrap()
+}
+
+/// Runs layer_norm on `x` and compares with the reference; returns the max abs error.
+fn check_layer_norm(x: &HostTensor, affine: bool, eps: f32, atol: f32, rtol: f32, rng: &mut Rng) {
+    let c = *x.shape.last().unwrap();
+    let (gamma, beta) = if affine { (rng.vec(c, 0.5, 1.5), rng.vec(c, -0.5, 0.5)) } else { (vec![], vec![]) };
+    let mut g = Graph::new();
+    let xi = g.input("x", &x.shape);
+    let (gi, bi) = if affine { (Some(constant(&mut g, "gamma", &gamma)), Some(constant(&mut g, "beta", &beta))) } else { (None, None) };
+    let y = layer_norm(&mut g, xi, gi, bi, eps).unwrap();
+    g.output("y", y);
+    let out = run(&g, &[x]);
+    let want = layer_norm_cpu(&x.data, c, &gamma, &beta, eps);
+    assert_close(&format!("layer_norm {:?} affine={affine}", x.shape), &out[0].data, &want, atol, rtol);
+}
+
+#[test]
+fn layer_norm_random_shapes_match_cpu() {
+    let mut rng = Rng::new(11);
+    // Short and long rows, few rows (workgroup reduction) and many (a row per invocation).
+    let shapes: &[&[usize]] = &[&[1, 7], &[5, 33], &[2, 97, 64], &[300, 100], &[3, 41, 320], &[49, 512], &[17, 1024], &[130, 513]];
+    for (i, shape) in shapes.iter().enumerate() {
+        let x = rng.tensor(shape, -3.0, 3.0);
+        check_layer_norm(&x, i % 2 == 0, 1e-5, 3e-6, 3e-6, &mut rng);
+    }
+}
+
+#[test]
+fn layer_norm_keeps_precision_with_large_offsets() {
+    // Rows 1000 + U(-1, 1): the data's own f32 rounding is 6e-5, E[x²] - E[x]² would lose the
+    // variance (1/3) entirely. The two-pass statistics keep y within ~1e-4 (|y| <= 1.8).
+    let mut rng = Rng::new(12);
+    for shape in [[64usize, 96], [40, 768]] {
+        let mut x = rng.tensor(&shape, -1.0, 1.0);
+        x.data.iter_mut().for_each(|v| *v += 1000.0);
+        check_layer_norm(&x, true, 1e-6, 2e-4, 0.0, &mut rng);
+    }
+}
+
+#[test]
+fn layer_norm_rejects_bad_affine_shapes() {
+    let mut g = Graph::new();
+    let x = g.input("x", &[4, 8]);
+    let gamma = constant(&mut g, "gamma", &[1.0; 7]);
+    let err = layer_norm(&mut g, x, Some(gamma), None, 1e-5).unwrap_err().to_string();
+    assert!(err.contains("layer_norm") && err.contains("[8]"), "{err}");
+}
+
+struct GroupNormCase {
+    shape: Vec<usize>,
+    groups: usize,
+    with_add: bool,
+    act: Activation,
+    offset: f32,
+}
+
+/// Runs one group_norm case; returns (input, output, reference) for further checks.
+fn run_group_norm(case: &GroupNormCase, rng: &mut Rng, atol: f32, rtol: f32) -> (HostTensor, Vec<f32>, Vec<f32>) {
+    let (b, c) = (case.shape[0], case.shape[1]);
+    let mut x = rng.tensor(&case.shape, -2.0, 2.0);
+    x.data.iter_mut().for_each(|v| *v += case.offset);
+    let add = rng.tensor(&case.shape, -1.0, 1.0);
+    let gamma = rng.vec(c, 0.5, 1.5);
+    let beta = rng.vec(c, -0.5, 0.5);
+    let eps = 1e-6;
+    let mut g = Graph::new();
+    let xi = g.input("x", &case.shape);
+    let ai = if case.with_add { Some(g.input("add", &case.shape)) } else { None };
+    let gi = constant(&mut g, "gamma", &gamma);
+    let bi = constant(&mut g, "beta", &beta);
+    let y = group_norm(&mut g, xi, case.groups, gi, bi, eps, ai, case.act).unwrap();
+    g.output("y", y);
+    let out = if case.with_add { run(&g, &[&x, &add]) } else { run(&g, &[&x]) };
+    let want = group_norm_cpu(&x.data, case.with_add.then_some(&add.data[..]), b, c, case.groups, &gamma, &beta, eps, case.act);
+    let what = format!("group_norm {:?} G={} add={} {:?} offset={}", case.shape, case.groups, case.with_add, case.act, case.offset);
+    assert_close(&what, &out[0].data, &want, atol, rtol);
+    (x, out.into_iter().next().unwrap().data, want)
+}
+
+#[test]
+fn group_norm_random_shapes_match_cpu() {
+    let mut rng = Rng::new(21);
+    let case = |shape: &[usize], groups, with_add, act| GroupNormCase { shape: shape.to_vec(), groups, with_add, act, offset: 0.0 };
+    let cases = [
+        case(&[2, 12, 9, 7], 3, false, Activation::None),
+        case(&[1, 6, 5, 5], 6, true, Activation::Relu), // one channel per group (instance norm)
+        case(&[3, 8, 13], 2, true, Activation::None),   // [B, C, N]
+        case(&[2, 16, 33, 31], 1, false, Activation::Gelu), // 16368 elements: 4 chunks
+        case(&[1, 20, 25, 23], 4, true, Activation::Silu), // 2875-element groups: 1 chunk of 256 lanes
+    ];
+    for c in &cases {
+        run_group_norm(c, &mut rng, 3e-6, 3e-6);
+    }
+}
+
+#[test]
+fn group_norm_keeps_precision_with_large_offsets() {
+    // x + 1000: the inputs' own f32 rounding is 6e-5 while the std is ~1.3; the chunked, shifted
+    // two-pass statistics keep y within ~1e-4.
+    let mut rng = Rng::new(22);
+    for (shape, groups) in [(vec![1, 32, 29, 30], 1), (vec![2, 8, 17, 19], 2)] {
+        let case = GroupNormCase { shape, groups, with_add: true, act: Activation::None, offset: 1000.0 };
+        run_group_norm(&case, &mut rng, 1e-4, 0.0);
+    }
+}
+
+/// Least-squares fit of y = a x + b in f64: with gamma = 1, beta = 0 this recovers the GPU's
+/// rstd (a) and mean (-b / a) to far better than their own f32 rounding.
+fn fit_line(x: &[f32], y: &[f32]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let mx = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let my = y.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (&a, &b) in x.iter().zip(y) {
+        sxy += (a as f64 - mx) * (b as f64 - my);
+        sxx += (a as f64 - mx) * (a as f64 - mx);
+    }
+    let a = sxy / sxx;
+    (a, my - a * mx)
+}
+
+#[test]
+fn group_norm_one_group_over_a_large_image() {
+    // GroupNorm(1, 96) over [1, 96, 112, 112]: 1.2M elements, 294 chunks merged with Chan's formula.
+    let mut rng = Rng::new(23);
+    let shape = [1usize, 96, 112, 112];
+    for offset in [0.0f32, 1000.0] {
+        let c = shape[1];
+        let mut x = rng.tensor(&shape, -2.0, 3.0);
+        x.data.iter_mut().for_each(|v| *v += offset);
+        let (gamma, beta) = (vec![1.0f32; c], vec![0.0f32; c]);
+        let mut g = Graph::new();
+        let xi = g.input("x", &shape);
+        let gi = constant(&mut g, "gamma", &gamma);
+        let bi = constant(&mut g, "beta", &beta);
+        let y = group_norm(&mut g, xi, 1, gi, bi, 1e-6, None, Activation::None).unwrap();
+        g.output("y", y);
+        let started = std::time::Instant::now();
+        let out = run(&g, &[&x]);
+        eprintln!("GroupNorm(1, 96) on {shape:?}: {:.0} ms including compile and transfers", started.elapsed().as_secs_f64() * 1e3);
+        let want = group_norm_cpu(&x.data, None, 1, c, 1, &gamma, &beta, 1e-6, Activation::None);
+        let atol = if offset == 0.0 { 1e-5 } else { 1e-4 };
+        assert_close(&format!("GroupNorm(1, 96) offset {offset}"), &out[0].data, &want, atol, 1e-5);
+
+        // The statistics themselves, to ~1e-6 relative.
+        let n = x.data.len() as f64;
+        let mean = x.data.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = x.data.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let rstd = 1.0 / (var + 1e-6).sqrt();
+        let (a, b) = fit_line(&x.data, &out[0].data);
+        let (gpu_rstd, gpu_mean) = (a, -b / a);
+        let rstd_err = (gpu_rstd - rstd).abs() / rstd;
+        let mean_err = (gpu_mean - mean).abs() * rstd; // in units of the standard deviation
+        eprintln!("offset {offset}: rstd rel. error {rstd_err:.2e}, mean error {mean_err:.2e} std");
+        assert!(rstd_err < 1e-6, "rstd {gpu_rstd} vs {rstd}: relative error {rstd_err:.2e}");
+        // The mean is an f32: its rounding alone is 3e-8 relative (3e-5 absolute at 1000).
+        let mean_tol = 1e-6 + 6e-8 * mean.abs() * rstd;
+        assert!(mean_err < mean_tol, "mean {gpu_mean} vs {mean}: error {mean_err:.2e} std > {mean_tol:.2e}");
+    }
+}
+
+#[test]
+fn group_norm_rejects_bad_shapes() {
+    let mut g = Graph::new();
+    let x = g.input("x", &[1, 6, 4, 4]);
+    let gamma = constant(&mut g, "gamma", &[1.0; 6]);
+    let beta = constant(&mut g, "beta", &[0.0; 6]);
+    let err = group_norm(&mut g, x, 4, gamma, beta, 1e-5, None, Activation::None).unwrap_err().to_string();
+    assert!(err.contains("group_norm") && err.contains("[1, 6, 4, 4]"), "{err}");
+    let other = g.input("other", &[1, 6, 4, 5]);
+    let err = group_norm(&mut g, x, 2, gamma, beta, 1e-5, Some(other), Activation::None).unwrap_err().to_string();
+    assert!(err.contains("add"), "{err}");
+}
