@@ -38,6 +38,18 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+    /// Benchmark the compute kernels: the device's FMA peak, then GFLOP/s (or GB/s) and the
+    /// fraction of the peak for matmul, conv2d, softmax and attention at model-like sizes.
+    ///
+    /// Example: WGPU_BACKEND=vulkan wgvit bench-ops --runs 5
+    BenchOps {
+        /// Timed runs per case (after one warm-up run).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Also sweep matmul register-tile and workgroup shapes.
+        #[arg(long)]
+        sweep: bool,
+    },
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>> {
@@ -61,6 +73,7 @@ pub fn main() -> Result<()> {
             let bytes = write_tensors(&[("logits", &logits)])?;
             std::fs::write(&output, bytes).map_err(|e| Error::Io { path: output.display().to_string(), reason: e.to_string() })?;
         }
+        Command::BenchOps { runs, sweep } => crate::bench::bench_ops(runs, sweep)?,
     }
     Ok(())
 }
