@@ -1,0 +1,538 @@
+//! Every shader, checked without a GPU. For each `Shader::source()` (what the device compiles):
+//! naga parses and validates it with every capability and again with WebGPU's baseline (no f16,
+//! no subgroups), resolves its `override` constants, and translates the result to SPIR-V, MSL,
+//! HLSL and GLSL — what wgpu hands to Vulkan, Metal, DX12 and GL. The module must fit WebGPU's
+//! default limits and follow the binding convention the executor's bind-group layouts assume.
+//! Then the same for the pipelines the ops really create (their override values, checked against
+//! their nodes' reads, writes and uniform words) on model-like graphs built on the CPU.
+//! The files in `shaders/` must carry their header line and each be compiled by some `Shader`.
+//!
+//! Every check collects all failures before panicking, so one run names every broken shader.
+
+use std::path::{Path, PathBuf};
+
+use naga::back::PipelineConstants;
+use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
+use naga::{AddressSpace, Module, ShaderStage, StorageAccess};
+use wgvit::ops::{Activation, Shader};
+use wgvit::{Graph, TensorId};
+
+/// WebGPU's default limits, the ones every kernel is written for (see ENV.md).
+const MAX_INVOCATIONS: u32 = 256;
+const MAX_WORKGROUP_SIZE: [u32; 3] = [256, 256, 64];
+const MAX_WORKGROUP_STORAGE_BYTES: u32 = 16 * 1024;
+const MAX_STORAGE_BUFFERS: usize = 8;
+/// The `ACT` override takes every `Activation` discriminant; each value selects a different
+/// branch once the constant is folded, so each is translated.
+const ACT_VALUES: [Activation; 7] = [
+    Activation::None,
+    Activation::Relu,
+    Activation::Gelu,
+    Activation::GeluTanh,
+    Activation::Silu,
+    Activation::Sigmoid,
+    Activation::Tanh,
+];
+
+fn shaders_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders")
+}
+
+/// Where the line numbers in naga's messages point: `source()` may join several files (the
+/// activations prelude, an I/O prelude, the kernel), so name the line range of each.
+fn location_note(source: &str) -> String {
+    let mut spans: Vec<(usize, usize, String)> = shader_files()
+        .into_iter()
+        .filter_map(|(name, text)| {
+            let at = source.find(text.as_str())?;
+            let first = source[..at].lines().count() + 1;
+            Some((first, first + text.lines().count() - 1, name))
+        })
+        .collect();
+    spans.sort();
+    let parts: Vec<String> = spans.iter().map(|(a, b, name)| format!("{a}-{b} {name}")).collect();
+    format!("(source lines: {})", parts.join(", "))
+}
+
+fn parse(shader: &Shader, source: &str) -> Result<Module, String> {
+    naga::front::wgsl::parse_str(source)
+        .map_err(|e| format!("{}: WGSL parse error {}\n{}", shader.name(), location_note(source), e.emit_to_string(source)))
+}
+
+fn validate(shader: &Shader, source: &str, module: &Module, caps: Capabilities, what: &str) -> Result<ModuleInfo, String> {
+    Validator::new(ValidationFlags::all(), caps).validate(module).map_err(|e| {
+        format!("{}: invalid with {what} {}\n{}", shader.name(), location_note(source), e.emit_to_string(source))
+    })
+}
+
+/// Parses and validates with all capabilities; the first step of every other check.
+fn load(shader: &Shader) -> Result<(String, Module, ModuleInfo), String> {
+    let source = shader.source().into_owned();
+    let module = parse(shader, &source)?;
+    let info = validate(shader, &source, &module, Capabilities::all(), "all capabilities")?;
+    Ok((source, module, info))
+}
+
+fn check_all(check: impl Fn(&Shader) -> Result<String, String>) {
+    let mut failures = Vec::new();
+    for shader in Shader::all() {
+        match check(&shader) {
+            Ok(report) => eprintln!("{:<10} ok  {report}", shader.name()),
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(failures.is_empty(), "{} shader(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
+}
+
+#[test]
+fn every_shader_validates_with_all_capabilities() {
+    check_all(|shader| load(shader).map(|(source, _, _)| format!("{} lines", source.lines().count())));
+}
+
+/// WebGPU without optional features: no `shader-f16`, and no subgroups (wgpu 30 has none on the
+/// web). Naga's default capabilities are that baseline.
+#[test]
+fn every_shader_validates_with_webgpu_baseline_capabilities() {
+    check_all(|shader| {
+        let (source, module, _) = load(shader)?;
+        validate(shader, &source, &module, Capabilities::default(), "WebGPU baseline capabilities (no f16, no subgroups)")?;
+        Ok(String::new())
+    });
+}
+
+fn has_override(module: &Module, name: &str) -> bool {
+    module.overrides.iter().any(|(_, o)| o.name.as_deref() == Some(name))
+}
+
+/// The override assignments each shader is translated with: its defaults, plus every activation
+/// when it has an `ACT` override.
+fn constant_sets(module: &Module) -> Vec<PipelineConstants> {
+    let mut sets = vec![PipelineConstants::default()];
+    if has_override(module, "ACT") {
+        for act in ACT_VALUES.iter().skip(1) {
+            let mut c = PipelineConstants::default();
+            c.insert("ACT".to_string(), *act as u32 as f64);
+            sets.push(c);
+        }
+    }
+    sets
+}
+
+fn describe(constants: &PipelineConstants) -> String {
+    if constants.is_empty() {
+        "default overrides".to_string()
+    } else {
+        let mut v: Vec<String> = constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        v.sort();
+        v.join(", ")
+    }
+}
+
+/// Resolves the overrides, as wgpu does at pipeline creation, for the `main` compute entry point.
+fn resolve<'a>(
+    shader: &Shader,
+    module: &'a Module,
+    info: &'a ModuleInfo,
+    constants: &PipelineConstants,
+) -> Result<(std::borrow::Cow<'a, Module>, std::borrow::Cow<'a, ModuleInfo>), String> {
+    naga::back::pipeline_constants::process_overrides(module, info, Some((ShaderStage::Compute, "main")), constants)
+        .map_err(|e| format!("{}: overrides ({}) do not resolve: {e}", shader.name(), describe(constants)))
+}
+
+fn translate(module: &Module, info: &ModuleInfo) -> Result<[usize; 4], String> {
+    let spv = naga::back::spv::write_vec(
+        module,
+        info,
+        &naga::back::spv::Options::default(),
+        Some(&naga::back::spv::PipelineOptions { shader_stage: ShaderStage::Compute, entry_point: "main".into() }),
+    )
+    .map_err(|e| format!("SPIR-V: {e}"))?;
+
+    let msl_options = naga::back::msl::Options { lang_version: (2, 4), ..Default::default() };
+    let msl_pipeline = naga::back::msl::PipelineOptions {
+        entry_point: Some((ShaderStage::Compute, "main".into())),
+        ..Default::default()
+    };
+    let (msl, _) = naga::back::msl::write_string(module, info, &msl_options, &msl_pipeline).map_err(|e| format!("MSL: {e}"))?;
+
+    let mut hlsl = String::new();
+    let hlsl_options = naga::back::hlsl::Options::default();
+    let hlsl_pipeline = naga::back::hlsl::PipelineOptions { entry_point: Some((ShaderStage::Compute, "main".into())) };
+    naga::back::hlsl::Writer::new(&mut hlsl, &hlsl_options, &hlsl_pipeline)
+        .write(module, info, None)
+        .map_err(|e| format!("HLSL: {e}"))?;
+
+    let mut glsl = String::new();
+    let glsl_options = naga::back::glsl::Options::default(); // GLSL ES 3.10: compute on GL/GLES
+    let glsl_pipeline =
+        naga::back::glsl::PipelineOptions { shader_stage: ShaderStage::Compute, entry_point: "main".into(), multiview: None };
+    naga::back::glsl::Writer::new(&mut glsl, module, info, &glsl_options, &glsl_pipeline, Default::default())
+        .and_then(|mut w| w.write())
+        .map_err(|e| format!("GLSL: {e}"))?;
+
+    Ok([spv.len() * 4, msl.len(), hlsl.len(), glsl.len()])
+}
+
+#[test]
+fn every_shader_translates_to_spirv_msl_hlsl_glsl() {
+    check_all(|shader| {
+        let (_, module, info) = load(shader)?;
+        let sets = constant_sets(&module);
+        let mut sizes = [0; 4];
+        for constants in &sets {
+            let (resolved, resolved_info) = resolve(shader, &module, &info, constants)?;
+            sizes = translate(&resolved, &resolved_info)
+                .map_err(|e| format!("{}: translation with {} failed: {e}", shader.name(), describe(constants)))?;
+        }
+        Ok(format!(
+            "{} override set(s); bytes: spv {} msl {} hlsl {} glsl {}",
+            sets.len(),
+            sizes[0],
+            sizes[1],
+            sizes[2],
+            sizes[3]
+        ))
+    });
+}
+
+/// What a resolved module asks of the device: workgroup size, workgroup memory, bindings.
+struct Footprint {
+    workgroup_size: [u32; 3],
+    workgroup_bytes: u32,
+    /// `(binding, variable, address space, size of its type)`, in binding order.
+    bindings: Vec<(u32, String, AddressSpace, u32)>,
+}
+
+/// Checks a module with resolved overrides against WebGPU's default limits and the executor's
+/// binding layout: group 0; binding 0 the uniform `params`; then read-only storage; then
+/// read_write storage; numbered without gaps; a compute entry point `main`.
+fn footprint(module: &Module) -> Result<Footprint, Vec<String>> {
+    let mut problems = Vec::new();
+    let Some(main) = module.entry_points.iter().find(|e| e.name == "main" && e.stage == ShaderStage::Compute) else {
+        return Err(vec!["no `@compute fn main`, the entry point the executor uses".into()]);
+    };
+    let wg = main.workgroup_size;
+    let invocations: u32 = wg.iter().product();
+    if invocations > MAX_INVOCATIONS || wg.iter().zip(MAX_WORKGROUP_SIZE).any(|(&d, max)| d > max) {
+        problems.push(format!("workgroup size {wg:?} ({invocations} invocations) is over WebGPU's {MAX_INVOCATIONS} / {MAX_WORKGROUP_SIZE:?}"));
+    }
+    let mut layouter = naga::proc::Layouter::default();
+    if let Err(e) = layouter.update(module.to_ctx()) {
+        return Err(vec![format!("type layout: {e}")]);
+    }
+    let workgroup_bytes: u32 = module
+        .global_variables
+        .iter()
+        .filter(|(_, v)| v.space == AddressSpace::WorkGroup)
+        .map(|(_, v)| layouter[v.ty].size)
+        .sum();
+    if workgroup_bytes > MAX_WORKGROUP_STORAGE_BYTES {
+        problems.push(format!("{workgroup_bytes} bytes of workgroup memory, over {MAX_WORKGROUP_STORAGE_BYTES}"));
+    }
+    let mut bound: Vec<(u32, u32, String, AddressSpace, u32)> = module
+        .global_variables
+        .iter()
+        .filter_map(|(_, v)| v.binding.map(|b| (b.group, b.binding, v.name.clone().unwrap_or_default(), v.space, layouter[v.ty].size)))
+        .collect();
+    bound.sort_by_key(|b| (b.0, b.1));
+    let storage = bound.iter().filter(|b| matches!(b.3, AddressSpace::Storage { .. })).count();
+    if storage > MAX_STORAGE_BUFFERS {
+        problems.push(format!("{storage} storage buffers, over {MAX_STORAGE_BUFFERS}"));
+    }
+    match bound.first() {
+        Some((0, 0, var, AddressSpace::Uniform, _)) if var == "params" => {}
+        other => problems.push(format!("binding 0 must be `var<uniform> params`, found {other:?}")),
+    }
+    let mut seen_read_write = false;
+    for (i, (group, binding, var, space, _)) in bound.iter().enumerate() {
+        if *group != 0 || *binding != i as u32 {
+            problems.push(format!("`{var}` is at @group({group}) @binding({binding}); expected group 0, binding {i}"));
+        }
+        match space {
+            _ if i == 0 => {}
+            AddressSpace::Storage { access } if access.contains(StorageAccess::STORE) => seen_read_write = true,
+            AddressSpace::Storage { .. } if !seen_read_write => {}
+            AddressSpace::Storage { .. } => problems.push(format!("read-only `{var}` comes after a read_write binding")),
+            other => problems.push(format!("`{var}` is in {other:?}; only storage buffers follow params")),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let bindings = bound.into_iter().map(|(_, b, var, space, size)| (b, var, space, size)).collect();
+    Ok(Footprint { workgroup_size: wg, workgroup_bytes, bindings })
+}
+
+/// With default overrides.
+#[test]
+fn every_shader_fits_webgpu_limits_and_binding_convention() {
+    check_all(|shader| {
+        let (_, module, info) = load(shader)?;
+        let (module, _) = resolve(shader, &module, &info, &PipelineConstants::default())?;
+        let f = footprint(&module).map_err(|p| format!("{}: {}", shader.name(), p.join("; ")))?;
+        let storage = f.bindings.len().saturating_sub(1);
+        Ok(format!("workgroup {:?}, {} B workgroup memory, {storage} storage buffers", f.workgroup_size, f.workgroup_bytes))
+    });
+}
+
+/// Model-like calls of every op. Each builds a small graph; the nodes' pipeline keys are what the
+/// device would compile.
+type OpGraph = fn(&mut Graph) -> wgvit::Result<TensorId>;
+
+fn op_graphs() -> Vec<(&'static str, OpGraph)> {
+    use wgvit::ops::conv2d::{conv2d, Conv2dParams};
+    use wgvit::ops::elementwise::{binary, unary, BinaryOp};
+    use wgvit::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
+    vec![
+        ("unary gelu", |g| {
+            let x = g.input("x", &[1000]);
+            unary(g, x, Activation::Gelu, 1.0, 0.0)
+        }),
+        ("binary mul broadcast", |g| {
+            let (a, b) = (g.input("a", &[2, 8, 7, 7]), g.input("b", &[8, 1, 1]));
+            binary(g, a, b, BinaryOp::Mul, Activation::Silu)
+        }),
+        ("matmul 196x64 . 64x192", |g| {
+            let (a, b) = (g.input("a", &[196, 64]), g.input("b", &[64, 192]));
+            matmul(g, a, b, false, false, Epilogue::default())
+        }),
+        ("matmul 37x29 . 29x53 (odd sizes)", |g| {
+            let (a, b) = (g.input("a", &[37, 29]), g.input("b", &[29, 53]));
+            matmul(g, a, b, false, false, Epilogue::default())
+        }),
+        ("matmul batched q.k^T with bias, act, residual", |g| {
+            let (q, k) = (g.input("q", &[2, 4, 49, 32]), g.input("k", &[2, 4, 49, 32]));
+            let (bias, res) = (g.input("bias", &[49]), g.input("res", &[2, 4, 49, 49]));
+            let epi = Epilogue { alpha: 0.125, bias: Some((bias, BiasAxis::Col)), act: Activation::Relu, residual: Some(res) };
+            matmul(g, q, k, false, true, epi)
+        }),
+        ("matmul trans_a, row bias", |g| {
+            let (a, b) = (g.input("a", &[64, 30]), g.input("b", &[64, 50]));
+            let bias = g.input("bias", &[30]);
+            matmul(g, a, b, true, false, Epilogue { bias: Some((bias, BiasAxis::Row)), ..Default::default() })
+        }),
+        ("linear 196x64 -> 256 gelu", |g| {
+            let (x, w, b) = (g.input("x", &[1, 196, 64]), g.input("w", &[256, 64]), g.input("b", &[256]));
+            linear(g, x, w, Some(b), Activation::Gelu)
+        }),
+        ("conv2d stem 3->32 k3 s2 p1", |g| {
+            let (x, w, b) = (g.input("x", &[1, 3, 64, 64]), g.input("w", &[32, 3, 3, 3]), g.input("b", &[32]));
+            let p = Conv2dParams { stride: (2, 2), padding: (1, 1), ..Default::default() };
+            conv2d(g, x, w, Some(b), &p, Activation::Gelu)
+        }),
+        ("conv2d depthwise 32 k3 p1", |g| {
+            let (x, w) = (g.input("x", &[1, 32, 28, 28]), g.input("w", &[32, 1, 3, 3]));
+            conv2d(g, x, w, None, &Conv2dParams { padding: (1, 1), groups: 32, ..Default::default() }, Activation::None)
+        }),
+        ("conv2d pointwise 32->64", |g| {
+            let (x, w) = (g.input("x", &[2, 32, 14, 14]), g.input("w", &[64, 32, 1, 1]));
+            conv2d(g, x, w, None, &Conv2dParams::default(), Activation::Relu)
+        }),
+        ("layer_norm 196x64 affine", |g| {
+            let (x, gamma, beta) = (g.input("x", &[1, 196, 64]), g.input("g", &[64]), g.input("b", &[64]));
+            wgvit::ops::layernorm::layer_norm(g, x, Some(gamma), Some(beta), 1e-6)
+        }),
+        ("layer_norm 49x30 plain", |g| {
+            let x = g.input("x", &[2, 49, 30]);
+            wgvit::ops::layernorm::layer_norm(g, x, None, None, 1e-5)
+        }),
+        ("group_norm 1 group + add + gelu", |g| {
+            let (x, gamma, beta, add) = (g.input("x", &[1, 64, 14, 14]), g.input("g", &[64]), g.input("b", &[64]), g.input("a", &[1, 64, 14, 14]));
+            wgvit::ops::groupnorm::group_norm(g, x, 1, gamma, beta, 1e-5, Some(add), Activation::Gelu)
+        }),
+        ("group_norm 8 groups [B,C,N]", |g| {
+            let (x, gamma, beta) = (g.input("x", &[2, 32, 49]), g.input("g", &[32]), g.input("b", &[32]));
+            wgvit::ops::groupnorm::group_norm(g, x, 8, gamma, beta, 1e-5, None, Activation::None)
+        }),
+        ("softmax 4x49x49", |g| {
+            let x = g.input("x", &[4, 49, 49]);
+            wgvit::ops::softmax::softmax(g, x, 0.125)
+        }),
+        ("softmax 3x1000", |g| {
+            let x = g.input("x", &[3, 1000]);
+            wgvit::ops::softmax::softmax(g, x, 1.0)
+        }),
+        ("avg_pool2d k3 s1 p1", |g| {
+            let x = g.input("x", &[1, 32, 28, 28]);
+            wgvit::ops::pool::avg_pool2d(g, x, (3, 3), (1, 1), (1, 1), false)
+        }),
+        ("avg_pool2d k2 s2", |g| {
+            let x = g.input("x", &[2, 16, 15, 15]);
+            wgvit::ops::pool::avg_pool2d(g, x, (2, 2), (2, 2), (0, 0), true)
+        }),
+        ("mean_spatial", |g| {
+            let x = g.input("x", &[2, 64, 7, 7]);
+            wgvit::ops::pool::mean_spatial(g, x)
+        }),
+        ("mean_tokens", |g| {
+            let x = g.input("x", &[2, 49, 64]);
+            wgvit::ops::pool::mean_tokens(g, x)
+        }),
+        ("permute NHWC -> NCHW", |g| {
+            let x = g.input("x", &[1, 14, 14, 64]);
+            wgvit::ops::layout::permute(g, x, &[0, 3, 1, 2])
+        }),
+        ("concat channels", |g| {
+            let (a, b) = (g.input("a", &[1, 32, 7, 7]), g.input("b", &[1, 16, 7, 7]));
+            wgvit::ops::layout::concat(g, &[a, b], 1)
+        }),
+        ("slice channels", |g| {
+            let x = g.input("x", &[1, 64, 14, 14]);
+            wgvit::ops::layout::slice(g, x, 1, 16, 32)
+        }),
+        ("attention 49 tokens with bias", |g| {
+            let (q, k, v) = (g.input("q", &[1, 2, 49, 32]), g.input("k", &[1, 2, 49, 32]), g.input("v", &[1, 2, 49, 32]));
+            let bias = g.input("bias", &[2, 49, 49]);
+            wgvit::ops::attention::attention(g, q, k, v, Some(bias), 32f32.powf(-0.5))
+        }),
+        ("attention pooled keys, d 16", |g| {
+            let (q, k, v) = (g.input("q", &[2, 4, 196, 16]), g.input("k", &[2, 4, 49, 16]), g.input("v", &[2, 4, 49, 16]));
+            wgvit::ops::attention::attention(g, q, k, v, None, 0.25)
+        }),
+    ]
+}
+
+/// Checks one node's pipeline as the device would build it: the key's override values resolve,
+/// the result fits WebGPU's default limits and translates for every backend, the shader's bindings
+/// match the layout the executor derives from the node (binding 0 the uniform of `params`, then
+/// `reads` read-only and `writes` read_write storage buffers), and `params` covers the uniform.
+fn check_node(node: &wgvit::graph::Node) -> Result<String, String> {
+    let shader = &node.key.shader;
+    let (source, module, info) = load(shader)?;
+    let mut constants = PipelineConstants::default();
+    for &(name, value) in &node.key.constants {
+        constants.insert(name.to_string(), value as f64);
+    }
+    let (module, info) = resolve(shader, &module, &info, &constants)?;
+    let what = format!("{} ({})", shader.name(), describe(&constants));
+    let f = footprint(&module).map_err(|p| format!("{what}: {}", p.join("; ")))?;
+    let mut problems = Vec::new();
+    let (reads, writes) = (node.reads.len() as u32, node.writes.len() as u32);
+    for (binding, var, space, size) in &f.bindings {
+        let expected = match *binding {
+            0 => "uniform",
+            b if b <= reads => "read-only storage",
+            b if b <= reads + writes => "read_write storage",
+            _ => "nothing (past the node's reads and writes)",
+        };
+        let found = match space {
+            AddressSpace::Uniform => "uniform",
+            AddressSpace::Storage { access } if access.contains(StorageAccess::STORE) => "read_write storage",
+            AddressSpace::Storage { .. } => "read-only storage",
+            _ => "other",
+        };
+        if expected != found {
+            problems.push(format!("binding {binding} `{var}` is {found}, the node's layout has {expected} ({reads} reads, {writes} writes)"));
+        }
+        let uniform_bytes = (node.params.len().max(4).div_ceil(4) * 16) as u32;
+        if *binding == 0 && *size > uniform_bytes {
+            problems.push(format!("`{var}` is {size} bytes but the node supplies {} words ({uniform_bytes} bytes bound)", node.params.len()));
+        }
+    }
+    let sizes = translate(&module, &info).map_err(|e| format!("{what}: translation failed: {e}"))?;
+    validate(shader, &source, &module, Capabilities::default(), "WebGPU baseline capabilities after resolving overrides")?;
+    if !problems.is_empty() {
+        return Err(format!("{what}, node '{}': {}", node.label, problems.join("; ")));
+    }
+    Ok(format!(
+        "{what}: workgroup {:?}, {} B workgroup memory, spv {} B",
+        f.workgroup_size, f.workgroup_bytes, sizes[0]
+    ))
+}
+
+/// The pipelines the ops really create — their override values, not the shaders' defaults — and
+/// their bindings against the nodes. Lavapipe grants 1024 invocations and 32 KiB of workgroup
+/// memory, so only this check catches a tile that the browser's WebGPU would refuse.
+#[test]
+fn pipelines_the_ops_create_fit_webgpu_and_match_their_nodes() {
+    let mut failures = Vec::new();
+    let mut unbuilt = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let graphs = op_graphs();
+    for (what, build) in &graphs {
+        let mut g = Graph::new();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&mut g))) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                unbuilt.push(format!("{what}: {e}"));
+                continue;
+            }
+            Err(_) => {
+                unbuilt.push(format!("{what}: panicked"));
+                continue;
+            }
+        }
+        for node in &g.nodes {
+            let id = (node.key.clone(), node.reads.len(), node.writes.len(), node.params.len());
+            if !seen.insert(id) {
+                continue;
+            }
+            match check_node(node) {
+                Ok(report) => eprintln!("ok  {what}: {report}"),
+                Err(e) => failures.push(format!("{what}: {e}")),
+            }
+        }
+    }
+    for u in &unbuilt {
+        eprintln!("not built (op not implemented yet?): {u}");
+    }
+    eprintln!("{} distinct pipelines from {} op graphs ({} not built)", seen.len(), graphs.len(), unbuilt.len());
+    assert!(failures.is_empty(), "{} pipeline(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
+}
+
+fn shader_files() -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(shaders_dir())
+        .expect("shaders/ exists")
+        .map(|e| e.expect("readable dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (name, text)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Each file opens with `// <file name> — <what it computes>`.
+#[test]
+fn shader_files_open_with_their_header_line() {
+    let bad: Vec<String> = shader_files()
+        .into_iter()
+        .filter(|(name, text)| !text.lines().next().unwrap_or("").starts_with(&format!("// {name} — ")))
+        .map(|(name, text)| format!("{name}: first line is {:?}", text.lines().next().unwrap_or("")))
+        .collect();
+    assert!(bad.is_empty(), "shader files without the `// <name>.wgsl — ...` header line:\n{}", bad.join("\n"));
+}
+
+/// naga 30 rejects `enable subgroups;` and WebGPU devices without `shader-f16` reject `enable f16;`.
+#[test]
+fn no_shader_enables_subgroups_or_f16() {
+    let mut bad = Vec::new();
+    for (name, text) in shader_files() {
+        for line in text.lines() {
+            let code = line.split("//").next().unwrap_or("").trim();
+            if code.starts_with("enable") && (code.contains("subgroups") || code.contains("f16")) {
+                bad.push(format!("{name}: `{code}`"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "shaders must run on WebGPU's baseline:\n{}", bad.join("\n"));
+}
+
+/// A file no `Shader` compiles would never be validated nor run. `activations.wgsl` is the prelude.
+#[test]
+fn every_shader_file_is_compiled_by_some_shader_variant() {
+    let sources: Vec<String> = Shader::all().iter().map(|s| s.source().into_owned()).collect();
+    let mut orphans = Vec::new();
+    for (name, text) in shader_files() {
+        if name == "activations.wgsl" {
+            continue;
+        }
+        if !sources.iter().any(|s| s.contains(text.as_str())) {
+            orphans.push(name);
+        }
+    }
+    assert!(orphans.is_empty(), "shader files no Shader variant includes (add one to ops::Shader): {orphans:?}");
+}
