@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
 use crate::weights::Weights;
 
+pub mod hatnet;
 pub mod toy;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +66,7 @@ pub fn build_graph(id: &str, weights: &Weights, input_shape: &[usize]) -> Result
     let input = g.input("input", input_shape);
     let logits: TensorId = match family {
         Family::Toy => toy::build(&mut g, weights, input)?,
+        Family::HatNet => hatnet::build(&mut g, weights, input, &id["hatnet-".len()..])?,
         _ => return Err(Error::NotImplemented { id: id.to_string() }),
     };
     weights.finish()?;

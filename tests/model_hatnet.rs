@@ -1,0 +1,90 @@
+//! HAT-Net against golden outputs of the project's PyTorch reference (tools/reference/hatnet.py,
+//! checked against the official code): the `micro` config, which has every code path of the real
+//! variants (grid blocks, pooled global attention, the plain-MHSA stage, the 5×5 depthwise path,
+//! the unused `proj_norm` tensors). Fixture: tools/make_hatnet_fixture.py.
+
+mod common;
+
+use wgvit::executor::ConstantCache;
+use wgvit::models::build_graph;
+use wgvit::weights::read_tensor;
+use wgvit::{Error, Weights};
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hatnet-micro");
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{DIR}/{name}")).unwrap_or_else(|e| panic!("{DIR}/{name}: {e}"))
+}
+
+#[test]
+fn hatnet_micro_logits_and_every_stage_match_the_reference() {
+    let weights = Weights::from_bytes("hatnet-micro/weights.safetensors", &fixture("weights.safetensors")).unwrap();
+    let input = read_tensor("input.safetensors", &fixture("input.safetensors"), "input").unwrap();
+    let mut graph = build_graph("hatnet-micro", &weights, &input.shape).unwrap();
+    graph.promote_taps();
+    let names: Vec<String> = graph.outputs.iter().map(|(n, _)| n.clone()).collect();
+    let outputs = common::run(&graph, &[&input]);
+
+    let stages = fixture("intermediates.safetensors");
+    for (name, got) in names.iter().zip(&outputs) {
+        let (file, key) = if name == "logits" { (fixture("logits.safetensors"), "logits") } else { (stages.clone(), name.as_str()) };
+        let want = read_tensor(name, &file, key).unwrap();
+        assert_eq!(got.shape, want.shape, "{name}");
+        let diff = got.max_abs_diff(&want);
+        eprintln!("{name:12} max abs diff {diff:.3e}");
+        // Stage maps are GroupNorm outputs of O(1); the logits budget is the project's 1e-4.
+        assert!(diff <= 1e-4, "{name}: max abs diff {diff:.3e} > 1e-4");
+    }
+    assert_eq!(names.first().map(String::as_str), Some("logits"));
+    assert!(names.iter().any(|n| n == "stage3"), "stage taps present: {names:?}");
+}
+
+#[test]
+fn hatnet_graph_stats_are_reported() {
+    let weights = Weights::from_bytes("hatnet-micro/weights.safetensors", &fixture("weights.safetensors")).unwrap();
+    let graph = build_graph("hatnet-micro", &weights, &[1, 3, 224, 224]).unwrap();
+    let exe = pollster::block_on(common::engine().compile(&graph, &ConstantCache::new())).unwrap();
+    let s = &exe.stats;
+    eprintln!(
+        "hatnet-micro @224: {} dispatches, {} pipelines, {:.1} MFLOP, activations {} B planned vs {} B unshared",
+        s.dispatches, s.pipelines, s.flops as f64 / 1e6, s.planned_bytes, s.unshared_bytes
+    );
+    assert!(s.planned_bytes * 2 < s.unshared_bytes, "liveness sharing should at least halve activation memory");
+}
+
+#[test]
+fn hatnet_rejects_sizes_the_official_model_cannot_take() {
+    let weights = Weights::from_bytes("hatnet-micro/weights.safetensors", &fixture("weights.safetensors")).unwrap();
+    for bad in [[1, 3, 256, 256], [1, 3, 224, 384], [1, 3, 220, 224]] {
+        let err = build_graph("hatnet-micro", &weights, &bad).unwrap_err();
+        assert!(matches!(err, Error::BadInputShape { .. }), "{err}");
+        assert!(err.to_string().contains("224"), "the message lists the valid sizes: {err}");
+    }
+    for good in [[1, 3, 224, 224], [1, 3, 221, 448], [2, 3, 224, 224]] {
+        build_graph("hatnet-micro", &weights, &good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+    }
+}
+
+#[test]
+fn hatnet_missing_and_misshapen_tensors_are_named() {
+    let full = Weights::from_bytes("w", &fixture("weights.safetensors")).unwrap();
+    let mut tensors: Vec<(String, wgvit::HostTensor)> = full
+        .names()
+        .into_iter()
+        .filter(|n| n != "blocks.0.0.attn.qkv.bias" && n != "classifier.1.bias")
+        .map(|n| {
+            let shape = full.shape_of(&n).unwrap().to_vec();
+            let data = full.param(&n, &shape).unwrap().as_ref().clone();
+            (n, wgvit::HostTensor { shape, data })
+        })
+        .collect();
+    let missing = Weights::from_tensors("partial.safetensors", tensors.clone());
+    let err = build_graph("hatnet-micro", &missing, &[1, 3, 224, 224]).unwrap_err().to_string();
+    assert!(err.contains("blocks.0.0.attn.qkv.bias") && err.contains("classifier.1.bias") && err.contains("partial.safetensors"), "{err}");
+
+    let i = tensors.iter().position(|(n, _)| n == "blocks.1.0.attn.kv.weight").unwrap();
+    tensors[i].1.shape = vec![64, 16, 2, 1];
+    let bad = Weights::from_tensors("bad.safetensors", tensors);
+    let err = build_graph("hatnet-micro", &bad, &[1, 3, 224, 224]).unwrap_err().to_string();
+    assert!(err.contains("blocks.1.0.attn.kv.weight") && err.contains("[64, 32, 1, 1]"), "{err}");
+}
