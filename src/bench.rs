@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use wgvit::error::Result;
+use wgvit::error::{Error, Result};
 use wgvit::executor::ConstantCache;
 use wgvit::graph::{Graph, Node, PipelineKey, TensorId};
 use wgvit::ops::attention::attention;
@@ -28,7 +28,7 @@ use wgvit::ops::matmul::{matmul_tiled, BiasAxis, Epilogue, MatmulLoads, MatmulTi
 use wgvit::ops::softmax::softmax;
 use wgvit::ops::{grid, Activation, Shader};
 use wgvit::tensor::Rng;
-use wgvit::Engine;
+use wgvit::{Engine, Weights};
 
 /// Op repeats per graph: amortises the submit and the wait over several dispatches.
 const REPS: usize = 3;
@@ -239,5 +239,60 @@ pub fn bench_ops(runs: usize, sweep: bool) -> Result<()> {
         peak_after / 1e9
     );
     report.print(peak);
+    Ok(())
+}
+
+/// Parses `S` or `HxW`.
+pub fn parse_size(s: &str) -> Result<(usize, usize)> {
+    let bad = || Error::Invalid(format!("--size '{s}': expected S or HxW, e.g. 224 or 224x448"));
+    let parts: Vec<&str> = s.split(['x', 'X']).collect();
+    let nums: Vec<usize> = parts.iter().map(|p| p.trim().parse::<usize>().map_err(|_| bad())).collect::<Result<_>>()?;
+    match nums[..] {
+        [n] if n > 0 => Ok((n, n)),
+        [h, w] if h > 0 && w > 0 => Ok((h, w)),
+        _ => Err(bad()),
+    }
+}
+
+/// `wgvit bench --model ...`: cold time to the first result (weights upload, every pipeline and
+/// bind group, the first forward), then warm forwards (input upload, one submission, readback).
+pub fn bench_model(model_id: &str, weights: Option<&std::path::Path>, size: (usize, usize), batch: usize, runs: usize) -> Result<()> {
+    let engine = pollster::block_on(Engine::new())?;
+    let info = engine.info();
+    println!("device: {} ({}, {})", info.name, info.backend, info.device_type);
+    let weights = match weights {
+        Some(path) => Weights::from_file(path)?,
+        None => Weights::synthetic(0),
+    };
+    println!("model:  {model_id}, weights {}, input [{batch}, 3, {}, {}]", weights.file, size.0, size.1);
+    let input = Rng::new(1).tensor(&[batch, 3, size.0, size.1], -1.0, 1.0);
+
+    let cold_start = Instant::now();
+    let model = engine.load_model(model_id, weights)?;
+    let exe = pollster::block_on(model.prepare(&input.shape))?;
+    let built = cold_start.elapsed();
+    pollster::block_on(exe.run(&[&input]))?;
+    let cold = cold_start.elapsed();
+
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        pollster::block_on(exe.run(&[&input]))?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let s = &exe.stats;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!("cold:   {:.1} ms to first result ({:.1} ms building: weights upload, pipelines, bind groups)", cold.as_secs_f64() * 1e3, built.as_secs_f64() * 1e3);
+    println!("warm:   median {median:.2} ms, min {:.2} ms, max {:.2} ms over {} runs", times[0], times[times.len() - 1], times.len());
+    println!("        {:.2} images/s, {:.3} GFLOP per forward, {:.2} GFLOP/s", batch as f64 * 1e3 / median, s.flops as f64 / 1e9, s.flops as f64 / 1e6 / median);
+    println!("graph:  {} dispatches per forward (one submission), {} pipelines", s.dispatches, s.pipelines);
+    println!(
+        "memory: activations {:.2} MiB planned ({:.2} MiB without sharing), weights {:.2} MiB",
+        mib(s.planned_bytes),
+        mib(s.unshared_bytes),
+        mib(s.constant_bytes)
+    );
     Ok(())
 }

@@ -42,6 +42,27 @@ enum Command {
     /// fraction of the peak for matmul, conv2d, softmax and attention at model-like sizes.
     ///
     /// Example: WGPU_BACKEND=vulkan wgvit bench-ops --runs 5
+    /// Benchmark a model: cold time to first result, warm latency (median/min/max), images/s,
+    /// GFLOP/s, dispatches per forward and planned GPU memory. Random weights unless --weights.
+    ///
+    /// Example: wgvit bench --model hatnet-tiny --size 224 --runs 10
+    Bench {
+        /// Model id (e.g. hatnet-tiny).
+        #[arg(long)]
+        model: String,
+        /// Weights (.safetensors); random weights when left out.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Input size: S or HxW.
+        #[arg(long, default_value = "224")]
+        size: String,
+        /// Batch size.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Timed warm forwards.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
     BenchOps {
         /// Timed runs per case (after one warm-up run).
         #[arg(long, default_value_t = 5)]
@@ -72,6 +93,11 @@ pub fn main() -> Result<()> {
             let logits = pollster::block_on(m.run(&x))?;
             let bytes = write_tensors(&[("logits", &logits)])?;
             std::fs::write(&output, bytes).map_err(|e| Error::Io { path: output.display().to_string(), reason: e.to_string() })?;
+        }
+        Command::Bench { model, weights, size, batch, runs } => {
+            wgvit::models::family_of(&model)?;
+            let size = crate::bench::parse_size(&size)?;
+            crate::bench::bench_model(&model, weights.as_deref(), size, batch.max(1), runs)?
         }
         Command::BenchOps { runs, sweep } => crate::bench::bench_ops(runs, sweep)?,
     }

@@ -30,6 +30,10 @@ pub struct Weights {
     tensors: HashMap<String, WeightTensor>,
     used: Mutex<HashSet<String>>,
     missing: Mutex<Vec<String>>,
+    /// When set, tensors the file lacks are generated (deterministically from the seed and the
+    /// name) instead of reported missing: random-weight benchmarks of any model id.
+    synthetic: Option<u64>,
+    generated: Mutex<HashMap<String, Arc<Vec<f32>>>>,
 }
 
 /// The dtypes converted to f32 on load.
@@ -73,7 +77,7 @@ impl Weights {
             );
         }
         let metadata = header.metadata().clone().map(|m| m.into_iter().collect()).unwrap_or_default();
-        Ok(Self { file: file.to_string(), metadata, tensors, used: Mutex::default(), missing: Mutex::default() })
+        Ok(Self { file: file.to_string(), metadata, tensors, ..Self::empty(file) })
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -90,7 +94,49 @@ impl Weights {
             .into_iter()
             .map(|(n, t)| (n, WeightTensor { shape: t.shape, dtype: "F32".into(), data: Arc::new(t.data) }))
             .collect();
-        Self { file: file.to_string(), metadata: BTreeMap::new(), tensors, used: Mutex::default(), missing: Mutex::default() }
+        Self { tensors, ..Self::empty(file) }
+    }
+
+    fn empty(file: &str) -> Self {
+        Self {
+            file: file.to_string(),
+            metadata: BTreeMap::new(),
+            tensors: HashMap::new(),
+            used: Mutex::default(),
+            missing: Mutex::default(),
+            synthetic: None,
+            generated: Mutex::default(),
+        }
+    }
+
+    /// Random weights for any model: every tensor a builder asks for is generated with a
+    /// plausible scale (conv/linear weights ~ U(±1/√fan_in), norm scales and BatchNorm variances
+    /// near 1, small biases), the same for the same seed and name.
+    pub fn synthetic(seed: u64) -> Self {
+        Self { synthetic: Some(seed), ..Self::empty("(random weights)") }
+    }
+
+    fn generate(&self, seed: u64, name: &str, shape: &[usize]) -> Arc<Vec<f32>> {
+        let mut generated = self.generated.lock().unwrap();
+        if let Some(t) = generated.get(name).filter(|t| t.len() == shape.iter().product::<usize>()) {
+            return t.clone();
+        }
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let mut rng = crate::tensor::Rng::new(seed ^ hash);
+        let n: usize = shape.iter().product();
+        let data = if name.ends_with("running_var") {
+            rng.vec(n, 0.5, 1.5)
+        } else if name.ends_with("bias") || name.ends_with("running_mean") || shape.len() == 1 && !name.ends_with("weight") {
+            rng.vec(n, -0.05, 0.05)
+        } else if shape.len() <= 1 {
+            rng.vec(n, 0.9, 1.1)
+        } else {
+            let bound = (1.0 / (n / shape[0]).max(1) as f32).sqrt();
+            rng.vec(n, -bound, bound)
+        };
+        let data = Arc::new(data);
+        generated.insert(name.to_string(), data.clone());
+        data
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -113,6 +159,7 @@ impl Weights {
     /// by [`Weights::finish`]) and zeros are returned so the builder can go on and find the others.
     pub fn param(&self, name: &str, expected: &[usize]) -> Result<Arc<Vec<f32>>> {
         match self.tensors.get(name) {
+            None if self.synthetic.is_some() => Ok(self.generate(self.synthetic.unwrap_or(0), name, expected)),
             None => {
                 self.missing.lock().unwrap().push(name.to_string());
                 Ok(Arc::new(vec![0.0; expected.iter().product()]))
