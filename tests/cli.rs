@@ -189,3 +189,15 @@ fn run_with_a_bad_input_shape_names_model_and_shape() {
         &["'vvt-tiny'", "[1, 4, 16, 16]"],
     );
 }
+
+#[test]
+fn bench_runs_a_model_with_random_weights_and_reports_its_numbers() {
+    let out = wgvit(&["bench", "--model", "hatnet-micro", "--size", "224", "--runs", "1"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "bench failed:\n{}\n{}", stdout, text(&out.stderr));
+    for field in ["cold:", "warm:", "GFLOP/s", "dispatches per forward", "activations"] {
+        assert!(stdout.contains(field), "bench output lacks {field:?}:\n{stdout}");
+    }
+    assert_one_error_line(&["bench", "--model", "hatnet-micro", "--size", "256"], &["hatnet-micro", "256"]);
+    assert_one_error_line(&["bench", "--model", "hatnet-micro", "--size", "22x"], &["--size"]);
+}
