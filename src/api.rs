@@ -1,4 +1,5 @@
-//! The library API, identical on native and wasm (everything that waits on the GPU is `async`):
+//! The library API, identical on native and wasm (everything that waits on the GPU is `async`).
+//! A runnable version: `cargo run --release --example classify_tensor`.
 //!
 //! ```no_run
 //! # async fn demo() -> wgvit::Result<()> {
