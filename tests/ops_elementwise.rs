@@ -72,3 +72,18 @@ fn grid_folds_more_than_65535_workgroups() {
         assert_eq!(out[0].data[i], 2.0 * x.data[i] + 1.0, "element {i}");
     }
 }
+
+#[test]
+fn gelu_erf_is_within_1e_6_on_a_dense_grid() {
+    // 0.5·x·(1 + erf(x/√2)) with the polynomial erf: |GELU error| = 0.5·|x|·|erf error| plus the
+    // f32 rounding of the result; over [-4, 4] that stays below 1e-6 absolute.
+    let n = 8001;
+    let x = wgvit::HostTensor { shape: vec![n], data: (0..n).map(|i| -4.0 + 8.0 * i as f32 / (n - 1) as f32).collect() };
+    let mut g = Graph::new();
+    let xi = g.input("x", &[n]);
+    let y = unary(&mut g, xi, Activation::Gelu, 1.0, 0.0).unwrap();
+    g.output("y", y);
+    let out = run(&g, &[&x]);
+    let want = unary_cpu(&x.data, Activation::Gelu, 1.0, 0.0);
+    assert_close("gelu on [-4, 4]", &out[0].data, &want, 1e-6, 0.0);
+}
