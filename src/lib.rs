@@ -23,6 +23,8 @@ pub mod ops;
 pub mod plan;
 pub mod tensor;
 pub mod weights;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use api::{Engine, Model};
 pub use context::{DeviceInfo, GpuContext};

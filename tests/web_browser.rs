@@ -1,0 +1,95 @@
+//! The engine in real Chromium (WebGPU on SwiftShader: f32 only, no shader-f16, no subgroups):
+//! a few ops against their CPU references, and each landed family's small fixture against its
+//! golden logits (the same 1e-4 as natively). Run with
+//! `CHROMEDRIVER=/usr/bin/chromedriver cargo test --release --target wasm32-unknown-unknown --test web_browser`.
+#![cfg(target_arch = "wasm32")]
+
+use wasm_bindgen_test::*;
+use wgvit::executor::ConstantCache;
+use wgvit::ops::elementwise::{unary, unary_cpu};
+use wgvit::ops::matmul::{matmul, matmul_cpu, Epilogue};
+use wgvit::ops::Activation;
+use wgvit::tensor::{max_abs_diff, Rng};
+use wgvit::weights::read_tensor;
+use wgvit::{Engine, Graph, Weights};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+async fn engine() -> Engine {
+    Engine::new().await.unwrap_or_else(|e| panic!("the browser test needs WebGPU: {e}"))
+}
+
+#[wasm_bindgen_test]
+async fn adapter_is_webgpu() {
+    let e = engine().await;
+    web_sys::console::log_1(&format!("adapter: {}", e.info()).into());
+    assert_eq!(e.info().backend, "BrowserWebGpu");
+}
+
+#[wasm_bindgen_test]
+async fn gelu_matches_cpu() {
+    let e = engine().await;
+    let x = Rng::new(3).tensor(&[1000], -6.0, 6.0);
+    let mut g = Graph::new();
+    let xi = g.input("x", &[1000]);
+    let y = unary(&mut g, xi, Activation::Gelu, 1.0, 0.0).unwrap();
+    g.output("y", y);
+    let out = e.compile(&g, &ConstantCache::new()).await.unwrap().run(&[&x]).await.unwrap();
+    let want = unary_cpu(&x.data, Activation::Gelu, 1.0, 0.0);
+    let diff = max_abs_diff(&out[0].data, &want);
+    assert!(diff < 2e-6, "gelu max abs diff {diff}");
+}
+
+#[wasm_bindgen_test]
+async fn matmul_matches_cpu_on_odd_shapes() {
+    let e = engine().await;
+    let mut rng = Rng::new(4);
+    for (m, k, n, ta, tb) in [(37, 51, 29, false, false), (64, 48, 100, false, true), (13, 9, 17, true, false)] {
+        let a_shape = if ta { [k, m] } else { [m, k] };
+        let b_shape = if tb { [n, k] } else { [k, n] };
+        let a = rng.tensor(&a_shape, -1.0, 1.0);
+        let b = rng.tensor(&b_shape, -1.0, 1.0);
+        let mut g = Graph::new();
+        let ai = g.input("a", &a_shape);
+        let bi = g.input("b", &b_shape);
+        let c = matmul(&mut g, ai, bi, ta, tb, Epilogue::default()).unwrap();
+        g.output("c", c);
+        let out = e.compile(&g, &ConstantCache::new()).await.unwrap().run(&[&a, &b]).await.unwrap();
+        let (want, _) = matmul_cpu(&a.data, &a_shape, &b.data, &b_shape, ta, tb, 1.0, None, Activation::None, None);
+        let diff = max_abs_diff(&out[0].data, &want);
+        assert!(diff < 1e-4, "matmul {m}x{k}x{n}: max abs diff {diff}");
+    }
+}
+
+async fn check_fixture(id: &str, weights: &[u8], input: &[u8], logits: &[u8]) {
+    let e = engine().await;
+    let model = e.load_model(id, Weights::from_bytes(id, weights).unwrap()).unwrap();
+    let x = read_tensor("input", input, "input").unwrap();
+    let want = read_tensor("logits", logits, "logits").unwrap();
+    let got = model.run(&x).await.unwrap_or_else(|err| panic!("{id}: {err}"));
+    let diff = got.max_abs_diff(&want);
+    web_sys::console::log_1(&format!("{id}: max abs diff {diff:.3e}").into());
+    assert!(diff <= 1e-4, "{id}: max abs diff {diff}");
+}
+
+#[wasm_bindgen_test]
+async fn toy_matches_golden_logits() {
+    check_fixture(
+        "toy",
+        include_bytes!("fixtures/toy/weights.safetensors"),
+        include_bytes!("fixtures/toy/input.safetensors"),
+        include_bytes!("fixtures/toy/logits.safetensors"),
+    )
+    .await;
+}
+
+#[wasm_bindgen_test]
+async fn hatnet_micro_matches_golden_logits() {
+    check_fixture(
+        "hatnet-micro",
+        include_bytes!("fixtures/hatnet-micro/weights.safetensors"),
+        include_bytes!("fixtures/hatnet-micro/input.safetensors"),
+        include_bytes!("fixtures/hatnet-micro/logits.safetensors"),
+    )
+    .await;
+}
