@@ -256,14 +256,11 @@ pub fn parse_size(s: &str) -> Result<(usize, usize)> {
 
 /// `wgvit bench --model ...`: cold time to the first result (weights upload, every pipeline and
 /// bind group, the first forward), then warm forwards (input upload, one submission, readback).
-pub fn bench_model(model_id: &str, weights: Option<&std::path::Path>, size: (usize, usize), batch: usize, runs: usize) -> Result<()> {
+/// `weights` are already read (from a file, or [`Weights::synthetic`]).
+pub fn bench_model(model_id: &str, weights: Weights, size: (usize, usize), batch: usize, runs: usize) -> Result<()> {
     let engine = pollster::block_on(Engine::new())?;
     let info = engine.info();
     println!("device: {} ({}, {})", info.name, info.backend, info.device_type);
-    let weights = match weights {
-        Some(path) => Weights::from_file(path)?,
-        None => Weights::synthetic(0),
-    };
     println!("model:  {model_id}, weights {}, input [{batch}, 3, {}, {}]", weights.file, size.0, size.1);
     let input = Rng::new(1).tensor(&[batch, 3, size.0, size.1], -1.0, 1.0);
 

@@ -1,12 +1,14 @@
 //! Argument parsing and the subcommands. Every failure is one line on stderr and exit code 1.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
 use wgvit::error::{Error, Result};
-use wgvit::weights::{read_tensor, write_tensors};
-use wgvit::{Engine, GpuContext};
+use wgvit::preprocess::{DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD};
+use wgvit::weights::{meta, read_raw, read_tensor, write_raw, write_tensors};
+use wgvit::{Engine, GpuContext, Weights};
 
 #[derive(Parser)]
 #[command(name = "wgvit", version, about = "Efficient vision transformers on WebGPU")]
@@ -21,14 +23,49 @@ enum Command {
     ///
     /// Example: WGPU_BACKEND=vulkan wgvit info
     Info,
+    /// Classify images and folders of images: the top classes with their probabilities.
+    ///
+    /// Folders are walked recursively for .jpg .jpeg .png .webp; images run in batches.
+    /// Preprocessing is timm's/torchvision's evaluation transform: bicubic resize (PIL's filter) of
+    /// the shorter side to floor(S / 0.875), center crop S×S, ImageNet mean/std. A 1000-class head
+    /// gets ImageNet-1k names. An unreadable image is reported by name and skipped; the exit code
+    /// is then 1.
+    ///
+    /// Example: wgvit classify cat.jpg --model hatnet-tiny --weights hatnet_tiny.pth
+    ///
+    /// Example: wgvit classify photos/ --weights hatnet-tiny.safetensors --top 3 --json > labels.jsonl
+    Classify {
+        /// Image files and folders.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Model id; may be left out when the weights' metadata names it (see `wgvit convert`).
+        #[arg(long)]
+        model: Option<String>,
+        /// Weights: .safetensors, or a PyTorch checkpoint (.pth, .pt, .bin).
+        #[arg(long)]
+        weights: PathBuf,
+        /// How many classes to print per image.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// Input size S or HxW (default: the weights' metadata, else the model's usual size).
+        #[arg(long)]
+        size: Option<String>,
+        /// One JSON object per line and image on stdout (no progress bar).
+        #[arg(long)]
+        json: bool,
+        /// Images per forward.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+    },
     /// Run a model on an input tensor: reads `input` [B,3,H,W] f32, writes `logits` [B,classes].
     ///
     /// Example: wgvit run --model hatnet-tiny --weights w.safetensors --input in.safetensors --output out.safetensors
     Run {
-        /// Model id (e.g. hatnet-tiny, vvt-small, accvit-micro, lavit-tiny-psi).
+        /// Model id (e.g. hatnet-tiny, vvt-small, accvit-micro, lavit-tiny-psi); may be left out
+        /// when the weights' metadata names it.
         #[arg(long)]
-        model: String,
-        /// Weights (.safetensors; f32, f16 or bf16).
+        model: Option<String>,
+        /// Weights: .safetensors (f32, f16 or bf16), or a PyTorch checkpoint (.pth, .pt, .bin).
         #[arg(long)]
         weights: PathBuf,
         /// Input safetensors file holding the tensor `input`.
@@ -38,24 +75,46 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
-    /// Benchmark the compute kernels: the device's FMA peak, then GFLOP/s (or GB/s) and the
-    /// fraction of the peak for matmul, conv2d, softmax and attention at model-like sizes.
+    /// Convert a PyTorch checkpoint (.pth/.pt/.bin) or safetensors file to safetensors.
     ///
-    /// Example: WGPU_BACKEND=vulkan wgvit bench-ops --runs 5
-    /// Benchmark a model: cold time to first result, warm latency (median/min/max), images/s,
-    /// GFLOP/s, dispatches per forward and planned GPU memory. Random weights unless --weights.
+    /// Every tensor keeps its dtype. With --model, the tensors are checked against the model
+    /// (names and shapes, no GPU needed) and the model id, input size, classes and preprocessing
+    /// are written into the metadata, so that `--model` can then be left out.
+    ///
+    /// Example: wgvit convert hatnet_tiny.pth hatnet-tiny.safetensors --model hatnet-tiny
+    ///
+    /// Example: wgvit convert ckpt.pth out.safetensors --model hatnet-small --size 448 --labels classes.txt
+    Convert {
+        /// The checkpoint to read.
+        input: PathBuf,
+        /// The safetensors file to write.
+        output: PathBuf,
+        /// Model id to check the tensors against and record in the metadata.
+        #[arg(long)]
+        model: Option<String>,
+        /// Evaluation input size (S or HxW) to record (default: the model's usual size).
+        #[arg(long)]
+        size: Option<String>,
+        /// A text file with one class name per line, recorded as the head's labels.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+    },
+    /// Benchmark a model: cold and warm latency, images/s, GFLOP/s, dispatches, GPU memory.
+    ///
+    /// Cold: time to the first result (weights upload, pipelines, first forward); warm: median,
+    /// min and max over --runs. Random weights unless --weights.
     ///
     /// Example: wgvit bench --model hatnet-tiny --size 224 --runs 10
     Bench {
-        /// Model id (e.g. hatnet-tiny).
+        /// Model id (e.g. hatnet-tiny); may be left out when the weights' metadata names it.
         #[arg(long)]
-        model: String,
-        /// Weights (.safetensors); random weights when left out.
+        model: Option<String>,
+        /// Weights (.safetensors or .pth); random weights when left out.
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// Input size: S or HxW.
-        #[arg(long, default_value = "224")]
-        size: String,
+        /// Input size: S or HxW (default: the weights' metadata, else the model's usual size).
+        #[arg(long)]
+        size: Option<String>,
         /// Batch size.
         #[arg(long, default_value_t = 1)]
         batch: usize,
@@ -63,6 +122,41 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// Profile a model on the GPU: time per op kind, per layer, and the slowest dispatches.
+    ///
+    /// Every dispatch is timed with GPU timestamp queries (the device needs the timestamp-query
+    /// feature); each dispatch's median over --runs is reported. Random weights unless --weights.
+    ///
+    /// Example: wgvit profile --model hatnet-tiny --runs 5
+    Profile {
+        /// Model id; may be left out when the weights' metadata names it.
+        #[arg(long)]
+        model: Option<String>,
+        /// Weights (.safetensors or .pth); random weights when left out.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Input size: S or HxW (default: the weights' metadata, else the model's usual size).
+        #[arg(long)]
+        size: Option<String>,
+        /// Batch size.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Profiled forwards (after one warm-up); each dispatch's median is reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Group layers by their first N label components instead of up to the block index.
+        #[arg(long)]
+        depth: Option<usize>,
+        /// How many of the slowest dispatches to list.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
+    /// Benchmark the compute kernels against the device's measured FMA peak.
+    ///
+    /// GFLOP/s (or GB/s) and the fraction of the peak for matmul, conv2d, softmax and attention
+    /// at model-like sizes.
+    ///
+    /// Example: WGPU_BACKEND=vulkan wgvit bench-ops --runs 5
     BenchOps {
         /// Timed runs per case (after one warm-up run).
         #[arg(long, default_value_t = 5)]
@@ -73,33 +167,188 @@ enum Command {
     },
 }
 
-fn read(path: &PathBuf) -> Result<Vec<u8>> {
+fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })
 }
 
-pub fn main() -> Result<()> {
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })
+}
+
+/// The model id: `--model`, else the one the weights' metadata names.
+pub fn resolve_model(model: Option<String>, weights: Option<&Weights>) -> Result<String> {
+    let id = match (model, weights) {
+        (Some(id), w) => {
+            if let Some(named) = w.and_then(Weights::model_id).filter(|named| *named != id) {
+                log::warn!("--model {id} overrides the model '{named}' named by the weights' metadata");
+            }
+            id
+        }
+        (None, Some(w)) => w.model_id().map(str::to_string).ok_or_else(|| {
+            Error::Invalid(format!(
+                "--model is required: {} names no model in its metadata ('{}'; `wgvit convert --model <id>` writes it)",
+                w.file,
+                meta::MODEL
+            ))
+        })?,
+        (None, None) => return Err(Error::Invalid("--model is required when no --weights are given".into())),
+    };
+    wgvit::models::family_of(&id)?;
+    Ok(id)
+}
+
+/// The usual evaluation input size of a model id.
+fn model_default_size(id: &str) -> (usize, usize) {
+    if id == "toy" {
+        (32, 32)
+    } else {
+        (224, 224)
+    }
+}
+
+/// `--size`, else the weights' metadata, else the model's usual size.
+pub fn resolve_size(size: Option<&str>, weights: Option<&Weights>, id: &str) -> Result<(usize, usize)> {
+    if let Some(s) = size {
+        return crate::bench::parse_size(s);
+    }
+    if let Some(s) = weights.and_then(|w| w.metadata.get(meta::INPUT_SIZE)) {
+        return crate::bench::parse_size(s)
+            .map_err(|_| Error::Invalid(format!("{}: metadata '{}' = '{s}' is not a size (S or HxW)", weights.map_or("", |w| &w.file), meta::INPUT_SIZE)));
+    }
+    Ok(model_default_size(id))
+}
+
+/// The weights at `path` (and `true`), or random weights for any model (and `false`).
+fn load_weights(path: Option<&Path>) -> Result<(Weights, bool)> {
+    match path {
+        Some(p) => Ok((Weights::from_file(p)?, true)),
+        None => Ok((Weights::synthetic(0), false)),
+    }
+}
+
+/// Runs the command line; `Ok(false)` when some inputs failed but the command went on (classify).
+pub fn main() -> Result<bool> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info => {
             let ctx = GpuContext::new_blocking()?;
             println!("{}", ctx.info);
         }
+        Command::Classify { inputs, model, weights, top, size, json, batch } => {
+            let weights = Weights::from_file(&weights)?;
+            let id = resolve_model(model, Some(&weights))?;
+            let size = resolve_size(size.as_deref(), Some(&weights), &id)?;
+            let opts = crate::classify::Options { inputs, top: top.max(1), size, json, batch: batch.max(1) };
+            return crate::classify::classify(&id, weights, &opts);
+        }
         Command::Run { model, weights, input, output } => {
-            wgvit::models::family_of(&model)?;
+            if let Some(id) = &model {
+                wgvit::models::family_of(id)?;
+            }
             let input_name = input.display().to_string();
             let x = read_tensor(&input_name, &read(&input)?, "input")?;
+            let weights = Weights::from_file(&weights)?;
+            let model = resolve_model(model, Some(&weights))?;
             let engine = pollster::block_on(Engine::new())?;
-            let m = engine.load_model_file(&model, &weights)?;
+            let m = engine.load_model(&model, weights)?;
             let logits = pollster::block_on(m.run(&x))?;
-            let bytes = write_tensors(&[("logits", &logits)])?;
-            std::fs::write(&output, bytes).map_err(|e| Error::Io { path: output.display().to_string(), reason: e.to_string() })?;
+            write(&output, &write_tensors(&[("logits", &logits)])?)?;
         }
+        Command::Convert { input, output, model, size, labels } => convert(&input, &output, model, size.as_deref(), labels.as_deref())?,
         Command::Bench { model, weights, size, batch, runs } => {
-            wgvit::models::family_of(&model)?;
-            let size = crate::bench::parse_size(&size)?;
-            crate::bench::bench_model(&model, weights.as_deref(), size, batch.max(1), runs)?
+            if let Some(id) = &model {
+                wgvit::models::family_of(id)?;
+            }
+            let (weights, from_file) = load_weights(weights.as_deref())?;
+            let id = resolve_model(model, from_file.then_some(&weights))?;
+            let size = resolve_size(size.as_deref(), Some(&weights), &id)?;
+            crate::bench::bench_model(&id, weights, size, batch.max(1), runs)?
+        }
+        Command::Profile { model, weights, size, batch, runs, depth, top } => {
+            if let Some(id) = &model {
+                wgvit::models::family_of(id)?;
+            }
+            let (weights, from_file) = load_weights(weights.as_deref())?;
+            let id = resolve_model(model, from_file.then_some(&weights))?;
+            let size = resolve_size(size.as_deref(), Some(&weights), &id)?;
+            crate::profile::profile_model(&id, weights, size, batch.max(1), runs.max(1), depth, top)?
         }
         Command::BenchOps { runs, sweep } => crate::bench::bench_ops(runs, sweep)?,
     }
+    Ok(true)
+}
+
+/// `wgvit convert`: every tensor unchanged (dtype, shape, bytes), plus metadata.
+fn convert(input: &Path, output: &Path, model: Option<String>, size: Option<&str>, labels: Option<&Path>) -> Result<()> {
+    let name = input.display().to_string();
+    if let Some(id) = &model {
+        wgvit::models::family_of(id)?;
+    }
+    let same = |a: &Path, b: &Path| a.canonicalize().ok().zip(b.canonicalize().ok()).is_some_and(|(a, b)| a == b);
+    if same(input, output) {
+        return Err(Error::Invalid(format!("{}: convert would overwrite its input; choose another output file", output.display())));
+    }
+    let (mut metadata, raw): (BTreeMap<String, String>, _) = read_raw(&name, &read(input)?)?;
+    let mut classes = metadata.get(meta::CLASSES).and_then(|c| c.parse::<usize>().ok());
+    let mut summary = Vec::new();
+    if let Some(id) = model {
+        let (h, w) = match size {
+            Some(s) => crate::bench::parse_size(s)?,
+            None => model_default_size(&id),
+        };
+        // Build the forward graph on the host: every tensor name and shape is checked.
+        let weights = Weights::from_raw(&name, BTreeMap::new(), raw.clone())?;
+        match wgvit::models::build_graph(&id, &weights, &[1, 3, h, w]) {
+            Ok(g) => {
+                let logits = g.outputs.iter().find(|(n, _)| n == "logits").map(|&(_, t)| t);
+                classes = logits.and_then(|t| g.shape(t).last().copied()).or(classes);
+            }
+            Err(Error::NotImplemented { .. }) => log::warn!("model '{id}' is not implemented yet: its tensors were not checked"),
+            Err(e) => return Err(e),
+        }
+        metadata.insert(meta::MODEL.into(), id.clone());
+        metadata.insert(meta::INPUT_SIZE.into(), if h == w { h.to_string() } else { format!("{h}x{w}") });
+        metadata.entry(meta::CROP_PCT.into()).or_insert_with(|| DEFAULT_CROP_PCT.to_string());
+        let list = |v: [f32; 3]| v.map(|x| x.to_string()).join(",");
+        metadata.entry(meta::MEAN.into()).or_insert_with(|| list(IMAGENET_MEAN));
+        metadata.entry(meta::STD.into()).or_insert_with(|| list(IMAGENET_STD));
+        summary.push(format!("model {id}, input {h}x{w}"));
+    } else if let Some(s) = size {
+        let (h, w) = crate::bench::parse_size(s)?;
+        metadata.insert(meta::INPUT_SIZE.into(), if h == w { h.to_string() } else { format!("{h}x{w}") });
+    }
+    if let Some(c) = classes {
+        metadata.insert(meta::CLASSES.into(), c.to_string());
+        summary.push(format!("{c} classes"));
+    }
+    if let Some(path) = labels {
+        let text = String::from_utf8(read(path)?).map_err(|_| Error::Io { path: path.display().to_string(), reason: "not UTF-8 text".into() })?;
+        let names: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        if let Some(c) = classes.filter(|&c| c != names.len()) {
+            return Err(Error::Invalid(format!("{}: {} labels, but the model's head has {c} classes", path.display(), names.len())));
+        }
+        metadata.insert(meta::LABELS.into(), names.join("\n"));
+        summary.push(format!("{} labels", names.len()));
+    }
+    let source = input.file_name().map_or(name.clone(), |f| f.to_string_lossy().into_owned());
+    metadata.insert(meta::SOURCE.into(), source);
+    let bytes = write_raw(&raw, &metadata)?;
+    // Write next to the target, then rename: an interrupted convert leaves no half file.
+    let tmp = output.with_extension("safetensors.partial");
+    write(&tmp, &bytes)?;
+    std::fs::rename(&tmp, output).map_err(|e| Error::Io { path: output.display().to_string(), reason: e.to_string() })?;
+    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
+    for t in &raw {
+        *dtypes.entry(format!("{:?}", t.dtype)).or_default() += 1;
+    }
+    let dtypes: Vec<String> = dtypes.iter().map(|(d, n)| format!("{n} {d}")).collect();
+    println!(
+        "wrote {}: {} tensors ({}), {:.2} MiB{}",
+        output.display(),
+        raw.len(),
+        dtypes.join(", "),
+        bytes.len() as f64 / (1 << 20) as f64,
+        if summary.is_empty() { String::new() } else { format!("; {}", summary.join(", ")) }
+    );
     Ok(())
 }

@@ -17,6 +17,9 @@ pub enum Error {
     #[error("{file}: not a valid safetensors file: {reason}")]
     MalformedWeights { file: String, reason: String },
 
+    #[error("{file}: PyTorch checkpoint: {reason}")]
+    MalformedCheckpoint { file: String, reason: String },
+
     #[error("{file}: tensor '{tensor}' has shape {found:?}, expected {expected:?}")]
     ShapeMismatch { file: String, tensor: String, expected: Vec<usize>, found: Vec<usize> },
 

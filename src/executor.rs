@@ -388,9 +388,8 @@ impl Executable {
         self.steps.iter().map(|s| s.label.as_str())
     }
 
-    /// Uploads `inputs` (in graph-input order), records one command buffer with one compute pass,
-    /// submits it once and reads back every output (in `Graph::output` order).
-    pub async fn run(&self, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
+    /// Checks `inputs` against the graph's and queues their upload.
+    fn write_inputs(&self, inputs: &[&HostTensor]) -> Result<()> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::Invalid(format!("graph takes {} inputs, got {}", self.inputs.len(), inputs.len())));
         }
@@ -403,6 +402,13 @@ impl Executable {
             }
             self.ctx.queue.write_buffer(&self.slots[slot.slot], 0, bytemuck::cast_slice(&t.data));
         }
+        Ok(())
+    }
+
+    /// Uploads `inputs` (in graph-input order), records one command buffer with one compute pass,
+    /// submits it once and reads back every output (in `Graph::output` order).
+    pub async fn run(&self, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
+        self.write_inputs(inputs)?;
         let total: u64 = self.outputs.iter().map(|s| align_up(s.bytes, 256)).sum::<u64>().max(4);
         let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgvit readback"),
@@ -437,5 +443,99 @@ impl Executable {
             out.push(HostTensor { shape: slot.shape.clone(), data });
         }
         Ok(out)
+    }
+    /// One forward with a GPU timestamp before and after every dispatch: seconds per step, in
+    /// [`Executable::step_labels`] order. Outputs are not read back.
+    ///
+    /// With `TIMESTAMP_QUERY_INSIDE_PASSES` (Vulkan, lavapipe, Metal, DX12) it is the same single
+    /// compute pass as [`Executable::run`] with `write_timestamp` between dispatches; with only
+    /// `TIMESTAMP_QUERY` (the browser) each dispatch gets a pass of its own with pass timestamps,
+    /// which adds a pass boundary per dispatch. Query sets hold at most 4096 queries, so steps
+    /// are spread over several sets, all in one command buffer and one submission.
+    pub async fn profile(&self, inputs: &[&HostTensor]) -> Result<Vec<f64>> {
+        let features = self.ctx.device.features();
+        if !features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(Error::Invalid(format!(
+                "device '{}' ({}) has no timestamp-query feature: per-dispatch GPU times cannot be measured on it \
+                 (`wgvit bench` still gives wall-clock times; on Linux, WGPU_BACKEND=vulkan has timestamps)",
+                self.ctx.info.name, self.ctx.info.backend
+            )));
+        }
+        let inside = features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+        self.write_inputs(inputs)?;
+        if self.steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let per_set = (wgpu::QUERY_SET_MAX_QUERIES / 2) as usize;
+        let bytes = (2 * self.steps.len() * 8) as u64;
+        let device = &self.ctx.device;
+        let resolve = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgvit timestamps"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgvit timestamps readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.ctx
+            .scoped("recording the profiled forward", || {
+                let chunks: Vec<&[Step]> = self.steps.chunks(per_set).collect();
+                let sets: Vec<wgpu::QuerySet> = chunks
+                    .iter()
+                    .map(|c| {
+                        device.create_query_set(&wgpu::QuerySetDescriptor {
+                            label: Some("wgvit profile"),
+                            ty: wgpu::QueryType::Timestamp,
+                            count: 2 * c.len() as u32,
+                        })
+                    })
+                    .collect();
+                let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgvit profile") });
+                let dispatch = |pass: &mut wgpu::ComputePass<'_>, step: &Step| {
+                    pass.set_pipeline(&step.pipeline);
+                    pass.set_bind_group(0, &step.bind_group, &[]);
+                    let [x, y, z] = step.workgroups;
+                    pass.dispatch_workgroups(x, y, z);
+                };
+                if inside {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgvit forward"), timestamp_writes: None });
+                    for (set, chunk) in sets.iter().zip(&chunks) {
+                        for (i, step) in chunk.iter().enumerate() {
+                            pass.write_timestamp(set, 2 * i as u32);
+                            dispatch(&mut pass, step);
+                            pass.write_timestamp(set, 2 * i as u32 + 1);
+                        }
+                    }
+                } else {
+                    for (set, chunk) in sets.iter().zip(&chunks) {
+                        for (i, step) in chunk.iter().enumerate() {
+                            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                                label: Some(&step.label),
+                                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                                    query_set: set,
+                                    beginning_of_pass_write_index: Some(2 * i as u32),
+                                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                                }),
+                            });
+                            dispatch(&mut pass, step);
+                        }
+                    }
+                }
+                for (c, (set, chunk)) in sets.iter().zip(&chunks).enumerate() {
+                    // Offsets are multiples of 2048 × 16 bytes: QUERY_RESOLVE_BUFFER_ALIGNMENT-aligned.
+                    encoder.resolve_query_set(set, 0..2 * chunk.len() as u32, &resolve, (c * per_set * 16) as u64);
+                }
+                encoder.copy_buffer_to_buffer(&resolve, 0, &staging, 0, bytes);
+                self.ctx.queue.submit([encoder.finish()]);
+            })
+            .await?;
+        let raw = self.ctx.read_buffer(&staging, bytes).await?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&raw);
+        let period_ns = self.ctx.queue.get_timestamp_period() as f64;
+        Ok(ticks.chunks_exact(2).map(|t| t[1].saturating_sub(t[0]) as f64 * period_ns * 1e-9).collect())
     }
 }

@@ -11,6 +11,9 @@
 //! - [`executor`]: pipelines, bind groups and uniforms created once; one command buffer and one
 //!   compute pass per forward; readback of the requested outputs only.
 //! - [`weights`]: safetensors loading with named, shape-checked errors.
+//! - [`pth`]: PyTorch zip checkpoints through a restricted unpickler that never runs code.
+//! - [`preprocess`]: image decoding and the timm/torchvision evaluation transform (PIL-exact
+//!   bicubic resize); [`labels`]: ImageNet-1k class names.
 //! - [`models`]: the model registry; [`api`]: [`Engine`] and [`Model`].
 
 pub mod api;
@@ -18,9 +21,12 @@ pub mod context;
 pub mod error;
 pub mod executor;
 pub mod graph;
+pub mod labels;
 pub mod models;
 pub mod ops;
 pub mod plan;
+pub mod preprocess;
+pub mod pth;
 pub mod tensor;
 pub mod weights;
 #[cfg(target_arch = "wasm32")]

@@ -1,4 +1,4 @@
-//! The `wgvit` command line: `info`, `run`, `bench-ops`.
+//! The `wgvit` command line: `info`, `classify`, `run`, `convert`, `bench`, `profile`, `bench-ops`.
 
 #[cfg(target_arch = "wasm32")]
 fn main() {}
@@ -6,13 +6,21 @@ fn main() {}
 #[cfg(not(target_arch = "wasm32"))]
 mod bench;
 #[cfg(not(target_arch = "wasm32"))]
+mod classify;
+#[cfg(not(target_arch = "wasm32"))]
 mod cli;
+#[cfg(not(target_arch = "wasm32"))]
+mod profile;
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    if let Err(e) = cli::main() {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+    match cli::main() {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1), // each failure was reported where it happened
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
     }
 }

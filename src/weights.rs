@@ -5,6 +5,10 @@
 //!
 //! Tensors of other dtypes (PyTorch's int64 `num_batches_tracked` BatchNorm counters, say) are
 //! kept without data: a file holding them loads, and only asking for one is a `DtypeMismatch`.
+//!
+//! [`Weights::from_bytes`] also takes PyTorch zip checkpoints (`.pth`/`.pt`/`.bin`, recognised by
+//! their content, read by [`crate::pth`]). A safetensors file may name its model and input in its
+//! metadata ([`meta`]); `wgvit convert` writes those keys.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -14,6 +18,34 @@ use safetensors::{Dtype, SafeTensors};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
 use crate::tensor::HostTensor;
+
+/// Metadata keys wgvit reads from (and `wgvit convert` writes to) a safetensors header.
+pub mod meta {
+    /// The model id, e.g. `hatnet-tiny`: lets `--model` be left out.
+    pub const MODEL: &str = "wgvit.model";
+    /// The evaluation input size, `S` or `HxW`: the default of `--size`.
+    pub const INPUT_SIZE: &str = "wgvit.input_size";
+    /// The number of classes of the head.
+    pub const CLASSES: &str = "wgvit.classes";
+    /// Class names, one per line, in index order.
+    pub const LABELS: &str = "wgvit.labels";
+    /// Preprocessing: crop fraction, and comma-separated per-channel mean and std.
+    pub const CROP_PCT: &str = "wgvit.crop_pct";
+    pub const MEAN: &str = "wgvit.mean";
+    pub const STD: &str = "wgvit.std";
+    /// Where the tensors came from (the converted file's name).
+    pub const SOURCE: &str = "wgvit.source";
+}
+
+/// A tensor as stored: dtype, shape and contiguous little-endian bytes (what a checkpoint holds
+/// before conversion to f32; `wgvit convert` writes these unchanged).
+#[derive(Clone, Debug)]
+pub struct RawTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
 
 #[derive(Clone, Debug)]
 pub struct WeightTensor {
@@ -37,7 +69,7 @@ pub struct Weights {
 }
 
 /// The dtypes converted to f32 on load.
-const FLOAT_DTYPES: &str = "F32, F16, BF16";
+const FLOAT_DTYPES: &str = "F32, F16, BF16, F64";
 
 /// The tensor as f32, or `None` for a dtype that is not a float the engine reads.
 fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
@@ -45,6 +77,7 @@ fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
         Dtype::F32 => Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
         Dtype::F16 => Some(bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
         Dtype::BF16 => Some(bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
+        Dtype::F64 => Some(bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32).collect()),
         _ => None,
     }
 }
@@ -55,29 +88,66 @@ impl WeightTensor {
     }
 }
 
+/// One stored tensor → f32 (or no data for a non-float dtype), checked against its shape.
+fn weight_tensor(file: &str, name: &str, dtype: Dtype, shape: &[usize], bytes: &[u8]) -> Result<WeightTensor> {
+    let data = to_f32(dtype, bytes).unwrap_or_default();
+    let expected: usize = shape.iter().product();
+    if !data.is_empty() && data.len() != expected {
+        return Err(Error::MalformedWeights {
+            file: file.to_string(),
+            reason: format!("tensor '{name}' holds {} values, its shape {shape:?} needs {expected}", data.len()),
+        });
+    }
+    if let Some(bad) = data.iter().position(|v| !v.is_finite()) {
+        log::warn!("{file}: tensor '{name}' has a non-finite value at flat index {bad}");
+    }
+    Ok(WeightTensor { shape: shape.to_vec(), dtype: format!("{dtype:?}"), data: Arc::new(data) })
+}
+
+fn legacy_torch_error(file: &str) -> Error {
+    Error::MalformedCheckpoint {
+        file: file.to_string(),
+        reason: "the pre-1.6 (non-zip) torch.save format is not supported; re-save it with a current PyTorch \
+                 (torch.save(torch.load(f, weights_only=True), f2)) or convert it to safetensors"
+            .into(),
+    }
+}
+
 impl Weights {
-    /// Parses a safetensors file held in memory. `file` names it in errors.
+    /// Parses a safetensors file or a PyTorch zip checkpoint held in memory (told apart by their
+    /// first bytes). `file` names it in errors.
     pub fn from_bytes(file: &str, bytes: &[u8]) -> Result<Self> {
+        if crate::pth::is_zip(bytes) {
+            return Self::from_raw(file, BTreeMap::new(), crate::pth::read_pth(file, bytes)?);
+        }
+        if crate::pth::is_legacy_torch(bytes) {
+            return Err(legacy_torch_error(file));
+        }
         let malformed = |reason: String| Error::MalformedWeights { file: file.to_string(), reason };
         let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| malformed(e.to_string()))?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| malformed(e.to_string()))?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
-            let data = to_f32(view.dtype(), view.data()).unwrap_or_default();
-            let expected: usize = view.shape().iter().product();
-            if !data.is_empty() && data.len() != expected {
-                return Err(malformed(format!("tensor '{name}' holds {} values, its shape {:?} needs {expected}", data.len(), view.shape())));
-            }
-            if let Some(bad) = data.iter().position(|v| !v.is_finite()) {
-                log::warn!("{file}: tensor '{name}' has a non-finite value at flat index {bad}");
-            }
-            tensors.insert(
-                name.to_string(),
-                WeightTensor { shape: view.shape().to_vec(), dtype: format!("{:?}", view.dtype()), data: Arc::new(data) },
-            );
+            let t = weight_tensor(file, &name, view.dtype(), view.shape(), view.data())?;
+            tensors.insert(name.to_string(), t);
         }
         let metadata = header.metadata().clone().map(|m| m.into_iter().collect()).unwrap_or_default();
         Ok(Self { file: file.to_string(), metadata, tensors, ..Self::empty(file) })
+    }
+
+    /// Weights from stored tensors (a decoded checkpoint) and metadata.
+    pub fn from_raw(file: &str, metadata: BTreeMap<String, String>, raw: Vec<RawTensor>) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        for t in raw {
+            let w = weight_tensor(file, &t.name, t.dtype, &t.shape, &t.data)?;
+            tensors.insert(t.name, w);
+        }
+        Ok(Self { metadata, tensors, ..Self::empty(file) })
+    }
+
+    /// The model id the file's metadata names ([`meta::MODEL`]), if any.
+    pub fn model_id(&self) -> Option<&str> {
+        self.metadata.get(meta::MODEL).map(String::as_str).filter(|s| !s.is_empty())
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -222,8 +292,10 @@ impl Weights {
         let used = self.used.lock().unwrap();
         let mut unused: Vec<String> = self.tensors.keys().filter(|n| !used.contains(*n)).cloned().collect();
         unused.sort();
-        if !unused.is_empty() {
-            log::warn!("{}: {} tensor(s) not used by the model: {}", self.file, unused.len(), unused.join(", "));
+        // BatchNorm's step counters are training state, in every state_dict: not worth a warning.
+        let surprising: Vec<&str> = unused.iter().map(String::as_str).filter(|n| !n.ends_with("num_batches_tracked")).collect();
+        if !surprising.is_empty() {
+            log::warn!("{}: {} tensor(s) not used by the model: {}", self.file, surprising.len(), surprising.join(", "));
         }
         Ok(unused)
     }
@@ -251,4 +323,40 @@ pub fn write_tensors(tensors: &[(&str, &HostTensor)]) -> Result<Vec<u8>> {
         })
         .collect::<Result<_>>()?;
     safetensors::serialize(views, None).map_err(|e| Error::Invalid(format!("cannot serialise tensors: {e}")))
+}
+
+/// Every tensor of a safetensors file or PyTorch checkpoint as stored, with the file's metadata
+/// (none for a checkpoint): what `wgvit convert` rewrites.
+pub fn read_raw(file: &str, bytes: &[u8]) -> Result<(BTreeMap<String, String>, Vec<RawTensor>)> {
+    if crate::pth::is_zip(bytes) {
+        return Ok((BTreeMap::new(), crate::pth::read_pth(file, bytes)?));
+    }
+    if crate::pth::is_legacy_torch(bytes) {
+        return Err(legacy_torch_error(file));
+    }
+    let malformed = |reason: String| Error::MalformedWeights { file: file.to_string(), reason };
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| malformed(e.to_string()))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| malformed(e.to_string()))?;
+    let mut raw: Vec<RawTensor> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| RawTensor { name, dtype: v.dtype(), shape: v.shape().to_vec(), data: v.data().to_vec() })
+        .collect();
+    raw.sort_by(|a, b| a.name.cmp(&b.name));
+    let metadata = header.metadata().clone().map(|m| m.into_iter().collect()).unwrap_or_default();
+    Ok((metadata, raw))
+}
+
+/// Serialises stored tensors (any dtype, unchanged) with `metadata` in the header.
+pub fn write_raw(tensors: &[RawTensor], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|t| {
+            safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.data)
+                .map(|v| (t.name.clone(), v))
+                .map_err(|e| Error::Invalid(format!("cannot serialise '{}': {e}", t.name)))
+        })
+        .collect::<Result<_>>()?;
+    let metadata: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    safetensors::serialize(views, (!metadata.is_empty()).then_some(metadata)).map_err(|e| Error::Invalid(format!("cannot serialise tensors: {e}")))
 }

@@ -1,0 +1,237 @@
+//! `wgvit classify`: images and folders → top-k classes.
+//!
+//! A reader thread reads, decodes and preprocesses the images in order ([`wgvit::preprocess`])
+//! while the main thread runs the model on full batches, so decoding overlaps the GPU. The graph
+//! is built once for `[B, 3, H, W]` with `B = min(--batch, images)`; a last, partial batch is
+//! padded with zeros (one compiled graph, no second compilation). An image that cannot be read
+//! or decoded is reported by name (an `error:` line, or a JSON object with `"error"`) and
+//! skipped; the command goes on and exits with 1 at the end. Output goes to stdout, the progress
+//! bar (only on a terminal, never with `--json`) and the throughput summary to stderr.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use wgvit::error::{Error, Result};
+use wgvit::preprocess::{Preprocess, IMAGENET_MEAN, IMAGENET_STD};
+use wgvit::weights::meta;
+use wgvit::{Engine, HostTensor, Weights};
+
+pub struct Options {
+    pub inputs: Vec<PathBuf>,
+    pub top: usize,
+    /// (height, width)
+    pub size: (usize, usize),
+    pub json: bool,
+    pub batch: usize,
+}
+
+const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp"];
+/// Folder nesting followed at most (a symlink loop ends here).
+const MAX_DEPTH: usize = 32;
+
+fn has_image_extension(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+    let io = |e: std::io::Error| Error::Io { path: dir.display().to_string(), reason: e.to_string() };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>().map_err(io)?;
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            if depth < MAX_DEPTH {
+                walk(&p, depth + 1, out)?;
+            }
+        } else if has_image_extension(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// The image files named by `inputs`: files as given, folders walked (sorted, recursive).
+/// A path that does not exist, or a folder without images, is an error.
+pub fn collect(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in inputs {
+        let md = std::fs::metadata(p).map_err(|e| Error::Io { path: p.display().to_string(), reason: e.to_string() })?;
+        if md.is_dir() {
+            let before = files.len();
+            walk(p, 0, &mut files)?;
+            if files.len() == before {
+                return Err(Error::Io { path: p.display().to_string(), reason: format!("no images in this folder (looked for .{})", EXTENSIONS.join(", .")) });
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// The transform for the weights: their metadata's crop fraction, mean and std if present.
+fn preprocessing(weights: &Weights, size: (usize, usize)) -> Result<Preprocess> {
+    let mut p = Preprocess::imagenet(size);
+    let bad = |key: &str, v: &str| Error::Invalid(format!("{}: metadata '{key}' = '{v}' is not valid", weights.file));
+    if let Some(v) = weights.metadata.get(meta::CROP_PCT) {
+        p.crop_pct = v.trim().parse().ok().filter(|c: &f64| *c > 0.0 && *c <= 1.0).ok_or_else(|| bad(meta::CROP_PCT, v))?;
+    }
+    let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
+        match weights.metadata.get(key) {
+            None => Ok(default),
+            Some(v) => {
+                let xs: Vec<f32> = v.split(',').map(|x| x.trim().parse::<f32>()).collect::<std::result::Result<_, _>>().map_err(|_| bad(key, v))?;
+                <[f32; 3]>::try_from(xs).map_err(|_| bad(key, v))
+            }
+        }
+    };
+    p.mean = triple(meta::MEAN, IMAGENET_MEAN)?;
+    p.std = triple(meta::STD, IMAGENET_STD)?;
+    if p.std.iter().any(|&s| s <= 0.0) {
+        return Err(bad(meta::STD, &weights.metadata[meta::STD]));
+    }
+    Ok(p)
+}
+
+/// Softmax probabilities (in f64 for the sum), then the `k` largest as (index, probability).
+pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f64)> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let exps: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| exps[b].total_cmp(&exps[a]).then(a.cmp(&b)));
+    idx.into_iter().take(k).map(|i| (i, exps[i] / sum)).collect()
+}
+
+struct Decoded {
+    path: PathBuf,
+    pixels: Result<Vec<f32>>,
+}
+
+/// Classifies every image; `Ok(false)` when some could not be read (each one was reported).
+pub fn classify(model_id: &str, weights: Weights, opts: &Options) -> Result<bool> {
+    let files = collect(&opts.inputs)?;
+    let prep = preprocessing(&weights, opts.size)?;
+    let (h, w) = opts.size;
+    let batch = opts.batch.min(files.len()).max(1);
+    let metadata = weights.metadata.clone();
+
+    let engine = pollster::block_on(Engine::new())?;
+    let info = engine.info().clone();
+    let model = engine.load_model(model_id, weights)?;
+    let start = Instant::now();
+    let exe = pollster::block_on(model.prepare(&[batch, 3, h, w]))?;
+    let compile = start.elapsed();
+
+    let bar = if opts.json || !std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(Some(files.len() as u64), ProgressDrawTarget::hidden())
+    } else {
+        ProgressBar::new(files.len() as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:32} {pos}/{len} images  {elapsed} (eta {eta})").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+
+    let mut labels: Option<Option<Vec<String>>> = None; // known once the first logits arrive
+    let mut failed = 0usize;
+    let mut done = 0usize;
+    let mut gpu_time = 0.0f64;
+    let run_start = Instant::now();
+    let plane = 3 * h * w;
+
+    let report_error = |path: &Path, e: &Error| {
+        bar.suspend(|| {
+            if opts.json {
+                println!("{}", serde_json::json!({ "path": path.display().to_string(), "error": e.to_string() }));
+            } else {
+                eprintln!("error: {e}");
+            }
+        });
+    };
+
+    let outcome: Result<()> = std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel::<Decoded>(2 * batch);
+        let prep = &prep;
+        let files = &files;
+        scope.spawn(move || {
+            for path in files {
+                let name = path.display().to_string();
+                let pixels = std::fs::read(path)
+                    .map_err(|e| Error::Io { path: name.clone(), reason: e.to_string() })
+                    .and_then(|bytes| prep.load(&name, &bytes));
+                if tx.send(Decoded { path: path.clone(), pixels }).is_err() {
+                    return; // the model side stopped
+                }
+            }
+        });
+
+        let mut pending: Vec<(PathBuf, Vec<f32>)> = Vec::with_capacity(batch);
+        let mut rx = rx.into_iter();
+        loop {
+            let next = rx.next();
+            let finished = next.is_none();
+            if let Some(d) = next {
+                match d.pixels {
+                    Ok(px) => pending.push((d.path, px)),
+                    Err(e) => {
+                        failed += 1;
+                        report_error(&d.path, &e);
+                        bar.inc(1);
+                    }
+                }
+            }
+            if pending.len() == batch || (finished && !pending.is_empty()) {
+                let mut data = vec![0f32; batch * plane];
+                for (i, (_, px)) in pending.iter().enumerate() {
+                    data[i * plane..(i + 1) * plane].copy_from_slice(px);
+                }
+                let input = HostTensor::new(vec![batch, 3, h, w], data)?;
+                let t = Instant::now();
+                let logits = pollster::block_on(exe.run(&[&input]))?.remove(0);
+                gpu_time += t.elapsed().as_secs_f64();
+                let classes = logits.shape.get(1).copied().unwrap_or(0);
+                let names = labels.get_or_insert_with(|| wgvit::labels::for_head(classes, &metadata));
+                let mut text = String::new();
+                for (i, (path, _)) in pending.drain(..).enumerate() {
+                    let top = top_k(&logits.data[i * classes..(i + 1) * classes], opts.top);
+                    let label = |c: usize| names.as_ref().map(|n| n[c].clone());
+                    if opts.json {
+                        let top: Vec<serde_json::Value> =
+                            top.iter().map(|&(c, p)| serde_json::json!({ "index": c, "label": label(c), "prob": p })).collect();
+                        text.push_str(&serde_json::json!({ "path": path.display().to_string(), "top": top }).to_string());
+                        text.push('\n');
+                    } else {
+                        text.push_str(&format!("{}\n", path.display()));
+                        for &(c, p) in &top {
+                            let name = label(c).map_or_else(|| format!("class {c}"), |l| format!("{l} ({c})"));
+                            text.push_str(&format!("  {:>6.2}%  {name}\n", 100.0 * p));
+                        }
+                    }
+                    done += 1;
+                    bar.inc(1);
+                }
+                bar.suspend(|| print!("{text}"));
+            }
+            if finished {
+                return Ok(());
+            }
+        }
+    });
+    bar.finish_and_clear();
+    outcome?;
+
+    let elapsed = run_start.elapsed().as_secs_f64();
+    eprintln!(
+        "classified {done} image(s){} in {elapsed:.2} s: {:.2} images/s (batch {batch}, {:.1} ms per batch on the GPU incl. upload and readback; \
+         model {model_id} at {h}x{w} on {}, graph built in {:.2} s)",
+        if failed > 0 { format!(", {failed} unreadable") } else { String::new() },
+        done as f64 / elapsed.max(1e-9),
+        1e3 * gpu_time / done.div_ceil(batch).max(1) as f64,
+        info.name,
+        compile.as_secs_f64(),
+    );
+    Ok(failed == 0)
+}

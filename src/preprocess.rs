@@ -1,0 +1,292 @@
+//! Image → model input, as timm and torchvision evaluate ImageNet classifiers:
+//!
+//! 1. decode (JPEG, PNG, WebP) and convert to 8-bit RGB (alpha dropped, grey replicated), as
+//!    `PIL.Image.open(f).convert("RGB")`;
+//! 2. resize with PIL's bicubic filter so that the shorter side is `floor(S / crop_pct)`
+//!    (crop_pct 0.875: 224 → 256; timm's `math.floor(img_size / crop_pct)`, torchvision's
+//!    `Resize(int)` keeps the aspect ratio with the longer side `int(new_short · long / short)`);
+//!    a non-square input size `H×W` resizes to exactly `floor(H / crop_pct) × floor(W / crop_pct)`,
+//!    as timm does for a tuple;
+//! 3. center-crop `S×S` (torchvision's offsets: `round((in - out) / 2)`, Python's round-half-even);
+//! 4. scale to [0, 1], subtract the ImageNet mean and divide by the std, channel-first (f32 as
+//!    torchvision: `x / 255`, then `(x - mean) / std`).
+//!
+//! The resize is PIL's `ImagingResample` re-implemented, not an approximation of it, so the crop
+//! matches `img.resize((w, h), Image.BICUBIC)` pixel for pixel on the same decoded image:
+//! separable, horizontal pass first; the cubic kernel with a = -0.5 and support 2, stretched by
+//! the scale when downsampling (antialiasing); each output's taps from
+//! `[int(center - support + 0.5), int(center + support + 0.5))` clipped to the image, normalised
+//! to sum 1, then turned into 22-bit fixed point (`PRECISION_BITS = 32 - 8 - 2`, rounded away
+//! from zero); accumulation starts at half an LSB and the result is clipped to 0..=255 — the
+//! intermediate image between the passes is 8-bit, as in PIL.
+
+use crate::error::{Error, Result};
+
+/// An 8-bit RGB image, rows top to bottom, pixels interleaved (`[r, g, b, r, g, b, ...]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+impl RgbImage {
+    pub fn new(width: usize, height: usize, data: Vec<u8>) -> Result<Self> {
+        if data.len() != width * height * 3 {
+            return Err(Error::Invalid(format!("an RGB image of {width}x{height} needs {} bytes, got {}", width * height * 3, data.len())));
+        }
+        Ok(Self { width, height, data })
+    }
+}
+
+/// Decodes a JPEG, PNG or WebP held in memory (format from the content, not the name). `file`
+/// names it in errors. Decoding is bounded by the `image` crate's default memory limits.
+pub fn decode(file: &str, bytes: &[u8]) -> Result<RgbImage> {
+    let img = image::load_from_memory(bytes).map_err(|e| Error::Io { path: file.to_string(), reason: format!("cannot decode the image: {e}") })?;
+    let rgb = img.to_rgb8();
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    if w == 0 || h == 0 {
+        return Err(Error::Io { path: file.to_string(), reason: "the image is empty (0 pixels)".into() });
+    }
+    RgbImage::new(w, h, rgb.into_raw())
+}
+
+/// Fractional bits of PIL's fixed-point coefficients.
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// PIL's bicubic kernel (a = -0.5), support 2.
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// One axis of a resize: for each output index, the first input index, the tap count and
+/// `ksize` fixed-point weights (PIL's `precompute_coeffs` + `normalize_coeffs_8bpc`).
+struct Taps {
+    ksize: usize,
+    bounds: Vec<(usize, usize)>,
+    weights: Vec<i32>,
+}
+
+fn taps(in_size: usize, out_size: usize) -> Taps {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = 2.0 * filterscale;
+    let ksize = support.ceil() as usize * 2 + 1;
+    let mut bounds = Vec::with_capacity(out_size);
+    let mut weights = vec![0i32; out_size * ksize];
+    let mut k = vec![0f64; ksize];
+    for xx in 0..out_size {
+        let center = (xx as f64 + 0.5) * scale;
+        // C's (int) cast truncates toward zero; the bounds are then clipped to the image.
+        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+        let n = xmax.saturating_sub(xmin).min(ksize);
+        let mut sum = 0.0;
+        for (x, kx) in k.iter_mut().enumerate().take(n) {
+            *kx = bicubic(((x + xmin) as f64 - center + 0.5) / filterscale);
+            sum += *kx;
+        }
+        for x in 0..ksize {
+            let w = if x < n && sum != 0.0 { k[x] / sum } else if x < n { k[x] } else { 0.0 };
+            let fixed = w * (1u32 << PRECISION_BITS) as f64;
+            weights[xx * ksize + x] = if w < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
+        }
+        bounds.push((xmin, n));
+    }
+    Taps { ksize, bounds, weights }
+}
+
+/// PIL's `clip8`: the accumulator (with its half-LSB start) back to 0..=255.
+fn clip8(acc: i64) -> u8 {
+    if acc >= 1i64 << (PRECISION_BITS + 8) {
+        255
+    } else if acc <= 0 {
+        0
+    } else {
+        (acc >> PRECISION_BITS) as u8
+    }
+}
+
+fn resample_horizontal(src: &RgbImage, out_w: usize) -> RgbImage {
+    let t = taps(src.width, out_w);
+    let mut data = vec![0u8; out_w * src.height * 3];
+    for y in 0..src.height {
+        let row = &src.data[y * src.width * 3..(y + 1) * src.width * 3];
+        for (xx, &(xmin, n)) in t.bounds.iter().enumerate() {
+            let k = &t.weights[xx * t.ksize..xx * t.ksize + n];
+            let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
+            for (x, &w) in k.iter().enumerate() {
+                let p = &row[(xmin + x) * 3..(xmin + x) * 3 + 3];
+                for c in 0..3 {
+                    acc[c] += p[c] as i64 * w as i64;
+                }
+            }
+            let o = (y * out_w + xx) * 3;
+            for c in 0..3 {
+                data[o + c] = clip8(acc[c]);
+            }
+        }
+    }
+    RgbImage { width: out_w, height: src.height, data }
+}
+
+fn resample_vertical(src: &RgbImage, out_h: usize) -> RgbImage {
+    let t = taps(src.height, out_h);
+    let stride = src.width * 3;
+    let mut data = vec![0u8; src.width * out_h * 3];
+    for (yy, &(ymin, n)) in t.bounds.iter().enumerate() {
+        let k = &t.weights[yy * t.ksize..yy * t.ksize + n];
+        for i in 0..stride {
+            let mut acc = 1i64 << (PRECISION_BITS - 1);
+            for (y, &w) in k.iter().enumerate() {
+                acc += src.data[(ymin + y) * stride + i] as i64 * w as i64;
+            }
+            data[yy * stride + i] = clip8(acc);
+        }
+    }
+    RgbImage { width: src.width, height: out_h, data }
+}
+
+/// `img.resize((width, height), Image.BICUBIC)` as Pillow computes it for an RGB image.
+pub fn resize_bicubic(img: &RgbImage, width: usize, height: usize) -> RgbImage {
+    let horizontal = if width != img.width { Some(resample_horizontal(img, width)) } else { None };
+    let src = horizontal.as_ref().unwrap_or(img);
+    if height != src.height {
+        resample_vertical(src, height)
+    } else {
+        src.clone()
+    }
+}
+
+/// torchvision's center-crop offset: `int(round((size - crop) / 2.0))`, rounding half to even.
+fn crop_offset(size: usize, crop: usize) -> usize {
+    let d = size.saturating_sub(crop);
+    let q = d / 2;
+    if d % 2 == 1 && q % 2 == 1 {
+        q + 1
+    } else {
+        q
+    }
+}
+
+/// The central `width × height` window (the image must be at least that large).
+pub fn center_crop(img: &RgbImage, width: usize, height: usize) -> RgbImage {
+    let (x0, y0) = (crop_offset(img.width, width), crop_offset(img.height, height));
+    let mut data = Vec::with_capacity(width * height * 3);
+    for y in 0..height.min(img.height) {
+        let start = ((y0 + y) * img.width + x0) * 3;
+        data.extend_from_slice(&img.data[start..start + width.min(img.width) * 3]);
+    }
+    RgbImage { width: width.min(img.width), height: height.min(img.height), data }
+}
+
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// timm's default evaluation crop fraction (224 of 256).
+pub const DEFAULT_CROP_PCT: f64 = 0.875;
+
+/// The evaluation transform for an input of `size = (height, width)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preprocess {
+    pub size: (usize, usize),
+    pub crop_pct: f64,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Preprocess {
+    /// ImageNet mean/std, crop fraction 0.875.
+    pub fn imagenet(size: (usize, usize)) -> Self {
+        Self { size, crop_pct: DEFAULT_CROP_PCT, mean: IMAGENET_MEAN, std: IMAGENET_STD }
+    }
+
+    /// The `(width, height)` an image of `width × height` is resized to before the crop.
+    pub fn resized_size(&self, width: usize, height: usize) -> (usize, usize) {
+        let scale = |s: usize| ((s as f64 / self.crop_pct).floor() as usize).max(s);
+        let (h, w) = self.size;
+        if h != w {
+            return (scale(w), scale(h));
+        }
+        let short_target = scale(h);
+        let (short, long) = if width <= height { (width, height) } else { (height, width) };
+        let long_target = (short_target as f64 * long as f64 / short as f64) as usize;
+        if width <= height {
+            (short_target, long_target.max(short_target))
+        } else {
+            (long_target.max(short_target), short_target)
+        }
+    }
+
+    /// Resize + center crop: the 8-bit image the network sees, before scaling and normalising.
+    pub fn crop(&self, img: &RgbImage) -> RgbImage {
+        let (w, h) = self.resized_size(img.width, img.height);
+        let resized = if (w, h) == (img.width, img.height) { img.clone() } else { resize_bicubic(img, w, h) };
+        center_crop(&resized, self.size.1, self.size.0)
+    }
+
+    /// The whole transform: `[3, H, W]` f32, channel-first, normalised.
+    pub fn tensor(&self, img: &RgbImage) -> Vec<f32> {
+        let crop = self.crop(img);
+        let plane = crop.width * crop.height;
+        let mut out = vec![0f32; 3 * plane];
+        for (i, px) in crop.data.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                out[c * plane + i] = (px[c] as f32 / 255.0 - self.mean[c]) / self.std[c];
+            }
+        }
+        out
+    }
+
+    /// Decodes `bytes` and applies [`Preprocess::tensor`].
+    pub fn load(&self, file: &str, bytes: &[u8]) -> Result<Vec<f32>> {
+        Ok(self.tensor(&decode(file, bytes)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_offsets_round_half_to_even_like_python() {
+        // round(0.5) = 0, round(1.5) = 2, round(2.5) = 2, round(3.5) = 4
+        assert_eq!([1, 3, 5, 7, 4].map(|d| crop_offset(10 + d, 10)), [0, 2, 2, 4, 2]);
+    }
+
+    #[test]
+    fn resized_size_follows_timm_and_torchvision() {
+        let p = Preprocess::imagenet((224, 224));
+        assert_eq!(p.resized_size(500, 375), (341, 256)); // int(256 * 500 / 375) = 341
+        assert_eq!(p.resized_size(375, 500), (256, 341));
+        assert_eq!(Preprocess::imagenet((32, 32)).resized_size(64, 64), (36, 36)); // floor(32 / 0.875)
+        assert_eq!(Preprocess::imagenet((32, 64)).resized_size(100, 100), (73, 36));
+    }
+
+    #[test]
+    fn taps_sum_to_one_in_fixed_point() {
+        for (i, o) in [(100, 36), (64, 73), (7, 3), (3, 7), (1, 5)] {
+            let t = taps(i, o);
+            for (xx, &(_, n)) in t.bounds.iter().enumerate() {
+                let s: i64 = t.weights[xx * t.ksize..xx * t.ksize + n].iter().map(|&w| w as i64).sum();
+                assert!((s - (1 << PRECISION_BITS)).abs() <= n as i64, "{i}->{o} at {xx}: {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_constant_image_stays_constant() {
+        let img = RgbImage::new(9, 5, [10u8, 200, 77].repeat(45)).unwrap();
+        for (w, h) in [(4, 3), (20, 11), (9, 2)] {
+            let r = resize_bicubic(&img, w, h);
+            assert!(r.data.chunks_exact(3).all(|p| p == [10, 200, 77]), "{w}x{h}");
+        }
+    }
+}

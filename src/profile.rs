@@ -1,0 +1,153 @@
+//! `wgvit profile`: where a forward's GPU time goes.
+//!
+//! The model's graph is compiled as for `run`, warmed up once, then profiled `runs` times with
+//! [`Executable::profile`](wgvit::executor::Executable::profile): a GPU timestamp before and after
+//! every dispatch. Each dispatch's median over the runs is its time. Node labels carry the layer
+//! scope and the op (`blocks.0.1.attn.qkv.matmul`, `ds2.norm.group_norm.stats`): the op kind is
+//! the last component — or the last two when the one before is itself an op kind of this graph
+//! (`group_norm.stats`) — and the layer is the scope up to its first run of numeric components
+//! (`blocks.0.1`, `patch_embed.0`; the first component when there is none: `stem`), or its first
+//! `--depth` components. Three tables, each sorted by time: op kinds, layers, and the slowest
+//! dispatches.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use wgvit::error::Result;
+use wgvit::tensor::Rng;
+use wgvit::{Engine, Weights};
+
+/// Splits node labels into (op kind, layer).
+pub struct Labels {
+    kinds: HashSet<String>,
+    depth: Option<usize>,
+}
+
+impl Labels {
+    pub fn new<'a>(labels: impl Iterator<Item = &'a str>, depth: Option<usize>) -> Self {
+        Self { kinds: labels.map(|l| l.rsplit('.').next().unwrap_or(l).to_string()).collect(), depth }
+    }
+
+    /// How many trailing components of `parts` name the op.
+    fn op_len(&self, parts: &[&str]) -> usize {
+        if parts.len() >= 2 && self.kinds.contains(parts[parts.len() - 2]) {
+            2
+        } else {
+            1
+        }
+    }
+
+    pub fn op_kind(&self, label: &str) -> String {
+        let parts: Vec<&str> = label.split('.').collect();
+        parts[parts.len() - self.op_len(&parts)..].join(".")
+    }
+
+    pub fn layer(&self, label: &str) -> String {
+        let parts: Vec<&str> = label.split('.').collect();
+        let scope = &parts[..parts.len() - self.op_len(&parts)];
+        if scope.is_empty() {
+            return "(unscoped)".into();
+        }
+        let numeric = |p: &str| p.parse::<usize>().is_ok();
+        let n = match self.depth {
+            Some(d) => d.clamp(1, scope.len()),
+            None => match scope.iter().position(|p| numeric(p)) {
+                Some(first) => first + scope[first..].iter().take_while(|p| numeric(p)).count(),
+                None => 1,
+            },
+        };
+        scope[..n].join(".")
+    }
+}
+
+struct Row {
+    name: String,
+    seconds: f64,
+    count: usize,
+}
+
+fn grouped(items: impl Iterator<Item = (String, f64)>) -> Vec<Row> {
+    let mut map: HashMap<String, (f64, usize)> = HashMap::new();
+    for (k, t) in items {
+        let e = map.entry(k).or_default();
+        e.0 += t;
+        e.1 += 1;
+    }
+    let mut rows: Vec<Row> = map.into_iter().map(|(name, (seconds, count))| Row { name, seconds, count }).collect();
+    rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds).then_with(|| a.name.cmp(&b.name)));
+    rows
+}
+
+fn print_table(title: &str, rows: &[Row], total: f64, limit: usize) {
+    let width = rows.iter().take(limit).map(|r| r.name.len()).max().unwrap_or(0).max(title.len());
+    println!();
+    println!("{title:<width$} {:>10} {:>7} {:>6} {:>10}", "ms", "%", "count", "mean µs");
+    for r in rows.iter().take(limit) {
+        println!(
+            "{:<width$} {:>10.3} {:>6.1}% {:>6} {:>10.1}",
+            r.name,
+            r.seconds * 1e3,
+            100.0 * r.seconds / total.max(1e-30),
+            r.count,
+            r.seconds * 1e6 / r.count as f64
+        );
+    }
+    if rows.len() > limit {
+        let rest: f64 = rows[limit..].iter().map(|r| r.seconds).sum();
+        println!("{:<width$} {:>10.3} {:>6.1}%  ({} more)", "...", rest * 1e3, 100.0 * rest / total.max(1e-30), rows.len() - limit);
+    }
+}
+
+pub fn profile_model(model_id: &str, weights: Weights, size: (usize, usize), batch: usize, runs: usize, depth: Option<usize>, top: usize) -> Result<()> {
+    let engine = pollster::block_on(Engine::new())?;
+    let info = engine.info().clone();
+    println!("device: {} ({}, {})", info.name, info.backend, info.device_type);
+    println!("model:  {model_id}, weights {}, input [{batch}, 3, {}, {}]", weights.file, size.0, size.1);
+    let features = engine.ctx.device.features();
+    if features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES) {
+        println!("method: GPU timestamps between the dispatches of the single compute pass");
+    } else if features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+        println!("method: GPU timestamps around one compute pass per dispatch (no timestamps inside passes here)");
+    }
+    let input = Rng::new(1).tensor(&[batch, 3, size.0, size.1], -1.0, 1.0);
+    let model = engine.load_model(model_id, weights)?;
+    let exe = pollster::block_on(model.prepare(&input.shape))?;
+    pollster::block_on(exe.run(&[&input]))?; // warm-up
+    let t = Instant::now();
+    pollster::block_on(exe.run(&[&input]))?;
+    let wall = t.elapsed().as_secs_f64();
+
+    let mut samples: Vec<Vec<f64>> = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        samples.push(pollster::block_on(exe.profile(&[&input]))?);
+    }
+    let labels: Vec<&str> = exe.step_labels().collect();
+    let times: Vec<f64> = (0..labels.len())
+        .map(|i| {
+            let mut v: Vec<f64> = samples.iter().map(|s| s[i]).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect();
+    let total: f64 = times.iter().sum();
+    println!(
+        "time:   {:.3} ms in {} dispatches (sum of per-dispatch medians over {runs} profiled runs); \
+         one unprofiled forward: {:.3} ms wall-clock incl. upload and readback",
+        total * 1e3,
+        labels.len(),
+        wall * 1e3
+    );
+    if total == 0.0 {
+        println!("note:   every timestamp difference is 0: this device's timestamps are too coarse to time single dispatches");
+    }
+
+    let split = Labels::new(labels.iter().copied(), depth);
+    let by_kind = grouped(labels.iter().zip(&times).map(|(l, &t)| (split.op_kind(l), t)));
+    print_table("op kind", &by_kind, total, usize::MAX);
+    let by_layer = grouped(labels.iter().zip(&times).map(|(l, &t)| (split.layer(l), t)));
+    print_table("layer", &by_layer, total, 40);
+    let mut slowest: Vec<Row> = labels.iter().zip(&times).map(|(l, &t)| Row { name: l.to_string(), seconds: t, count: 1 }).collect();
+    slowest.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    print_table(&format!("slowest {} dispatches", top.min(slowest.len())), &slowest, total, top);
+    Ok(())
+}
