@@ -124,8 +124,8 @@ impl Builder<'_> {
         if grid == 1 {
             let dims = AttentionDims { batch: b, heads, nq: hw, nk: hw, d, dv: d };
             let out = OutputSpec { shape: vec![b, c, h, w], view: nchw(0, c * hw, hw) };
-            let o = attention_strided(
-                &mut *self.g,
+            let o = self.g.scope(p, |g| attention_strided(
+                g,
                 Operand::new(qkv, nchw(0, 3 * c * hw, hw)),
                 Operand::new(qkv, nchw(c * hw, 3 * c * hw, hw)),
                 Operand::new(qkv, nchw(2 * c * hw, 3 * c * hw, hw)),
@@ -133,7 +133,7 @@ impl Builder<'_> {
                 &dims,
                 scale,
                 &out,
-            )?;
+            ))?;
             return self.pointwise(&format!("{p}.proj"), o, c, true, Activation::None, Some(x));
         }
 
@@ -149,8 +149,8 @@ impl Builder<'_> {
             channel: hw,
         };
         let dims = AttentionDims { batch: b * gh * gw, heads, nq: grid * grid, nk: grid * grid, d, dv: d };
-        let local = attention_strided(
-            self.g,
+        let local = self.g.scope(&format!("{p}.local"), |g| attention_strided(
+            g,
             Operand::new(qkv, cell(0, 3 * c * hw)),
             Operand::new(qkv, cell(c * hw, 3 * c * hw)),
             Operand::new(qkv, cell(2 * c * hw, 3 * c * hw)),
@@ -158,7 +158,7 @@ impl Builder<'_> {
             &dims,
             scale,
             &OutputSpec { shape: vec![b, c, h, w], view: cell(0, c * hw) },
-        )?;
+        ))?;
         let grid_x = self.group_norm(&format!("{p}.grid_norm"), x, Some(local), Activation::None)?;
 
         // Global attention of every position to the pooled tokens.
@@ -169,8 +169,8 @@ impl Builder<'_> {
         let kv = self.pointwise(&format!("{p}.kv"), pooled, 2 * c, true, Activation::None, None)?;
         let m = self.g.numel(kv) / (b * 2 * c);
         let dims = AttentionDims { batch: b, heads, nq: hw, nk: m, d, dv: d };
-        let global = attention_strided(
-            self.g,
+        let global = self.g.scope(&format!("{p}.global"), |g| attention_strided(
+            g,
             Operand::new(q, nchw(0, c * hw, hw)),
             Operand::new(kv, nchw(0, 2 * c * m, m)),
             Operand::new(kv, nchw(c * m, 2 * c * m, m)),
@@ -178,8 +178,8 @@ impl Builder<'_> {
             &dims,
             scale,
             &OutputSpec { shape: vec![b, c, h, w], view: nchw(0, c * hw, hw) },
-        )?;
-        let merged = add(self.g, global, grid_x)?;
+        ))?;
+        let merged = self.g.scope(p, |g| add(g, global, grid_x))?;
         self.pointwise(&format!("{p}.proj"), merged, c, true, Activation::None, Some(x))
     }
 
@@ -193,7 +193,7 @@ impl Builder<'_> {
         let t = self.conv(&format!("{p}.conv2.0"), t, hidden, k, conv_params(1, k / 2, hidden), false, Activation::Silu)?;
         let t = self.pointwise(&format!("{p}.conv3.0"), t, c, false, Activation::None, None)?;
         let t = self.group_norm(&format!("{p}.conv3.1"), t, None, Activation::None)?;
-        add(self.g, x, t)
+        self.g.scope(p, |g| add(g, x, t))
     }
 }
 
