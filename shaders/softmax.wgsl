@@ -41,9 +41,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let first = lid - lane;
     let scale = params.scale;
 
-    // -3.4e38 rather than -inf: WGSL has no infinity literal; a lane with no element keeps it and
+    // -3e38 rather than -inf: WGSL has no infinity literal; a lane with no element keeps it and
     // its exp(-huge) term vanishes in the combination below.
-    var m = -3.4028235e38;
+    var m = -3.0e38;
     if (in_range) {
         for (var k = lane; k < len; k += LANES) {
             m = max(m, scale * x[base + k]);

@@ -536,3 +536,28 @@ fn every_shader_file_is_compiled_by_some_shader_variant() {
     }
     assert!(orphans.is_empty(), "shader files no Shader variant includes (add one to ops::Shader): {orphans:?}");
 }
+
+/// Chrome's WGSL compiler (Tint) rejects a float literal whose exact decimal value lies beyond
+/// f32::MAX (e.g. `3.4028235e38`, which rounds to f32::MAX but is larger than it), while naga
+/// accepts it: check the literals ourselves.
+#[test]
+fn float_literals_are_representable_as_f32() {
+    let mut bad = Vec::new();
+    for (name, source) in shader_files() {
+        for (line_no, line) in source.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for token in code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '+')) {
+                let literal = token.trim_start_matches(['-', '+']).trim_end_matches('f');
+                if !literal.contains(['e', 'E']) || !literal.starts_with(|c: char| c.is_ascii_digit()) {
+                    continue;
+                }
+                if let Ok(v) = literal.parse::<f64>() {
+                    if v.abs() > f32::MAX as f64 {
+                        bad.push(format!("{name}:{}: {literal} is beyond f32::MAX", line_no + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
