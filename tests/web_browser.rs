@@ -93,3 +93,36 @@ async fn hatnet_micro_matches_golden_logits() {
     )
     .await;
 }
+
+#[wasm_bindgen_test]
+async fn vvt_micro_matches_golden_logits() {
+    check_fixture(
+        "vvt-micro",
+        include_bytes!("fixtures/vvt-micro/weights.safetensors"),
+        include_bytes!("fixtures/vvt-micro/input-61x47.safetensors"),
+        include_bytes!("fixtures/vvt-micro/logits-61x47.safetensors"),
+    )
+    .await;
+}
+
+#[wasm_bindgen_test]
+async fn accvit_micro_matches_golden_logits() {
+    check_fixture(
+        "accvit-micro",
+        include_bytes!("fixtures/accvit-micro/weights.safetensors"),
+        include_bytes!("fixtures/accvit-micro/input.safetensors"),
+        include_bytes!("fixtures/accvit-micro/logits.safetensors"),
+    )
+    .await;
+}
+
+#[wasm_bindgen_test]
+async fn lavit_micro_psi_matches_golden_logits() {
+    check_fixture(
+        "lavit-micro-psi",
+        include_bytes!("fixtures/lavit-micro-psi/weights.safetensors"),
+        include_bytes!("fixtures/lavit-micro-psi/input.safetensors"),
+        include_bytes!("fixtures/lavit-micro-psi/logits.safetensors"),
+    )
+    .await;
+}

@@ -31,6 +31,18 @@ def reference(family: str):
         import hatnet
 
         return hatnet.build, hatnet.VARIANTS
+    if family == "vvt":
+        import vvt  # tools/reference/vvt.py; run with --tol 1e-5 (the VVT issue's bar)
+
+        return vvt.build, vvt.VARIANTS
+    if family == "accvit":
+        import accvit  # the shared contract (../shared/reference/contract.py), loaded by path
+
+        return accvit.build, accvit.VARIANTS
+    if family == "lavit":
+        import lavit  # the shared contract (../shared/reference/contract.py), loaded by path
+
+        return lavit.build, lavit.VARIANTS  # built for its fixed size: 224 (micro*: 64)
     raise SystemExit(f"family '{family}' has no reference in tools/reference yet")
 
 

@@ -6,8 +6,11 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
 use crate::weights::Weights;
 
+pub mod accvit;
 pub mod hatnet;
+pub mod lavit;
 pub mod toy;
+pub mod vvt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -67,7 +70,9 @@ pub fn build_graph(id: &str, weights: &Weights, input_shape: &[usize]) -> Result
     let logits: TensorId = match family {
         Family::Toy => toy::build(&mut g, weights, input)?,
         Family::HatNet => hatnet::build(&mut g, weights, input, &id["hatnet-".len()..])?,
-        _ => return Err(Error::NotImplemented { id: id.to_string() }),
+        Family::Vvt => vvt::build(&mut g, weights, input, &id["vvt-".len()..])?,
+        Family::AccVit => accvit::build(&mut g, weights, input, &id["accvit-".len()..])?,
+        Family::LaViT => lavit::build(&mut g, weights, input, &id["lavit-".len()..])?,
     };
     weights.finish()?;
     g.output("logits", logits);

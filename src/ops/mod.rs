@@ -24,6 +24,10 @@ pub mod softmax;
 pub mod pool;
 pub mod layout;
 pub mod attention;
+pub mod vicinity_attention;
+pub mod attention_downsample;
+pub mod atrous_attention;
+pub mod atrous_dwconv;
 
 /// Shared WGSL helpers (activation functions) prepended to shaders that apply an activation.
 pub const ACTIVATIONS_WGSL: &str = include_str!("../../shaders/activations.wgsl");
@@ -50,6 +54,24 @@ pub enum Shader {
     Pool,
     Layout,
     Attention,
+    /// VVT: k-side split reduction of the vicinity attention (partial KV⁺ per token chunk).
+    VicinityKv,
+    /// VVT: vicinity_kv with vec4 loads (d, row and offsets multiples of 4).
+    VicinityKvVec4,
+    /// VVT: sums the KV⁺ chunks and clamps KV.
+    VicinityKvReduce,
+    /// VVT: q side of the vicinity attention with its clamps.
+    VicinityApply,
+    /// VVT: vicinity_apply with vec4 loads and a 16-token tile.
+    VicinityApplyVec4,
+    /// VVT: clampmag(y + y·s) SE gating plus the residual add.
+    VicinityGate,
+    /// LaViT: residual attention downsampling between stages.
+    AttentionDownsample,
+    /// ACC-ViT: gated multi-branch dilated window attention (atrous_attention.wgsl).
+    AtrousAttention,
+    /// ACC-ViT: summed dilated depthwise 3x3 convs + bias + activation, channel-last.
+    AtrousDwconv,
 }
 
 impl Shader {
@@ -69,6 +91,15 @@ impl Shader {
             Shader::Pool,
             Shader::Layout,
             Shader::Attention,
+            Shader::VicinityKv,
+            Shader::VicinityKvVec4,
+            Shader::VicinityKvReduce,
+            Shader::VicinityApply,
+            Shader::VicinityApplyVec4,
+            Shader::VicinityGate,
+            Shader::AttentionDownsample,
+            Shader::AtrousAttention,
+            Shader::AtrousDwconv,
         ]
     }
 
@@ -88,6 +119,15 @@ impl Shader {
             Shader::Pool => "pool",
             Shader::Layout => "layout",
             Shader::Attention => "attention",
+            Shader::VicinityKv => "vicinity_kv",
+            Shader::VicinityKvVec4 => "vicinity_kv_vec4",
+            Shader::VicinityKvReduce => "vicinity_kv_reduce",
+            Shader::VicinityApply => "vicinity_apply",
+            Shader::VicinityApplyVec4 => "vicinity_apply_vec4",
+            Shader::VicinityGate => "vicinity_gate",
+            Shader::AttentionDownsample => "attention_downsample",
+            Shader::AtrousAttention => "atrous_attention",
+            Shader::AtrousDwconv => "atrous_dwconv",
         }
     }
 
@@ -107,6 +147,15 @@ impl Shader {
             Shader::Pool => with_activations(include_str!("../../shaders/pool.wgsl")),
             Shader::Layout => with_activations(include_str!("../../shaders/layout.wgsl")),
             Shader::Attention => with_activations(include_str!("../../shaders/attention.wgsl")),
+            Shader::VicinityKv => Cow::Borrowed(include_str!("../../shaders/vicinity_kv.wgsl")),
+            Shader::VicinityKvVec4 => Cow::Borrowed(include_str!("../../shaders/vicinity_kv_vec4.wgsl")),
+            Shader::VicinityKvReduce => Cow::Borrowed(include_str!("../../shaders/vicinity_kv_reduce.wgsl")),
+            Shader::VicinityApply => Cow::Borrowed(include_str!("../../shaders/vicinity_apply.wgsl")),
+            Shader::VicinityApplyVec4 => Cow::Borrowed(include_str!("../../shaders/vicinity_apply_vec4.wgsl")),
+            Shader::VicinityGate => Cow::Borrowed(include_str!("../../shaders/vicinity_gate.wgsl")),
+            Shader::AttentionDownsample => Cow::Borrowed(include_str!("../../shaders/attention_downsample.wgsl")),
+            Shader::AtrousAttention => Cow::Borrowed(include_str!("../../shaders/atrous_attention.wgsl")),
+            Shader::AtrousDwconv => with_activations(include_str!("../../shaders/atrous_dwconv.wgsl")),
         }
     }
 }

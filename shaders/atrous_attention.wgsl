@@ -1,0 +1,155 @@
+// atrous_attention.wgsl — ACC-ViT's atrous attention, every dilation branch in one dispatch:
+// window attention with a relative-position bias over the dilated partitions of a channel-last
+// map, each branch's output scaled by its softmax gate, written side by side for one fused output
+// projection.
+//
+// Partition of branch i (dilation d = 2^i, window WIN): window (g, a, g', a') holds the pixels
+//     row = (g·WIN + u)·d + a,  col = (g'·WIN + v)·d + a'      (token (u, v), row-major)
+// so d = 1 is plain WIN×WIN windowing and d = H / WIN the grid. Windows are enumerated by their
+// origin: window row R (0 .. H/WIN) starts at (R / d)·WIN·d + R % d, likewise for columns; the
+// partition and its inverse are this index arithmetic in the loads and stores (no copies).
+//
+// Input `qkv` [B, H, W, row_in] per pixel: branch i's q, k, v at channels i·3C + {0, C, 2C}
+// (head h at + h·hd), then, when GATE, the NB gate logits at nb·3C (padded to 4 channels).
+// Output `out` [B, H, W, row_out]: channels i·C + h·hd .. hold g_i · attention_i, and when GATE the
+// 4 channels at nb·C hold (g_0 .. g_{nb-1}, 0 ..): the projection Σ_i g_i (P_i o_i + p_i) is then
+// one GEMM over [g_0 o_0, .., g_{nb-1} o_{nb-1}, g] with the weight [P_0 .. P_{nb-1}, p_0 .. p_{nb-1}].
+// The gate g = softmax over the branches of the gate logits, per pixel.
+// `table` [nb, heads, (2·WIN − 1)²]: the relative-position bias, gathered in the loop:
+// bias(query (u, v), key (u', v')) = table[i, h, (u − u' + WIN − 1)·(2·WIN − 1) + v − v' + WIN − 1].
+//
+// Bindings: 0 params, 1 qkv (read), 2 table (read), 3 out (write); qkv and out as vec4 (every
+// channel offset is a multiple of 4: the host checks C, hd % 4 == 0 and pads the gate to 4).
+// Dispatch: one workgroup per (image, branch, window, head) — every branch has H·W / WIN² windows —
+// folded into (x, y) by `ops::grid`; one invocation per query token (WG = WIN² rounded up to 8).
+// k/v addresses depend only on the workgroup, so each k/v load is a broadcast across it.
+// Softmax: online (running max m and sum l), rescaled once per key row of the window: a row's WIN
+// scores go to a register array indexed by constant-trip (unrolled) loops.
+// Registers: q and the accumulator as D4 vec4 each (head dim hd = 4·D4 ≤ 64).
+// Workgroup memory: none (on CPU devices barriers cost more than re-reading cached k/v rows).
+
+struct Params {
+    batch: u32,
+    h: u32,
+    w: u32,
+    c: u32,        // channels per branch
+    heads: u32,
+    hd: u32,       // head dim = 4 * D4
+    nb: u32,       // branches
+    wins_w: u32,   // W / WIN
+    wins: u32,     // (H / WIN) * (W / WIN), windows per branch and image
+    row_in4: u32,  // qkv row / 4
+    row_out4: u32, // out row / 4
+    gate4: u32,    // nb * 3C / 4: the gate logits in a qkv row
+    scale: f32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> table: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
+
+override WG: u32 = 56u;
+override WIN: u32 = 7u;
+override D4: u32 = 8u;
+override GATE: bool = true;
+
+const MAX_D4: u32 = 16u;
+const MAX_WIN: u32 = 8u;
+// Finite stand-in for -inf: exp(NEG - s) is 0 without inf - inf.
+const NEG: f32 = -3.0e38;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let wg = wid.x + wid.y * nwg.x;
+    if (wg >= params.batch * params.nb * params.wins * params.heads || lid >= WIN * WIN) {
+        return;
+    }
+    let h = wg % params.heads;
+    var r = wg / params.heads;
+    let wi = r % params.wins;
+    r = r / params.wins;
+    let br = r % params.nb;
+    let b = r / params.nb;
+
+    // Window origin and this invocation's query token.
+    let d = 1u << br;
+    let wr = wi / params.wins_w;
+    let wc = wi % params.wins_w;
+    let r0 = (wr / d) * WIN * d + wr % d;
+    let c0 = (wc / d) * WIN * d + wc % d;
+    let u = lid / WIN;
+    let v = lid % WIN;
+    let img = b * params.h;
+    let qpix = (img + r0 + u * d) * params.w + c0 + v * d;
+
+    let c4 = params.c / 4u;
+    let qoff = br * 3u * c4 + h * D4;
+    let q_at = qpix * params.row_in4 + qoff;
+    var qr: array<vec4<f32>, MAX_D4>;
+    for (var c = 0u; c < D4; c++) {
+        qr[c] = qkv[q_at + c] * params.scale;
+    }
+    var acc: array<vec4<f32>, MAX_D4>;
+    for (var c = 0u; c < D4; c++) {
+        acc[c] = vec4<f32>(0.0);
+    }
+
+    let side = 2u * WIN - 1u;
+    let table_base = (br * params.heads + h) * side * side + v + WIN - 1u;
+    let kstep = d * params.row_in4;
+    var m = NEG;
+    var l = 0.0;
+    for (var up = 0u; up < WIN; up++) {
+        let k_row = ((img + r0 + up * d) * params.w + c0) * params.row_in4 + qoff + c4;
+        let bias_row = table_base + (u + WIN - 1u - up) * side;
+        var s: array<f32, MAX_WIN>;
+        var row_max = m;
+        for (var vp = 0u; vp < WIN; vp++) {
+            let k_at = k_row + vp * kstep;
+            var dot4 = vec4<f32>(0.0);
+            for (var c = 0u; c < D4; c++) {
+                dot4 = fma(qr[c], qkv[k_at + c], dot4);
+            }
+            s[vp] = dot4.x + dot4.y + dot4.z + dot4.w + table[bias_row - vp];
+            row_max = max(row_max, s[vp]);
+        }
+        let correction = exp(m - row_max);
+        m = row_max;
+        l *= correction;
+        for (var c = 0u; c < D4; c++) {
+            acc[c] *= correction;
+        }
+        for (var vp = 0u; vp < WIN; vp++) {
+            let p = exp(s[vp] - m);
+            l += p;
+            let v_at = k_row + vp * kstep + c4;
+            for (var c = 0u; c < D4; c++) {
+                acc[c] = fma(vec4<f32>(p), qkv[v_at + c], acc[c]);
+            }
+        }
+    }
+
+    var f = 1.0 / l;
+    if (GATE) {
+        // Softmax over the nb gate logits of this pixel (lanes past nb read as -inf -> weight 0).
+        let nb = params.nb;
+        let valid = vec4<bool>(true, nb > 1u, nb > 2u, nb > 3u);
+        let logits = select(vec4<f32>(NEG), qkv[qpix * params.row_in4 + params.gate4], valid);
+        let gm = max(max(logits.x, logits.y), max(logits.z, logits.w));
+        let e = exp(logits - gm);
+        let gate = e / (e.x + e.y + e.z + e.w);
+        f = gate[br] * f;
+        if (br == 0u && h == 0u) {
+            out[qpix * params.row_out4 + nb * c4] = gate;
+        }
+    }
+    let o_at = qpix * params.row_out4 + br * c4 + h * D4;
+    for (var c = 0u; c < D4; c++) {
+        out[o_at + c] = acc[c] * f;
+    }
+}

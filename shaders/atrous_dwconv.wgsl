@@ -1,0 +1,109 @@
+// atrous_dwconv.wgsl — summed dilated depthwise 3×3 convolutions on a channel-last map (ACC-ViT's
+// atrous MBConv), with a per-channel bias and an activation fused:
+//     out[b, oh, ow, c] = act(bias[c] + Σ_{i < NB} Σ_{ky, kx < 3} w[i, ky, kx, c]
+//                                  · x[b, oh·S + (ky − 1)·(i + 1), ow·S + (kx − 1)·(i + 1), c])
+// i.e. NB parallel depthwise convs with dilation d = i + 1 and padding d (so every branch has the
+// same output size, (H − 1) / S + 1), zeros outside the image. The model folds the BatchNorm that
+// follows the sum into `w` (scale) and `bias`, so one pass replaces three convs, a sum, a BN and a
+// GELU. With NB = 1, S = 2 and a 2×2 box of ¼ in the lower-right taps it is a 2×2/2 average pool.
+//
+// Bindings: 0 params, 1 x [B, H, W, C] (vec4 over channels), 2 w [NB, 3, 3, C] (tap-major, the
+// channels innermost so a vec4 of four channels is one load), 3 bias [C] (w is bound there when
+// BIAS is false), 4 out [B, Ho, Wo, C]. C % 4 == 0 (checked by the host).
+// Dispatch: one invocation per (b, oh, run of TP output columns, group of 4 channels), channel
+// group fastest (neighbouring invocations read neighbouring 16-byte vectors of the same pixel),
+// `total` in all, WG per workgroup, ceil(total / WG) workgroups folded into (x, y) by `ops::grid`.
+// Registers: the NB·9 ≤ 27 weight vec4s of the channel group, loaded once and reused for the TP
+// outputs of the run; they are indexed by constant-trip loops only (NB, 3, 3 are constants after
+// override resolution), so they stay in registers (a rolled index would put them in scratch
+// memory, a per-lane loop on CPU devices). The centre tap is shared by every branch: its weights
+// are summed once, so an output costs NB·8 + 1 input loads (25 for NB = 3), not NB·9.
+// Workgroup memory: none.
+
+struct Params {
+    total: u32,      // invocations: B * Ho * col_blocks * C4
+    c4: u32,         // C / 4
+    in_h: u32,
+    in_w: u32,
+    out_h: u32,
+    out_w: u32,
+    col_blocks: u32, // ceil(Wo / TP)
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+
+override WG: u32 = 64u;
+// Branches (dilations 1 .. NB), 1 ..= 3.
+override NB: u32 = 3u;
+// Stride, 1 or 2.
+override S: u32 = 1u;
+// Output columns per invocation.
+override TP: u32 = 4u;
+override BIAS: bool = false;
+override ACT: u32 = 0u;
+
+const MAX_NB: u32 = 3u;
+
+fn load_x(row_base: u32, ih: i32, iw: i32, cg: u32) -> vec4<f32> {
+    let ok = ih >= 0 && ih < i32(params.in_h) && iw >= 0 && iw < i32(params.in_w);
+    let i = select(0u, (row_base + u32(ih)) * params.in_w + u32(iw), ok) * params.c4 + cg;
+    return select(vec4<f32>(0.0), x[i], ok);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let idx = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (idx >= params.total) {
+        return;
+    }
+    let c4 = params.c4;
+    let cg = idx % c4;
+    var r = idx / c4;
+    let cb = r % params.col_blocks;
+    r = r / params.col_blocks;
+    let oh = r % params.out_h;
+    let b = r / params.out_h;
+
+    // Weights of this channel group: 8 outer taps per branch, plus the shared centre.
+    var wo: array<array<vec4<f32>, 8>, MAX_NB>;
+    var wc = vec4<f32>(0.0);
+    for (var i = 0u; i < NB; i++) {
+        for (var t = 0u; t < 9u; t++) {
+            let wt = w[(i * 9u + t) * c4 + cg];
+            if (t == 4u) {
+                wc += wt;
+            } else {
+                wo[i][select(t, t - 1u, t > 4u)] = wt;
+            }
+        }
+    }
+    var b0 = vec4<f32>(0.0);
+    if (BIAS) {
+        b0 = bias[cg];
+    }
+
+    let row_base = b * params.in_h;
+    let ih = i32(oh * S);
+    let ow_end = min(cb * TP + TP, params.out_w);
+    for (var ow = cb * TP; ow < ow_end; ow++) {
+        let iw = i32(ow * S);
+        var acc = fma(wc, load_x(row_base, ih, iw, cg), b0);
+        for (var i = 0u; i < NB; i++) {
+            let d = i32(i + 1u);
+            for (var t = 0u; t < 8u; t++) {
+                let tap = select(t, t + 1u, t >= 4u);
+                let dy = (i32(tap / 3u) - 1) * d;
+                let dx = (i32(tap % 3u) - 1) * d;
+                acc = fma(wo[i][t], load_x(row_base, ih + dy, iw + dx, cg), acc);
+            }
+        }
+        let o = ((b * params.out_h + oh) * params.out_w + ow) * c4 + cg;
+        out[o] = vec4<f32>(activate(acc.x, ACT), activate(acc.y, ACT), activate(acc.z, ACT), activate(acc.w, ACT));
+    }
+}

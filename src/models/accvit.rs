@@ -1,0 +1,411 @@
+//! ACC-ViT ("Atrous Convolution's Comeback in Vision Transformers"), as the project's contract
+//! reconstructs it: no official code or weights exist, so shared/spec/accvit.md defines the network
+//! and shared/reference/contract.py (`--family accvit`) is its executable PyTorch form; tensor names
+//! here are the contract's `state_dict` names, unchanged.
+//!
+//! Network: a conv stem (3×3/2 conv + BN + GELU, 3×3 conv), four stages of blocks
+//! `x = MBConv(x); x = x + AtrousAttention(LN(x)); x = x + MLP(LN(x))`, then mean pooling,
+//! LayerNorm, `tanh(Linear)`, Linear.
+//!
+//! How it maps onto kernels (all activations channel-last `[B, H, W, C]` after the stem, so every
+//! 1×1 conv and Linear is one GEMM over pixels and no layout permute is ever dispatched):
+//! - **Atrous MBConv.** `pre_norm` and `bn1` are folded into `expand` (exact: a 1×1 conv with no
+//!   padding), GELU in its epilogue; the stem's conv reads NCHW through a transposed GEMM operand.
+//!   The three dilated depthwise convs (dilation 1, 2, 3, the block's stride), their sum, `bn2`
+//!   (folded into their weights and one bias) and GELU are one `atrous_dwconv` dispatch. SE is a
+//!   token mean, two tiny Linears (SiLU, sigmoid) and a broadcast multiply; `project` carries the
+//!   shortcut as its residual. The stride-2 shortcut is `avg_pool 2×2/2` then `shortcut.proj`.
+//! - **Atrous attention.** Every branch's `qkv` and the `gate` Linear are one GEMM (weights
+//!   concatenated at load time); `atrous_attention` runs all dilation branches in one dispatch,
+//!   windows addressed by index arithmetic, relative-position bias gathered from its table, gated
+//!   by the per-pixel softmax; the branches' `proj` Linears, the gated sum (`Σ g_i·(P_i o_i + p_i)`,
+//!   the biases via the gate channels) and the residual are one GEMM.
+//!
+//! Input sizes: the stage maps are H/4 .. H/32 and stage s splits its map into 7×7 windows at
+//! dilations up to 2^levels[s], so H and W must be multiples of 224.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, TensorId};
+use crate::ops::atrous_attention::{atrous_attention, table_from_torch, AtrousAttentionDims};
+use crate::ops::atrous_dwconv::{atrous_dwconv, weights_from_torch};
+use crate::ops::conv2d::{conv2d, fold_batchnorm, Conv2dParams};
+use crate::ops::elementwise::mul;
+use crate::ops::layernorm::layer_norm;
+use crate::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
+use crate::ops::pool::{avg_pool2d, mean_tokens};
+use crate::ops::Activation;
+use crate::weights::Weights;
+
+/// BatchNorm and LayerNorm eps of the contract (PyTorch defaults).
+const BN_EPS: f32 = 1e-5;
+const LN_EPS: f32 = 1e-5;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccVitConfig {
+    pub stem: usize,
+    pub dims: [usize; 4],
+    pub depths: [usize; 4],
+    /// Atrous levels per stage: branches with dilations 1, 2, .., 2^levels.
+    pub levels: [usize; 4],
+    pub window: usize,
+    /// Heads = max(1, C / head_dim).
+    pub head_dim: usize,
+    /// Parallel depthwise convs in the MBConv, dilations 1 ..= conv_dilations, outputs summed.
+    pub conv_dilations: usize,
+    pub expansion: usize,
+    /// SE bottleneck = C_out / se_div.
+    pub se_div: usize,
+    pub mlp_ratio: usize,
+}
+
+pub fn config(variant: &str) -> Option<AccVitConfig> {
+    let (stem, dims, depths) = match variant {
+        "tiny" => (64, [64, 128, 256, 512], [2, 2, 5, 2]),
+        "small" => (64, [96, 192, 384, 768], [2, 2, 5, 2]),
+        "base" => (64, [96, 192, 384, 768], [2, 6, 14, 2]),
+        "micro" => (16, [16, 32, 64, 128], [1, 1, 1, 1]),
+        _ => return None,
+    };
+    Some(AccVitConfig {
+        stem,
+        dims,
+        depths,
+        levels: [3, 2, 1, 0],
+        window: 7,
+        head_dim: 32,
+        conv_dilations: 3,
+        expansion: 4,
+        se_div: 4,
+        mlp_ratio: 4,
+    })
+}
+
+impl AccVitConfig {
+    /// The side every input side must be a multiple of: stage s (map side n / 2^(s+2)) needs
+    /// whole windows at its largest dilation.
+    pub fn size_unit(&self) -> usize {
+        (0..4).map(|s| (4 << s) * self.window * (1 << self.levels[s])).fold(1, lcm)
+    }
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    let gcd = |mut x: usize, mut y: usize| {
+        while y != 0 {
+            (x, y) = (y, x % y);
+        }
+        x
+    };
+    a / gcd(a, b) * b
+}
+
+/// A feature map and its layout: the stem output is NCHW, everything after it channel-last.
+#[derive(Clone, Copy, Debug)]
+struct Map {
+    t: TensorId,
+    nchw: bool,
+    b: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+}
+
+struct Builder<'a> {
+    g: &'a mut Graph,
+    w: &'a Weights,
+    cfg: AccVitConfig,
+}
+
+/// An inference BatchNorm's tensors; `y = scale · x + shift` with the helpers below (f64).
+struct Bn {
+    gamma: Arc<Vec<f32>>,
+    beta: Arc<Vec<f32>>,
+    mean: Arc<Vec<f32>>,
+    var: Arc<Vec<f32>>,
+}
+
+impl Bn {
+    fn scale(&self, i: usize) -> f64 {
+        self.gamma[i] as f64 / (self.var[i] as f64 + BN_EPS as f64).sqrt()
+    }
+    fn shift(&self, i: usize) -> f64 {
+        self.beta[i] as f64 - self.mean[i] as f64 * self.scale(i)
+    }
+    /// Folds this BN into the conv before it (core `fold_batchnorm`, output channels = BN channels).
+    fn fold(&self, weight: &[f32], bias: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
+        fold_batchnorm(weight, bias, self.gamma.len(), &self.gamma, &self.beta, &self.mean, &self.var, BN_EPS)
+    }
+}
+
+impl Builder<'_> {
+    fn param(&self, name: &str, shape: &[usize]) -> Result<Arc<Vec<f32>>> {
+        self.w.param(name, shape)
+    }
+
+    fn constant(&mut self, name: &str, shape: &[usize]) -> Result<TensorId> {
+        self.w.constant(self.g, name, shape)
+    }
+
+    /// A parameter derived at load time (folded, concatenated, transposed), keyed by a name that
+    /// says what it was made from.
+    fn derived(&mut self, key: &str, shape: &[usize], data: Vec<f32>) -> Result<TensorId> {
+        self.g.constant(key, shape, Arc::new(data))
+    }
+
+    fn batchnorm(&self, name: &str, c: usize) -> Result<Bn> {
+        let get = |k: &str| self.param(&format!("{name}.{k}"), &[c]);
+        let bn = Bn { gamma: get("weight")?, beta: get("bias")?, mean: get("running_mean")?, var: get("running_var")? };
+        // PyTorch's int64 counter: in real checkpoints, meaningless at inference.
+        self.w.ignore(&format!("{name}.num_batches_tracked"));
+        Ok(bn)
+    }
+
+    fn layer_norm(&mut self, name: &str, x: TensorId) -> Result<TensorId> {
+        let c = *self.g.shape(x).last().unwrap_or(&0);
+        let gamma = self.constant(&format!("{name}.weight"), &[c])?;
+        let beta = self.constant(&format!("{name}.bias"), &[c])?;
+        self.g.scope(name, |g| layer_norm(g, x, Some(gamma), Some(beta), LN_EPS))
+    }
+
+    fn linear(&mut self, name: &str, x: TensorId, out: usize, act: Activation) -> Result<TensorId> {
+        let k = *self.g.shape(x).last().unwrap_or(&0);
+        let weight = self.constant(&format!("{name}.weight"), &[out, k])?;
+        let bias = self.constant(&format!("{name}.bias"), &[out])?;
+        self.g.scope(name, |g| linear(g, x, weight, Some(bias), act))
+    }
+
+    /// `act(x·Wᵀ + bias) + residual` over the pixels of `x`, written channel-last
+    /// `[B, H, W, cout]`; an NCHW `x` is read through the transposed GEMM operand.
+    fn pointwise(&mut self, label: &str, x: Map, weight: TensorId, bias: Option<TensorId>, act: Activation, residual: Option<TensorId>) -> Result<Map> {
+        let cout = self.g.shape(weight)[0];
+        let hw = x.h * x.w;
+        let epi = Epilogue { bias: bias.map(|b| (b, BiasAxis::Col)), act, residual, ..Default::default() };
+        let y = if x.nchw {
+            let a = self.g.reshape(x.t, &[x.b, x.c, hw])?;
+            self.g.scope(label, |g| matmul(g, a, weight, true, true, epi))?
+        } else {
+            let a = self.g.reshape(x.t, &[x.b * hw, x.c])?;
+            self.g.scope(label, |g| matmul(g, a, weight, false, true, epi))?
+        };
+        let t = self.g.reshape(y, &[x.b, x.h, x.w, cout])?;
+        Ok(Map { t, nchw: false, c: cout, ..x })
+    }
+
+    fn stem(&mut self, input: TensorId) -> Result<Map> {
+        let c = self.cfg.stem;
+        let w1 = self.param("stem.conv1.weight", &[c, 3, 3, 3])?;
+        let b1 = self.param("stem.conv1.bias", &[c])?;
+        let (w1, b1) = self.batchnorm("stem.bn1", c)?.fold(&w1, Some(&b1));
+        let w1 = self.derived("stem.conv1.weight+stem.bn1", &[c, 3, 3, 3], w1)?;
+        let b1 = self.derived("stem.conv1.bias+stem.bn1", &[c], b1)?;
+        let p = |stride: usize| Conv2dParams { stride: (stride, stride), padding: (1, 1), ..Default::default() };
+        let x = self.g.scope("stem.conv1", |g| conv2d(g, input, w1, Some(b1), &p(2), Activation::Gelu))?;
+        let w2 = self.constant("stem.conv2.weight", &[c, c, 3, 3])?;
+        let b2 = self.constant("stem.conv2.bias", &[c])?;
+        let x = self.g.scope("stem.conv2", |g| conv2d(g, x, w2, Some(b2), &p(1), Activation::None))?;
+        let s = self.g.shape(x).to_vec();
+        Ok(Map { t: x, nchw: true, b: s[0], c: s[1], h: s[2], w: s[3] })
+    }
+
+    /// Atrous inverted residual: `shortcut(x) + project(SE(GELU(BN(Σ_d dw_d(GELU(BN(expand(BN(x)))))))))`.
+    fn mbconv(&mut self, p: &str, x: Map, cout: usize, stride: usize) -> Result<Map> {
+        let cfg = self.cfg.clone();
+        let (cin, mid, rd) = (x.c, cout * cfg.expansion, cout / cfg.se_div);
+
+        let shortcut = if stride != 1 || cin != cout {
+            let pooled = if stride == 2 { self.avg_pool2(&format!("{p}.shortcut.pool"), x)? } else { x };
+            let weight = self.constant(&format!("{p}.shortcut.proj.weight"), &[cout, cin, 1, 1])?;
+            let weight = self.g.reshape(weight, &[cout, cin])?;
+            let bias = self.constant(&format!("{p}.shortcut.proj.bias"), &[cout])?;
+            self.pointwise(&format!("{p}.shortcut.proj"), pooled, weight, Some(bias), Activation::None, None)?.t
+        } else if x.nchw {
+            return Err(Error::Graph(format!("{p}: an identity shortcut needs a channel-last input")));
+        } else {
+            x.t
+        };
+
+        // expand(pre_norm(x)) then bn1, folded: W' = diag(s1)·W·diag(s_pre), b' = s1·(W·t_pre) + t1.
+        let pre = self.batchnorm(&format!("{p}.pre_norm"), cin)?;
+        let bn1 = self.batchnorm(&format!("{p}.bn1"), mid)?;
+        let we = self.param(&format!("{p}.expand.weight"), &[mid, cin, 1, 1])?;
+        let mut w_fold = vec![0f32; mid * cin];
+        let mut b_fold = vec![0f32; mid];
+        for o in 0..mid {
+            let mut acc = 0f64;
+            for i in 0..cin {
+                let wv = we[o * cin + i] as f64;
+                w_fold[o * cin + i] = (bn1.scale(o) * wv * pre.scale(i)) as f32;
+                acc += wv * pre.shift(i);
+            }
+            b_fold[o] = (bn1.scale(o) * acc + bn1.shift(o)) as f32;
+        }
+        let we = self.derived(&format!("{p}.expand.weight+pre_norm+bn1"), &[mid, cin], w_fold)?;
+        let be = self.derived(&format!("{p}.expand.bias+pre_norm+bn1"), &[mid], b_fold)?;
+        let h = self.pointwise(&format!("{p}.expand"), x, we, Some(be), Activation::Gelu, None)?;
+
+        // The dilated depthwise convs, summed, bn2 folded (scale into each, one shift), GELU.
+        let bn2 = self.batchnorm(&format!("{p}.bn2"), mid)?;
+        let mut folded = Vec::with_capacity(cfg.conv_dilations);
+        let mut shift = Vec::new();
+        for i in 0..cfg.conv_dilations {
+            let wi = self.param(&format!("{p}.dw.{i}.weight"), &[mid, 1, 3, 3])?;
+            let (w, b) = bn2.fold(&wi, None);
+            folded.push(w);
+            shift = b; // the same for every branch: (0 − mean)·scale + beta
+        }
+        let dw_refs: Vec<&[f32]> = folded.iter().map(|w| w.as_slice()).collect();
+        let wdw = self.derived(&format!("{p}.dw.*.weight+bn2"), &[cfg.conv_dilations, 3, 3, mid], weights_from_torch(&dw_refs, mid, &[]))?;
+        let bdw = self.derived(&format!("{p}.bn2.shift"), &[mid], shift)?;
+        let t = self.g.scope(&format!("{p}.dw"), |g| atrous_dwconv(g, h.t, wdw, Some(bdw), stride, Activation::Gelu))?;
+        let s = self.g.shape(t).to_vec();
+        let h = Map { t, nchw: false, b: s[0], h: s[1], w: s[2], c: s[3] };
+
+        // Squeeze-excitation: mean over pixels → fc1 + SiLU → fc2 + sigmoid → per-channel scale.
+        let tokens = self.g.reshape(h.t, &[h.b, h.h * h.w, mid])?;
+        let pooled = self.g.scope(&format!("{p}.se"), |g| mean_tokens(g, tokens))?;
+        let fc = |b: &mut Self, name: &str, x: TensorId, cin: usize, cout: usize, act: Activation| -> Result<TensorId> {
+            let w = b.constant(&format!("{name}.weight"), &[cout, cin, 1, 1])?;
+            let w = b.g.reshape(w, &[cout, cin])?;
+            let bias = b.constant(&format!("{name}.bias"), &[cout])?;
+            b.g.scope(name, |g| linear(g, x, w, Some(bias), act))
+        };
+        let se = fc(self, &format!("{p}.se.fc1"), pooled, mid, rd, Activation::Silu)?;
+        let se = fc(self, &format!("{p}.se.fc2"), se, rd, mid, Activation::Sigmoid)?;
+        let se = self.g.reshape(se, &[h.b, 1, mid])?;
+        let scaled = self.g.scope(&format!("{p}.se"), |g| mul(g, tokens, se))?;
+        let h = Map { t: self.g.reshape(scaled, &[h.b, h.h, h.w, mid])?, ..h };
+
+        let wp = self.constant(&format!("{p}.project.weight"), &[cout, mid, 1, 1])?;
+        let wp = self.g.reshape(wp, &[cout, mid])?;
+        let bp = self.constant(&format!("{p}.project.bias"), &[cout])?;
+        self.pointwise(&format!("{p}.project"), h, wp, Some(bp), Activation::None, Some(shortcut))
+    }
+
+    /// 2×2/2 average pool: PyTorch's on NCHW; on channel-last maps a one-branch stride-2 atrous
+    /// depthwise conv whose lower-right 2×2 taps are ¼ (the centre tap of output (i, j) is input
+    /// (2i, 2j), so those taps cover rows 2i, 2i+1 and columns 2j, 2j+1).
+    /// Map sides are even here (multiples of 224 halved at most four times).
+    fn avg_pool2(&mut self, label: &str, x: Map) -> Result<Map> {
+        if x.nchw {
+            let t = self.g.scope(label, |g| avg_pool2d(g, x.t, (2, 2), (2, 2), (0, 0), true))?;
+            return Ok(Map { t, h: x.h / 2, w: x.w / 2, ..x });
+        }
+        let c = x.c;
+        let mut box_w = vec![0f32; 9 * c];
+        for tap in [4, 5, 7, 8] {
+            box_w[tap * c..(tap + 1) * c].fill(0.25);
+        }
+        let box_w = self.derived(&format!("wgvit.avg_pool2x2.{c}"), &[1, 3, 3, c], box_w)?;
+        let t = self.g.scope(label, |g| atrous_dwconv(g, x.t, box_w, None, 2, Activation::None))?;
+        let s = self.g.shape(t).to_vec();
+        Ok(Map { t, h: s[1], w: s[2], ..x })
+    }
+
+    /// `x + gated Σ_i proj_i(window-attention_i(LN(x)))` over the dilated partitions.
+    fn atrous_attention(&mut self, p: &str, x: Map, levels: usize) -> Result<TensorId> {
+        let c = x.c;
+        let heads = (c / self.cfg.head_dim).max(1);
+        let dims = AtrousAttentionDims { batch: x.b, h: x.h, w: x.w, channels: c, heads, branches: levels + 1, window: self.cfg.window };
+        let nb = dims.branches;
+        let table_len = dims.table_len();
+        let xn = self.layer_norm(&format!("{p}.norm1"), x.t)?;
+
+        // Every branch's qkv and the gate logits in one GEMM: rows [qkv_0; ..; qkv_nb−1; gate; 0].
+        let (row_in, row_out) = (dims.qkv_row(), dims.out_row());
+        let mut w_in = Vec::with_capacity(row_in * c);
+        let mut b_in = Vec::with_capacity(row_in);
+        let mut tables = Vec::with_capacity(nb);
+        for i in 0..nb {
+            let q = format!("{p}.branches.{i}");
+            w_in.extend_from_slice(&self.param(&format!("{q}.qkv.weight"), &[3 * c, c])?);
+            b_in.extend_from_slice(&self.param(&format!("{q}.qkv.bias"), &[3 * c])?);
+            tables.push(self.param(&format!("{q}.rel_bias"), &[table_len, heads])?);
+        }
+        if nb > 1 {
+            w_in.extend_from_slice(&self.param(&format!("{p}.gate.weight"), &[nb, c])?);
+            b_in.extend_from_slice(&self.param(&format!("{p}.gate.bias"), &[nb])?);
+        }
+        w_in.resize(row_in * c, 0.0);
+        b_in.resize(row_in, 0.0);
+        let w_in = self.derived(&format!("{p}.branches.*.qkv.weight+gate.weight"), &[row_in, c], w_in)?;
+        let b_in = self.derived(&format!("{p}.branches.*.qkv.bias+gate.bias"), &[row_in], b_in)?;
+        let qkv = self.g.scope(&format!("{p}.qkv"), |g| linear(g, xn, w_in, Some(b_in), Activation::None))?;
+
+        let table_refs: Vec<&[f32]> = tables.iter().map(|t| t.as_slice()).collect();
+        let table = self.derived(&format!("{p}.branches.*.rel_bias"), &[nb, heads, table_len], table_from_torch(&table_refs, heads))?;
+        let scale = (dims.head_dim() as f64).powf(-0.5) as f32;
+        let o = self.g.scope(p, |g| atrous_attention(g, qkv, table, &dims, scale))?;
+
+        // Output projection of the gated branches: columns [proj_0 .. proj_nb−1 | bias_0 .. | 0].
+        let mut w_out = vec![0f32; c * row_out];
+        let mut bias = None;
+        for i in 0..nb {
+            let q = format!("{p}.branches.{i}.proj");
+            let wi = self.param(&format!("{q}.weight"), &[c, c])?;
+            let bi = self.param(&format!("{q}.bias"), &[c])?;
+            for r in 0..c {
+                w_out[r * row_out + i * c..][..c].copy_from_slice(&wi[r * c..(r + 1) * c]);
+                if nb > 1 {
+                    w_out[r * row_out + nb * c + i] = bi[r];
+                }
+            }
+            if nb == 1 {
+                bias = Some(self.constant(&format!("{q}.bias"), &[c])?);
+            }
+        }
+        let w_out = self.derived(&format!("{p}.branches.*.proj.weight+bias"), &[c, row_out], w_out)?;
+        let o = Map { t: o, nchw: false, c: row_out, ..x };
+        Ok(self.pointwise(&format!("{p}.proj"), o, w_out, bias, Activation::None, Some(x.t))?.t)
+    }
+
+    fn block(&mut self, p: &str, x: Map, cout: usize, stride: usize, levels: usize) -> Result<Map> {
+        let x = self.mbconv(&format!("{p}.conv"), x, cout, stride)?;
+        let t = self.atrous_attention(&format!("{p}.attn"), x, levels)?;
+        // Shared MLP: x + fc2(GELU(fc1(LN(x)))).
+        let c = x.c;
+        let hidden = c * self.cfg.mlp_ratio;
+        let xn = self.layer_norm(&format!("{p}.norm2"), t)?;
+        let h = self.linear(&format!("{p}.mlp.fc1"), xn, hidden, Activation::Gelu)?;
+        let w2 = self.constant(&format!("{p}.mlp.fc2.weight"), &[c, hidden])?;
+        let b2 = self.constant(&format!("{p}.mlp.fc2.bias"), &[c])?;
+        let h = Map { t: h, c: hidden, ..x };
+        self.pointwise(&format!("{p}.mlp.fc2"), h, w2, Some(b2), Activation::None, Some(t))
+    }
+}
+
+/// Appends ACC-ViT `variant` to `g`; returns the logits `[B, classes]` (classes from the weights).
+/// Taps: `stem` `[B, C, H/2, W/2]`, `stage0` .. `stage3` channel-last `[B, h, w, C]`, `head.norm`.
+pub fn build(g: &mut Graph, w: &Weights, input: TensorId, variant: &str) -> Result<TensorId> {
+    let id = format!("accvit-{variant}");
+    let cfg = config(variant).ok_or_else(|| Error::NotImplemented { id: id.clone() })?;
+    let shape = g.shape(input).to_vec();
+    let unit = cfg.size_unit();
+    if !shape[2].is_multiple_of(unit) || !shape[3].is_multiple_of(unit) {
+        return Err(Error::BadInputShape {
+            model: id,
+            expected: format!(
+                "height and width must be multiples of {unit} (224, 448, 672, ...): stage 1 splits its H/4 map into 7×7 windows at dilation up to 8"
+            ),
+            found: shape,
+        });
+    }
+    let mut b = Builder { g, w, cfg: cfg.clone() };
+    let mut x = b.stem(input)?;
+    b.g.tap("stem", x.t);
+    for s in 0..4 {
+        for j in 0..cfg.depths[s] {
+            let stride = if j == 0 { 2 } else { 1 };
+            x = b.block(&format!("stages.{s}.blocks.{j}"), x, cfg.dims[s], stride, cfg.levels[s])?;
+        }
+        b.g.tap(&format!("stage{s}"), x.t);
+    }
+    let c = cfg.dims[3];
+    let tokens = b.g.reshape(x.t, &[x.b, x.h * x.w, c])?;
+    let pooled = b.g.scope("head", |g| mean_tokens(g, tokens))?;
+    let pooled = b.layer_norm("head.norm", pooled)?;
+    b.g.tap("head.norm", pooled);
+    let pre = b.linear("head.pre_logits", pooled, c, Activation::Tanh)?;
+    let classes = w.shape_of("head.fc.weight").map(|s| s[0]).unwrap_or(1000);
+    b.linear("head.fc", pre, classes, Activation::None)
+}

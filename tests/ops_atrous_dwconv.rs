@@ -1,0 +1,131 @@
+//! The fused atrous depthwise conv (ACC-ViT's MBConv: dilations 1..NB summed, bias, activation,
+//! channel-last) on the GPU against its f64 CPU reference: random shapes with strides 1 and 2,
+//! 1–3 branches, widths that the 4-column runs do not divide, maps smaller than the largest
+//! dilation; the 2×2/2 average pool the model builds from it; the build-time errors.
+//! Tolerance: 1e-5 abs + 1e-5 rel.
+
+mod common;
+
+use common::{assert_close, run};
+use wgvit::ops::atrous_dwconv::{atrous_dwconv, atrous_dwconv_cpu, out_side, weights_from_torch};
+use wgvit::ops::Activation;
+use wgvit::tensor::Rng;
+use wgvit::{Graph, HostTensor};
+
+#[test]
+fn atrous_dwconv_matches_cpu_on_random_shapes() {
+    let mut rng = Rng::new(11);
+    // ([B, H, W, C], branches, stride, bias, act)
+    let cases = [
+        ([1, 14, 14, 16], 3, 1, true, Activation::Gelu),
+        ([2, 14, 13, 8], 3, 2, true, Activation::Gelu),
+        ([1, 9, 11, 12], 2, 1, false, Activation::None),
+        ([1, 2, 3, 4], 3, 1, true, Activation::Silu), // every dilated tap of branches 2 and 3 in the padding
+        ([2, 7, 7, 20], 1, 2, false, Activation::None),
+        ([1, 28, 28, 64], 3, 2, true, Activation::Gelu),
+    ];
+    for (i, &(shape, nb, stride, with_bias, act)) in cases.iter().enumerate() {
+        let c = shape[3];
+        let x = rng.tensor(&shape, -1.0, 1.0);
+        let w = rng.tensor(&[nb, 3, 3, c], -0.5, 0.5);
+        let bias = rng.tensor(&[c], -0.5, 0.5);
+        let mut g = Graph::new();
+        let (xi, wi) = (g.input("x", &shape), g.input("w", &w.shape));
+        let bi = with_bias.then(|| g.input("b", &[c]));
+        let y = atrous_dwconv(&mut g, xi, wi, bi, stride, act).unwrap();
+        g.output("y", y);
+        let (oh, ow) = (out_side(shape[1], stride), out_side(shape[2], stride));
+        assert_eq!(g.shape(y), [shape[0], oh, ow, c]);
+        let mut inputs = vec![&x, &w];
+        if with_bias {
+            inputs.push(&bias);
+        }
+        let out = run(&g, &inputs);
+        let want = atrous_dwconv_cpu(&x.data, shape, &w.data, nb, with_bias.then_some(&bias.data[..]), stride, act);
+        assert_close(&format!("case {i}: {shape:?} nb {nb} stride {stride} bias {with_bias} {act:?}"), &out[0].data, &want, 1e-5, 1e-5);
+    }
+}
+
+/// The CPU reference itself against a direct PyTorch-style formulation: one dilated conv per
+/// branch from `[C, 1, 3, 3]` weights (`weights_from_torch`), padding = dilation, summed.
+#[test]
+fn atrous_dwconv_cpu_is_the_sum_of_dilated_depthwise_convs() {
+    let mut rng = Rng::new(12);
+    let (b, h, w, c, stride) = (1, 9, 10, 4, 2);
+    let x = rng.tensor(&[b, h, w, c], -1.0, 1.0);
+    let torch_w: Vec<Vec<f32>> = (0..3).map(|_| rng.vec(c * 9, -1.0, 1.0)).collect();
+    let refs: Vec<&[f32]> = torch_w.iter().map(|v| v.as_slice()).collect();
+    let scale = rng.vec(c, 0.5, 1.5);
+    let packed = weights_from_torch(&refs, c, &scale);
+    let got = atrous_dwconv_cpu(&x.data, [b, h, w, c], &packed, 3, None, stride, Activation::None);
+    let (oh, ow) = (out_side(h, stride), out_side(w, stride));
+    for i in 0..oh {
+        for j in 0..ow {
+            for ch in 0..c {
+                let mut want = 0f64;
+                for (br, wt) in torch_w.iter().enumerate() {
+                    let d = br as isize + 1;
+                    for ky in 0..3isize {
+                        for kx in 0..3isize {
+                            // PyTorch: input index = out·stride − pad + k·dilation, pad = dilation.
+                            let (ih, iw) = ((i * stride) as isize - d + ky * d, (j * stride) as isize - d + kx * d);
+                            if (0..h as isize).contains(&ih) && (0..w as isize).contains(&iw) {
+                                let xv = x.data[((ih as usize) * w + iw as usize) * c + ch] as f64;
+                                want += xv * wt[ch * 9 + (ky * 3 + kx) as usize] as f64 * scale[ch] as f64;
+                            }
+                        }
+                    }
+                }
+                let g = got[(i * ow + j) * c + ch] as f64;
+                assert!((g - want).abs() < 1e-5, "({i}, {j}, {ch}): {g} vs {want}");
+            }
+        }
+    }
+}
+
+/// The model's channel-last 2×2/2 average pool: one stride-2 branch with ¼ on the lower-right taps.
+#[test]
+fn atrous_dwconv_box_taps_are_a_2x2_average_pool() {
+    let mut rng = Rng::new(13);
+    let (b, h, w, c) = (2, 8, 12, 8);
+    let x = rng.tensor(&[b, h, w, c], -1.0, 1.0);
+    let mut taps = vec![0f32; 9 * c];
+    for t in [4, 5, 7, 8] {
+        taps[t * c..(t + 1) * c].fill(0.25);
+    }
+    let taps = HostTensor { shape: vec![1, 3, 3, c], data: taps };
+    let mut g = Graph::new();
+    let (xi, wi) = (g.input("x", &x.shape), g.input("w", &taps.shape));
+    let y = atrous_dwconv(&mut g, xi, wi, None, 2, Activation::None).unwrap();
+    g.output("y", y);
+    let out = run(&g, &[&x, &taps]);
+    let mut want = Vec::new();
+    for bi in 0..b {
+        for i in 0..h / 2 {
+            for j in 0..w / 2 {
+                for ch in 0..c {
+                    let at = |r: usize, s: usize| x.data[((bi * h + r) * w + s) * c + ch];
+                    want.push((at(2 * i, 2 * j) + at(2 * i, 2 * j + 1) + at(2 * i + 1, 2 * j) + at(2 * i + 1, 2 * j + 1)) / 4.0);
+                }
+            }
+        }
+    }
+    assert_close("avg pool 2x2/2", &out[0].data, &want, 1e-6, 1e-6);
+}
+
+#[test]
+fn atrous_dwconv_rejects_bad_shapes() {
+    let cases: [(&[usize], &[usize], usize, &str); 5] = [
+        (&[1, 8, 8, 6], &[3, 3, 3, 6], 1, "multiple of 4"),
+        (&[1, 8, 8, 8], &[4, 3, 3, 8], 1, "branches"),
+        (&[1, 8, 8, 8], &[3, 3, 3, 8], 3, "stride"),
+        (&[1, 8, 8, 8], &[3, 3, 3, 4], 1, "channels"),
+        (&[8, 8, 8], &[3, 3, 3, 8], 1, "rank 4"),
+    ];
+    for (xs, ws, stride, needle) in cases {
+        let mut g = Graph::new();
+        let (x, w) = (g.input("x", xs), g.input("w", ws));
+        let err = atrous_dwconv(&mut g, x, w, None, stride, Activation::None).unwrap_err().to_string();
+        assert!(err.contains("atrous_dwconv") && err.contains(needle), "{xs:?} {ws:?} stride {stride}: {err}");
+    }
+}
