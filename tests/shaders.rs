@@ -561,3 +561,34 @@ fn float_literals_are_representable_as_f32() {
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// Every pipeline every model creates (random weights, graph building only: no GPU), checked like
+/// the op graphs above: the families' own kernels at their real override values included.
+#[test]
+fn pipelines_every_model_creates_fit_webgpu_and_match_their_nodes() {
+    let models: &[(&str, [usize; 4])] = &[
+        ("hatnet-micro", [1, 3, 224, 224]),
+        ("hatnet-tiny", [1, 3, 224, 224]),
+        ("vvt-micro", [1, 3, 61, 47]),
+        ("vvt-tiny", [1, 3, 224, 224]),
+        ("accvit-micro", [1, 3, 224, 224]),
+        ("accvit-tiny", [1, 3, 224, 224]),
+        ("lavit-micro-psi", [1, 3, 64, 64]),
+        ("lavit-tiny-psi", [1, 3, 224, 224]),
+    ];
+    let mut failures = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (id, shape) in models {
+        let weights = wgvit::Weights::synthetic(0);
+        let g = wgvit::models::build_graph(id, &weights, shape).unwrap_or_else(|e| panic!("{id} {shape:?}: {e}"));
+        for node in &g.nodes {
+            if seen.insert((node.key.clone(), node.reads.len(), node.writes.len(), node.params.len())) {
+                if let Err(e) = check_node(node) {
+                    failures.push(format!("{id}: {e}"));
+                }
+            }
+        }
+    }
+    eprintln!("{} distinct pipelines across {} models", seen.len(), models.len());
+    assert!(failures.is_empty(), "{} pipeline(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
+}
