@@ -5,17 +5,11 @@
 //! 1000 ImageNet classes). Images and checkpoints: tests/fixtures/cli (tools/make_cli_fixtures.py).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+mod common;
+
+use common::cli::{assert_one_error_line as one_error_line, text, wgvit};
 use wgvit::weights::read_tensor;
-
-fn wgvit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgvit")).args(args).output().unwrap_or_else(|e| panic!("cannot start wgvit: {e}"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// Runs `args` and expects success; returns stdout.
 fn ok(args: &[&str]) -> String {
@@ -25,21 +19,6 @@ fn ok(args: &[&str]) -> String {
     assert!(!stderr.contains("panicked"), "{stderr}");
     eprintln!("wgvit {}\n{stdout}{stderr}", args.join(" "));
     stdout
-}
-
-/// Expects a failure reported as exactly one `error:` line containing every part of `names`.
-fn one_error_line(args: &[&str], names: &[&str]) {
-    let out = wgvit(args);
-    let stderr = text(&out.stderr);
-    assert!(!stderr.contains("panicked"), "wgvit {args:?} panicked:\n{stderr}");
-    assert!(!out.status.success(), "wgvit {args:?} succeeded; stderr:\n{stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "wgvit {args:?}: expected one stderr line, got:\n{stderr}");
-    assert!(lines[0].starts_with("error: "), "{:?}", lines[0]);
-    for name in names {
-        assert!(lines[0].contains(name), "wgvit {args:?}: {:?} does not name {name:?}", lines[0]);
-    }
-    eprintln!("wgvit {}  →  {}", args.join(" "), lines[0]);
 }
 
 fn fixture(rel: &str) -> String {

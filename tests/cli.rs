@@ -3,36 +3,12 @@
 //! that names the file or the model — never a panic.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
+mod common;
+
+use common::cli::{assert_one_error_line, text, wgvit};
 use wgvit::weights::write_tensors;
 use wgvit::HostTensor;
-
-fn wgvit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgvit"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start wgvit: {e}"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs `args`, expects a failure reported as one `error:` line containing every part of `names`.
-fn assert_one_error_line(args: &[&str], names: &[&str]) {
-    let out = wgvit(args);
-    let stderr = text(&out.stderr);
-    assert!(!stderr.contains("panicked"), "wgvit {args:?} panicked:\n{stderr}");
-    assert!(!out.status.success(), "wgvit {args:?} succeeded; stderr:\n{stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "wgvit {args:?}: expected one stderr line, got:\n{stderr}");
-    assert!(lines[0].starts_with("error: "), "wgvit {args:?}: {:?} does not start with 'error: '", lines[0]);
-    for name in names {
-        assert!(lines[0].contains(name), "wgvit {args:?}: {:?} does not name {name:?}", lines[0]);
-    }
-    eprintln!("wgvit {}  →  {}", args.join(" "), lines[0]);
-}
 
 /// A scratch directory in the system temp dir, removed on drop.
 struct Scratch(PathBuf);

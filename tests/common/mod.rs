@@ -2,6 +2,8 @@
 //! engine creation fails and so does every GPU test, so a missing lavapipe install is visible.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::sync::OnceLock;
 
 use wgvit::executor::ConstantCache;
