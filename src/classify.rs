@@ -16,8 +16,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use wgvit::error::{Error, Result};
-use wgvit::preprocess::{Preprocess, IMAGENET_MEAN, IMAGENET_STD};
-use wgvit::weights::meta;
+use wgvit::preprocess::Preprocess;
 use wgvit::{Engine, HostTensor, Weights};
 
 pub struct Options {
@@ -74,37 +73,10 @@ pub fn collect(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// The transform for the weights: their metadata's crop fraction, mean and std if present.
 fn preprocessing(weights: &Weights, size: (usize, usize)) -> Result<Preprocess> {
-    let mut p = Preprocess::imagenet(size);
-    let bad = |key: &str, v: &str| Error::Invalid(format!("{}: metadata '{key}' = '{v}' is not valid", weights.file));
-    if let Some(v) = weights.metadata.get(meta::CROP_PCT) {
-        p.crop_pct = v.trim().parse().ok().filter(|c: &f64| *c > 0.0 && *c <= 1.0).ok_or_else(|| bad(meta::CROP_PCT, v))?;
-    }
-    let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
-        match weights.metadata.get(key) {
-            None => Ok(default),
-            Some(v) => {
-                let xs: Vec<f32> = v.split(',').map(|x| x.trim().parse::<f32>()).collect::<std::result::Result<_, _>>().map_err(|_| bad(key, v))?;
-                <[f32; 3]>::try_from(xs).map_err(|_| bad(key, v))
-            }
-        }
-    };
-    p.mean = triple(meta::MEAN, IMAGENET_MEAN)?;
-    p.std = triple(meta::STD, IMAGENET_STD)?;
-    if p.std.iter().any(|&s| s <= 0.0) {
-        return Err(bad(meta::STD, &weights.metadata[meta::STD]));
-    }
-    Ok(p)
+    Preprocess::for_weights(weights, size)
 }
 
-/// Softmax probabilities (in f64 for the sum), then the `k` largest as (index, probability).
-pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f64)> {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-    let exps: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    let mut idx: Vec<usize> = (0..logits.len()).collect();
-    idx.sort_by(|&a, &b| exps[b].total_cmp(&exps[a]).then(a.cmp(&b)));
-    idx.into_iter().take(k).map(|i| (i, exps[i] / sum)).collect()
-}
+pub use wgvit::preprocess::top_k;
 
 struct Decoded {
     path: PathBuf,

@@ -197,13 +197,9 @@ pub fn resolve_model(model: Option<String>, weights: Option<&Weights>) -> Result
     Ok(id)
 }
 
-/// The usual evaluation input size of a model id.
+/// The usual evaluation input size of a model id (shared with the browser's `Model.classify`).
 fn model_default_size(id: &str) -> (usize, usize) {
-    if id == "toy" {
-        (32, 32)
-    } else {
-        (224, 224)
-    }
+    wgvit::preprocess::default_size(id)
 }
 
 /// `--size`, else the weights' metadata, else the model's usual size.

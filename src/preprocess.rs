@@ -21,6 +21,7 @@
 //! intermediate image between the passes is 8-bit, as in PIL.
 
 use crate::error::{Error, Result};
+use crate::weights::{meta, Weights};
 
 /// An 8-bit RGB image, rows top to bottom, pixels interleaved (`[r, g, b, r, g, b, ...]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -251,6 +252,88 @@ impl Preprocess {
     }
 }
 
+impl RgbImage {
+    /// An RGB image from interleaved 8-bit RGBA (a canvas's `ImageData`): alpha dropped, as
+    /// `PIL.Image.convert("RGB")` does for an RGBA image.
+    pub fn from_rgba(width: usize, height: usize, rgba: &[u8]) -> Result<Self> {
+        if rgba.len() != width * height * 4 {
+            return Err(Error::Invalid(format!("an RGBA image of {width}x{height} needs {} bytes, got {}", width * height * 4, rgba.len())));
+        }
+        if width == 0 || height == 0 {
+            return Err(Error::Invalid("the image is empty (0 pixels)".into()));
+        }
+        let data = rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+        Ok(Self { width, height, data })
+    }
+}
+
+/// `S` or `HxW` → `(height, width)`.
+pub fn parse_size(s: &str) -> Result<(usize, usize)> {
+    let bad = || Error::Invalid(format!("size '{s}': expected S or HxW, e.g. 224 or 224x448"));
+    let nums: Vec<usize> = s.split(['x', 'X']).map(|p| p.trim().parse::<usize>().map_err(|_| bad())).collect::<Result<_>>()?;
+    match nums[..] {
+        [n] if n > 0 => Ok((n, n)),
+        [h, w] if h > 0 && w > 0 => Ok((h, w)),
+        _ => Err(bad()),
+    }
+}
+
+/// The usual evaluation input size of a model id: 32 for the toy network, else 224.
+pub fn default_size(id: &str) -> (usize, usize) {
+    if id == "toy" {
+        (32, 32)
+    } else {
+        (224, 224)
+    }
+}
+
+/// The input size the weights' metadata names (`wgvit.input_size`), else [`default_size`].
+pub fn input_size(weights: &Weights, id: &str) -> Result<(usize, usize)> {
+    match weights.metadata.get(meta::INPUT_SIZE) {
+        Some(s) => parse_size(s)
+            .map_err(|_| Error::Invalid(format!("{}: metadata '{}' = '{s}' is not a size (S or HxW)", weights.file, meta::INPUT_SIZE))),
+        None => Ok(default_size(id)),
+    }
+}
+
+impl Preprocess {
+    /// The transform for `weights` at `size`: their metadata's crop fraction, mean and std if
+    /// present, else ImageNet's (what `wgvit classify` and `Model.classify` in the browser use).
+    pub fn for_weights(weights: &Weights, size: (usize, usize)) -> Result<Self> {
+        let mut p = Preprocess::imagenet(size);
+        let bad = |key: &str, v: &str| Error::Invalid(format!("{}: metadata '{key}' = '{v}' is not valid", weights.file));
+        if let Some(v) = weights.metadata.get(meta::CROP_PCT) {
+            p.crop_pct = v.trim().parse().ok().filter(|c: &f64| *c > 0.0 && *c <= 1.0).ok_or_else(|| bad(meta::CROP_PCT, v))?;
+        }
+        let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
+            match weights.metadata.get(key) {
+                None => Ok(default),
+                Some(v) => {
+                    let xs: Vec<f32> = v.split(',').map(|x| x.trim().parse::<f32>()).collect::<std::result::Result<_, _>>().map_err(|_| bad(key, v))?;
+                    <[f32; 3]>::try_from(xs).map_err(|_| bad(key, v))
+                }
+            }
+        };
+        p.mean = triple(meta::MEAN, IMAGENET_MEAN)?;
+        p.std = triple(meta::STD, IMAGENET_STD)?;
+        if p.std.iter().any(|&s| s <= 0.0) {
+            return Err(bad(meta::STD, &weights.metadata[meta::STD]));
+        }
+        Ok(p)
+    }
+}
+
+/// Softmax probabilities (in f64 for the sum), then the `k` largest as (index, probability);
+/// ties go to the lower index.
+pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f64)> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let exps: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| exps[b].total_cmp(&exps[a]).then(a.cmp(&b)));
+    idx.into_iter().take(k).map(|i| (i, exps[i] / sum)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +362,18 @@ mod tests {
                 assert!((s - (1 << PRECISION_BITS)).abs() <= n as i64, "{i}->{o} at {xx}: {s}");
             }
         }
+    }
+
+    #[test]
+    fn rgba_drops_alpha_and_sizes_parse() {
+        let img = RgbImage::from_rgba(2, 1, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        assert_eq!(img.data, [1, 2, 3, 5, 6, 7]);
+        assert!(RgbImage::from_rgba(2, 2, &[0; 8]).is_err());
+        assert_eq!(parse_size("224").unwrap(), (224, 224));
+        assert_eq!(parse_size("32x64").unwrap(), (32, 64));
+        assert!(parse_size("0").is_err() && parse_size("a").is_err());
+        assert_eq!(default_size("toy"), (32, 32));
+        assert_eq!(top_k(&[0.0, 2.0, 2.0, 1.0], 2).iter().map(|t| t.0).collect::<Vec<_>>(), [1, 2]);
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! engine.adapterInfo();                                 // JSON: adapter, backend, features, limits
 //! const model = await engine.loadModel("hatnet-tiny", bytes);   // Uint8Array of a .safetensors
 //! const logits = await model.run(input, [1, 3, 224, 224]);      // Float32Array -> Float32Array
+//! const top = await model.classify(image, 5);   // ImageData | ImageBitmap | HTMLImageElement | HTMLCanvasElement
+//!                                               // -> [{index, label, prob}], preprocessed as `wgvit classify`
+//! model.inputSize();                            // [H, W]: the weights' `wgvit.input_size`, else 224 (toy 32)
+//! modelIds();                                   // every id loadModel accepts
 //! model.free();
 //! ```
 //! Every failure rejects the promise with the engine's error text (file, tensor, shape...).
@@ -14,12 +18,22 @@
 use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{HtmlCanvasElement, HtmlImageElement, ImageBitmap, ImageData, OffscreenCanvas, OffscreenCanvasRenderingContext2d};
+
+use crate::preprocess::{input_size, top_k, Preprocess, RgbImage};
 
 use crate::tensor::HostTensor;
 use crate::weights::Weights;
 
 fn js_error(e: crate::Error) -> JsValue {
     JsError::new(&e.to_string()).into()
+}
+
+/// Every model id `loadModel` accepts.
+#[wasm_bindgen(js_name = modelIds)]
+pub fn model_ids() -> Vec<String> {
+    crate::models::MODEL_IDS.iter().map(|(id, _)| id.to_string()).collect()
 }
 
 /// A WebGPU device and the pipelines compiled on it.
@@ -96,4 +110,86 @@ impl Model {
         let logits = model.run(&x).await.map_err(js_error)?;
         Ok(logits.data)
     }
+
+    /// The input size classify uses: the weights' `wgvit.input_size`, else the model's usual one
+    /// (toy 32, else 224), as `[height, width]`.
+    #[wasm_bindgen(js_name = inputSize)]
+    pub fn input_size(&self) -> Result<Vec<u32>, JsValue> {
+        let (h, w) = input_size(&self.inner.weights, &self.inner.id).map_err(js_error)?;
+        Ok(vec![h as u32, w as u32])
+    }
+
+    /// Classifies one image: its RGBA pixels (alpha dropped), then the native CLI's transform
+    /// (PIL-exact bicubic resize, center crop, normalisation from the weights' metadata) at
+    /// [`Model::input_size`], one forward, softmax, the `k` most probable classes as
+    /// `[{index, label, prob}]` (`label` null when the head has no names).
+    /// An optional `size` (`[height, width]`, or `[S]`) overrides the input size.
+    pub async fn classify(&self, image: JsValue, k: Option<u32>, size: Option<Vec<u32>>) -> Result<js_sys::Array, JsValue> {
+        let k = k.unwrap_or(5).max(1) as usize;
+        let rgb = rgba_of(&image)?;
+        let model = self.inner.clone();
+        let size = match size.as_deref() {
+            None | Some([]) => input_size(&model.weights, &model.id).map_err(js_error)?,
+            Some(&[s]) if s > 0 => (s as usize, s as usize),
+            Some(&[h, w]) if h > 0 && w > 0 => (h as usize, w as usize),
+            Some(other) => return Err(invalid(&format!("classify: size {other:?} is not [S] or [H, W] with positive sides"))),
+        };
+        let prep = Preprocess::for_weights(&model.weights, size).map_err(js_error)?;
+        let x = HostTensor::new(vec![1, 3, size.0, size.1], prep.tensor(&rgb)).map_err(js_error)?;
+        let logits = model.run(&x).await.map_err(js_error)?;
+        let classes = logits.shape.get(1).copied().unwrap_or(logits.data.len());
+        let names = crate::labels::for_head(classes, &model.weights.metadata);
+        let out = js_sys::Array::new();
+        for (index, prob) in top_k(&logits.data[..classes.min(logits.data.len())], k) {
+            let o = js_sys::Object::new();
+            let label = names.as_ref().map_or(JsValue::NULL, |n| JsValue::from_str(&n[index]));
+            js_sys::Reflect::set(&o, &"index".into(), &JsValue::from_f64(index as f64))?;
+            js_sys::Reflect::set(&o, &"label".into(), &label)?;
+            js_sys::Reflect::set(&o, &"prob".into(), &JsValue::from_f64(prob))?;
+            out.push(&o);
+        }
+        Ok(out)
+    }
+}
+
+fn invalid(msg: &str) -> JsValue {
+    JsError::new(msg).into()
+}
+
+/// The 8-bit RGB pixels of an `ImageData`, `ImageBitmap`, `HTMLImageElement` or
+/// `HTMLCanvasElement` (the last three drawn at their natural size onto an `OffscreenCanvas`).
+fn rgba_of(image: &JsValue) -> Result<RgbImage, JsValue> {
+    let from = |d: ImageData| RgbImage::from_rgba(d.width() as usize, d.height() as usize, &d.data()).map_err(js_error);
+    if let Some(d) = image.dyn_ref::<ImageData>() {
+        return from(d.clone());
+    }
+    let (w, h) = if let Some(b) = image.dyn_ref::<ImageBitmap>() {
+        (b.width(), b.height())
+    } else if let Some(i) = image.dyn_ref::<HtmlImageElement>() {
+        if !i.complete() || i.natural_width() == 0 {
+            return Err(invalid("classify: the <img> has not loaded (or failed to decode); await img.decode() first"));
+        }
+        (i.natural_width(), i.natural_height())
+    } else if let Some(c) = image.dyn_ref::<HtmlCanvasElement>() {
+        (c.width(), c.height())
+    } else {
+        return Err(invalid("classify: expected ImageData, ImageBitmap, HTMLImageElement or HTMLCanvasElement"));
+    };
+    if w == 0 || h == 0 {
+        return Err(invalid("classify: the image is empty (0 pixels)"));
+    }
+    let canvas = OffscreenCanvas::new(w, h)?;
+    let ctx: OffscreenCanvasRenderingContext2d = canvas
+        .get_context("2d")?
+        .ok_or_else(|| invalid("classify: no 2d context on an OffscreenCanvas"))?
+        .dyn_into()
+        .map_err(|_| invalid("classify: unexpected 2d context type"))?;
+    if let Some(b) = image.dyn_ref::<ImageBitmap>() {
+        ctx.draw_image_with_image_bitmap(b, 0.0, 0.0)?;
+    } else if let Some(i) = image.dyn_ref::<HtmlImageElement>() {
+        ctx.draw_image_with_html_image_element(i, 0.0, 0.0)?;
+    } else if let Some(c) = image.dyn_ref::<HtmlCanvasElement>() {
+        ctx.draw_image_with_html_canvas_element(c, 0.0, 0.0)?;
+    }
+    from(ctx.get_image_data(0.0, 0.0, w as f64, h as f64)?)
 }

@@ -126,3 +126,38 @@ async fn lavit_micro_psi_matches_golden_logits() {
     )
     .await;
 }
+
+/// `Model.classify` on an `ImageData`: the same top-k as the CLI's transform of the same pixels
+/// through the core API; a non-image rejects with a readable message.
+#[wasm_bindgen_test]
+async fn classify_image_data_matches_the_cli_transform() {
+    use wasm_bindgen::{Clamped, JsCast};
+    use wgvit::preprocess::{top_k, Preprocess, RgbImage};
+
+    let bytes = include_bytes!("fixtures/toy/weights.safetensors");
+    let web_engine = wgvit::web::Engine::create().await.unwrap_or_else(|_| panic!("the browser test needs WebGPU"));
+    let model = web_engine.load_model("toy".into(), bytes.to_vec()).await.unwrap_or_else(|_| panic!("toy weights"));
+    assert_eq!(model.input_size().unwrap_or_default(), [32, 32]);
+    let (w, h) = (45u32, 38u32);
+    let rgba: Vec<u8> =
+        (0..w * h).flat_map(|i| [(i % w * 5) as u8, (i / w * 6) as u8, ((i % w) * (i / w) % 256) as u8, 255]).collect();
+    let img = web_sys::ImageData::new_with_u8_clamped_array_and_sh(Clamped(&rgba), w, h).unwrap();
+    let got = model.classify(img.into(), Some(3), None).await.unwrap_or_else(|_| panic!("classify failed"));
+
+    let core = engine().await.load_model("toy", Weights::from_bytes("toy", bytes).unwrap()).unwrap();
+    let prep = Preprocess::for_weights(&core.weights, (32, 32)).unwrap();
+    let rgb = RgbImage::from_rgba(w as usize, h as usize, &rgba).unwrap();
+    let x = wgvit::HostTensor::new(vec![1, 3, 32, 32], prep.tensor(&rgb)).unwrap();
+    let want = top_k(&core.run(&x).await.unwrap().data, 3);
+    assert_eq!(got.length(), 3);
+    for (i, (index, prob)) in want.into_iter().enumerate() {
+        let o = got.get(i as u32);
+        let field = |k: &str| js_sys::Reflect::get(&o, &k.into()).unwrap().as_f64().unwrap();
+        assert_eq!(field("index") as usize, index, "rank {i}");
+        assert!((field("prob") - prob).abs() < 1e-6, "rank {i}: {} vs {prob}", field("prob"));
+    }
+
+    let err = model.classify("not an image".into(), Some(3), None).await.err().expect("a string is not an image");
+    let msg = err.dyn_into::<js_sys::Error>().map(|e| String::from(e.message())).unwrap_or_default();
+    assert!(msg.contains("expected ImageData"), "{msg}");
+}

@@ -1,0 +1,276 @@
+// wgvit demo page: no framework. Serve the repository root (the bundled weights and images are the
+// committed test fixtures, fetched from ../tests/fixtures/) and open /web/.
+import init, { Engine, modelIds } from "./pkg/wgvit.js";
+
+const BUNDLED_WEIGHTS = [
+  { key: "toy", model: "toy", url: "../tests/fixtures/toy/weights.safetensors" },
+  { key: "hatnet-micro", model: "hatnet-micro", url: "../tests/fixtures/hatnet-micro/weights.safetensors" },
+  { key: "vvt-micro", model: "vvt-micro", url: "../tests/fixtures/vvt-micro/weights.safetensors" },
+  { key: "accvit-micro", model: "accvit-micro", url: "../tests/fixtures/accvit-micro/weights.safetensors" },
+  { key: "lavit-micro", model: "lavit-micro", url: "../tests/fixtures/lavit-micro/weights.safetensors" },
+  { key: "lavit-micro-psi", model: "lavit-micro-psi", url: "../tests/fixtures/lavit-micro-psi/weights.safetensors" },
+];
+const BUNDLED_IMAGES = ["gradient.png", "gray.png", "shapes.jpg", "alpha.webp"].map((name) => ({
+  key: name,
+  url: `../tests/fixtures/cli/images/${name}`,
+}));
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  weights: $("weights"), weightsFile: $("weights-file"), model: $("model"), size: $("size"),
+  image: $("image"), imageFile: $("image-file"), drop: $("drop"), run: $("run"), compare: $("compare"),
+  preview: $("preview"), results: $("results"), cold: $("latency-cold"), warm: $("latency-warm"),
+  inputSize: $("input-size"), status: $("status"), error: $("error"), adapter: $("adapter"),
+  compareTable: $("compare-table"),
+};
+
+let engine = null;
+const userWeights = new Map(); // key -> { name, bytes }
+let userImage = null; // { name, bitmap }
+const models = new Map(); // `${weightsKey}|${modelId}|${size}` -> Model (graphs cached per shape inside)
+
+function setState(state) { document.body.dataset.state = state; }
+function status(text) { ui.status.textContent = text; }
+function showError(e) {
+  const msg = e instanceof Error ? e.message : String(e);
+  ui.error.textContent = `error: ${msg}`;
+  ui.error.hidden = false;
+  console.error(msg);
+  setState("error");
+}
+function clearError() { ui.error.hidden = true; ui.error.textContent = ""; }
+const ms = (t) => `${t.toFixed(1)} ms`;
+
+function option(select, value, text) {
+  const o = document.createElement("option");
+  o.value = value;
+  o.textContent = text ?? value;
+  select.append(o);
+  return o;
+}
+
+/** [H, W] from the size field, or undefined (the weights' wgvit.input_size, else the model default). */
+function parseSize() {
+  const s = ui.size.value.trim();
+  if (!s) return undefined;
+  const parts = s.split(/[xX]/).map((p) => Number(p.trim()));
+  if (!(parts.length === 1 || parts.length === 2) || parts.some((n) => !Number.isInteger(n) || n <= 0)) {
+    throw new Error(`input size '${s}': expected S or HxW, e.g. 224 or 224x448`);
+  }
+  return parts.length === 1 ? [parts[0], parts[0]] : parts;
+}
+
+async function fetchBytes(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status} ${r.statusText}`);
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+/** Pixels exactly as stored (no color management, no premultiplication), like PIL's decode. */
+async function bitmapOf(blob) {
+  return createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+}
+
+async function currentImage() {
+  if (ui.image.value.startsWith("user:")) return userImage.bitmap;
+  const img = BUNDLED_IMAGES.find((i) => i.key === ui.image.value);
+  const r = await fetch(img.url);
+  if (!r.ok) throw new Error(`${img.url}: HTTP ${r.status}`);
+  return bitmapOf(await r.blob());
+}
+
+function drawPreview(bitmap) {
+  const c = ui.preview, ctx = c.getContext("2d");
+  ctx.clearRect(0, 0, c.width, c.height);
+  const s = Math.min(c.width / bitmap.width, c.height / bitmap.height);
+  const w = bitmap.width * s, h = bitmap.height * s;
+  ctx.drawImage(bitmap, (c.width - w) / 2, (c.height - h) / 2, w, h);
+}
+
+async function weightsBytes(key) {
+  if (key.startsWith("user:")) return userWeights.get(key).bytes;
+  return fetchBytes(BUNDLED_WEIGHTS.find((w) => w.key === key).url);
+}
+
+/** The model for (weights, id), loaded once; `cold` is set when this call loaded it. */
+async function getModel(weightsKey, modelId) {
+  const cacheKey = `${weightsKey}|${modelId}`;
+  if (models.has(cacheKey)) return { model: models.get(cacheKey), loaded: false };
+  const bytes = await weightsBytes(weightsKey);
+  const model = await engine.loadModel(modelId, bytes);
+  models.set(cacheKey, model);
+  return { model, loaded: true };
+}
+
+/** Classifies the image with (weights, model): cold = load + graph + first run, warm = one more run. */
+async function classifyOnce(weightsKey, modelId, bitmap, size) {
+  const t0 = performance.now();
+  const { model, loaded } = await getModel(weightsKey, modelId);
+  const first = await model.classify(bitmap, 5, size);
+  const t1 = performance.now();
+  const top = await model.classify(bitmap, 5, size);
+  const t2 = performance.now();
+  const shown = size ?? Array.from(model.inputSize());
+  return { top, first, cold: loaded ? t1 - t0 : null, warm: t2 - t1, size: shown };
+}
+
+function showTop(top) {
+  ui.results.replaceChildren();
+  for (const { index, label, prob } of top) {
+    const li = document.createElement("li");
+    li.dataset.index = index;
+    const name = document.createElement("span");
+    name.className = "label";
+    name.textContent = label ? `${label} (${index})` : `class ${index}`;
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    const fill = document.createElement("span");
+    fill.style.width = `${(100 * prob).toFixed(2)}%`;
+    bar.append(fill);
+    const p = document.createElement("span");
+    p.className = "prob";
+    p.textContent = `${(100 * prob).toFixed(2)}%`;
+    li.append(name, bar, p);
+    ui.results.append(li);
+  }
+}
+
+async function run() {
+  clearError();
+  setState("running");
+  ui.run.disabled = ui.compare.disabled = true;
+  try {
+    const size = parseSize();
+    const bitmap = await currentImage();
+    drawPreview(bitmap);
+    const modelId = ui.model.value;
+    status(`running ${modelId}…`);
+    const r = await classifyOnce(ui.weights.value, modelId, bitmap, size);
+    showTop(r.top);
+    if (r.cold !== null) ui.cold.textContent = ms(r.cold);
+    ui.warm.textContent = ms(r.warm);
+    ui.inputSize.textContent = `${r.size[0]}×${r.size[1]}`;
+    status(`${modelId}: top-1 ${r.top[0].label ?? "class " + r.top[0].index} (${(100 * r.top[0].prob).toFixed(2)}%)`);
+    setState("done");
+  } catch (e) {
+    showError(e);
+  } finally {
+    ui.run.disabled = ui.compare.disabled = false;
+  }
+}
+
+async function compare() {
+  clearError();
+  setState("running");
+  ui.run.disabled = ui.compare.disabled = true;
+  const tbody = ui.compareTable.querySelector("tbody");
+  tbody.replaceChildren();
+  ui.compareTable.hidden = false;
+  try {
+    const bitmap = await currentImage();
+    drawPreview(bitmap);
+    for (const w of BUNDLED_WEIGHTS) {
+      status(`compare: ${w.model}…`);
+      const tr = document.createElement("tr");
+      try {
+        const r = await classifyOnce(w.key, w.model, bitmap, undefined);
+        const t = r.top[0];
+        for (const v of [w.key, `${w.model} @${r.size[0]}×${r.size[1]}`, t.label ?? `class ${t.index}`,
+          `${(100 * t.prob).toFixed(2)}%`, r.cold === null ? "(loaded)" : r.cold.toFixed(1), r.warm.toFixed(1)]) {
+          const td = document.createElement("td");
+          td.textContent = v;
+          tr.append(td);
+        }
+      } catch (e) {
+        const td = document.createElement("td");
+        td.colSpan = 6;
+        td.textContent = `${w.key}: ${e instanceof Error ? e.message : e}`;
+        tr.append(td);
+      }
+      tbody.append(tr);
+    }
+    status("compare: done");
+    setState("done");
+  } catch (e) {
+    showError(e);
+  } finally {
+    ui.run.disabled = ui.compare.disabled = false;
+  }
+}
+
+function addUserWeights(file) {
+  return file.arrayBuffer().then((buf) => {
+    const key = `user:${file.name}`;
+    userWeights.set(key, { name: file.name, bytes: new Uint8Array(buf) });
+    for (const k of [...models.keys()]) if (k.startsWith(`${key}|`)) models.delete(k);
+    if (![...ui.weights.options].some((o) => o.value === key)) option(ui.weights, key, `${file.name} (yours)`);
+    ui.weights.value = key;
+    status(`weights ${file.name}: ${buf.byteLength} bytes; pick the model and classify`);
+  });
+}
+
+async function addUserImage(file) {
+  const bitmap = await bitmapOf(file);
+  userImage = { name: file.name, bitmap };
+  const key = "user:image";
+  let o = [...ui.image.options].find((x) => x.value === key);
+  if (!o) o = option(ui.image, key);
+  o.textContent = `${file.name} (yours)`;
+  ui.image.value = key;
+  drawPreview(bitmap);
+}
+
+function handleFiles(files) {
+  for (const f of files) {
+    const p = /\.(safetensors|pth|pt|bin)$/i.test(f.name) ? addUserWeights(f) : addUserImage(f);
+    p.catch(showError);
+  }
+}
+
+async function main() {
+  for (const w of BUNDLED_WEIGHTS) option(ui.weights, w.key, `${w.key} (fixture)`);
+  for (const i of BUNDLED_IMAGES) option(ui.image, i.key);
+  ui.weights.addEventListener("change", () => {
+    const w = BUNDLED_WEIGHTS.find((x) => x.key === ui.weights.value);
+    if (w) ui.model.value = w.model;
+  });
+  ui.weightsFile.addEventListener("change", () => handleFiles(ui.weightsFile.files));
+  ui.imageFile.addEventListener("change", () => handleFiles(ui.imageFile.files));
+  ui.image.addEventListener("change", () => currentImage().then(drawPreview).catch(showError));
+  for (const el of [ui.drop, document.body]) {
+    el.addEventListener("dragover", (e) => { e.preventDefault(); ui.drop.classList.add("over"); });
+    el.addEventListener("dragleave", () => ui.drop.classList.remove("over"));
+    el.addEventListener("drop", (e) => {
+      e.preventDefault();
+      ui.drop.classList.remove("over");
+      handleFiles(e.dataTransfer.files);
+    });
+  }
+  ui.run.addEventListener("click", run);
+  ui.compare.addEventListener("click", compare);
+
+  await init();
+  for (const id of modelIds()) option(ui.model, id);
+  ui.model.value = BUNDLED_WEIGHTS[0].model;
+  currentImage().then(drawPreview).catch(showError);
+  status("requesting a WebGPU adapter…");
+  engine = await Engine.create();
+  const info = JSON.parse(engine.adapterInfo());
+  // wgpu leaves the adapter's name empty on the web: add what the browser's GPUAdapterInfo says.
+  try {
+    const a = await navigator.gpu?.requestAdapter();
+    const i = a?.info;
+    if (i) {
+      info.browser = { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description,
+        isFallbackAdapter: i.isFallbackAdapter ?? a.isFallbackAdapter };
+      if (!info.adapter) info.adapter = [i.vendor, i.architecture, i.description].filter(Boolean).join(" ") || "WebGPU adapter";
+    }
+  } catch { /* the engine's own info is enough */ }
+  ui.adapter.textContent = JSON.stringify(info, null, 2);
+  ui.adapter.dataset.adapter = info.adapter;
+  ui.run.disabled = ui.compare.disabled = false;
+  status(`ready on ${info.adapter || "(unnamed adapter)"} (${info.backend})`);
+  setState("ready");
+}
+
+main().catch(showError);
