@@ -21,7 +21,7 @@ const ui = {
   image: $("image"), imageFile: $("image-file"), drop: $("drop"), run: $("run"), compare: $("compare"),
   preview: $("preview"), results: $("results"), cold: $("latency-cold"), warm: $("latency-warm"),
   inputSize: $("input-size"), status: $("status"), error: $("error"), adapter: $("adapter"),
-  compareTable: $("compare-table"),
+  compareTable: $("compare-table"), pad: $("pad"), padUse: $("pad-use"), padClear: $("pad-clear"),
 };
 
 let engine = null;
@@ -220,6 +220,36 @@ async function addUserImage(file) {
   drawPreview(bitmap);
 }
 
+/** A drawing pad for digit models: white strokes on black, like MNIST. */
+function setUpPad() {
+  const c = ui.pad, ctx = c.getContext("2d");
+  const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, c.width, c.height); };
+  clear();
+  ctx.strokeStyle = "#fff";
+  ctx.lineWidth = c.width / 12;
+  ctx.lineCap = ctx.lineJoin = "round";
+  let drawing = false;
+  const at = (e) => {
+    const r = c.getBoundingClientRect();
+    return [(e.clientX - r.left) * (c.width / r.width), (e.clientY - r.top) * (c.height / r.height)];
+  };
+  c.addEventListener("pointerdown", (e) => { drawing = true; c.setPointerCapture(e.pointerId); ctx.beginPath(); ctx.moveTo(...at(e)); });
+  c.addEventListener("pointermove", (e) => { if (drawing) { ctx.lineTo(...at(e)); ctx.stroke(); } });
+  c.addEventListener("pointerup", () => { drawing = false; });
+  ui.padClear.addEventListener("click", clear);
+  ui.padUse.addEventListener("click", () => {
+    createImageBitmap(c).then((bitmap) => {
+      userImage = { name: "drawing", bitmap };
+      const key = "user:image";
+      let o = [...ui.image.options].find((x) => x.value === key);
+      if (!o) o = option(ui.image, key);
+      o.textContent = "your drawing";
+      ui.image.value = key;
+      drawPreview(bitmap);
+    }).catch(showError);
+  });
+}
+
 function handleFiles(files) {
   for (const f of files) {
     const p = /\.(safetensors|pth|pt|bin)$/i.test(f.name) ? addUserWeights(f) : addUserImage(f);
@@ -228,6 +258,7 @@ function handleFiles(files) {
 }
 
 async function main() {
+  setUpPad();
   for (const w of BUNDLED_WEIGHTS) option(ui.weights, w.key, `${w.key} (fixture)`);
   for (const i of BUNDLED_IMAGES) option(ui.image, i.key);
   ui.weights.addEventListener("change", () => {

@@ -4,7 +4,8 @@
 //   1. the adapter field is filled once the engine is up,
 //   2. the top-1 class shown equals the native CLI's (`wgvit classify --json`) for the same image
 //      and weights (and so do the other four classes and their probabilities to 0.01%),
-//   3. the cold and warm latency fields are filled and no error is shown;
+//   3. the cold and warm latency fields are filled and no error is shown,
+//   4. a stroke drawn on the drawing pad can be classified;
 // saves a screenshot to web/e2e-screenshot.png and prints "N passed, N failed" (exit 1 on a failure).
 // Needs `bash web/build.sh` (web/pkg) and the release CLI (`cargo build --release`).
 // Run: cd web && npm ci && node e2e.mjs
@@ -111,6 +112,21 @@ async function main() {
     check("latency shown", isMs(cold) && isMs(warm) && !errorText, `cold ${cold}, warm ${warm}`);
 
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
+
+    // 4. the drawing pad: draw a stroke, use it as the image, classify it
+    const pad = await page.$("#pad");
+    const box = await pad.boundingBox();
+    await page.mouse.move(box.x + box.width * 0.5, box.y + box.height * 0.2);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width * 0.5, box.y + box.height * 0.8, { steps: 8 });
+    await page.mouse.up();
+    await page.click("#pad-use");
+    await page.click("#run");
+    await page.waitForSelector("body[data-state=done], body[data-state=error]", { timeout: TIMEOUT_MS });
+    const padError = await page.isVisible("#error") ? await page.textContent("#error") : "";
+    const padImage = await page.$eval("#image", (s) => s.options[s.selectedIndex].textContent);
+    const padTop = await page.$$eval("#results li", (lis) => lis.length);
+    check("drawing pad classifies", !padError && padImage === "your drawing" && padTop === 5, padError || `${padTop} classes shown for ${padImage}`);
     console.log(`screenshot: ${path.relative(root, SCREENSHOT)}`);
   } finally {
     if (browser) await browser.close();
