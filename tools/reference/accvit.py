@@ -5,32 +5,21 @@
     from accvit import build, VARIANTS, contract
     model = build("tiny")            # or "small", "base", "micro": eval mode, BN running stats set
 
-The contract file is found at $WGVIT_CONTRACT, else ../shared/reference/contract.py next to the
-repository (the layout of the project's workspace).
+The contract file is located by contract_loader.py ($WGVIT_CONTRACT, else ../shared/reference).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
+import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-CONTRACT = Path(os.environ.get("WGVIT_CONTRACT", ROOT.parent / "shared" / "reference" / "contract.py"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from contract_loader import load_contract  # noqa: E402
 
 
-def _load_contract():
-    if not CONTRACT.is_file():
-        raise SystemExit(f"ACC-ViT contract not found at {CONTRACT} (set WGVIT_CONTRACT to contract.py)")
-    spec = importlib.util.spec_from_file_location("wgvit_accvit_contract", CONTRACT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-contract = _load_contract()
+contract = load_contract()
 VARIANTS = contract.ACCVIT_VARIANTS
 
 

@@ -8,32 +8,21 @@ contract *is* the model (shared/spec/lavit.md).
 
 LaViT's input size is fixed by its weights (position embeddings, Θ and Ψ sizes): `build` makes
 the micro variants for 64x64 and the others for 224x224 unless `size` says otherwise. The
-contract file is found at $WGVIT_CONTRACT, else ../shared/reference/contract.py next to the
-repository (the layout of the project's workspace).
+contract file is located by contract_loader.py ($WGVIT_CONTRACT, else ../shared/reference).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
+import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-CONTRACT = Path(os.environ.get("WGVIT_CONTRACT", ROOT.parent / "shared" / "reference" / "contract.py"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from contract_loader import load_contract  # noqa: E402
 
 
-def _load_contract():
-    if not CONTRACT.is_file():
-        raise SystemExit(f"LaViT contract not found at {CONTRACT} (set WGVIT_CONTRACT to contract.py)")
-    spec = importlib.util.spec_from_file_location("wgvit_lavit_contract", CONTRACT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-contract = _load_contract()
+contract = load_contract()
 VARIANTS = contract.LAVIT_VARIANTS
 
 
