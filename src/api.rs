@@ -48,14 +48,17 @@ impl Engine {
         Executable::build(&self.ctx, graph, &self.pipelines, constants).await
     }
 
-    /// Loads model `id` with `weights`. Fails early on an unknown id or a tensor too large for the
-    /// device; shapes are checked when the graph for an input size is built.
+    /// Loads model `id` with `weights`. Fails early on an unknown id, a bad configuration in the
+    /// weights' metadata or a tensor too large for the device; shapes are checked when the graph
+    /// for an input size is built. The id is a built-in variant (`hatnet-tiny`) or the model the
+    /// weights' metadata describes (`wgvit.model` + `wgvit.config`, e.g. `vvt-digits`).
     pub fn load_model(&self, id: &str, weights: Weights) -> Result<Model> {
-        models::family_of(id)?;
-        weights.check_binding_limit(self.ctx.limits().max_storage_buffer_binding_size as u64)?;
+        let spec = models::resolve(id, &weights)?;
+        weights.check_binding_limit(self.ctx.limits().max_storage_buffer_binding_size)?;
         Ok(Model {
             engine: self.clone(),
             id: id.to_string(),
+            spec,
             weights,
             constants: ConstantCache::new(),
             graphs: Mutex::new(HashMap::new()),
@@ -77,6 +80,7 @@ impl Engine {
 pub struct Model {
     engine: Engine,
     pub id: String,
+    pub spec: models::ModelSpec,
     pub weights: Weights,
     constants: ConstantCache,
     graphs: Mutex<HashMap<Vec<usize>, Arc<Executable>>>,
@@ -88,7 +92,7 @@ impl Model {
         if let Some(e) = self.graphs.lock().unwrap().get(input_shape) {
             return Ok(e.clone());
         }
-        let graph = models::build_graph(&self.id, &self.weights, input_shape)?;
+        let graph = models::build_spec_graph(&self.spec, &self.weights, input_shape)?;
         let exe = Arc::new(self.engine.compile(&graph, &self.constants).await?);
         self.graphs.lock().unwrap().insert(input_shape.to_vec(), exe.clone());
         Ok(exe)

@@ -31,6 +31,11 @@ enum Command {
     /// gets ImageNet-1k names. An unreadable image is reported by name and skipped; the exit code
     /// is then 1.
     ///
+    /// Without --model and --weights, the bundled digit model hatnet-digits runs (28×28 white-on-black
+    /// digits, MNIST style); `--model vvt-digits` (or accvit-, lavit-digits) picks another bundled one.
+    ///
+    /// Example: wgvit classify assets/samples/7.png
+    ///
     /// Example: wgvit classify cat.jpg --model hatnet-tiny --weights hatnet_tiny.pth
     ///
     /// Example: wgvit classify photos/ --weights hatnet-tiny.safetensors --top 3 --json > labels.jsonl
@@ -39,11 +44,13 @@ enum Command {
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
         /// Model id; may be left out when the weights' metadata names it (see `wgvit convert`).
+        /// Default without --weights: the bundled hatnet-digits.
         #[arg(long)]
         model: Option<String>,
-        /// Weights: .safetensors, or a PyTorch checkpoint (.pth, .pt, .bin).
+        /// Weights: .safetensors, or a PyTorch checkpoint (.pth, .pt, .bin). Not needed for the
+        /// bundled models (hatnet-digits, vvt-digits, accvit-digits, lavit-digits).
         #[arg(long)]
-        weights: PathBuf,
+        weights: Option<PathBuf>,
         /// How many classes to print per image.
         #[arg(long, default_value_t = 5)]
         top: usize,
@@ -65,9 +72,10 @@ enum Command {
         /// when the weights' metadata names it.
         #[arg(long)]
         model: Option<String>,
-        /// Weights: .safetensors (f32, f16 or bf16), or a PyTorch checkpoint (.pth, .pt, .bin).
+        /// Weights: .safetensors (f32, f16 or bf16), or a PyTorch checkpoint (.pth, .pt, .bin). Not
+        /// needed for the bundled models (the default: hatnet-digits).
         #[arg(long)]
-        weights: PathBuf,
+        weights: Option<PathBuf>,
         /// Input safetensors file holding the tensor `input`.
         #[arg(long)]
         input: PathBuf,
@@ -109,7 +117,8 @@ enum Command {
         /// Model id (e.g. hatnet-tiny); may be left out when the weights' metadata names it.
         #[arg(long)]
         model: Option<String>,
-        /// Weights (.safetensors or .pth); random weights when left out.
+        /// Weights (.safetensors or .pth); when left out, a bundled model's own (e.g. vvt-digits),
+        /// else random weights.
         #[arg(long)]
         weights: Option<PathBuf>,
         /// Input size: S or HxW (default: the weights' metadata, else the model's usual size).
@@ -132,7 +141,8 @@ enum Command {
         /// Model id; may be left out when the weights' metadata names it.
         #[arg(long)]
         model: Option<String>,
-        /// Weights (.safetensors or .pth); random weights when left out.
+        /// Weights (.safetensors or .pth); when left out, a bundled model's own (e.g. vvt-digits),
+        /// else random weights.
         #[arg(long)]
         weights: Option<PathBuf>,
         /// Input size: S or HxW (default: the weights' metadata, else the model's usual size).
@@ -193,8 +203,26 @@ pub fn resolve_model(model: Option<String>, weights: Option<&Weights>) -> Result
         })?,
         (None, None) => return Err(Error::Invalid("--model is required when no --weights are given".into())),
     };
-    wgvit::models::family_of(&id)?;
+    match weights {
+        Some(w) => drop(wgvit::models::resolve(&id, w)?),
+        None => drop(wgvit::models::family_of(&id)?),
+    }
     Ok(id)
+}
+
+/// The weights to run: `--weights`, else the bundled model `--model` names, else the bundled
+/// default model.
+fn model_weights(model: Option<&str>, path: Option<&Path>) -> Result<Weights> {
+    if let Some(p) = path {
+        return Weights::from_file(p);
+    }
+    let id = model.unwrap_or(crate::bundled::DEFAULT_MODEL);
+    crate::bundled::weights(id).unwrap_or_else(|| {
+        Err(Error::Invalid(format!(
+            "--weights is required for model '{id}' (the models bundled with wgvit need none: {})",
+            crate::bundled::ids()
+        )))
+    })
 }
 
 /// The usual evaluation input size of a model id (shared with the browser's `Model.classify`).
@@ -214,11 +242,13 @@ pub fn resolve_size(size: Option<&str>, weights: Option<&Weights>, id: &str) -> 
     Ok(model_default_size(id))
 }
 
-/// The weights at `path` (and `true`), or random weights for any model (and `false`).
-fn load_weights(path: Option<&Path>) -> Result<(Weights, bool)> {
-    match path {
-        Some(p) => Ok((Weights::from_file(p)?, true)),
-        None => Ok((Weights::synthetic(0), false)),
+/// The weights at `path` or of the bundled model `model` (and `true`), else random weights for
+/// any built-in model (and `false`).
+fn load_weights(model: Option<&str>, path: Option<&Path>) -> Result<(Weights, bool)> {
+    match (path, model.and_then(crate::bundled::weights)) {
+        (Some(p), _) => Ok((Weights::from_file(p)?, true)),
+        (None, Some(bundled)) => Ok((bundled?, true)),
+        (None, None) => Ok((Weights::synthetic(0), false)),
     }
 }
 
@@ -231,7 +261,7 @@ pub fn main() -> Result<bool> {
             println!("{}", ctx.info);
         }
         Command::Classify { inputs, model, weights, top, size, json, batch } => {
-            let weights = Weights::from_file(&weights)?;
+            let weights = model_weights(model.as_deref(), weights.as_deref())?;
             let id = resolve_model(model, Some(&weights))?;
             let size = resolve_size(size.as_deref(), Some(&weights), &id)?;
             let opts = crate::classify::Options { inputs, top: top.max(1), size, json, batch: batch.max(1) };
@@ -239,11 +269,11 @@ pub fn main() -> Result<bool> {
         }
         Command::Run { model, weights, input, output } => {
             if let Some(id) = &model {
-                wgvit::models::family_of(id)?;
+                wgvit::models::check_id(id)?;
             }
             let input_name = input.display().to_string();
             let x = read_tensor(&input_name, &read(&input)?, "input")?;
-            let weights = Weights::from_file(&weights)?;
+            let weights = model_weights(model.as_deref(), weights.as_deref())?;
             let model = resolve_model(model, Some(&weights))?;
             let engine = pollster::block_on(Engine::new())?;
             let m = engine.load_model(&model, weights)?;
@@ -252,19 +282,13 @@ pub fn main() -> Result<bool> {
         }
         Command::Convert { input, output, model, size, labels } => convert(&input, &output, model, size.as_deref(), labels.as_deref())?,
         Command::Bench { model, weights, size, batch, runs } => {
-            if let Some(id) = &model {
-                wgvit::models::family_of(id)?;
-            }
-            let (weights, from_file) = load_weights(weights.as_deref())?;
+            let (weights, from_file) = load_weights(model.as_deref(), weights.as_deref())?;
             let id = resolve_model(model, from_file.then_some(&weights))?;
             let size = resolve_size(size.as_deref(), Some(&weights), &id)?;
             crate::bench::bench_model(&id, weights, size, batch.max(1), runs)?
         }
         Command::Profile { model, weights, size, batch, runs, depth, top } => {
-            if let Some(id) = &model {
-                wgvit::models::family_of(id)?;
-            }
-            let (weights, from_file) = load_weights(weights.as_deref())?;
+            let (weights, from_file) = load_weights(model.as_deref(), weights.as_deref())?;
             let id = resolve_model(model, from_file.then_some(&weights))?;
             let size = resolve_size(size.as_deref(), Some(&weights), &id)?;
             crate::profile::profile_model(&id, weights, size, batch.max(1), runs.max(1), depth, top)?
@@ -278,7 +302,7 @@ pub fn main() -> Result<bool> {
 fn convert(input: &Path, output: &Path, model: Option<String>, size: Option<&str>, labels: Option<&Path>) -> Result<()> {
     let name = input.display().to_string();
     if let Some(id) = &model {
-        wgvit::models::family_of(id)?;
+        wgvit::models::check_id(id)?;
     }
     let same = |a: &Path, b: &Path| a.canonicalize().ok().zip(b.canonicalize().ok()).is_some_and(|(a, b)| a == b);
     if same(input, output) {
@@ -288,20 +312,13 @@ fn convert(input: &Path, output: &Path, model: Option<String>, size: Option<&str
     let mut classes = metadata.get(meta::CLASSES).and_then(|c| c.parse::<usize>().ok());
     let mut summary = Vec::new();
     if let Some(id) = model {
-        let (h, w) = match size {
-            Some(s) => crate::bench::parse_size(s)?,
-            None => model_default_size(&id),
-        };
-        // Build the forward graph on the host: every tensor name and shape is checked.
-        let weights = Weights::from_raw(&name, BTreeMap::new(), raw.clone())?;
-        match wgvit::models::build_graph(&id, &weights, &[1, 3, h, w]) {
-            Ok(g) => {
-                let logits = g.outputs.iter().find(|(n, _)| n == "logits").map(|&(_, t)| t);
-                classes = logits.and_then(|t| g.shape(t).last().copied()).or(classes);
-            }
-            Err(Error::NotImplemented { .. }) => log::warn!("model '{id}' is not implemented yet: its tensors were not checked"),
-            Err(e) => return Err(e),
-        }
+        // Build the forward graph on the host: every tensor name and shape is checked (against
+        // the file's own configuration when its metadata describes this model).
+        let weights = Weights::from_raw(&name, metadata.clone(), raw.clone())?;
+        let (h, w) = resolve_size(size, Some(&weights), &id)?;
+        let g = wgvit::models::build_graph(&id, &weights, &[1, 3, h, w])?;
+        let logits = g.outputs.iter().find(|(n, _)| n == "logits").map(|&(_, t)| t);
+        classes = logits.and_then(|t| g.shape(t).last().copied()).or(classes);
         metadata.insert(meta::MODEL.into(), id.clone());
         metadata.insert(meta::INPUT_SIZE.into(), if h == w { h.to_string() } else { format!("{h}x{w}") });
         metadata.entry(meta::CROP_PCT.into()).or_insert_with(|| DEFAULT_CROP_PCT.to_string());

@@ -35,8 +35,8 @@ pub enum Error {
     #[error("unknown model id '{id}'; known ids: {known}")]
     UnknownModel { id: String, known: String },
 
-    #[error("model '{id}' is not implemented yet (its family has not landed)")]
-    NotImplemented { id: String },
+    #[error("{file}: metadata 'wgvit.config' (the configuration of model '{model}') is invalid: {reason}")]
+    BadConfig { file: String, model: String, reason: String },
 
     #[error("model '{model}' cannot take input shape {found:?}: {expected}")]
     BadInputShape { model: String, expected: String, found: Vec<usize> },

@@ -103,7 +103,7 @@ impl PipelineCache {
                     .scoped(&format!("compiling shader '{}'", key.shader.name()), || {
                         ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                             label: Some(key.shader.name()),
-                            source: wgpu::ShaderSource::Wgsl(source.into()),
+                            source: wgpu::ShaderSource::Wgsl(source),
                         })
                     })
                     .await?;
@@ -154,7 +154,7 @@ impl ConstantCache {
             return Ok(b.clone());
         }
         let bytes = (data.len() * 4) as u64;
-        let limit = ctx.limits().max_storage_buffer_binding_size as u64;
+        let limit = ctx.limits().max_storage_buffer_binding_size;
         if bytes > limit {
             return Err(Error::TensorTooLarge { file: "(model)".into(), tensor: key.into(), bytes, limit });
         }
@@ -220,7 +220,7 @@ impl Executable {
 
         // ---- memory plan over inputs and activations: one buffer per slot
         let (plan, slot_of) = plan_graph(graph, &live);
-        let max_binding = limits.max_storage_buffer_binding_size as u64;
+        let max_binding = limits.max_storage_buffer_binding_size;
         let slots: Vec<wgpu::Buffer> = plan
             .slot_bytes
             .iter()

@@ -23,6 +23,9 @@ use crate::tensor::HostTensor;
 pub mod meta {
     /// The model id, e.g. `hatnet-tiny`: lets `--model` be left out.
     pub const MODEL: &str = "wgvit.model";
+    /// The model's hyper-parameters as JSON (the fields of the family's config struct, e.g.
+    /// [`crate::models::hatnet::HatNetConfig`]); used when [`MODEL`] names the model being built.
+    pub const CONFIG: &str = "wgvit.config";
     /// The evaluation input size, `S` or `HxW`: the default of `--size`.
     pub const INPUT_SIZE: &str = "wgvit.input_size";
     /// The number of classes of the head.

@@ -277,3 +277,37 @@ fn errors_are_one_line_naming_file_model_or_argument() {
     one_error_line(&["profile", "--model", "toy", "--weights", &missing], &[&missing]);
     one_error_line(&["profile", "--weights", &toy], &["--model", "wgvit.model"]);
 }
+
+fn asset(rel: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets").join(rel).display().to_string()
+}
+
+#[test]
+fn classify_with_no_model_or_weights_reads_the_sample_seven_with_the_bundled_model() {
+    let out = ok(&["classify", &asset("samples/7.png")]);
+    let top = out.lines().nth(1).unwrap_or("");
+    assert!(top.trim_end().ends_with("  7 (7)"), "the first class should be 7:\n{out}");
+}
+
+#[test]
+fn every_bundled_model_reads_every_sample_digit() {
+    for id in ["hatnet-digits", "vvt-digits", "accvit-digits", "lavit-digits"] {
+        let out = ok(&["classify", &asset("samples"), "--model", id, "--json", "--top", "1"]);
+        let lines = json_lines(&out);
+        assert_eq!(lines.len(), 10, "{id}: {out}");
+        for v in lines {
+            let path = v["path"].as_str().unwrap();
+            let digit = Path::new(path).file_stem().unwrap().to_str().unwrap();
+            assert_eq!(v["top"][0]["label"].as_str(), Some(digit), "{id} on {path}: {v}");
+        }
+    }
+}
+
+#[test]
+fn bundled_models_need_no_weights_and_others_say_which_are_bundled() {
+    let image = asset("samples/3.png");
+    one_error_line(&["classify", &image, "--model", "hatnet-tiny"], &["--weights is required", "'hatnet-tiny'", "vvt-digits"]);
+    one_error_line(&["classify", &image, "--model", "hatnet-digits", "--size", "48"], &["'hatnet-digits'", "[4, 4, 2, 1]", "61"]);
+    let out = ok(&["bench", "--model", "lavit-digits", "--runs", "1"]);
+    assert!(out.contains("model:  lavit-digits, weights assets/models/lavit-digits.safetensors (bundled), input [1, 3, 64, 64]"), "bench uses the bundled weights and their input size:\n{out}");
+}

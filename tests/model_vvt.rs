@@ -13,7 +13,7 @@
 
 mod common;
 
-use wgvit::models::vvt::{build_with, BuildOptions};
+use wgvit::models::vvt::{build_with, config, BuildOptions};
 use wgvit::models::build_graph;
 use wgvit::weights::read_tensor;
 use wgvit::{Error, Graph, HostTensor, Weights};
@@ -111,7 +111,7 @@ fn vvt_banded_mixffn_gives_the_same_logits() {
     let inp = g.input("input", &x.shape);
     // Stage 1 hidden map: 32 channels × 12 columns × 4 B = 1.5 KiB per row: bands of 3 rows there,
     // of 6–38 rows in later stages (fewer columns, more channels).
-    let logits = build_with(&mut g, &w, inp, "micro", &BuildOptions { mlp_band_bytes: 5 * 1536 }).unwrap();
+    let logits = build_with(&mut g, &w, inp, "vvt-micro", &config("micro").unwrap(), &BuildOptions { mlp_band_bytes: 5 * 1536 }).unwrap();
     g.output("logits", logits);
     let bands = g.nodes.iter().filter(|n| n.label.contains(".band") && n.label.ends_with("fc1.matmul")).count();
     assert!(bands >= 6, "the MixFFN is banded ({bands} fc1 bands)");
@@ -168,7 +168,7 @@ fn vvt_rejects_bad_inputs_with_named_errors() {
     }
     let mut g = Graph::new();
     let x = g.input("input", &[3, 64, 64]);
-    let err = build_with(&mut g, &w, x, "micro", &BuildOptions::default()).unwrap_err();
+    let err = build_with(&mut g, &w, x, "vvt-micro", &config("micro").unwrap(), &BuildOptions::default()).unwrap_err();
     assert!(matches!(err, Error::BadInputShape { .. }), "{err}");
 }
 

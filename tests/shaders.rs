@@ -562,8 +562,9 @@ fn float_literals_are_representable_as_f32() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
-/// Every pipeline every model creates (random weights, graph building only: no GPU), checked like
-/// the op graphs above: the families' own kernels at their real override values included.
+/// Every pipeline every model creates (random weights, or the bundled digit models' own; graph
+/// building only: no GPU), checked like the op graphs above: the families' own kernels at their
+/// real override values included.
 #[test]
 fn pipelines_every_model_creates_fit_webgpu_and_match_their_nodes() {
     let models: &[(&str, [usize; 4])] = &[
@@ -575,11 +576,21 @@ fn pipelines_every_model_creates_fit_webgpu_and_match_their_nodes() {
         ("accvit-tiny", [1, 3, 224, 224]),
         ("lavit-micro-psi", [1, 3, 64, 64]),
         ("lavit-tiny-psi", [1, 3, 224, 224]),
+        ("hatnet-digits", [8, 3, 64, 64]),
+        ("vvt-digits", [8, 3, 32, 32]),
+        ("accvit-digits", [8, 3, 64, 64]),
+        ("lavit-digits", [8, 3, 64, 64]),
     ];
     let mut failures = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (id, shape) in models {
-        let weights = wgvit::Weights::synthetic(0);
+        let weights = if id.ends_with("-digits") {
+            let rel = format!("assets/models/{id}.safetensors");
+            let bytes = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel)).unwrap();
+            wgvit::Weights::from_bytes(&rel, &bytes).unwrap()
+        } else {
+            wgvit::Weights::synthetic(0)
+        };
         let g = wgvit::models::build_graph(id, &weights, shape).unwrap_or_else(|e| panic!("{id} {shape:?}: {e}"));
         for node in &g.nodes {
             if seen.insert((node.key.clone(), node.reads.len(), node.writes.len(), node.params.len())) {

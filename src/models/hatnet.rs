@@ -21,17 +21,42 @@ use crate::ops::pool::{avg_pool2d, mean_spatial};
 use crate::ops::Activation;
 use crate::weights::Weights;
 
-const GRID_SIZES: [usize; 4] = [8, 7, 7, 1];
-const POOL_RATIOS: [usize; 4] = [8, 4, 2, 1];
 const EPS: f32 = 1e-6;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The official model's hyper-parameters; `wgvit.config` metadata holds them as JSON with these
+/// field names.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HatNetConfig {
     pub dims: [usize; 4],
+    /// Heads = dim / head_dim.
     pub head_dim: usize,
     pub depths: [usize; 4],
+    /// Depthwise kernel of each stage's inverted residual.
     pub kernels: [usize; 4],
     pub expansions: [usize; 4],
+    /// Local attention runs inside G×G cells of each stage (1: plain attention over all tokens).
+    pub grid_sizes: [usize; 4],
+    /// Global attention reads r×r average-pooled tokens (unused where the grid is 1).
+    pub pool_ratios: [usize; 4],
+}
+
+impl super::Config for HatNetConfig {
+    fn validate(&self) -> std::result::Result<(), String> {
+        super::nonzero("dims", &self.dims)?;
+        super::nonzero("head_dim", &[self.head_dim])?;
+        super::nonzero("kernels", &self.kernels)?;
+        super::nonzero("expansions", &self.expansions)?;
+        super::nonzero("grid_sizes", &self.grid_sizes)?;
+        super::nonzero("pool_ratios", &self.pool_ratios)?;
+        if let Some(s) = (0..4).find(|&s| !self.dims[s].is_multiple_of(self.head_dim)) {
+            return Err(format!("dims[{s}] = {} is not a multiple of head_dim = {}", self.dims[s], self.head_dim));
+        }
+        if let Some(s) = (0..4).find(|&s| self.kernels[s].is_multiple_of(2)) {
+            return Err(format!("kernels[{s}] = {} is even; the depthwise conv keeps the map size only with odd kernels", self.kernels[s]));
+        }
+        Ok(())
+    }
 }
 
 pub fn config(variant: &str) -> Option<HatNetConfig> {
@@ -43,18 +68,33 @@ pub fn config(variant: &str) -> Option<HatNetConfig> {
         "micro" => ([16, 32, 48, 64], 16, [1, 1, 2, 1], [5, 3, 3, 3], [2, 2, 2, 2]),
         _ => return None,
     };
-    Some(HatNetConfig { dims, head_dim, depths, kernels, expansions })
+    Some(HatNetConfig { dims, head_dim, depths, kernels, expansions, grid_sizes: [8, 7, 7, 1], pool_ratios: [8, 4, 2, 1] })
 }
 
-/// Stage-0 side for an input side `n`: two stride-2, pad-1, 3×3 convs.
-fn stem_side(n: usize) -> usize {
-    n.div_ceil(2).div_ceil(2)
+/// The four stage sides for an input side `n`: a stem of two stride-2, pad-1, 3×3 convs, then
+/// one more such conv before each later stage.
+fn stage_sides(n: usize) -> [usize; 4] {
+    let s0 = n.div_ceil(2).div_ceil(2);
+    [s0, s0.div_ceil(2), s0.div_ceil(4), s0.div_ceil(8)]
 }
 
-/// The official model reshapes each stage into G×G cells, so stage 0 must be a multiple of 56:
-/// input sides 224k, or 224k-3 ..= 224k-1.
-pub fn accepts_side(n: usize) -> bool {
-    n > 0 && stem_side(n) % 56 == 0
+impl HatNetConfig {
+    /// The official model reshapes each stage into G×G cells and average-pools it r×r, so every
+    /// stage side must be a multiple of its grid and at least its pool ratio (the official
+    /// configuration: input sides 224k, or 224k-3 ..= 224k-1).
+    pub fn accepts_side(&self, n: usize) -> bool {
+        let sides = stage_sides(n);
+        n > 0
+            && (0..4).all(|s| {
+                let (side, grid) = (sides[s], self.grid_sizes[s]);
+                grid == 1 || (side.is_multiple_of(grid) && side >= self.pool_ratios[s])
+            })
+    }
+
+    /// The accepted input sides up to `limit`, for error messages.
+    fn accepted_sides(&self, limit: usize) -> Vec<usize> {
+        (1..=limit).filter(|&n| self.accepts_side(n)).collect()
+    }
 }
 
 fn conv_params(stride: usize, padding: usize, groups: usize) -> Conv2dParams {
@@ -118,7 +158,7 @@ impl Builder<'_> {
         let hw = h * w;
         let t = self.group_norm(&format!("{p}.norm"), x, None, Activation::None)?;
         let qkv = self.pointwise(&format!("{p}.qkv"), t, 3 * c, true, Activation::None, None)?;
-        let grid = GRID_SIZES[stage];
+        let grid = self.cfg.grid_sizes[stage];
         let nchw = |offset: usize, batch_stride: usize, plane: usize| View::strided(offset, batch_stride, d * plane, 1, plane);
 
         if grid == 1 {
@@ -163,7 +203,7 @@ impl Builder<'_> {
 
         // Global attention of every position to the pooled tokens.
         let q = self.pointwise(&format!("{p}.q"), grid_x, c, true, Activation::None, None)?;
-        let r = POOL_RATIOS[stage];
+        let r = self.cfg.pool_ratios[stage];
         let pooled = avg_pool2d(self.g, grid_x, (r, r), (r, r), (0, 0), true)?;
         let pooled = self.group_norm(&format!("{p}.ds_norm"), pooled, None, Activation::None)?;
         let kv = self.pointwise(&format!("{p}.kv"), pooled, 2 * c, true, Activation::None, None)?;
@@ -201,17 +241,28 @@ fn dims4(s: &[usize]) -> [usize; 4] {
     [s[0], s[1], s[2], s[3]]
 }
 
-/// Appends HAT-Net `variant` to `g`; returns the logits `[B, classes]` (classes from the weights).
-pub fn build(g: &mut Graph, w: &Weights, input: TensorId, variant: &str) -> Result<TensorId> {
-    let id = format!("hatnet-{variant}");
-    let cfg = config(variant).ok_or_else(|| Error::NotImplemented { id: id.clone() })?;
+/// Appends HAT-Net model `id` with configuration `cfg` to `g`; returns the logits
+/// `[B, classes]` (classes from the weights).
+pub fn build(g: &mut Graph, w: &Weights, input: TensorId, id: &str, cfg: &HatNetConfig) -> Result<TensorId> {
     let shape = g.shape(input).to_vec();
-    if !accepts_side(shape[2]) || !accepts_side(shape[3]) {
+    if !cfg.accepts_side(shape[2]) || !cfg.accepts_side(shape[3]) {
+        let official = cfg.grid_sizes == [8, 7, 7, 1];
+        let sides = cfg.accepted_sides(if official { 0 } else { 1024 });
+        let examples: Vec<String> = sides.iter().take(8).map(usize::to_string).collect();
         return Err(Error::BadInputShape {
-            model: id,
-            expected: "height and width must each be 224·k or up to 3 pixels less (e.g. 221–224, 445–448, 669–672): \
-                       the official model splits every stage into 8×8 / 7×7 cells"
-                .into(),
+            model: id.into(),
+            expected: if official {
+                "height and width must each be 224·k or up to 3 pixels less (e.g. 221–224, 445–448, 669–672): \
+                 the official model splits every stage into 8×8 / 7×7 cells"
+                    .into()
+            } else {
+                format!(
+                    "every stage splits into {:?} cells (grid_sizes), so height and width must be one of {}{}",
+                    cfg.grid_sizes,
+                    examples.join(", "),
+                    if sides.len() > examples.len() { ", ..." } else { "" }
+                )
+            },
             found: shape,
         });
     }

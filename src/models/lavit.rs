@@ -49,19 +49,70 @@ use crate::ops::Activation;
 use crate::weights::Weights;
 
 const EPS: f32 = 1e-5;
-const PATCH: [usize; 4] = [4, 2, 2, 2];
-const SR_RATIOS: [usize; 4] = [8, 4, 2, 1];
-const MLP_RATIOS: [usize; 4] = [8, 8, 4, 4];
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The contract's hyper-parameters (`contract.py` `LAVIT_BASE` updated by a variant);
+/// `wgvit.config` metadata holds them as JSON with these field names.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LaVitConfig {
     pub dims: [usize; 4],
     pub heads: [usize; 4],
     pub depths: [usize; 4],
+    /// MLP hidden width = mlp_ratios · C.
+    pub mlp_ratios: [usize; 4],
+    /// Keys/values come from an r×r patchified map (r = 1: every token).
+    pub sr_ratios: [usize; 4],
+    /// Patch-embedding stride of each stage.
+    pub patch: [usize; 4],
+    /// Vanilla-attention layers at the start of each stage (the contract has one).
+    pub n_va: [usize; 4],
     /// Whether LA layers also transform along the query axis (Ψ, the literal formula).
     pub psi: bool,
-    /// Input side of the builtin configuration (the micro variants are unit-test sizes).
+    /// Input side of the builtin configuration (the micro variants are unit-test sizes); weights
+    /// fix the side through `stages.0.pos_embed` whatever this says.
+    #[serde(default = "default_side")]
     pub default_size: usize,
+}
+
+fn default_side() -> usize {
+    224
+}
+
+impl super::Config for LaVitConfig {
+    fn validate(&self) -> std::result::Result<(), String> {
+        super::nonzero("dims", &self.dims)?;
+        super::nonzero("heads", &self.heads)?;
+        super::nonzero("depths", &self.depths)?;
+        super::nonzero("mlp_ratios", &self.mlp_ratios)?;
+        super::nonzero("sr_ratios", &self.sr_ratios)?;
+        super::nonzero("patch", &self.patch)?;
+        if let Some(m) = (0..4).find(|&m| !self.dims[m].is_multiple_of(self.heads[m])) {
+            return Err(format!("dims[{m}] = {} is not a multiple of heads[{m}] = {}", self.dims[m], self.heads[m]));
+        }
+        // The residual attention D of stages 1–3 is a 2×2 / stride-2 conv over the previous
+        // stage's queries that keeps its keys: patches of 2, and key maps of equal size.
+        if let Some(m) = (1..4).find(|&m| self.patch[m] != 2 || self.sr_ratios[m - 1] != 2 * self.sr_ratios[m]) {
+            return Err(format!(
+                "patch[{m}] = {} and sr_ratios[{}..={m}] = {:?}: stages after the first need patch 2 and half the previous sr ratio \
+                 (the stage-to-stage attention residual keeps the key map)",
+                self.patch[m],
+                m - 1,
+                &self.sr_ratios[m - 1..=m]
+            ));
+        }
+        if let Some(m) = (0..4).find(|&m| self.n_va[m] != 1) {
+            return Err(format!("n_va[{m}] = {}: only one vanilla-attention layer per stage is supported", self.n_va[m]));
+        }
+        Ok(())
+    }
+}
+
+impl LaVitConfig {
+    /// Whether a square input side fits: whole patches in every stage and whole r×r key patches.
+    pub fn accepts_side(&self, side: usize) -> bool {
+        let stride = self.patch.iter().product::<usize>();
+        side > 0 && side.is_multiple_of(stride) && (side / self.patch[0]).is_multiple_of(self.sr_ratios[0])
+    }
 }
 
 /// The contract's variants (`contract.py` `LAVIT_VARIANTS`), by the part of the id after `lavit-`.
@@ -77,14 +128,24 @@ pub fn config(variant: &str) -> Option<LaVitConfig> {
         "micro-psi" => (micro, [2, 2, 2, 2], true, 64),
         _ => return None,
     };
-    Some(LaVitConfig { dims, heads, depths, psi, default_size })
+    Some(LaVitConfig {
+        dims,
+        heads,
+        depths,
+        mlp_ratios: [8, 8, 4, 4],
+        sr_ratios: [8, 4, 2, 1],
+        patch: [4, 2, 2, 2],
+        n_va: [1; 4],
+        psi,
+        default_size,
+    })
 }
 
 /// The input side the weights were made for: stage 0 has (side / 4)² tokens (`stages.0.pos_embed`
 /// [1, N, C]). Synthetic weights have no such tensor: the variant's default.
 pub fn trained_side(w: &Weights, cfg: &LaVitConfig) -> usize {
     match w.shape_of("stages.0.pos_embed") {
-        Some(&[_, n, _]) => 4 * (n as f64).sqrt().round() as usize,
+        Some(&[_, n, _]) => cfg.patch[0] * (n as f64).sqrt().round() as usize,
         _ => cfg.default_size,
     }
 }
@@ -171,7 +232,7 @@ impl Builder<'_> {
 
     /// `patch_embed` (+ `pos_embed`) of stage `m`.
     fn embed(&mut self, m: usize, x: TensorId, nchw: bool, (hin, win, cin): (usize, usize, usize)) -> Result<Map> {
-        let (c, p) = (self.cfg.dims[m], PATCH[m]);
+        let (c, p) = (self.cfg.dims[m], self.cfg.patch[m]);
         let s = format!("stages.{m}");
         let y = self.patchify_conv(&format!("{s}.patch_embed.proj"), x, nchw, (hin, win, cin), c, p)?;
         let y = self.layer_norm(&format!("{s}.patch_embed.norm"), y)?;
@@ -221,7 +282,7 @@ impl Builder<'_> {
         let (b, c, heads) = (self.batch, map.c, self.cfg.heads[m]);
         let n = map.h * map.w;
         let xn = self.layer_norm(&format!("{p}.norm1"), map.x)?;
-        let reduced = self.reduce(&format!("{p}.attn.reduce"), xn, map, SR_RATIOS[m])?;
+        let reduced = self.reduce(&format!("{p}.attn.reduce"), xn, map, self.cfg.sr_ratios[m])?;
         let keys = self.g.shape(reduced)[1];
         let a = format!("{p}.attn");
         let (stored, probs, v_t) = if l == 0 {
@@ -241,7 +302,7 @@ impl Builder<'_> {
         let x = self.g.scope(&format!("{a}.proj"), |g| matmul(g, o_t, proj_w, true, true, epi))?;
 
         let xn = self.layer_norm(&format!("{p}.norm2"), x)?;
-        let hidden = self.linear(&format!("{p}.mlp.fc1"), xn, MLP_RATIOS[m] * c, Activation::Gelu, None)?;
+        let hidden = self.linear(&format!("{p}.mlp.fc1"), xn, self.cfg.mlp_ratios[m] * c, Activation::Gelu, None)?;
         let x = self.linear(&format!("{p}.mlp.fc2"), hidden, c, Activation::None, Some(x))?;
         Ok((x, self.g.reshape(stored, &[b, heads, n, keys])?))
     }
@@ -302,25 +363,28 @@ impl Builder<'_> {
     }
 }
 
-/// Appends LaViT `variant` to `g`; returns the logits `[B, classes]` (classes from `head.weight`).
-pub fn build(g: &mut Graph, w: &Weights, input: TensorId, variant: &str) -> Result<TensorId> {
-    let id = format!("lavit-{variant}");
-    let cfg = config(variant).ok_or_else(|| Error::NotImplemented { id: id.clone() })?;
+/// Appends LaViT model `id` with configuration `cfg` to `g`; returns the logits `[B, classes]`
+/// (classes from `head.weight`).
+pub fn build(g: &mut Graph, w: &Weights, input: TensorId, id: &str, cfg: &LaVitConfig) -> Result<TensorId> {
     let shape = g.shape(input).to_vec();
-    let side = trained_side(w, &cfg);
-    if side == 0 || !side.is_multiple_of(32) {
+    let side = trained_side(w, cfg);
+    if !cfg.accepts_side(side) {
         return Err(Error::Invalid(format!(
-            "{}: stages.0.pos_embed implies a {side}x{side} input, which {id} cannot run (the side must be a multiple of 32)",
-            w.file
+            "{}: stages.0.pos_embed implies a {side}x{side} input, which {id} cannot run (the side must be a multiple of {} \
+             with whole {}x{} key patches in stage 1)",
+            w.file,
+            cfg.patch.iter().product::<usize>(),
+            cfg.sr_ratios[0],
+            cfg.sr_ratios[0]
         )));
     }
     if shape[2] != side || shape[3] != side {
         return Err(Error::BadInputShape {
-            model: id,
+            model: id.into(),
             expected: format!(
                 "these weights were made for {side}x{side} inputs: the position embeddings and the attention transforms \
                  (Θ over the {} keys{}) are sized for it, so LaViT runs at exactly that size (resize or crop to {side}x{side})",
-                (side / 32) * (side / 32),
+                (side / cfg.patch[0] / cfg.sr_ratios[0]).pow(2),
                 if cfg.psi { ", Ψ over each stage's queries" } else { "" }
             ),
             found: shape,

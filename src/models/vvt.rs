@@ -39,7 +39,10 @@ const PATCH_EPS: f32 = 1e-5;
 /// WebGPU's default `maxStorageBufferBindingSize`: no single activation may be larger.
 const MAX_BINDING_BYTES: usize = 128 << 20;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The official model's hyper-parameters; `wgvit.config` metadata holds them as JSON with these
+/// field names.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VvtConfig {
     pub dims: [usize; 4],
     pub heads: [usize; 4],
@@ -60,6 +63,25 @@ pub fn config(variant: &str) -> Option<VvtConfig> {
         _ => return None,
     };
     Some(VvtConfig { dims, heads, mlp_ratios, depths, fr })
+}
+
+impl super::Config for VvtConfig {
+    fn validate(&self) -> std::result::Result<(), String> {
+        super::nonzero("dims", &self.dims)?;
+        super::nonzero("heads", &self.heads)?;
+        super::nonzero("mlp_ratios", &self.mlp_ratios)?;
+        super::nonzero("fr", &self.fr)?;
+        for s in 0..4 {
+            let (c, fr, heads) = (self.dims[s], self.fr[s], self.heads[s]);
+            if !c.is_multiple_of(fr) || !(c / fr).is_multiple_of(heads) {
+                return Err(format!("dims[{s}] / fr[{s}] = {c} / {fr} must be a whole multiple of heads[{s}] = {heads}"));
+            }
+            if !c.is_multiple_of(heads) {
+                return Err(format!("dims[{s}] = {c} is not a multiple of heads[{s}] = {heads}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `(H_i, W_i)` of the four stages for an `h × w` input: ceil(/4), then ceil(/2) three times.
@@ -220,15 +242,15 @@ fn dims3(s: &[usize]) -> [usize; 3] {
     [s[0], s[1], s[2]]
 }
 
-/// Appends VVT `variant` to `g`; returns the logits `[B, classes]` (classes from the weights).
-pub fn build(g: &mut Graph, w: &Weights, input: TensorId, variant: &str) -> Result<TensorId> {
-    build_with(g, w, input, variant, &BuildOptions::default())
+/// Appends VVT model `id` with configuration `cfg` to `g`; returns the logits `[B, classes]`
+/// (classes from the weights).
+pub fn build(g: &mut Graph, w: &Weights, input: TensorId, id: &str, cfg: &VvtConfig) -> Result<TensorId> {
+    build_with(g, w, input, id, cfg, &BuildOptions::default())
 }
 
 /// [`build`] with explicit [`BuildOptions`].
-pub fn build_with(g: &mut Graph, w: &Weights, input: TensorId, variant: &str, opts: &BuildOptions) -> Result<TensorId> {
-    let id = format!("vvt-{variant}");
-    let cfg = config(variant).ok_or_else(|| Error::NotImplemented { id: id.clone() })?;
+pub fn build_with(g: &mut Graph, w: &Weights, input: TensorId, id: &str, cfg: &VvtConfig, opts: &BuildOptions) -> Result<TensorId> {
+    let id = id.to_string();
     let shape = g.shape(input).to_vec();
     let bad = |expected: String| Error::BadInputShape { model: id.clone(), expected, found: shape.clone() };
     let &[batch, 3, h, w_in] = shape.as_slice() else {

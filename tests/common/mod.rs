@@ -32,6 +32,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
         let tol = atol + rtol * w.abs();
+        #[allow(clippy::neg_cmp_op_on_partial_ord)] // a NaN must fail too
         if !(err <= tol) {
             panic!("{what}: element {i}: got {g}, want {w} (|diff| {err} > tol {tol})");
         }

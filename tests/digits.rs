@@ -1,0 +1,105 @@
+//! The bundled digit models (assets/models, made by tools/train_digits.py) on the 2,000 held-out
+//! digits of their split (tests/fixtures/digits/heldout.safetensors, u8 [2000, 28, 28]), run
+//! through the engine's own image preprocessing (PIL-exact bicubic resize, the metadata's
+//! normalisation) in batches. Per family: the logits equal the PyTorch reference's
+//! (tests/fixtures/digits/<family>-logits.safetensors, the same f16 weights in f32) to 1e-4,
+//! the predicted digits equal the reference's on at least 99.9% of the images, and the accuracy
+//! is at least 97%.
+
+mod common;
+
+use std::path::PathBuf;
+
+use safetensors::{Dtype, SafeTensors};
+use wgvit::preprocess::{input_size, Preprocess, RgbImage};
+use wgvit::{HostTensor, Weights};
+
+const BATCH: usize = 250;
+
+fn path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn read(rel: &str) -> Vec<u8> {
+    std::fs::read(path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// `(images [N][28·28], labels [N])` of the held-out split.
+fn heldout() -> (Vec<Vec<u8>>, Vec<u8>) {
+    let bytes = read("tests/fixtures/digits/heldout.safetensors");
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let images = st.tensor("images").unwrap();
+    let labels = st.tensor("labels").unwrap();
+    assert_eq!((images.dtype(), images.shape()), (Dtype::U8, &[2000, 28, 28][..]));
+    assert_eq!((labels.dtype(), labels.shape()), (Dtype::U8, &[2000][..]));
+    (images.data().chunks_exact(28 * 28).map(<[u8]>::to_vec).collect(), labels.data().to_vec())
+}
+
+fn reference_logits(family: &str) -> Vec<f32> {
+    let bytes = read(&format!("tests/fixtures/digits/{family}-logits.safetensors"));
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("logits").unwrap();
+    assert_eq!((t.dtype(), t.shape()), (Dtype::F32, &[2000, 10][..]));
+    t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
+}
+
+fn check_family(family: &str) {
+    let id = format!("{family}-digits");
+    let file = format!("assets/models/{id}.safetensors");
+    let weights = Weights::from_bytes(&file, &read(&file)).unwrap();
+    assert_eq!(weights.model_id(), Some(id.as_str()), "{file}: wgvit.model");
+    let size = input_size(&weights, &id).unwrap();
+    let prep = Preprocess::for_weights(&weights, size).unwrap();
+    let model = common::engine().load_model(&id, weights).unwrap_or_else(|e| panic!("{e}"));
+
+    let (images, labels) = heldout();
+    let want = reference_logits(family);
+    let mut got = Vec::with_capacity(want.len());
+    for chunk in images.chunks(BATCH) {
+        let mut input = Vec::with_capacity(chunk.len() * 3 * size.0 * size.1);
+        for grey in chunk {
+            let rgb: Vec<u8> = grey.iter().flat_map(|&v| [v, v, v]).collect();
+            input.extend(prep.tensor(&RgbImage::new(28, 28, rgb).unwrap()));
+        }
+        let x = HostTensor::new(vec![chunk.len(), 3, size.0, size.1], input).unwrap();
+        got.extend(pollster::block_on(model.run(&x)).unwrap_or_else(|e| panic!("{id}: {e}")).data);
+    }
+
+    let n = labels.len();
+    let (mut same, mut correct, mut max_diff) = (0, 0, 0f32);
+    for i in 0..n {
+        let (g, w) = (&got[i * 10..(i + 1) * 10], &want[i * 10..(i + 1) * 10]);
+        max_diff = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(max_diff, f32::max);
+        same += usize::from(argmax(g) == argmax(w));
+        correct += usize::from(argmax(g) == labels[i] as usize);
+    }
+    let (agree, accuracy) = (same as f64 / n as f64, correct as f64 / n as f64);
+    eprintln!("{id}: {n} held-out digits at {}x{}: accuracy {:.2}%, agreement with the reference {:.2}%, max |logit diff| {max_diff:.2e}", size.0, size.1, 100.0 * accuracy, 100.0 * agree);
+    assert!(max_diff <= 1e-4, "{id}: logits differ from the PyTorch reference by {max_diff:e} (> 1e-4)");
+    assert!(agree >= 0.999, "{id}: predictions equal the reference's on {same}/{n} digits (< 99.9%)");
+    assert!(accuracy >= 0.97, "{id}: held-out accuracy {correct}/{n} (< 97%)");
+}
+
+#[test]
+fn hatnet_digits_matches_the_reference_on_the_heldout_digits() {
+    check_family("hatnet");
+}
+
+#[test]
+fn vvt_digits_matches_the_reference_on_the_heldout_digits() {
+    check_family("vvt");
+}
+
+#[test]
+fn accvit_digits_matches_the_reference_on_the_heldout_digits() {
+    check_family("accvit");
+}
+
+#[test]
+fn lavit_digits_matches_the_reference_on_the_heldout_digits() {
+    check_family("lavit");
+}
