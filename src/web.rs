@@ -79,10 +79,17 @@ impl Engine {
         )
     }
 
-    /// Loads model `id` from the bytes of a weights file.
+    /// Loads model `id` from the bytes of a weights file; an empty `id` takes the model the
+    /// weights' metadata names (`wgvit.model`, e.g. the bundled `hatnet-digits`).
     #[wasm_bindgen(js_name = loadModel)]
     pub async fn load_model(&self, id: String, bytes: Vec<u8>) -> Result<Model, JsValue> {
-        let weights = Weights::from_bytes(&format!("{id} weights"), &bytes).map_err(js_error)?;
+        let name = if id.is_empty() { "weights".to_string() } else { format!("{id} weights") };
+        let weights = Weights::from_bytes(&name, &bytes).map_err(js_error)?;
+        let id = match (id.is_empty(), weights.model_id()) {
+            (false, _) => id,
+            (true, Some(named)) => named.to_string(),
+            (true, None) => return Err(invalid("loadModel: no model id given and the weights' metadata names none (wgvit.model)")),
+        };
         let inner = self.inner.load_model(&id, weights).map_err(js_error)?;
         Ok(Model { inner: Rc::new(inner) })
     }

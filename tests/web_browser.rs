@@ -1,6 +1,7 @@
 //! The engine in real Chromium (WebGPU on SwiftShader: f32 only, no shader-f16, no subgroups):
-//! a few ops against their CPU references, and each landed family's small fixture against its
-//! golden logits (the same 1e-4 as natively). Run with
+//! a few ops against their CPU references, each family's small fixture against its golden logits
+//! and each bundled digit model on 250 held-out digits against the PyTorch reference (the same
+//! 1e-4 as natively), and the JS API's `loadModel`/`classify`. Run with
 //! `CHROMEDRIVER=/usr/bin/chromedriver cargo test --release --target wasm32-unknown-unknown --test web_browser`.
 #![cfg(target_arch = "wasm32")]
 
@@ -160,4 +161,82 @@ async fn classify_image_data_matches_the_cli_transform() {
     let err = model.classify("not an image".into(), Some(3), None).await.err().expect("a string is not an image");
     let msg = err.dyn_into::<js_sys::Error>().map(|e| String::from(e.message())).unwrap_or_default();
     assert!(msg.contains("expected ImageData"), "{msg}");
+}
+
+/// `(images [N][28·28], labels [N])` of the held-out digits (tests/fixtures/digits).
+fn heldout_digits() -> (Vec<Vec<u8>>, Vec<u8>) {
+    let st = safetensors::SafeTensors::deserialize(include_bytes!("fixtures/digits/heldout.safetensors")).unwrap();
+    let images = st.tensor("images").unwrap().data().chunks_exact(28 * 28).map(<[u8]>::to_vec).collect();
+    (images, st.tensor("labels").unwrap().data().to_vec())
+}
+
+/// A bundled digit model on the first 250 held-out digits (one batch, the engine's own
+/// preprocessing): logits within 1e-4 of the reference's, the same predicted digits.
+async fn check_digits(id: &str, weights: &[u8], reference: &[u8]) {
+    use wgvit::preprocess::{input_size, Preprocess, RgbImage};
+    const N: usize = 250;
+    let weights = Weights::from_bytes(id, weights).unwrap();
+    let size = input_size(&weights, id).unwrap();
+    let prep = Preprocess::for_weights(&weights, size).unwrap();
+    let model = engine().await.load_model(id, weights).unwrap_or_else(|e| panic!("{id}: {e}"));
+    let (images, _) = heldout_digits();
+    let mut input = Vec::with_capacity(N * 3 * size.0 * size.1);
+    for grey in &images[..N] {
+        let rgb: Vec<u8> = grey.iter().flat_map(|&v| [v, v, v]).collect();
+        input.extend(prep.tensor(&RgbImage::new(28, 28, rgb).unwrap()));
+    }
+    let x = wgvit::HostTensor::new(vec![N, 3, size.0, size.1], input).unwrap();
+    let got = model.run(&x).await.unwrap_or_else(|e| panic!("{id}: {e}"));
+    let want = read_tensor("reference", reference, "logits").unwrap();
+    let want = &want.data[..N * 10];
+    let diff = max_abs_diff(&got.data, want);
+    let argmax = |r: &[f32]| r.iter().enumerate().fold(0, |b, (i, &v)| if v > r[b] { i } else { b });
+    let same = got.data.chunks(10).zip(want.chunks(10)).filter(|(g, w)| argmax(g) == argmax(w)).count();
+    web_sys::console::log_1(&format!("{id}: {N} held-out digits, max abs diff {diff:.3e}, {same}/{N} predictions equal").into());
+    assert!(diff <= 1e-4, "{id}: max abs diff {diff}");
+    assert_eq!(same, N, "{id}: predictions equal on {same}/{N}");
+}
+
+#[wasm_bindgen_test]
+async fn hatnet_digits_matches_the_reference() {
+    let w = include_bytes!("../assets/models/hatnet-digits.safetensors");
+    check_digits("hatnet-digits", w, include_bytes!("fixtures/digits/hatnet-logits.safetensors")).await;
+}
+
+#[wasm_bindgen_test]
+async fn vvt_digits_matches_the_reference() {
+    let w = include_bytes!("../assets/models/vvt-digits.safetensors");
+    check_digits("vvt-digits", w, include_bytes!("fixtures/digits/vvt-logits.safetensors")).await;
+}
+
+#[wasm_bindgen_test]
+async fn accvit_digits_matches_the_reference() {
+    let w = include_bytes!("../assets/models/accvit-digits.safetensors");
+    check_digits("accvit-digits", w, include_bytes!("fixtures/digits/accvit-logits.safetensors")).await;
+}
+
+#[wasm_bindgen_test]
+async fn lavit_digits_matches_the_reference() {
+    let w = include_bytes!("../assets/models/lavit-digits.safetensors");
+    check_digits("lavit-digits", w, include_bytes!("fixtures/digits/lavit-logits.safetensors")).await;
+}
+
+/// The JS API with a bundled model: `loadModel("")` takes the id from the metadata, `inputSize`
+/// its input size, and `classify` on a 28×28 digit's pixels names the digit.
+#[wasm_bindgen_test]
+async fn js_api_loads_a_bundled_model_by_its_metadata_and_reads_digits() {
+    use wasm_bindgen::Clamped;
+    let bytes = include_bytes!("../assets/models/lavit-digits.safetensors");
+    let web_engine = wgvit::web::Engine::create().await.unwrap_or_else(|_| panic!("the browser test needs WebGPU"));
+    let model = web_engine.load_model(String::new(), bytes.to_vec()).await.unwrap_or_else(|_| panic!("lavit-digits"));
+    assert_eq!(model.id(), "lavit-digits");
+    assert_eq!(model.input_size().unwrap_or_default(), [64, 64]);
+    let (images, labels) = heldout_digits();
+    for i in 0..5 {
+        let rgba: Vec<u8> = images[i].iter().flat_map(|&v| [v, v, v, 255]).collect();
+        let img = web_sys::ImageData::new_with_u8_clamped_array_and_sh(Clamped(&rgba), 28, 28).unwrap();
+        let top = model.classify(img.into(), Some(1), None).await.unwrap_or_else(|_| panic!("classify digit {i}"));
+        let label = js_sys::Reflect::get(&top.get(0), &"label".into()).unwrap().as_string().unwrap_or_default();
+        assert_eq!(label, labels[i].to_string(), "held-out digit {i}");
+    }
 }

@@ -1,19 +1,21 @@
-// wgvit demo page: no framework. Serve the repository root (the bundled weights and images are the
-// committed test fixtures, fetched from ../tests/fixtures/) and open /web/.
+// wgvit demo page: no framework. Serve the repository root and open /web/: the bundled weights
+// and images are fetched from ../assets/ (the digit models and samples that ship with wgvit) and
+// ../tests/fixtures/ (the random-weight test fixtures).
 import init, { Engine, modelIds } from "./pkg/wgvit.js";
 
+const DIGIT_MODELS = ["hatnet-digits", "vvt-digits", "accvit-digits", "lavit-digits"];
 const BUNDLED_WEIGHTS = [
-  { key: "toy", model: "toy", url: "../tests/fixtures/toy/weights.safetensors" },
-  { key: "hatnet-micro", model: "hatnet-micro", url: "../tests/fixtures/hatnet-micro/weights.safetensors" },
-  { key: "vvt-micro", model: "vvt-micro", url: "../tests/fixtures/vvt-micro/weights.safetensors" },
-  { key: "accvit-micro", model: "accvit-micro", url: "../tests/fixtures/accvit-micro/weights.safetensors" },
-  { key: "lavit-micro", model: "lavit-micro", url: "../tests/fixtures/lavit-micro/weights.safetensors" },
-  { key: "lavit-micro-psi", model: "lavit-micro-psi", url: "../tests/fixtures/lavit-micro-psi/weights.safetensors" },
+  // trained on handwritten digits (tools/train_digits.py): the default
+  ...DIGIT_MODELS.map((id) => ({ key: id, model: id, url: `../assets/models/${id}.safetensors`, kind: "trained, digits" })),
+  // random weights: the engine's test fixtures
+  ...["toy", "hatnet-micro", "vvt-micro", "accvit-micro", "lavit-micro", "lavit-micro-psi"].map((id) => ({
+    key: id, model: id, url: `../tests/fixtures/${id}/weights.safetensors`, kind: "fixture, random",
+  })),
 ];
-const BUNDLED_IMAGES = ["gradient.png", "gray.png", "shapes.jpg", "alpha.webp"].map((name) => ({
-  key: name,
-  url: `../tests/fixtures/cli/images/${name}`,
-}));
+const BUNDLED_IMAGES = [
+  ...[7, 0, 1, 2, 3, 4, 5, 6, 8, 9].map((d) => ({ key: `digit ${d}`, url: `../assets/samples/${d}.png` })),
+  ...["gradient.png", "gray.png", "shapes.jpg", "alpha.webp"].map((name) => ({ key: name, url: `../tests/fixtures/cli/images/${name}` })),
+];
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -259,7 +261,7 @@ function handleFiles(files) {
 
 async function main() {
   setUpPad();
-  for (const w of BUNDLED_WEIGHTS) option(ui.weights, w.key, `${w.key} (fixture)`);
+  for (const w of BUNDLED_WEIGHTS) option(ui.weights, w.key, `${w.key} (${w.kind})`);
   for (const i of BUNDLED_IMAGES) option(ui.image, i.key);
   ui.weights.addEventListener("change", () => {
     const w = BUNDLED_WEIGHTS.find((x) => x.key === ui.weights.value);
@@ -281,7 +283,7 @@ async function main() {
   ui.compare.addEventListener("click", compare);
 
   await init();
-  for (const id of modelIds()) option(ui.model, id);
+  for (const id of [...DIGIT_MODELS, ...modelIds()]) option(ui.model, id);
   ui.model.value = BUNDLED_WEIGHTS[0].model;
   currentImage().then(drawPreview).catch(showError);
   status("requesting a WebGPU adapter…");

@@ -1,11 +1,13 @@
 // End-to-end test of the demo page in Debian's Chromium (WebGPU on SwiftShader), driven by
-// playwright-core: serves the repository root on 127.0.0.1 (a free port), opens /web/, runs the toy
-// model (tests/fixtures/toy/weights.safetensors, input 32) on a bundled image and checks that
+// playwright-core: serves the repository root on 127.0.0.1 (a free port), opens /web/ and checks that
 //   1. the adapter field is filled once the engine is up,
-//   2. the top-1 class shown equals the native CLI's (`wgvit classify --json`) for the same image
-//      and weights (and so do the other four classes and their probabilities to 0.01%),
-//   3. the cold and warm latency fields are filled and no error is shown,
-//   4. a stroke drawn on the drawing pad can be classified;
+//   2. the page's defaults (the bundled hatnet-digits model, the sample digit 7) read a 7, with the
+//      same five classes and probabilities (to 0.01%) as the native CLI's defaults
+//      (`wgvit classify assets/samples/7.png --json`),
+//   3. the toy model (tests/fixtures/toy/weights.safetensors, input 32) on a bundled image shows
+//      the native CLI's five classes and probabilities for the same image and weights,
+//   4. the cold and warm latency fields are filled and no error is shown,
+//   5. a vertical stroke drawn on the drawing pad reads as a 1 with the digit model;
 // saves a screenshot to web/e2e-screenshot.png and prints "N passed, N failed" (exit 1 on a failure).
 // Needs `bash web/build.sh` (web/pkg) and the release CLI (`cargo build --release`).
 // Run: cd web && npm ci && node e2e.mjs
@@ -30,16 +32,30 @@ function check(name, ok, detail) {
   else { failed++; console.log(`FAIL ${name}${detail ? `: ${detail}` : ""}`); }
 }
 
-function nativeTop1() {
+/** The native CLI's top 5 for `wgvit classify <args> --json --top 5`. */
+function nativeTop(args) {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build it with cargo build --release`);
-  const out = execFileSync(CLI, ["classify", `tests/fixtures/cli/images/${IMAGE}`, "--model", "toy", "--weights", WEIGHTS,
-    "--size", "32", "--json", "--top", "5"], {
+  const out = execFileSync(CLI, ["classify", ...args, "--json", "--top", "5"], {
     cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"],
     env: { WGPU_BACKEND: "vulkan", ...process.env },
   });
-  const top = JSON.parse(out.trim().split("\n").pop()).top;
-  return top;
+  return JSON.parse(out.trim().split("\n").pop()).top;
 }
+
+/** Clicks Classify; returns the error shown (or "") and the classes listed. */
+async function classifyOnPage(page) {
+  await page.click("#run");
+  await page.waitForSelector("body[data-state=done], body[data-state=error]", { timeout: TIMEOUT_MS });
+  const error = await page.isVisible("#error") ? await page.textContent("#error") : "";
+  const shown = await page.$$eval("#results li", (lis) => lis.map((li) => ({
+    index: Number(li.dataset.index), prob: li.querySelector(".prob").textContent,
+  })));
+  return { error, shown };
+}
+
+const sameAsNative = (shown, native) => shown.length === 5
+  && shown.every((s, i) => s.index === native[i].index && s.prob === `${(100 * native[i].prob).toFixed(2)}%`);
+const listing = (shown, native) => `page ${shown.map((s) => `${s.index}:${s.prob}`).join(" ")} | native ${native.map((t) => `${t.index}:${(100 * t.prob).toFixed(2)}%`).join(" ")}`;
 
 function startServer() {
   return new Promise((resolve, reject) => {
@@ -60,8 +76,10 @@ function startServer() {
 }
 
 async function main() {
-  const native = nativeTop1();
-  console.log(`native CLI (${path.relative(root, CLI)}): top-1 class ${native[0].index} (${(100 * native[0].prob).toFixed(2)}%)`);
+  const native = nativeTop([`tests/fixtures/cli/images/${IMAGE}`, "--model", "toy", "--weights", WEIGHTS, "--size", "32"]);
+  console.log(`native CLI (${path.relative(root, CLI)}), toy: top-1 class ${native[0].index} (${(100 * native[0].prob).toFixed(2)}%)`);
+  const nativeDigit = nativeTop(["assets/samples/7.png"]);
+  console.log(`native CLI defaults on assets/samples/7.png: top-1 ${nativeDigit[0].label} (${(100 * nativeDigit[0].prob).toFixed(2)}%)`);
 
   const { server, port } = await startServer();
   const userDataDir = mkdtempSync(path.join(tmpdir(), "wgvit-e2e-"));
@@ -90,22 +108,25 @@ async function main() {
     check("adapter shown", !errorAtStart && typeof adapter.adapter === "string" && adapter.adapter.length > 0 && adapter.backend?.length > 0,
       errorAtStart || `${adapter.adapter} (${adapter.backend})`);
 
-    // 2. toy on the bundled image: the page's top-1 = the native CLI's
+    // 2. the defaults: the bundled digit model on the sample 7
+    const defaults = { weights: await page.inputValue("#weights"), model: await page.inputValue("#model"), image: await page.inputValue("#image") };
+    const digit = await classifyOnPage(page);
+    const digitLabel = await page.$eval("#results li .label", (el) => el.textContent).catch(() => "");
+    check("defaults read the sample 7 like the native CLI", !digit.error && defaults.weights === "hatnet-digits"
+      && defaults.model === "hatnet-digits" && defaults.image === "digit 7" && nativeDigit[0].label === "7"
+      && digitLabel.includes("7") && sameAsNative(digit.shown, nativeDigit),
+      digit.error || `${JSON.stringify(defaults)}, top-1 '${digitLabel}'; ${listing(digit.shown, nativeDigit)}`);
+
+    // 3. toy on a bundled image: the page's classes = the native CLI's
     await page.selectOption("#weights", "toy");
     await page.selectOption("#model", "toy");
     await page.fill("#size", "32");
     await page.selectOption("#image", IMAGE);
-    await page.click("#run");
-    await page.waitForSelector("body[data-state=done], body[data-state=error]", { timeout: TIMEOUT_MS });
-    const errorText = await page.isVisible("#error") ? await page.textContent("#error") : "";
-    const shown = await page.$$eval("#results li", (lis) => lis.map((li) => ({
-      index: Number(li.dataset.index), prob: li.querySelector(".prob").textContent,
-    })));
-    check("top-1 equals the native CLI", !errorText && shown.length === 5 && shown[0].index === native[0].index
-      && shown.every((s, i) => s.index === native[i].index && s.prob === `${(100 * native[i].prob).toFixed(2)}%`),
-      errorText || `page ${shown.map((s) => `${s.index}:${s.prob}`).join(" ")} | native ${native.map((t) => `${t.index}:${(100 * t.prob).toFixed(2)}%`).join(" ")}`);
+    const toy = await classifyOnPage(page);
+    const errorText = toy.error;
+    check("toy top-5 equals the native CLI", !toy.error && sameAsNative(toy.shown, native), toy.error || listing(toy.shown, native));
 
-    // 3. latencies filled
+    // 4. latencies filled
     const cold = (await page.textContent("#latency-cold")).trim();
     const warm = (await page.textContent("#latency-warm")).trim();
     const isMs = (s) => /^\d+(\.\d+)? ms$/.test(s);
@@ -113,7 +134,10 @@ async function main() {
 
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
 
-    // 4. the drawing pad: draw a stroke, use it as the image, classify it
+    // 5. the drawing pad with the digit model: a vertical stroke is a 1
+    await page.selectOption("#weights", "hatnet-digits");
+    await page.selectOption("#model", "hatnet-digits");
+    await page.fill("#size", "");
     const pad = await page.$("#pad");
     const box = await pad.boundingBox();
     await page.mouse.move(box.x + box.width * 0.5, box.y + box.height * 0.2);
@@ -121,12 +145,11 @@ async function main() {
     await page.mouse.move(box.x + box.width * 0.5, box.y + box.height * 0.8, { steps: 8 });
     await page.mouse.up();
     await page.click("#pad-use");
-    await page.click("#run");
-    await page.waitForSelector("body[data-state=done], body[data-state=error]", { timeout: TIMEOUT_MS });
-    const padError = await page.isVisible("#error") ? await page.textContent("#error") : "";
+    const drawn = await classifyOnPage(page);
     const padImage = await page.$eval("#image", (s) => s.options[s.selectedIndex].textContent);
-    const padTop = await page.$$eval("#results li", (lis) => lis.length);
-    check("drawing pad classifies", !padError && padImage === "your drawing" && padTop === 5, padError || `${padTop} classes shown for ${padImage}`);
+    const padLabel = await page.$eval("#results li .label", (el) => el.textContent).catch(() => "");
+    check("drawing pad reads a 1", !drawn.error && padImage === "your drawing" && drawn.shown.length === 5 && padLabel.trim().startsWith("1"),
+      drawn.error || `top-1 '${padLabel}' for ${padImage}`);
     console.log(`screenshot: ${path.relative(root, SCREENSHOT)}`);
   } finally {
     if (browser) await browser.close();
