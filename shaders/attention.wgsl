@@ -12,15 +12,20 @@
 //
 // Bindings: 0 params (uniform), 1 q, 2 k, 3 v, 4 bias (read; when HAS_BIAS = 0 any tensor is bound
 // there and never read), 5 out (write).
-// Dispatch: one workgroup per (batch, head, block of WG query rows, dv chunk), one invocation per
-// query row of the block (WG = nq rounded up to a multiple of 8, at most 64, chosen by the host);
-// the workgroup count is folded into (x, y) by `ops::grid`. Everything but the query row is a
-// function of the workgroup, so the k and v addresses are uniform across it: each k/v load is one
-// broadcast to the whole workgroup on a GPU (and need not be a gather on a CPU device).
-// Registers: q as D4 vec4 (D4 = ceil(d / 4) <= 16, so d <= 64) and the output accumulator as DV4
-// vec4 (a chunk of at most 64 output channels; a larger dv is split over more invocations, each
-// recomputing the scores). Keys go in blocks of KB = 4: their scores are computed first, so the
-// running max/sum rescale (one exp and DV4 vec4 multiplies) happens once per block, not per key.
+// Dispatch: one workgroup per (batch, head, block of WG·QB query rows, dv chunk); each invocation
+// owns QB consecutive query rows (WG = ceil(nq / QB) rounded up to a multiple of 8, at most 64,
+// chosen by the host); the workgroup count is folded into (x, y) by `ops::grid`. Everything but
+// the query rows is a function of the workgroup, so the k and v addresses are uniform across it:
+// each k/v load is one broadcast to the whole workgroup on a GPU (and need not be a gather on a
+// CPU device), and it feeds QB rows. On CPU devices loads, not FMAs, bound this kernel (lavapipe
+// runs every storage load as a per-lane loop), so the host picks QB = 2 there (hatnet-tiny's
+// attention 152 → 112 ms on lavapipe; QB = 4 gave 95 ms but 4 s of LLVM compile per pipeline
+// instead of 1.1 s); on GPUs QB = 1 keeps q and the accumulators in registers.
+// Registers: q as QB·D4 vec4 (D4 = ceil(d / 4) <= 16, so d <= 64) and the output accumulators as
+// QB·DV4 vec4 (a chunk of at most 64 output channels; a larger dv is split over more invocations,
+// each recomputing the scores). Keys go in blocks of KB = 4: their scores are computed first, so
+// the running max/sum rescale (one exp and DV4 vec4 multiplies per row) happens once per block,
+// not per key.
 // Workgroup memory: none (on a CPU device, barriers cost more than re-reading cached k/v rows).
 
 struct View {
@@ -65,9 +70,14 @@ override WG: u32 = 64u;
 override D4: u32 = 16u;
 override DV4: u32 = 16u;
 override HAS_BIAS: bool = false;
+// QB, the query rows per invocation, is a `const` the host prepends (Shader::Attention: 1,
+// Shader::AttentionRows2: 2): a const, not an override, because the register arrays are sized by
+// it (an override-sized maximum made lavapipe's LLVM compile several times slower).
 
 const MAX_D4: u32 = 16u;
+const MAX_QD4: u32 = QB * MAX_D4;
 const KB: u32 = 4u;
+const MAX_QKB: u32 = QB * KB;
 // Finite stand-in for -inf as the initial running max: exp(NEG - s) is 0 without inf - inf.
 const NEG: f32 = -3.0e38;
 
@@ -123,88 +133,115 @@ fn load_v4(row: u32, ch: u32) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let blocks = (params.nq + WG - 1u) / WG;
+    let rows_per_wg = WG * QB;
+    let blocks = (params.nq + rows_per_wg - 1u) / rows_per_wg;
     let wg = wid.x + wid.y * nwg.x;
     if (wg >= params.batch * params.heads * blocks * params.chunks) {
         return;
     }
     let chunk = wg % params.chunks;
     let r = wg / params.chunks;
-    let i = (r % blocks) * WG + lid;
+    let i0 = (r % blocks) * rows_per_wg + lid * QB;
     let bh = r / blocks;
-    if (i >= params.nq) {
+    if (i0 >= params.nq) {
         return;
     }
+    let rows = min(QB, params.nq - i0);
     let h = bh % params.heads;
     let b = bh / params.heads;
     let dv0 = chunk * DV4 * 4u;
 
-    let q_row = batch_offset(params.q, b) + h * params.q.sh + token_offset(params.q, i);
-    var qr: array<vec4<f32>, MAX_D4>;
-    for (var c = 0u; c < D4; c++) {
-        qr[c] = load_q4(q_row, c * 4u) * params.scale;
-    }
-
-    var bias_row = 0u;
-    if (HAS_BIAS) {
-        bias_row = batch_offset(params.bias, b) + h * params.bias.sh + token_offset(params.bias, i);
+    // Rows past nq (the last invocation's) recompute row nq - 1 and are never stored.
+    var qr: array<vec4<f32>, MAX_QD4>;
+    var bias_row: array<u32, QB>;
+    for (var rr = 0u; rr < QB; rr++) {
+        let i = min(i0 + rr, params.nq - 1u);
+        let q_row = batch_offset(params.q, b) + h * params.q.sh + token_offset(params.q, i);
+        for (var c = 0u; c < D4; c++) {
+            qr[rr * D4 + c] = load_q4(q_row, c * 4u) * params.scale;
+        }
+        if (HAS_BIAS) {
+            bias_row[rr] = batch_offset(params.bias, b) + h * params.bias.sh + token_offset(params.bias, i);
+        }
     }
     let v_chunk = dv0 * params.v.sc;
 
     var kc = TokenCursor(batch_offset(params.k, b) + h * params.k.sh, 0u);
     var vc = TokenCursor(batch_offset(params.v, b) + h * params.v.sh, 0u);
-    var acc: array<vec4<f32>, MAX_D4>;
-    for (var c = 0u; c < DV4; c++) {
+    var acc: array<vec4<f32>, MAX_QD4>;
+    for (var c = 0u; c < QB * DV4; c++) {
         acc[c] = vec4<f32>(0.0);
     }
-    var m = NEG;
-    var l = 0.0;
+    var m: array<f32, QB>;
+    var l: array<f32, QB>;
+    for (var rr = 0u; rr < QB; rr++) {
+        m[rr] = NEG;
+        l[rr] = 0.0;
+    }
 
     for (var j0 = 0u; j0 < params.nk; j0 += KB) {
-        var s: array<f32, KB>;
+        var s: array<f32, MAX_QKB>;
         var block_max = m;
         for (var jj = 0u; jj < KB; jj++) {
             let j = j0 + jj;
             if (j < params.nk) {
-                var dot4 = vec4<f32>(0.0);
+                var dot4: array<vec4<f32>, QB>;
+                for (var rr = 0u; rr < QB; rr++) {
+                    dot4[rr] = vec4<f32>(0.0);
+                }
                 for (var c = 0u; c < D4; c++) {
-                    dot4 += qr[c] * load_k4(kc.row, c * 4u);
+                    let kv = load_k4(kc.row, c * 4u);
+                    for (var rr = 0u; rr < QB; rr++) {
+                        dot4[rr] += qr[rr * D4 + c] * kv;
+                    }
                 }
-                var sj = dot4.x + dot4.y + dot4.z + dot4.w;
-                if (HAS_BIAS) {
-                    sj += bias[bias_row + j * params.bias.sc];
+                for (var rr = 0u; rr < QB; rr++) {
+                    var sj = dot4[rr].x + dot4[rr].y + dot4[rr].z + dot4[rr].w;
+                    if (HAS_BIAS) {
+                        sj += bias[bias_row[rr] + j * params.bias.sc];
+                    }
+                    s[rr * KB + jj] = sj;
+                    block_max[rr] = max(block_max[rr], sj);
                 }
-                s[jj] = sj;
-                block_max = max(block_max, sj);
                 kc = cursor_next(kc, params.k);
             }
         }
-        let correction = exp(m - block_max);
-        m = block_max;
-        l *= correction;
-        for (var c = 0u; c < DV4; c++) {
-            acc[c] *= correction;
+        for (var rr = 0u; rr < QB; rr++) {
+            let correction = exp(m[rr] - block_max[rr]);
+            m[rr] = block_max[rr];
+            l[rr] *= correction;
+            for (var c = 0u; c < DV4; c++) {
+                acc[rr * DV4 + c] *= correction;
+            }
         }
         for (var jj = 0u; jj < KB; jj++) {
             if (j0 + jj < params.nk) {
-                let p = exp(s[jj] - m);
-                l += p;
+                var p: array<f32, QB>;
+                for (var rr = 0u; rr < QB; rr++) {
+                    p[rr] = exp(s[rr * KB + jj] - m[rr]);
+                    l[rr] += p[rr];
+                }
                 for (var c = 0u; c < DV4; c++) {
-                    acc[c] += p * load_v4(vc.row + v_chunk, c * 4u);
+                    let vv = load_v4(vc.row + v_chunk, c * 4u);
+                    for (var rr = 0u; rr < QB; rr++) {
+                        acc[rr * DV4 + c] += p[rr] * vv;
+                    }
                 }
                 vc = cursor_next(vc, params.v);
             }
         }
     }
 
-    let inv_l = 1.0 / l;
-    let o_row = batch_offset(params.o, b) + h * params.o.sh + token_offset(params.o, i) + dv0 * params.o.sc;
-    for (var c = 0u; c < DV4; c++) {
-        let y = acc[c] * inv_l;
-        for (var e = 0u; e < 4u; e++) {
-            let ch = c * 4u + e;
-            if (dv0 + ch < params.dv) {
-                out[o_row + ch * params.o.sc] = y[e];
+    for (var rr = 0u; rr < rows; rr++) {
+        let inv_l = 1.0 / l[rr];
+        let o_row = batch_offset(params.o, b) + h * params.o.sh + token_offset(params.o, i0 + rr) + dv0 * params.o.sc;
+        for (var c = 0u; c < DV4; c++) {
+            let y = acc[rr * DV4 + c] * inv_l;
+            for (var e = 0u; e < 4u; e++) {
+                let ch = c * 4u + e;
+                if (dv0 + ch < params.dv) {
+                    out[o_row + ch * params.o.sc] = y[e];
+                }
             }
         }
     }

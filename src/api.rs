@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use crate::context::{DeviceInfo, GpuContext};
 use crate::error::Result;
 use crate::executor::{ConstantCache, Executable, PipelineCache};
-use crate::graph::Graph;
+use crate::graph::{Graph, Target};
 use crate::models;
 use crate::tensor::HostTensor;
 use crate::weights::Weights;
@@ -92,7 +92,8 @@ impl Model {
         if let Some(e) = self.graphs.lock().unwrap().get(input_shape) {
             return Ok(e.clone());
         }
-        let graph = models::build_spec_graph(&self.spec, &self.weights, input_shape)?;
+        let target = Target::for_device_type(&self.engine.ctx.info.device_type);
+        let graph = models::build_spec_graph(&self.spec, &self.weights, input_shape, target)?;
         let exe = Arc::new(self.engine.compile(&graph, &self.constants).await?);
         self.graphs.lock().unwrap().insert(input_shape.to_vec(), exe.clone());
         Ok(exe)

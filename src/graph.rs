@@ -79,12 +79,35 @@ pub struct Graph {
     /// Named intermediate results a model offers for debugging (e.g. `stage0`); they cost nothing
     /// unless promoted to outputs with [`Graph::promote_taps`].
     pub taps: Vec<(String, TensorId)>,
+    /// The kind of device the graph is built for; ops may pick kernel variants by it.
+    pub target: Target,
     label_prefix: Vec<String>,
+}
+
+/// What ops may tune their kernels for. Every choice is correct on every device; this only picks
+/// the faster variant. [`crate::Model`] sets it from the device it runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Target {
+    /// A CPU device (lavapipe, SwiftShader, WARP): storage loads, not FMAs, bound the kernels, and
+    /// large per-invocation register tiles cost nothing in occupancy (on a GPU they spill).
+    pub cpu: bool,
+}
+
+impl Target {
+    /// The target for an adapter of wgpu's `device_type` (as [`crate::DeviceInfo`] records it).
+    pub fn for_device_type(device_type: &str) -> Self {
+        Self { cpu: device_type == "Cpu" }
+    }
 }
 
 impl Graph {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty graph for `target`.
+    pub fn for_target(target: Target) -> Self {
+        Self { target, ..Self::default() }
     }
 
     fn new_tensor(&mut self, shape: &[usize], kind: StorageKind) -> TensorId {

@@ -449,8 +449,9 @@ fn pipelines_the_ops_create_fit_webgpu_and_match_their_nodes() {
     let mut unbuilt = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let graphs = op_graphs();
-    for (what, build) in &graphs {
-        let mut g = Graph::new();
+    let targets = [wgvit::graph::Target::default(), wgvit::graph::Target { cpu: true }];
+    for ((what, build), target) in graphs.iter().flat_map(|b| targets.map(|t| (b, t))) {
+        let mut g = Graph::for_target(target);
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&mut g))) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -583,7 +584,8 @@ fn pipelines_every_model_creates_fit_webgpu_and_match_their_nodes() {
     ];
     let mut failures = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (id, shape) in models {
+    let targets = [wgvit::graph::Target::default(), wgvit::graph::Target { cpu: true }];
+    for ((id, shape), target) in models.iter().flat_map(|m| targets.map(|t| (m, t))) {
         let weights = if id.ends_with("-digits") {
             let rel = format!("assets/models/{id}.safetensors");
             let bytes = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel)).unwrap();
@@ -591,7 +593,8 @@ fn pipelines_every_model_creates_fit_webgpu_and_match_their_nodes() {
         } else {
             wgvit::Weights::synthetic(0)
         };
-        let g = wgvit::models::build_graph(id, &weights, shape).unwrap_or_else(|e| panic!("{id} {shape:?}: {e}"));
+        let spec = wgvit::models::resolve(id, &weights).unwrap();
+        let g = wgvit::models::build_spec_graph(&spec, &weights, shape, target).unwrap_or_else(|e| panic!("{id} {shape:?}: {e}"));
         for node in &g.nodes {
             if seen.insert((node.key.clone(), node.reads.len(), node.writes.len(), node.params.len())) {
                 if let Err(e) = check_node(node) {
@@ -600,6 +603,6 @@ fn pipelines_every_model_creates_fit_webgpu_and_match_their_nodes() {
             }
         }
     }
-    eprintln!("{} distinct pipelines across {} models", seen.len(), models.len());
+    eprintln!("{} distinct pipelines across {} models and {} targets", seen.len(), models.len(), targets.len());
     assert!(failures.is_empty(), "{} pipeline(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
 }

@@ -8,7 +8,7 @@
 //! cannot take are an [`Error::BadInputShape`] that says which ones work.
 
 use crate::error::{Error, Result};
-use crate::graph::{Graph, TensorId};
+use crate::graph::{Graph, Target, TensorId};
 use crate::weights::{meta, Weights};
 
 pub mod accvit;
@@ -181,14 +181,14 @@ pub(crate) fn nonzero(field: &str, values: &[usize]) -> std::result::Result<(), 
     }
 }
 
-/// Builds the forward graph of model `id` for an input of shape `[B, 3, H, W]`; the graph has one
-/// input `input` and one output `logits` `[B, classes]`.
+/// Builds the forward graph of model `id` for an input of shape `[B, 3, H, W]` (for the default
+/// [`Target`]); the graph has one input `input` and one output `logits` `[B, classes]`.
 pub fn build_graph(id: &str, weights: &Weights, input_shape: &[usize]) -> Result<Graph> {
-    build_spec_graph(&resolve(id, weights)?, weights, input_shape)
+    build_spec_graph(&resolve(id, weights)?, weights, input_shape, Target::default())
 }
 
-/// [`build_graph`] for a resolved [`ModelSpec`].
-pub fn build_spec_graph(spec: &ModelSpec, weights: &Weights, input_shape: &[usize]) -> Result<Graph> {
+/// [`build_graph`] for a resolved [`ModelSpec`] and a device [`Target`].
+pub fn build_spec_graph(spec: &ModelSpec, weights: &Weights, input_shape: &[usize], target: Target) -> Result<Graph> {
     let id = spec.id.as_str();
     if input_shape.len() != 4 || input_shape[1] != 3 || input_shape.contains(&0) {
         return Err(Error::BadInputShape {
@@ -197,7 +197,7 @@ pub fn build_spec_graph(spec: &ModelSpec, weights: &Weights, input_shape: &[usiz
             found: input_shape.to_vec(),
         });
     }
-    let mut g = Graph::new();
+    let mut g = Graph::for_target(target);
     let input = g.input("input", input_shape);
     let logits: TensorId = match &spec.config {
         ModelConfig::Toy => toy::build(&mut g, weights, input)?,

@@ -14,6 +14,7 @@
 //! [`attention`] (the contract's contiguous `[B, heads, N, d]` form) is a thin wrapper.
 
 use super::{check_u32, f32w, grid, Graph, Node, PipelineKey, Shader, TensorId};
+use crate::graph::Target;
 use crate::error::{Error, Result};
 
 /// Largest q·k head dim the kernel holds in registers.
@@ -270,10 +271,11 @@ pub fn attention_strided(
     let rows = batch * heads * nq;
     let dv4 = dv.min(DV_CHUNK).div_ceil(4);
     let chunks = dv.div_ceil(dv4 * 4);
-    // A workgroup covers up to MAX_WG query rows of one (batch, head, dv chunk); a multiple of 8
-    // (the SIMD width of CPU devices, a quarter warp) close to nq wastes few lanes on 7x7 windows.
-    let wg = nq.next_multiple_of(8).min(MAX_WG);
-    let workgroups = batch * heads * nq.div_ceil(wg) * chunks;
+    let qb = rows_per_invocation(g.target, nq);
+    // A workgroup covers up to MAX_WG·qb query rows of one (batch, head, dv chunk); a multiple of 8
+    // invocations (the SIMD width of CPU devices, a quarter warp) close to nq / qb wastes few lanes.
+    let wg = nq.div_ceil(qb).next_multiple_of(8).min(MAX_WG);
+    let workgroups = batch * heads * nq.div_ceil(wg * qb) * chunks;
     check_u32("attention invocations", workgroups * wg)?;
 
     let o = g.activation(&out.shape);
@@ -285,7 +287,7 @@ pub fn attention_strided(
     }
     g.push(Node {
         label: "attention".into(),
-        key: PipelineKey::new(Shader::Attention)
+        key: PipelineKey::new(if qb == 2 { Shader::AttentionRows2 } else { Shader::Attention })
             .with("WG", wg as u32)
             .with("D4", d.div_ceil(4) as u32)
             .with("DV4", dv4 as u32)
@@ -297,6 +299,16 @@ pub fn attention_strided(
         flops: (rows * nk * (2 * d + 2 * dv + 4)) as u64,
     });
     Ok(o)
+}
+
+/// Query rows one invocation owns, by device (see attention.wgsl): 2 on CPU devices, where each
+/// k/v load then feeds two rows, when there are rows enough to fill a SIMD group; else 1.
+fn rows_per_invocation(target: Target, nq: usize) -> usize {
+    if target.cpu && nq >= 16 {
+        2
+    } else {
+        1
+    }
 }
 
 /// The output view must write each element of `shape` exactly once, or later ops would read

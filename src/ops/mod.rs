@@ -53,7 +53,10 @@ pub enum Shader {
     Softmax,
     Pool,
     Layout,
+    /// attention.wgsl with one query row per invocation.
     Attention,
+    /// attention.wgsl with two query rows per invocation (CPU devices: half the k/v loads).
+    AttentionRows2,
     /// VVT: k-side split reduction of the vicinity attention (partial KV⁺ per token chunk).
     VicinityKv,
     /// VVT: vicinity_kv with vec4 loads (d, row and offsets multiples of 4).
@@ -91,6 +94,7 @@ impl Shader {
             Shader::Pool,
             Shader::Layout,
             Shader::Attention,
+            Shader::AttentionRows2,
             Shader::VicinityKv,
             Shader::VicinityKvVec4,
             Shader::VicinityKvReduce,
@@ -119,6 +123,7 @@ impl Shader {
             Shader::Pool => "pool",
             Shader::Layout => "layout",
             Shader::Attention => "attention",
+            Shader::AttentionRows2 => "attention_rows2",
             Shader::VicinityKv => "vicinity_kv",
             Shader::VicinityKvVec4 => "vicinity_kv_vec4",
             Shader::VicinityKvReduce => "vicinity_kv_reduce",
@@ -146,7 +151,8 @@ impl Shader {
             Shader::Softmax => with_activations(include_str!("../../shaders/softmax.wgsl")),
             Shader::Pool => with_activations(include_str!("../../shaders/pool.wgsl")),
             Shader::Layout => with_activations(include_str!("../../shaders/layout.wgsl")),
-            Shader::Attention => with_activations(include_str!("../../shaders/attention.wgsl")),
+            Shader::Attention => attention_source(1),
+            Shader::AttentionRows2 => attention_source(2),
             Shader::VicinityKv => Cow::Borrowed(include_str!("../../shaders/vicinity_kv.wgsl")),
             Shader::VicinityKvVec4 => Cow::Borrowed(include_str!("../../shaders/vicinity_kv_vec4.wgsl")),
             Shader::VicinityKvReduce => Cow::Borrowed(include_str!("../../shaders/vicinity_kv_reduce.wgsl")),
@@ -162,6 +168,11 @@ impl Shader {
 
 fn with_activations(body: &'static str) -> Cow<'static, str> {
     Cow::Owned(format!("{ACTIVATIONS_WGSL}\n{body}"))
+}
+
+/// attention.wgsl with its rows-per-invocation const `QB` prepended.
+fn attention_source(rows: u32) -> Cow<'static, str> {
+    Cow::Owned(format!("const QB: u32 = {rows}u;\n{}", include_str!("../../shaders/attention.wgsl")))
 }
 
 /// A kernel on the shared register-tiled GEMM core: activations, an I/O prelude (storage

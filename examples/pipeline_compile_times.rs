@@ -1,0 +1,67 @@
+//! How long the device's shader compiler takes for each distinct pipeline of a model: every
+//! pipeline key of the model's graph runs alone in a one-node graph (zero inputs), and its first
+//! run minus its second is the compile (drivers like lavapipe compile at first dispatch). Run it
+//! with the driver's shader cache off to see what a fresh machine pays, e.g. on lavapipe:
+//!
+//! ```sh
+//! MESA_SHADER_CACHE_DISABLE=true WGPU_BACKEND=vulkan cargo run --release --example pipeline_compile_times -- hatnet-digits
+//! ```
+//!
+//! The argument is a bundled model (`assets/models/<id>.safetensors`) or a built-in id with a size,
+//! e.g. `hatnet-tiny 224` (random weights).
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use wgvit::executor::ConstantCache;
+use wgvit::graph::Target;
+use wgvit::{models, Engine, Graph, HostTensor, Weights};
+
+fn main() -> wgvit::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let id = args.next().unwrap_or_else(|| "hatnet-digits".into());
+    let asset = format!("{}/assets/models/{id}.safetensors", env!("CARGO_MANIFEST_DIR"));
+    let weights = match std::fs::read(&asset) {
+        Ok(bytes) => Weights::from_bytes(&asset, &bytes)?,
+        Err(_) => Weights::synthetic(0),
+    };
+    let size = match args.next() {
+        Some(s) => wgvit::preprocess::parse_size(&s)?,
+        None => wgvit::preprocess::input_size(&weights, &id)?,
+    };
+    let engine = pollster::block_on(Engine::new())?;
+    let spec = models::resolve(&id, &weights)?;
+    let target = Target::for_device_type(&engine.info().device_type);
+    let graph = models::build_spec_graph(&spec, &weights, &[1, 3, size.0, size.1], target)?;
+
+    let mut seen = HashSet::new();
+    let mut rows = Vec::new();
+    for node in graph.nodes.iter().filter(|n| seen.insert(n.key.clone())) {
+        let mut single = Graph::for_target(target);
+        let inputs: Vec<HostTensor> = node.reads.iter().map(|&t| HostTensor::zeros(graph.shape(t).to_vec())).collect();
+        let mut n = node.clone();
+        n.reads = inputs.iter().enumerate().map(|(i, x)| single.input(&format!("in{i}"), &x.shape)).collect();
+        n.writes = node.writes.iter().map(|&t| single.activation(graph.shape(t))).collect();
+        let writes = n.writes.clone();
+        single.push(n);
+        for (i, &t) in writes.iter().enumerate() {
+            single.output(&format!("out{i}"), t);
+        }
+        let exe = pollster::block_on(engine.compile(&single, &ConstantCache::new()))?;
+        let refs: Vec<&HostTensor> = inputs.iter().collect();
+        let time = || -> wgvit::Result<f64> {
+            let t = Instant::now();
+            pollster::block_on(exe.run(&refs))?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        let (first, second) = (time()?, time()?);
+        rows.push((first - second, node.label.clone(), format!("{:?}", node.key)));
+    }
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let total: f64 = rows.iter().map(|r| r.0).sum();
+    println!("{id} at {}x{} on {}: {} pipelines, {total:.1} s of first-dispatch compile", size.0, size.1, engine.info().name, rows.len());
+    for (secs, label, key) in &rows {
+        println!("{secs:7.2} s  {label}  {key}");
+    }
+    Ok(())
+}
