@@ -315,7 +315,8 @@ fn convert(input: &Path, output: &Path, model: Option<String>, size: Option<&str
         // Build the forward graph on the host: every tensor name and shape is checked (against
         // the file's own configuration when its metadata describes this model).
         let weights = Weights::from_raw(&name, metadata.clone(), raw.clone())?;
-        let (h, w) = resolve_size(size, Some(&weights), &id)?;
+        // The file's recorded size only when it records this model.
+        let (h, w) = resolve_size(size, (weights.model_id() == Some(id.as_str())).then_some(&weights), &id)?;
         let g = wgvit::models::build_graph(&id, &weights, &[1, 3, h, w])?;
         let logits = g.outputs.iter().find(|(n, _)| n == "logits").map(|&(_, t)| t);
         classes = logits.and_then(|t| g.shape(t).last().copied()).or(classes);
