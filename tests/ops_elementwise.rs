@@ -40,7 +40,18 @@ fn unary_every_activation_matches_cpu() {
 #[test]
 fn binary_broadcasts_like_numpy() {
     let mut rng = Rng::new(2);
-    let cases: &[(&[usize], &[usize])] = &[(&[3, 5, 7], &[3, 5, 7]), (&[2, 6, 9, 5], &[6, 1, 1]), (&[4, 33], &[33]), (&[2, 3, 4], &[1])];
+    // The first four take the scalar kernel; the rest the vec4 one (last axis a multiple of 4 and
+    // contiguous in b): equal shapes, a per-channel gate of a channel-last map, a row vector.
+    let cases: &[(&[usize], &[usize])] = &[
+        (&[3, 5, 7], &[3, 5, 7]),
+        (&[2, 6, 9, 5], &[6, 1, 1]),
+        (&[4, 33], &[33]),
+        (&[2, 3, 4], &[1]),
+        (&[3, 5, 8], &[3, 5, 8]),
+        (&[2, 3, 5, 12], &[2, 1, 1, 12]),
+        (&[7, 20], &[20]),
+        (&[2, 3, 4, 4], &[3, 1, 4]),
+    ];
     for (i, (ashape, bshape)) in cases.iter().enumerate() {
         for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul] {
             let a = rng.tensor(ashape, -2.0, 2.0);
@@ -49,6 +60,8 @@ fn binary_broadcasts_like_numpy() {
             let ai = g.input("a", ashape);
             let bi = g.input("b", bshape);
             let c = binary(&mut g, ai, bi, op, Activation::Silu).unwrap();
+            let vec4 = ashape.last().is_some_and(|&d| d % 4 == 0) && bshape.last() == ashape.last();
+            assert_eq!(g.nodes[0].key.shader == wgvit::ops::Shader::BinaryVec4, vec4, "case {i}: kernel choice");
             g.output("c", c);
             let out = run(&g, &[&a, &b]);
             let want = binary_cpu(&a.data, ashape, &b.data, bshape, op, Activation::Silu);

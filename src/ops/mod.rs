@@ -38,6 +38,8 @@ pub const ACTIVATIONS_WGSL: &str = include_str!("../../shaders/activations.wgsl"
 pub enum Shader {
     Unary,
     Binary,
+    /// binary.wgsl with vec4 loads (last axis a multiple of 4, contiguous in both operands).
+    BinaryVec4,
     FmaPeak,
     Matmul,
     /// matmul.wgsl over the vec4 I/O prelude (shapes whose contiguous dims are multiples of 4).
@@ -82,6 +84,7 @@ impl Shader {
         vec![
             Shader::Unary,
             Shader::Binary,
+            Shader::BinaryVec4,
             Shader::FmaPeak,
             Shader::Matmul,
             Shader::MatmulVec4,
@@ -111,6 +114,7 @@ impl Shader {
         match self {
             Shader::Unary => "unary",
             Shader::Binary => "binary",
+            Shader::BinaryVec4 => "binary_vec4",
             Shader::FmaPeak => "fma_peak",
             Shader::Matmul => "matmul",
             Shader::MatmulVec4 => "matmul_vec4",
@@ -140,6 +144,7 @@ impl Shader {
         match self {
             Shader::Unary => with_activations(include_str!("../../shaders/unary.wgsl")),
             Shader::Binary => with_activations(include_str!("../../shaders/binary.wgsl")),
+            Shader::BinaryVec4 => with_activations(include_str!("../../shaders/binary_vec4.wgsl")),
             Shader::FmaPeak => Cow::Borrowed(include_str!("../../shaders/fma_peak.wgsl")),
             Shader::Matmul => gemm_source(include_str!("../../shaders/matmul_io_scalar.wgsl"), include_str!("../../shaders/matmul.wgsl")),
             Shader::MatmulVec4 => gemm_source(include_str!("../../shaders/matmul_io_vec4.wgsl"), include_str!("../../shaders/matmul.wgsl")),
