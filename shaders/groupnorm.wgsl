@@ -13,6 +13,10 @@
 // M = Ma + Mb + d² na nb / n — only differences of nearby means, never E[v²] - E[v]², so a large
 // common offset keeps full precision. Counts are f32, exact for groups < 2^24 (checked on the host).
 //
+// Element type: an I/O prelude declares V and the x/add/y bindings — groupnorm_io_scalar.wgsl
+// (V = f32) or, when S is a multiple of 4, groupnorm_io_vec4.wgsl (V = vec4<f32>, a quarter of
+// the loads). Every length in params and below counts V elements; counts convert with ELEMS.
+//
 // Bindings (the same for both phases so that one module serves both):
 //   0 params, 1 x [B, C, S] (read), 2 add [B, C, S] (read; x bound again when ADD = 0),
 //   3 gamma [C] (read), 4 beta [C] (read), 5 stats [B * G * chunks_per_group, 2] (read_write:
@@ -32,12 +36,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> add: array<f32>;
 @group(0) @binding(3) var<storage, read> gamma: array<f32>;
 @group(0) @binding(4) var<storage, read> beta: array<f32>;
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
 override WG: u32 = 256u;
 override PHASE: u32 = 0u;
@@ -64,7 +65,7 @@ fn merge(a: Moments, b: Moments) -> Moments {
     return Moments(n, a.mean + d * wb, a.m2 + b.m2 + d * d * a.n * wb);
 }
 
-fn value(i: u32) -> f32 {
+fn value(i: u32) -> V {
     if (ADD != 0u) {
         return x[i] + add[i];
     }
@@ -106,21 +107,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (PHASE == 0u) {
         // Summed relative to the chunk's first element: rounding scales with the spread, not
         // with a common offset.
-        let shift = value(base);
-        var s = 0.0;
+        let shift = first(value(base));
+        var s = splat(0.0);
         var count = 0u;
         for (var k = lid; k < len; k += WG) {
-            s += value(base + k) - shift;
+            s += value(base + k) - splat(shift);
             count += 1u;
         }
-        let n = f32(count);
-        let mean = select(0.0, shift + s / n, count > 0u);
-        var m2 = 0.0;
+        let n = f32(count) * ELEMS;
+        let mean = select(0.0, shift + hsum(s) / n, count > 0u);
+        var m2 = splat(0.0);
         for (var k = lid; k < len; k += WG) {
-            let d = value(base + k) - mean;
+            let d = value(base + k) - splat(mean);
             m2 += d * d;
         }
-        let total = merge_workgroup(lid, Moments(n, mean, m2));
+        let total = merge_workgroup(lid, Moments(n, mean, hsum(m2)));
         if (lid == 0u) {
             stats[2u * chunk] = total.mean;
             stats[2u * chunk + 1u] = total.m2;
@@ -132,7 +133,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let first_chunk = group * params.chunks_per_group;
     var acc = Moments(0.0, 0.0, 0.0);
     for (var j = lid; j < params.chunks_per_group; j += WG) {
-        let n = f32(min(params.chunk_len, params.group_len - j * params.chunk_len));
+        let n = f32(min(params.chunk_len, params.group_len - j * params.chunk_len)) * ELEMS;
         acc = merge(acc, Moments(n, stats[2u * (first_chunk + j)], stats[2u * (first_chunk + j) + 1u]));
     }
     let total = merge_workgroup(lid, acc);
@@ -148,7 +149,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var offset = (start + lid) % spatial;
     for (var k = lid; k < len; k += WG) {
         let i = base + k;
-        y[i] = activate((value(i) - mean) * (rstd * gamma[c]) + beta[c], ACT);
+        y[i] = activate_v((value(i) - splat(mean)) * splat(rstd * gamma[c]) + splat(beta[c]), ACT);
         offset += offset_step;
         c += channel_step;
         if (offset >= spatial) {

@@ -105,6 +105,11 @@ fn group_norm_random_shapes_match_cpu() {
         case(&[3, 8, 13], 2, true, Activation::None),   // [B, C, N]
         case(&[2, 16, 33, 31], 1, false, Activation::Gelu), // 16368 elements: 4 chunks
         case(&[1, 20, 25, 23], 4, true, Activation::Silu), // 2875-element groups: 1 chunk of 256 lanes
+        // H·W a multiple of 4: the vec4 kernel
+        case(&[2, 12, 8, 7], 3, false, Activation::None),
+        case(&[1, 6, 4, 4], 6, true, Activation::Relu),
+        case(&[3, 8, 12], 2, true, Activation::None),
+        case(&[2, 16, 32, 33], 1, false, Activation::Gelu), // 16896 elements: 5 chunks of vec4s
     ];
     for c in &cases {
         run_group_norm(c, &mut rng, 3e-6, 3e-6);
@@ -116,7 +121,7 @@ fn group_norm_keeps_precision_with_large_offsets() {
     // x + 1000: the inputs' own f32 rounding is 6e-5 while the std is ~1.3; the chunked, shifted
     // two-pass statistics keep y within ~1e-4.
     let mut rng = Rng::new(22);
-    for (shape, groups) in [(vec![1, 32, 29, 30], 1), (vec![2, 8, 17, 19], 2)] {
+    for (shape, groups) in [(vec![1, 32, 29, 30], 1), (vec![2, 8, 17, 19], 2), (vec![1, 32, 28, 30], 1), (vec![2, 8, 16, 19], 2)] {
         let case = GroupNormCase { shape, groups, with_add: true, act: Activation::None, offset: 1000.0 };
         run_group_norm(&case, &mut rng, 1e-4, 0.0);
     }

@@ -52,6 +52,8 @@ pub enum Shader {
     Conv2dDepthwise,
     LayerNorm,
     GroupNorm,
+    /// groupnorm.wgsl over the vec4 I/O prelude (H·W a multiple of 4).
+    GroupNormVec4,
     Softmax,
     Pool,
     Layout,
@@ -93,6 +95,7 @@ impl Shader {
             Shader::Conv2dDepthwise,
             Shader::LayerNorm,
             Shader::GroupNorm,
+            Shader::GroupNormVec4,
             Shader::Softmax,
             Shader::Pool,
             Shader::Layout,
@@ -123,6 +126,7 @@ impl Shader {
             Shader::Conv2dDepthwise => "conv2d_depthwise",
             Shader::LayerNorm => "layernorm",
             Shader::GroupNorm => "groupnorm",
+            Shader::GroupNormVec4 => "groupnorm_vec4",
             Shader::Softmax => "softmax",
             Shader::Pool => "pool",
             Shader::Layout => "layout",
@@ -152,7 +156,8 @@ impl Shader {
             Shader::Conv2dVec4 => gemm_source(include_str!("../../shaders/conv2d_io_vec4.wgsl"), include_str!("../../shaders/conv2d.wgsl")),
             Shader::Conv2dDepthwise => with_activations(include_str!("../../shaders/conv2d_depthwise.wgsl")),
             Shader::LayerNorm => with_activations(include_str!("../../shaders/layernorm.wgsl")),
-            Shader::GroupNorm => with_activations(include_str!("../../shaders/groupnorm.wgsl")),
+            Shader::GroupNorm => with_io(include_str!("../../shaders/groupnorm_io_scalar.wgsl"), include_str!("../../shaders/groupnorm.wgsl")),
+            Shader::GroupNormVec4 => with_io(include_str!("../../shaders/groupnorm_io_vec4.wgsl"), include_str!("../../shaders/groupnorm.wgsl")),
             Shader::Softmax => with_activations(include_str!("../../shaders/softmax.wgsl")),
             Shader::Pool => with_activations(include_str!("../../shaders/pool.wgsl")),
             Shader::Layout => with_activations(include_str!("../../shaders/layout.wgsl")),
@@ -173,6 +178,11 @@ impl Shader {
 
 fn with_activations(body: &'static str) -> Cow<'static, str> {
     Cow::Owned(format!("{ACTIVATIONS_WGSL}\n{body}"))
+}
+
+/// A kernel over an I/O prelude (element type and storage bindings), after the activations.
+fn with_io(io_prelude: &'static str, body: &'static str) -> Cow<'static, str> {
+    Cow::Owned(format!("{ACTIVATIONS_WGSL}\n{io_prelude}\n{body}"))
 }
 
 /// attention.wgsl with its rows-per-invocation const `QB` prepended.

@@ -1,0 +1,18 @@
+// groupnorm_io_vec4.wgsl — element type and storage bindings of groupnorm.wgsl when H·W is a
+// multiple of 4: x, add and y are array<vec4<f32>> (a vec4 never straddles two channels) and
+// every length in the shader counts vec4s. A quarter of the loads and stores of the scalar
+// prelude: on CPU devices (lavapipe runs every storage load as a per-lane loop) most of the cost.
+
+alias V = vec4<f32>;
+const ELEMS: f32 = 4.0; // floats per V
+
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> add: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> y: array<vec4<f32>>;
+
+fn splat(s: f32) -> V { return vec4<f32>(s); }
+fn hsum(v: V) -> f32 { return (v.x + v.y) + (v.z + v.w); }
+fn first(v: V) -> f32 { return v.x; }
+fn activate_v(v: V, act: u32) -> V {
+    return vec4<f32>(activate(v.x, act), activate(v.y, act), activate(v.z, act), activate(v.w, act));
+}
