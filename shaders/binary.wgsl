@@ -1,8 +1,11 @@
 // binary.wgsl — c = act(a OP b) with b broadcast to a's shape (numpy rules, rank <= 4).
 //
+// Element type: an I/O prelude declares V and the a/b/c bindings — binary_io_scalar.wgsl (V = f32)
+// or binary_io_vec4.wgsl (V = vec4<f32>, where the last axis runs contiguously in both operands
+// and is a multiple of 4); n, d3 and the strides count V elements.
 // Bindings: 0 params, 1 a (read, contiguous, shape [d0,d1,d2,d3]), 2 b (read, addressed through
 // the strides bs0..bs3 — 0 on a broadcast axis), 3 c (write, same shape as a).
-// Dispatch: ceil(n / WG) workgroups folded into (x, y); one element per invocation.
+// Dispatch: ceil(n / WG) workgroups folded into (x, y); one V per invocation.
 // OP: 0 add, 1 sub, 2 mul. Workgroup memory: none.
 
 struct Params {
@@ -17,9 +20,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 override OP: u32 = 0u;
 override ACT: u32 = 0u;
@@ -40,11 +40,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i0 = r / params.d1;
     let bv = b[i0 * params.bs0 + i1 * params.bs1 + i2 * params.bs2 + i3 * params.bs3];
     let av = a[i];
-    var v: f32;
+    var v: V;
     switch OP {
         case 1u: { v = av - bv; }
         case 2u: { v = av * bv; }
         default: { v = av + bv; }
     }
-    c[i] = activate(v, ACT);
+    c[i] = activate_v(v, ACT);
 }

@@ -86,7 +86,7 @@ pub fn binary(g: &mut Graph, a: TensorId, b: TensorId, op: BinaryOp, act: Activa
     // Four elements per invocation where the last axis runs contiguously in both operands.
     let vec4 = dims[3].is_multiple_of(4) && bs[3] == 1 && bs[..3].iter().all(|s| s.is_multiple_of(4));
     let (shader, params, items) = if vec4 {
-        let params = vec![p(n / 4), p(dims[1]), p(dims[2]), p(dims[3] / 4), p(bs[0] / 4), p(bs[1] / 4), p(bs[2] / 4), 0];
+        let params = vec![p(n / 4), p(dims[1]), p(dims[2]), p(dims[3] / 4), p(bs[0] / 4), p(bs[1] / 4), p(bs[2] / 4), 1];
         (Shader::BinaryVec4, params, n / 4)
     } else {
         (Shader::Binary, vec![p(n), p(dims[1]), p(dims[2]), p(dims[3]), p(bs[0]), p(bs[1]), p(bs[2]), p(bs[3])], n)

@@ -147,8 +147,8 @@ impl Shader {
     pub fn source(&self) -> Cow<'static, str> {
         match self {
             Shader::Unary => with_activations(include_str!("../../shaders/unary.wgsl")),
-            Shader::Binary => with_activations(include_str!("../../shaders/binary.wgsl")),
-            Shader::BinaryVec4 => with_activations(include_str!("../../shaders/binary_vec4.wgsl")),
+            Shader::Binary => with_io(include_str!("../../shaders/binary_io_scalar.wgsl"), include_str!("../../shaders/binary.wgsl")),
+            Shader::BinaryVec4 => with_io(include_str!("../../shaders/binary_io_vec4.wgsl"), include_str!("../../shaders/binary.wgsl")),
             Shader::FmaPeak => Cow::Borrowed(include_str!("../../shaders/fma_peak.wgsl")),
             Shader::Matmul => gemm_source(include_str!("../../shaders/matmul_io_scalar.wgsl"), include_str!("../../shaders/matmul.wgsl")),
             Shader::MatmulVec4 => gemm_source(include_str!("../../shaders/matmul_io_vec4.wgsl"), include_str!("../../shaders/matmul.wgsl")),
