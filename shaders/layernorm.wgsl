@@ -6,6 +6,9 @@
 // The mean itself is summed relative to the row's first element, so its rounding error scales
 // with the spread of the row rather than with the offset.
 //
+// Element type: an I/O prelude declares V and the storage bindings — layernorm_io_scalar.wgsl
+// (V = f32) or, when the row length is a multiple of 4, layernorm_io_vec4.wgsl (V = vec4<f32>);
+// `c` counts V elements, ELEMS floats each.
 // Bindings: 0 params, 1 x [rows, c] (read), 2 gamma [c] (read), 3 beta [c] (read),
 //           4 y [rows, c] (write). A layer without affine binds constant ones / zeros.
 // Dispatch: ceil(rows / (WG / LANES)) workgroups folded into (x, y) by `ops::grid`.
@@ -22,10 +25,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> gamma: array<f32>;
-@group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 override WG: u32 = 64u;
 override LANES: u32 = 1u;
@@ -42,15 +41,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let in_range = row < params.rows;
     let c = params.c;
     let base = row * c;
-    let first = lid - lane; // this row's slot 0 in workgroup memory
+    let slot0 = lid - lane; // this row's slot 0 in workgroup memory
 
     var shift = 0.0;
     var s = 0.0;
     if (in_range) {
-        shift = x[base];
+        shift = first(x[base]);
+        var sv = splat(0.0);
         for (var k = lane; k < c; k += LANES) {
-            s += x[base + k] - shift;
+            sv += x[base + k] - splat(shift);
         }
+        s = hsum(sv);
     }
     if (LANES > 1u) {
         sums[lid] = s;
@@ -61,16 +62,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
             workgroupBarrier();
         }
-        s = sums[first];
+        s = sums[slot0];
     }
-    let mean = shift + s / f32(c);
+    let n = f32(c) * ELEMS;
+    let mean = shift + s / n;
 
     var q = 0.0;
     if (in_range) {
+        var qv = splat(0.0);
         for (var k = lane; k < c; k += LANES) {
-            let d = x[base + k] - mean;
-            q += d * d;
+            let d = x[base + k] - splat(mean);
+            qv += d * d;
         }
+        q = hsum(qv);
     }
     if (LANES > 1u) {
         squares[lid] = q;
@@ -81,13 +85,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
             workgroupBarrier();
         }
-        q = squares[first];
+        q = squares[slot0];
     }
-    let rstd = 1.0 / sqrt(q / f32(c) + params.eps);
+    let rstd = 1.0 / sqrt(q / n + params.eps);
 
     if (in_range) {
         for (var k = lane; k < c; k += LANES) {
-            y[base + k] = (x[base + k] - mean) * rstd * gamma[k] + beta[k];
+            y[base + k] = (x[base + k] - splat(mean)) * splat(rstd) * gamma[k] + beta[k];
         }
     }
 }

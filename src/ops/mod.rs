@@ -51,6 +51,8 @@ pub enum Shader {
     /// Depthwise convolution (groups == channels).
     Conv2dDepthwise,
     LayerNorm,
+    /// layernorm.wgsl over the vec4 I/O prelude (rows a multiple of 4 long).
+    LayerNormVec4,
     GroupNorm,
     /// groupnorm.wgsl over the vec4 I/O prelude (H·W a multiple of 4).
     GroupNormVec4,
@@ -94,6 +96,7 @@ impl Shader {
             Shader::Conv2dVec4,
             Shader::Conv2dDepthwise,
             Shader::LayerNorm,
+            Shader::LayerNormVec4,
             Shader::GroupNorm,
             Shader::GroupNormVec4,
             Shader::Softmax,
@@ -125,6 +128,7 @@ impl Shader {
             Shader::Conv2dVec4 => "conv2d_vec4",
             Shader::Conv2dDepthwise => "conv2d_depthwise",
             Shader::LayerNorm => "layernorm",
+            Shader::LayerNormVec4 => "layernorm_vec4",
             Shader::GroupNorm => "groupnorm",
             Shader::GroupNormVec4 => "groupnorm_vec4",
             Shader::Softmax => "softmax",
@@ -155,7 +159,8 @@ impl Shader {
             Shader::Conv2d => gemm_source(include_str!("../../shaders/conv2d_io_scalar.wgsl"), include_str!("../../shaders/conv2d.wgsl")),
             Shader::Conv2dVec4 => gemm_source(include_str!("../../shaders/conv2d_io_vec4.wgsl"), include_str!("../../shaders/conv2d.wgsl")),
             Shader::Conv2dDepthwise => with_activations(include_str!("../../shaders/conv2d_depthwise.wgsl")),
-            Shader::LayerNorm => with_activations(include_str!("../../shaders/layernorm.wgsl")),
+            Shader::LayerNorm => with_io(include_str!("../../shaders/layernorm_io_scalar.wgsl"), include_str!("../../shaders/layernorm.wgsl")),
+            Shader::LayerNormVec4 => with_io(include_str!("../../shaders/layernorm_io_vec4.wgsl"), include_str!("../../shaders/layernorm.wgsl")),
             Shader::GroupNorm => with_io(include_str!("../../shaders/groupnorm_io_scalar.wgsl"), include_str!("../../shaders/groupnorm.wgsl")),
             Shader::GroupNormVec4 => with_io(include_str!("../../shaders/groupnorm_io_vec4.wgsl"), include_str!("../../shaders/groupnorm.wgsl")),
             Shader::Softmax => with_activations(include_str!("../../shaders/softmax.wgsl")),
