@@ -1,8 +1,8 @@
 // binary.wgsl — c = act(a OP b) with b broadcast to a's shape (numpy rules, rank <= 4).
 //
-// Element type: an I/O prelude declares V and the a/b/c bindings — binary_io_scalar.wgsl (V = f32)
-// or binary_io_vec4.wgsl (V = vec4<f32>, where the last axis runs contiguously in both operands
-// and is a multiple of 4); n, d3 and the strides count V elements.
+// Element type V from elem_f32.wgsl, or elem_vec4.wgsl where the last axis is a multiple of 4
+// and runs contiguously in b too (its last-axis stride 1, its other strides multiples of 4);
+// n, d3 and the strides count V elements.
 // Bindings: 0 params, 1 a (read, contiguous, shape [d0,d1,d2,d3]), 2 b (read, addressed through
 // the strides bs0..bs3 — 0 on a broadcast axis), 3 c (write, same shape as a).
 // Dispatch: ceil(n / WG) workgroups folded into (x, y); one V per invocation.
@@ -20,6 +20,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> a: array<V>;
+@group(0) @binding(2) var<storage, read> b: array<V>;
+@group(0) @binding(3) var<storage, read_write> c: array<V>;
 
 override OP: u32 = 0u;
 override ACT: u32 = 0u;

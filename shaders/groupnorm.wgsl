@@ -13,9 +13,9 @@
 // M = Ma + Mb + d² na nb / n — only differences of nearby means, never E[v²] - E[v]², so a large
 // common offset keeps full precision. Counts are f32, exact for groups < 2^24 (checked on the host).
 //
-// Element type: an I/O prelude declares V and the x/add/y bindings — groupnorm_io_scalar.wgsl
-// (V = f32) or, when S is a multiple of 4, groupnorm_io_vec4.wgsl (V = vec4<f32>, a quarter of
-// the loads). Every length in params and below counts V elements; counts convert with ELEMS.
+// Element type V from elem_f32.wgsl, or elem_vec4.wgsl when S is a multiple of 4 (a vec4 never
+// straddles two channels). Every length in params and below counts V elements; counts of floats
+// convert with ELEMS.
 //
 // Bindings (the same for both phases so that one module serves both):
 //   0 params, 1 x [B, C, S] (read), 2 add [B, C, S] (read; x bound again when ADD = 0),
@@ -36,9 +36,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<V>;
+@group(0) @binding(2) var<storage, read> add: array<V>;
 @group(0) @binding(3) var<storage, read> gamma: array<f32>;
 @group(0) @binding(4) var<storage, read> beta: array<f32>;
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<V>;
 
 override WG: u32 = 256u;
 override PHASE: u32 = 0u;

@@ -6,8 +6,7 @@
 // The mean itself is summed relative to the row's first element, so its rounding error scales
 // with the spread of the row rather than with the offset.
 //
-// Element type: an I/O prelude declares V and the storage bindings — layernorm_io_scalar.wgsl
-// (V = f32) or, when the row length is a multiple of 4, layernorm_io_vec4.wgsl (V = vec4<f32>);
+// Element type V from elem_f32.wgsl, or elem_vec4.wgsl when the row length is a multiple of 4;
 // `c` counts V elements, ELEMS floats each.
 // Bindings: 0 params, 1 x [rows, c] (read), 2 gamma [c] (read), 3 beta [c] (read),
 //           4 y [rows, c] (write). A layer without affine binds constant ones / zeros.
@@ -25,6 +24,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<V>;
+@group(0) @binding(2) var<storage, read> gamma: array<V>;
+@group(0) @binding(3) var<storage, read> beta: array<V>;
+@group(0) @binding(4) var<storage, read_write> y: array<V>;
 
 override WG: u32 = 64u;
 override LANES: u32 = 1u;

@@ -9,7 +9,7 @@
 //!    formula; each chunk's (mean, M2) goes to a small `stats` tensor;
 //! 2. per chunk again: merge the group's chunk moments (Chan), normalise the chunk's elements.
 //!
-//! Where `H·W` is a multiple of 4 the elements are vec4s (`groupnorm_io_vec4.wgsl`): a quarter of
+//! Where `H·W` is a multiple of 4 the elements are vec4s (`elem_vec4.wgsl`): a quarter of
 //! the loads. Lavapipe, hatnet-tiny's 63 GroupNorms (both dispatches): 42 → 21 ms.
 //!
 //! Invariant for accuracy: nowhere is a variance formed as `E[v²] - E[v]²`; every M2 is a sum of
