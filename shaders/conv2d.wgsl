@@ -165,21 +165,13 @@ fn tile_origin(p: u32) -> array<vec4<i32>, 2> {
 @compute @workgroup_size(WG_N, WG_M)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
-    let wg = wid.x + wid.y * nwg.x;
-    let tiles = params.tiles_m * params.tiles_n;
-    if (wg >= tiles * params.batches) {
+    let p = tile_position(wid, nwg, lid);
+    if (!p.valid) {
         return;
     }
-    let batch = wg / tiles;
-    let tile = wg % tiles;
-    let m0 = ((tile / params.tiles_n) * WG_M + lid.y) * TM;
-    let n0 = ((tile % params.tiles_n) * WG_N + lid.x) * TN;
-    if (m0 >= params.m || n0 >= params.n) {
-        return;
-    }
-    let c0 = tile_origin(n0);
-    let c1 = tile_origin(n0 + 4u);
-    let t = Tile(m0, n0, (batch % params.groups) * params.m * params.k, batch * params.in_c * params.in_h * params.in_w,
+    let c0 = tile_origin(p.n0);
+    let c1 = tile_origin(p.n0 + 4u);
+    let t = Tile(p.m0, p.n0, (p.batch % params.groups) * params.m * params.k, p.batch * params.in_c * params.in_h * params.in_w,
                  array<vec4<i32>, 2>(c0[0], c1[0]), array<vec4<i32>, 2>(c0[1], c1[1]));
-    gemm_store(batch, t, gemm_accumulate(t));
+    gemm_store(p.batch, t, gemm_accumulate(t));
 }

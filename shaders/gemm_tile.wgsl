@@ -2,7 +2,9 @@
 // to them): C[TM x TN] = sum_k A[m, k] * B[k, n] for one invocation's tile, then the walk that
 // hands every output row segment to the epilogue.
 //
-// The including shader provides: `params` with a field `k` (the reduction length); the types
+// The including shader provides: `params` with fields `k` (the reduction length), `m`, `n`,
+// `tiles_m`, `tiles_n` and `batches` (the launch: WG_M x WG_N invocations per workgroup, each a
+// TM x TN tile, tiles_m x tiles_n workgroups per batch entry); `override WG_M, WG_N`; the types
 // `Tile` (with fields m0, n0: the tile's first row and column) and `KStep` (where a k step
 // reads: `k` plus whatever its loads precompute); `k_first(t) -> KStep`, `k_advance(s) -> KStep`
 // (the next 4 k); `a_block(t, q, s, masked)` (rows m0+4q.. m0+4q+3 of A at k..k+3, column i =
@@ -22,6 +24,24 @@ override TM: u32 = 16u;
 override TN: u32 = 8u;
 // K % 4 != 0: compile the masked last k step (dead code otherwise).
 override K_TAIL: bool = true;
+
+// Where an invocation's tile is: its batch entry and first output row and column, `valid` false
+// for an invocation past the output (the launch rounds up to whole workgroups).
+struct TilePosition {
+    batch: u32,
+    m0: u32,
+    n0: u32,
+    valid: bool,
+}
+
+fn tile_position(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> TilePosition {
+    let wg = wid.x + wid.y * nwg.x;
+    let tiles = params.tiles_m * params.tiles_n;
+    let tile = wg % tiles;
+    let m0 = ((tile / params.tiles_n) * WG_M + lid.y) * TM;
+    let n0 = ((tile % params.tiles_n) * WG_N + lid.x) * TN;
+    return TilePosition(wg / tiles, m0, n0, wg < tiles * params.batches && m0 < params.m && n0 < params.n);
+}
 
 // c<q><g>: rows 4q..4q+3 (the columns of the mat4x4) by output columns 4g..4g+3 (components).
 struct Acc {

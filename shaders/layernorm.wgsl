@@ -14,7 +14,8 @@
 //   LANES invocations share one row (LANES a power of two dividing WG); LANES = 1 means every
 //   invocation loops over a whole row alone — no barriers and no workgroup memory traffic, which
 //   is what a CPU device (lavapipe) runs fastest for short rows.
-// Workgroup memory: 2 x WG f32 (row sums and centred sums of squares) = 512 B at WG = 64.
+// Lanes of a row combine their sums with `lanes_reduce` (row_lanes.wgsl, prepended).
+// Workgroup memory: WG f32 (row_lanes.wgsl) = 256 B at WG = 64.
 
 struct Params {
     rows: u32,
@@ -32,8 +33,6 @@ struct Params {
 override WG: u32 = 64u;
 override LANES: u32 = 1u;
 
-var<workgroup> sums: array<f32, WG>;
-var<workgroup> squares: array<f32, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -44,7 +43,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let in_range = row < params.rows;
     let c = params.c;
     let base = row * c;
-    let slot0 = lid - lane; // this row's slot 0 in workgroup memory
 
     var shift = 0.0;
     var s = 0.0;
@@ -56,17 +54,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         s = hsum(sv);
     }
-    if (LANES > 1u) {
-        sums[lid] = s;
-        workgroupBarrier();
-        for (var half = LANES / 2u; half > 0u; half /= 2u) {
-            if (lane < half) {
-                sums[lid] += sums[lid + half];
-            }
-            workgroupBarrier();
-        }
-        s = sums[slot0];
-    }
+    s = lanes_reduce(lid, s, false);
     let n = f32(c) * ELEMS;
     let mean = shift + s / n;
 
@@ -79,17 +67,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         q = hsum(qv);
     }
-    if (LANES > 1u) {
-        squares[lid] = q;
-        workgroupBarrier();
-        for (var half = LANES / 2u; half > 0u; half /= 2u) {
-            if (lane < half) {
-                squares[lid] += squares[lid + half];
-            }
-            workgroupBarrier();
-        }
-        q = squares[slot0];
-    }
+    q = lanes_reduce(lid, q, false);
     let rstd = 1.0 / sqrt(q / n + params.eps);
 
     if (in_range) {

@@ -163,18 +163,10 @@ fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
 @compute @workgroup_size(WG_N, WG_M)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
-    let wg = wid.x + wid.y * nwg.x;
-    let tiles = params.tiles_m * params.tiles_n;
-    if (wg >= tiles * params.batches) {
+    let p = tile_position(wid, nwg, lid);
+    if (!p.valid) {
         return;
     }
-    let batch = wg / tiles;
-    let tile = wg % tiles;
-    let m0 = ((tile / params.tiles_n) * WG_M + lid.y) * TM;
-    let n0 = ((tile % params.tiles_n) * WG_N + lid.x) * TN;
-    if (m0 >= params.m || n0 >= params.n) {
-        return;
-    }
-    let t = Tile(m0, n0, (batch % params.a_batches) * params.m * params.k, (batch % params.b_batches) * params.k * params.n);
-    gemm_store(batch, t, gemm_accumulate(t));
+    let t = Tile(p.m0, p.n0, (p.batch % params.a_batches) * params.m * params.k, (p.batch % params.b_batches) * params.k * params.n);
+    gemm_store(p.batch, t, gemm_accumulate(t));
 }

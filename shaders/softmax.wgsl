@@ -10,7 +10,8 @@
 //   over its row alone, no barriers — fastest on a CPU device (lavapipe) for short rows.
 // Each lane re-reads in the last sweep only the y elements it wrote itself, so the sweeps need no
 // barrier beyond the reductions.
-// Workgroup memory: 2 x WG f32 (row maxima and sums) = 512 B at WG = 64.
+// Lanes of a row combine their maxima and sums with `lanes_reduce` (row_lanes.wgsl, prepended).
+// Workgroup memory: WG f32 (row_lanes.wgsl) = 256 B at WG = 64.
 
 struct Params {
     rows: u32,
@@ -26,9 +27,6 @@ struct Params {
 override WG: u32 = 64u;
 override LANES: u32 = 1u;
 
-var<workgroup> maxima: array<f32, WG>;
-var<workgroup> sums: array<f32, WG>;
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -38,7 +36,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let in_range = row < params.rows;
     let len = params.len;
     let base = row * len;
-    let first = lid - lane;
     let scale = params.scale;
 
     // -3e38 rather than -inf: WGSL has no infinity literal; a lane with no element keeps it and
@@ -49,17 +46,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             m = max(m, scale * x[base + k]);
         }
     }
-    if (LANES > 1u) {
-        maxima[lid] = m;
-        workgroupBarrier();
-        for (var half = LANES / 2u; half > 0u; half /= 2u) {
-            if (lane < half) {
-                maxima[lid] = max(maxima[lid], maxima[lid + half]);
-            }
-            workgroupBarrier();
-        }
-        m = maxima[first];
-    }
+    m = lanes_reduce(lid, m, true);
 
     var s = 0.0;
     if (in_range) {
@@ -69,17 +56,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             s += e;
         }
     }
-    if (LANES > 1u) {
-        sums[lid] = s;
-        workgroupBarrier();
-        for (var half = LANES / 2u; half > 0u; half /= 2u) {
-            if (lane < half) {
-                sums[lid] += sums[lid + half];
-            }
-            workgroupBarrier();
-        }
-        s = sums[first];
-    }
+    s = lanes_reduce(lid, s, false);
     let inv = 1.0 / s;
 
     if (in_range) {

@@ -246,23 +246,17 @@ fn dims4(s: &[usize]) -> [usize; 4] {
 pub fn build(g: &mut Graph, w: &Weights, input: TensorId, id: &str, cfg: &HatNetConfig) -> Result<TensorId> {
     let shape = g.shape(input).to_vec();
     if !cfg.accepts_side(shape[2]) || !cfg.accepts_side(shape[3]) {
-        let official = cfg.grid_sizes == [8, 7, 7, 1];
-        let sides = cfg.accepted_sides(if official { 0 } else { 1024 });
-        let examples: Vec<String> = sides.iter().take(8).map(usize::to_string).collect();
+        // The official grids (8, 7, 7, 1) give 221–224, 445–448, 669–672, ...
+        let sides = cfg.accepted_sides(1024);
+        let examples: Vec<String> = sides.iter().take(12).map(usize::to_string).collect();
         return Err(Error::BadInputShape {
             model: id.into(),
-            expected: if official {
-                "height and width must each be 224·k or up to 3 pixels less (e.g. 221–224, 445–448, 669–672): \
-                 the official model splits every stage into 8×8 / 7×7 cells"
-                    .into()
-            } else {
-                format!(
-                    "every stage splits into {:?} cells (grid_sizes), so height and width must be one of {}{}",
-                    cfg.grid_sizes,
-                    examples.join(", "),
-                    if sides.len() > examples.len() { ", ..." } else { "" }
-                )
-            },
+            expected: format!(
+                "every stage splits into {:?} cells (grid_sizes), so height and width must each be one of {}{}",
+                cfg.grid_sizes,
+                examples.join(", "),
+                if sides.len() > examples.len() { ", ..." } else { "" }
+            ),
             found: shape,
         });
     }

@@ -151,19 +151,19 @@ impl Shader {
     pub fn source(&self) -> Cow<'static, str> {
         match self {
             Shader::Unary => with_activations(include_str!("../../shaders/unary.wgsl")),
-            Shader::Binary => with_elem(ELEM_F32, include_str!("../../shaders/binary.wgsl")),
-            Shader::BinaryVec4 => with_elem(ELEM_VEC4, include_str!("../../shaders/binary.wgsl")),
+            Shader::Binary => with_elem(ELEM_F32, &[include_str!("../../shaders/binary.wgsl")]),
+            Shader::BinaryVec4 => with_elem(ELEM_VEC4, &[include_str!("../../shaders/binary.wgsl")]),
             Shader::FmaPeak => Cow::Borrowed(include_str!("../../shaders/fma_peak.wgsl")),
             Shader::Matmul => gemm_source(include_str!("../../shaders/matmul_io_scalar.wgsl"), include_str!("../../shaders/matmul.wgsl")),
             Shader::MatmulVec4 => gemm_source(include_str!("../../shaders/matmul_io_vec4.wgsl"), include_str!("../../shaders/matmul.wgsl")),
             Shader::Conv2d => gemm_source(include_str!("../../shaders/conv2d_io_scalar.wgsl"), include_str!("../../shaders/conv2d.wgsl")),
             Shader::Conv2dVec4 => gemm_source(include_str!("../../shaders/conv2d_io_vec4.wgsl"), include_str!("../../shaders/conv2d.wgsl")),
             Shader::Conv2dDepthwise => with_activations(include_str!("../../shaders/conv2d_depthwise.wgsl")),
-            Shader::LayerNorm => with_elem(ELEM_F32, include_str!("../../shaders/layernorm.wgsl")),
-            Shader::LayerNormVec4 => with_elem(ELEM_VEC4, include_str!("../../shaders/layernorm.wgsl")),
-            Shader::GroupNorm => with_elem(ELEM_F32, include_str!("../../shaders/groupnorm.wgsl")),
-            Shader::GroupNormVec4 => with_elem(ELEM_VEC4, include_str!("../../shaders/groupnorm.wgsl")),
-            Shader::Softmax => with_activations(include_str!("../../shaders/softmax.wgsl")),
+            Shader::LayerNorm => with_elem(ELEM_F32, &[ROW_LANES, include_str!("../../shaders/layernorm.wgsl")]),
+            Shader::LayerNormVec4 => with_elem(ELEM_VEC4, &[ROW_LANES, include_str!("../../shaders/layernorm.wgsl")]),
+            Shader::GroupNorm => with_elem(ELEM_F32, &[include_str!("../../shaders/groupnorm.wgsl")]),
+            Shader::GroupNormVec4 => with_elem(ELEM_VEC4, &[include_str!("../../shaders/groupnorm.wgsl")]),
+            Shader::Softmax => Cow::Owned(format!("{ROW_LANES}\n{}", include_str!("../../shaders/softmax.wgsl"))),
             Shader::Pool => with_activations(include_str!("../../shaders/pool.wgsl")),
             Shader::Layout => with_activations(include_str!("../../shaders/layout.wgsl")),
             Shader::Attention => attention_source(1),
@@ -185,13 +185,15 @@ fn with_activations(body: &'static str) -> Cow<'static, str> {
     Cow::Owned(format!("{ACTIVATIONS_WGSL}\n{body}"))
 }
 
+/// The lanes-per-row reduction of the row kernels (layernorm, softmax).
+const ROW_LANES: &str = include_str!("../../shaders/row_lanes.wgsl");
 const ELEM_F32: &str = include_str!("../../shaders/elem_f32.wgsl");
 const ELEM_VEC4: &str = include_str!("../../shaders/elem_vec4.wgsl");
 
 /// A kernel written over the element type `V`, after the activations and the prelude declaring
 /// `V` (`ELEM_F32` or `ELEM_VEC4`).
-fn with_elem(elem: &'static str, body: &'static str) -> Cow<'static, str> {
-    Cow::Owned(format!("{ACTIVATIONS_WGSL}\n{elem}\n{body}"))
+fn with_elem(elem: &'static str, body: &[&'static str]) -> Cow<'static, str> {
+    Cow::Owned(format!("{ACTIVATIONS_WGSL}\n{elem}\n{}", body.join("\n")))
 }
 
 /// attention.wgsl with its rows-per-invocation const `QB` prepended.
