@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use wgvit::executor::ConstantCache;
-use wgvit::graph::Target;
+use wgvit::models::ModelCard;
 use wgvit::{models, Engine, Graph, HostTensor, Weights};
 
 fn main() -> wgvit::Result<()> {
@@ -25,19 +25,19 @@ fn main() -> wgvit::Result<()> {
         Ok(bytes) => Weights::from_bytes(&asset, &bytes)?,
         Err(_) => Weights::synthetic(0),
     };
+    let card = ModelCard::new(&id, &weights)?;
     let size = match args.next() {
         Some(s) => wgvit::preprocess::parse_size(&s)?,
-        None => wgvit::preprocess::input_size(&weights, &id)?,
+        None => card.input_size(),
     };
     let engine = pollster::block_on(Engine::new())?;
-    let spec = models::resolve(&id, &weights)?;
-    let target = Target::for_device_type(&engine.info().device_type);
-    let graph = models::build_spec_graph(&spec, &weights, &[1, 3, size.0, size.1], target)?;
+    let profile = engine.info().profile.clone();
+    let graph = models::build_spec_graph(&card.spec, &weights, &[1, 3, size.0, size.1], profile.clone())?;
 
     let mut seen = HashSet::new();
     let mut rows = Vec::new();
     for node in graph.nodes.iter().filter(|n| seen.insert(n.key.clone())) {
-        let mut single = Graph::for_target(target);
+        let mut single = Graph::for_profile(profile.clone());
         let inputs: Vec<HostTensor> = node.reads.iter().map(|&t| HostTensor::zeros(graph.shape(t).to_vec())).collect();
         let mut n = node.clone();
         n.reads = inputs.iter().enumerate().map(|(i, x)| single.input(&format!("in{i}"), &x.shape)).collect();

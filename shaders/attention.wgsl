@@ -70,9 +70,14 @@ override WG: u32 = 64u;
 override D4: u32 = 16u;
 override DV4: u32 = 16u;
 override HAS_BIAS: bool = false;
-// QB, the query rows per invocation, is a `const` the host prepends (Shader::Attention: 1,
-// Shader::AttentionRows2: 2): a const, not an override, because the register arrays are sized by
-// it (an override-sized maximum made lavapipe's LLVM compile several times slower).
+// QB, the query rows per invocation, is a `const` chosen by the variant (`Kernel::Attention`: 1;
+// `Kernel::AttentionQb2`, define QB2: 2): a const, not an override, because the register arrays
+// are sized by it (an override-sized maximum made lavapipe's LLVM compile several times slower).
+#if QB2
+const QB: u32 = 2u;
+#else
+const QB: u32 = 1u;
+#endif
 
 const MAX_D4: u32 = 16u;
 const MAX_QD4: u32 = QB * MAX_D4;

@@ -1,12 +1,13 @@
 // binary.wgsl — c = act(a OP b) with b broadcast to a's shape (numpy rules, rank <= 4).
 //
-// Element type V from elem_f32.wgsl, or elem_vec4.wgsl where the last axis is a multiple of 4
-// and runs contiguously in b too (its last-axis stride 1, its other strides multiples of 4);
+// Element type V from lib/elem.wgsl: f32, or vec4<f32> (VEC4) where the last axis is a multiple
+// of 4 and runs contiguously in b too (its last-axis stride 1, its other strides multiples of 4);
 // n, d3 and the strides count V elements.
 // Bindings: 0 params, 1 a (read, contiguous, shape [d0,d1,d2,d3]), 2 b (read, addressed through
 // the strides bs0..bs3 — 0 on a broadcast axis), 3 c (write, same shape as a).
 // Dispatch: ceil(n / WG) workgroups folded into (x, y); one V per invocation.
 // OP: 0 add, 1 sub, 2 mul. Workgroup memory: none.
+// requires: elem
 
 struct Params {
     n: u32,

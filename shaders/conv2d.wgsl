@@ -10,9 +10,10 @@
 // k walks r in weight order; instead of dividing r by kh*kw and kw for every element, a KStep
 // carries the (ci, i, j) of its 4 taps and advances them by increments.
 //
-// Source order: activations.wgsl, a weight prelude, gemm_tile.wgsl, this file. The prelude
-// (`ops::Shader::Conv2d` / `Conv2dVec4`) declares the weight binding and `load_w`/`load_w4`:
-// conv2d_io_scalar.wgsl (any K) or conv2d_io_vec4.wgsl (vec4 loads, K % 4 == 0).
+// requires: activations, gemm_tile
+// Variants: without VEC4 (`Kernel::Conv2d`, any K) the weight is array<f32> and a row segment of
+// 4 weights takes 4 scalar loads; with VEC4 (`Kernel::Conv2dVec4`, K % 4 == 0, so every weight
+// row and every k step starts on a vec4) one vec4 load moves 4 weights.
 // Bindings: 0 params, 1 x [B, Cin, H, W], 2 weight, 3 bias [Cout] (the host binds the weight in
 // place of an absent bias; BIAS = false never reads it), 4 out [B, Cout, Ho, Wo].
 // Dispatch: workgroups of WG_N x WG_M invocations, each owning TM channels x TN pixels, over
@@ -45,6 +46,11 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+#if VEC4
+@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
+#else
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+#endif
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
@@ -52,6 +58,14 @@ override WG_M: u32 = 8u;
 override WG_N: u32 = 8u;
 override BIAS: bool = false;
 override ACT: u32 = 0u;
+
+#if VEC4
+fn load_w(i: u32) -> f32 { return weight[i >> 2u][i & 3u]; }
+fn load_w4(i: u32) -> vec4<f32> { return weight[i >> 2u]; }
+#else
+fn load_w(i: u32) -> f32 { return weight[i]; }
+fn load_w4(i: u32) -> vec4<f32> { return vec4<f32>(weight[i], weight[i + 1u], weight[i + 2u], weight[i + 3u]); }
+#endif
 
 struct Tile {
     m0: u32,

@@ -19,6 +19,7 @@
 // Dispatch: one invocation per (b, c, row block, column block), `tiles` in all, WG per
 // workgroup, ceil(tiles / WG) workgroups folded into (x, y) by `ops::grid`.
 // Workgroup memory: none. Registers: KW <= 7 weights, a segment of <= 32 floats, TH vec4s.
+// requires: activations
 
 struct Params {
     tiles: u32,

@@ -13,7 +13,7 @@
 // M = Ma + Mb + d² na nb / n — only differences of nearby means, never E[v²] - E[v]², so a large
 // common offset keeps full precision. Counts are f32, exact for groups < 2^24 (checked on the host).
 //
-// Element type V from elem_f32.wgsl, or elem_vec4.wgsl when S is a multiple of 4 (a vec4 never
+// Element type V from lib/elem.wgsl: f32, or vec4<f32> (VEC4) when S is a multiple of 4 (a vec4 never
 // straddles two channels). Every length in params and below counts V elements; counts of floats
 // convert with ELEMS.
 //
@@ -23,6 +23,7 @@
 //   written by phase 0, read by phase 1), 6 y [B, C, S] (read_write; written by phase 1 only).
 // Dispatch: B * G * chunks_per_group workgroups (both phases) folded into (x, y) by `ops::grid`.
 // Workgroup memory: 3 x WG f32 (count, mean, M2) = 384 B at WG = 32 (3 KiB at the largest WG, 256).
+// requires: elem
 
 struct Params {
     group_len: u32,           // (C / G) * S

@@ -6,7 +6,7 @@
 // The mean itself is summed relative to the row's first element, so its rounding error scales
 // with the spread of the row rather than with the offset.
 //
-// Element type V from elem_f32.wgsl, or elem_vec4.wgsl when the row length is a multiple of 4;
+// Element type V from lib/elem.wgsl: f32, or vec4<f32> (VEC4) when the row length is a multiple of 4;
 // `c` counts V elements, ELEMS floats each.
 // Bindings: 0 params, 1 x [rows, c] (read), 2 gamma [c] (read), 3 beta [c] (read),
 //           4 y [rows, c] (write). A layer without affine binds constant ones / zeros.
@@ -14,8 +14,9 @@
 //   LANES invocations share one row (LANES a power of two dividing WG); LANES = 1 means every
 //   invocation loops over a whole row alone — no barriers and no workgroup memory traffic, which
 //   is what a CPU device (lavapipe) runs fastest for short rows.
-// Lanes of a row combine their sums with `lanes_reduce` (row_lanes.wgsl, prepended).
+// Lanes of a row combine their sums with `lanes_reduce` (lib/row_lanes.wgsl).
 // Workgroup memory: WG f32 (row_lanes.wgsl) = 256 B at WG = 64.
+// requires: elem, row_lanes
 
 struct Params {
     rows: u32,

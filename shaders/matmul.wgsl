@@ -5,14 +5,16 @@
 // stored a is [M, K] ([K, M] if TRANS_A), stored b is [K, N] ([N, K] if TRANS_B). Batch `t` of
 // out reads batch `t % a_batches` of a and `t % b_batches` of b (a count of 1 broadcasts).
 //
-// Source order: activations.wgsl, an I/O prelude, gemm_tile.wgsl, this file. The prelude
-// (chosen by the host: `ops::Shader::Matmul` / `MatmulVec4`) declares the storage bindings and
-// the load/store helpers: matmul_io_scalar.wgsl (array<f32>, any shape) or matmul_io_vec4.wgsl
-// (array<vec4<f32>>, when the stored contiguous dims and N are % 4).
+// requires: activations, gemm_tile
+// Variants: without VEC4 (`Kernel::Matmul`, any shape) every tensor is an array<f32> and
+// `load_a4`/`load_b4` gather four consecutive elements with four scalar loads; with VEC4
+// (`Kernel::MatmulVec4`) a, b, residual and out are array<vec4<f32>> and one load moves four
+// floats: valid only when every offset passed to a `*4` helper is a multiple of 4 (the stored
+// contiguous dims of a and b, and N, are multiples of 4; the host checks). `bias` stays scalar.
 // Bindings: 0 params (uniform), 1 a, 2 b, 3 bias ([M] if BIAS == 1, [N] if BIAS == 2),
 // 4 residual (like out), 5 out. The host binds `a` in place of an absent bias or residual.
 //
-// Loads: with VEC4, the A and B blocks of a k step are vec4 loads along the stored contiguous
+// Loads: with VEC4_BLOCKS, the A and B blocks of a k step are vec4 loads along the stored contiguous
 // dimension, whichever it is (a transposed operand becomes `transpose()` of the loaded block:
 // free register renaming); otherwise element by element (any shape).
 // Edges: rows/columns past M/N are clamped when loading (every read is in bounds and real data)
@@ -38,11 +40,52 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 
+#if VEC4
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> residual: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+
+fn load_a(i: u32) -> f32 { return a[i >> 2u][i & 3u]; }
+fn load_b(i: u32) -> f32 { return b[i >> 2u][i & 3u]; }
+fn load_a4(i: u32) -> vec4<f32> { return a[i >> 2u]; }
+fn load_b4(i: u32) -> vec4<f32> { return b[i >> 2u]; }
+fn load_residual(i: u32) -> f32 { return residual[i >> 2u][i & 3u]; }
+fn load_residual4(i: u32) -> vec4<f32> { return residual[i >> 2u]; }
+fn store_out(i: u32, v: f32) { out[i >> 2u][i & 3u] = v; }
+fn store_out4(i: u32, v: vec4<f32>) { out[i >> 2u] = v; }
+#else
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> residual: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+fn load_a(i: u32) -> f32 { return a[i]; }
+fn load_b(i: u32) -> f32 { return b[i]; }
+fn load_a4(i: u32) -> vec4<f32> { return vec4<f32>(a[i], a[i + 1u], a[i + 2u], a[i + 3u]); }
+fn load_b4(i: u32) -> vec4<f32> { return vec4<f32>(b[i], b[i + 1u], b[i + 2u], b[i + 3u]); }
+fn load_residual(i: u32) -> f32 { return residual[i]; }
+fn load_residual4(i: u32) -> vec4<f32> {
+    return vec4<f32>(residual[i], residual[i + 1u], residual[i + 2u], residual[i + 3u]);
+}
+fn store_out(i: u32, v: f32) { out[i] = v; }
+fn store_out4(i: u32, v: vec4<f32>) {
+    out[i] = v.x;
+    out[i + 1u] = v.y;
+    out[i + 2u] = v.z;
+    out[i + 3u] = v.w;
+}
+#endif
+
 override WG_M: u32 = 8u;
 override WG_N: u32 = 8u;
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
-override VEC4: bool = false;
+// The block loads of a k step as vec4 (over either variant: over the scalar one it is the
+// benchmark baseline `MatmulLoads::Vec4FromScalars`).
+override VEC4_BLOCKS: bool = false;
 // 0: no bias, 1: bias[M] along rows, 2: bias[N] along columns.
 override BIAS: u32 = 0u;
 override RESIDUAL: bool = false;
@@ -95,7 +138,7 @@ fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
     let M = params.m;
     let m = t.m0 + 4u * q;
     let k = s.k;
-    if (VEC4 && !masked) {
+    if (VEC4_BLOCKS && !masked) {
         if (TRANS_A) {
             // M % 4 == 0: a group of 4 rows is wholly in range or wholly past the edge.
             let base = t.a_off + min(m, M - 4u);
@@ -114,7 +157,7 @@ fn b_block(t: Tile, g: u32, s: KStep, masked: bool) -> mat4x4<f32> {
     let N = params.n;
     let n = t.n0 + 4u * g;
     let k = s.k;
-    if (VEC4 && !masked) {
+    if (VEC4_BLOCKS && !masked) {
         if (TRANS_B) {
             let K = params.k;
             let base = t.b_off + k;
@@ -144,7 +187,7 @@ fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
     }
     v = vec4<f32>(activate(v.x, ACT), activate(v.y, ACT), activate(v.z, ACT), activate(v.w, ACT));
     let o = (batch * M + m) * N + n;
-    if (VEC4 || n + 4u <= N) {
+    if (VEC4_BLOCKS || n + 4u <= N) {
         if (RESIDUAL) {
             v += load_residual4(o);
         }

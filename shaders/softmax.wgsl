@@ -10,8 +10,9 @@
 //   over its row alone, no barriers — fastest on a CPU device (lavapipe) for short rows.
 // Each lane re-reads in the last sweep only the y elements it wrote itself, so the sweeps need no
 // barrier beyond the reductions.
-// Lanes of a row combine their maxima and sums with `lanes_reduce` (row_lanes.wgsl, prepended).
+// Lanes of a row combine their maxima and sums with `lanes_reduce` (lib/row_lanes.wgsl).
 // Workgroup memory: WG f32 (row_lanes.wgsl) = 256 B at WG = 64.
+// requires: row_lanes
 
 struct Params {
     rows: u32,

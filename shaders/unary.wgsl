@@ -3,6 +3,7 @@
 // Bindings: 0 params (uniform), 1 x (read), 2 y (write); x and y have `n` elements.
 // Dispatch: ceil(n / WG) workgroups folded into (x, y) by `ops::grid`; one element per invocation.
 // Workgroup memory: none.
+// requires: activations
 
 struct Params {
     n: u32,

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use crate::context::{DeviceInfo, GpuContext};
 use crate::error::Result;
 use crate::executor::{ConstantCache, Executable, PipelineCache};
-use crate::graph::{Graph, Target};
-use crate::models;
+use crate::graph::Graph;
+use crate::models::{self, ModelCard};
 use crate::tensor::HostTensor;
 use crate::weights::Weights;
 
@@ -53,12 +53,16 @@ impl Engine {
     /// for an input size is built. The id is a built-in variant (`hatnet-tiny`) or the model the
     /// weights' metadata describes (`wgvit.model` + `wgvit.config`, e.g. `vvt-digits`).
     pub fn load_model(&self, id: &str, weights: Weights) -> Result<Model> {
-        let spec = models::resolve(id, &weights)?;
+        self.load(ModelCard::new(id, &weights)?, weights)
+    }
+
+    /// Loads the model `card` describes (read from `weights` with [`ModelCard::new`]).
+    pub fn load(&self, card: ModelCard, weights: Weights) -> Result<Model> {
         weights.check_binding_limit(self.ctx.limits().max_storage_buffer_binding_size)?;
         Ok(Model {
             engine: self.clone(),
-            id: id.to_string(),
-            spec,
+            id: card.id().to_string(),
+            card,
             weights,
             constants: ConstantCache::new(),
             graphs: Mutex::new(HashMap::new()),
@@ -80,7 +84,8 @@ impl Engine {
 pub struct Model {
     engine: Engine,
     pub id: String,
-    pub spec: models::ModelSpec,
+    /// The configuration, input size, preprocessing and labels, from the weights' metadata.
+    pub card: ModelCard,
     pub weights: Weights,
     constants: ConstantCache,
     graphs: Mutex<HashMap<Vec<usize>, Arc<Executable>>>,
@@ -92,8 +97,8 @@ impl Model {
         if let Some(e) = self.graphs.lock().unwrap().get(input_shape) {
             return Ok(e.clone());
         }
-        let target = Target::for_device_type(&self.engine.ctx.info.device_type);
-        let graph = models::build_spec_graph(&self.spec, &self.weights, input_shape, target)?;
+        let profile = self.engine.ctx.info.profile.clone();
+        let graph = models::build_spec_graph(&self.card.spec, &self.weights, input_shape, profile)?;
         let exe = Arc::new(self.engine.compile(&graph, &self.constants).await?);
         self.graphs.lock().unwrap().insert(input_shape.to_vec(), exe.clone());
         Ok(exe)

@@ -6,6 +6,7 @@
 //! for WebGPU's default limits; `DeviceInfo::limits` is what dispatch code consults.
 
 use crate::error::{Error, Result};
+use crate::kernels::device::{kernels_from_env, DeviceProfile};
 
 /// What the adapter is and what it offers; printed by `wgvit info`.
 #[derive(Clone, Debug)]
@@ -18,6 +19,8 @@ pub struct DeviceInfo {
     pub shader_f16: bool,
     pub timestamp_query: bool,
     pub limits: wgpu::Limits,
+    /// What graphs built for this device are tuned for (its kernel set, limits and features).
+    pub profile: DeviceProfile,
 }
 
 impl std::fmt::Display for DeviceInfo {
@@ -27,7 +30,12 @@ impl std::fmt::Display for DeviceInfo {
         writeln!(f, "backend:   {}", self.backend)?;
         writeln!(f, "type:      {}", self.device_type)?;
         writeln!(f, "driver:    {} {}", self.driver, self.driver_info)?;
-        writeln!(f, "features:  shader-f16={} timestamp-query={}", self.shader_f16, self.timestamp_query)?;
+        writeln!(
+            f,
+            "features:  shader-f16={} timestamp-query={} subgroups={}",
+            self.shader_f16, self.timestamp_query, self.profile.subgroups
+        )?;
+        writeln!(f, "kernels:   {} (WGVIT_KERNELS=cpu|gpu forces a set)", self.profile.kernels.name())?;
         writeln!(f, "limits:")?;
         writeln!(f, "  max_storage_buffer_binding_size      {}", l.max_storage_buffer_binding_size)?;
         writeln!(f, "  max_buffer_size                      {}", l.max_buffer_size)?;
@@ -63,6 +71,7 @@ impl GpuContext {
     }
 
     pub async fn from_adapter(instance: wgpu::Instance, adapter: wgpu::Adapter) -> Result<Self> {
+        let kernels = kernels_from_env()?;
         let ainfo = adapter.get_info();
         let features = adapter.features();
         // Timestamps inside passes let `wgvit profile` time each dispatch of the single forward pass.
@@ -77,6 +86,8 @@ impl GpuContext {
             })
             .await
             .map_err(|e| Error::RequestDevice { adapter: ainfo.name.clone(), reason: e.to_string() })?;
+        // Subgroups are the adapter's (no kernel requests them yet); the rest is what the device has.
+        let profile = DeviceProfile::for_adapter(&ainfo, device.features() | (features & wgpu::Features::SUBGROUP), device.limits(), kernels);
         let info = DeviceInfo {
             name: ainfo.name.clone(),
             backend: format!("{:?}", ainfo.backend),
@@ -86,6 +97,7 @@ impl GpuContext {
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             limits: device.limits(),
+            profile,
         };
         Ok(Self { instance, adapter, device, queue, info })
     }

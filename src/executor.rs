@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::graph::{Graph, PipelineKey, StorageKind, TensorId};
+use crate::graph::{Graph, StorageKind, TensorId};
+use crate::kernels::{Kernel, PipelineKey};
 use crate::plan::{align_up, plan_graph, MemoryPlan};
 use crate::tensor::HostTensor;
 
@@ -18,7 +19,7 @@ use crate::tensor::HostTensor;
 /// graph built on it.
 #[derive(Default)]
 pub struct PipelineCache {
-    modules: Mutex<HashMap<crate::ops::Shader, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<Kernel, wgpu::ShaderModule>>,
     layouts: Mutex<HashMap<(usize, usize), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     pipelines: Mutex<HashMap<(PipelineKey, usize, usize), wgpu::ComputePipeline>>,
 }
@@ -91,31 +92,32 @@ impl PipelineCache {
         if let Some(p) = self.pipelines.lock().unwrap().get(&cache_key) {
             return Ok((p.clone(), bgl));
         }
-        let cached = self.modules.lock().unwrap().get(&key.shader).cloned();
+        let name = key.kernel.name();
+        let cached = self.modules.lock().unwrap().get(&key.kernel).cloned();
         let module = match cached {
             Some(m) => m,
             None => {
-                let source = key.shader.source();
-                if std::env::var_os("WGVIT_PRINT_WGSL").is_some() {
-                    eprintln!("// ---- {:?}\n{source}", key.shader);
+                let source = key.kernel.source();
+                if print_wgsl() {
+                    eprintln!("// ==== kernel {name}\n{source}");
                 }
                 let m = ctx
-                    .scoped(&format!("compiling shader '{}'", key.shader.name()), || {
+                    .scoped(&format!("compiling shader '{name}'"), || {
                         ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(key.shader.name()),
-                            source: wgpu::ShaderSource::Wgsl(source),
+                            label: Some(&name),
+                            source: wgpu::ShaderSource::Wgsl(source.into()),
                         })
                     })
                     .await?;
-                self.modules.lock().unwrap().insert(key.shader.clone(), m.clone());
+                self.modules.lock().unwrap().insert(key.kernel, m.clone());
                 m
             }
         };
-        let constants: Vec<(&str, f64)> = key.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
+        let constants: Vec<(&str, f64)> = key.constants().iter().map(|&(n, v)| (n, v as f64)).collect();
         let pipeline = ctx
             .scoped(&format!("creating the pipeline for {:?}", key), || {
                 ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(key.shader.name()),
+                    label: Some(&name),
                     layout: Some(&layout),
                     module: &module,
                     entry_point: Some("main"),
@@ -131,6 +133,11 @@ impl PipelineCache {
         self.pipelines.lock().unwrap().insert(cache_key, pipeline.clone());
         Ok((pipeline, bgl))
     }
+}
+
+/// `WGVIT_PRINT_WGSL=1` prints every kernel's source as it is compiled.
+fn print_wgsl() -> bool {
+    std::env::var_os("WGVIT_PRINT_WGSL").is_some()
 }
 
 /// Parameter buffers already on the device, by constant key. A model keeps one of these so that
@@ -256,7 +263,7 @@ impl Executable {
             let off = align_up(uniform_bytes.len() as u64, ualign);
             uniform_bytes.resize(off as usize, 0);
             uniform_offsets.push(off);
-            let mut words = node.params.clone();
+            let mut words = node.params.words.clone();
             words.resize(align_up(words.len().max(4) as u64, 4) as usize, 0); // 16-byte multiple
             uniform_bytes.extend_from_slice(bytemuck::cast_slice(&words));
         }
@@ -285,7 +292,7 @@ impl Executable {
                 )));
             }
             let (pipeline, bgl) = pipelines.pipeline(ctx, &node.key, node.reads.len(), node.writes.len()).await?;
-            let uwords = align_up(node.params.len().max(4) as u64, 4);
+            let uwords = align_up(node.params.words.len().max(4) as u64, 4);
             let mut entries = vec![wgpu::BindGroupEntry {
                 binding: 0,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::ops::Shader;
+use crate::kernels::{DeviceProfile, PipelineKey, Uniform};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TensorId(pub usize);
@@ -37,31 +37,14 @@ pub struct TensorDesc {
     pub storage: usize,
 }
 
-/// A compute pipeline's identity: which shader and which `override` constants. Two nodes with
-/// equal keys share one `wgpu::ComputePipeline`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PipelineKey {
-    pub shader: Shader,
-    pub constants: Vec<(&'static str, u32)>,
-}
-
-impl PipelineKey {
-    pub fn new(shader: Shader) -> Self {
-        Self { shader, constants: Vec::new() }
-    }
-    pub fn with(mut self, name: &'static str, value: u32) -> Self {
-        self.constants.push((name, value));
-        self
-    }
-}
-
 /// One dispatch. Bindings follow one convention in every shader: `@binding(0)` is the uniform
 /// `params`, then the tensors in `reads` (read-only storage), then those in `writes`.
 #[derive(Clone, Debug)]
 pub struct Node {
     pub label: String,
     pub key: PipelineKey,
-    pub params: Vec<u32>,
+    /// The kernel's uniform (its `params::*` struct, as words).
+    pub params: Uniform,
     pub reads: Vec<TensorId>,
     pub writes: Vec<TensorId>,
     pub workgroups: [u32; 3],
@@ -79,25 +62,10 @@ pub struct Graph {
     /// Named intermediate results a model offers for debugging (e.g. `stage0`); they cost nothing
     /// unless promoted to outputs with [`Graph::promote_taps`].
     pub taps: Vec<(String, TensorId)>,
-    /// The kind of device the graph is built for; ops may pick kernel variants by it.
-    pub target: Target,
-    label_prefix: Vec<String>,
-}
-
-/// What ops may tune their kernels for. Every choice is correct on every device; this only picks
-/// the faster variant. [`crate::Model`] sets it from the device it runs on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Target {
-    /// A CPU device (lavapipe, SwiftShader, WARP): storage loads, not FMAs, bound the kernels, and
-    /// large per-invocation register tiles cost nothing in occupancy (on a GPU they spill).
-    pub cpu: bool,
-}
-
-impl Target {
-    /// The target for an adapter of wgpu's `device_type` (as [`crate::DeviceInfo`] records it).
-    pub fn for_device_type(device_type: &str) -> Self {
-        Self { cpu: device_type == "Cpu" }
-    }
+    /// The device the graph is built for; ops pick their kernel variants and tilings by it
+    /// (`ops::tuning`).
+    pub profile: DeviceProfile,
+    label_prefix: String,
 }
 
 impl Graph {
@@ -105,9 +73,9 @@ impl Graph {
         Self::default()
     }
 
-    /// An empty graph for `target`.
-    pub fn for_target(target: Target) -> Self {
-        Self { target, ..Self::default() }
+    /// An empty graph for the device `profile` describes.
+    pub fn for_profile(profile: DeviceProfile) -> Self {
+        Self { profile, ..Self::default() }
     }
 
     fn new_tensor(&mut self, shape: &[usize], kind: StorageKind) -> TensorId {
@@ -177,19 +145,29 @@ impl Graph {
         self.outputs.extend(taps);
     }
 
-    /// Labels of nodes pushed inside `f` get `prefix.` in front (e.g. `blocks.0.1.attn`), so a
-    /// profile or an error points at the layer.
-    pub fn scope<T>(&mut self, prefix: &str, f: impl FnOnce(&mut Self) -> T) -> T {
-        self.label_prefix.push(prefix.to_string());
+    /// Nodes pushed inside `f` are labelled `prefix.<op>` (e.g. `blocks.0.1.attn.qkv.matmul`),
+    /// so a profile or an error points at the layer. `prefix` is the whole label prefix (models
+    /// pass their checkpoint scope); an empty one leaves the op's own name.
+    pub fn labelled<T>(&mut self, prefix: &str, f: impl FnOnce(&mut Self) -> T) -> T {
+        let outer = std::mem::replace(&mut self.label_prefix, prefix.to_string());
         let out = f(self);
-        self.label_prefix.pop();
+        self.label_prefix = outer;
         out
     }
 
-    /// Appends a node. Ops call this after checking shapes.
+    /// Appends a node. Ops call this after checking shapes; the node's uniform must be the
+    /// struct its kernel declares (a mismatch is a bug in the op, caught in debug builds and by
+    /// `tests/shaders.rs` for every op and model).
     pub fn push(&mut self, mut node: Node) {
+        debug_assert_eq!(
+            node.params.type_name,
+            node.key.kernel.params_name(),
+            "node '{}' hands kernel {} the wrong uniform",
+            node.label,
+            node.key.kernel.name()
+        );
         if !self.label_prefix.is_empty() {
-            node.label = format!("{}.{}", self.label_prefix.join("."), node.label);
+            node.label = format!("{}.{}", self.label_prefix, node.label);
         }
         self.nodes.push(node);
     }

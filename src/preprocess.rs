@@ -21,7 +21,6 @@
 //! intermediate image between the passes is 8-bit, as in PIL.
 
 use crate::error::{Error, Result};
-use crate::weights::{meta, Weights};
 
 /// An 8-bit RGB image, rows top to bottom, pixels interleaved (`[r, g, b, r, g, b, ...]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,51 +277,6 @@ pub fn parse_size(s: &str) -> Result<(usize, usize)> {
     }
 }
 
-/// The usual evaluation input size of a model id: 32 for the toy network, else 224.
-pub fn default_size(id: &str) -> (usize, usize) {
-    if id == "toy" {
-        (32, 32)
-    } else {
-        (224, 224)
-    }
-}
-
-/// The input size the weights' metadata names (`wgvit.input_size`), else [`default_size`].
-pub fn input_size(weights: &Weights, id: &str) -> Result<(usize, usize)> {
-    match weights.metadata.get(meta::INPUT_SIZE) {
-        Some(s) => parse_size(s)
-            .map_err(|_| Error::Invalid(format!("{}: metadata '{}' = '{s}' is not a size (S or HxW)", weights.file, meta::INPUT_SIZE))),
-        None => Ok(default_size(id)),
-    }
-}
-
-impl Preprocess {
-    /// The transform for `weights` at `size`: their metadata's crop fraction, mean and std if
-    /// present, else ImageNet's (what `wgvit classify` and `Model.classify` in the browser use).
-    pub fn for_weights(weights: &Weights, size: (usize, usize)) -> Result<Self> {
-        let mut p = Preprocess::imagenet(size);
-        let bad = |key: &str, v: &str| Error::Invalid(format!("{}: metadata '{key}' = '{v}' is not valid", weights.file));
-        if let Some(v) = weights.metadata.get(meta::CROP_PCT) {
-            p.crop_pct = v.trim().parse().ok().filter(|c: &f64| *c > 0.0 && *c <= 1.0).ok_or_else(|| bad(meta::CROP_PCT, v))?;
-        }
-        let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
-            match weights.metadata.get(key) {
-                None => Ok(default),
-                Some(v) => {
-                    let xs: Vec<f32> = v.split(',').map(|x| x.trim().parse::<f32>()).collect::<std::result::Result<_, _>>().map_err(|_| bad(key, v))?;
-                    <[f32; 3]>::try_from(xs).map_err(|_| bad(key, v))
-                }
-            }
-        };
-        p.mean = triple(meta::MEAN, IMAGENET_MEAN)?;
-        p.std = triple(meta::STD, IMAGENET_STD)?;
-        if p.std.iter().any(|&s| s <= 0.0) {
-            return Err(bad(meta::STD, &weights.metadata[meta::STD]));
-        }
-        Ok(p)
-    }
-}
-
 /// Softmax probabilities (in f64 for the sum), then the `k` largest as (index, probability);
 /// ties go to the lower index.
 pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f64)> {
@@ -372,7 +326,6 @@ mod tests {
         assert_eq!(parse_size("224").unwrap(), (224, 224));
         assert_eq!(parse_size("32x64").unwrap(), (32, 64));
         assert!(parse_size("0").is_err() && parse_size("a").is_err());
-        assert_eq!(default_size("toy"), (32, 32));
         assert_eq!(top_k(&[0.0, 2.0, 2.0, 1.0], 2).iter().map(|t| t.0).collect::<Vec<_>>(), [1, 2]);
     }
 

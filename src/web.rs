@@ -9,7 +9,7 @@
 //! const logits = await model.run(input, [1, 3, 224, 224]);      // Float32Array -> Float32Array
 //! const top = await model.classify(image, 5);   // ImageData | ImageBitmap | HTMLImageElement | HTMLCanvasElement
 //!                                               // -> [{index, label, prob}], preprocessed as `wgvit classify`
-//! model.inputSize();                            // [H, W]: the weights' `wgvit.input_size`, else 224 (toy 32)
+//! model.inputSize();                            // [H, W]: the weights' `wgvit.input_size`, else the family's usual size
 //! modelIds();                                   // every id loadModel accepts
 //! model.free();
 //! ```
@@ -21,8 +21,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{HtmlCanvasElement, HtmlImageElement, ImageBitmap, ImageData, OffscreenCanvas, OffscreenCanvasRenderingContext2d};
 
-use crate::preprocess::{input_size, top_k, Preprocess, RgbImage};
-
+use crate::preprocess::{top_k, RgbImage};
 use crate::tensor::HostTensor;
 use crate::weights::Weights;
 
@@ -33,7 +32,7 @@ fn js_error(e: crate::Error) -> JsValue {
 /// Every model id `loadModel` accepts.
 #[wasm_bindgen(js_name = modelIds)]
 pub fn model_ids() -> Vec<String> {
-    crate::models::MODEL_IDS.iter().map(|(id, _)| id.to_string()).collect()
+    crate::models::model_ids()
 }
 
 /// A WebGPU device and the pipelines compiled on it.
@@ -50,33 +49,28 @@ impl Engine {
         Ok(Engine { inner })
     }
 
-    /// The adapter, backend, features and limits, as a JSON string.
+    /// The adapter, backend, features, kernel set and limits, as a JSON string.
     #[wasm_bindgen(js_name = adapterInfo)]
     pub fn adapter_info(&self) -> String {
         let i = self.inner.info();
         let l = &i.limits;
-        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-        format!(
-            concat!(
-                "{{\"adapter\":\"{}\",\"backend\":\"{}\",\"deviceType\":\"{}\",\"driver\":\"{}\",",
-                "\"features\":{{\"shaderF16\":{},\"timestampQuery\":{}}},",
-                "\"limits\":{{\"maxStorageBufferBindingSize\":{},\"maxBufferSize\":{},",
-                "\"maxComputeWorkgroupStorageSize\":{},\"maxComputeInvocationsPerWorkgroup\":{},",
-                "\"maxComputeWorkgroupsPerDimension\":{},\"maxStorageBuffersPerShaderStage\":{}}}}}"
-            ),
-            esc(&i.name),
-            esc(&i.backend),
-            esc(&i.device_type),
-            esc(&i.driver),
-            i.shader_f16,
-            i.timestamp_query,
-            l.max_storage_buffer_binding_size,
-            l.max_buffer_size,
-            l.max_compute_workgroup_storage_size,
-            l.max_compute_invocations_per_workgroup,
-            l.max_compute_workgroups_per_dimension,
-            l.max_storage_buffers_per_shader_stage
-        )
+        serde_json::json!({
+            "adapter": i.name,
+            "backend": i.backend,
+            "deviceType": i.device_type,
+            "driver": i.driver,
+            "kernels": i.profile.kernels.name(),
+            "features": {"shaderF16": i.shader_f16, "timestampQuery": i.timestamp_query, "subgroups": i.profile.subgroups},
+            "limits": {
+                "maxStorageBufferBindingSize": l.max_storage_buffer_binding_size,
+                "maxBufferSize": l.max_buffer_size,
+                "maxComputeWorkgroupStorageSize": l.max_compute_workgroup_storage_size,
+                "maxComputeInvocationsPerWorkgroup": l.max_compute_invocations_per_workgroup,
+                "maxComputeWorkgroupsPerDimension": l.max_compute_workgroups_per_dimension,
+                "maxStorageBuffersPerShaderStage": l.max_storage_buffers_per_shader_stage,
+            },
+        })
+        .to_string()
     }
 
     /// Loads model `id` from the bytes of a weights file; an empty `id` takes the model the
@@ -119,11 +113,12 @@ impl Model {
     }
 
     /// The input size classify uses: the weights' `wgvit.input_size`, else the model's usual one
-    /// (toy 32, else 224), as `[height, width]`.
+    /// (the family's: toy 32, LaViT the size its weights were made for, else 224), as
+    /// `[height, width]`.
     #[wasm_bindgen(js_name = inputSize)]
-    pub fn input_size(&self) -> Result<Vec<u32>, JsValue> {
-        let (h, w) = input_size(&self.inner.weights, &self.inner.id).map_err(js_error)?;
-        Ok(vec![h as u32, w as u32])
+    pub fn input_size(&self) -> Vec<u32> {
+        let (h, w) = self.inner.card.input_size();
+        vec![h as u32, w as u32]
     }
 
     /// Classifies one image: its RGBA pixels (alpha dropped), then the native CLI's transform
@@ -136,16 +131,16 @@ impl Model {
         let rgb = rgba_of(&image)?;
         let model = self.inner.clone();
         let size = match size.as_deref() {
-            None | Some([]) => input_size(&model.weights, &model.id).map_err(js_error)?,
+            None | Some([]) => model.card.input_size(),
             Some(&[s]) if s > 0 => (s as usize, s as usize),
             Some(&[h, w]) if h > 0 && w > 0 => (h as usize, w as usize),
             Some(other) => return Err(invalid(&format!("classify: size {other:?} is not [S] or [H, W] with positive sides"))),
         };
-        let prep = Preprocess::for_weights(&model.weights, size).map_err(js_error)?;
+        let prep = model.card.preprocess_at(size);
         let x = HostTensor::new(vec![1, 3, size.0, size.1], prep.tensor(&rgb)).map_err(js_error)?;
         let logits = model.run(&x).await.map_err(js_error)?;
         let classes = logits.shape.get(1).copied().unwrap_or(logits.data.len());
-        let names = crate::labels::for_head(classes, &model.weights.metadata);
+        let names = model.card.labels_for(classes);
         let out = js_sys::Array::new();
         for (index, prob) in top_k(&logits.data[..classes.min(logits.data.len())], k) {
             let o = js_sys::Object::new();

@@ -1,22 +1,26 @@
-//! Weights from `.safetensors`: f32, f16 and bf16 tensors, converted to f32 on load, looked up by
-//! name with shape checks. Every error names the file and the tensor. A model builder asks for each
-//! parameter with [`Weights::param`]; missing names are collected (so one error lists them all)
-//! and [`Weights::finish`] reports them, and warns about tensors the model never asked for.
+//! A model's parameters: the tensors of a file ([`crate::io`]) converted to f32 once, looked up by
+//! name with shape checks, with the file's metadata. Every error names the file and the tensor.
+//!
+//! [`Weights`] is immutable once loaded and shared by every graph built from it. The bookkeeping
+//! of one graph build — which tensors the model asked for, which were missing — lives in a
+//! [`WeightReader`] made for that build: the builder asks for each parameter through it, missing
+//! names are collected (so one error lists them all) and [`WeightReader::finish`] reports them,
+//! and warns about tensors the model never asked for.
 //!
 //! Tensors of other dtypes (PyTorch's int64 `num_batches_tracked` BatchNorm counters, say) are
 //! kept without data: a file holding them loads, and only asking for one is a `DtypeMismatch`.
-//!
-//! [`Weights::from_bytes`] also takes PyTorch zip checkpoints (`.pth`/`.pt`/`.bin`, recognised by
-//! their content, read by [`crate::pth`]). A safetensors file may name its model and input in its
-//! metadata ([`meta`]); `wgvit convert` writes those keys.
+//! A safetensors file may name its model and input in its metadata ([`meta`]); `wgvit convert`
+//! writes those keys, and `models::ModelCard` reads them.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
+use crate::io::{self, RawTensor};
 use crate::tensor::HostTensor;
 
 /// Metadata keys wgvit reads from (and `wgvit convert` writes to) a safetensors header.
@@ -40,16 +44,6 @@ pub mod meta {
     pub const SOURCE: &str = "wgvit.source";
 }
 
-/// A tensor as stored: dtype, shape and contiguous little-endian bytes (what a checkpoint holds
-/// before conversion to f32; `wgvit convert` writes these unchanged).
-#[derive(Clone, Debug)]
-pub struct RawTensor {
-    pub name: String,
-    pub dtype: Dtype,
-    pub shape: Vec<usize>,
-    pub data: Vec<u8>,
-}
-
 #[derive(Clone, Debug)]
 pub struct WeightTensor {
     pub shape: Vec<usize>,
@@ -57,18 +51,16 @@ pub struct WeightTensor {
     pub data: Arc<Vec<f32>>,
 }
 
-#[derive(Debug)]
+/// The parameters of one file, as f32.
+#[derive(Clone, Debug)]
 pub struct Weights {
     /// Where the tensors came from, for error messages (a path, or a label for in-memory bytes).
     pub file: String,
     pub metadata: BTreeMap<String, String>,
     tensors: HashMap<String, WeightTensor>,
-    used: Mutex<HashSet<String>>,
-    missing: Mutex<Vec<String>>,
     /// When set, tensors the file lacks are generated (deterministically from the seed and the
     /// name) instead of reported missing: random-weight benchmarks of any model id.
     synthetic: Option<u64>,
-    generated: Mutex<HashMap<String, Arc<Vec<f32>>>>,
 }
 
 /// The dtypes converted to f32 on load.
@@ -92,65 +84,40 @@ impl WeightTensor {
 }
 
 /// One stored tensor → f32 (or no data for a non-float dtype), checked against its shape.
-fn weight_tensor(file: &str, name: &str, dtype: Dtype, shape: &[usize], bytes: &[u8]) -> Result<WeightTensor> {
-    let data = to_f32(dtype, bytes).unwrap_or_default();
-    let expected: usize = shape.iter().product();
+fn weight_tensor(file: &str, t: &RawTensor) -> Result<WeightTensor> {
+    let data = to_f32(t.dtype, &t.data).unwrap_or_default();
+    let expected: usize = t.shape.iter().product();
     if !data.is_empty() && data.len() != expected {
         return Err(Error::MalformedWeights {
             file: file.to_string(),
-            reason: format!("tensor '{name}' holds {} values, its shape {shape:?} needs {expected}", data.len()),
+            reason: format!("tensor '{}' holds {} values, its shape {:?} needs {expected}", t.name, data.len(), t.shape),
         });
     }
     if let Some(bad) = data.iter().position(|v| !v.is_finite()) {
-        log::warn!("{file}: tensor '{name}' has a non-finite value at flat index {bad}");
+        log::warn!("{file}: tensor '{}' has a non-finite value at flat index {bad}", t.name);
     }
-    Ok(WeightTensor { shape: shape.to_vec(), dtype: format!("{dtype:?}"), data: Arc::new(data) })
+    Ok(WeightTensor { shape: t.shape.clone(), dtype: format!("{:?}", t.dtype), data: Arc::new(data) })
 }
 
-fn legacy_torch_error(file: &str) -> Error {
-    Error::MalformedCheckpoint {
-        file: file.to_string(),
-        reason: "the pre-1.6 (non-zip) torch.save format is not supported; re-save it with a current PyTorch \
-                 (torch.save(torch.load(f, weights_only=True), f2)) or convert it to safetensors"
-            .into(),
-    }
+fn dtype_mismatch(file: &str, name: &str, t: &WeightTensor) -> Error {
+    Error::DtypeMismatch { file: file.to_string(), tensor: name.into(), expected: FLOAT_DTYPES.into(), found: t.dtype.clone() }
 }
 
 impl Weights {
     /// Parses a safetensors file or a PyTorch zip checkpoint held in memory (told apart by their
     /// first bytes). `file` names it in errors.
     pub fn from_bytes(file: &str, bytes: &[u8]) -> Result<Self> {
-        if crate::pth::is_zip(bytes) {
-            return Self::from_raw(file, BTreeMap::new(), crate::pth::read_pth(file, bytes)?);
-        }
-        if crate::pth::is_legacy_torch(bytes) {
-            return Err(legacy_torch_error(file));
-        }
-        let malformed = |reason: String| Error::MalformedWeights { file: file.to_string(), reason };
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| malformed(e.to_string()))?;
-        let st = SafeTensors::deserialize(bytes).map_err(|e| malformed(e.to_string()))?;
-        let mut tensors = HashMap::new();
-        for (name, view) in st.tensors() {
-            let t = weight_tensor(file, &name, view.dtype(), view.shape(), view.data())?;
-            tensors.insert(name.to_string(), t);
-        }
-        let metadata = header.metadata().clone().map(|m| m.into_iter().collect()).unwrap_or_default();
-        Ok(Self { file: file.to_string(), metadata, tensors, ..Self::empty(file) })
+        let io::TensorFile { metadata, tensors } = io::read(file, bytes)?;
+        Self::from_raw(file, metadata, tensors)
     }
 
     /// Weights from stored tensors (a decoded checkpoint) and metadata.
     pub fn from_raw(file: &str, metadata: BTreeMap<String, String>, raw: Vec<RawTensor>) -> Result<Self> {
         let mut tensors = HashMap::new();
-        for t in raw {
-            let w = weight_tensor(file, &t.name, t.dtype, &t.shape, &t.data)?;
-            tensors.insert(t.name, w);
+        for t in &raw {
+            tensors.insert(t.name.clone(), weight_tensor(file, t)?);
         }
         Ok(Self { metadata, tensors, ..Self::empty(file) })
-    }
-
-    /// The model id the file's metadata names ([`meta::MODEL`]), if any.
-    pub fn model_id(&self) -> Option<&str> {
-        self.metadata.get(meta::MODEL).map(String::as_str).filter(|s| !s.is_empty())
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -171,15 +138,7 @@ impl Weights {
     }
 
     fn empty(file: &str) -> Self {
-        Self {
-            file: file.to_string(),
-            metadata: BTreeMap::new(),
-            tensors: HashMap::new(),
-            used: Mutex::default(),
-            missing: Mutex::default(),
-            synthetic: None,
-            generated: Mutex::default(),
-        }
+        Self { file: file.to_string(), metadata: BTreeMap::new(), tensors: HashMap::new(), synthetic: None }
     }
 
     /// Random weights for any model: every tensor a builder asks for is generated with a
@@ -189,8 +148,100 @@ impl Weights {
         Self { synthetic: Some(seed), ..Self::empty("(random weights)") }
     }
 
+    /// The model id the file's metadata names ([`meta::MODEL`]), if any.
+    pub fn model_id(&self) -> Option<&str> {
+        self.metadata.get(meta::MODEL).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.tensors.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// The shape stored under `name` (lets a builder read hyper-parameters such as the number of
+    /// classes off the weights).
+    pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|t| t.shape.as_slice())
+    }
+
+    /// Rejects tensors larger than `limit` bytes before anything is dispatched.
+    pub fn check_binding_limit(&self, limit: u64) -> Result<()> {
+        for name in self.names() {
+            let bytes = self.tensors[&name].data.len() as u64 * 4;
+            if bytes > limit {
+                return Err(Error::TensorTooLarge { file: self.file.clone(), tensor: name, bytes, limit });
+            }
+        }
+        Ok(())
+    }
+
+    /// A reader for one graph build.
+    pub fn reader(&self) -> WeightReader<'_> {
+        WeightReader { weights: self, used: RefCell::default(), missing: RefCell::default(), generated: RefCell::default() }
+    }
+}
+
+/// The weights as one graph build reads them: every parameter asked for is recorded, so the
+/// build can end with one error listing every missing tensor and a warning naming unused ones.
+pub struct WeightReader<'w> {
+    weights: &'w Weights,
+    used: RefCell<HashSet<String>>,
+    missing: RefCell<Vec<String>>,
+    /// Synthetic tensors made in this build (a name asked for twice gets the same data).
+    generated: RefCell<HashMap<String, Arc<Vec<f32>>>>,
+}
+
+impl WeightReader<'_> {
+    pub fn weights(&self) -> &Weights {
+        self.weights
+    }
+
+    pub fn file(&self) -> &str {
+        &self.weights.file
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.weights.contains(name)
+    }
+
+    pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
+        self.weights.shape_of(name)
+    }
+
+    /// The tensor `name`, which must have shape `expected`. A missing tensor is recorded (reported
+    /// by [`WeightReader::finish`]) and zeros are returned so the builder can go on and find the
+    /// others.
+    pub fn param(&self, name: &str, expected: &[usize]) -> Result<Arc<Vec<f32>>> {
+        let w = self.weights;
+        match w.tensors.get(name) {
+            None => match w.synthetic {
+                Some(seed) => Ok(self.generate(seed, name, expected)),
+                None => {
+                    self.missing.borrow_mut().push(name.to_string());
+                    Ok(Arc::new(vec![0.0; expected.iter().product()]))
+                }
+            },
+            Some(t) if !t.is_float() => Err(dtype_mismatch(&w.file, name, t)),
+            Some(t) if t.shape != expected => Err(Error::ShapeMismatch {
+                file: w.file.clone(),
+                tensor: name.into(),
+                expected: expected.to_vec(),
+                found: t.shape.clone(),
+            }),
+            Some(t) => {
+                self.used.borrow_mut().insert(name.to_string());
+                Ok(t.data.clone())
+            }
+        }
+    }
+
     fn generate(&self, seed: u64, name: &str, shape: &[usize]) -> Arc<Vec<f32>> {
-        let mut generated = self.generated.lock().unwrap();
+        let mut generated = self.generated.borrow_mut();
         if let Some(t) = generated.get(name).filter(|t| t.len() == shape.iter().product::<usize>()) {
             return t.clone();
         }
@@ -212,58 +263,10 @@ impl Weights {
         data
     }
 
-    pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.tensors.keys().cloned().collect();
-        v.sort();
-        v
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
-    }
-
-    /// The shape stored under `name`, without marking it used (lets a builder read hyper-parameters
-    /// such as the number of classes off the weights).
-    pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
-        self.tensors.get(name).map(|t| t.shape.as_slice())
-    }
-
-    /// The tensor `name`, which must have shape `expected`. A missing tensor is recorded (reported
-    /// by [`Weights::finish`]) and zeros are returned so the builder can go on and find the others.
-    pub fn param(&self, name: &str, expected: &[usize]) -> Result<Arc<Vec<f32>>> {
-        match self.tensors.get(name) {
-            None if self.synthetic.is_some() => Ok(self.generate(self.synthetic.unwrap_or(0), name, expected)),
-            None => {
-                self.missing.lock().unwrap().push(name.to_string());
-                Ok(Arc::new(vec![0.0; expected.iter().product()]))
-            }
-            Some(t) if !t.is_float() => Err(self.dtype_mismatch(name, t)),
-            Some(t) if t.shape != expected => Err(Error::ShapeMismatch {
-                file: self.file.clone(),
-                tensor: name.into(),
-                expected: expected.to_vec(),
-                found: t.shape.clone(),
-            }),
-            Some(t) => {
-                self.used.lock().unwrap().insert(name.to_string());
-                Ok(t.data.clone())
-            }
-        }
-    }
-
-    fn dtype_mismatch(&self, name: &str, t: &WeightTensor) -> Error {
-        Error::DtypeMismatch {
-            file: self.file.clone(),
-            tensor: name.into(),
-            expected: FLOAT_DTYPES.into(),
-            found: t.dtype.clone(),
-        }
-    }
-
     /// Marks a tensor as known but intentionally unused (e.g. HAT-Net's `attn.proj_norm`).
     pub fn ignore(&self, name: &str) {
-        if self.tensors.contains_key(name) {
-            self.used.lock().unwrap().insert(name.to_string());
+        if self.weights.contains(name) {
+            self.used.borrow_mut().insert(name.to_string());
         }
     }
 
@@ -273,32 +276,23 @@ impl Weights {
         g.constant(name, shape, data)
     }
 
-    /// Rejects tensors larger than `limit` bytes before anything is dispatched.
-    pub fn check_binding_limit(&self, limit: u64) -> Result<()> {
-        for name in self.names() {
-            let bytes = self.tensors[&name].data.len() as u64 * 4;
-            if bytes > limit {
-                return Err(Error::TensorTooLarge { file: self.file.clone(), tensor: name, bytes, limit });
-            }
-        }
-        Ok(())
-    }
-
     /// Ends a build: an error listing every missing tensor, and a warning naming unused ones.
-    pub fn finish(&self) -> Result<Vec<String>> {
-        let mut missing = std::mem::take(&mut *self.missing.lock().unwrap());
+    /// Returns the unused names.
+    pub fn finish(self) -> Result<Vec<String>> {
+        let mut missing = self.missing.into_inner();
+        let file = &self.weights.file;
         if !missing.is_empty() {
             missing.sort();
             missing.dedup();
-            return Err(Error::MissingTensors { file: self.file.clone(), tensors: missing });
+            return Err(Error::MissingTensors { file: file.clone(), tensors: missing });
         }
-        let used = self.used.lock().unwrap();
-        let mut unused: Vec<String> = self.tensors.keys().filter(|n| !used.contains(*n)).cloned().collect();
+        let used = self.used.into_inner();
+        let mut unused: Vec<String> = self.weights.tensors.keys().filter(|n| !used.contains(*n)).cloned().collect();
         unused.sort();
         // BatchNorm's step counters are training state, in every state_dict: not worth a warning.
         let surprising: Vec<&str> = unused.iter().map(String::as_str).filter(|n| !n.ends_with("num_batches_tracked")).collect();
         if !surprising.is_empty() {
-            log::warn!("{}: {} tensor(s) not used by the model: {}", self.file, surprising.len(), surprising.join(", "));
+            log::warn!("{file}: {} tensor(s) not used by the model: {}", surprising.len(), surprising.join(", "));
         }
         Ok(unused)
     }
@@ -309,57 +303,13 @@ pub fn read_tensor(file: &str, bytes: &[u8], name: &str) -> Result<HostTensor> {
     let w = Weights::from_bytes(file, bytes)?;
     let t = w.tensors.get(name).ok_or_else(|| Error::MissingTensors { file: file.into(), tensors: vec![name.into()] })?;
     if !t.is_float() {
-        return Err(w.dtype_mismatch(name, t));
+        return Err(dtype_mismatch(file, name, t));
     }
     Ok(HostTensor { shape: t.shape.clone(), data: t.data.as_ref().clone() })
 }
 
 /// Serialises named f32 tensors to safetensors bytes.
 pub fn write_tensors(tensors: &[(&str, &HostTensor)]) -> Result<Vec<u8>> {
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, t)| {
-            let bytes: &[u8] = bytemuck::cast_slice(&t.data);
-            safetensors::tensor::TensorView::new(Dtype::F32, t.shape.clone(), bytes)
-                .map(|v| (name.to_string(), v))
-                .map_err(|e| Error::Invalid(format!("cannot serialise '{name}': {e}")))
-        })
-        .collect::<Result<_>>()?;
-    safetensors::serialize(views, None).map_err(|e| Error::Invalid(format!("cannot serialise tensors: {e}")))
-}
-
-/// Every tensor of a safetensors file or PyTorch checkpoint as stored, with the file's metadata
-/// (none for a checkpoint): what `wgvit convert` rewrites.
-pub fn read_raw(file: &str, bytes: &[u8]) -> Result<(BTreeMap<String, String>, Vec<RawTensor>)> {
-    if crate::pth::is_zip(bytes) {
-        return Ok((BTreeMap::new(), crate::pth::read_pth(file, bytes)?));
-    }
-    if crate::pth::is_legacy_torch(bytes) {
-        return Err(legacy_torch_error(file));
-    }
-    let malformed = |reason: String| Error::MalformedWeights { file: file.to_string(), reason };
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| malformed(e.to_string()))?;
-    let st = SafeTensors::deserialize(bytes).map_err(|e| malformed(e.to_string()))?;
-    let mut raw: Vec<RawTensor> = st
-        .tensors()
-        .into_iter()
-        .map(|(name, v)| RawTensor { name, dtype: v.dtype(), shape: v.shape().to_vec(), data: v.data().to_vec() })
-        .collect();
-    raw.sort_by(|a, b| a.name.cmp(&b.name));
-    let metadata = header.metadata().clone().map(|m| m.into_iter().collect()).unwrap_or_default();
-    Ok((metadata, raw))
-}
-
-/// Serialises stored tensors (any dtype, unchanged) with `metadata` in the header.
-pub fn write_raw(tensors: &[RawTensor], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|t| {
-            safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.data)
-                .map(|v| (t.name.clone(), v))
-                .map_err(|e| Error::Invalid(format!("cannot serialise '{}': {e}", t.name)))
-        })
-        .collect::<Result<_>>()?;
-    let metadata: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    safetensors::serialize(views, (!metadata.is_empty()).then_some(metadata)).map_err(|e| Error::Invalid(format!("cannot serialise tensors: {e}")))
+    let raw: Vec<RawTensor> = tensors.iter().map(|(name, t)| io::safetensors::f32_tensor(name, &t.shape, &t.data)).collect();
+    io::safetensors::write(&raw, &BTreeMap::new())
 }

@@ -11,7 +11,8 @@ mod common;
 use std::path::PathBuf;
 
 use safetensors::{Dtype, SafeTensors};
-use wgvit::preprocess::{input_size, Preprocess, RgbImage};
+use wgvit::models::ModelCard;
+use wgvit::preprocess::RgbImage;
 use wgvit::{HostTensor, Weights};
 
 const BATCH: usize = 250;
@@ -52,8 +53,8 @@ fn check_family(family: &str) {
     let file = format!("assets/models/{id}.safetensors");
     let weights = Weights::from_bytes(&file, &read(&file)).unwrap();
     assert_eq!(weights.model_id(), Some(id.as_str()), "{file}: wgvit.model");
-    let size = input_size(&weights, &id).unwrap();
-    let prep = Preprocess::for_weights(&weights, size).unwrap();
+    let card = ModelCard::new(&id, &weights).unwrap();
+    let (size, prep) = (card.input_size(), card.preprocess.clone());
     let model = common::engine().load_model(&id, weights).unwrap_or_else(|e| panic!("{e}"));
 
     let (images, labels) = heldout();

@@ -144,7 +144,7 @@ fn accvit_missing_and_misshapen_tensors_are_named() {
         .filter(|n| n != "stages.0.blocks.0.attn.branches.3.rel_bias" && n != "stages.1.blocks.0.conv.bn2.running_var")
         .map(|n| {
             let shape = full.shape_of(&n).unwrap().to_vec();
-            let data = full.param(&n, &shape).unwrap().as_ref().clone();
+            let data = full.reader().param(&n, &shape).unwrap().as_ref().clone();
             (n, HostTensor { shape, data })
         })
         .collect();

@@ -4,7 +4,10 @@
 
 use std::path::PathBuf;
 
-use wgvit::models::{build_graph, resolve, ModelConfig};
+use wgvit::models::accvit::AccVitConfig;
+use wgvit::models::hatnet::HatNetConfig;
+use wgvit::models::vvt::VvtConfig;
+use wgvit::models::{build_graph, resolve};
 use wgvit::weights::meta;
 use wgvit::{Error, Weights};
 
@@ -38,7 +41,7 @@ fn every_bundled_model_builds_from_its_own_metadata() {
 #[test]
 fn hatnet_grid_and_pool_come_from_the_config_and_decide_the_sizes() {
     let w = bundled("hatnet-digits");
-    let ModelConfig::HatNet(cfg) = resolve("hatnet-digits", &w).unwrap().config else { panic!("not HAT-Net") };
+    let cfg = resolve("hatnet-digits", &w).unwrap().config.get::<HatNetConfig>().cloned().expect("HAT-Net");
     assert_eq!((cfg.grid_sizes, cfg.pool_ratios), ([4, 4, 2, 1], [4, 2, 2, 1]));
     // Stage 0 (ceil(ceil(n/2)/2)) must be a multiple of 8: sides 29..=32, 61..=64, ...
     for side in [29, 32, 61, 64, 96] {
@@ -51,7 +54,7 @@ fn hatnet_grid_and_pool_come_from_the_config_and_decide_the_sizes() {
     let err = build_graph("hatnet-digits", &w, &[1, 3, 48, 48]).unwrap_err().to_string();
     assert!(err.contains("hatnet-digits") && err.contains("[4, 4, 2, 1]") && err.contains("29, 30, 31, 32, 61"), "{err}");
     // The built-in variants keep the official 8/7/7/1 grids.
-    let ModelConfig::HatNet(tiny) = resolve("hatnet-tiny", &Weights::synthetic(0)).unwrap().config else { panic!() };
+    let tiny = resolve("hatnet-tiny", &Weights::synthetic(0)).unwrap().config.get::<HatNetConfig>().cloned().expect("HAT-Net");
     assert_eq!(tiny.grid_sizes, [8, 7, 7, 1]);
     assert!(tiny.accepts_side(224) && tiny.accepts_side(221) && !tiny.accepts_side(225) && !tiny.accepts_side(112));
 }
@@ -59,7 +62,7 @@ fn hatnet_grid_and_pool_come_from_the_config_and_decide_the_sizes() {
 #[test]
 fn accvit_window_and_levels_come_from_the_config() {
     let w = bundled("accvit-digits");
-    let ModelConfig::AccVit(cfg) = resolve("accvit-digits", &w).unwrap().config else { panic!("not ACC-ViT") };
+    let cfg = resolve("accvit-digits", &w).unwrap().config.get::<AccVitConfig>().cloned().expect("ACC-ViT");
     assert_eq!((cfg.window, cfg.levels), (2, [3, 2, 1, 0]));
     assert_eq!(cfg.size_unit(), 64);
     let err = build_graph("accvit-digits", &w, &[1, 3, 96, 96]).unwrap_err().to_string();
@@ -131,10 +134,27 @@ fn a_config_only_applies_to_the_model_the_metadata_names() {
     // A built-in id with a file describing another model: the table's configuration.
     let w = bundled("vvt-digits");
     let spec = resolve("vvt-micro", &w).unwrap();
-    assert_eq!(spec.config, ModelConfig::Vvt(wgvit::models::vvt::config("micro").unwrap()));
+    assert_eq!(spec.config.get::<VvtConfig>(), Some(&wgvit::models::vvt::config("micro").unwrap()));
     // A config for a name of no family.
     let mut w = bundled("vvt-digits");
     w.metadata.insert(meta::MODEL.into(), "resnet-digits".into());
     let err = resolve("resnet-digits", &w).unwrap_err().to_string();
     assert!(err.contains("'resnet-digits'"), "{err}");
+}
+
+/// The family registry is where ids and usual input sizes come from: every built-in id resolves,
+/// and a model's usual size is its family's (toy 32, LaViT the size its weights were made for).
+#[test]
+fn the_registry_lists_every_family_and_its_usual_input() {
+    let ids = wgvit::models::model_ids();
+    for id in ["hatnet-tiny", "vvt-micro", "accvit-base", "lavit-micro-psi", "toy"] {
+        assert!(ids.iter().any(|i| i == id), "{id} missing from {ids:?}");
+    }
+    let size = |id: &str| wgvit::models::ModelCard::new(id, &Weights::synthetic(0)).unwrap().input_size();
+    assert_eq!(size("toy"), (32, 32));
+    assert_eq!(size("hatnet-tiny"), (224, 224));
+    assert_eq!(size("lavit-micro"), (64, 64));
+    for id in &ids {
+        resolve(id, &Weights::synthetic(0)).unwrap_or_else(|e| panic!("{id}: {e}"));
+    }
 }

@@ -74,7 +74,7 @@ fn hatnet_missing_and_misshapen_tensors_are_named() {
         .filter(|n| n != "blocks.0.0.attn.qkv.bias" && n != "classifier.1.bias")
         .map(|n| {
             let shape = full.shape_of(&n).unwrap().to_vec();
-            let data = full.param(&n, &shape).unwrap().as_ref().clone();
+            let data = full.reader().param(&n, &shape).unwrap().as_ref().clone();
             (n, wgvit::HostTensor { shape, data })
         })
         .collect();

@@ -140,7 +140,7 @@ fn lavit_missing_and_misshapen_tensors_are_named() {
         .filter(|n| n != "stages.1.layers.1.attn.theta.weight" && n != "stages.2.layers.0.attn.res_gamma")
         .map(|n| {
             let shape = full.shape_of(&n).unwrap().to_vec();
-            let data = full.param(&n, &shape).unwrap().as_ref().clone();
+            let data = full.reader().param(&n, &shape).unwrap().as_ref().clone();
             (n, HostTensor { shape, data })
         })
         .collect();

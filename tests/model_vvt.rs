@@ -13,6 +13,7 @@
 
 mod common;
 
+use wgvit::models::nn::Scope;
 use wgvit::models::vvt::{build_with, config, BuildOptions};
 use wgvit::models::build_graph;
 use wgvit::weights::read_tensor;
@@ -58,7 +59,7 @@ fn check_fixture(dir: &str, tag: &str) -> f32 {
         if !taps.contains(name) {
             continue;
         }
-        let want = HostTensor { shape: taps.shape_of(name).unwrap().to_vec(), data: taps.param(name, taps.shape_of(name).unwrap()).unwrap().to_vec() };
+        let want = HostTensor { shape: taps.shape_of(name).unwrap().to_vec(), data: taps.reader().param(name, taps.shape_of(name).unwrap()).unwrap().to_vec() };
         assert_eq!(got.shape, want.shape, "{tag} {name}");
         let diff = got.max_abs_diff(&want);
         let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -111,7 +112,8 @@ fn vvt_banded_mixffn_gives_the_same_logits() {
     let inp = g.input("input", &x.shape);
     // Stage 1 hidden map: 32 channels × 12 columns × 4 B = 1.5 KiB per row: bands of 3 rows there,
     // of 6–38 rows in later stages (fewer columns, more channels).
-    let logits = build_with(&mut g, &w, inp, "vvt-micro", &config("micro").unwrap(), &BuildOptions { mlp_band_bytes: 5 * 1536 }).unwrap();
+    let reader = w.reader();
+    let logits = build_with(&mut g, &Scope::root(&reader), inp, "vvt-micro", &config("micro").unwrap(), &BuildOptions { mlp_band_bytes: 5 * 1536 }).unwrap();
     g.output("logits", logits);
     let bands = g.nodes.iter().filter(|n| n.label.contains(".band") && n.label.ends_with("fc1.matmul")).count();
     assert!(bands >= 6, "the MixFFN is banded ({bands} fc1 bands)");
@@ -168,7 +170,8 @@ fn vvt_rejects_bad_inputs_with_named_errors() {
     }
     let mut g = Graph::new();
     let x = g.input("input", &[3, 64, 64]);
-    let err = build_with(&mut g, &w, x, "vvt-micro", &config("micro").unwrap(), &BuildOptions::default()).unwrap_err();
+    let reader = w.reader();
+    let err = build_with(&mut g, &Scope::root(&reader), x, "vvt-micro", &config("micro").unwrap(), &BuildOptions::default()).unwrap_err();
     assert!(matches!(err, Error::BadInputShape { .. }), "{err}");
 }
 
@@ -181,7 +184,7 @@ fn vvt_missing_and_misshapen_tensors_are_named() {
         .filter(|n| n != "block3.1.attn.q_proj.bias" && n != "head.bias")
         .map(|n| {
             let shape = full.shape_of(&n).unwrap().to_vec();
-            let data = full.param(&n, &shape).unwrap().as_ref().clone();
+            let data = full.reader().param(&n, &shape).unwrap().as_ref().clone();
             (n, HostTensor { shape, data })
         })
         .collect();

@@ -8,7 +8,8 @@
 mod common;
 
 use common::{assert_close, run};
-use wgvit::ops::atrous_attention::{atrous_attention, atrous_attention_cpu, table_from_torch, AtrousAttentionDims};
+use wgvit::models::torch_layout::atrous_attention_table as table_from_torch;
+use wgvit::ops::family::atrous_attention::{atrous_attention, atrous_attention_cpu, AtrousAttentionDims};
 use wgvit::tensor::Rng;
 use wgvit::Graph;
 

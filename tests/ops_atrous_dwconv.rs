@@ -7,7 +7,8 @@
 mod common;
 
 use common::{assert_close, run};
-use wgvit::ops::atrous_dwconv::{atrous_dwconv, atrous_dwconv_cpu, out_side, weights_from_torch};
+use wgvit::models::torch_layout::atrous_dwconv_weights as weights_from_torch;
+use wgvit::ops::family::atrous_dwconv::{atrous_dwconv, atrous_dwconv_cpu, out_side};
 use wgvit::ops::Activation;
 use wgvit::tensor::Rng;
 use wgvit::{Graph, HostTensor};

@@ -10,7 +10,7 @@ use wgvit::ops::attention::{
     attention, attention_cpu, attention_strided, AttentionDims, Operand, OutputSpec, View, MAX_D,
 };
 use wgvit::tensor::Rng;
-use wgvit::graph::Target;
+use wgvit::kernels::DeviceProfile;
 use wgvit::{Graph, HostTensor};
 
 const ATOL: f32 = 1e-5;
@@ -32,15 +32,16 @@ fn attention_matches_cpu_on_random_shapes() {
         (dims(1, 3, 17, 5, 13, 7), true),    // d, dv not multiples of 4, Nk not a multiple of the key block
         (dims(2, 2, 10, 30, 16, 80), true),  // dv > 64: two output chunks
     ];
-    // Both kernel variants: one query row per invocation (GPU target), up to 8 (CPU target).
-    let targets = [Target::default(), Target { cpu: true }];
-    for (i, ((dm, with_bias), target)) in cases.iter().flat_map(|c| targets.map(|t| (c, t))).enumerate() {
+    // Both kernel variants: one query row per invocation (GPU-like set), two (CPU-like set).
+    let profiles = [DeviceProfile::gpu_like(), DeviceProfile::cpu_like()];
+    for (i, ((dm, with_bias), profile)) in cases.iter().flat_map(|c| profiles.clone().map(|p| (c, p))).enumerate() {
         let q = rng.tensor(&[dm.batch, dm.heads, dm.nq, dm.d], -1.0, 1.0);
         let k = rng.tensor(&[dm.batch, dm.heads, dm.nk, dm.d], -1.0, 1.0);
         let v = rng.tensor(&[dm.batch, dm.heads, dm.nk, dm.dv], -1.0, 1.0);
         let bias = rng.tensor(&[dm.heads, dm.nq, dm.nk], -2.0, 2.0);
         let scale = 1.0 / (dm.d as f32).sqrt() * 1.5;
-        let mut g = Graph::for_target(target);
+        let kernels = profile.kernels;
+        let mut g = Graph::for_profile(profile);
         let (qi, ki, vi) = (g.input("q", &q.shape), g.input("k", &k.shape), g.input("v", &v.shape));
         let bi = with_bias.then(|| g.input("bias", &bias.shape));
         let o = attention(&mut g, qi, ki, vi, bi, scale).unwrap();
@@ -54,7 +55,7 @@ fn attention_matches_cpu_on_random_shapes() {
         let out = run(&g, &inputs);
         let elapsed = t.elapsed();
         let want = attention_cpu(&q.data, &k.data, &v.data, with_bias.then_some(&bias.data[..]), dm, scale);
-        assert_close(&format!("case {i} {dm:?} bias={with_bias} {target:?} ({elapsed:.2?})"), &out[0].data, &want, ATOL, RTOL);
+        assert_close(&format!("case {i} {dm:?} bias={with_bias} {kernels:?} ({elapsed:.2?})"), &out[0].data, &want, ATOL, RTOL);
     }
 }
 

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{assert_close, run};
-use wgvit::ops::attention_downsample::{attention_downsample, attention_downsample_cpu};
+use wgvit::ops::family::attention_downsample::{attention_downsample, attention_downsample_cpu};
 use wgvit::tensor::Rng;
 use wgvit::{Error, Graph};
 

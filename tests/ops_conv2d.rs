@@ -7,7 +7,8 @@
 mod common;
 
 use common::{assert_close, run};
-use wgvit::ops::conv2d::{conv2d, conv2d_cpu, fold_batchnorm, Conv2dParams};
+use wgvit::models::torch_layout::fold_batchnorm;
+use wgvit::ops::conv2d::{conv2d, conv2d_cpu, Conv2dParams};
 use wgvit::ops::Activation;
 use wgvit::tensor::Rng;
 use wgvit::{Graph, HostTensor};

@@ -3,7 +3,8 @@
 mod common;
 
 use common::{assert_close, run};
-use wgvit::ops::elementwise::{binary, binary_cpu, unary, unary_cpu, BinaryOp};
+use wgvit::ops::binary::{binary, binary_cpu, BinaryOp};
+use wgvit::ops::unary::{unary, unary_cpu};
 use wgvit::ops::Activation;
 use wgvit::tensor::Rng;
 use wgvit::Graph;
@@ -61,7 +62,7 @@ fn binary_broadcasts_like_numpy() {
             let bi = g.input("b", bshape);
             let c = binary(&mut g, ai, bi, op, Activation::Silu).unwrap();
             let vec4 = ashape.last().is_some_and(|&d| d % 4 == 0) && bshape.last() == ashape.last();
-            assert_eq!(g.nodes[0].key.shader == wgvit::ops::Shader::BinaryVec4, vec4, "case {i}: kernel choice");
+            assert_eq!(g.nodes[0].key.kernel == wgvit::ops::Kernel::BinaryVec4, vec4, "case {i}: kernel choice");
             g.output("c", c);
             let out = run(&g, &[&a, &b]);
             let want = binary_cpu(&a.data, ashape, &b.data, bshape, op, Activation::Silu);

@@ -8,7 +8,7 @@
 mod common;
 
 use common::run;
-use wgvit::ops::vicinity_attention::{
+use wgvit::ops::family::vicinity_attention::{
     angle_table, vicinity_attention, vicinity_attention_cpu, vicinity_gate, vicinity_gate_cpu, vicinity_kv, QkvColumns, VicinityDims,
     CLAMP_MAX, CLAMP_MIN,
 };
@@ -165,7 +165,7 @@ fn angle_table_is_the_f32_angle_evaluated_in_f64() {
 
 #[test]
 fn vvt_shapes_take_the_vec4_kernels() {
-    use wgvit::ops::Shader;
+    use wgvit::ops::Kernel;
     // vvt-tiny stage 2 (C' = 80, 2 heads of 40) and vvt-micro stage 4 (C' = 16, 4 heads of 4).
     for (heads, d) in [(2, 40), (4, 4)] {
         let mut g = Graph::new();
@@ -174,8 +174,8 @@ fn vvt_shapes_take_the_vec4_kernels() {
         let trig = g.input("trig", &[30, 4]);
         let dims = VicinityDims { batch: 1, heads, n: 30, d };
         vicinity_attention(&mut g, qkv, &QkvColumns { row: 3 * w, q: 0, k: w, v: 2 * w }, trig, &dims).unwrap();
-        let shaders: Vec<Shader> = g.nodes.iter().map(|n| n.key.shader.clone()).collect();
-        assert_eq!(shaders, [Shader::VicinityKvVec4, Shader::VicinityKvReduce, Shader::VicinityApplyVec4], "heads {heads}, d {d}");
+        let kernels: Vec<Kernel> = g.nodes.iter().map(|n| n.key.kernel).collect();
+        assert_eq!(kernels, [Kernel::VicinityKvVec4, Kernel::VicinityKvReduce, Kernel::VicinityApplyVec4], "heads {heads}, d {d}");
     }
 }
 

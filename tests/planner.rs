@@ -7,9 +7,11 @@
 
 use std::sync::Arc;
 
-use wgvit::graph::{Node, PipelineKey, StorageKind};
-use wgvit::ops::elementwise::{activation, add, binary, BinaryOp};
-use wgvit::ops::{Activation, Shader};
+use wgvit::graph::{Node, StorageKind};
+use wgvit::kernels::{params, PipelineKey, Uniform};
+use wgvit::ops::binary::{add, binary, BinaryOp};
+use wgvit::ops::unary::activation;
+use wgvit::ops::{Activation, Kernel};
 use wgvit::plan::{plan_graph, plan_memory, Interval, MemoryPlan};
 use wgvit::tensor::Rng;
 use wgvit::{Error, Graph, TensorId};
@@ -102,8 +104,8 @@ fn dead_input_slot_is_reused_by_a_later_tensor() {
     let z = g.activation(&[64]);
     g.push(Node {
         label: "shrink".into(),
-        key: PipelineKey::new(Shader::Unary),
-        params: vec![],
+        key: PipelineKey::new(Kernel::Unary),
+        params: Uniform::of(&params::Unary::default()),
         reads: vec![y],
         writes: vec![z],
         workgroups: [1, 1, 1],
@@ -260,8 +262,8 @@ fn random_graphs_never_share_a_slot_between_live_storages() {
                     let out = g.activation(&[1 + rng.below(8192)]);
                     g.push(Node {
                         label: "resize".into(),
-                        key: PipelineKey::new(Shader::Unary),
-                        params: vec![],
+                        key: PipelineKey::new(Kernel::Unary),
+                        params: Uniform::of(&params::Unary::default()),
                         reads: vec![a],
                         writes: vec![out],
                         workgroups: [1, 1, 1],
@@ -356,7 +358,7 @@ fn graph_refuses_reading_before_writing() {
     let mut g = Graph::new();
     let x = g.input("x", &[4]);
     let never_written = g.activation(&[4]);
-    let y = g.scope("blocks.3", |g| add(g, x, never_written)).unwrap();
+    let y = g.labelled("blocks.3", |g| add(g, x, never_written)).unwrap();
     g.output("y", y);
     let e = g.liveness().unwrap_err();
     assert!(matches!(&e, Error::Graph(m) if m.contains("blocks.3.add") && m.contains("no earlier node wrote")), "{e}");
@@ -368,8 +370,8 @@ fn graph_refuses_reading_before_writing() {
     let y = add(&mut g, x, late).unwrap();
     g.push(Node {
         label: "late_writer".into(),
-        key: PipelineKey::new(Shader::Unary),
-        params: vec![],
+        key: PipelineKey::new(Kernel::Unary),
+        params: Uniform::of(&params::Unary::default()),
         reads: vec![x],
         writes: vec![late],
         workgroups: [1, 1, 1],
@@ -388,8 +390,8 @@ fn graph_refuses_writing_an_input_or_constant() {
         let dst = if target == "input" { x } else { c };
         g.push(Node {
             label: format!("overwrite_{target}"),
-            key: PipelineKey::new(Shader::Unary),
-            params: vec![],
+            key: PipelineKey::new(Kernel::Unary),
+            params: Uniform::of(&params::Unary::default()),
             reads: vec![x],
             writes: vec![dst],
             workgroups: [1, 1, 1],
@@ -405,8 +407,8 @@ fn graph_refuses_writing_an_input_or_constant() {
     let view = g.reshape(c, &[4]).unwrap();
     g.push(Node {
         label: "overwrite_view".into(),
-        key: PipelineKey::new(Shader::Unary),
-        params: vec![],
+        key: PipelineKey::new(Kernel::Unary),
+        params: Uniform::of(&params::Unary::default()),
         reads: vec![x],
         writes: vec![view],
         workgroups: [1, 1, 1],

@@ -150,9 +150,11 @@ fn imagenet_labels_are_the_1000_classes_in_index_order() {
     for (i, name) in [(0, "tench"), (1, "goldfish"), (207, "golden retriever"), (281, "tabby"), (409, "analog clock"), (817, "sports car"), (954, "banana"), (999, "toilet tissue")] {
         assert_eq!(names[i], name, "class {i}");
     }
-    let meta = std::collections::BTreeMap::new();
-    assert!(labels::for_head(1000, &meta).is_some());
-    assert!(labels::for_head(10, &meta).is_none());
-    let own = [("wgvit.labels".to_string(), "a\nb\nc".to_string())].into_iter().collect();
-    assert_eq!(labels::for_head(3, &own).unwrap(), ["a", "b", "c"]);
+    let mut weights = wgvit::Weights::synthetic(0);
+    let card = wgvit::models::ModelCard::new("toy", &weights).unwrap();
+    assert!(card.labels_for(1000).is_some());
+    assert!(card.labels_for(10).is_none());
+    weights.metadata.insert("wgvit.labels".to_string(), "a\nb\nc".to_string());
+    let card = wgvit::models::ModelCard::new("toy", &weights).unwrap();
+    assert_eq!(card.labels_for(3).unwrap(), ["a", "b", "c"]);
 }

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use safetensors::Dtype;
-use wgvit::weights::{read_raw, write_raw, RawTensor};
+use wgvit::io::{self, RawTensor, TensorFile};
 use wgvit::{models, Weights};
 
 fn fixture(rel: &str) -> PathBuf {
@@ -20,16 +20,17 @@ fn reference() -> Weights {
 }
 
 /// Every float tensor of `w` equals the reference's within `tol` (relative), and no name is missing.
-fn assert_same_tensors(w: &Weights, tol: f32) {
+fn assert_same_tensors(weights: &Weights, tol: f32) {
     let want = reference();
+    let w = weights.reader();
     for name in want.names() {
         let shape = want.shape_of(&name).unwrap().to_vec();
-        let a = want.param(&name, &shape).unwrap();
-        let b = w.param(&name, &shape).unwrap_or_else(|e| panic!("{}: {e}", w.file));
+        let a = want.reader().param(&name, &shape).unwrap();
+        let b = w.param(&name, &shape).unwrap_or_else(|e| panic!("{}: {e}", weights.file));
         let worst = a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs() / x.abs().max(1e-3)).fold(0f32, f32::max);
-        assert!(worst <= tol, "{}: tensor '{name}' differs by {worst:e} (relative) > {tol:e}", w.file);
+        assert!(worst <= tol, "{}: tensor '{name}' differs by {worst:e} (relative) > {tol:e}", weights.file);
     }
-    w.finish().unwrap_or_else(|e| panic!("{}: {e}", w.file));
+    w.finish().unwrap_or_else(|e| panic!("{}: {e}", weights.file));
 }
 
 #[test]
@@ -53,7 +54,7 @@ fn training_checkpoints_are_unwrapped_and_module_prefixes_removed() {
 fn half_precision_checkpoints_load_within_f16_rounding() {
     let w = Weights::from_file(fixture("cli/toy_f16.pth")).unwrap();
     assert_same_tensors(&w, 1.0 / 1024.0);
-    let (_, raw) = read_raw("toy_f16.pth", &std::fs::read(fixture("cli/toy_f16.pth")).unwrap()).unwrap();
+    let TensorFile { tensors: raw, .. } = io::read("toy_f16.pth", &std::fs::read(fixture("cli/toy_f16.pth")).unwrap()).unwrap();
     let head = raw.iter().find(|t| t.name == "head.weight").unwrap();
     assert_eq!((head.dtype, head.shape.as_slice(), head.data.len()), (Dtype::F16, &[10usize, 16][..], 320));
 }
@@ -68,13 +69,13 @@ fn strided_offset_and_shared_storages_are_gathered() {
 
 #[test]
 fn convert_round_trip_keeps_dtypes_and_writes_metadata() {
-    let (_, raw) = read_raw("toy_f16.pth", &std::fs::read(fixture("cli/toy_f16.pth")).unwrap()).unwrap();
+    let TensorFile { tensors: raw, .. } = io::read("toy_f16.pth", &std::fs::read(fixture("cli/toy_f16.pth")).unwrap()).unwrap();
     let meta: BTreeMap<String, String> = [("wgvit.model".to_string(), "toy".to_string())].into_iter().collect();
-    let bytes = write_raw(&raw, &meta).unwrap();
+    let bytes = io::safetensors::write(&raw, &meta).unwrap();
     let w = Weights::from_bytes("converted", &bytes).unwrap();
     assert_eq!(w.model_id(), Some("toy"));
     assert_same_tensors(&w, 1.0 / 1024.0);
-    let (meta2, raw2) = read_raw("converted", &bytes).unwrap();
+    let TensorFile { metadata: meta2, tensors: raw2 } = io::read("converted", &bytes).unwrap();
     assert_eq!(meta2.get("wgvit.model").map(String::as_str), Some("toy"));
     let dtypes = |r: &[RawTensor]| r.iter().map(|t| (t.name.clone(), t.dtype)).collect::<BTreeMap<_, _>>();
     assert_eq!(dtypes(&raw), dtypes(&raw2));
@@ -146,7 +147,7 @@ fn a_hand_written_checkpoint_reads_strided_views() {
     // offset 1, size [2, 3], stride [1, 2]: element (i, j) = storage[1 + i + 2j]
     let bytes = checkpoint(&tensor_pickle("w", 7, 1, &[2, 3], &[1, 2]), &[("0", &storage)]);
     let w = Weights::from_bytes("hand.pth", &bytes).unwrap();
-    assert_eq!(*w.param("w", &[2, 3]).unwrap(), vec![1.0, 3.0, 5.0, 2.0, 4.0, 6.0]);
+    assert_eq!(*w.reader().param("w", &[2, 3]).unwrap(), vec![1.0, 3.0, 5.0, 2.0, 4.0, 6.0]);
 }
 
 #[test]

@@ -1,11 +1,12 @@
-//! Every shader, checked without a GPU. For each `Shader::source()` (what the device compiles):
+//! Every kernel, checked without a GPU. For each `Kernel::source()` (what the device compiles):
 //! naga parses and validates it with every capability and again with WebGPU's baseline (no f16,
 //! no subgroups), resolves its `override` constants, and translates the result to SPIR-V, MSL,
 //! HLSL and GLSL — what wgpu hands to Vulkan, Metal, DX12 and GL. The module must fit WebGPU's
 //! default limits and follow the binding convention the executor's bind-group layouts assume.
 //! Then the same for the pipelines the ops really create (their override values, checked against
 //! their nodes' reads, writes and uniform words) on model-like graphs built on the CPU.
-//! The files in `shaders/` must carry their header line and each be compiled by some `Shader`.
+//! Each kernel's WGSL `Params` struct is reflected and checked against its Rust uniform struct.
+//! The files in `shaders/` must carry their header line and each be compiled by some kernel.
 //!
 //! Every check collects all failures before panicking, so one run names every broken shader.
 
@@ -14,7 +15,9 @@ use std::path::{Path, PathBuf};
 use naga::back::PipelineConstants;
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 use naga::{AddressSpace, Module, ShaderStage, StorageAccess};
-use wgvit::ops::{Activation, Shader};
+use wgvit::kernels::params::{ParamField, Scalar};
+use wgvit::kernels::{wgsl, DeviceProfile, Kernel};
+use wgvit::ops::Activation;
 use wgvit::{Graph, TensorId};
 
 /// WebGPU's default limits, the ones every kernel is written for (see ENV.md).
@@ -38,46 +41,49 @@ fn shaders_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders")
 }
 
-/// Where the line numbers in naga's messages point: `source()` may join several files (the
-/// activations prelude, an I/O prelude, the kernel), so name the line range of each.
+/// Where the line numbers in naga's messages point: `source()` joins several files (the library
+/// files a kernel requires, then the kernel), each after a `// ---- shaders/<path>` line.
 fn location_note(source: &str) -> String {
-    let mut spans: Vec<(usize, usize, String)> = shader_files()
-        .into_iter()
-        .filter_map(|(name, text)| {
-            let at = source.find(text.as_str())?;
-            let first = source[..at].lines().count() + 1;
-            Some((first, first + text.lines().count() - 1, name))
-        })
-        .collect();
-    spans.sort();
-    let parts: Vec<String> = spans.iter().map(|(a, b, name)| format!("{a}-{b} {name}")).collect();
+    let mut parts = Vec::new();
+    let mut current: Option<(usize, &str)> = None;
+    for (i, line) in source.lines().enumerate() {
+        if let Some(path) = line.strip_prefix("// ---- ") {
+            if let Some((first, name)) = current.take() {
+                parts.push(format!("{}-{i} {name}", first + 1));
+            }
+            current = Some((i + 1, path));
+        }
+    }
+    if let Some((first, name)) = current {
+        parts.push(format!("{}-{} {name}", first + 1, source.lines().count()));
+    }
     format!("(source lines: {})", parts.join(", "))
 }
 
-fn parse(shader: &Shader, source: &str) -> Result<Module, String> {
+fn parse(shader: &Kernel, source: &str) -> Result<Module, String> {
     naga::front::wgsl::parse_str(source)
         .map_err(|e| format!("{}: WGSL parse error {}\n{}", shader.name(), location_note(source), e.emit_to_string(source)))
 }
 
-fn validate(shader: &Shader, source: &str, module: &Module, caps: Capabilities, what: &str) -> Result<ModuleInfo, String> {
+fn validate(shader: &Kernel, source: &str, module: &Module, caps: Capabilities, what: &str) -> Result<ModuleInfo, String> {
     Validator::new(ValidationFlags::all(), caps).validate(module).map_err(|e| {
         format!("{}: invalid with {what} {}\n{}", shader.name(), location_note(source), e.emit_to_string(source))
     })
 }
 
 /// Parses and validates with all capabilities; the first step of every other check.
-fn load(shader: &Shader) -> Result<(String, Module, ModuleInfo), String> {
-    let source = shader.source().into_owned();
+fn load(shader: &Kernel) -> Result<(String, Module, ModuleInfo), String> {
+    let source = shader.source();
     let module = parse(shader, &source)?;
     let info = validate(shader, &source, &module, Capabilities::all(), "all capabilities")?;
     Ok((source, module, info))
 }
 
-fn check_all(check: impl Fn(&Shader) -> Result<String, String>) {
+fn check_all(check: impl Fn(&Kernel) -> Result<String, String>) {
     let mut failures = Vec::new();
-    for shader in Shader::all() {
-        match check(&shader) {
-            Ok(report) => eprintln!("{:<10} ok  {report}", shader.name()),
+    for shader in Kernel::ALL {
+        match check(shader) {
+            Ok(report) => eprintln!("{:<20} ok  {report}", shader.name()),
             Err(e) => failures.push(e),
         }
     }
@@ -130,7 +136,7 @@ fn describe(constants: &PipelineConstants) -> String {
 
 /// Resolves the overrides, as wgpu does at pipeline creation, for the `main` compute entry point.
 fn resolve<'a>(
-    shader: &Shader,
+    shader: &Kernel,
     module: &'a Module,
     info: &'a ModuleInfo,
     constants: &PipelineConstants,
@@ -281,7 +287,8 @@ type OpGraph = fn(&mut Graph) -> wgvit::Result<TensorId>;
 
 fn op_graphs() -> Vec<(&'static str, OpGraph)> {
     use wgvit::ops::conv2d::{conv2d, Conv2dParams};
-    use wgvit::ops::elementwise::{binary, unary, BinaryOp};
+    use wgvit::ops::binary::{binary, BinaryOp};
+    use wgvit::ops::unary::unary;
     use wgvit::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
     vec![
         ("unary gelu", |g| {
@@ -397,10 +404,10 @@ fn op_graphs() -> Vec<(&'static str, OpGraph)> {
 /// match the layout the executor derives from the node (binding 0 the uniform of `params`, then
 /// `reads` read-only and `writes` read_write storage buffers), and `params` covers the uniform.
 fn check_node(node: &wgvit::graph::Node) -> Result<String, String> {
-    let shader = &node.key.shader;
+    let shader = &node.key.kernel;
     let (source, module, info) = load(shader)?;
     let mut constants = PipelineConstants::default();
-    for &(name, value) in &node.key.constants {
+    for &(name, value) in node.key.constants() {
         constants.insert(name.to_string(), value as f64);
     }
     let (module, info) = resolve(shader, &module, &info, &constants)?;
@@ -424,10 +431,13 @@ fn check_node(node: &wgvit::graph::Node) -> Result<String, String> {
         if expected != found {
             problems.push(format!("binding {binding} `{var}` is {found}, the node's layout has {expected} ({reads} reads, {writes} writes)"));
         }
-        let uniform_bytes = (node.params.len().max(4).div_ceil(4) * 16) as u32;
+        let uniform_bytes = (node.params.words.len().max(4).div_ceil(4) * 16) as u32;
         if *binding == 0 && *size > uniform_bytes {
-            problems.push(format!("`{var}` is {size} bytes but the node supplies {} words ({uniform_bytes} bytes bound)", node.params.len()));
+            problems.push(format!("`{var}` is {size} bytes but the node supplies {} words ({uniform_bytes} bytes bound)", node.params.words.len()));
         }
+    }
+    if node.params.type_name != shader.params_name() {
+        problems.push(format!("the node's uniform is {}, the kernel declares {}", node.params.type_name, shader.params_name()));
     }
     let sizes = translate(&module, &info).map_err(|e| format!("{what}: translation failed: {e}"))?;
     validate(shader, &source, &module, Capabilities::default(), "WebGPU baseline capabilities after resolving overrides")?;
@@ -449,9 +459,9 @@ fn pipelines_the_ops_create_fit_webgpu_and_match_their_nodes() {
     let mut unbuilt = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let graphs = op_graphs();
-    let targets = [wgvit::graph::Target::default(), wgvit::graph::Target { cpu: true }];
-    for ((what, build), target) in graphs.iter().flat_map(|b| targets.map(|t| (b, t))) {
-        let mut g = Graph::for_target(target);
+    let profiles = [DeviceProfile::gpu_like(), DeviceProfile::cpu_like()];
+    for ((what, build), profile) in graphs.iter().flat_map(|b| profiles.clone().map(|p| (b, p))) {
+        let mut g = Graph::for_profile(profile);
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&mut g))) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -464,7 +474,7 @@ fn pipelines_the_ops_create_fit_webgpu_and_match_their_nodes() {
             }
         }
         for node in &g.nodes {
-            let id = (node.key.clone(), node.reads.len(), node.writes.len(), node.params.len());
+            let id = (node.key.clone(), node.reads.len(), node.writes.len(), node.params.words.len());
             if !seen.insert(id) {
                 continue;
             }
@@ -481,17 +491,23 @@ fn pipelines_the_ops_create_fit_webgpu_and_match_their_nodes() {
     assert!(failures.is_empty(), "{} pipeline(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
 }
 
+/// Every `.wgsl` file under `shaders/` as (path relative to `shaders/`, text).
 fn shader_files() -> Vec<(String, String)> {
-    let mut files: Vec<(String, String)> = std::fs::read_dir(shaders_dir())
-        .expect("shaders/ exists")
-        .map(|e| e.expect("readable dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
-        .map(|p| {
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let p = entry.expect("readable dir entry").path();
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (name, text)
-        })
-        .collect();
+            let rel = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            if p.is_dir() {
+                walk(&p, &rel, out);
+            } else if p.extension().is_some_and(|x| x == "wgsl") {
+                let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                out.push((rel, text));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&shaders_dir(), "", &mut files);
     files.sort();
     files
 }
@@ -501,8 +517,11 @@ fn shader_files() -> Vec<(String, String)> {
 fn shader_files_open_with_their_header_line() {
     let bad: Vec<String> = shader_files()
         .into_iter()
-        .filter(|(name, text)| !text.lines().next().unwrap_or("").starts_with(&format!("// {name} — ")))
-        .map(|(name, text)| format!("{name}: first line is {:?}", text.lines().next().unwrap_or("")))
+        .filter(|(path, text)| {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            !text.lines().next().unwrap_or("").starts_with(&format!("// {name} — "))
+        })
+        .map(|(path, text)| format!("{path}: first line is {:?}", text.lines().next().unwrap_or("")))
         .collect();
     assert!(bad.is_empty(), "shader files without the `// <name>.wgsl — ...` header line:\n{}", bad.join("\n"));
 }
@@ -522,20 +541,119 @@ fn no_shader_enables_subgroups_or_f16() {
     assert!(bad.is_empty(), "shaders must run on WebGPU's baseline:\n{}", bad.join("\n"));
 }
 
-/// A file no `Shader` compiles would never be validated nor run. `activations.wgsl` is the prelude.
+/// A file no kernel compiles would never be validated nor run: every file outside `lib/` is some
+/// kernel's file, and every `lib/` file is required (transitively) by some kernel.
 #[test]
-fn every_shader_file_is_compiled_by_some_shader_variant() {
-    let sources: Vec<String> = Shader::all().iter().map(|s| s.source().into_owned()).collect();
-    let mut orphans = Vec::new();
-    for (name, text) in shader_files() {
-        if name == "activations.wgsl" {
-            continue;
-        }
-        if !sources.iter().any(|s| s.contains(text.as_str())) {
-            orphans.push(name);
+fn every_shader_file_is_compiled_by_some_kernel() {
+    let mut used: std::collections::BTreeSet<String> = Kernel::ALL.iter().map(|k| k.file().to_string()).collect();
+    let mut frontier: Vec<&str> = Kernel::ALL.iter().map(|k| k.file_text()).collect();
+    while let Some(text) = frontier.pop() {
+        for name in wgsl::requires(text) {
+            if used.insert(format!("lib/{name}.wgsl")) {
+                let lib = wgsl::library().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("unknown requirement {name}")).1;
+                frontier.push(lib);
+            }
         }
     }
-    assert!(orphans.is_empty(), "shader files no Shader variant includes (add one to ops::Shader): {orphans:?}");
+    let orphans: Vec<String> = shader_files().into_iter().map(|(path, _)| path).filter(|p| !used.contains(p)).collect();
+    assert!(orphans.is_empty(), "shader files no kernel compiles (add a line to the table in src/kernels/mod.rs): {orphans:?}");
+    let library: Vec<String> = wgsl::library().map(|(n, _)| format!("lib/{n}.wgsl")).collect();
+    let unlisted: Vec<String> = shader_files().into_iter().map(|(p, _)| p).filter(|p| p.starts_with("lib/") && !library.contains(p)).collect();
+    assert!(unlisted.is_empty(), "lib files missing from the library table in src/kernels/wgsl.rs: {unlisted:?}");
+}
+
+/// Each variant's defines select something: a define no `#if` of its files tests is a typo.
+#[test]
+fn every_define_is_tested_by_the_files_of_its_kernel() {
+    let mut bad = Vec::new();
+    for kernel in Kernel::ALL {
+        let mut texts = vec![kernel.file_text()];
+        texts.extend(wgsl::library().filter(|(n, _)| kernel.source().contains(&format!("// ---- shaders/lib/{n}.wgsl"))).map(|(_, t)| t));
+        for define in kernel.defines() {
+            let tested = texts.iter().any(|t| t.lines().any(|l| matches!(l.trim().strip_prefix("#if").map(str::trim), Some(c) if c.trim_start_matches('!') == *define)));
+            if !tested {
+                bad.push(format!("{}: define {define} is tested by no #if", kernel.name()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+/// The scalar members of a WGSL type, flattened as `ParamField` names them.
+fn wgsl_fields(module: &Module, ty: naga::Handle<naga::Type>, name: &str, offset: u32, layouter: &naga::proc::Layouter, out: &mut Vec<(String, u32, &'static str)>) {
+    match &module.types[ty].inner {
+        naga::TypeInner::Scalar(s) => out.push((name.to_string(), offset, scalar_name(s))),
+        naga::TypeInner::Struct { members, .. } => {
+            for m in members {
+                let member = m.name.clone().unwrap_or_default();
+                let full = if name.is_empty() { member } else { format!("{name}.{member}") };
+                wgsl_fields(module, m.ty, &full, offset + m.offset, layouter, out);
+            }
+        }
+        naga::TypeInner::Vector { size, scalar } => {
+            // Only as elements of arrays (`array<vec4<u32>, 2>`): component i is scalar `[base + i]`.
+            for i in 0..*size as u32 {
+                out.push((format!("{name}#{i}"), offset + 4 * i, scalar_name(scalar)));
+            }
+        }
+        naga::TypeInner::Array { base, size: naga::ArraySize::Constant(n), stride } => {
+            let mut elements = Vec::new();
+            for i in 0..n.get() {
+                wgsl_fields(module, *base, "", offset + i * stride, layouter, &mut elements);
+            }
+            for (k, (_, off, scalar)) in elements.into_iter().enumerate() {
+                out.push((format!("{name}[{k}]"), off, scalar));
+            }
+        }
+        other => out.push((name.to_string(), offset, Box::leak(format!("{other:?}").into_boxed_str()))),
+    }
+}
+
+fn scalar_name(s: &naga::Scalar) -> &'static str {
+    match (s.kind, s.width) {
+        (naga::ScalarKind::Uint, 4) => "u32",
+        (naga::ScalarKind::Float, 4) => "f32",
+        (naga::ScalarKind::Sint, 4) => "i32",
+        _ => "other",
+    }
+}
+
+/// Every kernel's WGSL `Params` (members, order, offsets, scalar types, nested structs and arrays
+/// flattened) equals its Rust uniform struct, so swapping two fields on either side fails here.
+#[test]
+fn every_kernel_params_struct_matches_its_rust_uniform() {
+    let mut failures = Vec::new();
+    for kernel in Kernel::ALL {
+        let (_, module, _) = match load(kernel) {
+            Ok(m) => m,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).expect("layout");
+        let Some((ty, _)) = module.types.iter().find(|(_, t)| t.name.as_deref() == Some("Params")) else {
+            failures.push(format!("{}: no `struct Params`", kernel.name()));
+            continue;
+        };
+        let mut wgsl = Vec::new();
+        wgsl_fields(&module, ty, "", 0, &layouter, &mut wgsl);
+        let rust: Vec<(String, u32, &'static str)> = kernel
+            .params_fields()
+            .into_iter()
+            .map(|ParamField { name, offset, scalar }| (name, offset as u32, if scalar == Scalar::U32 { "u32" } else { "f32" }))
+            .collect();
+        if wgsl != rust {
+            let diff: Vec<String> = (0..wgsl.len().max(rust.len()))
+                .filter(|&i| wgsl.get(i) != rust.get(i))
+                .take(6)
+                .map(|i| format!("  #{i}: WGSL {:?} vs Rust {:?}", wgsl.get(i), rust.get(i)))
+                .collect();
+            failures.push(format!("{} (Rust {}): the uniform layouts differ\n{}", kernel.name(), kernel.params_name(), diff.join("\n")));
+        }
+    }
+    assert!(failures.is_empty(), "{} kernel(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
 }
 
 /// Chrome's WGSL compiler (Tint) rejects a float literal whose exact decimal value lies beyond
@@ -568,41 +686,41 @@ fn float_literals_are_representable_as_f32() {
 /// real override values included.
 #[test]
 fn pipelines_every_model_creates_fit_webgpu_and_match_their_nodes() {
-    let models: &[(&str, [usize; 4])] = &[
-        ("hatnet-micro", [1, 3, 224, 224]),
-        ("hatnet-tiny", [1, 3, 224, 224]),
-        ("vvt-micro", [1, 3, 61, 47]),
-        ("vvt-tiny", [1, 3, 224, 224]),
-        ("accvit-micro", [1, 3, 224, 224]),
-        ("accvit-tiny", [1, 3, 224, 224]),
-        ("lavit-micro-psi", [1, 3, 64, 64]),
-        ("lavit-tiny-psi", [1, 3, 224, 224]),
-        ("hatnet-digits", [8, 3, 64, 64]),
-        ("vvt-digits", [8, 3, 32, 32]),
-        ("accvit-digits", [8, 3, 64, 64]),
-        ("lavit-digits", [8, 3, 64, 64]),
-    ];
+    // Every model id the library knows (random weights, the family's usual input size), then the
+    // bundled digit models on their own weights, at batch 8.
+    let mut models: Vec<(String, wgvit::Weights, Vec<usize>)> = Vec::new();
+    for id in wgvit::models::model_ids() {
+        // The fixture's weights where there is one (the toy network reads its structure off them).
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{id}/weights.safetensors"));
+        let weights = match std::fs::read(&fixture) {
+            Ok(bytes) => wgvit::Weights::from_bytes(&fixture.display().to_string(), &bytes).unwrap(),
+            Err(_) => wgvit::Weights::synthetic(0),
+        };
+        let (h, w) = wgvit::models::ModelCard::new(&id, &weights).unwrap_or_else(|e| panic!("{id}: {e}")).input_size();
+        models.push((id, weights, vec![1, 3, h, w]));
+    }
+    models.push(("vvt-micro".into(), wgvit::Weights::synthetic(0), vec![1, 3, 61, 47]));
+    for id in ["hatnet-digits", "vvt-digits", "accvit-digits", "lavit-digits"] {
+        let rel = format!("assets/models/{id}.safetensors");
+        let bytes = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel)).unwrap();
+        let weights = wgvit::Weights::from_bytes(&rel, &bytes).unwrap();
+        let (h, w) = wgvit::models::ModelCard::new(id, &weights).unwrap().input_size();
+        models.push((id.into(), weights, vec![8, 3, h, w]));
+    }
     let mut failures = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let targets = [wgvit::graph::Target::default(), wgvit::graph::Target { cpu: true }];
-    for ((id, shape), target) in models.iter().flat_map(|m| targets.map(|t| (m, t))) {
-        let weights = if id.ends_with("-digits") {
-            let rel = format!("assets/models/{id}.safetensors");
-            let bytes = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel)).unwrap();
-            wgvit::Weights::from_bytes(&rel, &bytes).unwrap()
-        } else {
-            wgvit::Weights::synthetic(0)
-        };
-        let spec = wgvit::models::resolve(id, &weights).unwrap();
-        let g = wgvit::models::build_spec_graph(&spec, &weights, shape, target).unwrap_or_else(|e| panic!("{id} {shape:?}: {e}"));
+    let profiles = [DeviceProfile::gpu_like(), DeviceProfile::cpu_like()];
+    for ((id, weights, shape), profile) in models.iter().flat_map(|m| profiles.clone().map(|p| (m, p))) {
+        let spec = wgvit::models::resolve(id, weights).unwrap();
+        let g = wgvit::models::build_spec_graph(&spec, weights, shape, profile).unwrap_or_else(|e| panic!("{id} {shape:?}: {e}"));
         for node in &g.nodes {
-            if seen.insert((node.key.clone(), node.reads.len(), node.writes.len(), node.params.len())) {
+            if seen.insert((node.key.clone(), node.reads.len(), node.writes.len(), node.params.words.len())) {
                 if let Err(e) = check_node(node) {
                     failures.push(format!("{id}: {e}"));
                 }
             }
         }
     }
-    eprintln!("{} distinct pipelines across {} models and {} targets", seen.len(), models.len(), targets.len());
+    eprintln!("{} distinct pipelines across {} models and {} kernel sets", seen.len(), models.len(), profiles.len());
     assert!(failures.is_empty(), "{} pipeline(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
 }

@@ -7,7 +7,7 @@
 
 use wasm_bindgen_test::*;
 use wgvit::executor::ConstantCache;
-use wgvit::ops::elementwise::{unary, unary_cpu};
+use wgvit::ops::unary::{unary, unary_cpu};
 use wgvit::ops::matmul::{matmul, matmul_cpu, Epilogue};
 use wgvit::ops::Activation;
 use wgvit::tensor::{max_abs_diff, Rng};
@@ -133,12 +133,12 @@ async fn lavit_micro_psi_matches_golden_logits() {
 #[wasm_bindgen_test]
 async fn classify_image_data_matches_the_cli_transform() {
     use wasm_bindgen::{Clamped, JsCast};
-    use wgvit::preprocess::{top_k, Preprocess, RgbImage};
+    use wgvit::preprocess::{top_k, RgbImage};
 
     let bytes = include_bytes!("fixtures/toy/weights.safetensors");
     let web_engine = wgvit::web::Engine::create().await.unwrap_or_else(|_| panic!("the browser test needs WebGPU"));
     let model = web_engine.load_model("toy".into(), bytes.to_vec()).await.unwrap_or_else(|_| panic!("toy weights"));
-    assert_eq!(model.input_size().unwrap_or_default(), [32, 32]);
+    assert_eq!(model.input_size(), [32, 32]);
     let (w, h) = (45u32, 38u32);
     let rgba: Vec<u8> =
         (0..w * h).flat_map(|i| [(i % w * 5) as u8, (i / w * 6) as u8, ((i % w) * (i / w) % 256) as u8, 255]).collect();
@@ -146,7 +146,7 @@ async fn classify_image_data_matches_the_cli_transform() {
     let got = model.classify(img.into(), Some(3), None).await.unwrap_or_else(|_| panic!("classify failed"));
 
     let core = engine().await.load_model("toy", Weights::from_bytes("toy", bytes).unwrap()).unwrap();
-    let prep = Preprocess::for_weights(&core.weights, (32, 32)).unwrap();
+    let prep = core.card.preprocess_at((32, 32));
     let rgb = RgbImage::from_rgba(w as usize, h as usize, &rgba).unwrap();
     let x = wgvit::HostTensor::new(vec![1, 3, 32, 32], prep.tensor(&rgb)).unwrap();
     let want = top_k(&core.run(&x).await.unwrap().data, 3);
@@ -173,11 +173,12 @@ fn heldout_digits() -> (Vec<Vec<u8>>, Vec<u8>) {
 /// A bundled digit model on the first 250 held-out digits (one batch, the engine's own
 /// preprocessing): logits within 1e-4 of the reference's, the same predicted digits.
 async fn check_digits(id: &str, weights: &[u8], reference: &[u8]) {
-    use wgvit::preprocess::{input_size, Preprocess, RgbImage};
+    use wgvit::models::ModelCard;
+    use wgvit::preprocess::RgbImage;
     const N: usize = 250;
     let weights = Weights::from_bytes(id, weights).unwrap();
-    let size = input_size(&weights, id).unwrap();
-    let prep = Preprocess::for_weights(&weights, size).unwrap();
+    let card = ModelCard::new(id, &weights).unwrap();
+    let (size, prep) = (card.input_size(), card.preprocess.clone());
     let model = engine().await.load_model(id, weights).unwrap_or_else(|e| panic!("{id}: {e}"));
     let (images, _) = heldout_digits();
     let mut input = Vec::with_capacity(N * 3 * size.0 * size.1);
@@ -230,7 +231,7 @@ async fn js_api_loads_a_bundled_model_by_its_metadata_and_reads_digits() {
     let web_engine = wgvit::web::Engine::create().await.unwrap_or_else(|_| panic!("the browser test needs WebGPU"));
     let model = web_engine.load_model(String::new(), bytes.to_vec()).await.unwrap_or_else(|_| panic!("lavit-digits"));
     assert_eq!(model.id(), "lavit-digits");
-    assert_eq!(model.input_size().unwrap_or_default(), [64, 64]);
+    assert_eq!(model.input_size(), [64, 64]);
     let (images, labels) = heldout_digits();
     for i in 0..5 {
         let rgba: Vec<u8> = images[i].iter().flat_map(|&v| [v, v, v, 255]).collect();

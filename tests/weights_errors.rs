@@ -59,8 +59,9 @@ fn assert_malformed(e: Error) {
 
 #[test]
 fn good_file_loads_with_names_and_shapes() {
-    let w = Weights::from_bytes(FILE, &good_file()).unwrap();
-    assert_eq!(w.names(), vec!["b".to_string(), "w".to_string()]);
+    let weights = Weights::from_bytes(FILE, &good_file()).unwrap();
+    let w = weights.reader();
+    assert_eq!(weights.names(), vec!["b".to_string(), "w".to_string()]);
     assert_eq!(w.shape_of("w"), Some(&[2usize, 3][..]));
     assert_eq!(*w.param("b", &[3]).unwrap(), vec![0.5, -0.5, 0.25]);
     assert_eq!(*w.param("w", &[2, 3]).unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
@@ -115,7 +116,8 @@ fn non_float_tensor_is_a_dtype_mismatch_naming_file_and_tensor() {
         None,
     );
     // The file loads (checkpoints carry int64 BatchNorm counters the engine never reads) ...
-    let w = Weights::from_bytes(FILE, &bytes).unwrap();
+    let weights = Weights::from_bytes(FILE, &bytes).unwrap();
+    let w = weights.reader();
     assert_eq!(*w.param("bn.weight", &[2]).unwrap(), vec![1.0, 2.0]);
     // ... and asking for a non-float tensor is the error.
     for (name, dtype, shape) in [("bn.num_batches_tracked", "I64", vec![]), ("mask", "U8", vec![2, 2])] {
@@ -138,7 +140,8 @@ fn non_float_tensor_is_a_dtype_mismatch_naming_file_and_tensor() {
 
 #[test]
 fn wrong_shape_names_file_tensor_expected_and_found() {
-    let w = Weights::from_bytes(FILE, &good_file()).unwrap();
+    let weights = Weights::from_bytes(FILE, &good_file()).unwrap();
+    let w = weights.reader();
     let e = w.param("w", &[3, 2]).unwrap_err();
     match &e {
         Error::ShapeMismatch { file, tensor, expected, found } => {
@@ -154,7 +157,8 @@ fn wrong_shape_names_file_tensor_expected_and_found() {
 
 #[test]
 fn missing_tensors_are_listed_together_by_finish() {
-    let w = Weights::from_bytes(FILE, &good_file()).unwrap();
+    let weights = Weights::from_bytes(FILE, &good_file()).unwrap();
+    let w = weights.reader();
     // A missing parameter does not stop the build: zeros of the expected size come back ...
     assert_eq!(*w.param("head.weight", &[4, 3]).unwrap(), vec![0.0; 12]);
     assert_eq!(w.param("head.bias", &[4]).unwrap().len(), 4);
@@ -175,7 +179,8 @@ fn missing_tensors_are_listed_together_by_finish() {
 
 #[test]
 fn many_missing_tensors_stay_one_readable_line() {
-    let w = Weights::from_bytes(FILE, &good_file()).unwrap();
+    let weights = Weights::from_bytes(FILE, &good_file()).unwrap();
+    let w = weights.reader();
     for i in 0..45 {
         w.param(&format!("blocks.{i:02}.weight"), &[1]).unwrap();
     }
@@ -195,7 +200,8 @@ fn unused_tensors_are_returned_by_finish() {
         ],
         None,
     );
-    let w = Weights::from_bytes(FILE, &bytes).unwrap();
+    let weights = Weights::from_bytes(FILE, &bytes).unwrap();
+    let w = weights.reader();
     w.param("used", &[1]).unwrap();
     w.ignore("known.but.ignored");
     w.ignore("not.in.the.file"); // ignoring an absent name is harmless
@@ -224,10 +230,11 @@ fn f16_and_bf16_load_as_f32() {
         ],
         Some(HashMap::from([("format".to_string(), "pt".to_string())])),
     );
-    let w = Weights::from_bytes(FILE, &bytes).unwrap();
+    let weights = Weights::from_bytes(FILE, &bytes).unwrap();
+    let w = weights.reader();
     assert_eq!(*w.param("half", &[2, 4]).unwrap(), f16_values);
     assert_eq!(*w.param("brain", &[7]).unwrap(), bf16_values);
-    assert_eq!(w.metadata.get("format").map(String::as_str), Some("pt"));
+    assert_eq!(weights.metadata.get("format").map(String::as_str), Some("pt"));
     assert!(w.finish().unwrap().is_empty());
 }
 
@@ -235,16 +242,17 @@ fn f16_and_bf16_load_as_f32() {
 fn non_finite_values_load() {
     // A warning, not an error: the caller decides what a NaN in a checkpoint means.
     let bytes = safetensors_bytes(&[("x", Dtype::F32, vec![3], f32_bytes(&[1.0, f32::NAN, f32::INFINITY]))], None);
-    let w = Weights::from_bytes(FILE, &bytes).unwrap();
+    let weights = Weights::from_bytes(FILE, &bytes).unwrap();
+    let w = weights.reader();
     let x = w.param("x", &[3]).unwrap();
     assert!(x[1].is_nan() && x[2] == f32::INFINITY);
 }
 
 #[test]
 fn tensor_over_the_binding_limit_is_named() {
-    let w = Weights::from_bytes(FILE, &good_file()).unwrap();
-    w.check_binding_limit(24).unwrap();
-    let e = w.check_binding_limit(16).unwrap_err();
+    let weights = Weights::from_bytes(FILE, &good_file()).unwrap();
+    weights.check_binding_limit(24).unwrap();
+    let e = weights.check_binding_limit(16).unwrap_err();
     assert!(matches!(&e, Error::TensorTooLarge { tensor, bytes: 24, limit: 16, .. } if tensor == "w"), "{e:?}");
     assert_one_line_naming(&e, &[FILE, "'w'", "24 bytes", "16 bytes"]);
 }
@@ -283,7 +291,8 @@ fn files_on_disk_are_named_in_errors() {
 
     let good = TempFile::new("good");
     std::fs::write(&good.0, good_file()).unwrap();
-    let w = Weights::from_file(&good.0).unwrap();
+    let weights = Weights::from_file(&good.0).unwrap();
+    let w = weights.reader();
     let e = w.param("b", &[4]).unwrap_err();
     assert_one_line_naming(&e, &[&good.0.display().to_string(), "'b'"]);
 }

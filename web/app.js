@@ -4,13 +4,12 @@
 import init, { Engine, modelIds } from "./pkg/wgvit.js";
 
 const DIGIT_MODELS = ["hatnet-digits", "vvt-digits", "accvit-digits", "lavit-digits"];
+// The random-weight test fixtures: tests/fixtures/<id>/weights.safetensors for the library's toy
+// network and every family's micro variants (filled in once the wasm module is loaded).
+const isFixtureId = (id) => id === "toy" || /-micro(-psi)?$/.test(id);
 const BUNDLED_WEIGHTS = [
   // trained on handwritten digits (tools/train_digits.py): the default
   ...DIGIT_MODELS.map((id) => ({ key: id, model: id, url: `../assets/models/${id}.safetensors`, kind: "trained, digits" })),
-  // random weights: the engine's test fixtures
-  ...["toy", "hatnet-micro", "vvt-micro", "accvit-micro", "lavit-micro", "lavit-micro-psi"].map((id) => ({
-    key: id, model: id, url: `../tests/fixtures/${id}/weights.safetensors`, kind: "fixture, random",
-  })),
 ];
 const BUNDLED_IMAGES = [
   ...[7, 0, 1, 2, 3, 4, 5, 6, 8, 9].map((d) => ({ key: `digit ${d}`, url: `../assets/samples/${d}.png` })),
@@ -261,6 +260,11 @@ function handleFiles(files) {
 
 async function main() {
   setUpPad();
+  await init();
+  // random weights: the engine's test fixtures, for the ids the library lists
+  for (const id of modelIds().filter(isFixtureId)) {
+    BUNDLED_WEIGHTS.push({ key: id, model: id, url: `../tests/fixtures/${id}/weights.safetensors`, kind: "fixture, random" });
+  }
   for (const w of BUNDLED_WEIGHTS) option(ui.weights, w.key, `${w.key} (${w.kind})`);
   for (const i of BUNDLED_IMAGES) option(ui.image, i.key);
   ui.weights.addEventListener("change", () => {
@@ -282,7 +286,6 @@ async function main() {
   ui.run.addEventListener("click", run);
   ui.compare.addEventListener("click", compare);
 
-  await init();
   for (const id of [...DIGIT_MODELS, ...modelIds()]) option(ui.model, id);
   ui.model.value = BUNDLED_WEIGHTS[0].model;
   currentImage().then(drawPreview).catch(showError);

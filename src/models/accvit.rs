@@ -24,19 +24,18 @@
 //! Input sizes: the stage maps are H/4 .. H/32 and stage s splits its map into 7×7 windows at
 //! dilations up to 2^levels[s], so H and W must be multiples of 224.
 
-use std::sync::Arc;
-
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
-use crate::ops::atrous_attention::{atrous_attention, table_from_torch, AtrousAttentionDims, MAX_BRANCHES, MAX_HEAD_DIM, MAX_WINDOW};
-use crate::ops::atrous_dwconv::{atrous_dwconv, weights_from_torch, MAX_BRANCHES as MAX_CONV_DILATIONS};
-use crate::ops::conv2d::{conv2d, fold_batchnorm, Conv2dParams};
-use crate::ops::elementwise::mul;
-use crate::ops::layernorm::layer_norm;
-use crate::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
+use crate::ops::binary::mul;
+use crate::ops::conv2d::{conv2d, Conv2dParams};
+use crate::ops::family::atrous_attention::{atrous_attention, AtrousAttentionDims, MAX_BRANCHES, MAX_HEAD_DIM, MAX_WINDOW};
+use crate::ops::family::atrous_dwconv::{atrous_dwconv, MAX_BRANCHES as MAX_CONV_DILATIONS};
+use crate::ops::matmul::{matmul, BiasAxis, Epilogue};
 use crate::ops::pool::{avg_pool2d, mean_tokens};
 use crate::ops::Activation;
-use crate::weights::Weights;
+
+use super::nn::{self, BatchNorm, Scope};
+use super::torch_layout::{atrous_attention_table, atrous_dwconv_weights};
 
 /// BatchNorm and LayerNorm eps of the contract (PyTorch defaults).
 const BN_EPS: f32 = 1e-5;
@@ -156,124 +155,92 @@ struct Map {
     c: usize,
 }
 
+/// The ACC-ViT family in the registry.
+pub struct AccVit;
+
+impl super::Family for AccVit {
+    type Config = AccVitConfig;
+    const PREFIX: &'static str = "accvit";
+    const VARIANTS: &'static [&'static str] = &["tiny", "small", "base", "micro"];
+
+    fn variant(name: &str) -> Option<AccVitConfig> {
+        config(name)
+    }
+
+    fn build(cfg: &AccVitConfig, g: &mut Graph, root: &Scope, input: TensorId, id: &str) -> Result<TensorId> {
+        build(g, root, input, id, cfg)
+    }
+}
+
 struct Builder<'a> {
-    g: &'a mut Graph,
-    w: &'a Weights,
-    cfg: AccVitConfig,
-}
-
-/// An inference BatchNorm's tensors; `y = scale · x + shift` with the helpers below (f64).
-struct Bn {
-    gamma: Arc<Vec<f32>>,
-    beta: Arc<Vec<f32>>,
-    mean: Arc<Vec<f32>>,
-    var: Arc<Vec<f32>>,
-}
-
-impl Bn {
-    fn scale(&self, i: usize) -> f64 {
-        self.gamma[i] as f64 / (self.var[i] as f64 + BN_EPS as f64).sqrt()
-    }
-    fn shift(&self, i: usize) -> f64 {
-        self.beta[i] as f64 - self.mean[i] as f64 * self.scale(i)
-    }
-    /// Folds this BN into the conv before it (core `fold_batchnorm`, output channels = BN channels).
-    fn fold(&self, weight: &[f32], bias: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
-        fold_batchnorm(weight, bias, self.gamma.len(), &self.gamma, &self.beta, &self.mean, &self.var, BN_EPS)
-    }
+    cfg: &'a AccVitConfig,
 }
 
 impl Builder<'_> {
-    fn param(&self, name: &str, shape: &[usize]) -> Result<Arc<Vec<f32>>> {
-        self.w.param(name, shape)
-    }
-
-    fn constant(&mut self, name: &str, shape: &[usize]) -> Result<TensorId> {
-        self.w.constant(self.g, name, shape)
-    }
-
-    /// A parameter derived at load time (folded, concatenated, transposed), keyed by a name that
-    /// says what it was made from.
-    fn derived(&mut self, key: &str, shape: &[usize], data: Vec<f32>) -> Result<TensorId> {
-        self.g.constant(key, shape, Arc::new(data))
-    }
-
-    fn batchnorm(&self, name: &str, c: usize) -> Result<Bn> {
-        let get = |k: &str| self.param(&format!("{name}.{k}"), &[c]);
-        let bn = Bn { gamma: get("weight")?, beta: get("bias")?, mean: get("running_mean")?, var: get("running_var")? };
-        // PyTorch's int64 counter: in real checkpoints, meaningless at inference.
-        self.w.ignore(&format!("{name}.num_batches_tracked"));
-        Ok(bn)
-    }
-
-    fn layer_norm(&mut self, name: &str, x: TensorId) -> Result<TensorId> {
-        let c = *self.g.shape(x).last().unwrap_or(&0);
-        let gamma = self.constant(&format!("{name}.weight"), &[c])?;
-        let beta = self.constant(&format!("{name}.bias"), &[c])?;
-        self.g.scope(name, |g| layer_norm(g, x, Some(gamma), Some(beta), LN_EPS))
-    }
-
-    fn linear(&mut self, name: &str, x: TensorId, out: usize, act: Activation) -> Result<TensorId> {
-        let k = *self.g.shape(x).last().unwrap_or(&0);
-        let weight = self.constant(&format!("{name}.weight"), &[out, k])?;
-        let bias = self.constant(&format!("{name}.bias"), &[out])?;
-        self.g.scope(name, |g| linear(g, x, weight, Some(bias), act))
+    fn layer_norm(&self, g: &mut Graph, vb: &Scope, x: TensorId) -> Result<TensorId> {
+        nn::layer_norm(g, vb, x, LN_EPS)
     }
 
     /// `act(x·Wᵀ + bias) + residual` over the pixels of `x`, written channel-last
     /// `[B, H, W, cout]`; an NCHW `x` is read through the transposed GEMM operand.
-    fn pointwise(&mut self, label: &str, x: Map, weight: TensorId, bias: Option<TensorId>, act: Activation, residual: Option<TensorId>) -> Result<Map> {
-        let cout = self.g.shape(weight)[0];
+    fn pointwise(&self, g: &mut Graph, vb: &Scope, x: Map, weight: TensorId, bias: Option<TensorId>, act: Activation, residual: Option<TensorId>) -> Result<Map> {
+        let cout = g.shape(weight)[0];
         let hw = x.h * x.w;
         let epi = Epilogue { bias: bias.map(|b| (b, BiasAxis::Col)), act, residual, ..Default::default() };
         let y = if x.nchw {
-            let a = self.g.reshape(x.t, &[x.b, x.c, hw])?;
-            self.g.scope(label, |g| matmul(g, a, weight, true, true, epi))?
+            let a = g.reshape(x.t, &[x.b, x.c, hw])?;
+            vb.op(g, |g| matmul(g, a, weight, true, true, epi))?
         } else {
-            let a = self.g.reshape(x.t, &[x.b * hw, x.c])?;
-            self.g.scope(label, |g| matmul(g, a, weight, false, true, epi))?
+            let a = g.reshape(x.t, &[x.b * hw, x.c])?;
+            vb.op(g, |g| matmul(g, a, weight, false, true, epi))?
         };
-        let t = self.g.reshape(y, &[x.b, x.h, x.w, cout])?;
+        let t = g.reshape(y, &[x.b, x.h, x.w, cout])?;
         Ok(Map { t, nchw: false, c: cout, ..x })
     }
 
-    fn stem(&mut self, input: TensorId) -> Result<Map> {
+    /// A 1×1 conv `vb` (`weight [cout, cin, 1, 1]`, `bias`) as [`Builder::pointwise`].
+    fn conv1x1(&self, g: &mut Graph, vb: &Scope, x: Map, cout: usize, act: Activation, residual: Option<TensorId>) -> Result<Map> {
+        let weight = vb.param(g, "weight", &[cout, x.c, 1, 1])?;
+        let weight = g.reshape(weight, &[cout, x.c])?;
+        let bias = vb.param(g, "bias", &[cout])?;
+        self.pointwise(g, vb, x, weight, Some(bias), act, residual)
+    }
+
+    fn stem(&self, g: &mut Graph, vb: &Scope, input: TensorId) -> Result<Map> {
         let c = self.cfg.stem;
-        let w1 = self.param("stem.conv1.weight", &[c, 3, 3, 3])?;
-        let b1 = self.param("stem.conv1.bias", &[c])?;
-        let (w1, b1) = self.batchnorm("stem.bn1", c)?.fold(&w1, Some(&b1));
-        let w1 = self.derived("stem.conv1.weight+stem.bn1", &[c, 3, 3, 3], w1)?;
-        let b1 = self.derived("stem.conv1.bias+stem.bn1", &[c], b1)?;
+        let conv1 = vb.pp("conv1");
+        let w1 = conv1.tensor("weight", &[c, 3, 3, 3])?;
+        let b1 = conv1.tensor("bias", &[c])?;
+        let (w1, b1) = BatchNorm::load(&vb.pp("bn1"), c, BN_EPS)?.fold(&w1, Some(&b1));
+        let w1 = vb.derived(g, "conv1.weight+stem.bn1", &[c, 3, 3, 3], w1)?;
+        let b1 = vb.derived(g, "conv1.bias+stem.bn1", &[c], b1)?;
         let p = |stride: usize| Conv2dParams { stride: (stride, stride), padding: (1, 1), ..Default::default() };
-        let x = self.g.scope("stem.conv1", |g| conv2d(g, input, w1, Some(b1), &p(2), Activation::Gelu))?;
-        let w2 = self.constant("stem.conv2.weight", &[c, c, 3, 3])?;
-        let b2 = self.constant("stem.conv2.bias", &[c])?;
-        let x = self.g.scope("stem.conv2", |g| conv2d(g, x, w2, Some(b2), &p(1), Activation::None))?;
-        let s = self.g.shape(x).to_vec();
+        let x = conv1.op(g, |g| conv2d(g, input, w1, Some(b1), &p(2), Activation::Gelu))?;
+        let x = nn::conv2d(g, &vb.pp("conv2"), x, c, 3, p(1), true, Activation::None)?;
+        let s = g.shape(x).to_vec();
         Ok(Map { t: x, nchw: true, b: s[0], c: s[1], h: s[2], w: s[3] })
     }
 
     /// Atrous inverted residual: `shortcut(x) + project(SE(GELU(BN(Σ_d dw_d(GELU(BN(expand(BN(x)))))))))`.
-    fn mbconv(&mut self, p: &str, x: Map, cout: usize, stride: usize) -> Result<Map> {
-        let cfg = self.cfg.clone();
+    fn mbconv(&self, g: &mut Graph, vb: &Scope, x: Map, cout: usize, stride: usize) -> Result<Map> {
+        let cfg = self.cfg;
         let (cin, mid, rd) = (x.c, cout * cfg.expansion, cout / cfg.se_div);
 
         let shortcut = if stride != 1 || cin != cout {
-            let pooled = if stride == 2 { self.avg_pool2(&format!("{p}.shortcut.pool"), x)? } else { x };
-            let weight = self.constant(&format!("{p}.shortcut.proj.weight"), &[cout, cin, 1, 1])?;
-            let weight = self.g.reshape(weight, &[cout, cin])?;
-            let bias = self.constant(&format!("{p}.shortcut.proj.bias"), &[cout])?;
-            self.pointwise(&format!("{p}.shortcut.proj"), pooled, weight, Some(bias), Activation::None, None)?.t
+            let sc = vb.pp("shortcut");
+            let pooled = if stride == 2 { self.avg_pool2(g, &sc.pp("pool"), x)? } else { x };
+            self.conv1x1(g, &sc.pp("proj"), pooled, cout, Activation::None, None)?.t
         } else if x.nchw {
-            return Err(Error::Graph(format!("{p}: an identity shortcut needs a channel-last input")));
+            return Err(Error::Graph(format!("{}: an identity shortcut needs a channel-last input", vb.prefix())));
         } else {
             x.t
         };
 
         // expand(pre_norm(x)) then bn1, folded: W' = diag(s1)·W·diag(s_pre), b' = s1·(W·t_pre) + t1.
-        let pre = self.batchnorm(&format!("{p}.pre_norm"), cin)?;
-        let bn1 = self.batchnorm(&format!("{p}.bn1"), mid)?;
-        let we = self.param(&format!("{p}.expand.weight"), &[mid, cin, 1, 1])?;
+        let pre = BatchNorm::load(&vb.pp("pre_norm"), cin, BN_EPS)?;
+        let bn1 = BatchNorm::load(&vb.pp("bn1"), mid, BN_EPS)?;
+        let expand = vb.pp("expand");
+        let we = expand.tensor("weight", &[mid, cin, 1, 1])?;
         let mut w_fold = vec![0f32; mid * cin];
         let mut b_fold = vec![0f32; mid];
         for o in 0..mid {
@@ -285,55 +252,54 @@ impl Builder<'_> {
             }
             b_fold[o] = (bn1.scale(o) * acc + bn1.shift(o)) as f32;
         }
-        let we = self.derived(&format!("{p}.expand.weight+pre_norm+bn1"), &[mid, cin], w_fold)?;
-        let be = self.derived(&format!("{p}.expand.bias+pre_norm+bn1"), &[mid], b_fold)?;
-        let h = self.pointwise(&format!("{p}.expand"), x, we, Some(be), Activation::Gelu, None)?;
+        let we = vb.derived(g, "expand.weight+pre_norm+bn1", &[mid, cin], w_fold)?;
+        let be = vb.derived(g, "expand.bias+pre_norm+bn1", &[mid], b_fold)?;
+        let h = self.pointwise(g, &expand, x, we, Some(be), Activation::Gelu, None)?;
 
         // The dilated depthwise convs, summed, bn2 folded (scale into each, one shift), GELU.
-        let bn2 = self.batchnorm(&format!("{p}.bn2"), mid)?;
+        let bn2 = BatchNorm::load(&vb.pp("bn2"), mid, BN_EPS)?;
+        let dw = vb.pp("dw");
         let mut folded = Vec::with_capacity(cfg.conv_dilations);
         let mut shift = Vec::new();
         for i in 0..cfg.conv_dilations {
-            let wi = self.param(&format!("{p}.dw.{i}.weight"), &[mid, 1, 3, 3])?;
+            let wi = dw.pp(i).tensor("weight", &[mid, 1, 3, 3])?;
             let (w, b) = bn2.fold(&wi, None);
             folded.push(w);
             shift = b; // the same for every branch: (0 − mean)·scale + beta
         }
         let dw_refs: Vec<&[f32]> = folded.iter().map(|w| w.as_slice()).collect();
-        let wdw = self.derived(&format!("{p}.dw.*.weight+bn2"), &[cfg.conv_dilations, 3, 3, mid], weights_from_torch(&dw_refs, mid, &[]))?;
-        let bdw = self.derived(&format!("{p}.bn2.shift"), &[mid], shift)?;
-        let t = self.g.scope(&format!("{p}.dw"), |g| atrous_dwconv(g, h.t, wdw, Some(bdw), stride, Activation::Gelu))?;
-        let s = self.g.shape(t).to_vec();
+        let wdw = vb.derived(g, "dw.*.weight+bn2", &[cfg.conv_dilations, 3, 3, mid], atrous_dwconv_weights(&dw_refs, mid, &[]))?;
+        let bdw = vb.derived(g, "bn2.shift", &[mid], shift)?;
+        let t = dw.op(g, |g| atrous_dwconv(g, h.t, wdw, Some(bdw), stride, Activation::Gelu))?;
+        let s = g.shape(t).to_vec();
         let h = Map { t, nchw: false, b: s[0], h: s[1], w: s[2], c: s[3] };
 
         // Squeeze-excitation: mean over pixels → fc1 + SiLU → fc2 + sigmoid → per-channel scale.
-        let tokens = self.g.reshape(h.t, &[h.b, h.h * h.w, mid])?;
-        let pooled = self.g.scope(&format!("{p}.se"), |g| mean_tokens(g, tokens))?;
-        let fc = |b: &mut Self, name: &str, x: TensorId, cin: usize, cout: usize, act: Activation| -> Result<TensorId> {
-            let w = b.constant(&format!("{name}.weight"), &[cout, cin, 1, 1])?;
-            let w = b.g.reshape(w, &[cout, cin])?;
-            let bias = b.constant(&format!("{name}.bias"), &[cout])?;
-            b.g.scope(name, |g| linear(g, x, w, Some(bias), act))
+        let se = vb.pp("se");
+        let tokens = g.reshape(h.t, &[h.b, h.h * h.w, mid])?;
+        let pooled = se.op(g, |g| mean_tokens(g, tokens))?;
+        let fc = |g: &mut Graph, vb: &Scope, x: TensorId, cin: usize, cout: usize, act: Activation| -> Result<TensorId> {
+            let w = vb.param(g, "weight", &[cout, cin, 1, 1])?;
+            let w = g.reshape(w, &[cout, cin])?;
+            let bias = vb.param(g, "bias", &[cout])?;
+            vb.op(g, |g| crate::ops::matmul::linear(g, x, w, Some(bias), act))
         };
-        let se = fc(self, &format!("{p}.se.fc1"), pooled, mid, rd, Activation::Silu)?;
-        let se = fc(self, &format!("{p}.se.fc2"), se, rd, mid, Activation::Sigmoid)?;
-        let se = self.g.reshape(se, &[h.b, 1, mid])?;
-        let scaled = self.g.scope(&format!("{p}.se"), |g| mul(g, tokens, se))?;
-        let h = Map { t: self.g.reshape(scaled, &[h.b, h.h, h.w, mid])?, ..h };
+        let s = fc(g, &se.pp("fc1"), pooled, mid, rd, Activation::Silu)?;
+        let s = fc(g, &se.pp("fc2"), s, rd, mid, Activation::Sigmoid)?;
+        let s = g.reshape(s, &[h.b, 1, mid])?;
+        let scaled = se.op(g, |g| mul(g, tokens, s))?;
+        let h = Map { t: g.reshape(scaled, &[h.b, h.h, h.w, mid])?, ..h };
 
-        let wp = self.constant(&format!("{p}.project.weight"), &[cout, mid, 1, 1])?;
-        let wp = self.g.reshape(wp, &[cout, mid])?;
-        let bp = self.constant(&format!("{p}.project.bias"), &[cout])?;
-        self.pointwise(&format!("{p}.project"), h, wp, Some(bp), Activation::None, Some(shortcut))
+        self.conv1x1(g, &vb.pp("project"), h, cout, Activation::None, Some(shortcut))
     }
 
     /// 2×2/2 average pool: PyTorch's on NCHW; on channel-last maps a one-branch stride-2 atrous
     /// depthwise conv whose lower-right 2×2 taps are ¼ (the centre tap of output (i, j) is input
     /// (2i, 2j), so those taps cover rows 2i, 2i+1 and columns 2j, 2j+1).
     /// Map sides are even here (multiples of 224 halved at most four times).
-    fn avg_pool2(&mut self, label: &str, x: Map) -> Result<Map> {
+    fn avg_pool2(&self, g: &mut Graph, vb: &Scope, x: Map) -> Result<Map> {
         if x.nchw {
-            let t = self.g.scope(label, |g| avg_pool2d(g, x.t, (2, 2), (2, 2), (0, 0), true))?;
+            let t = vb.op(g, |g| avg_pool2d(g, x.t, (2, 2), (2, 2), (0, 0), true))?;
             return Ok(Map { t, h: x.h / 2, w: x.w / 2, ..x });
         }
         let c = x.c;
@@ -341,20 +307,21 @@ impl Builder<'_> {
         for tap in [4, 5, 7, 8] {
             box_w[tap * c..(tap + 1) * c].fill(0.25);
         }
-        let box_w = self.derived(&format!("wgvit.avg_pool2x2.{c}"), &[1, 3, 3, c], box_w)?;
-        let t = self.g.scope(label, |g| atrous_dwconv(g, x.t, box_w, None, 2, Activation::None))?;
-        let s = self.g.shape(t).to_vec();
+        // Keyed by size alone: every 2×2 pool of `c` channels shares it.
+        let box_w = g.constant(&format!("wgvit.avg_pool2x2.{c}"), &[1, 3, 3, c], std::sync::Arc::new(box_w))?;
+        let t = vb.op(g, |g| atrous_dwconv(g, x.t, box_w, None, 2, Activation::None))?;
+        let s = g.shape(t).to_vec();
         Ok(Map { t, h: s[1], w: s[2], ..x })
     }
 
     /// `x + gated Σ_i proj_i(window-attention_i(LN(x)))` over the dilated partitions.
-    fn atrous_attention(&mut self, p: &str, x: Map, levels: usize) -> Result<TensorId> {
+    fn atrous_attention(&self, g: &mut Graph, vb: &Scope, x: Map, levels: usize) -> Result<TensorId> {
         let c = x.c;
         let heads = (c / self.cfg.head_dim).max(1);
         let dims = AtrousAttentionDims { batch: x.b, h: x.h, w: x.w, channels: c, heads, branches: levels + 1, window: self.cfg.window };
         let nb = dims.branches;
         let table_len = dims.table_len();
-        let xn = self.layer_norm(&format!("{p}.norm1"), x.t)?;
+        let xn = self.layer_norm(g, &vb.pp("norm1"), x.t)?;
 
         // Every branch's qkv and the gate logits in one GEMM: rows [qkv_0; ..; qkv_nb−1; gate; 0].
         let (row_in, row_out) = (dims.qkv_row(), dims.out_row());
@@ -362,33 +329,33 @@ impl Builder<'_> {
         let mut b_in = Vec::with_capacity(row_in);
         let mut tables = Vec::with_capacity(nb);
         for i in 0..nb {
-            let q = format!("{p}.branches.{i}");
-            w_in.extend_from_slice(&self.param(&format!("{q}.qkv.weight"), &[3 * c, c])?);
-            b_in.extend_from_slice(&self.param(&format!("{q}.qkv.bias"), &[3 * c])?);
-            tables.push(self.param(&format!("{q}.rel_bias"), &[table_len, heads])?);
+            let branch = vb.pp("branches").pp(i);
+            w_in.extend_from_slice(&branch.pp("qkv").tensor("weight", &[3 * c, c])?);
+            b_in.extend_from_slice(&branch.pp("qkv").tensor("bias", &[3 * c])?);
+            tables.push(branch.tensor("rel_bias", &[table_len, heads])?);
         }
         if nb > 1 {
-            w_in.extend_from_slice(&self.param(&format!("{p}.gate.weight"), &[nb, c])?);
-            b_in.extend_from_slice(&self.param(&format!("{p}.gate.bias"), &[nb])?);
+            w_in.extend_from_slice(&vb.pp("gate").tensor("weight", &[nb, c])?);
+            b_in.extend_from_slice(&vb.pp("gate").tensor("bias", &[nb])?);
         }
         w_in.resize(row_in * c, 0.0);
         b_in.resize(row_in, 0.0);
-        let w_in = self.derived(&format!("{p}.branches.*.qkv.weight+gate.weight"), &[row_in, c], w_in)?;
-        let b_in = self.derived(&format!("{p}.branches.*.qkv.bias+gate.bias"), &[row_in], b_in)?;
-        let qkv = self.g.scope(&format!("{p}.qkv"), |g| linear(g, xn, w_in, Some(b_in), Activation::None))?;
+        let w_in = vb.derived(g, "branches.*.qkv.weight+gate.weight", &[row_in, c], w_in)?;
+        let b_in = vb.derived(g, "branches.*.qkv.bias+gate.bias", &[row_in], b_in)?;
+        let qkv = vb.pp("qkv").op(g, |g| crate::ops::matmul::linear(g, xn, w_in, Some(b_in), Activation::None))?;
 
         let table_refs: Vec<&[f32]> = tables.iter().map(|t| t.as_slice()).collect();
-        let table = self.derived(&format!("{p}.branches.*.rel_bias"), &[nb, heads, table_len], table_from_torch(&table_refs, heads))?;
+        let table = vb.derived(g, "branches.*.rel_bias", &[nb, heads, table_len], atrous_attention_table(&table_refs, heads))?;
         let scale = (dims.head_dim() as f64).powf(-0.5) as f32;
-        let o = self.g.scope(p, |g| atrous_attention(g, qkv, table, &dims, scale))?;
+        let o = vb.op(g, |g| atrous_attention(g, qkv, table, &dims, scale))?;
 
         // Output projection of the gated branches: columns [proj_0 .. proj_nb−1 | bias_0 .. | 0].
         let mut w_out = vec![0f32; c * row_out];
         let mut bias = None;
         for i in 0..nb {
-            let q = format!("{p}.branches.{i}.proj");
-            let wi = self.param(&format!("{q}.weight"), &[c, c])?;
-            let bi = self.param(&format!("{q}.bias"), &[c])?;
+            let proj = vb.pp("branches").pp(i).pp("proj");
+            let wi = proj.tensor("weight", &[c, c])?;
+            let bi = proj.tensor("bias", &[c])?;
             for r in 0..c {
                 w_out[r * row_out + i * c..][..c].copy_from_slice(&wi[r * c..(r + 1) * c]);
                 if nb > 1 {
@@ -396,33 +363,34 @@ impl Builder<'_> {
                 }
             }
             if nb == 1 {
-                bias = Some(self.constant(&format!("{q}.bias"), &[c])?);
+                bias = Some(proj.param(g, "bias", &[c])?);
             }
         }
-        let w_out = self.derived(&format!("{p}.branches.*.proj.weight+bias"), &[c, row_out], w_out)?;
+        let w_out = vb.derived(g, "branches.*.proj.weight+bias", &[c, row_out], w_out)?;
         let o = Map { t: o, nchw: false, c: row_out, ..x };
-        Ok(self.pointwise(&format!("{p}.proj"), o, w_out, bias, Activation::None, Some(x.t))?.t)
+        Ok(self.pointwise(g, &vb.pp("proj"), o, w_out, bias, Activation::None, Some(x.t))?.t)
     }
 
-    fn block(&mut self, p: &str, x: Map, cout: usize, stride: usize, levels: usize) -> Result<Map> {
-        let x = self.mbconv(&format!("{p}.conv"), x, cout, stride)?;
-        let t = self.atrous_attention(&format!("{p}.attn"), x, levels)?;
+    fn block(&self, g: &mut Graph, vb: &Scope, x: Map, cout: usize, stride: usize, levels: usize) -> Result<Map> {
+        let x = self.mbconv(g, &vb.pp("conv"), x, cout, stride)?;
+        let t = self.atrous_attention(g, &vb.pp("attn"), x, levels)?;
         // Shared MLP: x + fc2(GELU(fc1(LN(x)))).
         let c = x.c;
         let hidden = c * self.cfg.mlp_ratio;
-        let xn = self.layer_norm(&format!("{p}.norm2"), t)?;
-        let h = self.linear(&format!("{p}.mlp.fc1"), xn, hidden, Activation::Gelu)?;
-        let w2 = self.constant(&format!("{p}.mlp.fc2.weight"), &[c, hidden])?;
-        let b2 = self.constant(&format!("{p}.mlp.fc2.bias"), &[c])?;
+        let xn = self.layer_norm(g, &vb.pp("norm2"), t)?;
+        let h = nn::linear(g, &vb.pp("mlp.fc1"), xn, hidden, true, Activation::Gelu, None)?;
+        let fc2 = vb.pp("mlp.fc2");
+        let w2 = fc2.param(g, "weight", &[c, hidden])?;
+        let b2 = fc2.param(g, "bias", &[c])?;
         let h = Map { t: h, c: hidden, ..x };
-        self.pointwise(&format!("{p}.mlp.fc2"), h, w2, Some(b2), Activation::None, Some(t))
+        self.pointwise(g, &fc2, h, w2, Some(b2), Activation::None, Some(t))
     }
 }
 
-/// Appends ACC-ViT model `id` with configuration `cfg` to `g`; returns the logits `[B, classes]`
-/// (classes from the weights). Taps: `stem` `[B, C, H/2, W/2]`, `stage0` .. `stage3` channel-last
-/// `[B, h, w, C]`, `head.norm`.
-pub fn build(g: &mut Graph, w: &Weights, input: TensorId, id: &str, cfg: &AccVitConfig) -> Result<TensorId> {
+/// Appends ACC-ViT model `id` with configuration `cfg` to `g`, its parameters read through
+/// `root`; returns the logits `[B, classes]` (classes from the weights). Taps: `stem`
+/// `[B, C, H/2, W/2]`, `stage0` .. `stage3` channel-last `[B, h, w, C]`, `head.norm`.
+pub fn build(g: &mut Graph, root: &Scope, input: TensorId, id: &str, cfg: &AccVitConfig) -> Result<TensorId> {
     let shape = g.shape(input).to_vec();
     let unit = cfg.size_unit();
     if !shape[2].is_multiple_of(unit) || !shape[3].is_multiple_of(unit) {
@@ -437,22 +405,24 @@ pub fn build(g: &mut Graph, w: &Weights, input: TensorId, id: &str, cfg: &AccVit
             found: shape,
         });
     }
-    let mut b = Builder { g, w, cfg: cfg.clone() };
-    let mut x = b.stem(input)?;
-    b.g.tap("stem", x.t);
+    let b = Builder { cfg };
+    let mut x = b.stem(g, &root.pp("stem"), input)?;
+    g.tap("stem", x.t);
     for s in 0..4 {
         for j in 0..cfg.depths[s] {
             let stride = if j == 0 { 2 } else { 1 };
-            x = b.block(&format!("stages.{s}.blocks.{j}"), x, cfg.dims[s], stride, cfg.levels[s])?;
+            x = b.block(g, &root.pp("stages").pp(s).pp("blocks").pp(j), x, cfg.dims[s], stride, cfg.levels[s])?;
         }
-        b.g.tap(&format!("stage{s}"), x.t);
+        g.tap(&format!("stage{s}"), x.t);
     }
     let c = cfg.dims[3];
-    let tokens = b.g.reshape(x.t, &[x.b, x.h * x.w, c])?;
-    let pooled = b.g.scope("head", |g| mean_tokens(g, tokens))?;
-    let pooled = b.layer_norm("head.norm", pooled)?;
-    b.g.tap("head.norm", pooled);
-    let pre = b.linear("head.pre_logits", pooled, c, Activation::Tanh)?;
-    let classes = w.shape_of("head.fc.weight").map(|s| s[0]).unwrap_or(1000);
-    b.linear("head.fc", pre, classes, Activation::None)
+    let head = root.pp("head");
+    let tokens = g.reshape(x.t, &[x.b, x.h * x.w, c])?;
+    let pooled = head.op(g, |g| mean_tokens(g, tokens))?;
+    let pooled = b.layer_norm(g, &head.pp("norm"), pooled)?;
+    g.tap("head.norm", pooled);
+    let pre = nn::linear(g, &head.pp("pre_logits"), pooled, c, true, Activation::Tanh, None)?;
+    let fc = head.pp("fc");
+    let classes = fc.shape_of("weight").and_then(|s| s.first().copied()).unwrap_or(1000);
+    nn::linear(g, &fc, pre, classes, true, Activation::None, None)
 }

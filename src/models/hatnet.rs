@@ -13,13 +13,12 @@
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
 use crate::ops::attention::{attention_strided, AttentionDims, Operand, OutputSpec, View};
-use crate::ops::conv2d::{conv2d, Conv2dParams};
-use crate::ops::elementwise::add;
-use crate::ops::groupnorm::group_norm;
+use crate::ops::binary::add;
 use crate::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
 use crate::ops::pool::{avg_pool2d, mean_spatial};
 use crate::ops::Activation;
-use crate::weights::Weights;
+
+use super::nn::{self, conv_params, Scope};
 
 const EPS: f32 = 1e-6;
 
@@ -97,74 +96,72 @@ impl HatNetConfig {
     }
 }
 
-fn conv_params(stride: usize, padding: usize, groups: usize) -> Conv2dParams {
-    Conv2dParams { stride: (stride, stride), padding: (padding, padding), dilation: (1, 1), groups }
+/// The HAT-Net family in the registry.
+pub struct HatNet;
+
+impl super::Family for HatNet {
+    type Config = HatNetConfig;
+    const PREFIX: &'static str = "hatnet";
+    const VARIANTS: &'static [&'static str] = &["tiny", "small", "medium", "large", "micro"];
+
+    fn variant(name: &str) -> Option<HatNetConfig> {
+        config(name)
+    }
+
+    fn build(cfg: &HatNetConfig, g: &mut Graph, root: &Scope, input: TensorId, id: &str) -> Result<TensorId> {
+        build(g, root, input, id, cfg)
+    }
 }
 
 struct Builder<'a> {
-    g: &'a mut Graph,
-    w: &'a Weights,
-    cfg: HatNetConfig,
+    cfg: &'a HatNetConfig,
 }
 
 impl Builder<'_> {
-    fn param(&mut self, name: &str, shape: &[usize]) -> Result<TensorId> {
-        self.w.constant(self.g, name, shape)
-    }
-
-    fn group_norm(&mut self, name: &str, x: TensorId, add: Option<TensorId>, act: Activation) -> Result<TensorId> {
-        let c = self.g.shape(x)[1];
-        let gamma = self.param(&format!("{name}.weight"), &[c])?;
-        let beta = self.param(&format!("{name}.bias"), &[c])?;
-        self.g.scope(name, |g| group_norm(g, x, 1, gamma, beta, EPS, add, act))
+    fn group_norm(&self, g: &mut Graph, vb: &Scope, x: TensorId, add: Option<TensorId>, act: Activation) -> Result<TensorId> {
+        nn::group_norm(g, vb, x, 1, EPS, add, act)
     }
 
     /// 1×1 conv as a GEMM `W[Cout, Cin] · x[b][Cin, H·W]` with the bias, activation and residual
     /// fused into its epilogue.
-    fn pointwise(&mut self, name: &str, x: TensorId, cout: usize, bias: bool, act: Activation, residual: Option<TensorId>) -> Result<TensorId> {
-        let [b, cin, h, w] = dims4(self.g.shape(x));
-        let weight = self.param(&format!("{name}.weight"), &[cout, cin, 1, 1])?;
-        let weight = self.g.reshape(weight, &[cout, cin])?;
-        let bias = if bias { Some((self.param(&format!("{name}.bias"), &[cout])?, BiasAxis::Row)) } else { None };
+    fn pointwise(&self, g: &mut Graph, vb: &Scope, x: TensorId, cout: usize, bias: bool, act: Activation, residual: Option<TensorId>) -> Result<TensorId> {
+        let [b, cin, h, w] = dims4(g.shape(x));
+        let weight = vb.param(g, "weight", &[cout, cin, 1, 1])?;
+        let weight = g.reshape(weight, &[cout, cin])?;
+        let bias = if bias { Some((vb.param(g, "bias", &[cout])?, BiasAxis::Row)) } else { None };
         let residual = match residual {
-            Some(r) => Some(self.g.reshape(r, &[b, cout, h * w])?),
+            Some(r) => Some(g.reshape(r, &[b, cout, h * w])?),
             None => None,
         };
-        let tokens = self.g.reshape(x, &[b, cin, h * w])?;
-        let y = self.g.scope(name, |g| matmul(g, weight, tokens, false, false, Epilogue { alpha: 1.0, bias, act, residual }))?;
-        self.g.reshape(y, &[b, cout, h, w])
+        let tokens = g.reshape(x, &[b, cin, h * w])?;
+        let y = vb.op(g, |g| matmul(g, weight, tokens, false, false, Epilogue { alpha: 1.0, bias, act, residual }))?;
+        g.reshape(y, &[b, cout, h, w])
     }
 
-    fn conv(&mut self, name: &str, x: TensorId, cout: usize, k: usize, p: Conv2dParams, bias: bool, act: Activation) -> Result<TensorId> {
-        let cin = self.g.shape(x)[1] / p.groups;
-        let weight = self.param(&format!("{name}.weight"), &[cout, cin, k, k])?;
-        let bias = if bias { Some(self.param(&format!("{name}.bias"), &[cout])?) } else { None };
-        self.g.scope(name, |g| conv2d(g, x, weight, bias, &p, act))
-    }
-
-    fn block(&mut self, prefix: &str, stage: usize, x: TensorId) -> Result<TensorId> {
-        self.w.ignore(&format!("{prefix}.attn.proj_norm.weight"));
-        self.w.ignore(&format!("{prefix}.attn.proj_norm.bias"));
-        let x = self.attention(&format!("{prefix}.attn"), stage, x)?;
-        self.inverted_residual(&format!("{prefix}.conv"), stage, x)
+    fn block(&self, g: &mut Graph, vb: &Scope, stage: usize, x: TensorId) -> Result<TensorId> {
+        let attn = vb.pp("attn");
+        attn.ignore("proj_norm.weight");
+        attn.ignore("proj_norm.bias");
+        let x = self.attention(g, &attn, stage, x)?;
+        self.inverted_residual(g, &vb.pp("conv"), stage, x)
     }
 
     /// `x + H-MHSA(x)` (the residual is fused into the projection).
-    fn attention(&mut self, p: &str, stage: usize, x: TensorId) -> Result<TensorId> {
-        let [b, c, h, w] = dims4(self.g.shape(x));
+    fn attention(&self, g: &mut Graph, vb: &Scope, stage: usize, x: TensorId) -> Result<TensorId> {
+        let [b, c, h, w] = dims4(g.shape(x));
         let d = self.cfg.head_dim;
         let heads = c / d;
         let scale = (d as f32).powf(-0.5);
         let hw = h * w;
-        let t = self.group_norm(&format!("{p}.norm"), x, None, Activation::None)?;
-        let qkv = self.pointwise(&format!("{p}.qkv"), t, 3 * c, true, Activation::None, None)?;
+        let t = self.group_norm(g, &vb.pp("norm"), x, None, Activation::None)?;
+        let qkv = self.pointwise(g, &vb.pp("qkv"), t, 3 * c, true, Activation::None, None)?;
         let grid = self.cfg.grid_sizes[stage];
         let nchw = |offset: usize, batch_stride: usize, plane: usize| View::strided(offset, batch_stride, d * plane, 1, plane);
 
         if grid == 1 {
             let dims = AttentionDims { batch: b, heads, nq: hw, nk: hw, d, dv: d };
             let out = OutputSpec { shape: vec![b, c, h, w], view: nchw(0, c * hw, hw) };
-            let o = self.g.scope(p, |g| attention_strided(
+            let o = vb.op(g, |g| attention_strided(
                 g,
                 Operand::new(qkv, nchw(0, 3 * c * hw, hw)),
                 Operand::new(qkv, nchw(c * hw, 3 * c * hw, hw)),
@@ -174,7 +171,7 @@ impl Builder<'_> {
                 scale,
                 &out,
             ))?;
-            return self.pointwise(&format!("{p}.proj"), o, c, true, Activation::None, Some(x));
+            return self.pointwise(g, &vb.pp("proj"), o, c, true, Activation::None, Some(x));
         }
 
         // Local attention inside each G×G cell of the NCHW map, cells addressed in the views.
@@ -189,7 +186,7 @@ impl Builder<'_> {
             channel: hw,
         };
         let dims = AttentionDims { batch: b * gh * gw, heads, nq: grid * grid, nk: grid * grid, d, dv: d };
-        let local = self.g.scope(&format!("{p}.local"), |g| attention_strided(
+        let local = vb.pp("local").op(g, |g| attention_strided(
             g,
             Operand::new(qkv, cell(0, 3 * c * hw)),
             Operand::new(qkv, cell(c * hw, 3 * c * hw)),
@@ -199,17 +196,17 @@ impl Builder<'_> {
             scale,
             &OutputSpec { shape: vec![b, c, h, w], view: cell(0, c * hw) },
         ))?;
-        let grid_x = self.group_norm(&format!("{p}.grid_norm"), x, Some(local), Activation::None)?;
+        let grid_x = self.group_norm(g, &vb.pp("grid_norm"), x, Some(local), Activation::None)?;
 
         // Global attention of every position to the pooled tokens.
-        let q = self.pointwise(&format!("{p}.q"), grid_x, c, true, Activation::None, None)?;
+        let q = self.pointwise(g, &vb.pp("q"), grid_x, c, true, Activation::None, None)?;
         let r = self.cfg.pool_ratios[stage];
-        let pooled = avg_pool2d(self.g, grid_x, (r, r), (r, r), (0, 0), true)?;
-        let pooled = self.group_norm(&format!("{p}.ds_norm"), pooled, None, Activation::None)?;
-        let kv = self.pointwise(&format!("{p}.kv"), pooled, 2 * c, true, Activation::None, None)?;
-        let m = self.g.numel(kv) / (b * 2 * c);
+        let pooled = vb.op(g, |g| avg_pool2d(g, grid_x, (r, r), (r, r), (0, 0), true))?;
+        let pooled = self.group_norm(g, &vb.pp("ds_norm"), pooled, None, Activation::None)?;
+        let kv = self.pointwise(g, &vb.pp("kv"), pooled, 2 * c, true, Activation::None, None)?;
+        let m = g.numel(kv) / (b * 2 * c);
         let dims = AttentionDims { batch: b, heads, nq: hw, nk: m, d, dv: d };
-        let global = self.g.scope(&format!("{p}.global"), |g| attention_strided(
+        let global = vb.pp("global").op(g, |g| attention_strided(
             g,
             Operand::new(q, nchw(0, c * hw, hw)),
             Operand::new(kv, nchw(0, 2 * c * m, m)),
@@ -219,21 +216,21 @@ impl Builder<'_> {
             scale,
             &OutputSpec { shape: vec![b, c, h, w], view: nchw(0, c * hw, hw) },
         ))?;
-        let merged = self.g.scope(p, |g| add(g, global, grid_x))?;
-        self.pointwise(&format!("{p}.proj"), merged, c, true, Activation::None, Some(x))
+        let merged = vb.op(g, |g| add(g, global, grid_x))?;
+        self.pointwise(g, &vb.pp("proj"), merged, c, true, Activation::None, Some(x))
     }
 
     /// `x + GN(conv1x1(SiLU(dw(SiLU(conv1x1(GN(x)))))))`.
-    fn inverted_residual(&mut self, p: &str, stage: usize, x: TensorId) -> Result<TensorId> {
-        let c = self.g.shape(x)[1];
+    fn inverted_residual(&self, g: &mut Graph, vb: &Scope, stage: usize, x: TensorId) -> Result<TensorId> {
+        let c = g.shape(x)[1];
         let hidden = c * self.cfg.expansions[stage];
         let k = self.cfg.kernels[stage];
-        let t = self.group_norm(&format!("{p}.conv1.0"), x, None, Activation::None)?;
-        let t = self.pointwise(&format!("{p}.conv1.1"), t, hidden, false, Activation::Silu, None)?;
-        let t = self.conv(&format!("{p}.conv2.0"), t, hidden, k, conv_params(1, k / 2, hidden), false, Activation::Silu)?;
-        let t = self.pointwise(&format!("{p}.conv3.0"), t, c, false, Activation::None, None)?;
-        let t = self.group_norm(&format!("{p}.conv3.1"), t, None, Activation::None)?;
-        self.g.scope(p, |g| add(g, x, t))
+        let t = self.group_norm(g, &vb.pp("conv1.0"), x, None, Activation::None)?;
+        let t = self.pointwise(g, &vb.pp("conv1.1"), t, hidden, false, Activation::Silu, None)?;
+        let t = nn::conv2d(g, &vb.pp("conv2.0"), t, hidden, k, conv_params(1, k / 2, hidden), false, Activation::Silu)?;
+        let t = self.pointwise(g, &vb.pp("conv3.0"), t, c, false, Activation::None, None)?;
+        let t = self.group_norm(g, &vb.pp("conv3.1"), t, None, Activation::None)?;
+        vb.op(g, |g| add(g, x, t))
     }
 }
 
@@ -241,9 +238,9 @@ fn dims4(s: &[usize]) -> [usize; 4] {
     [s[0], s[1], s[2], s[3]]
 }
 
-/// Appends HAT-Net model `id` with configuration `cfg` to `g`; returns the logits
-/// `[B, classes]` (classes from the weights).
-pub fn build(g: &mut Graph, w: &Weights, input: TensorId, id: &str, cfg: &HatNetConfig) -> Result<TensorId> {
+/// Appends HAT-Net model `id` with configuration `cfg` to `g`, its parameters read through
+/// `root`; returns the logits `[B, classes]` (classes from the weights).
+pub fn build(g: &mut Graph, root: &Scope, input: TensorId, id: &str, cfg: &HatNetConfig) -> Result<TensorId> {
     let shape = g.shape(input).to_vec();
     if !cfg.accepts_side(shape[2]) || !cfg.accepts_side(shape[3]) {
         // The official grids (8, 7, 7, 1) give 221–224, 445–448, 669–672, ...
@@ -261,26 +258,28 @@ pub fn build(g: &mut Graph, w: &Weights, input: TensorId, id: &str, cfg: &HatNet
         });
     }
     let dims = cfg.dims;
-    let mut b = Builder { g, w, cfg: cfg.clone() };
-    let x = b.conv("patch_embed.0", input, 16, 3, conv_params(2, 1, 1), true, Activation::None)?;
-    let x = b.group_norm("patch_embed.1", x, None, Activation::Silu)?;
-    let mut x = b.conv("patch_embed.3", x, dims[0], 3, conv_params(2, 1, 1), true, Activation::None)?;
-    b.g.tap("patch_embed", x);
+    let b = Builder { cfg };
+    let embed = root.pp("patch_embed");
+    let x = nn::conv2d(g, &embed.pp(0), input, 16, 3, conv_params(2, 1, 1), true, Activation::None)?;
+    let x = b.group_norm(g, &embed.pp(1), x, None, Activation::Silu)?;
+    let mut x = nn::conv2d(g, &embed.pp(3), x, dims[0], 3, conv_params(2, 1, 1), true, Activation::None)?;
+    g.tap("patch_embed", x);
     for stage in 0..4 {
         if stage > 0 {
-            let name = format!("ds{}", stage + 1);
-            let y = b.conv(&format!("{name}.conv"), x, dims[stage], 3, conv_params(2, 1, 1), true, Activation::None)?;
-            x = b.group_norm(&format!("{name}.norm"), y, None, Activation::None)?;
+            let ds = root.pp(format!("ds{}", stage + 1));
+            let y = nn::conv2d(g, &ds.pp("conv"), x, dims[stage], 3, conv_params(2, 1, 1), true, Activation::None)?;
+            x = b.group_norm(g, &ds.pp("norm"), y, None, Activation::None)?;
         }
         for j in 0..cfg.depths[stage] {
-            x = b.block(&format!("blocks.{stage}.{j}"), stage, x)?;
+            x = b.block(g, &root.pp("blocks").pp(stage).pp(j), stage, x)?;
         }
-        b.g.tap(&format!("stage{stage}"), x);
+        g.tap(&format!("stage{stage}"), x);
     }
-    let pooled = mean_spatial(b.g, x)?;
-    b.g.tap("pre_logits", pooled);
-    let classes = w.shape_of("classifier.1.weight").map(|s| s[0]).unwrap_or(1000);
-    let weight = b.param("classifier.1.weight", &[classes, dims[3]])?;
-    let bias = b.param("classifier.1.bias", &[classes])?;
-    linear(b.g, pooled, weight, Some(bias), Activation::None)
+    let pooled = root.op(g, |g| mean_spatial(g, x))?;
+    g.tap("pre_logits", pooled);
+    let head = root.pp("classifier.1");
+    let classes = head.shape_of("weight").and_then(|s| s.first().copied()).unwrap_or(1000);
+    let weight = head.param(g, "weight", &[classes, dims[3]])?;
+    let bias = head.param(g, "bias", &[classes])?;
+    head.op(g, |g| linear(g, pooled, weight, Some(bias), Activation::None))
 }

@@ -34,19 +34,19 @@
 //! Input size: the position embeddings (N rows) and Θ/Ψ (M × M, N × N) fix it; a graph for any
 //! other size is a [`Error::BadInputShape`] naming the size the weights were made for.
 
-use std::sync::Arc;
-
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
-use crate::ops::attention_downsample::attention_downsample;
-use crate::ops::elementwise::add;
-use crate::ops::layernorm::layer_norm;
+use crate::ops::binary::add;
+use crate::ops::family::attention_downsample::attention_downsample;
 use crate::ops::layout::permute;
 use crate::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
 use crate::ops::pool::mean_tokens;
 use crate::ops::softmax::softmax;
 use crate::ops::Activation;
 use crate::weights::Weights;
+
+use super::nn::{self, Scope};
+use super::torch_layout::conv_weight_ohwi;
 
 const EPS: f32 = 1e-5;
 
@@ -142,18 +142,40 @@ pub fn config(variant: &str) -> Option<LaVitConfig> {
 }
 
 /// The input side the weights were made for: stage 0 has (side / 4)² tokens (`stages.0.pos_embed`
-/// [1, N, C]). Synthetic weights have no such tensor: the variant's default.
-pub fn trained_side(w: &Weights, cfg: &LaVitConfig) -> usize {
-    match w.shape_of("stages.0.pos_embed") {
+/// `[1, N, C]`, whose stored shape is `pos_embed`). Synthetic weights have no such tensor: the
+/// variant's default.
+pub fn trained_side(pos_embed: Option<&[usize]>, cfg: &LaVitConfig) -> usize {
+    match pos_embed {
         Some(&[_, n, _]) => cfg.patch[0] * (n as f64).sqrt().round() as usize,
         _ => cfg.default_size,
     }
 }
 
+/// The LaViT family in the registry.
+pub struct LaVit;
+
+impl super::Family for LaVit {
+    type Config = LaVitConfig;
+    const PREFIX: &'static str = "lavit";
+    const VARIANTS: &'static [&'static str] = &["tiny", "small", "base", "tiny-psi", "micro", "micro-psi"];
+
+    fn variant(name: &str) -> Option<LaVitConfig> {
+        config(name)
+    }
+
+    /// The side the weights were made for ([`trained_side`]).
+    fn default_input(cfg: &LaVitConfig, weights: &Weights) -> (usize, usize) {
+        let side = trained_side(weights.shape_of("stages.0.pos_embed"), cfg);
+        (side, side)
+    }
+
+    fn build(cfg: &LaVitConfig, g: &mut Graph, root: &Scope, input: TensorId, id: &str) -> Result<TensorId> {
+        build(g, root, input, id, cfg)
+    }
+}
+
 struct Builder<'a> {
-    g: &'a mut Graph,
-    w: &'a Weights,
-    cfg: LaVitConfig,
+    cfg: &'a LaVitConfig,
     batch: usize,
 }
 
@@ -167,212 +189,182 @@ struct Map {
 }
 
 impl Builder<'_> {
-    fn param(&mut self, name: &str, shape: &[usize]) -> Result<TensorId> {
-        self.w.constant(self.g, name, shape)
+    fn layer_norm(&self, g: &mut Graph, vb: &Scope, x: TensorId) -> Result<TensorId> {
+        nn::layer_norm(g, vb, x, EPS)
     }
 
-    fn layer_norm(&mut self, name: &str, x: TensorId) -> Result<TensorId> {
-        let c = *self.g.shape(x).last().unwrap_or(&0);
-        let gamma = self.param(&format!("{name}.weight"), &[c])?;
-        let beta = self.param(&format!("{name}.bias"), &[c])?;
-        self.g.scope(name, |g| layer_norm(g, x, Some(gamma), Some(beta), EPS))
-    }
-
-    /// `nn.Linear` on tokens `[.., K]`, with the residual (same shape as the output) fused.
-    fn linear(&mut self, name: &str, x: TensorId, out: usize, act: Activation, residual: Option<TensorId>) -> Result<TensorId> {
-        let shape = self.g.shape(x).to_vec();
-        let k = shape[shape.len() - 1];
-        let weight = self.param(&format!("{name}.weight"), &[out, k])?;
-        let bias = self.param(&format!("{name}.bias"), &[out])?;
-        let Some(residual) = residual else {
-            return self.g.scope(name, |g| linear(g, x, weight, Some(bias), act));
-        };
-        let rows = self.g.numel(x) / k;
-        let x2 = self.g.reshape(x, &[rows, k])?;
-        let epi = Epilogue { alpha: 1.0, bias: Some((bias, BiasAxis::Col)), act, residual: Some(residual) };
-        let y = self.g.scope(name, |g| matmul(g, x2, weight, false, true, epi))?;
-        let mut out_shape = shape;
-        *out_shape.last_mut().unwrap() = out;
-        self.g.reshape(y, &out_shape)
-    }
-
-    /// Conv2d with kernel = stride = p (no padding) as a patchify GEMM: the non-overlapping
+    /// Conv2d `vb` with kernel = stride = p (no padding) as a patchify GEMM: the non-overlapping
     /// p × p patches gathered by one permute copy, times the weight. `nchw` says whether `x` is the
     /// `[B, Cin, H, W]` image (patch order (ci, ky, kx), the weight's own) or channel-last tokens
     /// `[B, H·W, Cin]` (patch order (ky, kx, ci), the weight permuted once on the host).
     /// Returns tokens `[B, (H/p)·(W/p), Cout]`.
-    fn patchify_conv(&mut self, name: &str, x: TensorId, nchw: bool, (hin, win, cin): (usize, usize, usize), cout: usize, p: usize) -> Result<TensorId> {
+    #[allow(clippy::too_many_arguments)]
+    fn patchify_conv(&self, g: &mut Graph, vb: &Scope, x: TensorId, nchw: bool, (hin, win, cin): (usize, usize, usize), cout: usize, p: usize) -> Result<TensorId> {
         let (b, h, w) = (self.batch, hin / p, win / p);
         let (x6, perm) = if nchw {
-            (self.g.reshape(x, &[b, cin, h, p, w, p])?, [0, 2, 4, 1, 3, 5])
+            (g.reshape(x, &[b, cin, h, p, w, p])?, [0, 2, 4, 1, 3, 5])
         } else {
-            (self.g.reshape(x, &[b, h, p, w, p, cin])?, [0, 1, 3, 2, 4, 5])
+            (g.reshape(x, &[b, h, p, w, p, cin])?, [0, 1, 3, 2, 4, 5])
         };
-        let patches = self.g.scope(name, |g| permute(g, x6, &perm))?;
-        let patches = self.g.reshape(patches, &[b * h * w, cin * p * p])?;
-        let wname = format!("{name}.weight");
+        let patches = vb.op(g, |g| permute(g, x6, &perm))?;
+        let patches = g.reshape(patches, &[b * h * w, cin * p * p])?;
         let weight = if nchw {
-            self.param(&wname, &[cout, cin, p, p])?
+            vb.param(g, "weight", &[cout, cin, p, p])?
         } else {
-            let data = self.w.param(&wname, &[cout, cin, p, p])?;
-            let mut ohwi = vec![0f32; data.len()];
-            for (i, &v) in data.iter().enumerate() {
-                let (kx, r) = (i % p, i / p);
-                let (ky, r) = (r % p, r / p);
-                let (ci, co) = (r % cin, r / cin);
-                ohwi[((co * p + ky) * p + kx) * cin + ci] = v;
-            }
-            self.g.constant(&format!("{wname}:ohwi"), &[cout, p, p, cin], Arc::new(ohwi))?
+            let data = vb.tensor("weight", &[cout, cin, p, p])?;
+            vb.derived(g, "weight:ohwi", &[cout, p, p, cin], conv_weight_ohwi(&data, cout, cin, (p, p)))?
         };
-        let weight = self.g.reshape(weight, &[cout, cin * p * p])?;
-        let bias = self.param(&format!("{name}.bias"), &[cout])?;
-        let y = self.g.scope(name, |g| linear(g, patches, weight, Some(bias), Activation::None))?;
-        self.g.reshape(y, &[b, h * w, cout])
+        let weight = g.reshape(weight, &[cout, cin * p * p])?;
+        let bias = vb.param(g, "bias", &[cout])?;
+        let y = vb.op(g, |g| linear(g, patches, weight, Some(bias), Activation::None))?;
+        g.reshape(y, &[b, h * w, cout])
     }
 
-    /// `patch_embed` (+ `pos_embed`) of stage `m`.
-    fn embed(&mut self, m: usize, x: TensorId, nchw: bool, (hin, win, cin): (usize, usize, usize)) -> Result<Map> {
+    /// `patch_embed` (+ `pos_embed`) of stage `vb` = `stages.m`.
+    fn embed(&self, g: &mut Graph, vb: &Scope, m: usize, x: TensorId, nchw: bool, (hin, win, cin): (usize, usize, usize)) -> Result<Map> {
         let (c, p) = (self.cfg.dims[m], self.cfg.patch[m]);
-        let s = format!("stages.{m}");
-        let y = self.patchify_conv(&format!("{s}.patch_embed.proj"), x, nchw, (hin, win, cin), c, p)?;
-        let y = self.layer_norm(&format!("{s}.patch_embed.norm"), y)?;
+        let y = self.patchify_conv(g, &vb.pp("patch_embed.proj"), x, nchw, (hin, win, cin), c, p)?;
+        let y = self.layer_norm(g, &vb.pp("patch_embed.norm"), y)?;
         let (h, w) = (hin / p, win / p);
-        let pos = self.param(&format!("{s}.pos_embed"), &[1, h * w, c])?;
-        let x = add(self.g, y, pos)?;
+        let pos = vb.param(g, "pos_embed", &[1, h * w, c])?;
+        let x = vb.op(g, |g| add(g, y, pos))?;
         Ok(Map { x, h, w, c })
     }
 
     /// `attn.reduce`: the key/value source, `[B, M, C]`.
-    fn reduce(&mut self, p: &str, xn: TensorId, map: Map, r: usize) -> Result<TensorId> {
+    fn reduce(&self, g: &mut Graph, vb: &Scope, xn: TensorId, map: Map, r: usize) -> Result<TensorId> {
         if r == 1 {
             return Ok(xn);
         }
-        let y = self.patchify_conv(&format!("{p}.sr"), xn, false, (map.h, map.w, map.c), map.c, r)?;
-        self.layer_norm(&format!("{p}.sr_norm"), y)
+        let y = self.patchify_conv(g, &vb.pp("sr"), xn, false, (map.h, map.w, map.c), map.c, r)?;
+        self.layer_norm(g, &vb.pp("sr_norm"), y)
     }
 
-    /// `nn.Linear` producing transposed, head-major output: `W · xᵀ + b` → `[B, out, L]` for
+    /// `nn.Linear` `vb` producing transposed, head-major output: `W · xᵀ + b` → `[B, out, L]` for
     /// tokens `x [B, L, Cin]`, i.e. `[B, heads, d, L]` (what the attention GEMMs read without a
     /// permute). `rows` picks a row block of the weight (the k or v half of `kv`): a derived
     /// constant sliced once on the host.
-    fn linear_t(&mut self, name: &str, x: TensorId, out: usize, rows: Option<(usize, usize)>) -> Result<TensorId> {
-        let cin = *self.g.shape(x).last().unwrap_or(&0);
+    fn linear_t(&self, g: &mut Graph, vb: &Scope, x: TensorId, out: usize, rows: Option<(usize, usize)>) -> Result<TensorId> {
+        let cin = *g.shape(x).last().unwrap_or(&0);
         let (weight, bias) = match rows {
-            None => (self.param(&format!("{name}.weight"), &[out, cin])?, self.param(&format!("{name}.bias"), &[out])?),
+            None => (vb.param(g, "weight", &[out, cin])?, vb.param(g, "bias", &[out])?),
             Some((start, total)) => {
-                let w = self.w.param(&format!("{name}.weight"), &[total, cin])?;
-                let b = self.w.param(&format!("{name}.bias"), &[total])?;
-                let part = |g: &mut Graph, key: String, data: &[f32], shape: &[usize]| g.constant(&key, shape, Arc::new(data.to_vec()));
+                let w = vb.tensor("weight", &[total, cin])?;
+                let b = vb.tensor("bias", &[total])?;
                 let tag = format!("rows{start}..{}", start + out);
                 (
-                    part(self.g, format!("{name}.weight:{tag}"), &w[start * cin..(start + out) * cin], &[out, cin])?,
-                    part(self.g, format!("{name}.bias:{tag}"), &b[start..start + out], &[out])?,
+                    vb.derived(g, &format!("weight:{tag}"), &[out, cin], w[start * cin..(start + out) * cin].to_vec())?,
+                    vb.derived(g, &format!("bias:{tag}"), &[out], b[start..start + out].to_vec())?,
                 )
             }
         };
         let epi = Epilogue { alpha: 1.0, bias: Some((bias, BiasAxis::Row)), act: Activation::None, residual: None };
-        self.g.scope(name, |g| matmul(g, weight, x, false, true, epi))
+        vb.op(g, |g| matmul(g, weight, x, false, true, epi))
     }
 
-    /// One layer: `x + proj(attention(norm1(x)))`, then `x + fc2(GELU(fc1(norm2(x))))`.
-    /// `carried` is the attention the layer reads (VA: the previous stage's, none in stage 0; LA:
-    /// the previous layer's). Returns the new tokens and the attention this layer stores.
-    fn layer(&mut self, m: usize, l: usize, map: Map, carried: Option<TensorId>) -> Result<(TensorId, TensorId)> {
-        let p = format!("stages.{m}.layers.{l}");
+    /// One layer `vb` = `stages.m.layers.l`: `x + proj(attention(norm1(x)))`, then
+    /// `x + fc2(GELU(fc1(norm2(x))))`. `carried` is the attention the layer reads (VA: the
+    /// previous stage's, none in stage 0; LA: the previous layer's). Returns the new tokens and
+    /// the attention this layer stores.
+    fn layer(&self, g: &mut Graph, vb: &Scope, m: usize, l: usize, map: Map, carried: Option<TensorId>) -> Result<(TensorId, TensorId)> {
         let (b, c, heads) = (self.batch, map.c, self.cfg.heads[m]);
         let n = map.h * map.w;
-        let xn = self.layer_norm(&format!("{p}.norm1"), map.x)?;
-        let reduced = self.reduce(&format!("{p}.attn.reduce"), xn, map, self.cfg.sr_ratios[m])?;
-        let keys = self.g.shape(reduced)[1];
-        let a = format!("{p}.attn");
+        let xn = self.layer_norm(g, &vb.pp("norm1"), map.x)?;
+        let a = vb.pp("attn");
+        let reduced = self.reduce(g, &a.pp("reduce"), xn, map, self.cfg.sr_ratios[m])?;
+        let keys = g.shape(reduced)[1];
         let (stored, probs, v_t) = if l == 0 {
-            self.vanilla_attention(&a, xn, reduced, map, heads, carried)?
+            self.vanilla_attention(g, &a, xn, reduced, map, heads, carried)?
         } else {
-            let prev = carried.ok_or_else(|| Error::Graph(format!("{a}: a less-attention layer needs a stored attention")))?;
-            self.less_attention(&a, reduced, map, heads, prev)?
+            let prev = carried.ok_or_else(|| Error::Graph(format!("{}: a less-attention layer needs a stored attention", a.prefix())))?;
+            self.less_attention(g, &a, reduced, map, heads, prev)?
         };
         // out = softmax(.)·v, computed transposed: v_t [B·H, d, M] · probsᵀ → [B·H, d, N] =
         // [B, C, N], which `proj` reads as tokens through its transposed-A load.
-        let v_t = self.g.reshape(v_t, &[b * heads, c / heads, keys])?;
-        let o_t = self.g.scope(&a, |g| matmul(g, v_t, probs, false, true, Epilogue::default()))?;
-        let o_t = self.g.reshape(o_t, &[b, c, n])?;
-        let proj_w = self.param(&format!("{a}.proj.weight"), &[c, c])?;
-        let proj_b = self.param(&format!("{a}.proj.bias"), &[c])?;
+        let v_t = g.reshape(v_t, &[b * heads, c / heads, keys])?;
+        let o_t = a.op(g, |g| matmul(g, v_t, probs, false, true, Epilogue::default()))?;
+        let o_t = g.reshape(o_t, &[b, c, n])?;
+        let proj = a.pp("proj");
+        let proj_w = proj.param(g, "weight", &[c, c])?;
+        let proj_b = proj.param(g, "bias", &[c])?;
         let epi = Epilogue { alpha: 1.0, bias: Some((proj_b, BiasAxis::Col)), act: Activation::None, residual: Some(map.x) };
-        let x = self.g.scope(&format!("{a}.proj"), |g| matmul(g, o_t, proj_w, true, true, epi))?;
+        let x = proj.op(g, |g| matmul(g, o_t, proj_w, true, true, epi))?;
 
-        let xn = self.layer_norm(&format!("{p}.norm2"), x)?;
-        let hidden = self.linear(&format!("{p}.mlp.fc1"), xn, self.cfg.mlp_ratios[m] * c, Activation::Gelu, None)?;
-        let x = self.linear(&format!("{p}.mlp.fc2"), hidden, c, Activation::None, Some(x))?;
-        Ok((x, self.g.reshape(stored, &[b, heads, n, keys])?))
+        let xn = self.layer_norm(g, &vb.pp("norm2"), x)?;
+        let hidden = nn::linear(g, &vb.pp("mlp.fc1"), xn, self.cfg.mlp_ratios[m] * c, true, Activation::Gelu, None)?;
+        let x = nn::linear(g, &vb.pp("mlp.fc2"), hidden, c, true, Activation::None, Some(x))?;
+        Ok((x, g.reshape(stored, &[b, heads, n, keys])?))
     }
 
     /// VA: `A = softmax(q·kᵀ/√d + γ_h·D(carried))` (D only when a previous stage exists). Returns
     /// `(stored, probabilities, v_t)`; a VA layer stores its probabilities.
-    fn vanilla_attention(&mut self, a: &str, xn: TensorId, reduced: TensorId, map: Map, heads: usize, carried: Option<TensorId>) -> Result<(TensorId, TensorId, TensorId)> {
-        let (bh, c, n, keys) = (self.batch * heads, map.c, map.h * map.w, self.g.shape(reduced)[1]);
+    #[allow(clippy::too_many_arguments)]
+    fn vanilla_attention(&self, g: &mut Graph, a: &Scope, xn: TensorId, reduced: TensorId, map: Map, heads: usize, carried: Option<TensorId>) -> Result<(TensorId, TensorId, TensorId)> {
+        let (bh, c, n, keys) = (self.batch * heads, map.c, map.h * map.w, g.shape(reduced)[1]);
         let hd = c / heads;
-        let q_t = self.linear_t(&format!("{a}.q"), xn, c, None)?;
-        let k_t = self.linear_t(&format!("{a}.kv"), reduced, c, Some((0, 2 * c)))?;
-        let v_t = self.linear_t(&format!("{a}.kv"), reduced, c, Some((c, 2 * c)))?;
+        let q_t = self.linear_t(g, &a.pp("q"), xn, c, None)?;
+        let k_t = self.linear_t(g, &a.pp("kv"), reduced, c, Some((0, 2 * c)))?;
+        let v_t = self.linear_t(g, &a.pp("kv"), reduced, c, Some((c, 2 * c)))?;
         let residual = match carried {
             Some(prev) => {
-                let weight = self.param(&format!("{a}.res_down.weight"), &[1, 1, 2, 2])?;
-                let bias = self.param(&format!("{a}.res_down.bias"), &[1])?;
-                let gamma = self.param(&format!("{a}.res_gamma"), &[heads])?;
-                let d = self.g.scope(a, |g| attention_downsample(g, prev, (map.h, map.w), weight, bias, gamma))?;
-                Some(self.g.reshape(d, &[bh, n, keys])?)
+                let weight = a.param(g, "res_down.weight", &[1, 1, 2, 2])?;
+                let bias = a.param(g, "res_down.bias", &[1])?;
+                let gamma = a.param(g, "res_gamma", &[heads])?;
+                let d = a.op(g, |g| attention_downsample(g, prev, (map.h, map.w), weight, bias, gamma))?;
+                Some(g.reshape(d, &[bh, n, keys])?)
             }
             None => None,
         };
-        let q_t = self.g.reshape(q_t, &[bh, hd, n])?;
-        let k_t = self.g.reshape(k_t, &[bh, hd, keys])?;
+        let q_t = g.reshape(q_t, &[bh, hd, n])?;
+        let k_t = g.reshape(k_t, &[bh, hd, keys])?;
         let epi = Epilogue { alpha: (hd as f32).powf(-0.5), bias: None, act: Activation::None, residual };
-        let logits = self.g.scope(a, |g| matmul(g, q_t, k_t, true, false, epi))?;
-        let probs = self.g.scope(a, |g| softmax(g, logits, 1.0))?;
+        let logits = a.op(g, |g| matmul(g, q_t, k_t, true, false, epi))?;
+        let probs = a.op(g, |g| softmax(g, logits, 1.0))?;
         Ok((probs, probs, v_t))
     }
 
     /// LA: `T = Θ(carried)` (`Ψ(Θ(carried)ᵀ)ᵀ` with Ψ), no q or k. Returns `(T, softmax(T), v_t)`;
     /// an LA layer stores T, pre-softmax.
-    fn less_attention(&mut self, a: &str, reduced: TensorId, map: Map, heads: usize, prev: TensorId) -> Result<(TensorId, TensorId, TensorId)> {
-        let (bh, c, n, keys) = (self.batch * heads, map.c, map.h * map.w, self.g.shape(reduced)[1]);
-        let v_t = self.linear_t(&format!("{a}.v"), reduced, c, None)?;
-        let theta = self.param(&format!("{a}.theta.weight"), &[keys, keys])?;
-        let theta_bias = self.param(&format!("{a}.theta.bias"), &[keys])?;
+    fn less_attention(&self, g: &mut Graph, a: &Scope, reduced: TensorId, map: Map, heads: usize, prev: TensorId) -> Result<(TensorId, TensorId, TensorId)> {
+        let (bh, c, n, keys) = (self.batch * heads, map.c, map.h * map.w, g.shape(reduced)[1]);
+        let v_t = self.linear_t(g, &a.pp("v"), reduced, c, None)?;
+        let theta = a.pp("theta");
+        let theta_w = theta.param(g, "weight", &[keys, keys])?;
+        let theta_bias = theta.param(g, "bias", &[keys])?;
         let t = if self.cfg.psi {
             // Θ then Ψ, both computed transposed ([B·H, M, N]): the N×N GEMM then has unit-stride
             // rows that are multiples of 4 (vec4 loads, ~2.3x faster on lavapipe; M = 49 is not a
             // multiple of 4); one copy back to [B·H, N, M].
-            let psi = self.param(&format!("{a}.psi.weight"), &[n, n])?;
-            let psi_bias = self.param(&format!("{a}.psi.bias"), &[n])?;
+            let psi = a.pp("psi");
+            let psi_w = psi.param(g, "weight", &[n, n])?;
+            let psi_bias = psi.param(g, "bias", &[n])?;
             let epi = Epilogue { alpha: 1.0, bias: Some((theta_bias, BiasAxis::Row)), act: Activation::None, residual: None };
-            let t1 = self.g.scope(&format!("{a}.theta"), |g| matmul(g, theta, prev, false, true, epi))?;
-            let t1 = self.g.reshape(t1, &[bh, keys, n])?;
+            let t1 = theta.op(g, |g| matmul(g, theta_w, prev, false, true, epi))?;
+            let t1 = g.reshape(t1, &[bh, keys, n])?;
             let epi = Epilogue { alpha: 1.0, bias: Some((psi_bias, BiasAxis::Col)), act: Activation::None, residual: None };
-            let t = self.g.scope(&format!("{a}.psi"), |g| matmul(g, t1, psi, false, true, epi))?;
-            self.g.scope(&format!("{a}.psi"), |g| permute(g, t, &[0, 2, 1]))?
+            let t = psi.op(g, |g| matmul(g, t1, psi_w, false, true, epi))?;
+            psi.op(g, |g| permute(g, t, &[0, 2, 1]))?
         } else {
-            let rows = self.g.reshape(prev, &[bh * n, keys])?;
+            let rows = g.reshape(prev, &[bh * n, keys])?;
             let epi = Epilogue { alpha: 1.0, bias: Some((theta_bias, BiasAxis::Col)), act: Activation::None, residual: None };
-            let t = self.g.scope(&format!("{a}.theta"), |g| matmul(g, rows, theta, false, true, epi))?;
-            self.g.reshape(t, &[bh, n, keys])?
+            let t = theta.op(g, |g| matmul(g, rows, theta_w, false, true, epi))?;
+            g.reshape(t, &[bh, n, keys])?
         };
-        let probs = self.g.scope(a, |g| softmax(g, t, 1.0))?;
+        let probs = a.op(g, |g| softmax(g, t, 1.0))?;
         Ok((t, probs, v_t))
     }
 }
 
-/// Appends LaViT model `id` with configuration `cfg` to `g`; returns the logits `[B, classes]`
-/// (classes from `head.weight`).
-pub fn build(g: &mut Graph, w: &Weights, input: TensorId, id: &str, cfg: &LaVitConfig) -> Result<TensorId> {
+/// Appends LaViT model `id` with configuration `cfg` to `g`, its parameters read through `root`;
+/// returns the logits `[B, classes]` (classes from `head.weight`).
+pub fn build(g: &mut Graph, root: &Scope, input: TensorId, id: &str, cfg: &LaVitConfig) -> Result<TensorId> {
     let shape = g.shape(input).to_vec();
-    let side = trained_side(w, cfg);
+    let file = root.reader().file();
+    let side = trained_side(root.shape_of("stages.0.pos_embed"), cfg);
     if !cfg.accepts_side(side) {
         return Err(Error::Invalid(format!(
-            "{}: stages.0.pos_embed implies a {side}x{side} input, which {id} cannot run (the side must be a multiple of {} \
+            "{file}: stages.0.pos_embed implies a {side}x{side} input, which {id} cannot run (the side must be a multiple of {} \
              with whole {}x{} key patches in stage 1)",
-            w.file,
             cfg.patch.iter().product::<usize>(),
             cfg.sr_ratios[0],
             cfg.sr_ratios[0]
@@ -390,34 +382,31 @@ pub fn build(g: &mut Graph, w: &Weights, input: TensorId, id: &str, cfg: &LaVitC
             found: shape,
         });
     }
-    if !cfg.psi && w.contains("stages.0.layers.1.attn.psi.weight") {
-        return Err(Error::Invalid(format!(
-            "{}: the weights have query-axis transforms (attn.psi.*): they are for {id}-psi, not {id}",
-            w.file
-        )));
+    if !cfg.psi && root.contains("stages.0.layers.1.attn.psi.weight") {
+        return Err(Error::Invalid(format!("{file}: the weights have query-axis transforms (attn.psi.*): they are for {id}-psi, not {id}")));
     }
-    let mut b = Builder { g, w, cfg: cfg.clone(), batch: shape[0] };
+    let b = Builder { cfg, batch: shape[0] };
     let mut x = input;
     let (mut hin, mut cin, mut nchw) = (side, 3, true);
     let mut carried: Option<TensorId> = None;
     for m in 0..4 {
-        let mut map = b.embed(m, x, nchw, (hin, hin, cin))?;
+        let stage = root.pp("stages").pp(m);
+        let mut map = b.embed(g, &stage, m, x, nchw, (hin, hin, cin))?;
         for l in 0..cfg.depths[m] {
-            let (y, stored) = b.layer(m, l, map, carried)?;
+            let (y, stored) = b.layer(g, &stage.pp("layers").pp(l), m, l, map, carried)?;
             map.x = y;
             carried = Some(stored);
         }
-        b.g.tap(&format!("stage{m}"), map.x);
+        g.tap(&format!("stage{m}"), map.x);
         if let Some(a) = carried {
-            b.g.tap(&format!("stage{m}.attn"), a);
+            g.tap(&format!("stage{m}.attn"), a);
         }
         (x, hin, cin, nchw) = (map.x, map.h, map.c, false);
     }
-    let xn = b.layer_norm("norm", x)?;
-    let pooled = mean_tokens(b.g, xn)?;
-    b.g.tap("pre_logits", pooled);
-    let classes = w.shape_of("head.weight").map(|s| s[0]).unwrap_or(1000);
-    let head = b.param("head.weight", &[classes, cin])?;
-    let bias = b.param("head.bias", &[classes])?;
-    linear(b.g, pooled, head, Some(bias), Activation::None)
+    let xn = b.layer_norm(g, &root.pp("norm"), x)?;
+    let pooled = root.op(g, |g| mean_tokens(g, xn))?;
+    g.tap("pre_logits", pooled);
+    let head = root.pp("head");
+    let classes = head.shape_of("weight").and_then(|s| s.first().copied()).unwrap_or(1000);
+    nn::linear(g, &head, pooled, classes, true, Activation::None, None)
 }

@@ -1,90 +1,147 @@
-//! The model registry: model ids → configurations → graph builders.
+//! The model families and their registry: model ids → configurations → graph builders.
 //!
-//! A model is a family plus a configuration. The configuration comes from the built-in variant
-//! table ([`MODEL_IDS`]), or from the weights themselves: a file whose metadata names its model
-//! (`wgvit.model`, e.g. `vvt-digits`) and carries its hyper-parameters as JSON (`wgvit.config`)
-//! runs without any table entry, so model configs are data. A builder reads its parameters from
-//! [`Weights`] by checkpoint name and appends ops to a [`Graph`] for one input shape; shapes it
-//! cannot take are an [`Error::BadInputShape`] that says which ones work.
+//! A model is a family plus a configuration. A family is one type implementing [`Family`] (its id
+//! prefix, configuration type, built-in variants, usual input size and graph builder) and one
+//! line in [`FAMILIES`]; everything else — the model id list, id resolution, configurations from
+//! the weights' metadata, the CLI's and the browser's model lists — is derived from that table.
+//!
+//! The configuration comes from the built-in variant table, or from the weights themselves: a
+//! file whose metadata names its model (`wgvit.model`, e.g. `vvt-digits`) and carries its
+//! hyper-parameters as JSON (`wgvit.config`) runs without any table entry, so model configs are
+//! data. A builder reads its parameters through a [`nn::Scope`] by checkpoint name and appends
+//! ops to a [`Graph`] for one input shape; shapes it cannot take are an [`Error::BadInputShape`]
+//! that says which ones work.
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Target, TensorId};
+use crate::graph::{Graph, TensorId};
+use crate::kernels::DeviceProfile;
 use crate::weights::{meta, Weights};
 
 pub mod accvit;
+pub mod card;
 pub mod hatnet;
 pub mod lavit;
+pub mod nn;
+pub mod torch_layout;
 pub mod toy;
 pub mod vvt;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    HatNet,
-    Vvt,
-    AccVit,
-    LaViT,
-    /// The engine's own end-to-end test network (conv stem + window attention + MLP).
-    Toy,
+pub use card::ModelCard;
+
+/// Every model family, one registration line each.
+pub static FAMILIES: &[&dyn AnyFamily] = &[&hatnet::HatNet, &vvt::Vvt, &accvit::AccVit, &lavit::LaVit, &toy::Toy];
+
+/// A family's hyper-parameters: read from JSON (`wgvit.config`) and checked for consistency.
+pub trait Config: serde::de::DeserializeOwned + Clone + Debug + PartialEq + Send + Sync + 'static {
+    /// Every value the builder relies on (non-zero sizes, divisibility); the reason when not.
+    fn validate(&self) -> std::result::Result<(), String>;
 }
 
-impl Family {
-    /// The id prefix of the family's models (`hatnet-tiny`, `vvt-digits`, ...).
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Family::HatNet => "hatnet",
-            Family::Vvt => "vvt",
-            Family::AccVit => "accvit",
-            Family::LaViT => "lavit",
-            Family::Toy => "toy",
-        }
+/// A model family.
+pub trait Family: Send + Sync + 'static {
+    type Config: Config;
+    /// The id prefix of the family's models (`hatnet` for `hatnet-tiny`, `hatnet-digits`, ...).
+    const PREFIX: &'static str;
+    /// The built-in variants, in the order ids are listed: `tiny` is id `<prefix>-tiny`; an empty
+    /// name is the id `<prefix>` itself.
+    const VARIANTS: &'static [&'static str];
+
+    /// The configuration of built-in variant `name`.
+    fn variant(name: &str) -> Option<Self::Config>;
+
+    /// The usual evaluation input size (H, W) of a model of this configuration and weights.
+    fn default_input(_cfg: &Self::Config, _weights: &Weights) -> (usize, usize) {
+        (224, 224)
+    }
+
+    /// Appends the forward of model `id` to `g` for `input` `[B, 3, H, W]`, its parameters read
+    /// through `root`; returns the logits `[B, classes]`.
+    fn build(cfg: &Self::Config, g: &mut Graph, root: &nn::Scope, input: TensorId, id: &str) -> Result<TensorId>;
+}
+
+/// [`Family`] with its configuration type erased, for the registry.
+pub trait AnyFamily: Send + Sync {
+    fn prefix(&self) -> &'static str;
+    fn variants(&self) -> &'static [&'static str];
+    fn variant(&self, name: &str) -> Option<Arc<dyn AnyConfig>>;
+    fn parse_config(&self, json: &str) -> std::result::Result<Arc<dyn AnyConfig>, String>;
+    fn default_input(&self, cfg: &dyn AnyConfig, weights: &Weights) -> (usize, usize);
+    fn build(&self, cfg: &dyn AnyConfig, g: &mut Graph, root: &nn::Scope, input: TensorId, id: &str) -> Result<TensorId>;
+}
+
+/// A configuration with its type erased.
+pub trait AnyConfig: Debug + Send + Sync + Any {
+    fn as_any(&self) -> &dyn Any;
+    fn eq_any(&self, other: &dyn AnyConfig) -> bool;
+}
+
+impl<C: Config> AnyConfig for C {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn eq_any(&self, other: &dyn AnyConfig) -> bool {
+        other.as_any().downcast_ref::<C>() == Some(self)
     }
 }
 
-/// Every built-in model id (the variant tables); ids of models whose weights carry their own
-/// configuration (e.g. the bundled `*-digits` models) are accepted as well.
-pub const MODEL_IDS: &[(&str, Family)] = &[
-    ("hatnet-tiny", Family::HatNet),
-    ("hatnet-small", Family::HatNet),
-    ("hatnet-medium", Family::HatNet),
-    ("hatnet-large", Family::HatNet),
-    ("hatnet-micro", Family::HatNet),
-    ("vvt-tiny", Family::Vvt),
-    ("vvt-small", Family::Vvt),
-    ("vvt-medium", Family::Vvt),
-    ("vvt-large", Family::Vvt),
-    ("vvt-micro", Family::Vvt),
-    ("accvit-tiny", Family::AccVit),
-    ("accvit-small", Family::AccVit),
-    ("accvit-base", Family::AccVit),
-    ("accvit-micro", Family::AccVit),
-    ("lavit-tiny", Family::LaViT),
-    ("lavit-small", Family::LaViT),
-    ("lavit-base", Family::LaViT),
-    ("lavit-tiny-psi", Family::LaViT),
-    ("lavit-micro", Family::LaViT),
-    ("lavit-micro-psi", Family::LaViT),
-    ("toy", Family::Toy),
-];
+fn config_of<F: Family>(cfg: &dyn AnyConfig) -> &F::Config {
+    cfg.as_any().downcast_ref::<F::Config>().expect("a ModelConfig is built with its own family's configuration")
+}
 
-/// A family's hyper-parameters.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ModelConfig {
-    HatNet(hatnet::HatNetConfig),
-    Vvt(vvt::VvtConfig),
-    AccVit(accvit::AccVitConfig),
-    LaViT(lavit::LaVitConfig),
-    Toy,
+impl<F: Family> AnyFamily for F {
+    fn prefix(&self) -> &'static str {
+        F::PREFIX
+    }
+    fn variants(&self) -> &'static [&'static str] {
+        F::VARIANTS
+    }
+    fn variant(&self, name: &str) -> Option<Arc<dyn AnyConfig>> {
+        F::variant(name).map(|c| Arc::new(c) as Arc<dyn AnyConfig>)
+    }
+    fn parse_config(&self, json: &str) -> std::result::Result<Arc<dyn AnyConfig>, String> {
+        let config: F::Config = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(Arc::new(config))
+    }
+    fn default_input(&self, cfg: &dyn AnyConfig, weights: &Weights) -> (usize, usize) {
+        F::default_input(config_of::<F>(cfg), weights)
+    }
+    fn build(&self, cfg: &dyn AnyConfig, g: &mut Graph, root: &nn::Scope, input: TensorId, id: &str) -> Result<TensorId> {
+        F::build(config_of::<F>(cfg), g, root, input, id)
+    }
+}
+
+/// A family's configuration, and the family.
+#[derive(Clone)]
+pub struct ModelConfig {
+    family: &'static dyn AnyFamily,
+    value: Arc<dyn AnyConfig>,
 }
 
 impl ModelConfig {
-    pub fn family(&self) -> Family {
-        match self {
-            ModelConfig::HatNet(_) => Family::HatNet,
-            ModelConfig::Vvt(_) => Family::Vvt,
-            ModelConfig::AccVit(_) => Family::AccVit,
-            ModelConfig::LaViT(_) => Family::LaViT,
-            ModelConfig::Toy => Family::Toy,
-        }
+    pub fn family(&self) -> &'static dyn AnyFamily {
+        self.family
+    }
+
+    /// The configuration as its family's type (`spec.config.get::<HatNetConfig>()`).
+    pub fn get<C: Config>(&self) -> Option<&C> {
+        self.value.as_any().downcast_ref::<C>()
+    }
+}
+
+impl Debug for ModelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.family.prefix(), self.value)
+    }
+}
+
+impl PartialEq for ModelConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.family.prefix() == other.family.prefix() && self.value.eq_any(other.value.as_ref())
     }
 }
 
@@ -95,19 +152,53 @@ pub struct ModelSpec {
     pub config: ModelConfig,
 }
 
-/// The family of a built-in id, or an error listing the known ids.
-pub fn family_of(id: &str) -> Result<Family> {
-    MODEL_IDS.iter().find(|(name, _)| *name == id).map(|&(_, f)| f).ok_or_else(|| unknown(id))
+impl ModelSpec {
+    /// The usual evaluation input size of this model with `weights`.
+    pub fn default_input(&self, weights: &Weights) -> (usize, usize) {
+        self.config.family.default_input(self.config.value.as_ref(), weights)
+    }
+}
+
+/// Every built-in model id, family by family in [`FAMILIES`] order; ids of models whose weights
+/// carry their own configuration (e.g. the bundled `*-digits` models) are accepted as well.
+pub fn model_ids() -> Vec<String> {
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.variants().iter().map(move |v| if v.is_empty() { f.prefix().to_string() } else { format!("{}-{v}", f.prefix()) }))
+        .collect()
+}
+
+/// The family and variant name of a built-in id.
+fn builtin(id: &str) -> Option<(&'static dyn AnyFamily, &'static str)> {
+    FAMILIES.iter().find_map(|&f| {
+        let rest = id.strip_prefix(f.prefix())?;
+        let variant = if rest.is_empty() { "" } else { rest.strip_prefix('-')? };
+        f.variants().iter().find(|&&v| v == variant).map(|&v| (f, v))
+    })
+}
+
+/// The family a `<family>-<name>` id belongs to by its prefix (`vvt-digits` → VVT), table or not.
+fn family_by_prefix(id: &str) -> Option<&'static dyn AnyFamily> {
+    FAMILIES
+        .iter()
+        .copied()
+        .find(|f| id.strip_prefix(f.prefix()).is_some_and(|rest| rest.starts_with('-') && rest.len() > 1))
 }
 
 /// Fails on an id that can name no model: neither a built-in id nor `<family>-<name>` (whose
 /// configuration the weights may carry). Lets a command reject a typo before reading any file.
 pub fn check_id(id: &str) -> Result<()> {
-    if family_of(id).is_ok() || family_by_prefix(id).is_some() {
+    if builtin(id).is_some() || family_by_prefix(id).is_some() {
         Ok(())
     } else {
         Err(unknown(id))
     }
+}
+
+/// Fails on an id that is not built in (a model the weights must describe cannot be named
+/// without weights).
+pub fn check_builtin(id: &str) -> Result<()> {
+    builtin(id).map(|_| ()).ok_or_else(|| unknown(id))
 }
 
 fn unknown(id: &str) -> Error {
@@ -115,18 +206,11 @@ fn unknown(id: &str) -> Error {
         id: id.to_string(),
         known: format!(
             "{} (or <family>-<name> with weights whose metadata carries '{}' and '{}', like the bundled *-digits models)",
-            MODEL_IDS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+            model_ids().join(", "),
             meta::MODEL,
             meta::CONFIG
         ),
     }
-}
-
-/// The family an id belongs to by its prefix (`vvt-digits` → VVT), table or not.
-fn family_by_prefix(id: &str) -> Option<Family> {
-    [Family::HatNet, Family::Vvt, Family::AccVit, Family::LaViT]
-        .into_iter()
-        .find(|f| id.strip_prefix(f.prefix()).is_some_and(|rest| rest.starts_with('-') && rest.len() > 1))
 }
 
 /// The configuration of model `id`: the weights' own (`wgvit.config`) when their metadata names
@@ -137,40 +221,15 @@ pub fn resolve(id: &str, weights: &Weights) -> Result<ModelSpec> {
         Some(json) => {
             let family = family_by_prefix(id).ok_or_else(|| unknown(id))?;
             let bad = |reason: String| Error::BadConfig { file: weights.file.clone(), model: id.to_string(), reason };
-            match family {
-                Family::HatNet => ModelConfig::HatNet(parse_config::<hatnet::HatNetConfig>(json).map_err(bad)?),
-                Family::Vvt => ModelConfig::Vvt(parse_config::<vvt::VvtConfig>(json).map_err(bad)?),
-                Family::AccVit => ModelConfig::AccVit(parse_config::<accvit::AccVitConfig>(json).map_err(bad)?),
-                Family::LaViT => ModelConfig::LaViT(parse_config::<lavit::LaVitConfig>(json).map_err(bad)?),
-                Family::Toy => ModelConfig::Toy,
-            }
+            ModelConfig { family, value: family.parse_config(json).map_err(bad)? }
         }
         None => {
-            let family = family_of(id)?;
-            let variant = id.strip_prefix(family.prefix()).and_then(|v| v.strip_prefix('-')).unwrap_or("");
-            let table = match family {
-                Family::HatNet => hatnet::config(variant).map(ModelConfig::HatNet),
-                Family::Vvt => vvt::config(variant).map(ModelConfig::Vvt),
-                Family::AccVit => accvit::config(variant).map(ModelConfig::AccVit),
-                Family::LaViT => lavit::config(variant).map(ModelConfig::LaViT),
-                Family::Toy => Some(ModelConfig::Toy),
-            };
-            table.ok_or_else(|| unknown(id))?
+            let (family, variant) = builtin(id).ok_or_else(|| unknown(id))?;
+            let value = family.variant(variant).ok_or_else(|| unknown(id))?;
+            ModelConfig { family, value }
         }
     };
     Ok(ModelSpec { id: id.to_string(), config })
-}
-
-/// A configuration that can be read from JSON and checked for consistency.
-pub trait Config: serde::de::DeserializeOwned {
-    /// Every value the builder relies on (non-zero sizes, divisibility); the reason when not.
-    fn validate(&self) -> std::result::Result<(), String>;
-}
-
-fn parse_config<C: Config>(json: &str) -> std::result::Result<C, String> {
-    let config: C = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    config.validate()?;
-    Ok(config)
 }
 
 /// `Err` naming `field` when any entry is zero.
@@ -182,13 +241,13 @@ pub(crate) fn nonzero(field: &str, values: &[usize]) -> std::result::Result<(), 
 }
 
 /// Builds the forward graph of model `id` for an input of shape `[B, 3, H, W]` (for the default
-/// [`Target`]); the graph has one input `input` and one output `logits` `[B, classes]`.
+/// [`DeviceProfile`]); the graph has one input `input` and one output `logits` `[B, classes]`.
 pub fn build_graph(id: &str, weights: &Weights, input_shape: &[usize]) -> Result<Graph> {
-    build_spec_graph(&resolve(id, weights)?, weights, input_shape, Target::default())
+    build_spec_graph(&resolve(id, weights)?, weights, input_shape, DeviceProfile::default())
 }
 
-/// [`build_graph`] for a resolved [`ModelSpec`] and a device [`Target`].
-pub fn build_spec_graph(spec: &ModelSpec, weights: &Weights, input_shape: &[usize], target: Target) -> Result<Graph> {
+/// [`build_graph`] for a resolved [`ModelSpec`] and a device.
+pub fn build_spec_graph(spec: &ModelSpec, weights: &Weights, input_shape: &[usize], profile: DeviceProfile) -> Result<Graph> {
     let id = spec.id.as_str();
     if input_shape.len() != 4 || input_shape[1] != 3 || input_shape.contains(&0) {
         return Err(Error::BadInputShape {
@@ -197,16 +256,11 @@ pub fn build_spec_graph(spec: &ModelSpec, weights: &Weights, input_shape: &[usiz
             found: input_shape.to_vec(),
         });
     }
-    let mut g = Graph::for_target(target);
+    let mut g = Graph::for_profile(profile);
     let input = g.input("input", input_shape);
-    let logits: TensorId = match &spec.config {
-        ModelConfig::Toy => toy::build(&mut g, weights, input)?,
-        ModelConfig::HatNet(cfg) => hatnet::build(&mut g, weights, input, id, cfg)?,
-        ModelConfig::Vvt(cfg) => vvt::build(&mut g, weights, input, id, cfg)?,
-        ModelConfig::AccVit(cfg) => accvit::build(&mut g, weights, input, id, cfg)?,
-        ModelConfig::LaViT(cfg) => lavit::build(&mut g, weights, input, id, cfg)?,
-    };
-    weights.finish()?;
+    let reader = weights.reader();
+    let logits = spec.config.family.build(spec.config.value.as_ref(), &mut g, &nn::Scope::root(&reader), input, id)?;
+    reader.finish()?;
     g.output("logits", logits);
     Ok(g)
 }

@@ -16,40 +16,71 @@
 //! `[B, h, w, C]` order, so `proj` reads it as plain tokens. Widths, heads' count (from the bias
 //! table), depth and classes are read off the weights; the window is 4 and the head dim C/heads.
 
-use std::sync::Arc;
-
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
 use crate::ops::attention::{attention_strided, AttentionDims, Operand, OutputSpec, View};
-use crate::ops::conv2d::{conv2d, fold_batchnorm, Conv2dParams};
-use crate::ops::layernorm::layer_norm;
+use crate::ops::conv2d::{conv2d, Conv2dParams};
 use crate::ops::layout::permute;
-use crate::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
 use crate::ops::pool::mean_tokens;
 use crate::ops::Activation;
 use crate::weights::Weights;
+
+use super::nn::{self, BatchNorm, Scope};
+use super::torch_layout::relative_position_bias;
 
 const WINDOW: usize = 4;
 const LN_EPS: f32 = 1e-5;
 const BN_EPS: f32 = 1e-5;
 
-fn shape_of(w: &Weights, name: &str) -> Result<Vec<usize>> {
-    w.shape_of(name)
-        .map(<[usize]>::to_vec)
-        .ok_or_else(|| Error::MissingTensors { file: w.file.clone(), tensors: vec![name.to_string()] })
+/// The toy network in the registry: id `toy`, no configuration (everything is read off the
+/// weights), input 32×32.
+pub struct Toy;
+
+/// The toy network has no hyper-parameters of its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToyConfig {}
+
+impl super::Config for ToyConfig {
+    fn validate(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
-pub fn build(g: &mut Graph, w: &Weights, input: TensorId) -> Result<TensorId> {
-    let stem_shape = shape_of(w, "stem.conv.weight")?;
-    let dim = stem_shape[0];
-    let heads = shape_of(w, "blocks.0.attn.relative_position_bias_table")?.get(1).copied().unwrap_or(0);
-    let classes = shape_of(w, "head.weight")?[0];
-    let depth = (0..).take_while(|i| w.contains(&format!("blocks.{i}.norm1.weight"))).count();
+impl super::Family for Toy {
+    type Config = ToyConfig;
+    const PREFIX: &'static str = "toy";
+    const VARIANTS: &'static [&'static str] = &[""];
+
+    fn variant(name: &str) -> Option<ToyConfig> {
+        name.is_empty().then(ToyConfig::default)
+    }
+
+    fn default_input(_cfg: &ToyConfig, _weights: &Weights) -> (usize, usize) {
+        (32, 32)
+    }
+
+    fn build(_cfg: &ToyConfig, g: &mut Graph, root: &Scope, input: TensorId, _id: &str) -> Result<TensorId> {
+        build(g, root, input)
+    }
+}
+
+fn shape_of(vb: &Scope, leaf: &str) -> Result<Vec<usize>> {
+    vb.shape_of(leaf)
+        .map(<[usize]>::to_vec)
+        .ok_or_else(|| Error::MissingTensors { file: vb.reader().file().to_string(), tensors: vec![vb.name(leaf)] })
+}
+
+pub fn build(g: &mut Graph, root: &Scope, input: TensorId) -> Result<TensorId> {
+    let dim = shape_of(root, "stem.conv.weight")?.first().copied().unwrap_or(0);
+    let heads = shape_of(root, "blocks.0.attn.relative_position_bias_table")?.get(1).copied().unwrap_or(0);
+    let classes = shape_of(root, "head.weight")?.first().copied().unwrap_or(0);
+    let depth = (0..).take_while(|i| root.contains(&format!("blocks.{i}.norm1.weight"))).count();
     if heads == 0 || dim % heads != 0 {
         return Err(Error::Graph(format!("toy: {heads} heads do not divide the width {dim}")));
     }
 
-    let x = g.scope("stem", |g| stem(g, w, input, dim))?;
+    let x = stem(g, &root.pp("stem"), input, dim)?;
     let &[batch, _, h, wd] = g.shape(x) else { unreachable!("conv2d output is rank 4") };
     if h % WINDOW != 0 || wd % WINDOW != 0 {
         return Err(Error::BadInputShape {
@@ -58,95 +89,55 @@ pub fn build(g: &mut Graph, w: &Weights, input: TensorId) -> Result<TensorId> {
             found: g.shape(input).to_vec(),
         });
     }
-    let tokens = permute(g, x, &[0, 2, 3, 1])?;
+    let tokens = root.op(g, |g| permute(g, x, &[0, 2, 3, 1]))?;
     let mut x = g.reshape(tokens, &[batch, h * wd, dim])?;
     for i in 0..depth {
-        x = g.scope(&format!("blocks.{i}"), |g| block(g, w, &format!("blocks.{i}"), x, (h, wd), heads))?;
+        x = block(g, &root.pp("blocks").pp(i), x, (h, wd), heads)?;
     }
-    let x = g.scope("norm", |g| layer_norm_named(g, w, "norm", x, dim))?;
-    let pooled = mean_tokens(g, x)?;
-    let head_w = w.constant(g, "head.weight", &[classes, dim])?;
-    let head_b = w.constant(g, "head.bias", &[classes])?;
-    g.scope("head", |g| linear(g, pooled, head_w, Some(head_b), Activation::None))
+    let x = nn::layer_norm(g, &root.pp("norm"), x, LN_EPS)?;
+    let pooled = root.op(g, |g| mean_tokens(g, x))?;
+    nn::linear(g, &root.pp("head"), pooled, classes, true, Activation::None, None)
 }
 
 /// conv + BatchNorm (folded into the conv's weight and bias) + GELU.
-fn stem(g: &mut Graph, w: &Weights, x: TensorId, dim: usize) -> Result<TensorId> {
+fn stem(g: &mut Graph, vb: &Scope, x: TensorId, dim: usize) -> Result<TensorId> {
     let cin = g.shape(x)[1];
     let wshape = [dim, cin, 3, 3];
-    let weight = w.param("stem.conv.weight", &wshape)?;
-    let bias = w.param("stem.conv.bias", &[dim])?;
-    let [gamma, beta, mean, var] = ["weight", "bias", "running_mean", "running_var"].map(|p| w.param(&format!("stem.bn.{p}"), &[dim]));
-    let (weight, bias) = fold_batchnorm(&weight, Some(&bias[..]), dim, &gamma?, &beta?, &mean?, &var?, BN_EPS);
-    let weight = g.constant("stem.conv.weight+bn", &wshape, Arc::new(weight))?;
-    let bias = g.constant("stem.conv.bias+bn", &[dim], Arc::new(bias))?;
+    let conv = vb.pp("conv");
+    let weight = conv.tensor("weight", &wshape)?;
+    let bias = conv.tensor("bias", &[dim])?;
+    let (weight, bias) = BatchNorm::load(&vb.pp("bn"), dim, BN_EPS)?.fold(&weight, Some(&bias[..]));
+    let weight = vb.derived(g, "conv.weight+bn", &wshape, weight)?;
+    let bias = vb.derived(g, "conv.bias+bn", &[dim], bias)?;
     let p = Conv2dParams { stride: (2, 2), padding: (1, 1), ..Default::default() };
-    conv2d(g, x, weight, Some(bias), &p, Activation::Gelu)
+    vb.op(g, |g| conv2d(g, x, weight, Some(bias), &p, Activation::Gelu))
 }
 
-fn layer_norm_named(g: &mut Graph, w: &Weights, name: &str, x: TensorId, dim: usize) -> Result<TensorId> {
-    let gamma = w.constant(g, &format!("{name}.weight"), &[dim])?;
-    let beta = w.constant(g, &format!("{name}.bias"), &[dim])?;
-    layer_norm(g, x, Some(gamma), Some(beta), LN_EPS)
-}
-
-/// `x + linear(y)` (weights `{prefix}.{layer}.weight/bias`) with the residual added in the
-/// matmul's epilogue.
-#[allow(clippy::too_many_arguments)]
-fn linear_residual(g: &mut Graph, w: &Weights, prefix: &str, layer: &str, y: TensorId, x: TensorId, n: usize, k: usize) -> Result<TensorId> {
-    let weight = w.constant(g, &format!("{prefix}.{layer}.weight"), &[n, k])?;
-    let bias = w.constant(g, &format!("{prefix}.{layer}.bias"), &[n])?;
-    let epi = Epilogue { bias: Some((bias, BiasAxis::Col)), residual: Some(x), ..Default::default() };
-    g.scope(layer, |g| matmul(g, y, weight, false, true, epi))
-}
-
-fn block(g: &mut Graph, w: &Weights, name: &str, x: TensorId, (h, wd): (usize, usize), heads: usize) -> Result<TensorId> {
+fn block(g: &mut Graph, vb: &Scope, x: TensorId, (h, wd): (usize, usize), heads: usize) -> Result<TensorId> {
     let &[batch, _, dim] = g.shape(x) else { unreachable!("tokens are rank 3") };
-    let p = |s: &str| format!("{name}.{s}");
 
-    let y = g.scope("norm1", |g| layer_norm_named(g, w, &p("norm1"), x, dim))?;
-    let qkv_w = w.constant(g, &p("attn.qkv.weight"), &[3 * dim, dim])?;
-    let qkv_b = w.constant(g, &p("attn.qkv.bias"), &[3 * dim])?;
-    let qkv = g.scope("attn.qkv", |g| linear(g, y, qkv_w, Some(qkv_b), Activation::None))?;
-    let bias = relative_position_bias(g, w, &p("attn.relative_position_bias_table"), heads)?;
+    let y = nn::layer_norm(g, &vb.pp("norm1"), x, LN_EPS)?;
+    let attn = vb.pp("attn");
+    let qkv = nn::linear(g, &attn.pp("qkv"), y, 3 * dim, true, Activation::None, None)?;
+    let span = 2 * WINDOW - 1;
+    let table = attn.tensor("relative_position_bias_table", &[span * span, heads])?;
+    let n = WINDOW * WINDOW;
+    let bias = attn.derived(g, "relative_position_bias_table[gathered]", &[heads, n, n], relative_position_bias(&table, WINDOW, heads))?;
 
     let head_dim = dim / heads;
-    let n = WINDOW * WINDOW;
     let dims = AttentionDims { batch: batch * (h / WINDOW) * (wd / WINDOW), heads, nq: n, nk: n, d: head_dim, dv: head_dim };
     let window_of_qkv = |part: usize| Operand::new(qkv, View::windows(h, wd, (WINDOW, WINDOW), 3 * dim, part * dim, head_dim));
     let out = OutputSpec { shape: vec![batch, h * wd, dim], view: View::windows(h, wd, (WINDOW, WINDOW), dim, 0, head_dim) };
     let bias = Operand::new(bias, View::contiguous(heads, n, n).shared_batch());
     let scale = (head_dim as f32).powf(-0.5);
-    let attn = g.scope("attn", |g| {
+    let a = attn.op(g, |g| {
         attention_strided(g, window_of_qkv(0), window_of_qkv(1), window_of_qkv(2), Some(bias), &dims, scale, &out)
     })?;
-    let x = linear_residual(g, w, name, "attn.proj", attn, x, dim, dim)?;
+    let x = nn::linear(g, &attn.pp("proj"), a, dim, true, Activation::None, Some(x))?;
 
-    let y = g.scope("norm2", |g| layer_norm_named(g, w, &p("norm2"), x, dim))?;
-    let hidden = w.shape_of(&p("mlp.fc1.weight")).map_or(4 * dim, |s| s[0]);
-    let fc1_w = w.constant(g, &p("mlp.fc1.weight"), &[hidden, dim])?;
-    let fc1_b = w.constant(g, &p("mlp.fc1.bias"), &[hidden])?;
-    let y = g.scope("mlp.fc1", |g| linear(g, y, fc1_w, Some(fc1_b), Activation::Gelu))?;
-    linear_residual(g, w, name, "mlp.fc2", y, x, dim, hidden)
-}
-
-/// Swin's relative position bias, gathered on the host: `bias[h, i, j] = table[index(i, j), h]`
-/// with `index` the offset `(Δrow, Δcol)` between window tokens `i` and `j`, each shifted into
-/// `0..2·WINDOW-1`. Returns the `[heads, n, n]` constant.
-fn relative_position_bias(g: &mut Graph, w: &Weights, table_name: &str, heads: usize) -> Result<TensorId> {
-    let span = 2 * WINDOW - 1;
-    let table = w.param(table_name, &[span * span, heads])?;
-    let n = WINDOW * WINDOW;
-    let mut bias = vec![0f32; heads * n * n];
-    for i in 0..n {
-        for j in 0..n {
-            let dy = i / WINDOW + WINDOW - 1 - j / WINDOW;
-            let dx = i % WINDOW + WINDOW - 1 - j % WINDOW;
-            let index = dy * span + dx;
-            for hd in 0..heads {
-                bias[(hd * n + i) * n + j] = table[index * heads + hd];
-            }
-        }
-    }
-    g.constant(&format!("{table_name}[gathered]"), &[heads, n, n], Arc::new(bias))
+    let y = nn::layer_norm(g, &vb.pp("norm2"), x, LN_EPS)?;
+    let mlp = vb.pp("mlp");
+    let hidden = mlp.shape_of("fc1.weight").and_then(|s| s.first().copied()).unwrap_or(4 * dim);
+    let y = nn::linear(g, &mlp.pp("fc1"), y, hidden, true, Activation::Gelu, None)?;
+    nn::linear(g, &mlp.pp("fc2"), y, dim, true, Activation::None, Some(x))
 }

@@ -23,21 +23,19 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
-use crate::ops::conv2d::{conv2d, Conv2dParams};
-use crate::ops::elementwise::add;
-use crate::ops::layernorm::layer_norm;
+use crate::ops::binary::add;
+use crate::ops::conv2d::conv2d;
+use crate::ops::family::vicinity_attention::{angle_table, vicinity_attention, vicinity_gate, QkvColumns, VicinityDims};
 use crate::ops::layout::{concat, permute, slice};
-use crate::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
+use crate::ops::matmul::{matmul, BiasAxis, Epilogue};
 use crate::ops::pool::mean_tokens;
-use crate::ops::vicinity_attention::{angle_table, vicinity_attention, vicinity_gate, QkvColumns, VicinityDims};
 use crate::ops::Activation;
-use crate::weights::Weights;
+
+use super::nn::{self, conv_params, Scope};
 
 /// Block and stage norms; the patch-embedding norms use PyTorch's default.
 const BLOCK_EPS: f32 = 1e-6;
 const PATCH_EPS: f32 = 1e-5;
-/// WebGPU's default `maxStorageBufferBindingSize`: no single activation may be larger.
-const MAX_BINDING_BYTES: usize = 128 << 20;
 
 /// The official model's hyper-parameters; `wgvit.config` metadata holds them as JSON with these
 /// field names.
@@ -106,115 +104,109 @@ impl Default for BuildOptions {
     }
 }
 
-fn conv_params(stride: usize, padding: usize, groups: usize) -> Conv2dParams {
-    Conv2dParams { stride: (stride, stride), padding: (padding, padding), dilation: (1, 1), groups }
+/// The VVT family in the registry.
+pub struct Vvt;
+
+impl super::Family for Vvt {
+    type Config = VvtConfig;
+    const PREFIX: &'static str = "vvt";
+    const VARIANTS: &'static [&'static str] = &["tiny", "small", "medium", "large", "micro"];
+
+    fn variant(name: &str) -> Option<VvtConfig> {
+        config(name)
+    }
+
+    fn build(cfg: &VvtConfig, g: &mut Graph, root: &Scope, input: TensorId, id: &str) -> Result<TensorId> {
+        build(g, root, input, id, cfg)
+    }
 }
 
 struct Builder<'a> {
-    g: &'a mut Graph,
-    w: &'a Weights,
-    cfg: VvtConfig,
+    cfg: &'a VvtConfig,
     opts: BuildOptions,
+    /// The largest tensor one binding may hold on the graph's device.
+    max_binding: usize,
 }
 
 impl Builder<'_> {
-    fn param(&mut self, name: &str, shape: &[usize]) -> Result<TensorId> {
-        self.w.constant(self.g, name, shape)
-    }
-
-    fn layer_norm(&mut self, name: &str, x: TensorId, eps: f32) -> Result<TensorId> {
-        let c = *self.g.shape(x).last().unwrap_or(&0);
-        let gamma = self.param(&format!("{name}.weight"), &[c])?;
-        let beta = self.param(&format!("{name}.bias"), &[c])?;
-        self.g.scope(name, |g| layer_norm(g, x, Some(gamma), Some(beta), eps))
-    }
-
-    fn linear(&mut self, name: &str, x: TensorId, out: usize, bias: bool, act: Activation) -> Result<TensorId> {
-        let k = *self.g.shape(x).last().unwrap_or(&0);
-        let weight = self.param(&format!("{name}.weight"), &[out, k])?;
-        let bias = if bias { Some(self.param(&format!("{name}.bias"), &[out])?) } else { None };
-        self.g.scope(name, |g| linear(g, x, weight, bias, act))
-    }
-
     /// `patch_embed{i}`: conv, tokens `[B, N, C]`, LayerNorm (eps 1e-5). Returns the tokens.
-    fn patch_embed(&mut self, stage: usize, x: TensorId) -> Result<TensorId> {
-        let name = format!("patch_embed{}", stage + 1);
+    fn patch_embed(&self, g: &mut Graph, vb: &Scope, stage: usize, x: TensorId) -> Result<TensorId> {
         let (k, stride) = if stage == 0 { (7, 4) } else { (3, 2) };
-        let (b, cin) = (self.g.shape(x)[0], self.g.shape(x)[1]);
+        let b = g.shape(x)[0];
         let c = self.cfg.dims[stage];
-        let weight = self.param(&format!("{name}.proj.weight"), &[c, cin, k, k])?;
-        let bias = self.param(&format!("{name}.proj.bias"), &[c])?;
-        let y = self.g.scope(&format!("{name}.proj"), |g| conv2d(g, x, weight, Some(bias), &conv_params(stride, k / 2, 1), Activation::None))?;
-        let [h, w] = [self.g.shape(y)[2], self.g.shape(y)[3]];
-        let tokens = permute(self.g, y, &[0, 2, 3, 1])?;
-        let tokens = self.g.reshape(tokens, &[b, h * w, c])?;
-        self.layer_norm(&format!("{name}.norm"), tokens, PATCH_EPS)
+        let y = nn::conv2d(g, &vb.pp("proj"), x, c, k, conv_params(stride, k / 2, 1), true, Activation::None)?;
+        let [h, w] = [g.shape(y)[2], g.shape(y)[3]];
+        let tokens = vb.op(g, |g| permute(g, y, &[0, 2, 3, 1]))?;
+        let tokens = g.reshape(tokens, &[b, h * w, c])?;
+        nn::layer_norm(g, &vb.pp("norm"), tokens, PATCH_EPS)
     }
 
     /// `block{i}.{j}`: `t += attn(norm1(t))`, `t += mlp(norm2(t))`.
-    fn block(&mut self, p: &str, stage: usize, t: TensorId, hw: (usize, usize), trig: TensorId) -> Result<TensorId> {
-        let u = self.layer_norm(&format!("{p}.norm1"), t, BLOCK_EPS)?;
-        let t = self.attention(&format!("{p}.attn"), stage, u, t, trig)?;
-        let u = self.layer_norm(&format!("{p}.norm2"), t, BLOCK_EPS)?;
-        self.mix_ffn(&format!("{p}.mlp"), stage, u, t, hw)
+    fn block(&self, g: &mut Graph, vb: &Scope, stage: usize, t: TensorId, hw: (usize, usize), trig: TensorId) -> Result<TensorId> {
+        let u = nn::layer_norm(g, &vb.pp("norm1"), t, BLOCK_EPS)?;
+        let t = self.attention(g, &vb.pp("attn"), stage, u, t, trig)?;
+        let u = nn::layer_norm(g, &vb.pp("norm2"), t, BLOCK_EPS)?;
+        self.mix_ffn(g, &vb.pp("mlp"), stage, u, t, hw)
     }
 
     /// `residual + VicinityAttention(u)` (spec §3.3); u, residual `[B, N, C]`.
-    fn attention(&mut self, p: &str, stage: usize, u: TensorId, residual: TensorId, trig: TensorId) -> Result<TensorId> {
-        let [b, n, c] = dims3(self.g.shape(u));
+    fn attention(&self, g: &mut Graph, vb: &Scope, stage: usize, u: TensorId, residual: TensorId, trig: TensorId) -> Result<TensorId> {
+        let [b, n, c] = dims3(g.shape(u));
         let (heads, fr) = (self.cfg.heads[stage], self.cfg.fr[stage]);
         let cr = c / fr;
         let d = c / heads / fr;
         if d == 0 || heads * d != cr {
-            return Err(Error::Graph(format!("{p}: {c} channels do not split into {heads} heads of (C/heads)/fr with fr = {fr}")));
+            return Err(Error::Graph(format!("{}: {c} channels do not split into {heads} heads of (C/heads)/fr with fr = {fr}", vb.prefix())));
         }
         // SE gate from the full-width normalised input.
-        let m = self.g.scope(&format!("{p}.se_pool"), |g| mean_tokens(g, u))?;
-        let s = self.linear(&format!("{p}.se_fc.0"), m, c, false, Activation::Relu)?;
-        let s = self.linear(&format!("{p}.se_fc.2"), s, c, false, Activation::Sigmoid)?;
+        let m = vb.pp("se_pool").op(g, |g| mean_tokens(g, u))?;
+        let s = nn::linear(g, &vb.pp("se_fc.0"), m, c, false, Activation::Relu, None)?;
+        let s = nn::linear(g, &vb.pp("se_fc.2"), s, c, false, Activation::Sigmoid, None)?;
 
         // q, k, v in one GEMM on the concatenated projections (checkpoint names unchanged).
         let mut weight = Vec::with_capacity(3 * cr * c);
         let mut bias = Vec::with_capacity(3 * cr);
         for proj in ["q_proj", "k_proj", "v_proj"] {
-            weight.extend_from_slice(&self.w.param(&format!("{p}.{proj}.weight"), &[cr, c])?);
-            bias.extend_from_slice(&self.w.param(&format!("{p}.{proj}.bias"), &[cr])?);
+            weight.extend_from_slice(&vb.pp(proj).tensor("weight", &[cr, c])?);
+            bias.extend_from_slice(&vb.pp(proj).tensor("bias", &[cr])?);
         }
-        let weight = self.g.constant(&format!("{p}.[q_proj,k_proj,v_proj].weight"), &[3 * cr, c], Arc::new(weight))?;
-        let bias = self.g.constant(&format!("{p}.[q_proj,k_proj,v_proj].bias"), &[3 * cr], Arc::new(bias))?;
-        let qkv = self.g.scope(&format!("{p}.qkv"), |g| linear(g, u, weight, Some(bias), Activation::None))?;
+        let weight = vb.derived(g, "[q_proj,k_proj,v_proj].weight", &[3 * cr, c], weight)?;
+        let bias = vb.derived(g, "[q_proj,k_proj,v_proj].bias", &[3 * cr], bias)?;
+        let qkv = vb.pp("qkv").op(g, |g| crate::ops::matmul::linear(g, u, weight, Some(bias), Activation::None))?;
 
         let cols = QkvColumns { row: 3 * cr, q: 0, k: cr, v: 2 * cr };
         let dims = VicinityDims { batch: b, heads, n, d };
-        let o = self.g.scope(p, |g| vicinity_attention(g, qkv, &cols, trig, &dims))?;
-        let y = self.linear(&format!("{p}.out_proj"), o, c, true, Activation::None)?;
-        self.g.scope(p, |g| vicinity_gate(g, y, s, residual))
+        let o = vb.op(g, |g| vicinity_attention(g, qkv, &cols, trig, &dims))?;
+        let y = nn::linear(g, &vb.pp("out_proj"), o, c, true, Activation::None, None)?;
+        vb.op(g, |g| vicinity_gate(g, y, s, residual))
     }
 
     /// `residual + fc2(GELU(dwconv(fc1(u))))`, channel-major (see the module docs); u `[B, N, C]`.
-    fn mix_ffn(&mut self, p: &str, stage: usize, u: TensorId, residual: TensorId, (h, w): (usize, usize)) -> Result<TensorId> {
-        let [b, n, c] = dims3(self.g.shape(u));
+    fn mix_ffn(&self, g: &mut Graph, vb: &Scope, stage: usize, u: TensorId, residual: TensorId, (h, w): (usize, usize)) -> Result<TensorId> {
+        let [b, n, c] = dims3(g.shape(u));
         let hd = c * self.cfg.mlp_ratios[stage];
-        let w1 = self.param(&format!("{p}.fc1.weight"), &[hd, c])?;
-        let b1 = self.param(&format!("{p}.fc1.bias"), &[hd])?;
-        let wd = self.param(&format!("{p}.dwconv.dwconv.weight"), &[hd, 1, 3, 3])?;
-        let bd = self.param(&format!("{p}.dwconv.dwconv.bias"), &[hd])?;
-        let w2 = self.param(&format!("{p}.fc2.weight"), &[c, hd])?;
-        let b2 = self.param(&format!("{p}.fc2.bias"), &[c])?;
+        let (fc1, dw, fc2) = (vb.pp("fc1"), vb.pp("dwconv.dwconv"), vb.pp("fc2"));
+        let w1 = fc1.param(g, "weight", &[hd, c])?;
+        let b1 = fc1.param(g, "bias", &[hd])?;
+        let wd = dw.param(g, "weight", &[hd, 1, 3, 3])?;
+        let bd = dw.param(g, "bias", &[hd])?;
+        let w2 = fc2.param(g, "weight", &[c, hd])?;
+        let b2 = fc2.param(g, "bias", &[c])?;
         let row_bytes = b * hd * w * 4;
         // One band of `rows` output rows (plus its halo) must fit the budget.
         let rows = if row_bytes * h <= self.opts.mlp_band_bytes { h } else { (self.opts.mlp_band_bytes / row_bytes).saturating_sub(2).max(1) };
-        let branch = |g: &mut Graph, x: TensorId, rows: usize, res: Option<TensorId>| -> Result<TensorId> {
+        // `at` labels the nodes: the MixFFN itself, or one of its bands (`mlp.band<r0>`).
+        let branch = |g: &mut Graph, at: &Scope, x: TensorId, rows: usize, res: Option<TensorId>| -> Result<TensorId> {
             let m = g.shape(x)[1];
-            let hid = g.scope("fc1", |g| matmul(g, w1, x, false, true, Epilogue { bias: Some((b1, BiasAxis::Row)), ..Default::default() }))?;
+            let hid = at.pp("fc1").op(g, |g| matmul(g, w1, x, false, true, Epilogue { bias: Some((b1, BiasAxis::Row)), ..Default::default() }))?;
             let hid = g.reshape(hid, &[b, hd, rows, w])?;
-            let hid = g.scope("dwconv.dwconv", |g| conv2d(g, hid, wd, Some(bd), &conv_params(1, 1, hd), Activation::Gelu))?;
+            let hid = at.pp("dwconv.dwconv").op(g, |g| conv2d(g, hid, wd, Some(bd), &conv_params(1, 1, hd), Activation::Gelu))?;
             let hid = g.reshape(hid, &[b, hd, m])?;
             let epi = Epilogue { bias: Some((b2, BiasAxis::Col)), residual: res, ..Default::default() };
-            g.scope("fc2", |g| matmul(g, hid, w2, true, true, epi))
+            at.pp("fc2").op(g, |g| matmul(g, hid, w2, true, true, epi))
         };
         if rows >= h {
-            return self.g.scope(p, |g| branch(g, u, h, Some(residual)));
+            return branch(g, vb, u, h, Some(residual));
         }
         // Bands of `rows` token rows; each computes its hidden map with one halo row above and
         // below (where they exist), then keeps only its own rows.
@@ -222,19 +214,22 @@ impl Builder<'_> {
         for r0 in (0..h).step_by(rows) {
             let r1 = (r0 + rows).min(h);
             let (e0, e1) = (r0.saturating_sub(1), (r1 + 1).min(h));
-            if b * hd * (e1 - e0) * w * 4 > MAX_BINDING_BYTES {
-                return Err(Error::Graph(format!("{p}: a MixFFN band of {} rows × {w} tokens × {hd} channels × batch {b} exceeds 128 MiB", e1 - e0)));
+            if b * hd * (e1 - e0) * w * 4 > self.max_binding {
+                return Err(Error::Graph(format!(
+                    "{}: a MixFFN band of {} rows × {w} tokens × {hd} channels × batch {b} exceeds the device's {} MiB binding limit",
+                    vb.prefix(),
+                    e1 - e0,
+                    self.max_binding >> 20
+                )));
             }
-            let part = self.g.scope(&format!("{p}.band{r0}"), |g| -> Result<TensorId> {
-                let x = slice(g, u, 1, e0 * w, (e1 - e0) * w)?;
-                let y = branch(g, x, e1 - e0, None)?;
-                slice(g, y, 1, (r0 - e0) * w, (r1 - r0) * w)
-            })?;
-            parts.push(part);
+            let band = vb.pp(format!("band{r0}"));
+            let x = band.op(g, |g| slice(g, u, 1, e0 * w, (e1 - e0) * w))?;
+            let y = branch(g, &band, x, e1 - e0, None)?;
+            parts.push(band.op(g, |g| slice(g, y, 1, (r0 - e0) * w, (r1 - r0) * w))?);
         }
-        let y = concat(self.g, &parts, 1)?;
-        debug_assert_eq!(self.g.shape(y), [b, n, c]);
-        self.g.scope(p, |g| add(g, residual, y))
+        let y = vb.op(g, |g| concat(g, &parts, 1))?;
+        debug_assert_eq!(g.shape(y), [b, n, c]);
+        vb.op(g, |g| add(g, residual, y))
     }
 }
 
@@ -242,14 +237,14 @@ fn dims3(s: &[usize]) -> [usize; 3] {
     [s[0], s[1], s[2]]
 }
 
-/// Appends VVT model `id` with configuration `cfg` to `g`; returns the logits `[B, classes]`
-/// (classes from the weights).
-pub fn build(g: &mut Graph, w: &Weights, input: TensorId, id: &str, cfg: &VvtConfig) -> Result<TensorId> {
-    build_with(g, w, input, id, cfg, &BuildOptions::default())
+/// Appends VVT model `id` with configuration `cfg` to `g`, its parameters read through `root`;
+/// returns the logits `[B, classes]` (classes from the weights).
+pub fn build(g: &mut Graph, root: &Scope, input: TensorId, id: &str, cfg: &VvtConfig) -> Result<TensorId> {
+    build_with(g, root, input, id, cfg, &BuildOptions::default())
 }
 
 /// [`build`] with explicit [`BuildOptions`].
-pub fn build_with(g: &mut Graph, w: &Weights, input: TensorId, id: &str, cfg: &VvtConfig, opts: &BuildOptions) -> Result<TensorId> {
+pub fn build_with(g: &mut Graph, root: &Scope, input: TensorId, id: &str, cfg: &VvtConfig, opts: &BuildOptions) -> Result<TensorId> {
     let id = id.to_string();
     let shape = g.shape(input).to_vec();
     let bad = |expected: String| Error::BadInputShape { model: id.clone(), expected, found: shape.clone() };
@@ -259,44 +254,48 @@ pub fn build_with(g: &mut Graph, w: &Weights, input: TensorId, id: &str, cfg: &V
     if batch == 0 || h == 0 || w_in == 0 {
         return Err(bad("a non-empty [B, 3, H, W] image tensor (any H, W >= 1)".into()));
     }
-    // Every activation except the (banded) MixFFN hidden map must fit one WebGPU binding.
+    // Every activation except the (banded) MixFFN hidden map must fit one binding of the device.
+    let max_binding = usize::try_from(g.profile.max_binding_bytes()).unwrap_or(usize::MAX);
     let sizes = stage_sizes(h, w_in);
     let largest = (0..4)
         .map(|i| batch * sizes[i].0 * sizes[i].1 * cfg.dims[i].max(3 * cfg.dims[i] / cfg.fr[i]) * 4)
         .chain([batch * 3 * h * w_in * 4, batch * 3 * sizes[0].1 * cfg.dims[0] * cfg.mlp_ratios[0] * 4])
         .max()
         .unwrap_or(0);
-    if largest > MAX_BINDING_BYTES {
+    if largest > max_binding {
         return Err(bad(format!(
-            "any H, W >= 1, but every activation must fit WebGPU's 128 MiB binding limit; this shape needs a {} MiB tensor \
+            "any H, W >= 1, but every activation must fit the device's {} MiB binding limit; this shape needs a {} MiB tensor \
              (stage 1 alone holds B·ceil(H/4)·ceil(W/4)·{} floats): use a smaller batch or resolution",
+            max_binding >> 20,
             largest >> 20,
             cfg.dims[0].max(3 * cfg.dims[0] / cfg.fr[0])
         )));
     }
 
-    let mut bld = Builder { g, w, cfg: cfg.clone(), opts: *opts };
+    let bld = Builder { cfg, opts: *opts, max_binding };
     let mut x = input;
     let mut t = input;
     for (stage, &(sh, sw)) in sizes.iter().enumerate() {
-        t = bld.patch_embed(stage, x)?;
-        debug_assert_eq!(bld.g.shape(t), [batch, sh * sw, cfg.dims[stage]]);
-        bld.g.tap(&format!("patch_embed{}", stage + 1), t);
-        let trig = bld.g.constant(&format!("vvt.angles.{sh}x{sw}"), &[sh * sw, 4], Arc::new(angle_table(sh, sw)))?;
+        t = bld.patch_embed(g, &root.pp(format!("patch_embed{}", stage + 1)), stage, x)?;
+        debug_assert_eq!(g.shape(t), [batch, sh * sw, cfg.dims[stage]]);
+        g.tap(&format!("patch_embed{}", stage + 1), t);
+        let trig = g.constant(&format!("vvt.angles.{sh}x{sw}"), &[sh * sw, 4], Arc::new(angle_table(sh, sw)))?;
         for j in 0..cfg.depths[stage] {
-            let p = format!("block{}.{j}", stage + 1);
-            t = bld.block(&p, stage, t, (sh, sw), trig)?;
-            bld.g.tap(&p, t);
+            let vb = root.pp(format!("block{}", stage + 1)).pp(j);
+            t = bld.block(g, &vb, stage, t, (sh, sw), trig)?;
+            g.tap(vb.prefix(), t);
         }
-        t = bld.layer_norm(&format!("norm{}", stage + 1), t, BLOCK_EPS)?;
-        bld.g.tap(&format!("norm{}", stage + 1), t);
+        let norm = root.pp(format!("norm{}", stage + 1));
+        t = nn::layer_norm(g, &norm, t, BLOCK_EPS)?;
+        g.tap(norm.prefix(), t);
         if stage < 3 {
-            let map = permute(bld.g, t, &[0, 2, 1])?;
-            x = bld.g.reshape(map, &[batch, cfg.dims[stage], sh, sw])?;
+            let map = norm.op(g, |g| permute(g, t, &[0, 2, 1]))?;
+            x = g.reshape(map, &[batch, cfg.dims[stage], sh, sw])?;
         }
     }
-    let pooled = mean_tokens(bld.g, t)?;
-    bld.g.tap("pre_logits", pooled);
-    let classes = w.shape_of("head.weight").map(|s| s[0]).unwrap_or(1000);
-    bld.linear("head", pooled, classes, true, Activation::None)
+    let pooled = root.op(g, |g| mean_tokens(g, t))?;
+    g.tap("pre_logits", pooled);
+    let head = root.pp("head");
+    let classes = head.shape_of("weight").and_then(|s| s.first().copied()).unwrap_or(1000);
+    nn::linear(g, &head, pooled, classes, true, Activation::None, None)
 }

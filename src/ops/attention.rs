@@ -13,8 +13,7 @@
 //! windows of a channel-last map, and writes the output in the layout the next op wants.
 //! [`attention`] (the contract's contiguous `[B, heads, N, d]` form) is a thin wrapper.
 
-use super::{check_u32, f32w, grid, Graph, Node, PipelineKey, Shader, TensorId};
-use crate::graph::Target;
+use super::{check_u32, grid, params, tuning, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 /// Largest q·k head dim the kernel holds in registers.
@@ -119,22 +118,23 @@ impl View {
         batch_max + (token_max - self.offset) + (heads - 1) * self.head + (channels - 1) * self.channel
     }
 
-    fn words(&self) -> [u32; 12] {
+    /// The kernel's `View` uniform.
+    fn uniform(&self) -> params::AttentionView {
         let w = |x: usize| x as u32;
-        [
-            w(self.offset),
-            w(self.batch_split[0]),
-            w(self.batch_split[1]),
-            w(self.batch_strides[0]),
-            w(self.batch_strides[1]),
-            w(self.batch_strides[2]),
-            w(self.head),
-            w(self.token_split),
-            w(self.token_strides[0]),
-            w(self.token_strides[1]),
-            w(self.channel),
-            0,
-        ]
+        params::AttentionView {
+            offset: w(self.offset),
+            nb1: w(self.batch_split[0]),
+            nb2: w(self.batch_split[1]),
+            sb0: w(self.batch_strides[0]),
+            sb1: w(self.batch_strides[1]),
+            sb2: w(self.batch_strides[2]),
+            sh: w(self.head),
+            nt1: w(self.token_split),
+            st0: w(self.token_strides[0]),
+            st1: w(self.token_strides[1]),
+            sc: w(self.channel),
+            _pad: 0,
+        }
     }
 }
 
@@ -271,7 +271,7 @@ pub fn attention_strided(
     let rows = batch * heads * nq;
     let dv4 = dv.min(DV_CHUNK).div_ceil(4);
     let chunks = dv.div_ceil(dv4 * 4);
-    let qb = rows_per_invocation(g.target, nq);
+    let qb = tuning::attention_rows(&g.profile, nq);
     // A workgroup covers up to MAX_WG·qb query rows of one (batch, head, dv chunk); a multiple of 8
     // invocations (the SIMD width of CPU devices, a quarter warp) close to nq / qb wastes few lanes.
     let wg = nq.div_ceil(qb).next_multiple_of(8).min(MAX_WG);
@@ -279,36 +279,37 @@ pub fn attention_strided(
     check_u32("attention invocations", workgroups * wg)?;
 
     let o = g.activation(&out.shape);
-    let mut params = vec![batch, heads, nq, nk, d, dv, chunks].into_iter().map(|x| x as u32).collect::<Vec<_>>();
-    params.push(f32w(scale));
+    let u = |x: usize| x as u32;
     let bias_view = bias.map(|b| b.view).unwrap_or(View::strided(0, 0, 0, 0, 0));
-    for view in [&q.view, &k.view, &v.view, &bias_view, &out.view] {
-        params.extend_from_slice(&view.words());
-    }
+    let uniform = params::Attention {
+        batch: u(batch),
+        heads: u(heads),
+        nq: u(nq),
+        nk: u(nk),
+        d: u(d),
+        dv: u(dv),
+        chunks: u(chunks),
+        scale,
+        q: q.view.uniform(),
+        k: k.view.uniform(),
+        v: v.view.uniform(),
+        bias: bias_view.uniform(),
+        o: out.view.uniform(),
+    };
     g.push(Node {
         label: "attention".into(),
-        key: PipelineKey::new(if qb == 2 { Shader::AttentionRows2 } else { Shader::Attention })
+        key: PipelineKey::new(if qb == 2 { Kernel::AttentionQb2 } else { Kernel::Attention })
             .with("WG", wg as u32)
             .with("D4", d.div_ceil(4) as u32)
             .with("DV4", dv4 as u32)
             .with("HAS_BIAS", bias.is_some() as u32),
-        params,
+        params: Uniform::of(&uniform),
         reads: vec![q.tensor, k.tensor, v.tensor, bias.map_or(q.tensor, |b| b.tensor)],
         writes: vec![o],
         workgroups: grid(workgroups),
         flops: (rows * nk * (2 * d + 2 * dv + 4)) as u64,
     });
     Ok(o)
-}
-
-/// Query rows one invocation owns, by device (see attention.wgsl): 2 on CPU devices, where each
-/// k/v load then feeds two rows, when there are rows enough to fill a SIMD group; else 1.
-fn rows_per_invocation(target: Target, nq: usize) -> usize {
-    if target.cpu && nq >= 16 {
-        2
-    } else {
-        1
-    }
 }
 
 /// The output view must write each element of `shape` exactly once, or later ops would read

@@ -13,11 +13,10 @@
 //!   gathered on the fly — on the register-tiled core matmul uses (16 channels x 8 pixels per
 //!   invocation).
 //!
-//! Padding reads as zero. [`fold_batchnorm`] folds an inference BatchNorm into the conv's weight
-//! and bias on the host; [`conv2d_cpu`] is the f64-accumulating reference the tests use.
+//! Padding reads as zero. [`conv2d_cpu`] is the f64-accumulating reference the tests use.
 
 use super::matmul::{matmul, BiasAxis, Epilogue};
-use super::{check_u32, grid, Activation, Graph, Node, PipelineKey, Shader, TensorId};
+use super::{check_u32, grid, params, tuning, Activation, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 /// Stride, padding, dilation (each `(h, w)`) and groups of a 2-D convolution.
@@ -81,10 +80,6 @@ pub fn conv2d_shape(x_shape: &[usize], w_shape: &[usize], bias_len: Option<usize
     Ok(Conv2dShape { batch, in_c, in_h, in_w, out_c, out_h, out_w, kernel: (kh, kw) })
 }
 
-/// Register tile of the implicit-GEMM kernel (channels x pixels per invocation) and workgroup.
-const GEMM_TM: u32 = 16;
-const GEMM_TN: u32 = 8;
-const GEMM_WG: (u32, u32) = (8, 8);
 /// Depthwise: invocations per workgroup, output rows per invocation, and the register arrays of
 /// conv2d_depthwise.wgsl (one kernel row of weights, one input row segment).
 const DW_WG: u32 = 64;
@@ -128,7 +123,7 @@ fn depthwise(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId
     let c = |v: usize| v as u32;
     g.push(Node {
         label: format!("conv2d_dw{kh}x{kw}"),
-        key: PipelineKey::new(Shader::Conv2dDepthwise)
+        key: PipelineKey::new(Kernel::Conv2dDepthwise)
             .with("WG", DW_WG)
             .with("KH", c(kh))
             .with("KW", c(kw))
@@ -139,20 +134,7 @@ fn depthwise(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId
             .with("TH", c(rows))
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32),
-        params: vec![
-            c(tiles),
-            c(s.out_c),
-            c(s.in_h),
-            c(s.in_w),
-            c(s.out_h),
-            c(s.out_w),
-            c(col_blocks),
-            c(row_blocks),
-            c(p.padding.0),
-            c(p.padding.1),
-            0,
-            0,
-        ],
+        params: Uniform::of(&params::Conv2dDepthwise { tiles: c(tiles), channels: c(s.out_c), in_h: c(s.in_h), in_w: c(s.in_w), out_h: c(s.out_h), out_w: c(s.out_w), col_blocks: c(col_blocks), row_blocks: c(row_blocks), pad_h: c(p.padding.0), pad_w: c(p.padding.1), _p0: 0, _p1: 0 }),
         reads: vec![x, weight, bias.unwrap_or(weight)],
         writes: vec![y],
         workgroups: grid(tiles.div_ceil(DW_WG as usize)),
@@ -168,68 +150,29 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
     let n = s.out_h * s.out_w;
     let k = s.in_c / groups * kh * kw;
     let batches = s.batch * groups;
-    let tiles_m = m.div_ceil((GEMM_WG.0 * GEMM_TM) as usize);
-    let tiles_n = n.div_ceil((GEMM_WG.1 * GEMM_TN) as usize);
+    let t = tuning::conv_gemm_tiling(&g.profile);
+    let tiles_m = m.div_ceil((t.wg_m * t.tm) as usize);
+    let tiles_n = n.div_ceil((t.wg_n * t.tn) as usize);
     let y = g.activation(&[s.batch, s.out_c, s.out_h, s.out_w]);
     let c = |v: usize| v as u32;
     g.push(Node {
         label: format!("conv2d{kh}x{kw}"),
         // Weight rows start on a vec4 when K % 4 == 0 (the weight is [groups, M, K] row-major).
-        key: PipelineKey::new(if k.is_multiple_of(4) { Shader::Conv2dVec4 } else { Shader::Conv2d })
-            .with("TM", GEMM_TM)
-            .with("TN", GEMM_TN)
-            .with("WG_M", GEMM_WG.0)
-            .with("WG_N", GEMM_WG.1)
+        key: PipelineKey::new(if k.is_multiple_of(4) { Kernel::Conv2dVec4 } else { Kernel::Conv2d })
+            .with("TM", t.tm)
+            .with("TN", t.tn)
+            .with("WG_M", t.wg_m)
+            .with("WG_N", t.wg_n)
             .with("K_TAIL", !k.is_multiple_of(4) as u32)
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32),
-        params: vec![
-            c(m),
-            c(n),
-            c(k),
-            c(batches),
-            c(tiles_m),
-            c(tiles_n),
-            c(groups),
-            c(s.in_c / groups),
-            c(s.in_h),
-            c(s.in_w),
-            c(s.out_w),
-            c(kh),
-            c(kw),
-            c(p.stride.0),
-            c(p.stride.1),
-            c(p.padding.0),
-            c(p.padding.1),
-            c(p.dilation.0),
-            c(p.dilation.1),
-            0,
-        ],
+        params: Uniform::of(&params::Conv2d { m: c(m), n: c(n), k: c(k), batches: c(batches), tiles_m: c(tiles_m), tiles_n: c(tiles_n), groups: c(groups), in_c: c(s.in_c / groups), in_h: c(s.in_h), in_w: c(s.in_w), out_w: c(s.out_w), kernel_h: c(kh), kernel_w: c(kw), stride_h: c(p.stride.0), stride_w: c(p.stride.1), pad_h: c(p.padding.0), pad_w: c(p.padding.1), dil_h: c(p.dilation.0), dil_w: c(p.dilation.1), _p0: 0 }),
         reads: vec![x, weight, bias.unwrap_or(weight)],
         writes: vec![y],
         workgroups: grid(batches * tiles_m * tiles_n),
         flops: 2 * (batches * m * n * k) as u64,
     });
     Ok(y)
-}
-
-/// BatchNorm (inference) folded into the preceding conv: returns (weight', bias') with
-/// `w' = w · γ/√(var+ε)` per output channel and `b' = (b − mean) · γ/√(var+ε) + β`
-/// (computed in f64, rounded once).
-#[allow(clippy::too_many_arguments)]
-pub fn fold_batchnorm(weight: &[f32], bias: Option<&[f32]>, cout: usize, gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
-    let per_channel = weight.len() / cout.max(1);
-    let mut w = weight.to_vec();
-    let mut b = vec![0f32; cout];
-    for o in 0..cout {
-        let scale = gamma[o] as f64 / (var[o] as f64 + eps as f64).sqrt();
-        for v in &mut w[o * per_channel..(o + 1) * per_channel] {
-            *v = (*v as f64 * scale) as f32;
-        }
-        let b0 = bias.map_or(0.0, |b| b[o] as f64);
-        b[o] = ((b0 - mean[o] as f64) * scale + beta[o] as f64) as f32;
-    }
-    (w, b)
 }
 
 /// CPU reference of [`conv2d`] (f64 accumulation). Returns the output and its shape.

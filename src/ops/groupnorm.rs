@@ -9,14 +9,14 @@
 //!    formula; each chunk's (mean, M2) goes to a small `stats` tensor;
 //! 2. per chunk again: merge the group's chunk moments (Chan), normalise the chunk's elements.
 //!
-//! Where `H·W` is a multiple of 4 the elements are vec4s (`elem_vec4.wgsl`): a quarter of
+//! Where `H·W` is a multiple of 4 the elements are vec4s (the `VEC4` variant): a quarter of
 //! the loads. Lavapipe, hatnet-tiny's 63 GroupNorms (both dispatches): 42 → 21 ms.
 //!
 //! Invariant for accuracy: nowhere is a variance formed as `E[v²] - E[v]²`; every M2 is a sum of
 //! squared deviations from a nearby mean, so statistics keep ~1e-6 relative accuracy even with a
 //! large common offset.
 
-use super::{check_u32, f32w, grid, Activation, Graph, Node, PipelineKey, Shader, TensorId};
+use super::{check_u32, grid, params, tuning, Activation, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 /// Largest chunk (elements) one workgroup reduces. A 448x448 HAT-Net stem ([1, 48, 112, 112],
@@ -24,11 +24,6 @@ use crate::error::{Error, Result};
 /// that every workgroup of the second dispatch repeats stays cheap.
 pub const CHUNK: usize = 4096;
 
-/// Invocations per workgroup. Small on purpose: on lavapipe a workgroup's barriers cost in
-/// proportion to its size; measured for GroupNorm(1, C) on [1, 96, 112, 112] / [8, 64, 28, 28]
-/// (ms, both dispatches): 8 lanes 19.6 / 4.0, 16: 15.2 / 4.3, 32: 14.5 / 3.8, 64: 17.9 / 5.3,
-/// 128: 29.3 / 4.9, 256: 31.2 / 7.9. A layer norm reading the same 1.2M elements takes 14 ms.
-const LANES: usize = 32;
 
 /// How a group of `group_len` elements (floats or vec4s) is chunked into chunks of at most `max`:
 /// (chunk_len, chunks_per_group). Every chunk but the last has `chunk_len` elements and the last
@@ -77,24 +72,25 @@ pub fn group_norm(
     }
     // vec4 elements where a channel's run is a multiple of 4: a vec4 never straddles channels.
     let width = if spatial.is_multiple_of(4) { 4 } else { 1 };
-    let shader = if width == 4 { Shader::GroupNormVec4 } else { Shader::GroupNorm };
+    let kernel = if width == 4 { Kernel::GroupNormVec4 } else { Kernel::GroupNorm };
     let (chunk_len, chunks_per_group) = chunking(group_len / width, CHUNK / width);
     let num_chunks = b * groups * chunks_per_group;
+    let lanes = tuning::group_norm_lanes(&g.profile);
     let stats = g.activation(&[num_chunks, 2]);
     let y = g.activation(&shape);
-    let params = vec![
-        (group_len / width) as u32,
-        (spatial / width) as u32,
-        (c / groups) as u32,
-        groups as u32,
-        chunk_len as u32,
-        chunks_per_group as u32,
-        num_chunks as u32,
-        f32w(eps),
-    ];
+    let uniform = Uniform::of(&params::GroupNorm {
+        group_len: (group_len / width) as u32,
+        spatial: (spatial / width) as u32,
+        channels_per_group: (c / groups) as u32,
+        groups: groups as u32,
+        chunk_len: chunk_len as u32,
+        chunks_per_group: chunks_per_group as u32,
+        num_chunks: num_chunks as u32,
+        eps,
+    });
     let key = |phase: u32| {
-        PipelineKey::new(shader.clone())
-            .with("WG", LANES as u32)
+        PipelineKey::new(kernel)
+            .with("WG", lanes as u32)
             .with("PHASE", phase)
             .with("ADD", add.is_some() as u32)
             .with("ACT", if phase == 0 { 0 } else { act as u32 })
@@ -105,7 +101,7 @@ pub fn group_norm(
     g.push(Node {
         label: "group_norm.stats".into(),
         key: key(0),
-        params: params.clone(),
+        params: uniform.clone(),
         reads: reads.clone(),
         writes: vec![stats, y],
         workgroups: grid(num_chunks),
@@ -114,7 +110,7 @@ pub fn group_norm(
     g.push(Node {
         label: "group_norm".into(),
         key: key(1),
-        params,
+        params: uniform,
         reads,
         writes: vec![stats, y],
         workgroups: grid(num_chunks),

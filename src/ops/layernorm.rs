@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::{check_u32, f32w, grid, Graph, Node, PipelineKey, Shader, TensorId};
+use super::{check_u32, grid, params, tuning, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 const WG: usize = 64;
@@ -17,21 +17,6 @@ const WG: usize = 64;
 /// A constant `[n]` filled with `value`, shared by every graph that asks for the same one.
 pub fn filled(g: &mut Graph, value: f32, n: usize) -> Result<TensorId> {
     g.constant(&format!("wgvit.filled.{value}.{n}"), &[n], Arc::new(vec![value; n]))
-}
-
-/// Invocations per row for `rows` rows of `c` elements.
-///
-/// Measured on lavapipe (ms per layer_norm; L = lanes per row):
-/// 3136x64: L1 0.74, L4 1.9, L16 3.4 — 196x320: L1 0.25, L16 0.75 — 49x512: L1 0.18, L16 0.26 —
-/// 4096x1024: L1 58, L16 76. A CPU device always prefers a row per invocation; a GPU needs lanes
-/// when rows are few, so a launch of fewer than 128 long rows gets a workgroup reduction (which
-/// costs lavapipe < 0.1 ms there).
-fn lanes_per_row(rows: usize, c: usize) -> usize {
-    if rows < 128 && c >= 256 {
-        16
-    } else {
-        1
-    }
 }
 
 /// `x [.., C]` normalised over C; gamma, beta `[C]` (each optional: 1 and 0).
@@ -63,13 +48,13 @@ pub fn layer_norm(g: &mut Graph, x: TensorId, gamma: Option<TensorId>, beta: Opt
         None => filled(g, 0.0, c)?,
     };
     // vec4 elements where the rows allow: a quarter of the loads.
-    let (shader, width) = if c.is_multiple_of(4) { (Shader::LayerNormVec4, 4) } else { (Shader::LayerNorm, 1) };
-    let lanes = lanes_per_row(rows, c);
+    let (kernel, width) = if c.is_multiple_of(4) { (Kernel::LayerNormVec4, 4) } else { (Kernel::LayerNorm, 1) };
+    let lanes = tuning::row_lanes(&g.profile, rows, c);
     let y = g.activation(&shape);
     g.push(Node {
         label: "layer_norm".into(),
-        key: PipelineKey::new(shader).with("WG", WG as u32).with("LANES", lanes as u32),
-        params: vec![rows as u32, (c / width) as u32, f32w(eps), 0],
+        key: PipelineKey::new(kernel).with("WG", WG as u32).with("LANES", lanes as u32),
+        params: Uniform::of(&params::LayerNorm { rows: rows as u32, c: (c / width) as u32, eps, _pad: 0 }),
         reads: vec![x, gamma, beta],
         writes: vec![y],
         workgroups: grid(rows.div_ceil(WG / lanes)),

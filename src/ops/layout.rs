@@ -8,7 +8,7 @@
 //! (a permute moving only size-1 axes, a full slice, a one-input concat) is returned as a view.
 //! A concat is one node per input, each writing its disjoint part of the output.
 
-use super::{check_u32, grid, Graph, Node, PipelineKey, Shader, TensorId};
+use super::{check_u32, grid, params, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 const WG: usize = 64;
@@ -89,20 +89,29 @@ fn push_copy(g: &mut Graph, label: String, x: TensorId, out: TensorId, copy: &Bo
     let numel: usize = copy.dims.iter().product();
     check_u32(&label, g.numel(x).max(g.numel(out)))?;
     // Axis 0 of the shader is the innermost: reverse, and pad each array to 8 words.
-    let pack = |v: &[usize]| -> Vec<u32> {
-        let mut w: Vec<u32> = v.iter().rev().map(|&s| s as u32).collect();
-        w.resize(8, 0);
+    let pack = |v: &[usize]| -> [u32; 8] {
+        let mut w = [0u32; 8];
+        for (slot, &s) in w.iter_mut().zip(v.iter().rev()) {
+            *slot = s as u32;
+        }
         w
     };
     let items = numel.div_ceil(RUN);
-    let mut params = vec![items as u32, numel as u32, copy.in_base as u32, copy.out_base as u32, rank as u32, 0, 0, 0];
-    params.extend(pack(&copy.dims));
-    params.extend(pack(&copy.in_strides));
-    params.extend(pack(&copy.out_strides));
+    let uniform = params::Layout {
+        n: items as u32,
+        numel: numel as u32,
+        in_base: copy.in_base as u32,
+        out_base: copy.out_base as u32,
+        rank: rank as u32,
+        dims: pack(&copy.dims),
+        in_strides: pack(&copy.in_strides),
+        out_strides: pack(&copy.out_strides),
+        ..Default::default()
+    };
     g.push(Node {
         label,
-        key: PipelineKey::new(Shader::Layout).with("WG", WG as u32).with("RUN", RUN as u32),
-        params,
+        key: PipelineKey::new(Kernel::Layout).with("WG", WG as u32).with("RUN", RUN as u32),
+        params: Uniform::of(&uniform),
         reads: vec![x],
         writes: vec![out],
         workgroups: grid(items.div_ceil(WG)),

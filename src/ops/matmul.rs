@@ -10,14 +10,14 @@
 //! lanes, so FMAs per loaded float decide the speed; that is why the tile is tall and why the
 //! loads are vec4 wherever the shapes allow. Which loads is picked here: vec4 along each
 //! operand's stored contiguous dimension when that dimension and N are multiples of 4
-//! (`Shader::MatmulVec4`, measured ~1.7-2x faster than element loads), element loads otherwise
-//! (`Shader::Matmul`). Rows/columns past the edges are clamped when loading and skipped when
+//! (`Kernel::MatmulVec4`, measured ~1.7-2x faster than element loads), element loads otherwise
+//! (`Kernel::Matmul`). Rows/columns past the edges are clamped when loading and skipped when
 //! storing, so any shape is exact; k is never over-read (a masked last step takes K % 4).
 //!
 //! Absent bias/residual bindings are filled with `a` (the shader never reads them), keeping the
 //! bind-group layout fixed at 4 reads + 1 write for every variant.
 
-use super::{check_u32, f32w, grid, Activation, Graph, Node, PipelineKey, Shader, TensorId};
+use super::{check_u32, grid, params, tuning, Activation, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 /// Which dimension a bias vector runs along.
@@ -59,9 +59,8 @@ pub enum MatmulLoads {
     Vec4,
 }
 
-/// Register tile and workgroup shape of one matmul kernel. The default, 16 x 8 outputs per
-/// invocation in 8 x 8 workgroups, measured fastest on lavapipe (`wgvit bench-ops --sweep`);
-/// 4-row tiles are several times slower there.
+/// Register tile and workgroup shape of one matmul kernel. [`matmul`] takes the device's
+/// (`ops::tuning::matmul_tiling`); `wgvit bench-ops --sweep` measures others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MatmulTiling {
     /// Output rows per invocation: 4, 8, 12 or 16.
@@ -75,8 +74,9 @@ pub struct MatmulTiling {
 }
 
 impl Default for MatmulTiling {
+    /// The tiling of a graph built without a device (`ops::tuning` for the default profile).
     fn default() -> Self {
-        Self { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
+        tuning::matmul_tiling(&crate::kernels::DeviceProfile::default())
     }
 }
 
@@ -146,7 +146,8 @@ pub fn matmul_shape(a_shape: &[usize], b_shape: &[usize], trans_a: bool, trans_b
 
 /// out = act(alpha · op(a)·op(b) + bias) + residual. See the module docs for shapes.
 pub fn matmul(g: &mut Graph, a: TensorId, b: TensorId, trans_a: bool, trans_b: bool, epi: Epilogue) -> Result<TensorId> {
-    matmul_tiled(g, a, b, trans_a, trans_b, epi, MatmulTiling::default())
+    let tiling = tuning::matmul_tiling(&g.profile);
+    matmul_tiled(g, a, b, trans_a, trans_b, epi, tiling)
 }
 
 /// Whether the vec4 kernel may run on these shapes: every vec4 the kernel touches must start at a
@@ -198,30 +199,31 @@ pub fn matmul_tiled(
         return Err(Error::Graph(format!("matmul: unsupported tiling {tiling:?} (tm in {{4, 8, 12, 16}}, tn in {{4, 8}}, wg_m * wg_n in 1..=256)")));
     }
     let fits_vec4 = vec4_compatible(&s, trans_a, trans_b);
-    let (shader, vec4) = match tiling.loads {
-        MatmulLoads::Auto if fits_vec4 => (Shader::MatmulVec4, true),
-        MatmulLoads::Auto | MatmulLoads::Scalar => (Shader::Matmul, false),
+    // The kernel (storage as f32 or vec4) and whether a k step's blocks load as vec4.
+    let (kernel, vec4_blocks) = match tiling.loads {
+        MatmulLoads::Auto if fits_vec4 => (Kernel::MatmulVec4, true),
+        MatmulLoads::Auto | MatmulLoads::Scalar => (Kernel::Matmul, false),
         MatmulLoads::Vec4FromScalars | MatmulLoads::Vec4 if !fits_vec4 => {
             return Err(Error::Graph(format!(
                 "matmul: {:?} loads need the contiguous dims and N to be multiples of 4 (M {}, N {}, K {}, trans_a {trans_a}, trans_b {trans_b})",
                 tiling.loads, s.m, s.n, s.k
             )));
         }
-        MatmulLoads::Vec4FromScalars => (Shader::Matmul, true),
-        MatmulLoads::Vec4 => (Shader::MatmulVec4, true),
+        MatmulLoads::Vec4FromScalars => (Kernel::Matmul, true),
+        MatmulLoads::Vec4 => (Kernel::MatmulVec4, true),
     };
     let out = g.activation(&out_shape);
     let tiles_m = s.m.div_ceil((tiling.wg_m * tiling.tm) as usize);
     let tiles_n = s.n.div_ceil((tiling.wg_n * tiling.tn) as usize);
     let workgroups = s.batches() * tiles_m * tiles_n;
-    let key = PipelineKey::new(shader)
+    let key = PipelineKey::new(kernel)
         .with("TM", tiling.tm)
         .with("TN", tiling.tn)
         .with("WG_M", tiling.wg_m)
         .with("WG_N", tiling.wg_n)
         .with("TRANS_A", trans_a as u32)
         .with("TRANS_B", trans_b as u32)
-        .with("VEC4", vec4 as u32)
+        .with("VEC4_BLOCKS", vec4_blocks as u32)
         .with("BIAS", bias_code)
         .with("RESIDUAL", epi.residual.is_some() as u32)
         .with("ACT", epi.act as u32)
@@ -230,20 +232,7 @@ pub fn matmul_tiled(
     g.push(Node {
         label: "matmul".into(),
         key,
-        params: vec![
-            p(s.m),
-            p(s.n),
-            p(s.k),
-            p(s.batches()),
-            p(tiles_m),
-            p(tiles_n),
-            p(s.a_batches),
-            p(s.b_batches),
-            f32w(epi.alpha),
-            0,
-            0,
-            0,
-        ],
+        params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(s.batches()), tiles_m: p(tiles_m), tiles_n: p(tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha: epi.alpha, _p0: 0, _p1: 0, _p2: 0 }),
         reads: vec![a, b, epi.bias.map_or(a, |(t, _)| t), epi.residual.unwrap_or(a)],
         writes: vec![out],
         workgroups: grid(workgroups),

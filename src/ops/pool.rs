@@ -6,7 +6,7 @@
 //! neighbouring addresses). A reduction is split over several lanes only when there are too few
 //! outputs to occupy the device.
 
-use super::{check_u32, grid, Graph, Node, PipelineKey, Shader, TensorId};
+use super::{check_u32, grid, params, tuning, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 const WG: usize = 64;
@@ -47,25 +47,8 @@ pub fn avg_pool2d(
     let p = |v: usize| v as u32;
     g.push(Node {
         label: "avg_pool2d".into(),
-        key: PipelineKey::new(Shader::Pool).with("WG", WG as u32).with("MODE", 0),
-        params: vec![
-            p(n),
-            0,
-            0,
-            p(h),
-            p(w),
-            p(oh),
-            p(ow),
-            p(kernel.0),
-            p(kernel.1),
-            p(stride.0),
-            p(stride.1),
-            p(padding.0),
-            p(padding.1),
-            count_include_pad as u32,
-            0,
-            0,
-        ],
+        key: PipelineKey::new(Kernel::Pool).with("WG", WG as u32).with("MODE", 0),
+        params: Uniform::of(&params::Pool { n: p(n), inner: 0, len: 0, in_h: p(h), in_w: p(w), out_h: p(oh), out_w: p(ow), kernel_h: p(kernel.0), kernel_w: p(kernel.1), stride_h: p(stride.0), stride_w: p(stride.1), pad_h: p(padding.0), pad_w: p(padding.1), count_include_pad: count_include_pad as u32, _pad0: 0, _pad1: 0 }),
         reads: vec![x],
         writes: vec![y],
         workgroups: grid(n.div_ceil(WG)),
@@ -78,15 +61,12 @@ pub fn avg_pool2d(
 fn strided_mean(g: &mut Graph, label: &str, x: TensorId, out_shape: &[usize], len: usize, inner: usize) -> Result<TensorId> {
     let outputs: usize = out_shape.iter().product();
     check_u32(label, g.numel(x))?;
-    // Few long reductions (e.g. [1, 64, 56, 56]): lanes keep a GPU busy; a CPU device loses a
-    // little to the barriers (lavapipe, 64 x 3136: 0.25 ms with a reduction per invocation,
-    // 0.28 ms with 16 lanes; but 2048 x 49: 0.16 ms vs 1.0 ms, hence only for few outputs).
-    let lanes = if outputs < 512 && len >= 256 { 16 } else { 1 };
+    let lanes = tuning::mean_lanes(&g.profile, outputs, len);
     let y = g.activation(out_shape);
     g.push(Node {
         label: label.into(),
-        key: PipelineKey::new(Shader::Pool).with("WG", WG as u32).with("MODE", 1).with("LANES", lanes as u32),
-        params: vec![outputs as u32, inner as u32, len as u32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        key: PipelineKey::new(Kernel::Pool).with("WG", WG as u32).with("MODE", 1).with("LANES", lanes as u32),
+        params: Uniform::of(&params::Pool { n: outputs as u32, inner: inner as u32, len: len as u32, ..Default::default() }),
         reads: vec![x],
         writes: vec![y],
         workgroups: grid(outputs.div_ceil(WG / lanes)),

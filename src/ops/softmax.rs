@@ -4,21 +4,10 @@
 //! once per element and never sees a positive argument. Rows are split over `LANES` invocations
 //! chosen as for layer norm: a whole row per invocation unless the launch has few long rows.
 
-use super::{check_u32, f32w, grid, Graph, Node, PipelineKey, Shader, TensorId};
+use super::{check_u32, grid, params, tuning, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 const WG: usize = 64;
-
-/// Invocations per row for `rows` rows of `len` elements, chosen as for the layer norm.
-/// Measured on lavapipe (ms; L = lanes per row): 3136x49: L1 0.66, L4 1.4, L16 2.3 —
-/// 1568x196: L1 1.8, L16 2.5 — 64x1024: L1 0.45, L16 0.47 — 16x3136: L1 0.29, L16 0.37.
-fn lanes_per_row(rows: usize, len: usize) -> usize {
-    if rows < 128 && len >= 256 {
-        16
-    } else {
-        1
-    }
-}
 
 /// `softmax(scale * x)` over the last dim of x.
 pub fn softmax(g: &mut Graph, x: TensorId, scale: f32) -> Result<TensorId> {
@@ -30,12 +19,12 @@ pub fn softmax(g: &mut Graph, x: TensorId, scale: f32) -> Result<TensorId> {
     let n = g.numel(x);
     check_u32("softmax", n)?;
     let rows = n / len;
-    let lanes = lanes_per_row(rows, len);
+    let lanes = tuning::row_lanes(&g.profile, rows, len);
     let y = g.activation(&shape);
     g.push(Node {
         label: "softmax".into(),
-        key: PipelineKey::new(Shader::Softmax).with("WG", WG as u32).with("LANES", lanes as u32),
-        params: vec![rows as u32, len as u32, f32w(scale), 0],
+        key: PipelineKey::new(Kernel::Softmax).with("WG", WG as u32).with("LANES", lanes as u32),
+        params: Uniform::of(&params::Softmax { rows: rows as u32, len: len as u32, scale, _pad: 0 }),
         reads: vec![x],
         writes: vec![y],
         workgroups: grid(rows.div_ceil(WG / lanes)),

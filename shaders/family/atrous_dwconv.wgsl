@@ -19,6 +19,7 @@
 // memory, a per-lane loop on CPU devices). The centre tap is shared by every branch: its weights
 // are summed once, so an output costs NB·8 + 1 input loads (25 for NB = 3), not NB·9.
 // Workgroup memory: none.
+// requires: activations
 
 struct Params {
     total: u32,      // invocations: B * Ho * col_blocks * C4

@@ -1,5 +1,5 @@
 // row_lanes.wgsl — the reduction across the LANES invocations that share one row, for the row
-// kernels (layernorm.wgsl, softmax.wgsl; prepended to them): a tree over workgroup memory after
+// kernels (layernorm.wgsl, softmax.wgsl require it): a tree over workgroup memory after
 // which every lane of the row holds the result. The including shader provides `override WG` and
 // `override LANES` (a power of two dividing WG). With LANES = 1 it is the identity: no memory,
 // no barriers. Call it in uniform control flow (it has barriers).

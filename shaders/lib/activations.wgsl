@@ -1,4 +1,5 @@
-// activations.wgsl — shared activation functions, prepended to shaders that have an `ACT` override.
+// activations.wgsl — shared activation functions, for the kernels with an `ACT` override (they list it
+// in their `// requires:` line).
 //
 // ACT codes (match `ops::Activation`): 0 none, 1 relu, 2 gelu (erf), 3 gelu-tanh, 4 silu,
 // 5 sigmoid, 6 tanh.

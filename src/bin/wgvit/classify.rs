@@ -16,7 +16,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use wgvit::error::{Error, Result};
-use wgvit::preprocess::Preprocess;
+use wgvit::models::ModelCard;
 use wgvit::{Engine, HostTensor, Weights};
 
 pub struct Options {
@@ -71,11 +71,6 @@ pub fn collect(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The transform for the weights: their metadata's crop fraction, mean and std if present.
-fn preprocessing(weights: &Weights, size: (usize, usize)) -> Result<Preprocess> {
-    Preprocess::for_weights(weights, size)
-}
-
 pub use wgvit::preprocess::top_k;
 
 struct Decoded {
@@ -84,16 +79,17 @@ struct Decoded {
 }
 
 /// Classifies every image; `Ok(false)` when some could not be read (each one was reported).
-pub fn classify(model_id: &str, weights: Weights, opts: &Options) -> Result<bool> {
+pub fn classify(card: ModelCard, weights: Weights, opts: &Options) -> Result<bool> {
     let files = collect(&opts.inputs)?;
-    let prep = preprocessing(&weights, opts.size)?;
     let (h, w) = opts.size;
     let batch = opts.batch.min(files.len()).max(1);
-    let metadata = weights.metadata.clone();
 
     let engine = pollster::block_on(Engine::new())?;
     let info = engine.info().clone();
-    let model = engine.load_model(model_id, weights)?;
+    let model = engine.load(card, weights)?;
+    let card = &model.card;
+    let prep = card.preprocess_at(opts.size);
+    let model_id = card.id();
     let start = Instant::now();
     let exe = pollster::block_on(model.prepare(&[batch, 3, h, w]))?;
     let compile = start.elapsed();
@@ -165,7 +161,7 @@ pub fn classify(model_id: &str, weights: Weights, opts: &Options) -> Result<bool
                 let logits = pollster::block_on(exe.run(&[&input]))?.remove(0);
                 gpu_time += t.elapsed().as_secs_f64();
                 let classes = logits.shape.get(1).copied().unwrap_or(0);
-                let names = labels.get_or_insert_with(|| wgvit::labels::for_head(classes, &metadata));
+                let names = labels.get_or_insert_with(|| card.labels_for(classes));
                 let mut text = String::new();
                 for (i, (path, _)) in pending.drain(..).enumerate() {
                     let top = top_k(&logits.data[i * classes..(i + 1) * classes], opts.top);

@@ -1,15 +1,15 @@
 //! Atrous depthwise convolution (ACC-ViT's atrous MBConv): `NB` parallel depthwise 3×3 convs with
 //! dilation 1, 2, .. NB (padding = dilation, a shared stride of 1 or 2) over a channel-last map,
 //! summed, plus a per-channel bias and a fused activation — one dispatch
-//! (`shaders/atrous_dwconv.wgsl`).
+//! (`shaders/family/atrous_dwconv.wgsl`).
 //!
 //! Weights are `[NB, 3, 3, C]`: branch, tap row, tap column, channel (channels innermost, so the
 //! kernel loads four channels of a tap as one vec4). A PyTorch depthwise weight `[C, 1, 3, 3]` per
-//! branch converts with [`weights_from_torch`]. Every branch has the same output size
+//! branch converts with `models::torch_layout::atrous_dwconv_weights`. Every branch has the same output size
 //! `(H − 1) / S + 1` because its padding equals its dilation; with stride 2 the centre tap of
 //! output `(i, j)` is input `(2i, 2j)`.
 
-use super::{check_u32, grid, Activation, Graph, Node, PipelineKey, Shader, TensorId};
+use super::{check_u32, grid, params, Activation, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 /// Most branches (dilations 1 ..= 3) the kernel holds weights for.
@@ -64,35 +64,20 @@ pub fn atrous_dwconv(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<
     let u = |v: usize| v as u32;
     g.push(Node {
         label: format!("atrous_dwconv{nb}_s{stride}"),
-        key: PipelineKey::new(Shader::AtrousDwconv)
+        key: PipelineKey::new(Kernel::AtrousDwconv)
             .with("WG", WG)
             .with("NB", u(nb))
             .with("S", u(stride))
             .with("TP", u(TP))
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32),
-        params: vec![u(total), u(c / 4), u(h), u(w), u(oh), u(ow), u(col_blocks), 0],
+        params: Uniform::of(&params::AtrousDwconv { total: u(total), c4: u(c / 4), in_h: u(h), in_w: u(w), out_h: u(oh), out_w: u(ow), col_blocks: u(col_blocks), _pad: 0 }),
         reads: vec![x, weight, bias.unwrap_or(weight)],
         writes: vec![y],
         workgroups: grid(total.div_ceil(WG as usize)),
         flops: 2 * (b * oh * ow * c * (8 * nb + 1)) as u64,
     });
     Ok(y)
-}
-
-/// `[NB, 3, 3, C]` kernel weights from one PyTorch depthwise weight `[C, 1, 3, 3]` per branch,
-/// each channel scaled by `scale[c]` (a folded BatchNorm; pass an empty slice for none).
-pub fn weights_from_torch(branches: &[&[f32]], c: usize, scale: &[f32]) -> Vec<f32> {
-    let mut out = vec![0f32; branches.len() * 9 * c];
-    for (i, w) in branches.iter().enumerate() {
-        for ch in 0..c {
-            let s = scale.get(ch).map_or(1.0, |&s| s as f64);
-            for t in 0..9 {
-                out[(i * 9 + t) * c + ch] = (w[ch * 9 + t] as f64 * s) as f32;
-            }
-        }
-    }
-    out
 }
 
 /// CPU reference of [`atrous_dwconv`] (f64 accumulation, each branch summed as its own conv).

@@ -31,7 +31,7 @@ use std::rc::Rc;
 use safetensors::Dtype;
 
 use crate::error::{Error, Result};
-use crate::weights::RawTensor;
+use super::RawTensor;
 
 /// True for a zip archive (what `torch.save` writes since 1.6).
 pub fn is_zip(bytes: &[u8]) -> bool {

@@ -1,38 +1,10 @@
-//! Element-wise ops: `unary` (y = act(alpha·x + beta): scale, shift and every activation) and
-//! `binary` (add / sub / mul with numpy broadcasting of the second operand, optional activation).
+//! `binary`: add / sub / mul with numpy broadcasting of the second operand and an optional
+//! activation (shaders/binary.wgsl; vec4 elements where the shapes allow).
 
-use super::{check_u32, f32w, grid, Activation, Graph, Node, PipelineKey, Shader, TensorId};
+use super::{check_u32, grid, params, Activation, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 const WG: usize = 256;
-
-/// y = act(alpha * x + beta).
-pub fn unary(g: &mut Graph, x: TensorId, act: Activation, alpha: f32, beta: f32) -> Result<TensorId> {
-    let shape = g.shape(x).to_vec();
-    let n = g.numel(x);
-    check_u32("unary", n)?;
-    let y = g.activation(&shape);
-    g.push(Node {
-        label: format!("{act:?}").to_lowercase(),
-        key: PipelineKey::new(Shader::Unary).with("ACT", act as u32).with("WG", WG as u32),
-        params: vec![n as u32, f32w(alpha), f32w(beta), 0],
-        reads: vec![x],
-        writes: vec![y],
-        workgroups: grid(n.div_ceil(WG)),
-        flops: n as u64 * if act == Activation::None { 2 } else { 10 },
-    });
-    Ok(y)
-}
-
-/// y = act(x).
-pub fn activation(g: &mut Graph, x: TensorId, act: Activation) -> Result<TensorId> {
-    unary(g, x, act, 1.0, 0.0)
-}
-
-/// y = alpha * x.
-pub fn scale(g: &mut Graph, x: TensorId, alpha: f32) -> Result<TensorId> {
-    unary(g, x, Activation::None, alpha, 0.0)
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
@@ -85,16 +57,24 @@ pub fn binary(g: &mut Graph, a: TensorId, b: TensorId, op: BinaryOp, act: Activa
     let p = |v: usize| v as u32;
     // Four elements per invocation where the last axis runs contiguously in both operands.
     let vec4 = dims[3].is_multiple_of(4) && bs[3] == 1 && bs[..3].iter().all(|s| s.is_multiple_of(4));
-    let (shader, params, items) = if vec4 {
-        let params = vec![p(n / 4), p(dims[1]), p(dims[2]), p(dims[3] / 4), p(bs[0] / 4), p(bs[1] / 4), p(bs[2] / 4), 1];
-        (Shader::BinaryVec4, params, n / 4)
-    } else {
-        (Shader::Binary, vec![p(n), p(dims[1]), p(dims[2]), p(dims[3]), p(bs[0]), p(bs[1]), p(bs[2]), p(bs[3])], n)
+    // Counts and strides in elements of the variant's V (with vec4, b's last-axis stride is 1 either way).
+    let width = if vec4 { 4 } else { 1 };
+    let kernel = if vec4 { Kernel::BinaryVec4 } else { Kernel::Binary };
+    let uniform = params::Binary {
+        n: p(n / width),
+        d1: p(dims[1]),
+        d2: p(dims[2]),
+        d3: p(dims[3] / width),
+        bs0: p(bs[0] / width),
+        bs1: p(bs[1] / width),
+        bs2: p(bs[2] / width),
+        bs3: p(bs[3]),
     };
+    let items = n / width;
     g.push(Node {
         label: format!("{op:?}").to_lowercase(),
-        key: PipelineKey::new(shader).with("OP", op as u32).with("ACT", act as u32).with("WG", WG as u32),
-        params,
+        key: PipelineKey::new(kernel).with("OP", op as u32).with("ACT", act as u32).with("WG", WG as u32),
+        params: Uniform::of(&uniform),
         reads: vec![a, b],
         writes: vec![c],
         workgroups: grid(items.div_ceil(WG)),
@@ -111,10 +91,6 @@ pub fn mul(g: &mut Graph, a: TensorId, b: TensorId) -> Result<TensorId> {
     binary(g, a, b, BinaryOp::Mul, Activation::None)
 }
 
-/// CPU reference of [`unary`].
-pub fn unary_cpu(x: &[f32], act: Activation, alpha: f32, beta: f32) -> Vec<f32> {
-    x.iter().map(|&v| act.cpu(alpha * v + beta)).collect()
-}
 
 /// CPU reference of [`binary`].
 pub fn binary_cpu(a: &[f32], a_shape: &[usize], b: &[f32], b_shape: &[usize], op: BinaryOp, act: Activation) -> Vec<f32> {

@@ -19,14 +19,15 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use wgvit::error::{Error, Result};
+use wgvit::error::Result;
 use wgvit::executor::ConstantCache;
-use wgvit::graph::{Graph, Node, PipelineKey, TensorId};
+use wgvit::graph::{Graph, Node, TensorId};
+use wgvit::kernels::{params, Kernel, PipelineKey, Uniform};
 use wgvit::ops::attention::attention;
 use wgvit::ops::conv2d::{conv2d, Conv2dParams};
 use wgvit::ops::matmul::{matmul_tiled, BiasAxis, Epilogue, MatmulLoads, MatmulTiling};
 use wgvit::ops::softmax::softmax;
-use wgvit::ops::{grid, Activation, Shader};
+use wgvit::ops::{grid, tuning, Activation};
 use wgvit::tensor::Rng;
 use wgvit::{Engine, Weights};
 
@@ -67,13 +68,13 @@ fn fma_peak(engine: &Engine, runs: usize) -> Result<f64> {
     const WG: u32 = 64;
     const ITERS: u32 = 4096;
     let workgroups = 256usize;
-    let mut g = Graph::new();
+    let mut g = Graph::for_profile(engine.info().profile.clone());
     let seed = g.constant("seed", &[4], Arc::new(vec![0.5, 0.25, 0.125, 1.0]))?;
     let sink = g.activation(&[workgroups * WG as usize]);
     g.push(Node {
         label: "fma_peak".into(),
-        key: PipelineKey::new(Shader::FmaPeak).with("WG", WG),
-        params: vec![ITERS, 0, 0, 0],
+        key: PipelineKey::new(Kernel::FmaPeak).with("WG", WG),
+        params: Uniform::of(&params::FmaPeak { iters: ITERS, ..Default::default() }),
         reads: vec![seed],
         writes: vec![sink],
         workgroups: grid(workgroups),
@@ -113,7 +114,7 @@ impl Report {
 
     /// Builds `REPS` copies of an op with `build`, times them and prints one line.
     fn case(&self, engine: &Engine, what: &str, runs: usize, build: impl Fn(&mut Graph) -> Result<()>) -> Result<()> {
-        let mut g = Graph::new();
+        let mut g = Graph::for_profile(engine.info().profile.clone());
         for _ in 0..REPS {
             build(&mut g)?;
         }
@@ -127,7 +128,7 @@ impl Report {
 /// `trans_b`), a row bias, with the given tiling.
 #[allow(clippy::too_many_arguments)]
 fn matmul_case(engine: &Engine, report: &Report, rng: &mut Rng, (m, k, n): (usize, usize, usize), trans_a: bool, trans_b: bool, tiling: MatmulTiling, runs: usize) -> Result<()> {
-    let mut g = Graph::new();
+    let mut g = Graph::for_profile(engine.info().profile.clone());
     let a = constant(&mut g, rng, "a", &if trans_a { [k, m] } else { [m, k] })?;
     let b = constant(&mut g, rng, "b", &if trans_b { [n, k] } else { [k, n] })?;
     let bias = constant(&mut g, rng, "bias", &[m])?;
@@ -152,7 +153,7 @@ fn matmul_case(engine: &Engine, report: &Report, rng: &mut Rng, (m, k, n): (usiz
 
 #[allow(clippy::too_many_arguments)]
 fn conv_case(engine: &Engine, report: &Report, rng: &mut Rng, x_shape: [usize; 4], cout: usize, kernel: usize, p: Conv2dParams, runs: usize) -> Result<()> {
-    let mut g = Graph::new();
+    let mut g = Graph::for_profile(engine.info().profile.clone());
     let x = constant(&mut g, rng, "x", &x_shape)?;
     let w = constant(&mut g, rng, "w", &[cout, x_shape[1] / p.groups, kernel, kernel])?;
     let bias = constant(&mut g, rng, "bias", &[cout])?;
@@ -186,7 +187,7 @@ pub fn bench_ops(runs: usize, sweep: bool) -> Result<()> {
     ];
     for &(mkn, ta, tb) in sizes {
         for loads in [MatmulLoads::Scalar, MatmulLoads::Vec4FromScalars, MatmulLoads::Vec4] {
-            let tiling = MatmulTiling { loads, ..Default::default() };
+            let tiling = MatmulTiling { loads, ..tuning::matmul_tiling(&engine.info().profile) };
             matmul_case(&engine, &report, &mut rng, mkn, ta, tb, tiling, runs)?;
         }
     }
@@ -243,17 +244,6 @@ pub fn bench_ops(runs: usize, sweep: bool) -> Result<()> {
 }
 
 /// Parses `S` or `HxW`.
-pub fn parse_size(s: &str) -> Result<(usize, usize)> {
-    let bad = || Error::Invalid(format!("--size '{s}': expected S or HxW, e.g. 224 or 224x448"));
-    let parts: Vec<&str> = s.split(['x', 'X']).collect();
-    let nums: Vec<usize> = parts.iter().map(|p| p.trim().parse::<usize>().map_err(|_| bad())).collect::<Result<_>>()?;
-    match nums[..] {
-        [n] if n > 0 => Ok((n, n)),
-        [h, w] if h > 0 && w > 0 => Ok((h, w)),
-        _ => Err(bad()),
-    }
-}
-
 /// `wgvit bench --model ...`: cold time to the first result (weights upload, every pipeline and
 /// bind group, the first forward), then warm forwards (input upload, one submission, readback).
 /// `weights` are already read (from a file, or [`Weights::synthetic`]).

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use wgvit::error::{Error, Result};
-use wgvit::preprocess::{DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD};
-use wgvit::weights::{meta, read_raw, read_tensor, write_raw, write_tensors};
-use wgvit::{Engine, GpuContext, Weights};
+use wgvit::models::ModelCard;
+use wgvit::preprocess::{parse_size, DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD};
+use wgvit::weights::{meta, read_tensor, write_tensors};
+use wgvit::{io, Engine, GpuContext, Weights};
 
 #[derive(Parser)]
 #[command(name = "wgvit", version, about = "Efficient vision transformers on WebGPU")]
@@ -205,7 +206,7 @@ pub fn resolve_model(model: Option<String>, weights: Option<&Weights>) -> Result
     };
     match weights {
         Some(w) => drop(wgvit::models::resolve(&id, w)?),
-        None => drop(wgvit::models::family_of(&id)?),
+        None => wgvit::models::check_builtin(&id)?,
     }
     Ok(id)
 }
@@ -225,21 +226,14 @@ fn model_weights(model: Option<&str>, path: Option<&Path>) -> Result<Weights> {
     })
 }
 
-/// The usual evaluation input size of a model id (shared with the browser's `Model.classify`).
-fn model_default_size(id: &str) -> (usize, usize) {
-    wgvit::preprocess::default_size(id)
+/// `--size S` or `--size HxW`.
+fn flag_size(s: &str) -> Result<(usize, usize)> {
+    parse_size(s).map_err(|_| Error::Invalid(format!("--size '{s}': expected S or HxW, e.g. 224 or 224x448")))
 }
 
-/// `--size`, else the weights' metadata, else the model's usual size.
-pub fn resolve_size(size: Option<&str>, weights: Option<&Weights>, id: &str) -> Result<(usize, usize)> {
-    if let Some(s) = size {
-        return crate::bench::parse_size(s);
-    }
-    if let Some(s) = weights.and_then(|w| w.metadata.get(meta::INPUT_SIZE)) {
-        return crate::bench::parse_size(s)
-            .map_err(|_| Error::Invalid(format!("{}: metadata '{}' = '{s}' is not a size (S or HxW)", weights.map_or("", |w| &w.file), meta::INPUT_SIZE)));
-    }
-    Ok(model_default_size(id))
+/// `--size`, else the model card's (the weights' metadata, else the family's usual size).
+fn resolve_size(size: Option<&str>, card: &ModelCard) -> Result<(usize, usize)> {
+    size.map_or(Ok(card.input_size()), flag_size)
 }
 
 /// The weights at `path` or of the bundled model `model` (and `true`), else random weights for
@@ -263,9 +257,10 @@ pub fn main() -> Result<bool> {
         Command::Classify { inputs, model, weights, top, size, json, batch } => {
             let weights = model_weights(model.as_deref(), weights.as_deref())?;
             let id = resolve_model(model, Some(&weights))?;
-            let size = resolve_size(size.as_deref(), Some(&weights), &id)?;
+            let card = ModelCard::new(&id, &weights)?;
+            let size = resolve_size(size.as_deref(), &card)?;
             let opts = crate::classify::Options { inputs, top: top.max(1), size, json, batch: batch.max(1) };
-            return crate::classify::classify(&id, weights, &opts);
+            return crate::classify::classify(card, weights, &opts);
         }
         Command::Run { model, weights, input, output } => {
             if let Some(id) = &model {
@@ -284,13 +279,13 @@ pub fn main() -> Result<bool> {
         Command::Bench { model, weights, size, batch, runs } => {
             let (weights, from_file) = load_weights(model.as_deref(), weights.as_deref())?;
             let id = resolve_model(model, from_file.then_some(&weights))?;
-            let size = resolve_size(size.as_deref(), Some(&weights), &id)?;
+            let size = resolve_size(size.as_deref(), &ModelCard::new(&id, &weights)?)?;
             crate::bench::bench_model(&id, weights, size, batch.max(1), runs)?
         }
         Command::Profile { model, weights, size, batch, runs, depth, top } => {
             let (weights, from_file) = load_weights(model.as_deref(), weights.as_deref())?;
             let id = resolve_model(model, from_file.then_some(&weights))?;
-            let size = resolve_size(size.as_deref(), Some(&weights), &id)?;
+            let size = resolve_size(size.as_deref(), &ModelCard::new(&id, &weights)?)?;
             crate::profile::profile_model(&id, weights, size, batch.max(1), runs.max(1), depth, top)?
         }
         Command::BenchOps { runs, sweep } => crate::bench::bench_ops(runs, sweep)?,
@@ -308,15 +303,19 @@ fn convert(input: &Path, output: &Path, model: Option<String>, size: Option<&str
     if same(input, output) {
         return Err(Error::Invalid(format!("{}: convert would overwrite its input; choose another output file", output.display())));
     }
-    let (mut metadata, raw): (BTreeMap<String, String>, _) = read_raw(&name, &read(input)?)?;
+    let io::TensorFile { mut metadata, tensors: raw } = io::read(&name, &read(input)?)?;
     let mut classes = metadata.get(meta::CLASSES).and_then(|c| c.parse::<usize>().ok());
     let mut summary = Vec::new();
     if let Some(id) = model {
         // Build the forward graph on the host: every tensor name and shape is checked (against
         // the file's own configuration when its metadata describes this model).
         let weights = Weights::from_raw(&name, metadata.clone(), raw.clone())?;
-        // The file's recorded size only when it records this model.
-        let (h, w) = resolve_size(size, (weights.model_id() == Some(id.as_str())).then_some(&weights), &id)?;
+        // The file's recorded size only when it records this model; else the model's usual one.
+        let (h, w) = match size {
+            Some(s) => flag_size(s)?,
+            None if weights.model_id() == Some(id.as_str()) => ModelCard::new(&id, &weights)?.input_size(),
+            None => wgvit::models::resolve(&id, &weights)?.default_input(&weights),
+        };
         let g = wgvit::models::build_graph(&id, &weights, &[1, 3, h, w])?;
         let logits = g.outputs.iter().find(|(n, _)| n == "logits").map(|&(_, t)| t);
         classes = logits.and_then(|t| g.shape(t).last().copied()).or(classes);
@@ -328,7 +327,7 @@ fn convert(input: &Path, output: &Path, model: Option<String>, size: Option<&str
         metadata.entry(meta::STD.into()).or_insert_with(|| list(IMAGENET_STD));
         summary.push(format!("model {id}, input {h}x{w}"));
     } else if let Some(s) = size {
-        let (h, w) = crate::bench::parse_size(s)?;
+        let (h, w) = flag_size(s)?;
         metadata.insert(meta::INPUT_SIZE.into(), if h == w { h.to_string() } else { format!("{h}x{w}") });
     }
     if let Some(c) = classes {
@@ -346,7 +345,7 @@ fn convert(input: &Path, output: &Path, model: Option<String>, size: Option<&str
     }
     let source = input.file_name().map_or(name.clone(), |f| f.to_string_lossy().into_owned());
     metadata.insert(meta::SOURCE.into(), source);
-    let bytes = write_raw(&raw, &metadata)?;
+    let bytes = io::safetensors::write(&raw, &metadata)?;
     // Write next to the target, then rename: an interrupted convert leaves no half file.
     let tmp = output.with_extension("safetensors.partial");
     write(&tmp, &bytes)?;

@@ -22,14 +22,13 @@
 //!    KV `[B·heads, 4d, d]` and ksum `[B·heads, 4d]`.
 //! 3. `vicinity_apply` — the q side per token, with the three remaining clamps.
 //!
-//! Steps 1 and 3 have two kernels each. `vicinity_kv_vec4.wgsl` and `vicinity_apply_vec4.wgsl`
-//! are register-tiled GEMMs in the style of gemm_tile.wgsl (mat4x4 accumulators written out, vec4
-//! loads, φ formed per 4×4 block): on lavapipe every storage load is a loop over the SIMD lanes
-//! and NIR keeps loop-indexed register arrays in scratch memory, so they run 5–6× faster than the
-//! plain kernels (56×56 tokens, d = 48: k side 22 → 3.9 ms, q side 32 → 6.2 ms; 10–15 GFLOP/s,
-//! like the core matmul). They need `d`, the row width and the column offsets to be multiples of
-//! 4, which every VVT config satisfies (d = 48, 40, 32, 32; micro 16, 8, 8, 4). Other shapes take
-//! the general scalar kernels `vicinity_kv.wgsl` / `vicinity_apply.wgsl`.
+//! Steps 1 and 3 are register-tiled GEMMs in the style of gemm_tile.wgsl (mat4x4 accumulators
+//! written out, φ formed per 4×4 block): on lavapipe every storage load is a loop over the SIMD
+//! lanes and NIR keeps loop-indexed register arrays in scratch memory, so they ran 5–6× faster
+//! than plain per-element kernels (56×56 tokens, d = 48: k side 22 → 3.9 ms, q side 32 → 6.2 ms;
+//! 10–15 GFLOP/s, like the core matmul). Each has a `VEC4` variant (vec4 loads: `d`, the row
+//! width and the column offsets multiples of 4, which every VVT config satisfies — d = 48, 40,
+//! 32, 32; micro 16, 8, 8, 4) and a general one (any shape, scalar loads, lanes past `d` masked).
 //!
 //! The trig factors never multiply a stored tensor: each kernel reads the `[N] × vec4` table
 //! ([`angle_table`], computed on the host in f64 — WGSL's `cos`/`sin` are only good to ~2⁻¹¹)
@@ -39,7 +38,7 @@
 //! [`vicinity_gate`] is the attention's tail fused with the block's residual add:
 //! `out = residual + clampmag(c + c·s)`, `c = clampmag(out_proj(o))`, s the SE gate.
 
-use super::{check_u32, grid, Graph, Node, PipelineKey, Shader, TensorId};
+use super::{check_u32, grid, params, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 /// Magnitude floor and ceiling of VVT's `abs_clamp`, and the denominator epsilon.
@@ -48,15 +47,15 @@ pub const CLAMP_MAX: f32 = 1e4;
 pub const DEN_EPS: f32 = 1e-4;
 
 const WG: u32 = 64;
-/// Columns of KV⁺ per invocation in the k-side reduction.
-const KV_JB: usize = 8;
 /// A chunk of the split reduction holds at least this many tokens, and there are at most
 /// `KV_MAX_CHUNKS` chunks (bounding the partials buffer and the second pass).
 const KV_MIN_CHUNK: usize = 128;
 const KV_MAX_CHUNKS: usize = 64;
-/// Tokens per invocation in the q-side kernels (scalar, vec4).
-const APPLY_TM: usize = 8;
-const APPLY_TM_VEC4: usize = 16;
+/// The register tiles: the k side covers 4 lanes × 8 columns, the q side 16 tokens × 8 lanes.
+const KV_LANES: usize = 4;
+const KV_COLS: usize = 8;
+const APPLY_TOKENS: usize = 16;
+const APPLY_LANES: usize = 8;
 /// Elements per invocation of the gate.
 const GATE_RUN: usize = 4;
 
@@ -138,27 +137,19 @@ pub fn vicinity_kv(g: &mut Graph, qkv: TensorId, cols: &QkvColumns, trig: Tensor
     let VicinityDims { batch, heads, n, d } = *dims;
     let bh = batch * heads;
     let (chunk_len, chunks) = kv_chunks(n);
-    let vec4 = vec4_compatible(cols, dims);
-    let (shader, jblocks, items) = if vec4 {
-        let jblocks = d.div_ceil(8);
-        (Shader::VicinityKvVec4, jblocks, chunks * bh * (d / 4) * jblocks)
-    } else {
-        let jblocks = (d + 1).div_ceil(KV_JB);
-        (Shader::VicinityKv, jblocks, chunks * bh * d * jblocks)
-    };
+    let kernel = if vec4_compatible(cols, dims) { Kernel::VicinityKvVec4 } else { Kernel::VicinityKv };
+    let jblocks = d.div_ceil(KV_COLS);
+    let items = chunks * bh * d.div_ceil(KV_LANES) * jblocks;
     let total = bh * 4 * d * (d + 1);
     check_u32("vicinity_kv partials", chunks * total)?;
     check_u32("vicinity_kv items", items)?;
     let partials = g.activation(&[chunks, bh, 4 * d, d + 1]);
     let p = |v: usize| v as u32;
-    let mut key = PipelineKey::new(shader).with("WG", WG);
-    if !vec4 {
-        key = key.with("JB", KV_JB as u32);
-    }
+    let key = PipelineKey::new(kernel).with("WG", WG);
     g.push(Node {
         label: "vicinity_kv".into(),
         key,
-        params: vec![p(items), p(n), p(heads), p(bh), p(d), p(cols.row), p(cols.k), p(cols.v), p(chunk_len), p(jblocks), 0, 0],
+        params: Uniform::of(&params::VicinityKv { items: p(items), n: p(n), heads: p(heads), bh: p(bh), d: p(d), ld: p(cols.row), k_off: p(cols.k), v_off: p(cols.v), chunk_len: p(chunk_len), jblocks: p(jblocks), _pad0: 0, _pad1: 0 }),
         reads: vec![qkv, trig],
         writes: vec![partials],
         workgroups: grid(items.div_ceil(WG as usize)),
@@ -168,8 +159,8 @@ pub fn vicinity_kv(g: &mut Graph, qkv: TensorId, cols: &QkvColumns, trig: Tensor
     let ksum = g.activation(&[bh, 4 * d]);
     g.push(Node {
         label: "vicinity_kv_reduce".into(),
-        key: PipelineKey::new(Shader::VicinityKvReduce).with("WG", WG),
-        params: vec![p(total), p(chunks), p(d), 0],
+        key: PipelineKey::new(Kernel::VicinityKvReduce).with("WG", WG),
+        params: Uniform::of(&params::VicinityKvReduce { total: p(total), chunks: p(chunks), d: p(d), _pad: 0 }),
         reads: vec![partials],
         writes: vec![kv, ksum],
         workgroups: grid(total.div_ceil(WG as usize)),
@@ -200,15 +191,10 @@ pub fn vicinity_apply(
             4 * d
         )));
     }
-    let vec4 = vec4_compatible(cols, dims);
-    let (key, tm, jb) = if vec4 {
-        (PipelineKey::new(Shader::VicinityApplyVec4).with("WG", WG), APPLY_TM_VEC4, 8)
-    } else {
-        let jb = if d >= 8 { 8 } else { 4 };
-        (PipelineKey::new(Shader::VicinityApply).with("WG", WG).with("TM", APPLY_TM as u32).with("JB", jb as u32), APPLY_TM, jb)
-    };
-    let jblocks = d.div_ceil(jb);
-    let token_blocks = n.div_ceil(tm);
+    let kernel = if vec4_compatible(cols, dims) { Kernel::VicinityApplyVec4 } else { Kernel::VicinityApply };
+    let key = PipelineKey::new(kernel).with("WG", WG);
+    let jblocks = d.div_ceil(APPLY_LANES);
+    let token_blocks = n.div_ceil(APPLY_TOKENS);
     let items = bh * jblocks * token_blocks;
     check_u32("vicinity_apply items", items)?;
     check_u32("vicinity_apply out", batch * n * heads * d)?;
@@ -217,7 +203,7 @@ pub fn vicinity_apply(
     g.push(Node {
         label: "vicinity_apply".into(),
         key,
-        params: vec![p(items), p(n), p(heads), p(d), p(cols.row), p(cols.q), p(heads * d), p(token_blocks), p(jblocks), 0, 0, 0],
+        params: Uniform::of(&params::VicinityApply { items: p(items), n: p(n), heads: p(heads), d: p(d), ld: p(cols.row), q_off: p(cols.q), out_ld: p(heads * d), token_blocks: p(token_blocks), jblocks: p(jblocks), _pad0: 0, _pad1: 0, _pad2: 0 }),
         reads: vec![qkv, trig, kv, ksum],
         writes: vec![out],
         workgroups: grid(items.div_ceil(WG as usize)),
@@ -249,8 +235,8 @@ pub fn vicinity_gate(g: &mut Graph, y: TensorId, s: TensorId, residual: TensorId
     let out = g.activation(&ys);
     g.push(Node {
         label: "vicinity_gate".into(),
-        key: PipelineKey::new(Shader::VicinityGate).with("WG", WG).with("RUN", GATE_RUN as u32),
-        params: vec![total as u32, c as u32, (n * c) as u32, 0],
+        key: PipelineKey::new(Kernel::VicinityGate).with("WG", WG).with("RUN", GATE_RUN as u32),
+        params: Uniform::of(&params::VicinityGate { total: total as u32, c: c as u32, nc: (n * c) as u32, _pad: 0 }),
         reads: vec![y, s, residual],
         writes: vec![out],
         workgroups: grid(total.div_ceil(WG as usize * GATE_RUN)),

@@ -10,10 +10,10 @@ use wgvit::Weights;
 pub const DEFAULT_MODEL: &str = "hatnet-digits";
 
 const BUNDLED: &[(&str, &[u8])] = &[
-    ("hatnet-digits", include_bytes!("../assets/models/hatnet-digits.safetensors")),
-    ("vvt-digits", include_bytes!("../assets/models/vvt-digits.safetensors")),
-    ("accvit-digits", include_bytes!("../assets/models/accvit-digits.safetensors")),
-    ("lavit-digits", include_bytes!("../assets/models/lavit-digits.safetensors")),
+    ("hatnet-digits", include_bytes!("../../../assets/models/hatnet-digits.safetensors")),
+    ("vvt-digits", include_bytes!("../../../assets/models/vvt-digits.safetensors")),
+    ("accvit-digits", include_bytes!("../../../assets/models/accvit-digits.safetensors")),
+    ("lavit-digits", include_bytes!("../../../assets/models/lavit-digits.safetensors")),
 ];
 
 /// The bundled model ids, for help and error messages.

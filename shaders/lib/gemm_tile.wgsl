@@ -1,5 +1,5 @@
-// gemm_tile.wgsl — the register-tiled GEMM core shared by matmul.wgsl and conv2d.wgsl (prepended
-// to them): C[TM x TN] = sum_k A[m, k] * B[k, n] for one invocation's tile, then the walk that
+// gemm_tile.wgsl — the register-tiled GEMM core shared by matmul.wgsl and conv2d.wgsl (both
+// require it): C[TM x TN] = sum_k A[m, k] * B[k, n] for one invocation's tile, then the walk that
 // hands every output row segment to the epilogue.
 //
 // The including shader provides: `params` with fields `k` (the reduction length), `m`, `n`,
@@ -19,6 +19,7 @@
 // away): NIR does not unroll loops over register arrays of this size and then keeps the arrays
 // in scratch memory, itself a per-lane loop.
 // Workgroup memory: none (shared-memory reads cost as much as global reads there, plus barriers).
+// requires: mad4
 
 override TM: u32 = 16u;
 override TN: u32 = 8u;
@@ -49,16 +50,6 @@ struct Acc {
     c10: mat4x4<f32>, c11: mat4x4<f32>,
     c20: mat4x4<f32>, c21: mat4x4<f32>,
     c30: mat4x4<f32>, c31: mat4x4<f32>,
-}
-
-// One output row of a block: c + sum_j a[j] * b[j] (4 vec4 FMAs).
-fn mad_row(c: vec4<f32>, a: vec4<f32>, b: mat4x4<f32>) -> vec4<f32> {
-    return fma(b[3], vec4<f32>(a.w), fma(b[2], vec4<f32>(a.z), fma(b[1], vec4<f32>(a.y), fma(b[0], vec4<f32>(a.x), c))));
-}
-
-// c += a-block · b-block for one 4x4 output block (16 vec4 FMAs).
-fn mad(c: mat4x4<f32>, a: mat4x4<f32>, b: mat4x4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(mad_row(c[0], a[0], b), mad_row(c[1], a[1], b), mad_row(c[2], a[2], b), mad_row(c[3], a[3], b));
 }
 
 // One k step (k .. k+3) over the whole register tile.

@@ -1,4 +1,4 @@
-//! LaViT's residual attention downsampling between stages (shaders/attention_downsample.wgsl):
+//! LaViT's residual attention downsampling between stages (shaders/family/attention_downsample.wgsl):
 //! the last attention matrix of stage m−1, averaged over its heads, goes through a
 //! single-channel 2×2 / stride-2 conv over its query map (one slice per key), is scaled per head
 //! of stage m and added to the logits of stage m's first layer (LaViT passes it as the residual
@@ -6,7 +6,7 @@
 //! the 4·Hp reads of a tap column are the op's whole cost (0.2–1 ms per stage transition at 224
 //! on lavapipe).
 
-use super::{check_u32, grid, Graph, Node, PipelineKey, Shader, TensorId};
+use super::{check_u32, grid, params, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 /// `prev` `[B, Hp, 4·h·w, M]` (the previous stage's carried attention over its `2h × 2w` query map)
@@ -40,8 +40,17 @@ pub fn attention_downsample(g: &mut Graph, prev: TensorId, (h, w): (usize, usize
     let items = batch * n * m;
     g.push(Node {
         label: "attention_downsample".into(),
-        key: PipelineKey::new(Shader::AttentionDownsample).with("WG", WG as u32),
-        params: [batch, heads_prev, heads, h, w, m, 0, 0].iter().map(|&v| v as u32).collect(),
+        key: PipelineKey::new(Kernel::AttentionDownsample).with("WG", WG as u32),
+        params: Uniform::of(&params::AttentionDownsample {
+            batch: batch as u32,
+            heads_prev: heads_prev as u32,
+            heads: heads as u32,
+            h: h as u32,
+            w: w as u32,
+            m: m as u32,
+            _p0: 0,
+            _p1: 0,
+        }),
         reads: vec![prev, weight, bias, gamma],
         writes: vec![out],
         workgroups: grid(items.div_ceil(WG)),

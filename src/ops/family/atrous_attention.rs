@@ -1,6 +1,6 @@
 //! Atrous attention (ACC-ViT): multi-head window attention over the *dilated* partitions of a
 //! channel-last map, all dilation branches in one dispatch, each branch's result scaled by a
-//! per-pixel softmax gate (`shaders/atrous_attention.wgsl`).
+//! per-pixel softmax gate (`shaders/family/atrous_attention.wgsl`).
 //!
 //! Branch `i` has dilation `d = 2^i`: its windows take every `d`-th pixel, window `(g, a, g', a')`
 //! holding rows `(g·win + u)·d + a` and columns `(g'·win + v)·d + a'` for tokens `(u, v)`. The
@@ -8,7 +8,7 @@
 //! materialised, and the relative-position bias is gathered from its `(2·win − 1)²` table inside
 //! the key loop.
 //!
-//! Why not [`super::attention::attention_strided`]: its [`super::attention::View`] splits the batch
+//! Why not [`crate::ops::attention::attention_strided`]: its [`crate::ops::attention::View`] splits the batch
 //! index into three strided parts, but a dilated window's origin needs four per image (window row
 //! and offset `(g, a)`, window column and offset `(g', a')`) — it expresses only the undilated
 //! (`d = 1`) and the grid (`d = H / win`) branches — and its bias operand cannot express the
@@ -24,7 +24,7 @@
 //!   gated sum of the projected branches, in one GEMM.
 //! - `table` `[nb, heads, (2·win − 1)²]` (a PyTorch `[(2·win − 1)², heads]` table transposed).
 
-use super::{check_u32, f32w, grid, Graph, Node, PipelineKey, Shader, TensorId};
+use super::{check_u32, grid, params, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 /// Most branches (dilations 1, 2, 4, 8): the gate logits are one vec4.
@@ -124,47 +124,18 @@ pub fn atrous_attention(g: &mut Graph, qkv: TensorId, table: TensorId, dims: &At
     let u = |v: usize| v as u32;
     g.push(Node {
         label: format!("atrous_attention{nb}"),
-        key: PipelineKey::new(Shader::AtrousAttention)
+        key: PipelineKey::new(Kernel::AtrousAttention)
             .with("WG", u((win * win).next_multiple_of(8)))
             .with("WIN", u(win))
             .with("D4", u(hd / 4))
             .with("GATE", (nb > 1) as u32),
-        params: vec![
-            u(batch),
-            u(h),
-            u(w),
-            u(c),
-            u(heads),
-            u(hd),
-            u(nb),
-            u(w / win),
-            u(wins),
-            u(dims.qkv_row() / 4),
-            u(dims.out_row() / 4),
-            u(nb * 3 * c / 4),
-            f32w(scale),
-            0,
-            0,
-            0,
-        ],
+        params: Uniform::of(&params::AtrousAttention { batch: u(batch), h: u(h), w: u(w), c: u(c), heads: u(heads), hd: u(hd), nb: u(nb), wins_w: u(w / win), wins: u(wins), row_in4: u(dims.qkv_row() / 4), row_out4: u(dims.out_row() / 4), gate4: u(nb * 3 * c / 4), scale, _p0: 0, _p1: 0, _p2: 0 }),
         reads: vec![qkv, table],
         writes: vec![out],
         workgroups: grid(workgroups),
         flops: (batch * nb * h * w * heads * win * win * (4 * hd + 4)) as u64,
     });
     Ok(out)
-}
-
-/// `[nb, heads, (2·win − 1)²]` from the branches' PyTorch tables `[(2·win − 1)², heads]`.
-pub fn table_from_torch(tables: &[&[f32]], heads: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(tables.iter().map(|t| t.len()).sum());
-    for t in tables {
-        let n = t.len() / heads.max(1);
-        for h in 0..heads {
-            out.extend((0..n).map(|i| t[i * heads + h]));
-        }
-    }
-    out
 }
 
 /// CPU reference of [`atrous_attention`], written the way the spec states it: per branch, gather

@@ -1,0 +1,72 @@
+//! Every per-device choice the ops make, in one place: which kernel variant and which tiling a
+//! graph built for a [`DeviceProfile`] gets. Ops ask here and nowhere else, so a new kernel set
+//! (or a device measured to prefer other tiles) changes this file only.
+//!
+//! Today's table (measured on lavapipe, `wgvit bench-ops --sweep` and `wgvit profile`):
+//!
+//! | choice | CPU-like set | GPU-like set |
+//! |---|---|---|
+//! | matmul / implicit-GEMM conv register tile | 16 × 8 outputs, 8 × 8 invocations | the same (a GPU-tuned set is open work) |
+//! | attention query rows per invocation | 2 where nq ≥ 16 (half the k/v loads) | 1 (q and accumulators stay in registers) |
+//! | GroupNorm lanes per workgroup | 32 | 32 |
+//! | row reductions (LayerNorm, softmax, means) | 16 lanes per row for few long rows, else 1 | the same |
+
+use crate::kernels::DeviceProfile;
+
+use super::matmul::{MatmulLoads, MatmulTiling};
+
+/// The register tile and workgroup of the core matmul. 16 × 8 outputs per invocation in 8 × 8
+/// workgroups measured fastest on lavapipe; 4-row tiles are several times slower there.
+pub fn matmul_tiling(_profile: &DeviceProfile) -> MatmulTiling {
+    MatmulTiling { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
+}
+
+/// The implicit-GEMM convolution's tile: the matmul's (channels × pixels per invocation).
+pub fn conv_gemm_tiling(profile: &DeviceProfile) -> MatmulTiling {
+    matmul_tiling(profile)
+}
+
+/// Query rows one attention invocation owns: 2 on CPU-like devices, where each k/v load then
+/// feeds two rows, when there are rows enough to fill a SIMD group; else 1.
+pub fn attention_rows(profile: &DeviceProfile, nq: usize) -> usize {
+    if profile.is_cpu_like() && nq >= 16 {
+        2
+    } else {
+        1
+    }
+}
+
+/// Invocations per GroupNorm workgroup. Small on purpose: on lavapipe a workgroup's barriers
+/// cost in proportion to its size; measured for GroupNorm(1, C) on [1, 96, 112, 112] /
+/// [8, 64, 28, 28] (ms, both dispatches): 8 lanes 19.6 / 4.0, 16: 15.2 / 4.3, 32: 14.5 / 3.8,
+/// 64: 17.9 / 5.3, 128: 29.3 / 4.9, 256: 31.2 / 7.9.
+pub fn group_norm_lanes(_profile: &DeviceProfile) -> usize {
+    32
+}
+
+/// Lanes that share one row of LayerNorm or softmax (`rows` rows of `len` elements): 16 when
+/// fewer than 128 long rows would leave a GPU idle, else 1 (no workgroup memory, no barriers).
+/// Measured on lavapipe (ms; L = lanes per row): layer_norm 3136x64: L1 0.74, L4 1.9, L16 3.4;
+/// 196x320: L1 0.25, L16 0.75; 49x512: L1 0.18, L16 0.26; 4096x1024: L1 58, L16 76. softmax
+/// 3136x49: L1 0.66, L4 1.4, L16 2.3; 1568x196: L1 1.8, L16 2.5; 64x1024: L1 0.45, L16 0.47;
+/// 16x3136: L1 0.29, L16 0.37. A CPU device always prefers a row per invocation; the reduction
+/// costs lavapipe < 0.1 ms where it is used.
+pub fn row_lanes(_profile: &DeviceProfile, rows: usize, len: usize) -> usize {
+    if rows < 128 && len >= 256 {
+        16
+    } else {
+        1
+    }
+}
+
+/// Lanes per output of a strided mean (token and spatial means over `len` elements, `outputs`
+/// of them): lanes keep a GPU busy for few long reductions; a CPU device loses a little to the
+/// barriers (lavapipe, 64 × 3136: 0.25 ms with a reduction per invocation, 0.28 ms with 16
+/// lanes; but 2048 × 49: 0.16 ms vs 1.0 ms, hence only for few outputs).
+pub fn mean_lanes(_profile: &DeviceProfile, outputs: usize, len: usize) -> usize {
+    if outputs < 512 && len >= 256 {
+        16
+    } else {
+        1
+    }
+}
