@@ -12,15 +12,14 @@
 //
 // Bindings: 0 params (uniform), 1 q, 2 k, 3 v, 4 bias (read; when HAS_BIAS = 0 any tensor is bound
 // there and never read), 5 out (write).
-// Dispatch: one workgroup per (batch, head, block of WG·QB query rows, dv chunk); each invocation
-// owns QB consecutive query rows (WG = ceil(nq / QB) rounded up to a multiple of 8, at most 64,
-// chosen by the host); the workgroup count is folded into (x, y) by `ops::grid`. Everything but
-// the query rows is a function of the workgroup, so the k and v addresses are uniform across it:
-// each k/v load is one broadcast to the whole workgroup on a GPU (and need not be a gather on a
-// CPU device), and it feeds QB rows. On CPU devices loads, not FMAs, bound this kernel (lavapipe
-// runs every storage load as a per-lane loop), so the host picks QB = 2 there (hatnet-tiny's
-// attention 152 → 112 ms on lavapipe; QB = 4 gave 95 ms but 4 s of LLVM compile per pipeline
-// instead of 1.1 s); on GPUs QB = 1 keeps q and the accumulators in registers.
+// Dispatch: one invocation per (dv chunk, batch·head, group of QB consecutive query rows), rows
+// fastest, WG invocations per workgroup whatever the shape (one pipeline serves every sequence
+// length: a workgroup may span several batch·head entries), the workgroup count folded into
+// (x, y) by `ops::grid`. Neighbouring lanes own neighbouring rows of one head, so they read the
+// same k and v rows. On CPU devices loads, not FMAs, bound this kernel (lavapipe runs every
+// storage load as a per-lane loop), so the host picks QB = 2 there (hatnet-tiny's attention
+// 152 → 112 ms on lavapipe; QB = 4 gave 95 ms but 4 s of LLVM compile per pipeline instead of
+// 1.1 s); on GPUs QB = 1 keeps q and the accumulators in registers.
 // Registers: q as QB·D4 vec4 (D4 = ceil(d / 4) <= 16, so d <= 64) and the output accumulators as
 // QB·DV4 vec4 (a chunk of at most 64 output channels; a larger dv is split over more invocations,
 // each recomputing the scores). Keys go in blocks of KB = 4: their scores are computed first, so
@@ -138,19 +137,17 @@ fn load_v4(row: u32, ch: u32) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let rows_per_wg = WG * QB;
-    let blocks = (params.nq + rows_per_wg - 1u) / rows_per_wg;
-    let wg = wid.x + wid.y * nwg.x;
-    if (wg >= params.batch * params.heads * blocks * params.chunks) {
+    // Invocations are numbered over (dv chunk, batch·head, group of QB rows), rows fastest.
+    let groups = (params.nq + QB - 1u) / QB;
+    let bhs = params.batch * params.heads;
+    let item = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (item >= groups * bhs * params.chunks) {
         return;
     }
-    let chunk = wg % params.chunks;
-    let r = wg / params.chunks;
-    let i0 = (r % blocks) * rows_per_wg + lid * QB;
-    let bh = r / blocks;
-    if (i0 >= params.nq) {
-        return;
-    }
+    let i0 = (item % groups) * QB;
+    let r = item / groups;
+    let bh = r % bhs;
+    let chunk = r / bhs;
     let rows = min(QB, params.nq - i0);
     let h = bh % params.heads;
     let b = bh / params.heads;

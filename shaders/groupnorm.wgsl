@@ -3,12 +3,15 @@
 // of channels g*C/G .. (g+1)*C/G, so GroupNorm(1, C) takes statistics over a whole image.
 //
 // A group (up to ~800k elements) is cut into chunks of `chunk_len` elements, one workgroup each,
-// and normalised in two dispatches of this shader (PHASE override):
+// and normalised in two dispatches of this shader (PHASE override), or in one (PHASE 2) when a
+// group is one chunk (small maps: the digit models' are a few thousand elements):
 //   PHASE 0: per chunk, each lane takes the elements lane, lane + WG, ... and computes its count,
 //     mean and centred M2 = sum (v - mean)^2 in two passes; the lanes' triples are merged with
 //     Chan's parallel formula in a workgroup tree; the chunk's (mean, M2) go to `stats`.
 //   PHASE 1: per chunk, the lanes merge all chunk statistics of the group (Chan again), then
 //     normalise the chunk's own elements.
+//   PHASE 2: PHASE 0's statistics of the one chunk, then PHASE 1's normalisation, in one
+//     dispatch (the same numbers: merging one chunk's moments with empty ones is exact).
 // Chan's merge of (na, ma, Ma) and (nb, mb, Mb): d = mb - ma, n = na + nb, m = ma + d * nb / n,
 // M = Ma + Mb + d² na nb / n — only differences of nearby means, never E[v²] - E[v]², so a large
 // common offset keeps full precision. Counts are f32, exact for groups < 2^24 (checked on the host).
@@ -108,7 +111,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let len = min(params.chunk_len, params.group_len - start);
     let base = group * params.group_len + start;
 
-    if (PHASE == 0u) {
+    var total: Moments;
+    if (PHASE != 1u) {
         // Summed relative to the chunk's first element: rounding scales with the spread, not
         // with a common offset.
         let shift = first(value(base));
@@ -125,22 +129,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let d = value(base + k) - splat(mean);
             m2 += d * d;
         }
-        let total = merge_workgroup(lid, Moments(n, mean, hsum(m2)));
-        if (lid == 0u) {
-            stats[2u * chunk] = total.mean;
-            stats[2u * chunk + 1u] = total.m2;
+        total = merge_workgroup(lid, Moments(n, mean, hsum(m2)));
+        if (PHASE == 0u) {
+            if (lid == 0u) {
+                stats[2u * chunk] = total.mean;
+                stats[2u * chunk + 1u] = total.m2;
+            }
+            return;
         }
-        return;
+    } else {
+        // PHASE 1: the group's statistics from its chunks' moments.
+        let first_chunk = group * params.chunks_per_group;
+        var acc = Moments(0.0, 0.0, 0.0);
+        for (var j = lid; j < params.chunks_per_group; j += WG) {
+            let n = f32(min(params.chunk_len, params.group_len - j * params.chunk_len)) * ELEMS;
+            acc = merge(acc, Moments(n, stats[2u * (first_chunk + j)], stats[2u * (first_chunk + j) + 1u]));
+        }
+        total = merge_workgroup(lid, acc);
     }
-
-    // PHASE 1: the group's statistics from its chunks' moments.
-    let first_chunk = group * params.chunks_per_group;
-    var acc = Moments(0.0, 0.0, 0.0);
-    for (var j = lid; j < params.chunks_per_group; j += WG) {
-        let n = f32(min(params.chunk_len, params.group_len - j * params.chunk_len)) * ELEMS;
-        acc = merge(acc, Moments(n, stats[2u * (first_chunk + j)], stats[2u * (first_chunk + j) + 1u]));
-    }
-    let total = merge_workgroup(lid, acc);
     let mean = total.mean;
     let rstd = 1.0 / sqrt(total.m2 / total.n + params.eps);
 

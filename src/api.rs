@@ -31,12 +31,19 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Opens the device ([`GpuContext::new`]); natively its compiled pipelines are kept in
+    /// `$XDG_CACHE_HOME/wgvit/` (or `~/.cache/wgvit/`) for the next process (`WGVIT_CACHE=0` turns
+    /// that off).
     pub async fn new() -> Result<Self> {
         Ok(Self::from_context(GpuContext::new().await?))
     }
 
     pub fn from_context(ctx: GpuContext) -> Self {
-        Self { ctx, pipelines: Arc::new(PipelineCache::new()) }
+        let pipelines = match disk_cache::open(&ctx) {
+            Some(cache) => PipelineCache::with_driver_cache(cache),
+            None => PipelineCache::new(),
+        };
+        Self { ctx, pipelines: Arc::new(pipelines) }
     }
 
     pub fn info(&self) -> &DeviceInfo {
@@ -45,7 +52,11 @@ impl Engine {
 
     /// Compiles an arbitrary graph (tests, benchmarks, custom networks).
     pub async fn compile(&self, graph: &Graph, constants: &ConstantCache) -> Result<Executable> {
-        Executable::build(&self.ctx, graph, &self.pipelines, constants).await
+        let exe = Executable::build(&self.ctx, graph, &self.pipelines, constants).await?;
+        if !exe.times.pipelines.is_empty() {
+            disk_cache::store(&self.ctx, &self.pipelines);
+        }
+        Ok(exe)
     }
 
     /// Loads model `id` with `weights`. Fails early on an unknown id, a bad configuration in the
@@ -98,8 +109,10 @@ impl Model {
             return Ok(e.clone());
         }
         let profile = self.engine.ctx.info.profile.clone();
-        let graph = models::build_spec_graph(&self.card.spec, &self.weights, input_shape, profile)?;
-        let exe = Arc::new(self.engine.compile(&graph, &self.constants).await?);
+        let (graph, graph_ms) = crate::time::timed(|| models::build_spec_graph(&self.card.spec, &self.weights, input_shape, profile));
+        let mut exe = self.engine.compile(&graph?, &self.constants).await?;
+        exe.times.graph_ms = graph_ms;
+        let exe = Arc::new(exe);
         self.graphs.lock().unwrap().insert(input_shape.to_vec(), exe.clone());
         Ok(exe)
     }
@@ -110,4 +123,70 @@ impl Model {
         let mut out = exe.run(&[input]).await?;
         Ok(out.remove(0))
     }
+}
+
+/// The driver pipeline cache on disk (natively, where the device has `PIPELINE_CACHE`): one file
+/// per adapter, driver and wgvit version. A missing, corrupt or foreign file is a cache miss (the
+/// driver validates the data and starts empty), never an error; files are written whole and
+/// atomically (a temporary file renamed over the old one) and bounded in size.
+mod disk_cache {
+    use crate::context::GpuContext;
+    use crate::executor::PipelineCache;
+
+    /// Larger files are neither read nor written.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    const MAX_BYTES: u64 = 256 << 20;
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn path(ctx: &GpuContext) -> Option<std::path::PathBuf> {
+        if std::env::var_os("WGVIT_CACHE").is_some_and(|v| v == "0") || !ctx.device.features().contains(wgpu::Features::PIPELINE_CACHE) {
+            return None;
+        }
+        let info = ctx.adapter.get_info();
+        let key = wgpu::util::pipeline_cache_key(&info)?;
+        let dir = match std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+            Some(d) => std::path::PathBuf::from(d),
+            None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cache"),
+        };
+        // The driver's version is part of the name: a driver update starts a new file.
+        let driver: String = format!("{}-{}", info.driver, info.driver_info).chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        Some(dir.join("wgvit").join(format!("{key}-{driver}-wgvit{}.bin", env!("CARGO_PKG_VERSION"))))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open(ctx: &GpuContext) -> Option<wgpu::PipelineCache> {
+        let path = path(ctx)?;
+        let data = std::fs::metadata(&path).ok().filter(|m| m.len() <= MAX_BYTES).and_then(|_| std::fs::read(&path).ok());
+        // SAFETY: the data is only used when wgpu's header (adapter key, driver version, checksum)
+        // matches this device; anything else falls back to an empty cache (`fallback: true`).
+        let cache = unsafe {
+            ctx.device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor { label: Some("wgvit"), data: data.as_deref(), fallback: true })
+        };
+        Some(cache)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn store(ctx: &GpuContext, pipelines: &PipelineCache) {
+        let (Some(path), Some(data)) = (path(ctx), pipelines.driver_cache_data()) else { return };
+        if data.len() as u64 > MAX_BYTES {
+            return;
+        }
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))?;
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, &data)?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(e) = write() {
+            log::info!("pipeline cache not saved to {}: {e}", path.display());
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    pub fn open(_: &GpuContext) -> Option<wgpu::PipelineCache> {
+        None
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    pub fn store(_: &GpuContext, _: &PipelineCache) {}
 }

@@ -75,7 +75,11 @@ impl GpuContext {
         let ainfo = adapter.get_info();
         let features = adapter.features();
         // Timestamps inside passes let `wgvit profile` time each dispatch of the single forward pass.
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        // A driver pipeline cache lets compiled kernels survive the process (natively).
+        let wanted = wgpu::Features::SHADER_F16
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+            | wgpu::Features::PIPELINE_CACHE;
         let limits = adapter.limits();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {

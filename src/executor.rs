@@ -14,11 +14,14 @@ use crate::graph::{Graph, StorageKind, TensorId};
 use crate::kernels::{Kernel, PipelineKey};
 use crate::plan::{align_up, plan_graph, MemoryPlan};
 use crate::tensor::HostTensor;
+use crate::time::now_ms;
 
 /// Pipelines, shader modules and bind-group layouts, created once per device and shared by every
-/// graph built on it.
+/// graph built on it. With a driver-level cache ([`PipelineCache::with_driver_cache`], natively
+/// where the adapter has `PIPELINE_CACHE`) the driver's compiled code survives the process.
 #[derive(Default)]
 pub struct PipelineCache {
+    driver_cache: Option<wgpu::PipelineCache>,
     modules: Mutex<HashMap<Kernel, wgpu::ShaderModule>>,
     layouts: Mutex<HashMap<(usize, usize), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     pipelines: Mutex<HashMap<(PipelineKey, usize, usize), wgpu::ComputePipeline>>,
@@ -27,6 +30,84 @@ pub struct PipelineCache {
 impl PipelineCache {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Pipelines created through `cache` (a `wgpu::PipelineCache`, e.g. read from disk).
+    pub fn with_driver_cache(cache: wgpu::PipelineCache) -> Self {
+        Self { driver_cache: Some(cache), ..Self::default() }
+    }
+
+    /// The driver cache's data, to store for the next process.
+    pub fn driver_cache_data(&self) -> Option<Vec<u8>> {
+        self.driver_cache.as_ref().and_then(|c| c.get_data())
+    }
+
+    /// Creates every pipeline of `keys` that is not cached yet — natively on as many threads as
+    /// there are cores (the driver's shader compiler is most of a cold start), in the browser
+    /// one after the other — and records what each cost in `times`.
+    pub async fn create_all(&self, ctx: &GpuContext, keys: &[(PipelineKey, usize, usize)], times: &mut BuildTimes) -> Result<()> {
+        let missing: Vec<&(PipelineKey, usize, usize)> = {
+            let cached = self.pipelines.lock().unwrap();
+            let mut seen = std::collections::HashSet::new();
+            keys.iter().filter(|k| !cached.contains_key(*k) && seen.insert((*k).clone())).collect()
+        };
+        // Shader modules first, once each (they are shared by the pipelines of a kernel).
+        for (key, reads, writes) in &missing {
+            self.module(ctx, key, times).await?;
+            self.layout(ctx, *reads, *writes);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(missing.len()).max(1);
+            if threads > 1 {
+                let results: Vec<Result<BuildTimes>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = (0..threads)
+                        .map(|t| {
+                            let mine: Vec<_> = missing.iter().skip(t).step_by(threads).collect();
+                            scope.spawn(move || -> Result<BuildTimes> {
+                                let mut local = BuildTimes::default();
+                                for (key, reads, writes) in mine {
+                                    pollster::block_on(self.pipeline(ctx, key, *reads, *writes, &mut local))?;
+                                }
+                                Ok(local)
+                            })
+                        })
+                        .collect();
+                    handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Gpu { context: "creating pipelines".into(), reason: "a compile thread panicked".into() }))).collect()
+                });
+                for r in results {
+                    let local = r?;
+                    times.modules_ms += local.modules_ms;
+                    times.pipelines.extend(local.pipelines);
+                }
+                return Ok(());
+            }
+        }
+        for (key, reads, writes) in missing {
+            self.pipeline(ctx, key, *reads, *writes, times).await?;
+        }
+        Ok(())
+    }
+
+    /// The shader module of `key`'s kernel, created (and its cost added to `times`) on first use.
+    async fn module(&self, ctx: &GpuContext, key: &PipelineKey, times: &mut BuildTimes) -> Result<wgpu::ShaderModule> {
+        if let Some(m) = self.modules.lock().unwrap().get(&key.kernel) {
+            return Ok(m.clone());
+        }
+        let name = key.kernel.name();
+        let start = now_ms();
+        let source = key.kernel.source();
+        if print_wgsl() {
+            eprintln!("// ==== kernel {name}\n{source}");
+        }
+        let m = ctx
+            .scoped(&format!("compiling shader '{name}'"), || {
+                ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(&name), source: wgpu::ShaderSource::Wgsl(source.into()) })
+            })
+            .await?;
+        self.modules.lock().unwrap().insert(key.kernel, m.clone());
+        times.modules_ms += now_ms() - start;
+        Ok(m)
     }
 
     pub fn len(&self) -> usize {
@@ -80,12 +161,14 @@ impl PipelineCache {
 
     /// The pipeline for `key` with `reads`/`writes` storage bindings; compiled on first request,
     /// inside an error scope so that a shader the driver rejects is a clear error on every target.
+    /// `times` receives what creating it cost (nothing when it was cached).
     pub async fn pipeline(
         &self,
         ctx: &GpuContext,
         key: &PipelineKey,
         reads: usize,
         writes: usize,
+        times: &mut BuildTimes,
     ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout)> {
         let (bgl, layout) = self.layout(ctx, reads, writes);
         let cache_key = (key.clone(), reads, writes);
@@ -93,26 +176,8 @@ impl PipelineCache {
             return Ok((p.clone(), bgl));
         }
         let name = key.kernel.name();
-        let cached = self.modules.lock().unwrap().get(&key.kernel).cloned();
-        let module = match cached {
-            Some(m) => m,
-            None => {
-                let source = key.kernel.source();
-                if print_wgsl() {
-                    eprintln!("// ==== kernel {name}\n{source}");
-                }
-                let m = ctx
-                    .scoped(&format!("compiling shader '{name}'"), || {
-                        ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(&name),
-                            source: wgpu::ShaderSource::Wgsl(source.into()),
-                        })
-                    })
-                    .await?;
-                self.modules.lock().unwrap().insert(key.kernel, m.clone());
-                m
-            }
-        };
+        let module = self.module(ctx, key, times).await?;
+        let pipeline_start = now_ms();
         let constants: Vec<(&str, f64)> = key.constants().iter().map(|&(n, v)| (n, v as f64)).collect();
         let pipeline = ctx
             .scoped(&format!("creating the pipeline for {:?}", key), || {
@@ -126,11 +191,12 @@ impl PipelineCache {
                         // Every kernel initialises the workgroup memory it reads.
                         zero_initialize_workgroup_memory: false,
                     },
-                    cache: None,
+                    cache: self.driver_cache.as_ref(),
                 })
             })
             .await?;
         self.pipelines.lock().unwrap().insert(cache_key, pipeline.clone());
+        times.pipelines.push((name, now_ms() - pipeline_start));
         Ok((pipeline, bgl))
     }
 }
@@ -179,6 +245,49 @@ impl ConstantCache {
     }
 }
 
+/// Where the time of building a graph for the device went (milliseconds): what a cold start
+/// costs besides the device, the weights and the first forward.
+#[derive(Clone, Debug, Default)]
+pub struct BuildTimes {
+    /// Building the graph on the host (the model's builder; set by `Model::prepare`).
+    pub graph_ms: f64,
+    /// Memory plan and activation buffers.
+    pub plan_ms: f64,
+    /// Weights not yet on the device, uploaded (queued).
+    pub upload_ms: f64,
+    /// Shader modules created (WGSL parsed and translated).
+    pub modules_ms: f64,
+    /// Each pipeline created for this graph: its kernel and milliseconds (pipelines already in
+    /// the cache cost nothing and are not listed).
+    pub pipelines: Vec<(String, f64)>,
+    /// Bind groups and the uniform buffer.
+    pub bind_groups_ms: f64,
+}
+
+impl BuildTimes {
+    pub fn pipelines_ms(&self) -> f64 {
+        self.pipelines.iter().map(|p| p.1).sum()
+    }
+
+    /// One line: `graph 1.2 ms, upload 3.4 ms, ... pipelines 2900.1 ms (23; slowest matmul 410 ms, ...)`.
+    pub fn summary(&self) -> String {
+        let mut slow = self.pipelines.clone();
+        slow.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let slowest: Vec<String> = slow.iter().take(3).map(|(n, ms)| format!("{n} {ms:.0} ms")).collect();
+        format!(
+            "graph {:.1} ms, plan {:.1} ms, weights upload {:.1} ms, shader modules {:.1} ms, pipelines {:.1} ms ({}{}), bind groups {:.1} ms",
+            self.graph_ms,
+            self.plan_ms,
+            self.upload_ms,
+            self.modules_ms,
+            self.pipelines_ms(),
+            self.pipelines.len(),
+            if slowest.is_empty() { String::new() } else { format!("; slowest {}", slowest.join(", ")) },
+            self.bind_groups_ms
+        )
+    }
+}
+
 /// Numbers a benchmark or `wgvit bench` reports about a built graph.
 #[derive(Clone, Debug, Default)]
 pub struct GraphStats {
@@ -218,11 +327,15 @@ pub struct Executable {
     outputs: Vec<Slot>,
     pub stats: GraphStats,
     pub plan: MemoryPlan,
+    /// What building it cost.
+    pub times: BuildTimes,
 }
 
 impl Executable {
     pub async fn build(ctx: &GpuContext, graph: &Graph, pipelines: &PipelineCache, constants: &ConstantCache) -> Result<Self> {
         let limits = ctx.limits().clone();
+        let mut times = BuildTimes::default();
+        let phase_start = now_ms();
         let live = graph.liveness()?;
 
         // ---- memory plan over inputs and activations: one buffer per slot
@@ -245,7 +358,10 @@ impl Executable {
             })
             .collect::<Result<_>>()?;
 
+        times.plan_ms = now_ms() - phase_start;
+
         // ---- constants
+        let phase_start = now_ms();
         let mut constant_buffer: HashMap<usize, Arc<wgpu::Buffer>> = HashMap::new();
         for (s, storage) in graph.storages.iter().enumerate() {
             if let StorageKind::Constant { key, data } = &storage.kind {
@@ -254,6 +370,8 @@ impl Executable {
                 }
             }
         }
+
+        times.upload_ms = now_ms() - phase_start;
 
         // ---- uniforms: one buffer, each node's words at an aligned offset
         let ualign = limits.min_uniform_buffer_offset_alignment.max(16) as u64;
@@ -276,11 +394,11 @@ impl Executable {
         });
         ctx.queue.write_buffer(&uniforms, 0, &uniform_bytes);
 
-        // ---- pipelines and bind groups
+        // ---- pipelines, all created up front (after checking every node against the limits),
+        // then bind groups
         let max_bindings = limits.max_storage_buffers_per_shader_stage as usize;
         let max_wg = limits.max_compute_workgroups_per_dimension;
-        let mut steps = Vec::with_capacity(graph.nodes.len());
-        for (i, node) in graph.nodes.iter().enumerate() {
+        for node in &graph.nodes {
             let nb = node.reads.len() + node.writes.len();
             if nb > max_bindings.min(8) {
                 return Err(Error::Graph(format!("node '{}' binds {nb} storage buffers (limit 8)", node.label)));
@@ -291,7 +409,13 @@ impl Executable {
                     node.label, node.workgroups
                 )));
             }
-            let (pipeline, bgl) = pipelines.pipeline(ctx, &node.key, node.reads.len(), node.writes.len()).await?;
+        }
+        let keys: Vec<(PipelineKey, usize, usize)> = graph.nodes.iter().map(|n| (n.key.clone(), n.reads.len(), n.writes.len())).collect();
+        pipelines.create_all(ctx, &keys, &mut times).await?;
+        let mut steps = Vec::with_capacity(graph.nodes.len());
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let (pipeline, bgl) = pipelines.pipeline(ctx, &node.key, node.reads.len(), node.writes.len(), &mut times).await?;
+            let bind_start = now_ms();
             let uwords = align_up(node.params.words.len().max(4) as u64, 4);
             let mut entries = vec![wgpu::BindGroupEntry {
                 binding: 0,
@@ -332,6 +456,7 @@ impl Executable {
                     })
                 })
                 .await?;
+            times.bind_groups_ms += now_ms() - bind_start;
             steps.push(Step { label: node.label.clone(), pipeline, bind_group, workgroups: node.workgroups });
         }
 
@@ -380,6 +505,7 @@ impl Executable {
             outputs,
             stats,
             plan,
+            times,
         })
     }
 

@@ -4,7 +4,8 @@
 //! natively (wgpu on Vulkan, Metal, DX12, GL) and in the browser (wasm32 + WebGPU).
 //!
 //! Layers, bottom up; a module uses only those before it in this list:
-//! - [`error`], [`tensor`]: the error type; host tensors and a small RNG.
+//! - [`error`], [`tensor`], [`time`]: the error type; host tensors and a small RNG; a clock
+//!   that works natively and in the browser.
 //! - [`kernels`]: every WGSL kernel and its variants in one table, their typed uniforms, and the
 //!   [`kernels::DeviceProfile`] (limits, features, CPU-like or GPU-like kernel set) graphs are
 //!   built for. No GPU.
@@ -26,6 +27,7 @@
 
 pub mod error;
 pub mod tensor;
+pub mod time;
 
 pub mod kernels;
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 mod common;
 
-use common::cli::{assert_one_error_line, text, wgvit};
+use common::cli::{assert_one_error_line, text, wgvit, wgvit_with_env};
 use wgvit::weights::write_tensors;
 use wgvit::HostTensor;
 
@@ -151,4 +151,29 @@ fn bench_runs_a_model_with_random_weights_and_reports_its_numbers() {
     }
     assert_one_error_line(&["bench", "--model", "hatnet-micro", "--size", "256"], &["hatnet-micro", "256"]);
     assert_one_error_line(&["bench", "--model", "hatnet-micro", "--size", "22x"], &["--size"]);
+}
+
+/// The pipeline cache is written under XDG_CACHE_HOME and read by the next process; a corrupt or
+/// foreign file is a miss, never an error, and is replaced by a good one.
+#[test]
+fn the_pipeline_cache_survives_the_process_and_a_corrupt_file_is_a_miss() {
+    let home = std::env::temp_dir().join(format!("wgvit-cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    // Mesa keeps its own (warm) shader cache where it usually is; only wgvit's moves.
+    let mesa = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/mesa_shader_cache")).unwrap_or_default();
+    let env = [("XDG_CACHE_HOME", home.as_os_str()), ("MESA_SHADER_CACHE_DIR", mesa.as_os_str())];
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/samples/7.png");
+    let first = wgvit_with_env(&["classify", sample, "--json"], &env);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(home.join("wgvit")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "one cache file per adapter and driver: {files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.contains(env!("CARGO_PKG_VERSION")) && name.ends_with(".bin"), "{name}");
+    std::fs::write(&files[0], b"not a pipeline cache at all").unwrap();
+    let second = wgvit_with_env(&["classify", sample, "--json"], &env);
+    assert!(second.status.success(), "a corrupt cache must not fail the run: {}", text(&second.stderr));
+    assert_eq!(text(&first.stdout), text(&second.stdout));
+    assert_ne!(std::fs::read(&files[0]).unwrap(), b"not a pipeline cache at all", "the corrupt file is replaced");
+    let _ = std::fs::remove_dir_all(&home);
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom up, as in `src/lib.rs`. Modules on one line are one layer (they may use each other).
 const LAYERS: &[&[&str]] = &[
-    &["error", "tensor"],
+    &["error", "tensor", "time"],
     &["kernels"],
     &["graph"],
     &["plan"],

@@ -241,10 +241,11 @@ fn attention_rejects_bad_shapes_and_views() {
 
 #[test]
 fn attention_dispatch_folds_past_65535_workgroups() {
-    // Graph only (no GPU): one workgroup per (batch, head, query block), here 2·65535 + 5 of them.
+    // Graph only (no GPU): 64 query rows per workgroup, 64 rows per (batch, head) here, so
+    // 2·65535 + 5 workgroups.
     let mut g = Graph::new();
     let batch = 2 * 65535 + 5;
-    let q = g.input("q", &[batch, 1, 1, 4]);
+    let q = g.input("q", &[batch, 1, 64, 4]);
     let o = attention(&mut g, q, q, q, None, 1.0).unwrap();
     g.output("o", o);
     let [x, y, z] = g.nodes[0].workgroups;

@@ -20,7 +20,8 @@ use crate::error::{Error, Result};
 pub const MAX_D: usize = 64;
 /// Output channels one invocation accumulates (the kernel's register budget for the accumulator).
 const DV_CHUNK: usize = 64;
-const MAX_WG: usize = 64;
+/// Invocations per workgroup (one value: a pipeline per sequence length would cost a compile each).
+const WG: usize = 64;
 
 /// Where element `(b, h, t, c)` (batch, head, token, channel) of an attention operand lives in its
 /// tensor's storage (element units):
@@ -272,11 +273,9 @@ pub fn attention_strided(
     let dv4 = dv.min(DV_CHUNK).div_ceil(4);
     let chunks = dv.div_ceil(dv4 * 4);
     let qb = tuning::attention_rows(&g.profile, nq);
-    // A workgroup covers up to MAX_WG·qb query rows of one (batch, head, dv chunk); a multiple of 8
-    // invocations (the SIMD width of CPU devices, a quarter warp) close to nq / qb wastes few lanes.
-    let wg = nq.div_ceil(qb).next_multiple_of(8).min(MAX_WG);
-    let workgroups = batch * heads * nq.div_ceil(wg * qb) * chunks;
-    check_u32("attention invocations", workgroups * wg)?;
+    let invocations = batch * heads * nq.div_ceil(qb) * chunks;
+    check_u32("attention invocations", invocations + WG)?;
+    let workgroups = invocations.div_ceil(WG);
 
     let o = g.activation(&out.shape);
     let u = |x: usize| x as u32;
@@ -299,7 +298,7 @@ pub fn attention_strided(
     g.push(Node {
         label: "attention".into(),
         key: PipelineKey::new(if qb == 2 { Kernel::AttentionQb2 } else { Kernel::Attention })
-            .with("WG", wg as u32)
+            .with("WG", WG as u32)
             .with("D4", d.div_ceil(4) as u32)
             .with("DV4", dv4 as u32)
             .with("HAS_BIAS", bias.is_some() as u32),

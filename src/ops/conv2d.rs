@@ -150,7 +150,7 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
     let n = s.out_h * s.out_w;
     let k = s.in_c / groups * kh * kw;
     let batches = s.batch * groups;
-    let t = tuning::conv_gemm_tiling(&g.profile);
+    let t = tuning::conv_gemm_tiling(&g.profile, 2 * (batches * m * n * k) as u64);
     let tiles_m = m.div_ceil((t.wg_m * t.tm) as usize);
     let tiles_n = n.div_ceil((t.wg_n * t.tn) as usize);
     let y = g.activation(&[s.batch, s.out_c, s.out_h, s.out_w]);

@@ -59,8 +59,8 @@ pub enum MatmulLoads {
     Vec4,
 }
 
-/// Register tile and workgroup shape of one matmul kernel. [`matmul`] takes the device's
-/// (`ops::tuning::matmul_tiling`); `wgvit bench-ops --sweep` measures others.
+/// Register tile and workgroup shape of one matmul kernel. [`matmul`] takes the device's for the
+/// GEMM's size (`ops::tuning::matmul_tiling`); `wgvit bench-ops --sweep` measures others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MatmulTiling {
     /// Output rows per invocation: 4, 8, 12 or 16.
@@ -74,9 +74,9 @@ pub struct MatmulTiling {
 }
 
 impl Default for MatmulTiling {
-    /// The tiling of a graph built without a device (`ops::tuning` for the default profile).
+    /// The large-GEMM tiling of a graph built without a device (`ops::tuning`, default profile).
     fn default() -> Self {
-        tuning::matmul_tiling(&crate::kernels::DeviceProfile::default())
+        tuning::matmul_tiling(&crate::kernels::DeviceProfile::default(), u64::MAX)
     }
 }
 
@@ -146,7 +146,9 @@ pub fn matmul_shape(a_shape: &[usize], b_shape: &[usize], trans_a: bool, trans_b
 
 /// out = act(alpha · op(a)·op(b) + bias) + residual. See the module docs for shapes.
 pub fn matmul(g: &mut Graph, a: TensorId, b: TensorId, trans_a: bool, trans_b: bool, epi: Epilogue) -> Result<TensorId> {
-    let tiling = tuning::matmul_tiling(&g.profile);
+    let s = matmul_shape(g.shape(a), g.shape(b), trans_a, trans_b)?;
+    let flops = 2 * (s.batches() * s.m * s.n * s.k) as u64;
+    let tiling = tuning::matmul_tiling(&g.profile, flops);
     matmul_tiled(g, a, b, trans_a, trans_b, epi, tiling)
 }
 

@@ -6,7 +6,7 @@
 //!
 //! | choice | CPU-like set | GPU-like set |
 //! |---|---|---|
-//! | matmul / implicit-GEMM conv register tile | 16 × 8 outputs, 8 × 8 invocations | the same (a GPU-tuned set is open work) |
+//! | matmul / implicit-GEMM conv register tile | 16 × 8 outputs, 8 × 8 invocations; 4 × 4 below 4 MFLOP | the same (a GPU-tuned set is open work) |
 //! | attention query rows per invocation | 2 where nq ≥ 16 (half the k/v loads) | 1 (q and accumulators stay in registers) |
 //! | GroupNorm lanes per workgroup | 32 | 32 |
 //! | row reductions (LayerNorm, softmax, means) | 16 lanes per row for few long rows, else 1 | the same |
@@ -15,15 +15,26 @@ use crate::kernels::DeviceProfile;
 
 use super::matmul::{MatmulLoads, MatmulTiling};
 
-/// The register tile and workgroup of the core matmul. 16 × 8 outputs per invocation in 8 × 8
-/// workgroups measured fastest on lavapipe; 4-row tiles are several times slower there.
-pub fn matmul_tiling(_profile: &DeviceProfile) -> MatmulTiling {
-    MatmulTiling { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
+/// GEMMs of fewer FLOPs than this take the small tile.
+pub const SMALL_GEMM_FLOPS: u64 = 4_000_000;
+
+/// The register tile and workgroup of the core matmul for a GEMM of `flops` FLOPs. 16 × 8 outputs
+/// per invocation in 8 × 8 workgroups measured fastest on lavapipe (4-row tiles are several
+/// times slower there on large GEMMs). Below [`SMALL_GEMM_FLOPS`] the dispatch, not the
+/// arithmetic, is the cost, and a 4 × 4 tile compiles far faster: lavapipe JIT-compiles at the
+/// first dispatch, and hatnet-digits' first forward took 11.5 s with 16 × 8 tiles against 5.2 s
+/// with 4 × 4 (empty shader cache, AMD EPYC host).
+pub fn matmul_tiling(_profile: &DeviceProfile, flops: u64) -> MatmulTiling {
+    if flops < SMALL_GEMM_FLOPS {
+        MatmulTiling { tm: 4, tn: 4, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
+    } else {
+        MatmulTiling { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
+    }
 }
 
 /// The implicit-GEMM convolution's tile: the matmul's (channels × pixels per invocation).
-pub fn conv_gemm_tiling(profile: &DeviceProfile) -> MatmulTiling {
-    matmul_tiling(profile)
+pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
+    matmul_tiling(profile, flops)
 }
 
 /// Query rows one attention invocation owns: 2 on CPU-like devices, where each k/v load then

@@ -3,8 +3,16 @@
 use std::process::{Command, Output};
 
 pub fn wgvit(args: &[&str]) -> Output {
+    wgvit_with_env(args, &[])
+}
+
+/// [`wgvit`] with extra environment variables.
+pub fn wgvit_with_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wgvit"));
     cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     // Mesa prints an error line when XDG_RUNTIME_DIR is unset, which would break the one-line
     // error contract these tests check; give the child a private one in that case.
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {

@@ -187,7 +187,7 @@ pub fn bench_ops(runs: usize, sweep: bool) -> Result<()> {
     ];
     for &(mkn, ta, tb) in sizes {
         for loads in [MatmulLoads::Scalar, MatmulLoads::Vec4FromScalars, MatmulLoads::Vec4] {
-            let tiling = MatmulTiling { loads, ..tuning::matmul_tiling(&engine.info().profile) };
+            let tiling = MatmulTiling { loads, ..tuning::matmul_tiling(&engine.info().profile, u64::MAX) };
             matmul_case(&engine, &report, &mut rng, mkn, ta, tb, tiling, runs)?;
         }
     }
@@ -243,14 +243,15 @@ pub fn bench_ops(runs: usize, sweep: bool) -> Result<()> {
     Ok(())
 }
 
-/// Parses `S` or `HxW`.
-/// `wgvit bench --model ...`: cold time to the first result (weights upload, every pipeline and
-/// bind group, the first forward), then warm forwards (input upload, one submission, readback).
-/// `weights` are already read (from a file, or [`Weights::synthetic`]).
-pub fn bench_model(model_id: &str, weights: Weights, size: (usize, usize), batch: usize, runs: usize) -> Result<()> {
-    let engine = pollster::block_on(Engine::new())?;
+/// `wgvit bench --model ...`: cold time to the first result, broken down by phase (device, weights
+/// read and upload, graph, shader modules, pipelines, bind groups, first forward), then warm
+/// forwards (input upload, one submission, readback). `weights` are already read (from a file,
+/// or [`Weights::synthetic`]), which took `weights_ms`.
+pub fn bench_model(model_id: &str, weights: Weights, weights_ms: f64, size: (usize, usize), batch: usize, runs: usize) -> Result<()> {
+    let (engine, engine_ms) = wgvit::time::timed(|| pollster::block_on(Engine::new()));
+    let engine = engine?;
     let info = engine.info();
-    println!("device: {} ({}, {})", info.name, info.backend, info.device_type);
+    println!("device: {} ({}, {}), kernels {}", info.name, info.backend, info.device_type, info.profile.kernels.name());
     println!("model:  {model_id}, weights {}, input [{batch}, 3, {}, {}]", weights.file, size.0, size.1);
     let input = Rng::new(1).tensor(&[batch, 3, size.0, size.1], -1.0, 1.0);
 
@@ -258,9 +259,10 @@ pub fn bench_model(model_id: &str, weights: Weights, size: (usize, usize), batch
     let model = engine.load_model(model_id, weights)?;
     let exe = pollster::block_on(model.prepare(&input.shape))?;
     let built = cold_start.elapsed();
+    let first = Instant::now();
     pollster::block_on(exe.run(&[&input]))?;
-    let cold = cold_start.elapsed();
-
+    let first_ms = first.elapsed().as_secs_f64() * 1e3;
+    let cold = cold_start.elapsed().as_secs_f64() * 1e3 + engine_ms + weights_ms;
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
         let t = Instant::now();
@@ -271,7 +273,11 @@ pub fn bench_model(model_id: &str, weights: Weights, size: (usize, usize), batch
     let median = times[times.len() / 2];
     let s = &exe.stats;
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    println!("cold:   {:.1} ms to first result ({:.1} ms building: weights upload, pipelines, bind groups)", cold.as_secs_f64() * 1e3, built.as_secs_f64() * 1e3);
+    println!(
+        "cold:   {cold:.1} ms to first result: device {engine_ms:.1} ms, weights read {weights_ms:.1} ms, building {:.1} ms, first forward {first_ms:.1} ms",
+        built.as_secs_f64() * 1e3
+    );
+    println!("        building: {}", exe.times.summary());
     println!("warm:   median {median:.2} ms, min {:.2} ms, max {:.2} ms over {} runs", times[0], times[times.len() - 1], times.len());
     println!("        {:.2} images/s, {:.3} GFLOP per forward, {:.2} GFLOP/s", batch as f64 * 1e3 / median, s.flops as f64 / 1e9, s.flops as f64 / 1e6 / median);
     println!("graph:  {} dispatches per forward (one submission), {} pipelines", s.dispatches, s.pipelines);

@@ -277,10 +277,11 @@ pub fn main() -> Result<bool> {
         }
         Command::Convert { input, output, model, size, labels } => convert(&input, &output, model, size.as_deref(), labels.as_deref())?,
         Command::Bench { model, weights, size, batch, runs } => {
-            let (weights, from_file) = load_weights(model.as_deref(), weights.as_deref())?;
+            let (loaded, weights_ms) = wgvit::time::timed(|| load_weights(model.as_deref(), weights.as_deref()));
+            let (weights, from_file) = loaded?;
             let id = resolve_model(model, from_file.then_some(&weights))?;
             let size = resolve_size(size.as_deref(), &ModelCard::new(&id, &weights)?)?;
-            crate::bench::bench_model(&id, weights, size, batch.max(1), runs)?
+            crate::bench::bench_model(&id, weights, weights_ms, size, batch.max(1), runs)?
         }
         Command::Profile { model, weights, size, batch, runs, depth, top } => {
             let (weights, from_file) = load_weights(model.as_deref(), weights.as_deref())?;
