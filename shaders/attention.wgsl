@@ -162,9 +162,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var c = 0u; c < D4; c++) {
             qr[rr * D4 + c] = load_q4(q_row, c * 4u) * params.scale;
         }
-        if (HAS_BIAS) {
-            bias_row[rr] = batch_offset(params.bias, b) + h * params.bias.sh + token_offset(params.bias, i);
-        }
+#if HAS_BIAS
+        bias_row[rr] = batch_offset(params.bias, b) + h * params.bias.sh + token_offset(params.bias, i);
+#endif
     }
     let v_chunk = dv0 * params.v.sc;
 
@@ -199,9 +199,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 }
                 for (var rr = 0u; rr < QB; rr++) {
                     var sj = dot4[rr].x + dot4[rr].y + dot4[rr].z + dot4[rr].w;
-                    if (HAS_BIAS) {
-                        sj += bias[bias_row[rr] + j * params.bias.sc];
-                    }
+#if HAS_BIAS
+                    sj += bias[bias_row[rr] + j * params.bias.sc];
+#endif
                     s[rr * KB + jj] = sj;
                     block_max[rr] = max(block_max[rr], sj);
                 }

@@ -50,5 +50,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         case 2u: { v = av * bv; }
         default: { v = av + bv; }
     }
-    c[i] = activate_v(v, ACT);
+    c[i] = activated_v(v);
 }

@@ -158,12 +158,12 @@ fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
         return;
     }
     var v = acc;
-    if (BIAS) {
-        v += vec4<f32>(bias[(batch % params.groups) * M + m]);
-    }
+#if BIAS
+    v += vec4<f32>(bias[(batch % params.groups) * M + m]);
+#endif
     let o = (batch * M + m) * N + n;
     for (var i = 0u; i < min(4u, N - n); i++) {
-        out[o + i] = activate(v[i], ACT);
+        out[o + i] = activated(v[i]);
     }
 }
 

@@ -83,7 +83,7 @@ fn store_row(plane: u32, oh: u32, ow0: u32, v: vec4<f32>) {
     }
     let o = (plane * params.out_h + oh) * params.out_w + ow0;
     for (var q = 0u; q < min(4u, params.out_w - ow0); q++) {
-        out[o + q] = activate(v[q], ACT);
+        out[o + q] = activated(v[q]);
     }
 }
 
@@ -117,17 +117,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         let ih = ih0 + i32(i * DH);
         acc0 += row_taps(x_plane, ih, iw0, w);
-        if (TH > 1u) { acc1 += row_taps(x_plane, ih + i32(SH), iw0, w); }
-        if (TH > 2u) { acc2 += row_taps(x_plane, ih + i32(2u * SH), iw0, w); }
-        if (TH > 3u) { acc3 += row_taps(x_plane, ih + i32(3u * SH), iw0, w); }
+#if TH > 1
+        acc1 += row_taps(x_plane, ih + i32(SH), iw0, w);
+#endif
+#if TH > 2
+        acc2 += row_taps(x_plane, ih + i32(2u * SH), iw0, w);
+#endif
+#if TH > 3
+        acc3 += row_taps(x_plane, ih + i32(3u * SH), iw0, w);
+#endif
     }
 
     var b = 0.0;
-    if (BIAS) {
-        b = bias[c];
-    }
+#if BIAS
+    b = bias[c];
+#endif
     store_row(plane, oh0, ow0, acc0 + b);
-    if (TH > 1u) { store_row(plane, oh0 + 1u, ow0, acc1 + b); }
-    if (TH > 2u) { store_row(plane, oh0 + 2u, ow0, acc2 + b); }
-    if (TH > 3u) { store_row(plane, oh0 + 3u, ow0, acc3 + b); }
+#if TH > 1
+    store_row(plane, oh0 + 1u, ow0, acc1 + b);
+#endif
+#if TH > 2
+    store_row(plane, oh0 + 2u, ow0, acc2 + b);
+#endif
+#if TH > 3
+    store_row(plane, oh0 + 3u, ow0, acc3 + b);
+#endif
 }

@@ -73,9 +73,9 @@ fn merge(a: Moments, b: Moments) -> Moments {
 }
 
 fn value(i: u32) -> V {
-    if (ADD != 0u) {
-        return x[i] + add[i];
-    }
+#if ADD != 0
+    return x[i] + add[i];
+#endif
     return x[i];
 }
 
@@ -159,7 +159,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var offset = (start + lid) % spatial;
     for (var k = lid; k < len; k += WG) {
         let i = base + k;
-        y[i] = activate_v((value(i) - splat(mean)) * splat(rstd * gamma[c]) + splat(beta[c]), ACT);
+        y[i] = activated_v((value(i) - splat(mean)) * splat(rstd * gamma[c]) + splat(beta[c]));
         offset += offset_step;
         c += channel_step;
         if (offset >= spatial) {

@@ -138,18 +138,21 @@ fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
     let M = params.m;
     let m = t.m0 + 4u * q;
     let k = s.k;
-    if (VEC4_BLOCKS && !masked) {
-        if (TRANS_A) {
-            // M % 4 == 0: a group of 4 rows is wholly in range or wholly past the edge.
-            let base = t.a_off + min(m, M - 4u);
-            return transpose(mat4x4<f32>(load_a4(base + k * M), load_a4(base + (k + 1u) * M),
-                                         load_a4(base + (k + 2u) * M), load_a4(base + (k + 3u) * M)));
-        }
+#if VEC4_BLOCKS
+    if (!masked) {
+#if TRANS_A
+        // M % 4 == 0: a group of 4 rows is wholly in range or wholly past the edge.
+        let base = t.a_off + min(m, M - 4u);
+        return transpose(mat4x4<f32>(load_a4(base + k * M), load_a4(base + (k + 1u) * M),
+                                     load_a4(base + (k + 2u) * M), load_a4(base + (k + 3u) * M)));
+#else
         let K = params.k;
         let base = t.a_off + k;
         return mat4x4<f32>(load_a4(base + min(m, M - 1u) * K), load_a4(base + min(m + 1u, M - 1u) * K),
                            load_a4(base + min(m + 2u, M - 1u) * K), load_a4(base + min(m + 3u, M - 1u) * K));
+#endif
     }
+#endif
     return mat4x4<f32>(a_row(t, m, k), a_row(t, m + 1u, k), a_row(t, m + 2u, k), a_row(t, m + 3u, k));
 }
 
@@ -157,18 +160,21 @@ fn b_block(t: Tile, g: u32, s: KStep, masked: bool) -> mat4x4<f32> {
     let N = params.n;
     let n = t.n0 + 4u * g;
     let k = s.k;
-    if (VEC4_BLOCKS && !masked) {
-        if (TRANS_B) {
-            let K = params.k;
-            let base = t.b_off + k;
-            return transpose(mat4x4<f32>(load_b4(base + min(n, N - 1u) * K), load_b4(base + min(n + 1u, N - 1u) * K),
-                                         load_b4(base + min(n + 2u, N - 1u) * K), load_b4(base + min(n + 3u, N - 1u) * K)));
-        }
+#if VEC4_BLOCKS
+    if (!masked) {
+#if TRANS_B
+        let K = params.k;
+        let base = t.b_off + k;
+        return transpose(mat4x4<f32>(load_b4(base + min(n, N - 1u) * K), load_b4(base + min(n + 1u, N - 1u) * K),
+                                     load_b4(base + min(n + 2u, N - 1u) * K), load_b4(base + min(n + 3u, N - 1u) * K)));
+#else
         // N % 4 == 0: a group of 4 columns is wholly in range or wholly past the edge.
         let base = t.b_off + min(n, N - 4u);
         return mat4x4<f32>(load_b4(base + k * N), load_b4(base + (k + 1u) * N),
                            load_b4(base + (k + 2u) * N), load_b4(base + (k + 3u) * N));
+#endif
     }
+#endif
     return mat4x4<f32>(b_row(t, k, n), b_row(t, k + 1u, n), b_row(t, k + 2u, n), b_row(t, k + 3u, n));
 }
 
@@ -180,25 +186,26 @@ fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
         return;
     }
     var v = params.alpha * acc;
-    if (BIAS == 1u) {
-        v += vec4<f32>(bias[m]);
-    } else if (BIAS == 2u) {
-        v += vec4<f32>(bias[n], bias[min(n + 1u, N - 1u)], bias[min(n + 2u, N - 1u)], bias[min(n + 3u, N - 1u)]);
-    }
-    v = vec4<f32>(activate(v.x, ACT), activate(v.y, ACT), activate(v.z, ACT), activate(v.w, ACT));
+#if BIAS == 1
+    v += vec4<f32>(bias[m]);
+#endif
+#if BIAS == 2
+    v += vec4<f32>(bias[n], bias[min(n + 1u, N - 1u)], bias[min(n + 2u, N - 1u)], bias[min(n + 3u, N - 1u)]);
+#endif
+    v = activated4(v);
     let o = (batch * M + m) * N + n;
     if (VEC4_BLOCKS || n + 4u <= N) {
-        if (RESIDUAL) {
-            v += load_residual4(o);
-        }
+#if RESIDUAL
+        v += load_residual4(o);
+#endif
         store_out4(o, v);
         return;
     }
     for (var i = 0u; i < N - n; i++) {
         var e = v[i];
-        if (RESIDUAL) {
-            e += load_residual(o + i);
-        }
+#if RESIDUAL
+        e += load_residual(o + i);
+#endif
         store_out(o + i, e);
     }
 }

@@ -26,5 +26,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i >= params.n) {
         return;
     }
-    y[i] = activate(params.alpha * x[i] + params.beta, ACT);
+    y[i] = activated(params.alpha * x[i] + params.beta);
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, StorageKind, TensorId};
-use crate::kernels::{Kernel, PipelineKey};
+use crate::kernels::PipelineKey;
 use crate::plan::{align_up, plan_graph, MemoryPlan};
 use crate::tensor::HostTensor;
 use crate::time::now_ms;
@@ -22,7 +22,8 @@ use crate::time::now_ms;
 #[derive(Default)]
 pub struct PipelineCache {
     driver_cache: Option<wgpu::PipelineCache>,
-    modules: Mutex<HashMap<Kernel, wgpu::ShaderModule>>,
+    /// One module per pipeline key: the source is specialised for the key's override values.
+    modules: Mutex<HashMap<PipelineKey, wgpu::ShaderModule>>,
     layouts: Mutex<HashMap<(usize, usize), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     pipelines: Mutex<HashMap<(PipelineKey, usize, usize), wgpu::ComputePipeline>>,
 }
@@ -89,14 +90,15 @@ impl PipelineCache {
         Ok(())
     }
 
-    /// The shader module of `key`'s kernel, created (and its cost added to `times`) on first use.
+    /// The shader module of `key` (its kernel's source specialised for its override values),
+    /// created (and its cost added to `times`) on first use.
     async fn module(&self, ctx: &GpuContext, key: &PipelineKey, times: &mut BuildTimes) -> Result<wgpu::ShaderModule> {
-        if let Some(m) = self.modules.lock().unwrap().get(&key.kernel) {
+        if let Some(m) = self.modules.lock().unwrap().get(key) {
             return Ok(m.clone());
         }
         let name = key.kernel.name();
         let start = now_ms();
-        let source = key.kernel.source();
+        let source = key.kernel.source_for(key.constants());
         if print_wgsl() {
             eprintln!("// ==== kernel {name}\n{source}");
         }
@@ -105,7 +107,7 @@ impl PipelineCache {
                 ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(&name), source: wgpu::ShaderSource::Wgsl(source.into()) })
             })
             .await?;
-        self.modules.lock().unwrap().insert(key.kernel, m.clone());
+        self.modules.lock().unwrap().insert(key.clone(), m.clone());
         times.modules_ms += now_ms() - start;
         Ok(m)
     }

@@ -135,19 +135,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 
     var f = 1.0 / l;
-    if (GATE) {
-        // Softmax over the nb gate logits of this pixel (lanes past nb read as -inf -> weight 0).
-        let nb = params.nb;
-        let valid = vec4<bool>(true, nb > 1u, nb > 2u, nb > 3u);
-        let logits = select(vec4<f32>(NEG), qkv[qpix * params.row_in4 + params.gate4], valid);
-        let gm = max(max(logits.x, logits.y), max(logits.z, logits.w));
-        let e = exp(logits - gm);
-        let gate = e / (e.x + e.y + e.z + e.w);
-        f = gate[br] * f;
-        if (br == 0u && h == 0u) {
-            out[qpix * params.row_out4 + nb * c4] = gate;
-        }
+#if GATE
+    // Softmax over the nb gate logits of this pixel (lanes past nb read as -inf -> weight 0).
+    let nb = params.nb;
+    let valid = vec4<bool>(true, nb > 1u, nb > 2u, nb > 3u);
+    let logits = select(vec4<f32>(NEG), qkv[qpix * params.row_in4 + params.gate4], valid);
+    let gm = max(max(logits.x, logits.y), max(logits.z, logits.w));
+    let e = exp(logits - gm);
+    let gate = e / (e.x + e.y + e.z + e.w);
+    f = gate[br] * f;
+    if (br == 0u && h == 0u) {
+        out[qpix * params.row_out4 + nb * c4] = gate;
     }
+#endif
     let o_at = qpix * params.row_out4 + br * c4 + h * D4;
     for (var c = 0u; c < D4; c++) {
         out[o_at + c] = acc[c] * f;

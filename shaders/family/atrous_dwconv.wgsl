@@ -85,9 +85,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     var b0 = vec4<f32>(0.0);
-    if (BIAS) {
-        b0 = bias[cg];
-    }
+#if BIAS
+    b0 = bias[cg];
+#endif
 
     let row_base = b * params.in_h;
     let ih = i32(oh * S);
@@ -105,6 +105,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
         let o = ((b * params.out_h + oh) * params.out_w + ow) * c4 + cg;
-        out[o] = vec4<f32>(activate(acc.x, ACT), activate(acc.y, ACT), activate(acc.z, ACT), activate(acc.w, ACT));
+        out[o] = activated4(acc);
     }
 }

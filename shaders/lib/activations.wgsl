@@ -1,5 +1,5 @@
-// activations.wgsl — shared activation functions, for the kernels with an `ACT` override (they list it
-// in their `// requires:` line).
+// activations.wgsl — the activation functions, for the kernels with an `ACT` override (they list
+// it in their `// requires:` line).
 //
 // ACT codes (match `ops::Activation`): 0 none, 1 relu, 2 gelu (erf), 3 gelu-tanh, 4 silu,
 // 5 sigmoid, 6 tanh.
@@ -26,14 +26,33 @@ fn tanh_stable(x: f32) -> f32 {
     return select(-t, t, x >= 0.0);
 }
 
-fn activate(x: f32, act: u32) -> f32 {
-    switch act {
-        case 1u: { return max(x, 0.0); }
-        case 2u: { return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752)); }
-        case 3u: { return 0.5 * x * (1.0 + tanh_stable(0.79788456080286536 * (x + 0.044715 * x * x * x))); }
-        case 4u: { return x * sigmoid_stable(x); }
-        case 5u: { return sigmoid_stable(x); }
-        case 6u: { return tanh_stable(x); }
-        default: { return x; }
-    }
+// The activation the including kernel's `ACT` override selects. Only that case is in the
+// assembled source (`#if ACT == ..`): a switch over every activation, inlined at each output a
+// tile stores, made a pipeline many times slower to create and JIT-compile on lavapipe.
+fn activated(x: f32) -> f32 {
+#if ACT == 0
+    return x;
+#endif
+#if ACT == 1
+    return max(x, 0.0);
+#endif
+#if ACT == 2
+    return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752));
+#endif
+#if ACT == 3
+    return 0.5 * x * (1.0 + tanh_stable(0.79788456080286536 * (x + 0.044715 * x * x * x)));
+#endif
+#if ACT == 4
+    return x * sigmoid_stable(x);
+#endif
+#if ACT == 5
+    return sigmoid_stable(x);
+#endif
+#if ACT == 6
+    return tanh_stable(x);
+#endif
+}
+
+fn activated4(v: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(activated(v.x), activated(v.y), activated(v.z), activated(v.w));
 }

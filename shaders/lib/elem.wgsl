@@ -13,9 +13,7 @@ const ELEMS: f32 = 4.0; // floats per V
 fn splat(s: f32) -> V { return vec4<f32>(s); }
 fn hsum(v: V) -> f32 { return (v.x + v.y) + (v.z + v.w); }
 fn first(v: V) -> f32 { return v.x; }
-fn activate_v(v: V, act: u32) -> V {
-    return vec4<f32>(activate(v.x, act), activate(v.y, act), activate(v.z, act), activate(v.w, act));
-}
+fn activated_v(v: V) -> V { return activated4(v); }
 #else
 alias V = f32;
 const ELEMS: f32 = 1.0; // floats per V
@@ -23,5 +21,5 @@ const ELEMS: f32 = 1.0; // floats per V
 fn splat(s: f32) -> V { return s; }
 fn hsum(v: V) -> f32 { return v; }
 fn first(v: V) -> f32 { return v; }
-fn activate_v(v: V, act: u32) -> V { return activate(v, act); }
+fn activated_v(v: V) -> V { return activated(v); }
 #endif

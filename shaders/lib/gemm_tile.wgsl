@@ -15,9 +15,9 @@
 // (`mat4x4`, column i = output row i of the block). One k step loads TM x 4 of A and 4 x TN of
 // B and does TM*TN*4 FMAs. Why so tall: on lavapipe every storage load is a loop over the SIMD
 // lanes (about ten FMAs' worth per float) while spilled accumulators are plain SIMD moves, so
-// FMAs per loaded float decide the speed. The blocks are written out (`if (TM > 4u)` folds
-// away): NIR does not unroll loops over register arrays of this size and then keeps the arrays
-// in scratch memory, itself a per-lane loop.
+// FMAs per loaded float decide the speed. The blocks are written out, each under `#if TM > ..`
+// (the source holds only the pipeline's own tile): NIR does not unroll loops over register
+// arrays of this size and then keeps the arrays in scratch memory, itself a per-lane loop.
 // Workgroup memory: none (shared-memory reads cost as much as global reads there, plus barriers).
 // requires: mad4
 
@@ -52,31 +52,39 @@ struct Acc {
     c30: mat4x4<f32>, c31: mat4x4<f32>,
 }
 
-// One k step (k .. k+3) over the whole register tile.
+// One k step (k .. k+3) over the whole register tile. The tile's blocks are `#if`ed by TM and
+// TN, so a pipeline's source holds only its own tile's code.
 fn gemm_step(acc: ptr<function, Acc>, t: Tile, s: KStep, masked: bool) {
     let b0 = b_block(t, 0u, s, masked);
-    var b1: mat4x4<f32>;
-    if (TN > 4u) {
-        b1 = b_block(t, 1u, s, masked);
-    }
+#if TN > 4
+    let b1 = b_block(t, 1u, s, masked);
+#endif
     let a0 = a_block(t, 0u, s, masked);
     (*acc).c00 = mad((*acc).c00, a0, b0);
-    if (TN > 4u) { (*acc).c01 = mad((*acc).c01, a0, b1); }
-    if (TM > 4u) {
-        let a1 = a_block(t, 1u, s, masked);
-        (*acc).c10 = mad((*acc).c10, a1, b0);
-        if (TN > 4u) { (*acc).c11 = mad((*acc).c11, a1, b1); }
-    }
-    if (TM > 8u) {
-        let a2 = a_block(t, 2u, s, masked);
-        (*acc).c20 = mad((*acc).c20, a2, b0);
-        if (TN > 4u) { (*acc).c21 = mad((*acc).c21, a2, b1); }
-    }
-    if (TM > 12u) {
-        let a3 = a_block(t, 3u, s, masked);
-        (*acc).c30 = mad((*acc).c30, a3, b0);
-        if (TN > 4u) { (*acc).c31 = mad((*acc).c31, a3, b1); }
-    }
+#if TN > 4
+    (*acc).c01 = mad((*acc).c01, a0, b1);
+#endif
+#if TM > 4
+    let a1 = a_block(t, 1u, s, masked);
+    (*acc).c10 = mad((*acc).c10, a1, b0);
+#if TN > 4
+    (*acc).c11 = mad((*acc).c11, a1, b1);
+#endif
+#endif
+#if TM > 8
+    let a2 = a_block(t, 2u, s, masked);
+    (*acc).c20 = mad((*acc).c20, a2, b0);
+#if TN > 4
+    (*acc).c21 = mad((*acc).c21, a2, b1);
+#endif
+#endif
+#if TM > 12
+    let a3 = a_block(t, 3u, s, masked);
+    (*acc).c30 = mad((*acc).c30, a3, b0);
+#if TN > 4
+    (*acc).c31 = mad((*acc).c31, a3, b1);
+#endif
+#endif
 }
 
 // The whole reduction for tile `t`: full k steps, then one masked step for K % 4 leftovers.
@@ -88,9 +96,11 @@ fn gemm_accumulate(t: Tile) -> Acc {
         gemm_step(&acc, t, s, false);
         s = k_advance(s);
     }
-    if (K_TAIL && k_full < params.k) {
+#if K_TAIL
+    if (k_full < params.k) {
         gemm_step(&acc, t, s, true);
     }
+#endif
     return acc;
 }
 
@@ -106,17 +116,25 @@ fn gemm_store_block(batch: u32, t: Tile, q: u32, g: u32, c: mat4x4<f32>) {
 // Hands every row segment of the tile to `store_row` (which skips what lies past M or N).
 fn gemm_store(batch: u32, t: Tile, acc: Acc) {
     gemm_store_block(batch, t, 0u, 0u, acc.c00);
-    if (TN > 4u) { gemm_store_block(batch, t, 0u, 1u, acc.c01); }
-    if (TM > 4u) {
-        gemm_store_block(batch, t, 1u, 0u, acc.c10);
-        if (TN > 4u) { gemm_store_block(batch, t, 1u, 1u, acc.c11); }
-    }
-    if (TM > 8u) {
-        gemm_store_block(batch, t, 2u, 0u, acc.c20);
-        if (TN > 4u) { gemm_store_block(batch, t, 2u, 1u, acc.c21); }
-    }
-    if (TM > 12u) {
-        gemm_store_block(batch, t, 3u, 0u, acc.c30);
-        if (TN > 4u) { gemm_store_block(batch, t, 3u, 1u, acc.c31); }
-    }
+#if TN > 4
+    gemm_store_block(batch, t, 0u, 1u, acc.c01);
+#endif
+#if TM > 4
+    gemm_store_block(batch, t, 1u, 0u, acc.c10);
+#if TN > 4
+    gemm_store_block(batch, t, 1u, 1u, acc.c11);
+#endif
+#endif
+#if TM > 8
+    gemm_store_block(batch, t, 2u, 0u, acc.c20);
+#if TN > 4
+    gemm_store_block(batch, t, 2u, 1u, acc.c21);
+#endif
+#endif
+#if TM > 12
+    gemm_store_block(batch, t, 3u, 0u, acc.c30);
+#if TN > 4
+    gemm_store_block(batch, t, 3u, 1u, acc.c31);
+#endif
+#endif
 }

@@ -122,11 +122,19 @@ impl Kernel {
         std::iter::once(stem.to_string()).chain(self.defines().iter().map(|d| d.to_ascii_lowercase())).collect::<Vec<_>>().join("_")
     }
 
-    /// What the device compiles: the library files the kernel file requires, then the file, all
-    /// preprocessed with the variant's defines. The sources are part of the binary and
-    /// `tests/shaders.rs` assembles every variant, so a failure here is a bug in a `.wgsl` file.
+    /// The source with every override at its declared default ([`Kernel::source_for`]).
     pub fn source(self) -> String {
-        wgsl::assemble(self.file(), self.text(), self.defines()).unwrap_or_else(|e| panic!("kernel {}: {e}", self.name()))
+        self.source_for(&[])
+    }
+
+    /// What the device compiles for a pipeline whose overrides are `constants`: the library files
+    /// the kernel file requires, then the file, all preprocessed with the variant's defines and
+    /// these values (so the branches they rule out are not in the text at all). The sources are
+    /// part of the binary and `tests/shaders.rs` assembles every variant and every pipeline the
+    /// ops and models create, so a failure here is a bug in a `.wgsl` file.
+    pub fn source_for(self, constants: &[(&'static str, u32)]) -> String {
+        wgsl::assemble(self.file(), self.text(), wgsl::Defines { flags: self.defines(), values: constants })
+            .unwrap_or_else(|e| panic!("kernel {}: {e}", self.name()))
     }
 
     /// The kernel file as written (before preprocessing).

@@ -4,10 +4,15 @@
 //! - **Requires.** A file's header may hold `// requires: activations, gemm_tile`: those library
 //!   files (`shaders/lib/<name>.wgsl`) come first, each once, after their own requirements (WGSL
 //!   declarations may appear in any order; dependencies first only keeps the text readable).
-//! - **Variants.** `#if NAME`, `#if !NAME`, `#else`, `#endif` on lines of their own select text by
-//!   the variant's defines (the kernel table's `[VEC4]`, ...). That is the one mechanism for element
-//!   type and vector width, e.g. `lib/elem.wgsl` declares `alias V = f32;` or `vec4<f32>`. Nothing
-//!   is substituted inside lines, so what remains is exactly the WGSL written in the file.
+//! - **Variants.** `#if COND`, `#else`, `#endif` on lines of their own select text, `COND` being
+//!   `NAME`, `!NAME` or `NAME <op> INTEGER` (`==`, `!=`, `<`, `<=`, `>`, `>=`). A name is a define
+//!   of the kernel table's line (`[VEC4]`: 1, else 0) or an `override` constant of the files: its
+//!   value in the pipeline key, else its declared default. That is the one mechanism for element
+//!   type and vector width (`lib/elem.wgsl` declares `alias V = f32;` or `vec4<f32>`), and how a
+//!   tile size or an epilogue leaves no dead code behind: the driver never sees the branches the
+//!   key rules out (lavapipe spent 300 ms creating a 4×4-tile matmul pipeline whose 16×8 code
+//!   was still in the source under constant-false `if`s, 23 ms without it). Nothing is substituted
+//!   inside lines, so what remains is exactly the WGSL written in the file.
 //!
 //! Each part of the assembled source starts with a `// ---- <path>` line, so a compiler message's
 //! line number can be traced back to its file.
@@ -36,23 +41,62 @@ pub fn requires(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// What the `#if` conditions of one kernel variant see: the table's defines and the pipeline's
+/// override values (an override the pipeline does not set takes its declared default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Defines<'a> {
+    pub flags: &'a [&'a str],
+    pub values: &'a [(&'a str, u32)],
+}
+
+impl<'a> Defines<'a> {
+    pub fn flags(flags: &'a [&'a str]) -> Self {
+        Self { flags, values: &[] }
+    }
+}
+
 /// The whole source of a kernel: its requirements (transitively, each once, dependencies first),
 /// then the kernel file, each preprocessed with `defines`. `Err` names the file and line of a
 /// malformed directive or an unknown requirement.
-pub fn assemble(path: &str, text: &str, defines: &[&str]) -> Result<String, String> {
+pub fn assemble(path: &str, text: &str, defines: Defines<'_>) -> Result<String, String> {
     let mut order: Vec<&str> = Vec::new();
     for name in requires(text) {
         visit(name, &mut order, &mut Vec::new())?;
     }
-    let mut out = String::new();
+    let mut parts: Vec<(String, &str)> = Vec::new();
     for name in order {
         let lib = lookup(name).ok_or_else(|| format!("{path}: unknown requirement '{name}'"))?;
-        out.push_str(&format!("// ---- shaders/lib/{name}.wgsl\n"));
-        out.push_str(&preprocess(&format!("lib/{name}.wgsl"), lib, defines)?);
+        parts.push((format!("lib/{name}.wgsl"), lib));
     }
-    out.push_str(&format!("// ---- shaders/{path}\n"));
-    out.push_str(&preprocess(path, text, defines)?);
+    parts.push((path.to_string(), text));
+    // Every override's declared default, from every part (a library file may test an override
+    // its including kernel declares).
+    let mut values: Vec<(String, u32)> = parts.iter().flat_map(|(_, t)| override_defaults(t)).collect();
+    values.extend(defines.flags.iter().map(|f| (f.to_string(), 1)));
+    values.extend(defines.values.iter().map(|&(n, v)| (n.to_string(), v)));
+    let mut out = String::new();
+    for (file, text) in &parts {
+        out.push_str(&format!("// ---- shaders/{file}\n"));
+        out.push_str(&preprocess(file, text, &values)?);
+    }
     Ok(out)
+}
+
+/// `override NAME: TYPE = VALUE;` declarations of `text` (integers and booleans).
+fn override_defaults(text: &str) -> Vec<(String, u32)> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("override ")?;
+            let (name, rest) = rest.split_once(':')?;
+            let value = rest.split_once('=')?.1.trim().trim_end_matches(';').trim();
+            let value = match value {
+                "true" => 1,
+                "false" => 0,
+                v => v.trim_end_matches('u').trim_end_matches('i').parse().ok()?,
+            };
+            Some((name.trim().to_string(), value))
+        })
+        .collect()
 }
 
 fn lookup(name: &str) -> Option<&'static str> {
@@ -78,8 +122,40 @@ fn visit<'a>(name: &'a str, order: &mut Vec<&'a str>, stack: &mut Vec<&'a str>) 
     Ok(())
 }
 
-/// Keeps the lines whose enclosing `#if`s hold for `defines`; drops the directive lines.
-pub fn preprocess(path: &str, text: &str, defines: &[&str]) -> Result<String, String> {
+/// The value of `name`: the last entry of `values` naming it (the pipeline's over the table's
+/// over the declared default), 0 if none does (an undefined flag).
+fn value_of(values: &[(String, u32)], name: &str) -> u32 {
+    values.iter().rev().find(|(n, _)| n == name).map_or(0, |&(_, v)| v)
+}
+
+/// `NAME`, `!NAME` or `NAME <op> INTEGER` against `values`; `None` when malformed.
+fn condition(cond: &str, values: &[(String, u32)]) -> Option<bool> {
+    let is_name = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !n.starts_with(|c: char| c.is_ascii_digit());
+    let words: Vec<&str> = cond.split_whitespace().collect();
+    match words.as_slice() {
+        [single] => {
+            let (negated, name) = single.strip_prefix('!').map_or((false, *single), |n| (true, n));
+            is_name(name).then(|| (value_of(values, name) != 0) != negated)
+        }
+        [name, op, int] if is_name(name) => {
+            let (a, b) = (value_of(values, name), int.parse::<u32>().ok()?);
+            Some(match *op {
+                "==" => a == b,
+                "!=" => a != b,
+                "<" => a < b,
+                "<=" => a <= b,
+                ">" => a > b,
+                ">=" => a >= b,
+                _ => return None,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Keeps the lines whose enclosing `#if`s hold for `values` (name, value; later entries win);
+/// drops the directive lines.
+pub fn preprocess(path: &str, text: &str, values: &[(String, u32)]) -> Result<String, String> {
     // One entry per open `#if`: (whether its branch is taken, whether `#else` was seen).
     let mut open: Vec<(bool, bool)> = Vec::new();
     let mut out = String::with_capacity(text.len());
@@ -87,29 +163,24 @@ pub fn preprocess(path: &str, text: &str, defines: &[&str]) -> Result<String, St
         let bad = |why: &str| format!("shaders/{path}:{}: {why}: `{line}`", i + 1);
         let trimmed = line.trim_start();
         if let Some(directive) = trimmed.strip_prefix('#') {
-            let mut words = directive.split_whitespace();
-            match (words.next(), words.next(), words.next()) {
-                (Some("if"), Some(cond), None) => {
-                    let (negated, name) = match cond.strip_prefix('!') {
-                        Some(n) => (true, n),
-                        None => (false, cond),
-                    };
-                    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                        return Err(bad("`#if` takes one define name"));
-                    }
-                    open.push((defines.contains(&name) != negated, false));
+            let directive = directive.trim();
+            let (word, rest) = directive.split_once(char::is_whitespace).unwrap_or((directive, ""));
+            match (word, rest.trim()) {
+                ("if", cond) => {
+                    let holds = condition(cond, values).ok_or_else(|| bad("`#if` takes NAME, !NAME or NAME <op> INTEGER"))?;
+                    open.push((holds, false));
                 }
-                (Some("else"), None, None) => match open.last_mut() {
+                ("else", "") => match open.last_mut() {
                     Some((taken, seen_else)) if !*seen_else => {
                         *taken = !*taken;
                         *seen_else = true;
                     }
                     _ => return Err(bad("`#else` without an open `#if`")),
                 },
-                (Some("endif"), None, None) => {
+                ("endif", "") => {
                     open.pop().ok_or_else(|| bad("`#endif` without an open `#if`"))?;
                 }
-                _ => return Err(bad("unknown directive (only #if NAME, #if !NAME, #else, #endif)")),
+                _ => return Err(bad("unknown directive (only #if COND, #else, #endif)")),
             }
             continue;
         }
@@ -128,20 +199,36 @@ pub fn preprocess(path: &str, text: &str, defines: &[&str]) -> Result<String, St
 mod tests {
     use super::*;
 
+    fn set(names: &[&str]) -> Vec<(String, u32)> {
+        names.iter().map(|n| (n.to_string(), 1)).collect()
+    }
+
     #[test]
     fn if_else_endif_select_by_defines() {
         let text = "a\n#if X\nb\n#else\nc\n#endif\n#if !X\nd\n#endif\ne\n";
-        assert_eq!(preprocess("t.wgsl", text, &["X"]).unwrap(), "a\nb\ne\n");
+        assert_eq!(preprocess("t.wgsl", text, &set(&["X"])).unwrap(), "a\nb\ne\n");
         assert_eq!(preprocess("t.wgsl", text, &[]).unwrap(), "a\nc\nd\ne\n");
         let nested = "#if A\n#if B\nab\n#else\na\n#endif\n#endif\n";
-        assert_eq!(preprocess("t.wgsl", nested, &["A"]).unwrap(), "a\n");
-        assert_eq!(preprocess("t.wgsl", nested, &["B"]).unwrap(), "");
+        assert_eq!(preprocess("t.wgsl", nested, &set(&["A"])).unwrap(), "a\n");
+        assert_eq!(preprocess("t.wgsl", nested, &set(&["B"])).unwrap(), "");
+    }
+
+    #[test]
+    fn conditions_compare_override_values_and_defaults() {
+        let text = "override TM: u32 = 16u;\n#if TM > 4\nbig\n#endif\n#if TM == 4\nsmall\n#endif\n";
+        let src = |values: &[(&str, u32)]| assemble("k.wgsl", text, Defines { flags: &[], values }).unwrap();
+        assert!(src(&[]).contains("big") && !src(&[]).contains("small"), "the declared default: 16");
+        assert!(src(&[("TM", 4)]).contains("small") && !src(&[("TM", 4)]).contains("big"));
+        let flags = "override ACT: u32 = 0u;\n#if ACT != 0\nact\n#endif\n";
+        assert!(!assemble("k.wgsl", flags, Defines::default()).unwrap().contains("act"));
+        assert!(assemble("k.wgsl", flags, Defines { flags: &[], values: &[("ACT", 2)] }).unwrap().contains("act"));
     }
 
     #[test]
     fn malformed_directives_name_the_file_and_line() {
         for (text, want) in [
             ("#if\n#endif\n", "t.wgsl:1"),
+            ("#if A >> 3\n#endif\n", "t.wgsl:1"),
             ("#else\n", "without an open"),
             ("#if A\n", "not closed"),
             ("x\n#define A 1\n", "t.wgsl:2"),
@@ -154,10 +241,10 @@ mod tests {
 
     #[test]
     fn requirements_come_first_once_in_dependency_order() {
-        let src = assemble("k.wgsl", "// k.wgsl — test\n// requires: elem, activations\nfn main() {}\n", &[]).unwrap();
+        let src = assemble("k.wgsl", "// k.wgsl — test\n// requires: elem, activations\nfn main() {}\n", Defines::default()).unwrap();
         let at = |name: &str| src.find(&format!("// ---- shaders/{name}")).unwrap_or_else(|| panic!("{name} missing"));
         assert!(at("lib/activations.wgsl") < at("lib/elem.wgsl") && at("lib/elem.wgsl") < at("k.wgsl"));
         assert_eq!(src.matches("// ---- shaders/lib/activations.wgsl").count(), 1);
-        assert!(assemble("k.wgsl", "// requires: nothing_such\n", &[]).unwrap_err().contains("nothing_such"));
+        assert!(assemble("k.wgsl", "// requires: nothing_such\n", Defines::default()).unwrap_err().contains("nothing_such"));
     }
 }

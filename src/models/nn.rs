@@ -4,7 +4,7 @@
 //! every family uses (`nn.Linear`, `nn.LayerNorm`, `nn.GroupNorm`, `nn.Conv2d`, an inference
 //! `nn.BatchNorm2d`), read by their `state_dict` names.
 //!
-//! ```ignore
+//! ```text
 //! let attn = root.pp("blocks").pp(0).pp("attn");       // "blocks.0.attn"
 //! let t = nn::layer_norm(g, &attn.pp("norm"), x, 1e-6)?; // blocks.0.attn.norm.{weight,bias},
 //!                                                        // node "blocks.0.attn.norm.layer_norm"
