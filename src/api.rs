@@ -67,9 +67,11 @@ impl Engine {
         self.load(ModelCard::new(id, &weights)?, weights)
     }
 
-    /// Loads the model `card` describes (read from `weights` with [`ModelCard::new`]).
+    /// Loads the model `card` describes (read from `weights` with [`ModelCard::new`]). Weights
+    /// holding NaN or infinity are refused ([`Weights::check_finite`]).
     pub fn load(&self, card: ModelCard, weights: Weights) -> Result<Model> {
         weights.check_binding_limit(self.ctx.limits().max_storage_buffer_binding_size)?;
+        weights.check_finite()?;
         Ok(Model {
             engine: self.clone(),
             id: card.id().to_string(),
@@ -115,6 +117,11 @@ impl Model {
         let exe = Arc::new(exe);
         self.graphs.lock().unwrap().insert(input_shape.to_vec(), exe.clone());
         Ok(exe)
+    }
+
+    /// The profile of the device the model runs on (what its graphs are built for).
+    pub fn engine_profile(&self) -> crate::kernels::DeviceProfile {
+        self.engine.ctx.info.profile.clone()
     }
 
     /// One forward: `input` `[B, 3, H, W]` → logits `[B, classes]`.

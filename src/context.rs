@@ -5,6 +5,8 @@
 //! large model can use a larger binding where the adapter grants one), but every kernel is written
 //! for WebGPU's default limits; `DeviceInfo::limits` is what dispatch code consults.
 
+use std::sync::{Arc, Mutex};
+
 use crate::error::{Error, Result};
 use crate::kernels::device::{kernels_from_env, DeviceProfile};
 
@@ -56,6 +58,11 @@ pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: DeviceInfo,
+    /// Set when the device is lost (destroyed, driver reset): every later call fails with
+    /// [`Error::DeviceLost`] instead of computing garbage.
+    lost: Arc<Mutex<Option<String>>>,
+    /// The first error raised outside any error scope (wgpu's default would abort the process).
+    uncaptured: Arc<Mutex<Option<String>>>,
 }
 
 impl GpuContext {
@@ -103,7 +110,22 @@ impl GpuContext {
             limits: device.limits(),
             profile,
         };
-        Ok(Self { instance, adapter, device, queue, info })
+        let lost = Arc::new(Mutex::new(None));
+        let lost_in_callback = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let what = match reason {
+                wgpu::DeviceLostReason::Destroyed => "destroyed".to_string(),
+                wgpu::DeviceLostReason::Unknown => format!("lost: {message}"),
+            };
+            *lost_in_callback.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
+        });
+        let uncaptured = Arc::new(Mutex::new(None));
+        let uncaptured_in_handler = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            log::error!("wgpu: {e}");
+            uncaptured_in_handler.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| e.to_string());
+        }));
+        Ok(Self { instance, adapter, device, queue, info, lost, uncaptured })
     }
 
     /// Native convenience: blocks on [`GpuContext::new`].
@@ -114,6 +136,18 @@ impl GpuContext {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.info.limits
+    }
+
+    /// `Err(DeviceLost)` once the device is lost; `Err(Gpu)` with the first error raised outside
+    /// an error scope since the last check (taken: later calls start clean).
+    pub fn check(&self, context: &str) -> Result<()> {
+        if let Some(reason) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(Error::DeviceLost { adapter: self.info.name.clone(), reason });
+        }
+        if let Some(reason) = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(Error::Gpu { context: context.to_string(), reason });
+        }
+        Ok(())
     }
 
     /// Copies `buffer[offset..offset+bytes]` out through a mapped staging buffer. Works on wasm:

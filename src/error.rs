@@ -29,6 +29,12 @@ pub enum Error {
     #[error("{file}: {} missing tensor(s): {}", .tensors.len(), ListPreview(.tensors))]
     MissingTensors { file: String, tensors: Vec<String> },
 
+    #[error("{file}: tensor '{tensor}' holds a non-finite value ({value}) at flat index {index}; a model with it would print NaN as an answer")]
+    NonFiniteWeight { file: String, tensor: String, index: usize, value: f32 },
+
+    #[error("model '{model}' produced a non-finite logit ({value}) for {input}: its answer would be meaningless (non-finite values in the input or the weights, or an overflow)")]
+    NonFiniteOutput { model: String, input: String, value: f32 },
+
     #[error("{file}: tensor '{tensor}' is {bytes} bytes, larger than the device's per-binding limit of {limit} bytes")]
     TensorTooLarge { file: String, tensor: String, bytes: u64, limit: u64 },
 
@@ -44,17 +50,36 @@ pub enum Error {
     #[error("graph: {0}")]
     Graph(String),
 
+    /// A tensor the graph needs is larger than the device (or 32-bit indexing) allows.
+    #[error("too large: {0}")]
+    TooLarge(String),
+
     #[error("the graph needs {needed} bytes of activations in one buffer, more than the device's max_buffer_size of {limit} bytes")]
     PlanTooLarge { needed: u64, limit: u64 },
 
     #[error("GPU error while {context}: {reason}")]
     Gpu { context: String, reason: String },
 
+    #[error("the GPU device on '{adapter}' was lost ({reason}); create a new engine and load the model again")]
+    DeviceLost { adapter: String, reason: String },
+
     #[error("{0}")]
     Invalid(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the error says a tensor is larger than the device or 32-bit indexing allows (the
+    /// input size, not its shape rules, is what to change).
+    pub fn is_too_large(&self) -> bool {
+        match self {
+            Error::TooLarge(_) | Error::PlanTooLarge { .. } => true,
+            Error::BadInputShape { expected, .. } => expected.contains("binding limit"),
+            _ => false,
+        }
+    }
+}
 
 /// Shows at most 20 names, then a count, so a file with hundreds of missing tensors stays readable.
 struct ListPreview<'a>(&'a [String]);

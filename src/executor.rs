@@ -335,6 +335,7 @@ pub struct Executable {
 
 impl Executable {
     pub async fn build(ctx: &GpuContext, graph: &Graph, pipelines: &PipelineCache, constants: &ConstantCache) -> Result<Self> {
+        ctx.check("building a graph")?;
         let limits = ctx.limits().clone();
         let mut times = BuildTimes::default();
         let phase_start = now_ms();
@@ -431,7 +432,7 @@ impl Executable {
                 let s = graph.tensors[t.0].storage;
                 let bytes = align_up((graph.storages[s].numel as u64 * 4).max(4), 4);
                 if bytes > max_binding {
-                    return Err(Error::Graph(format!(
+                    return Err(Error::TooLarge(format!(
                         "node '{}': tensor of {bytes} bytes is over the per-binding limit {max_binding}",
                         node.label
                     )));
@@ -543,6 +544,7 @@ impl Executable {
     /// Uploads `inputs` (in graph-input order), records one command buffer with one compute pass,
     /// submits it once and reads back every output (in `Graph::output` order).
     pub async fn run(&self, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
+        self.ctx.check("running a forward")?;
         self.write_inputs(inputs)?;
         let total: u64 = self.outputs.iter().map(|s| align_up(s.bytes, 256)).sum::<u64>().max(4);
         let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -570,7 +572,11 @@ impl Executable {
             dst += align_up(slot.bytes, 256);
         }
         self.ctx.queue.submit([encoder.finish()]);
-        let raw = self.ctx.read_buffer(&staging, total).await?;
+        let raw = self.ctx.read_buffer(&staging, total).await;
+        // A device lost or an error outside the scopes during the forward explains a failed read
+        // better than the read's own error, and makes a "successful" one untrustworthy.
+        self.ctx.check("running a forward")?;
+        let raw = raw?;
         let mut out = Vec::with_capacity(self.outputs.len());
         for (slot, &at) in self.outputs.iter().zip(&placements) {
             let bytes = &raw[at as usize..(at + slot.bytes) as usize];
@@ -588,6 +594,7 @@ impl Executable {
     /// which adds a pass boundary per dispatch. Query sets hold at most 4096 queries, so steps
     /// are spread over several sets, all in one command buffer and one submission.
     pub async fn profile(&self, inputs: &[&HostTensor]) -> Result<Vec<f64>> {
+        self.ctx.check("profiling a forward")?;
         let features = self.ctx.device.features();
         if !features.contains(wgpu::Features::TIMESTAMP_QUERY) {
             return Err(Error::Invalid(format!(

@@ -13,6 +13,11 @@ use crate::kernels::{DeviceProfile, PipelineKey, Uniform};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TensorId(pub usize);
 
+/// The element count of `shape`, saturating at `usize::MAX` (which no size check accepts).
+pub fn numel_of(shape: &[usize]) -> usize {
+    shape.iter().fold(1usize, |a, &d| a.saturating_mul(d))
+}
+
 /// What backs a storage on the device.
 #[derive(Clone, Debug)]
 pub enum StorageKind {
@@ -79,7 +84,8 @@ impl Graph {
     }
 
     fn new_tensor(&mut self, shape: &[usize], kind: StorageKind) -> TensorId {
-        let numel = shape.iter().product();
+        // Saturating: an absurd shape must fail the ops' size checks, not overflow here.
+        let numel = numel_of(shape);
         self.storages.push(Storage { numel, kind });
         self.tensors.push(TensorDesc { shape: shape.to_vec(), storage: self.storages.len() - 1 });
         TensorId(self.tensors.len() - 1)
@@ -94,7 +100,7 @@ impl Graph {
 
     /// A parameter tensor. `data.len()` must equal the product of `shape`.
     pub fn constant(&mut self, key: &str, shape: &[usize], data: Arc<Vec<f32>>) -> Result<TensorId> {
-        let numel: usize = shape.iter().product();
+        let numel = numel_of(shape);
         if numel != data.len() {
             return Err(Error::Graph(format!(
                 "constant '{key}' has {} values but shape {shape:?} needs {numel}",
@@ -112,7 +118,7 @@ impl Graph {
     /// Reshape as a view: same storage, same element order, new shape.
     pub fn reshape(&mut self, t: TensorId, shape: &[usize]) -> Result<TensorId> {
         let src = &self.tensors[t.0];
-        let (old, new): (usize, usize) = (src.shape.iter().product(), shape.iter().product());
+        let (old, new) = (numel_of(&src.shape), numel_of(shape));
         if old != new {
             return Err(Error::Graph(format!("cannot reshape {:?} to {shape:?}", src.shape)));
         }
@@ -126,7 +132,7 @@ impl Graph {
     }
 
     pub fn numel(&self, t: TensorId) -> usize {
-        self.shape(t).iter().product()
+        numel_of(self.shape(t))
     }
 
     /// Marks `t` as a result the caller reads back. It stays live until the end of the forward.

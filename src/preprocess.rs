@@ -75,15 +75,18 @@ struct Taps {
     weights: Vec<i32>,
 }
 
-fn taps(in_size: usize, out_size: usize) -> Taps {
+/// The taps of output indices `first .. first + len` of a resize from `in_size` to `out_size`
+/// (only the window a crop keeps is ever computed, whatever the resized size).
+fn taps(in_size: usize, out_size: usize, first: usize, len: usize) -> Taps {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = 2.0 * filterscale;
-    let ksize = support.ceil() as usize * 2 + 1;
-    let mut bounds = Vec::with_capacity(out_size);
-    let mut weights = vec![0i32; out_size * ksize];
+    // At most the whole input contributes to one output.
+    let ksize = (support.ceil() as usize * 2 + 1).min(in_size + 1);
+    let mut bounds = Vec::with_capacity(len);
+    let mut weights = vec![0i32; len * ksize];
     let mut k = vec![0f64; ksize];
-    for xx in 0..out_size {
+    for (i, xx) in (first..first + len).enumerate() {
         let center = (xx as f64 + 0.5) * scale;
         // C's (int) cast truncates toward zero; the bounds are then clipped to the image.
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
@@ -97,7 +100,7 @@ fn taps(in_size: usize, out_size: usize) -> Taps {
         for x in 0..ksize {
             let w = if x < n && sum != 0.0 { k[x] / sum } else if x < n { k[x] } else { 0.0 };
             let fixed = w * (1u32 << PRECISION_BITS) as f64;
-            weights[xx * ksize + x] = if w < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
+            weights[i * ksize + x] = if w < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
         }
         bounds.push((xmin, n));
     }
@@ -115,9 +118,10 @@ fn clip8(acc: i64) -> u8 {
     }
 }
 
-fn resample_horizontal(src: &RgbImage, out_w: usize) -> RgbImage {
-    let t = taps(src.width, out_w);
-    let mut data = vec![0u8; out_w * src.height * 3];
+/// Columns `x0 .. x0 + cw` of `src` resized to `out_w` columns (every row).
+fn resample_horizontal(src: &RgbImage, out_w: usize, x0: usize, cw: usize) -> RgbImage {
+    let t = taps(src.width, out_w, x0, cw);
+    let mut data = vec![0u8; cw * src.height * 3];
     for y in 0..src.height {
         let row = &src.data[y * src.width * 3..(y + 1) * src.width * 3];
         for (xx, &(xmin, n)) in t.bounds.iter().enumerate() {
@@ -129,19 +133,20 @@ fn resample_horizontal(src: &RgbImage, out_w: usize) -> RgbImage {
                     acc[c] += p[c] as i64 * w as i64;
                 }
             }
-            let o = (y * out_w + xx) * 3;
+            let o = (y * cw + xx) * 3;
             for c in 0..3 {
                 data[o + c] = clip8(acc[c]);
             }
         }
     }
-    RgbImage { width: out_w, height: src.height, data }
+    RgbImage { width: cw, height: src.height, data }
 }
 
-fn resample_vertical(src: &RgbImage, out_h: usize) -> RgbImage {
-    let t = taps(src.height, out_h);
+/// Rows `y0 .. y0 + ch` of `src` resized to `out_h` rows.
+fn resample_vertical(src: &RgbImage, out_h: usize, y0: usize, ch: usize) -> RgbImage {
+    let t = taps(src.height, out_h, y0, ch);
     let stride = src.width * 3;
-    let mut data = vec![0u8; src.width * out_h * 3];
+    let mut data = vec![0u8; src.width * ch * 3];
     for (yy, &(ymin, n)) in t.bounds.iter().enumerate() {
         let k = &t.weights[yy * t.ksize..yy * t.ksize + n];
         for i in 0..stride {
@@ -152,18 +157,40 @@ fn resample_vertical(src: &RgbImage, out_h: usize) -> RgbImage {
             data[yy * stride + i] = clip8(acc);
         }
     }
-    RgbImage { width: src.width, height: out_h, data }
+    RgbImage { width: src.width, height: ch, data }
 }
 
 /// `img.resize((width, height), Image.BICUBIC)` as Pillow computes it for an RGB image.
 pub fn resize_bicubic(img: &RgbImage, width: usize, height: usize) -> RgbImage {
-    let horizontal = if width != img.width { Some(resample_horizontal(img, width)) } else { None };
-    let src = horizontal.as_ref().unwrap_or(img);
-    if height != src.height {
-        resample_vertical(src, height)
+    resize_window(img, width, height, (0, 0, width, height))
+}
+
+/// The window `(x0, y0, w, h)` of `img` resized to `width × height`, computing only the window's
+/// pixels (each the same as in the whole resize): a crop of a huge resize costs what it keeps.
+fn resize_window(img: &RgbImage, width: usize, height: usize, (x0, y0, w, h): (usize, usize, usize, usize)) -> RgbImage {
+    let columns = if width != img.width {
+        resample_horizontal(img, width, x0, w)
     } else {
-        src.clone()
+        crop_pixels(img, x0, 0, w, img.height)
+    };
+    if height != columns.height {
+        resample_vertical(&columns, height, y0, h)
+    } else {
+        crop_pixels(&columns, 0, y0, columns.width, h)
     }
+}
+
+/// The `w × h` pixels at `(x0, y0)` (within the image).
+fn crop_pixels(img: &RgbImage, x0: usize, y0: usize, w: usize, h: usize) -> RgbImage {
+    if (x0, y0, w, h) == (0, 0, img.width, img.height) {
+        return img.clone();
+    }
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in y0..y0 + h {
+        let start = (y * img.width + x0) * 3;
+        data.extend_from_slice(&img.data[start..start + w * 3]);
+    }
+    RgbImage { width: w, height: h, data }
 }
 
 /// torchvision's center-crop offset: `int(round((size - crop) / 2.0))`, rounding half to even.
@@ -177,15 +204,10 @@ fn crop_offset(size: usize, crop: usize) -> usize {
     }
 }
 
-/// The central `width × height` window (the image must be at least that large).
+/// The central `width × height` window (at most the whole image).
 pub fn center_crop(img: &RgbImage, width: usize, height: usize) -> RgbImage {
     let (x0, y0) = (crop_offset(img.width, width), crop_offset(img.height, height));
-    let mut data = Vec::with_capacity(width * height * 3);
-    for y in 0..height.min(img.height) {
-        let start = ((y0 + y) * img.width + x0) * 3;
-        data.extend_from_slice(&img.data[start..start + width.min(img.width) * 3]);
-    }
-    RgbImage { width: width.min(img.width), height: height.min(img.height), data }
+    crop_pixels(img, x0, y0, width.min(img.width), height.min(img.height))
 }
 
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -226,10 +248,12 @@ impl Preprocess {
     }
 
     /// Resize + center crop: the 8-bit image the network sees, before scaling and normalising.
+    /// Only the pixels the crop keeps are resized.
     pub fn crop(&self, img: &RgbImage) -> RgbImage {
         let (w, h) = self.resized_size(img.width, img.height);
-        let resized = if (w, h) == (img.width, img.height) { img.clone() } else { resize_bicubic(img, w, h) };
-        center_crop(&resized, self.size.1, self.size.0)
+        let (cw, ch) = (self.size.1.min(w), self.size.0.min(h));
+        let window = (crop_offset(w, cw), crop_offset(h, ch), cw, ch);
+        resize_window(img, w, h, window)
     }
 
     /// The whole transform: `[3, H, W]` f32, channel-first, normalised.
@@ -266,13 +290,16 @@ impl RgbImage {
     }
 }
 
+/// The largest input side any model takes (a 16384² image is 3 GiB of f32 already).
+pub const MAX_SIDE: usize = 16384;
+
 /// `S` or `HxW` → `(height, width)`.
 pub fn parse_size(s: &str) -> Result<(usize, usize)> {
-    let bad = || Error::Invalid(format!("size '{s}': expected S or HxW, e.g. 224 or 224x448"));
+    let bad = || Error::Invalid(format!("size '{s}': expected S or HxW with sides 1 ..= {MAX_SIDE}, e.g. 224 or 224x448"));
     let nums: Vec<usize> = s.split(['x', 'X']).map(|p| p.trim().parse::<usize>().map_err(|_| bad())).collect::<Result<_>>()?;
     match nums[..] {
-        [n] if n > 0 => Ok((n, n)),
-        [h, w] if h > 0 && w > 0 => Ok((h, w)),
+        [n] if n > 0 && n <= MAX_SIDE => Ok((n, n)),
+        [h, w] if h > 0 && w > 0 && h <= MAX_SIDE && w <= MAX_SIDE => Ok((h, w)),
         _ => Err(bad()),
     }
 }
@@ -310,11 +337,22 @@ mod tests {
     #[test]
     fn taps_sum_to_one_in_fixed_point() {
         for (i, o) in [(100, 36), (64, 73), (7, 3), (3, 7), (1, 5)] {
-            let t = taps(i, o);
+            let t = taps(i, o, 0, o);
             for (xx, &(_, n)) in t.bounds.iter().enumerate() {
                 let s: i64 = t.weights[xx * t.ksize..xx * t.ksize + n].iter().map(|&w| w as i64).sum();
                 assert!((s - (1 << PRECISION_BITS)).abs() <= n as i64, "{i}->{o} at {xx}: {s}");
             }
+        }
+    }
+
+    #[test]
+    fn a_resized_window_equals_the_crop_of_the_whole_resize() {
+        let data: Vec<u8> = (0..23 * 17 * 3).map(|i| (i * 37 % 251) as u8).collect();
+        let img = RgbImage::new(23, 17, data).unwrap();
+        for (w, h, window) in [(40, 30, (5, 3, 20, 21)), (9, 8, (1, 0, 7, 8)), (23, 40, (0, 7, 23, 9)), (60, 17, (13, 2, 30, 15))] {
+            let (x0, y0, cw, ch) = window;
+            let whole = crop_pixels(&resize_bicubic(&img, w, h), x0, y0, cw, ch);
+            assert_eq!(resize_window(&img, w, h, window), whole, "{w}x{h} {window:?}");
         }
     }
 

@@ -63,6 +63,9 @@ pub struct Weights {
     synthetic: Option<u64>,
 }
 
+/// Largest zero-filled stand-in for a missing tensor (elements).
+const MAX_STANDIN: usize = 1 << 24;
+
 /// The dtypes converted to f32 on load.
 const FLOAT_DTYPES: &str = "F32, F16, BF16, F64";
 
@@ -93,9 +96,6 @@ fn weight_tensor(file: &str, t: &RawTensor) -> Result<WeightTensor> {
             reason: format!("tensor '{}' holds {} values, its shape {:?} needs {expected}", t.name, data.len(), t.shape),
         });
     }
-    if let Some(bad) = data.iter().position(|v| !v.is_finite()) {
-        log::warn!("{file}: tensor '{}' has a non-finite value at flat index {bad}", t.name);
-    }
     Ok(WeightTensor { shape: t.shape.clone(), dtype: format!("{:?}", t.dtype), data: Arc::new(data) })
 }
 
@@ -124,7 +124,7 @@ impl Weights {
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| Error::Io { path: name.clone(), reason: e.to_string() })?;
+        let bytes = io::read_file(path, io::MAX_WEIGHTS_BYTES, "weights")?;
         Self::from_bytes(&name, &bytes)
     }
 
@@ -167,6 +167,18 @@ impl Weights {
     /// classes off the weights).
     pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
         self.tensors.get(name).map(|t| t.shape.as_slice())
+    }
+
+    /// The first non-finite value of any float tensor, as an error naming the tensor (what
+    /// `Engine::load_model` refuses: NaN weights give NaN answers).
+    pub fn check_finite(&self) -> Result<()> {
+        for name in self.names() {
+            let t = &self.tensors[&name];
+            if let Some(index) = t.data.iter().position(|v| !v.is_finite()) {
+                return Err(Error::NonFiniteWeight { file: self.file.clone(), tensor: name, index, value: t.data[index] });
+            }
+        }
+        Ok(())
     }
 
     /// Rejects tensors larger than `limit` bytes before anything is dispatched.
@@ -223,7 +235,13 @@ impl WeightReader<'_> {
                 Some(seed) => Ok(self.generate(seed, name, expected)),
                 None => {
                     self.missing.borrow_mut().push(name.to_string());
-                    Ok(Arc::new(vec![0.0; expected.iter().product()]))
+                    // A stand-in lets the build go on and name every missing tensor; a huge one
+                    // (a configuration naming absurd sizes) ends the build here instead.
+                    let numel = expected.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_STANDIN);
+                    match numel {
+                        Some(n) => Ok(Arc::new(vec![0.0; n])),
+                        None => Err(Error::MissingTensors { file: w.file.clone(), tensors: self.missing.borrow().clone() }),
+                    }
                 }
             },
             Some(t) if !t.is_float() => Err(dtype_mismatch(&w.file, name, t)),

@@ -423,6 +423,6 @@ pub fn build(g: &mut Graph, root: &Scope, input: TensorId, id: &str, cfg: &AccVi
     g.tap("head.norm", pooled);
     let pre = nn::linear(g, &head.pp("pre_logits"), pooled, c, true, Activation::Tanh, None)?;
     let fc = head.pp("fc");
-    let classes = fc.shape_of("weight").and_then(|s| s.first().copied()).unwrap_or(1000);
+    let classes = nn::head_classes(&fc);
     nn::linear(g, &fc, pre, classes, true, Activation::None, None)
 }

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::labels;
-use crate::preprocess::{parse_size, Preprocess, IMAGENET_MEAN, IMAGENET_STD};
+use crate::preprocess::{parse_size, Preprocess, IMAGENET_MEAN, IMAGENET_STD, MAX_SIDE};
 use crate::weights::{meta, Weights};
 
 use super::{resolve, ModelSpec};
@@ -32,31 +32,39 @@ impl ModelCard {
     pub fn new(id: &str, weights: &Weights) -> Result<Self> {
         let spec = resolve(id, weights)?;
         let file = weights.file.clone();
-        let bad = |key: &str, v: &str| Error::Invalid(format!("{file}: metadata '{key}' = '{v}' is not valid"));
+        let bad = |key: &str, v: &str, want: &str| Error::Invalid(format!("{file}: metadata '{key}' = '{v}' is not valid: expected {want}"));
         let md = &weights.metadata;
         let size = match md.get(meta::INPUT_SIZE) {
             Some(s) => parse_size(s)
-                .map_err(|_| Error::Invalid(format!("{file}: metadata '{}' = '{s}' is not a size (S or HxW)", meta::INPUT_SIZE)))?,
+                .ok()
+                .filter(|&(h, w)| h <= MAX_SIDE && w <= MAX_SIDE)
+                .ok_or_else(|| Error::Invalid(format!("{file}: metadata '{}' = '{s}' is not a size (S or HxW, sides 1 ..= {MAX_SIDE})", meta::INPUT_SIZE)))?,
             None => spec.default_input(weights),
         };
         let mut preprocess = Preprocess::imagenet(size);
         if let Some(v) = md.get(meta::CROP_PCT) {
-            preprocess.crop_pct = v.trim().parse().ok().filter(|c: &f64| *c > 0.0 && *c <= 1.0).ok_or_else(|| bad(meta::CROP_PCT, v))?;
+            // Below 0.05 the resize would be over 20× the crop: a typo, not a transform.
+            preprocess.crop_pct =
+                v.trim().parse().ok().filter(|c: &f64| (0.05..=1.0).contains(c)).ok_or_else(|| bad(meta::CROP_PCT, v, "a crop fraction in 0.05 ..= 1"))?;
         }
-        let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
+        // Three finite numbers (a NaN or infinite mean or std would feed the model garbage and
+        // still print a confident class); a std must also be positive.
+        let triple = |key: &str, default: [f32; 3], positive: bool| -> Result<[f32; 3]> {
+            let want = if positive { "three finite positive numbers, comma-separated" } else { "three finite numbers, comma-separated" };
             match md.get(key) {
                 None => Ok(default),
                 Some(v) => {
-                    let xs: Vec<f32> = v.split(',').map(|x| x.trim().parse::<f32>()).collect::<std::result::Result<_, _>>().map_err(|_| bad(key, v))?;
-                    <[f32; 3]>::try_from(xs).map_err(|_| bad(key, v))
+                    let xs: Vec<f32> = v.split(',').map(|x| x.trim().parse::<f32>()).collect::<std::result::Result<_, _>>().map_err(|_| bad(key, v, want))?;
+                    let xs = <[f32; 3]>::try_from(xs).map_err(|_| bad(key, v, want))?;
+                    if xs.iter().any(|x| !x.is_finite() || positive && *x <= 0.0) {
+                        return Err(bad(key, v, want));
+                    }
+                    Ok(xs)
                 }
             }
         };
-        preprocess.mean = triple(meta::MEAN, IMAGENET_MEAN)?;
-        preprocess.std = triple(meta::STD, IMAGENET_STD)?;
-        if preprocess.std.iter().any(|&s| s <= 0.0) {
-            return Err(bad(meta::STD, &md[meta::STD]));
-        }
+        preprocess.mean = triple(meta::MEAN, IMAGENET_MEAN, false)?;
+        preprocess.std = triple(meta::STD, IMAGENET_STD, true)?;
         let classes = md.get(meta::CLASSES).and_then(|c| c.trim().parse::<usize>().ok());
         let labels = md.get(meta::LABELS).map(|text| text.lines().map(|l| l.trim().to_string()).collect());
         Ok(Self { spec, preprocess, classes, labels, file })

@@ -90,9 +90,9 @@ impl HatNetConfig {
             })
     }
 
-    /// The accepted input sides up to `limit`, for error messages.
+    /// The first 13 accepted input sides up to `limit`, for error messages.
     fn accepted_sides(&self, limit: usize) -> Vec<usize> {
-        (1..=limit).filter(|&n| self.accepts_side(n)).collect()
+        (1..=limit).filter(|&n| self.accepts_side(n)).take(13).collect()
     }
 }
 
@@ -244,18 +244,24 @@ pub fn build(g: &mut Graph, root: &Scope, input: TensorId, id: &str, cfg: &HatNe
     let shape = g.shape(input).to_vec();
     if !cfg.accepts_side(shape[2]) || !cfg.accepts_side(shape[3]) {
         // The official grids (8, 7, 7, 1) give 221–224, 445–448, 669–672, ...
-        let sides = cfg.accepted_sides(1024);
+        let sides = cfg.accepted_sides(crate::preprocess::MAX_SIDE);
         let examples: Vec<String> = sides.iter().take(12).map(usize::to_string).collect();
-        return Err(Error::BadInputShape {
-            model: id.into(),
-            expected: format!(
+        let expected = if sides.is_empty() {
+            format!(
+                "every stage splits into {:?} cells (grid_sizes) of at least {:?} pooled tokens (pool_ratios), and no side up to {} does",
+                cfg.grid_sizes,
+                cfg.pool_ratios,
+                crate::preprocess::MAX_SIDE
+            )
+        } else {
+            format!(
                 "every stage splits into {:?} cells (grid_sizes), so height and width must each be one of {}{}",
                 cfg.grid_sizes,
                 examples.join(", "),
                 if sides.len() > examples.len() { ", ..." } else { "" }
-            ),
-            found: shape,
-        });
+            )
+        };
+        return Err(Error::BadInputShape { model: id.into(), expected, found: shape });
     }
     let dims = cfg.dims;
     let b = Builder { cfg };
@@ -278,7 +284,7 @@ pub fn build(g: &mut Graph, root: &Scope, input: TensorId, id: &str, cfg: &HatNe
     let pooled = root.op(g, |g| mean_spatial(g, x))?;
     g.tap("pre_logits", pooled);
     let head = root.pp("classifier.1");
-    let classes = head.shape_of("weight").and_then(|s| s.first().copied()).unwrap_or(1000);
+    let classes = nn::head_classes(&head);
     let weight = head.param(g, "weight", &[classes, dims[3]])?;
     let bias = head.param(g, "bias", &[classes])?;
     head.op(g, |g| linear(g, pooled, weight, Some(bias), Activation::None))

@@ -407,6 +407,6 @@ pub fn build(g: &mut Graph, root: &Scope, input: TensorId, id: &str, cfg: &LaVit
     let pooled = root.op(g, |g| mean_tokens(g, xn))?;
     g.tap("pre_logits", pooled);
     let head = root.pp("head");
-    let classes = head.shape_of("weight").and_then(|s| s.first().copied()).unwrap_or(1000);
+    let classes = nn::head_classes(&head);
     nn::linear(g, &head, pooled, classes, true, Activation::None, None)
 }

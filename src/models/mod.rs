@@ -103,7 +103,9 @@ impl<F: Family> AnyFamily for F {
         F::variant(name).map(|c| Arc::new(c) as Arc<dyn AnyConfig>)
     }
     fn parse_config(&self, json: &str) -> std::result::Result<Arc<dyn AnyConfig>, String> {
-        let config: F::Config = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        check_config_bounds("", &value)?;
+        let config: F::Config = serde_json::from_value(value).map_err(|e| e.to_string())?;
         config.validate()?;
         Ok(Arc::new(config))
     }
@@ -230,6 +232,53 @@ pub fn resolve(id: &str, weights: &Weights) -> Result<ModelSpec> {
         }
     };
     Ok(ModelSpec { id: id.to_string(), config })
+}
+
+/// The largest number a configuration may hold in a field named `depths` (blocks per stage) and
+/// anywhere else (widths, heads, ratios, sizes): far above every real model, low enough that no
+/// shape computed from a configuration can overflow or ask for an absurd graph.
+pub const MAX_CONFIG_DEPTH: u64 = 256;
+pub const MAX_CONFIG_VALUE: u64 = 65536;
+
+/// Every number in a configuration, checked against its bound before the configuration is used
+/// (a hostile `wgvit.config` must fail here, not as an overflow or a huge allocation later).
+fn check_config_bounds(path: &str, value: &serde_json::Value) -> std::result::Result<(), String> {
+    match value {
+        serde_json::Value::Object(fields) => fields.iter().try_for_each(|(k, v)| check_config_bounds(k, v)),
+        serde_json::Value::Array(items) => items.iter().enumerate().try_for_each(|(i, v)| check_config_bounds(&format!("{path}[{i}]"), v)),
+        serde_json::Value::Number(n) => {
+            let max = if path.starts_with("depths") { MAX_CONFIG_DEPTH } else { MAX_CONFIG_VALUE };
+            match n.as_u64() {
+                Some(v) if v <= max => Ok(()),
+                _ => Err(format!("{path} = {n} is out of range 0 ..= {max}")),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The largest square input side up to `upto` at which model `spec` builds for `batch` images and
+/// every tensor fits one binding of the device `profile` describes; `None` if none does. Graph
+/// building only (no GPU): a binary search over "too large", then down to the nearest side the
+/// model's shape rules accept.
+pub fn largest_square_side(spec: &ModelSpec, weights: &Weights, batch: usize, profile: &DeviceProfile, upto: usize) -> Option<usize> {
+    let max_binding = profile.max_binding_bytes();
+    let build = |side: usize| build_spec_graph(spec, weights, &[batch, 3, side, side], profile.clone());
+    let too_large = |side: usize| match build(side) {
+        Ok(g) => g.storages.iter().any(|s| (s.numel as u64).saturating_mul(4) > max_binding),
+        Err(e) => e.is_too_large(),
+    };
+    let (mut lo, mut hi) = (0usize, upto + 1); // not too large at lo (0 by convention), too large at hi
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if too_large(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    let fits = |side: usize| matches!(build(side), Ok(g) if g.storages.iter().all(|s| (s.numel as u64).saturating_mul(4) <= max_binding));
+    (1..=lo).rev().take(4096).find(|&side| fits(side))
 }
 
 /// `Err` naming `field` when any entry is zero.

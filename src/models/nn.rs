@@ -96,6 +96,13 @@ impl<'a> Scope<'a> {
     }
 }
 
+/// The class count of a classifier head `vb` (`nn.Linear(C, classes)`): its weight's rows, else
+/// (the weight missing: reported as such by the build) its bias's length, else ImageNet's 1000.
+pub fn head_classes(vb: &Scope) -> usize {
+    let rows = |leaf: &str| vb.shape_of(leaf).and_then(|s| s.first().copied()).filter(|&n| n > 0);
+    rows("weight").or_else(|| rows("bias")).unwrap_or(1000)
+}
+
 /// `nn.Linear` on `x [.., K]`: `act(x·weightᵀ + bias) + residual` (`weight [out, K]`, `bias [out]`
 /// when `bias`; `residual` shaped like the output), one GEMM.
 pub fn linear(g: &mut Graph, vb: &Scope, x: TensorId, out: usize, bias: bool, act: Activation, residual: Option<TensorId>) -> Result<TensorId> {

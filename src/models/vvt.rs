@@ -215,7 +215,7 @@ impl Builder<'_> {
             let r1 = (r0 + rows).min(h);
             let (e0, e1) = (r0.saturating_sub(1), (r1 + 1).min(h));
             if b * hd * (e1 - e0) * w * 4 > self.max_binding {
-                return Err(Error::Graph(format!(
+                return Err(Error::TooLarge(format!(
                     "{}: a MixFFN band of {} rows × {w} tokens × {hd} channels × batch {b} exceeds the device's {} MiB binding limit",
                     vb.prefix(),
                     e1 - e0,
@@ -296,6 +296,6 @@ pub fn build_with(g: &mut Graph, root: &Scope, input: TensorId, id: &str, cfg: &
     let pooled = root.op(g, |g| mean_tokens(g, t))?;
     g.tap("pre_logits", pooled);
     let head = root.pp("head");
-    let classes = head.shape_of("weight").and_then(|s| s.first().copied()).unwrap_or(1000);
+    let classes = nn::head_classes(&head);
     nn::linear(g, &head, pooled, classes, true, Activation::None, None)
 }

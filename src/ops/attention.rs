@@ -267,12 +267,20 @@ pub fn attention_strided(
     if let Some(b) = &bias {
         check(g, "bias", b, nq, nk)?;
     }
+    let out_bytes = crate::graph::numel_of(&out.shape).saturating_mul(4) as u64;
+    if out_bytes > g.profile.max_binding_bytes() {
+        return Err(Error::TooLarge(format!(
+            "attention: the output {:?} is {out_bytes} bytes, over the device's {}-byte binding limit",
+            out.shape,
+            g.profile.max_binding_bytes()
+        )));
+    }
     check_output_coverage(&out.shape, &out.view, dims)?;
 
     let rows = batch * heads * nq;
     let dv4 = dv.min(DV_CHUNK).div_ceil(4);
     let chunks = dv.div_ceil(dv4 * 4);
-    let qb = tuning::attention_rows(&g.profile, nq);
+    let qb = tuning::attention_rows(&g.profile);
     let invocations = batch * heads * nq.div_ceil(qb) * chunks;
     check_u32("attention invocations", invocations + WG)?;
     let workgroups = invocations.div_ceil(WG);
@@ -314,7 +322,7 @@ pub fn attention_strided(
 /// The output view must write each element of `shape` exactly once, or later ops would read
 /// stale memory. Checked element by element (once per graph build; a bitmap of the output size).
 fn check_output_coverage(shape: &[usize], view: &View, dims: &AttentionDims) -> Result<()> {
-    let numel: usize = shape.iter().product();
+    let numel = crate::graph::numel_of(shape);
     let AttentionDims { batch, heads, nq, dv, .. } = *dims;
     let fail = |why: String| Err(Error::Graph(format!("attention: output view {view:?} for shape {shape:?} and {dims:?}: {why}")));
     if numel != batch * heads * nq * dv {
@@ -324,20 +332,57 @@ fn check_output_coverage(shape: &[usize], view: &View, dims: &AttentionDims) -> 
         return fail("zero split".into());
     }
     check_u32("attention output", numel)?;
-    let mut seen = vec![false; numel];
+    if is_dense_mixed_radix(view, dims, numel) {
+        return Ok(());
+    }
+    let mut seen = vec![0u64; numel.div_ceil(64)];
     for b in 0..batch {
         for h in 0..heads {
             for t in 0..nq {
                 for c in 0..dv {
                     let i = view.index(b, h, t, c);
-                    if i >= numel || std::mem::replace(&mut seen[i], true) {
+                    if i >= numel || seen[i / 64] & (1 << (i % 64)) != 0 {
                         return fail(format!("element (b {b}, head {h}, query {t}, channel {c}) maps to {i}, out of range or written twice"));
                     }
+                    seen[i / 64] |= 1 << (i % 64);
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Whether `view` maps (b, h, t, c) onto `0 .. numel` as a mixed-radix number: its axes, sorted
+/// by stride, each step exactly over the ones before. Then every element is written exactly once,
+/// with no element-by-element walk (what every view the models build is); anything else falls
+/// back to the walk, which names the first element at fault.
+fn is_dense_mixed_radix(view: &View, dims: &AttentionDims, numel: usize) -> bool {
+    let AttentionDims { batch, heads, nq, dv, .. } = *dims;
+    let [n1, n2] = view.batch_split;
+    if view.offset != 0 || !batch.is_multiple_of(n1 * n2) || !nq.is_multiple_of(view.token_split) {
+        return false;
+    }
+    let mut axes: Vec<(usize, usize)> = [
+        (batch / (n1 * n2), view.batch_strides[0]),
+        (n1, view.batch_strides[1]),
+        (n2, view.batch_strides[2]),
+        (heads, view.head),
+        (nq / view.token_split, view.token_strides[0]),
+        (view.token_split, view.token_strides[1]),
+        (dv, view.channel),
+    ]
+    .into_iter()
+    .filter(|&(extent, _)| extent > 1)
+    .collect();
+    axes.sort_by_key(|&(_, stride)| stride);
+    let mut expected = 1usize;
+    for (extent, stride) in axes {
+        if stride != expected {
+            return false;
+        }
+        expected = expected.saturating_mul(extent);
+    }
+    expected == numel
 }
 
 /// CPU reference of [`attention`] (contiguous operands, f64 accumulation). `bias` is `[heads, nq, nk]`.

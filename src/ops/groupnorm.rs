@@ -70,7 +70,7 @@ pub fn group_norm(
     check_u32("group_norm", n)?;
     let group_len = c / groups * spatial;
     if group_len >= 1 << 24 {
-        return Err(Error::Graph(format!("group_norm: groups of {group_len} elements (input {shape:?}) exceed the 2^24 the f32 counts hold exactly")));
+        return Err(Error::TooLarge(format!("group_norm: groups of {group_len} elements (input {shape:?}) exceed the 2^24 the f32 counts hold exactly")));
     }
     // vec4 elements where a channel's run is a multiple of 4: a vec4 never straddles channels.
     let width = if spatial.is_multiple_of(4) { 4 } else { 1 };

@@ -93,7 +93,7 @@ pub struct MatmulShape {
 
 impl MatmulShape {
     pub fn batches(&self) -> usize {
-        self.batch_dims.iter().product()
+        crate::graph::numel_of(&self.batch_dims)
     }
 
     pub fn out_shape(&self) -> Vec<usize> {
@@ -172,7 +172,7 @@ pub fn matmul_tiled(
 ) -> Result<TensorId> {
     let s = matmul_shape(g.shape(a), g.shape(b), trans_a, trans_b)?;
     let out_shape = s.out_shape();
-    let out_numel: usize = out_shape.iter().product();
+    let out_numel = crate::graph::numel_of(&out_shape);
     check_u32("matmul a", g.numel(a))?;
     check_u32("matmul b", g.numel(b))?;
     check_u32("matmul out", out_numel)?;

@@ -82,7 +82,7 @@ pub fn grid(workgroups: usize) -> [u32; 3] {
 /// Checks that the product of shapes fits the u32 indices every kernel uses.
 pub fn check_u32(what: &str, numel: usize) -> crate::Result<()> {
     if numel > u32::MAX as usize / 4 {
-        return Err(crate::Error::Graph(format!("{what}: {numel} elements do not fit 32-bit indexing")));
+        return Err(crate::Error::TooLarge(format!("{what}: {numel} elements do not fit 32-bit indexing")));
     }
     Ok(())
 }

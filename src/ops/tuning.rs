@@ -7,7 +7,7 @@
 //! | choice | CPU-like set | GPU-like set |
 //! |---|---|---|
 //! | matmul / implicit-GEMM conv register tile | 16 × 8 outputs, 8 × 8 invocations; 4 × 4 below 4 MFLOP | the same (a GPU-tuned set is open work) |
-//! | attention query rows per invocation | 2 where nq ≥ 16 (half the k/v loads) | 1 (q and accumulators stay in registers) |
+//! | attention query rows per invocation | 2 (half the k/v loads) | 1 (q and accumulators stay in registers) |
 //! | GroupNorm lanes per workgroup | 32 | 32 |
 //! | row reductions (LayerNorm, softmax, means) | 16 lanes per row for few long rows, else 1 | the same |
 
@@ -38,9 +38,10 @@ pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
 }
 
 /// Query rows one attention invocation owns: 2 on CPU-like devices, where each k/v load then
-/// feeds two rows, when there are rows enough to fill a SIMD group; else 1.
-pub fn attention_rows(profile: &DeviceProfile, nq: usize) -> usize {
-    if profile.is_cpu_like() && nq >= 16 {
+/// feeds two rows (whatever the sequence length: one attention pipeline per head size, and each
+/// costs lavapipe 1–2.5 s to JIT-compile on an empty cache); 1 on GPUs.
+pub fn attention_rows(profile: &DeviceProfile) -> usize {
+    if profile.is_cpu_like() {
         2
     } else {
         1

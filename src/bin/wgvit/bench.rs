@@ -247,18 +247,21 @@ pub fn bench_ops(runs: usize, sweep: bool) -> Result<()> {
 /// read and upload, graph, shader modules, pipelines, bind groups, first forward), then warm
 /// forwards (input upload, one submission, readback). `weights` are already read (from a file,
 /// or [`Weights::synthetic`]), which took `weights_ms`.
-pub fn bench_model(model_id: &str, weights: Weights, weights_ms: f64, size: (usize, usize), batch: usize, runs: usize) -> Result<()> {
+pub fn bench_model(model_id: &str, weights: Weights, weights_ms: f64, input_size: &crate::cli::InputSize, batch: usize, runs: usize) -> Result<()> {
+    let size = input_size.size;
     let (engine, engine_ms) = wgvit::time::timed(|| pollster::block_on(Engine::new()));
     let engine = engine?;
     let info = engine.info();
     println!("device: {} ({}, {}), kernels {}", info.name, info.backend, info.device_type, info.profile.kernels.name());
     println!("model:  {model_id}, weights {}, input [{batch}, 3, {}, {}]", weights.file, size.0, size.1);
-    let input = Rng::new(1).tensor(&[batch, 3, size.0, size.1], -1.0, 1.0);
+    let shape = [batch, 3, size.0, size.1];
 
     let cold_start = Instant::now();
     let model = engine.load_model(model_id, weights)?;
-    let exe = pollster::block_on(model.prepare(&input.shape))?;
+    let exe = pollster::block_on(model.prepare(&shape)).map_err(|e| crate::cli::explain_size(e, &model, batch, input_size))?;
     let built = cold_start.elapsed();
+    // Only now (the graph accepted the shape) is the random input allocated.
+    let input = Rng::new(1).tensor(&shape, -1.0, 1.0);
     let first = Instant::now();
     pollster::block_on(exe.run(&[&input]))?;
     let first_ms = first.elapsed().as_secs_f64() * 1e3;

@@ -22,8 +22,8 @@ use wgvit::{Engine, HostTensor, Weights};
 pub struct Options {
     pub inputs: Vec<PathBuf>,
     pub top: usize,
-    /// (height, width)
-    pub size: (usize, usize),
+    /// (height, width) and where it came from
+    pub size: crate::cli::InputSize,
     pub json: bool,
     pub batch: usize,
 }
@@ -36,16 +36,34 @@ fn has_image_extension(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+/// What a walk has seen: canonical folders (a symlink loop or two links to one folder are
+/// entered once) and canonical files (an image reached by two paths is classified once).
+#[derive(Default)]
+struct Seen {
+    dirs: std::collections::HashSet<PathBuf>,
+    files: std::collections::HashSet<PathBuf>,
+}
+
+/// Most images one command collects (a folder tree larger than this is an error, not a hang).
+const MAX_FILES: usize = 1 << 20;
+
+fn walk(dir: &Path, depth: usize, seen: &mut Seen, out: &mut Vec<PathBuf>) -> Result<()> {
     let io = |e: std::io::Error| Error::Io { path: dir.display().to_string(), reason: e.to_string() };
+    let canonical = dir.canonicalize().map_err(io)?;
+    if !seen.dirs.insert(canonical) {
+        return Ok(());
+    }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>().map_err(io)?;
     entries.sort();
     for p in entries {
         if p.is_dir() {
             if depth < MAX_DEPTH {
-                walk(&p, depth + 1, out)?;
+                walk(&p, depth + 1, seen, out)?;
             }
-        } else if has_image_extension(&p) {
+        } else if has_image_extension(&p) && p.canonicalize().map_or(true, |c| seen.files.insert(c)) {
+            if out.len() >= MAX_FILES {
+                return Err(Error::Io { path: dir.display().to_string(), reason: format!("more than {MAX_FILES} images under the folders given") });
+            }
             out.push(p);
         }
     }
@@ -56,11 +74,12 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
 /// A path that does not exist, or a folder without images, is an error.
 pub fn collect(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
+    let mut seen = Seen::default();
     for p in inputs {
         let md = std::fs::metadata(p).map_err(|e| Error::Io { path: p.display().to_string(), reason: e.to_string() })?;
         if md.is_dir() {
             let before = files.len();
-            walk(p, 0, &mut files)?;
+            walk(p, 0, &mut seen, &mut files)?;
             if files.len() == before {
                 return Err(Error::Io { path: p.display().to_string(), reason: format!("no images in this folder (looked for .{})", EXTENSIONS.join(", .")) });
             }
@@ -81,17 +100,36 @@ struct Decoded {
 /// Classifies every image; `Ok(false)` when some could not be read (each one was reported).
 pub fn classify(card: ModelCard, weights: Weights, opts: &Options) -> Result<bool> {
     let files = collect(&opts.inputs)?;
-    let (h, w) = opts.size;
+    let (h, w) = opts.size.size;
     let batch = opts.batch.min(files.len()).max(1);
+    let prep = card.preprocess_at(opts.size.size);
+    let decode = |path: &PathBuf| Decoded {
+        path: path.clone(),
+        pixels: wgvit::io::read_file(path, wgvit::io::MAX_IMAGE_BYTES, "image").and_then(|bytes| prep.load(&path.display().to_string(), &bytes)),
+    };
+    // The first batch is decoded before the device exists: when no image can be read, the
+    // command fails in milliseconds, not after building the model.
+    let first: Vec<Decoded> = files.iter().take(batch).map(decode).collect();
+    if files.len() == first.len() && first.iter().all(|d| d.pixels.is_err()) {
+        for d in &first {
+            if let Err(e) = &d.pixels {
+                if opts.json {
+                    println!("{}", serde_json::json!({ "path": d.path.display().to_string(), "error": e.to_string() }));
+                } else {
+                    eprintln!("error: {e}");
+                }
+            }
+        }
+        return Ok(false);
+    }
 
     let engine = pollster::block_on(Engine::new())?;
     let info = engine.info().clone();
     let model = engine.load(card, weights)?;
     let card = &model.card;
-    let prep = card.preprocess_at(opts.size);
     let model_id = card.id();
     let start = Instant::now();
-    let exe = pollster::block_on(model.prepare(&[batch, 3, h, w]))?;
+    let exe = pollster::block_on(model.prepare(&[batch, 3, h, w])).map_err(|e| crate::cli::explain_size(e, &model, batch, &opts.size))?;
     let compile = start.elapsed();
 
     let bar = if opts.json || !std::io::stderr().is_terminal() {
@@ -122,22 +160,18 @@ pub fn classify(card: ModelCard, weights: Weights, opts: &Options) -> Result<boo
 
     let outcome: Result<()> = std::thread::scope(|scope| {
         let (tx, rx) = mpsc::sync_channel::<Decoded>(2 * batch);
-        let prep = &prep;
-        let files = &files;
+        let rest = &files[first.len()..];
+        let decode = &decode;
         scope.spawn(move || {
-            for path in files {
-                let name = path.display().to_string();
-                let pixels = std::fs::read(path)
-                    .map_err(|e| Error::Io { path: name.clone(), reason: e.to_string() })
-                    .and_then(|bytes| prep.load(&name, &bytes));
-                if tx.send(Decoded { path: path.clone(), pixels }).is_err() {
+            for path in rest {
+                if tx.send(decode(path)).is_err() {
                     return; // the model side stopped
                 }
             }
         });
 
         let mut pending: Vec<(PathBuf, Vec<f32>)> = Vec::with_capacity(batch);
-        let mut rx = rx.into_iter();
+        let mut rx = first.into_iter().chain(rx);
         loop {
             let next = rx.next();
             let finished = next.is_none();
@@ -164,7 +198,15 @@ pub fn classify(card: ModelCard, weights: Weights, opts: &Options) -> Result<boo
                 let names = labels.get_or_insert_with(|| card.labels_for(classes));
                 let mut text = String::new();
                 for (i, (path, _)) in pending.drain(..).enumerate() {
-                    let top = top_k(&logits.data[i * classes..(i + 1) * classes], opts.top);
+                    let row = &logits.data[i * classes..(i + 1) * classes];
+                    if let Some(&value) = row.iter().find(|v| !v.is_finite()) {
+                        failed += 1;
+                        let e = Error::NonFiniteOutput { model: model_id.to_string(), input: path.display().to_string(), value };
+                        report_error(&path, &e);
+                        bar.inc(1);
+                        continue;
+                    }
+                    let top = top_k(row, opts.top);
                     let label = |c: usize| names.as_ref().map(|n| n[c].clone());
                     if opts.json {
                         let top: Vec<serde_json::Value> =

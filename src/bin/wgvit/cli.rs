@@ -178,9 +178,6 @@ enum Command {
     },
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })
-}
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })
@@ -188,6 +185,7 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// The model id: `--model`, else the one the weights' metadata names.
 pub fn resolve_model(model: Option<String>, weights: Option<&Weights>) -> Result<String> {
+    let from_metadata = model.is_none();
     let id = match (model, weights) {
         (Some(id), w) => {
             if let Some(named) = w.and_then(Weights::model_id).filter(|named| *named != id) {
@@ -205,6 +203,15 @@ pub fn resolve_model(model: Option<String>, weights: Option<&Weights>) -> Result
         (None, None) => return Err(Error::Invalid("--model is required when no --weights are given".into())),
     };
     match weights {
+        // An id the file's own metadata names: say where it came from.
+        Some(w) if from_metadata => drop(wgvit::models::resolve(&id, w).map_err(|e| match e {
+            Error::UnknownModel { id, known } => Error::Invalid(format!(
+                "{}: its metadata '{}' names the model '{id}', which is not known (pass --model); known ids: {known}",
+                w.file,
+                meta::MODEL
+            )),
+            other => other,
+        })?),
         Some(w) => drop(wgvit::models::resolve(&id, w)?),
         None => wgvit::models::check_builtin(&id)?,
     }
@@ -228,12 +235,58 @@ fn model_weights(model: Option<&str>, path: Option<&Path>) -> Result<Weights> {
 
 /// `--size S` or `--size HxW`.
 fn flag_size(s: &str) -> Result<(usize, usize)> {
-    parse_size(s).map_err(|_| Error::Invalid(format!("--size '{s}': expected S or HxW, e.g. 224 or 224x448")))
+    parse_size(s).map_err(|_| Error::Invalid(format!("--size '{s}': expected S or HxW with sides 1 ..= {}, e.g. 224 or 224x448", wgvit::preprocess::MAX_SIDE)))
+}
+
+/// Most images per forward (`--batch`).
+const MAX_BATCH: usize = 4096;
+
+/// `--batch N`: 1 ..= MAX_BATCH.
+fn flag_batch(batch: usize) -> Result<usize> {
+    if (1..=MAX_BATCH).contains(&batch) {
+        Ok(batch)
+    } else {
+        Err(Error::Invalid(format!("--batch {batch}: expected 1 ..= {MAX_BATCH} images per forward")))
+    }
+}
+
+/// An input size and where it came from (for messages).
+#[derive(Clone, Debug)]
+pub struct InputSize {
+    pub size: (usize, usize),
+    pub source: String,
 }
 
 /// `--size`, else the model card's (the weights' metadata, else the family's usual size).
-fn resolve_size(size: Option<&str>, card: &ModelCard) -> Result<(usize, usize)> {
-    size.map_or(Ok(card.input_size()), flag_size)
+fn resolve_size(size: Option<&str>, card: &ModelCard, weights: &Weights) -> Result<InputSize> {
+    if let Some(s) = size {
+        return Ok(InputSize { size: flag_size(s)?, source: format!("--size {s}") });
+    }
+    let source = match weights.metadata.get(meta::INPUT_SIZE) {
+        Some(v) => format!("{}: metadata '{}' = '{v}'", weights.file, meta::INPUT_SIZE),
+        None => format!("the usual input size of {}", card.id()),
+    };
+    Ok(InputSize { size: card.input_size(), source })
+}
+
+/// A graph-building error rephrased when the input size is what makes a tensor too large: names
+/// where the size came from and the largest square size that works on this device.
+pub fn explain_size(e: Error, model: &wgvit::Model, batch: usize, size: &InputSize) -> Error {
+    if !e.is_too_large() {
+        return e;
+    }
+    let profile = &model.engine_profile();
+    let (h, w) = size.size;
+    let largest = wgvit::models::largest_square_side(&model.card.spec, &model.weights, batch, profile, h.max(w));
+    Error::Invalid(format!(
+        "{}: {} at {h}x{w} (batch {batch}) needs tensors larger than this device allows ({e}); {}",
+        size.source,
+        model.id,
+        match largest {
+            Some(side) => format!("the largest square size that works here is {side}"),
+            None => "no square size up to it works here".into(),
+        }
+    ))
 }
 
 /// The weights at `path` or of the bundled model `model` (and `true`), else random weights for
@@ -258,8 +311,8 @@ pub fn main() -> Result<bool> {
             let weights = model_weights(model.as_deref(), weights.as_deref())?;
             let id = resolve_model(model, Some(&weights))?;
             let card = ModelCard::new(&id, &weights)?;
-            let size = resolve_size(size.as_deref(), &card)?;
-            let opts = crate::classify::Options { inputs, top: top.max(1), size, json, batch: batch.max(1) };
+            let size = resolve_size(size.as_deref(), &card, &weights)?;
+            let opts = crate::classify::Options { inputs, top: top.max(1), size, json, batch: flag_batch(batch)? };
             return crate::classify::classify(card, weights, &opts);
         }
         Command::Run { model, weights, input, output } => {
@@ -267,12 +320,20 @@ pub fn main() -> Result<bool> {
                 wgvit::models::check_id(id)?;
             }
             let input_name = input.display().to_string();
-            let x = read_tensor(&input_name, &read(&input)?, "input")?;
+            let x = read_tensor(&input_name, &io::read_file(&input, io::MAX_TENSOR_BYTES, "input tensor")?, "input")?;
             let weights = model_weights(model.as_deref(), weights.as_deref())?;
             let model = resolve_model(model, Some(&weights))?;
             let engine = pollster::block_on(Engine::new())?;
             let m = engine.load_model(&model, weights)?;
             let logits = pollster::block_on(m.run(&x))?;
+            // `run` is the raw tensor interface: non-finite logits are written, and said.
+            if let Some(i) = logits.data.iter().position(|v| !v.is_finite()) {
+                let input_bad = x.data.iter().filter(|v| !v.is_finite()).count();
+                eprintln!(
+                    "warning: logits hold non-finite values (first {} at index {i}); {} holds {input_bad} non-finite input value(s)",
+                    logits.data[i], input_name
+                );
+            }
             write(&output, &write_tensors(&[("logits", &logits)])?)?;
         }
         Command::Convert { input, output, model, size, labels } => convert(&input, &output, model, size.as_deref(), labels.as_deref())?,
@@ -280,14 +341,14 @@ pub fn main() -> Result<bool> {
             let (loaded, weights_ms) = wgvit::time::timed(|| load_weights(model.as_deref(), weights.as_deref()));
             let (weights, from_file) = loaded?;
             let id = resolve_model(model, from_file.then_some(&weights))?;
-            let size = resolve_size(size.as_deref(), &ModelCard::new(&id, &weights)?)?;
-            crate::bench::bench_model(&id, weights, weights_ms, size, batch.max(1), runs)?
+            let size = resolve_size(size.as_deref(), &ModelCard::new(&id, &weights)?, &weights)?;
+            crate::bench::bench_model(&id, weights, weights_ms, &size, flag_batch(batch)?, runs)?
         }
         Command::Profile { model, weights, size, batch, runs, depth, top } => {
             let (weights, from_file) = load_weights(model.as_deref(), weights.as_deref())?;
             let id = resolve_model(model, from_file.then_some(&weights))?;
-            let size = resolve_size(size.as_deref(), &ModelCard::new(&id, &weights)?)?;
-            crate::profile::profile_model(&id, weights, size, batch.max(1), runs.max(1), depth, top)?
+            let size = resolve_size(size.as_deref(), &ModelCard::new(&id, &weights)?, &weights)?;
+            crate::profile::profile_model(&id, weights, &size, flag_batch(batch)?, runs.max(1), depth, top)?
         }
         Command::BenchOps { runs, sweep } => crate::bench::bench_ops(runs, sweep)?,
     }
@@ -304,7 +365,7 @@ fn convert(input: &Path, output: &Path, model: Option<String>, size: Option<&str
     if same(input, output) {
         return Err(Error::Invalid(format!("{}: convert would overwrite its input; choose another output file", output.display())));
     }
-    let io::TensorFile { mut metadata, tensors: raw } = io::read(&name, &read(input)?)?;
+    let io::TensorFile { mut metadata, tensors: raw } = io::read(&name, &io::read_file(input, io::MAX_WEIGHTS_BYTES, "weights")?)?;
     let mut classes = metadata.get(meta::CLASSES).and_then(|c| c.parse::<usize>().ok());
     let mut summary = Vec::new();
     if let Some(id) = model {
@@ -336,7 +397,7 @@ fn convert(input: &Path, output: &Path, model: Option<String>, size: Option<&str
         summary.push(format!("{c} classes"));
     }
     if let Some(path) = labels {
-        let text = String::from_utf8(read(path)?).map_err(|_| Error::Io { path: path.display().to_string(), reason: "not UTF-8 text".into() })?;
+        let text = String::from_utf8(io::read_file(path, 16 << 20, "labels")?).map_err(|_| Error::Io { path: path.display().to_string(), reason: "not UTF-8 text".into() })?;
         let names: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         if let Some(c) = classes.filter(|&c| c != names.len()) {
             return Err(Error::Invalid(format!("{}: {} labels, but the model's head has {c} classes", path.display(), names.len())));
@@ -348,9 +409,14 @@ fn convert(input: &Path, output: &Path, model: Option<String>, size: Option<&str
     metadata.insert(meta::SOURCE.into(), source);
     let bytes = io::safetensors::write(&raw, &metadata)?;
     // Write next to the target, then rename: an interrupted convert leaves no half file.
+    // Errors name the file the user asked for, not the temporary one.
     let tmp = output.with_extension("safetensors.partial");
-    write(&tmp, &bytes)?;
-    std::fs::rename(&tmp, output).map_err(|e| Error::Io { path: output.display().to_string(), reason: e.to_string() })?;
+    let failed = |e: std::io::Error| Error::Io { path: output.display().to_string(), reason: format!("cannot write it: {e}") };
+    std::fs::write(&tmp, &bytes).map_err(failed)?;
+    std::fs::rename(&tmp, output).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        failed(e)
+    })?;
     let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
     for t in &raw {
         *dtypes.entry(format!("{:?}", t.dtype)).or_default() += 1;

@@ -98,7 +98,8 @@ fn print_table(title: &str, rows: &[Row], total: f64, limit: usize) {
     }
 }
 
-pub fn profile_model(model_id: &str, weights: Weights, size: (usize, usize), batch: usize, runs: usize, depth: Option<usize>, top: usize) -> Result<()> {
+pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::InputSize, batch: usize, runs: usize, depth: Option<usize>, top: usize) -> Result<()> {
+    let size = input_size.size;
     let engine = pollster::block_on(Engine::new())?;
     let info = engine.info().clone();
     println!("device: {} ({}, {})", info.name, info.backend, info.device_type);
@@ -109,9 +110,11 @@ pub fn profile_model(model_id: &str, weights: Weights, size: (usize, usize), bat
     } else if features.contains(wgpu::Features::TIMESTAMP_QUERY) {
         println!("method: GPU timestamps around one compute pass per dispatch (no timestamps inside passes here)");
     }
-    let input = Rng::new(1).tensor(&[batch, 3, size.0, size.1], -1.0, 1.0);
+    let shape = [batch, 3, size.0, size.1];
     let model = engine.load_model(model_id, weights)?;
-    let exe = pollster::block_on(model.prepare(&input.shape))?;
+    let exe = pollster::block_on(model.prepare(&shape)).map_err(|e| crate::cli::explain_size(e, &model, batch, input_size))?;
+    // Only now (the graph accepted the shape) is the random input allocated.
+    let input = Rng::new(1).tensor(&shape, -1.0, 1.0);
     pollster::block_on(exe.run(&[&input]))?; // warm-up
     let t = Instant::now();
     pollster::block_on(exe.run(&[&input]))?;
