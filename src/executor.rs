@@ -84,6 +84,12 @@ impl PipelineCache {
                 return Ok(());
             }
         }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let start = now_ms();
+            browser_async::compile_ahead(ctx, &missing).await;
+            times.pipelines_async_ms += now_ms() - start;
+        }
         for (key, reads, writes) in missing {
             self.pipeline(ctx, key, *reads, *writes, times).await?;
         }
@@ -203,6 +209,83 @@ impl PipelineCache {
     }
 }
 
+/// wgpu's WebGPU backend creates pipelines with the synchronous `createComputePipeline`, so the
+/// browser compiles them one after the other on the thread that asks. Here the same pipelines
+/// are first requested with `createComputePipelineAsync`, all at once, through the raw
+/// `GPUDevice`: the browser compiles them concurrently (off the page's thread), and the
+/// synchronous creation that follows finds each one in the implementation's pipeline cache
+/// (Dawn keys pipelines, shader modules and layouts by content). Any failure here only costs the
+/// speed-up: the synchronous path still creates, and reports on, every pipeline.
+#[cfg(target_arch = "wasm32")]
+mod browser_async {
+    use js_sys::{Array, Function, Object, Promise, Reflect};
+    use wasm_bindgen::{JsCast, JsValue};
+
+    use super::PipelineKey;
+    use crate::context::GpuContext;
+
+    fn object(fields: &[(&str, JsValue)]) -> Object {
+        let o = Object::new();
+        for (k, v) in fields {
+            let _ = Reflect::set(&o, &JsValue::from_str(k), v);
+        }
+        o
+    }
+
+    fn call(device: &JsValue, method: &str, arg: &JsValue) -> Result<JsValue, JsValue> {
+        Reflect::get(device, &JsValue::from_str(method))?.dyn_into::<Function>()?.call1(device, arg)
+    }
+
+    fn buffer_entry(binding: usize, ty: &str) -> JsValue {
+        // GPUShaderStage.COMPUTE = 4.
+        object(&[
+            ("binding", (binding as u32).into()),
+            ("visibility", 4u32.into()),
+            ("buffer", object(&[("type", ty.into()), ("hasDynamicOffset", false.into())]).into()),
+        ])
+        .into()
+    }
+
+    fn request(device: &JsValue, key: &PipelineKey, reads: usize, writes: usize) -> Result<Promise, JsValue> {
+        let module = call(device, "createShaderModule", &object(&[("code", key.kernel.source_for(key.constants()).into())]).into())?;
+        let entries = Array::new();
+        entries.push(&buffer_entry(0, "uniform"));
+        for i in 0..reads + writes {
+            entries.push(&buffer_entry(1 + i, if i < reads { "read-only-storage" } else { "storage" }));
+        }
+        let bgl = call(device, "createBindGroupLayout", &object(&[("entries", entries.into())]).into())?;
+        let layout = call(device, "createPipelineLayout", &object(&[("bindGroupLayouts", Array::of1(&bgl).into())]).into())?;
+        let constants = Object::new();
+        for &(name, value) in key.constants() {
+            Reflect::set(&constants, &JsValue::from_str(name), &JsValue::from_f64(value as f64))?;
+        }
+        let compute = object(&[("module", module), ("entryPoint", "main".into()), ("constants", constants.into())]);
+        let desc = object(&[("layout", layout), ("compute", compute.into())]);
+        call(device, "createComputePipelineAsync", &desc.into())?.dyn_into::<Promise>()
+    }
+
+    /// Requests every pipeline asynchronously and waits until all are compiled (or failed).
+    /// `globalThis.WGVIT_SYNC_PIPELINES = true` turns it off (paired measurements).
+    pub async fn compile_ahead(ctx: &GpuContext, missing: &[&(PipelineKey, usize, usize)]) {
+        if Reflect::get(&js_sys::global(), &JsValue::from_str("WGVIT_SYNC_PIPELINES")).is_ok_and(|v| v.is_truthy()) {
+            return;
+        }
+        let Some(device) = ctx.device.as_webgpu() else { return };
+        let device: &JsValue = device.as_ref();
+        let promises = Array::new();
+        for (key, reads, writes) in missing {
+            match request(device, key, *reads, *writes) {
+                Ok(p) => {
+                    promises.push(&p);
+                }
+                Err(e) => log::warn!("createComputePipelineAsync unavailable ({e:?}); pipelines are created one by one"),
+            }
+        }
+        // A rejection (a pipeline the browser refuses) is reported by the synchronous path.
+        let _ = wasm_bindgen_futures::JsFuture::from(Promise::all_settled(&promises)).await;
+    }
+}
+
 /// `WGVIT_PRINT_WGSL=1` prints every kernel's source as it is compiled.
 fn print_wgsl() -> bool {
     std::env::var_os("WGVIT_PRINT_WGSL").is_some()
@@ -264,11 +347,15 @@ pub struct BuildTimes {
     pub pipelines: Vec<(String, f64)>,
     /// Bind groups and the uniform buffer.
     pub bind_groups_ms: f64,
+    /// In the browser: every new pipeline compiled concurrently with `createComputePipelineAsync`
+    /// before the synchronous creation (then listed in `pipelines`) finds it compiled.
+    pub pipelines_async_ms: f64,
 }
 
 impl BuildTimes {
+    /// Creating the pipelines: the concurrent asynchronous compile (browser) and each creation.
     pub fn pipelines_ms(&self) -> f64 {
-        self.pipelines.iter().map(|p| p.1).sum()
+        self.pipelines_async_ms + self.pipelines.iter().map(|p| p.1).sum::<f64>()
     }
 
     /// One line: `graph 1.2 ms, upload 3.4 ms, ... pipelines 2900.1 ms (23; slowest matmul 410 ms, ...)`.

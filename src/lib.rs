@@ -47,6 +47,8 @@ pub mod preprocess;
 
 pub mod models;
 
+pub mod fuzz;
+
 pub mod api;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -32,17 +32,40 @@ pub struct RgbImage {
 
 impl RgbImage {
     pub fn new(width: usize, height: usize, data: Vec<u8>) -> Result<Self> {
-        if data.len() != width * height * 3 {
-            return Err(Error::Invalid(format!("an RGB image of {width}x{height} needs {} bytes, got {}", width * height * 3, data.len())));
+        if width.checked_mul(height).and_then(|n| n.checked_mul(3)) != Some(data.len()) {
+            return Err(Error::Invalid(format!("an RGB image of {width}x{height} needs 3 bytes a pixel, got {}", data.len())));
         }
         Ok(Self { width, height, data })
     }
 }
 
+/// Largest side of an image decoded, and most bytes the decoder may allocate: a small file
+/// declaring a huge image is refused before its pixels are allocated. The pixel count is what
+/// bounds memory (256 MiB of decoded pixels: 64 megapixels of RGBA, above any camera's photo); a
+/// long thin image (1 × 1,000,000) is fine, its resize only computes the crop.
+pub const MAX_IMAGE_SIDE: u32 = 1 << 20;
+pub const MAX_DECODE_BYTES: u64 = 256 << 20;
+
 /// Decodes a JPEG, PNG or WebP held in memory (format from the content, not the name). `file`
-/// names it in errors. Decoding is bounded by the `image` crate's default memory limits.
+/// names it in errors.
 pub fn decode(file: &str, bytes: &[u8]) -> Result<RgbImage> {
-    let img = image::load_from_memory(bytes).map_err(|e| Error::Io { path: file.to_string(), reason: format!("cannot decode the image: {e}") })?;
+    let fail = |e: image::ImageError| {
+        let reason = match e {
+            image::ImageError::Limits(_) => format!(
+                "cannot decode the image: it is larger than the decode limits ({} MiB of pixels, {MAX_IMAGE_SIDE} px a side)",
+                MAX_DECODE_BYTES >> 20
+            ),
+            e => format!("cannot decode the image: {e}"),
+        };
+        Error::Io { path: file.to_string(), reason }
+    };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| fail(e.into()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(fail)?;
     let rgb = img.to_rgb8();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     if w == 0 || h == 0 {
@@ -279,8 +302,10 @@ impl RgbImage {
     /// An RGB image from interleaved 8-bit RGBA (a canvas's `ImageData`): alpha dropped, as
     /// `PIL.Image.convert("RGB")` does for an RGBA image.
     pub fn from_rgba(width: usize, height: usize, rgba: &[u8]) -> Result<Self> {
-        if rgba.len() != width * height * 4 {
-            return Err(Error::Invalid(format!("an RGBA image of {width}x{height} needs {} bytes, got {}", width * height * 4, rgba.len())));
+        let needed = width.checked_mul(height).and_then(|n| n.checked_mul(4));
+        if needed != Some(rgba.len()) {
+            let needed = needed.map_or("more than usize::MAX".to_string(), |n| n.to_string());
+            return Err(Error::Invalid(format!("an RGBA image of {width}x{height} needs {needed} bytes, got {}", rgba.len())));
         }
         if width == 0 || height == 0 {
             return Err(Error::Invalid("the image is empty (0 pixels)".into()));

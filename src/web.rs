@@ -112,6 +112,37 @@ impl Model {
         Ok(logits.data)
     }
 
+    /// Builds and compiles the graph for `size` (`[height, width]`; default [`Model::input_size`])
+    /// ahead of the first forward, and returns where its build time went, as JSON:
+    /// `{"graphMs", "planMs", "uploadMs", "modulesMs", "pipelines", "pipelinesMs", "pipelinesAsyncMs",
+    /// "bindGroupsMs"}` (`pipelines`: how many were created, those the engine already had cost
+    /// nothing; `pipelinesAsyncMs`: the part of `pipelinesMs` spent compiling them concurrently).
+    pub async fn prepare(&self, size: Option<Vec<u32>>) -> Result<String, JsValue> {
+        let (h, w) = self.size_or_default(size.as_deref())?;
+        let exe = self.inner.prepare(&[1, 3, h, w]).await.map_err(js_error)?;
+        let t = &exe.times;
+        Ok(format!(
+            r#"{{"graphMs":{:.2},"planMs":{:.2},"uploadMs":{:.2},"modulesMs":{:.2},"pipelines":{},"pipelinesMs":{:.2},"pipelinesAsyncMs":{:.2},"bindGroupsMs":{:.2}}}"#,
+            t.graph_ms,
+            t.plan_ms,
+            t.upload_ms,
+            t.modules_ms,
+            t.pipelines.len(),
+            t.pipelines_ms(),
+            t.pipelines_async_ms,
+            t.bind_groups_ms
+        ))
+    }
+
+    fn size_or_default(&self, size: Option<&[u32]>) -> Result<(usize, usize), JsValue> {
+        match size {
+            None | Some([]) => Ok(self.inner.card.input_size()),
+            Some(&[s]) if s > 0 => Ok((s as usize, s as usize)),
+            Some(&[h, w]) if h > 0 && w > 0 => Ok((h as usize, w as usize)),
+            Some(other) => Err(invalid(&format!("size {other:?} is not [S] or [H, W] with positive sides"))),
+        }
+    }
+
     /// The input size classify uses: the weights' `wgvit.input_size`, else the model's usual one
     /// (the family's: toy 32, LaViT the size its weights were made for, else 224), as
     /// `[height, width]`.
@@ -130,12 +161,7 @@ impl Model {
         let k = k.unwrap_or(5).max(1) as usize;
         let rgb = rgba_of(&image)?;
         let model = self.inner.clone();
-        let size = match size.as_deref() {
-            None | Some([]) => model.card.input_size(),
-            Some(&[s]) if s > 0 => (s as usize, s as usize),
-            Some(&[h, w]) if h > 0 && w > 0 => (h as usize, w as usize),
-            Some(other) => return Err(invalid(&format!("classify: size {other:?} is not [S] or [H, W] with positive sides"))),
-        };
+        let size = self.size_or_default(size.as_deref())?;
         let prep = model.card.preprocess_at(size);
         let x = HostTensor::new(vec![1, 3, size.0, size.1], prep.tensor(&rgb)).map_err(js_error)?;
         let logits = model.run(&x).await.map_err(js_error)?;

@@ -12,7 +12,7 @@
 //! A safetensors file may name its model and input in its metadata ([`meta`]); `wgvit convert`
 //! writes those keys, and `models::ModelCard` reads them.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -63,8 +63,10 @@ pub struct Weights {
     synthetic: Option<u64>,
 }
 
-/// Largest zero-filled stand-in for a missing tensor (elements).
-const MAX_STANDIN: usize = 1 << 24;
+/// Most elements the zero-filled stand-ins for missing tensors hold in one build (256 MiB: every
+/// tensor of a tiny/small model; a larger file missing most of its tensors lists those found
+/// before the budget ran out).
+const MAX_STANDIN: usize = 1 << 26;
 
 /// The dtypes converted to f32 on load.
 const FLOAT_DTYPES: &str = "F32, F16, BF16, F64";
@@ -194,7 +196,7 @@ impl Weights {
 
     /// A reader for one graph build.
     pub fn reader(&self) -> WeightReader<'_> {
-        WeightReader { weights: self, used: RefCell::default(), missing: RefCell::default(), generated: RefCell::default() }
+        WeightReader { weights: self, used: RefCell::default(), missing: RefCell::default(), standin_numel: Cell::new(0), generated: RefCell::default() }
     }
 }
 
@@ -204,6 +206,9 @@ pub struct WeightReader<'w> {
     weights: &'w Weights,
     used: RefCell<HashSet<String>>,
     missing: RefCell<Vec<String>>,
+    /// Elements of the zero stand-ins handed out for missing tensors so far (bounded by
+    /// `MAX_STANDIN` in all, whatever sizes a configuration names).
+    standin_numel: Cell<usize>,
     /// Synthetic tensors made in this build (a name asked for twice gets the same data).
     generated: RefCell<HashMap<String, Arc<Vec<f32>>>>,
 }
@@ -235,11 +240,19 @@ impl WeightReader<'_> {
                 Some(seed) => Ok(self.generate(seed, name, expected)),
                 None => {
                     self.missing.borrow_mut().push(name.to_string());
-                    // A stand-in lets the build go on and name every missing tensor; a huge one
-                    // (a configuration naming absurd sizes) ends the build here instead.
-                    let numel = expected.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_STANDIN);
-                    match numel {
-                        Some(n) => Ok(Arc::new(vec![0.0; n])),
+                    // A stand-in lets the build go on and name every missing tensor; once they
+                    // would hold more than MAX_STANDIN elements in all (a configuration naming
+                    // absurd sizes, or a file missing most of a large model) the build ends here.
+                    let total = expected
+                        .iter()
+                        .try_fold(1usize, |a, &d| a.checked_mul(d))
+                        .and_then(|n| self.standin_numel.get().checked_add(n).map(|t| (n, t)))
+                        .filter(|&(_, t)| t <= MAX_STANDIN);
+                    match total {
+                        Some((n, t)) => {
+                            self.standin_numel.set(t);
+                            Ok(Arc::new(vec![0.0; n]))
+                        }
                         None => Err(Error::MissingTensors { file: w.file.clone(), tensors: self.missing.borrow().clone() }),
                     }
                 }

@@ -214,6 +214,19 @@ fn cases() -> Vec<Case> {
         ("image of no bytes", Class::Io, &["empty.png", "decode"], Box::new(|| decode("empty.png", &[]).map(drop))),
         ("truncated PNG", Class::Io, &["cut.png", "decode"], Box::new(|| decode("cut.png", &png(8, 8)[..40]).map(drop))),
         ("random bytes as an image", Class::Io, &["noise.jpg"], Box::new(|| decode("noise.jpg", &[0x13; 1000]).map(drop))),
+        (
+            // Found by the image fuzz target: 34 bytes of lossless WebP that decode to ~0.5 GiB.
+            "a 34-byte WebP bomb",
+            Class::Io,
+            &["bomb.webp", "decode limits", "256 MiB"],
+            Box::new(|| {
+                let bomb = [
+                    0x52, 0x49, 0x46, 0x46, 0x78, 0x00, 0xff, 0xff, 0x57, 0x45, 0x42, 0x50, 0x56, 0x50, 0x38, 0x4c, 0x6b, 0x21, 0x26, 0x00,
+                    0x2f, 0x33, 0x1d, 0x01, 0x0f, 0x9a, 0x8c, 0xe8, 0x7f, 0x9a, 0xfe, 0x3c, 0xb5, 0x00,
+                ];
+                decode("bomb.webp", &bomb).map(drop)
+            }),
+        ),
         ("a directory as a file", Class::Io, &["fixtures", "directory"], Box::new(|| io::read_file(&fixture(""), 1 << 20, "image").map(drop))),
         ("/dev/zero as a file", Class::Io, &["/dev/zero", "device"], Box::new(|| io::read_file(Path::new("/dev/zero"), 1 << 20, "weights").map(drop))),
         ("a file over its limit", Class::Io, &["weights.safetensors", "limit"], Box::new(|| io::read_file(&fixture("toy/weights.safetensors"), 100, "weights").map(drop))),

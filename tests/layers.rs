@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["weights"],
     &["labels", "preprocess"],
     &["models"],
+    &["fuzz"],
     &["api"],
     &["web"],
 ];

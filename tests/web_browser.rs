@@ -241,3 +241,22 @@ async fn js_api_loads_a_bundled_model_by_its_metadata_and_reads_digits() {
         assert_eq!(label, labels[i].to_string(), "held-out digit {i}");
     }
 }
+
+/// `device.destroy()` (what a GPU reset or a tab losing its device looks like): the next forward
+/// is `Error::DeviceLost`, not garbage or a hang, and a new engine works without a page reload.
+#[wasm_bindgen_test]
+async fn a_lost_device_is_an_error_and_a_new_engine_works() {
+    let weights = include_bytes!("fixtures/toy/weights.safetensors");
+    let x = read_tensor("input", include_bytes!("fixtures/toy/input.safetensors"), "input").unwrap();
+    let e = engine().await;
+    let model = e.load_model("toy", Weights::from_bytes("toy", weights).unwrap()).unwrap();
+    let before = model.run(&x).await.unwrap();
+    e.ctx.device.destroy();
+    match model.run(&x).await {
+        Err(wgvit::Error::DeviceLost { reason, .. }) => web_sys::console::log_1(&format!("after destroy(): device lost ({reason})").into()),
+        other => panic!("a forward on a destroyed device: expected Error::DeviceLost, got {other:?}"),
+    }
+    let e = engine().await;
+    let model = e.load_model("toy", Weights::from_bytes("toy", weights).unwrap()).unwrap();
+    assert_eq!(model.run(&x).await.unwrap().data, before.data);
+}

@@ -21,11 +21,13 @@ const ui = {
   weights: $("weights"), weightsFile: $("weights-file"), model: $("model"), size: $("size"),
   image: $("image"), imageFile: $("image-file"), drop: $("drop"), run: $("run"), compare: $("compare"),
   preview: $("preview"), results: $("results"), cold: $("latency-cold"), warm: $("latency-warm"),
+  breakdown: $("cold-breakdown"),
   inputSize: $("input-size"), status: $("status"), error: $("error"), adapter: $("adapter"),
   compareTable: $("compare-table"), pad: $("pad"), padUse: $("pad-use"), padClear: $("pad-clear"),
 };
 
 let engine = null;
+let engineMs = null; // Engine.create(): adapter + device, once per page
 const userWeights = new Map(); // key -> { name, bytes }
 let userImage = null; // { name, bitmap }
 const models = new Map(); // `${weightsKey}|${modelId}|${size}` -> Model (graphs cached per shape inside)
@@ -67,6 +69,64 @@ async function fetchBytes(url) {
   return new Uint8Array(await r.arrayBuffer());
 }
 
+const kb = (n) => `${(n / 1024).toFixed(0)} KB`;
+
+/** The body of `r`, reporting `progress(bytesSoFar, total or 0)` as chunks arrive. */
+async function readWithProgress(r, progress) {
+  const total = Number(r.headers.get("content-length")) || 0;
+  if (!r.body) return new Uint8Array(await r.arrayBuffer());
+  const reader = r.body.getReader();
+  const chunks = [];
+  let got = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    got += value.length;
+    progress(got, total);
+  }
+  const bytes = new Uint8Array(got);
+  let at = 0;
+  for (const c of chunks) { bytes.set(c, at); at += c.length; }
+  return bytes;
+}
+
+const sha256 = async (bytes) =>
+  Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
+
+// Downloaded weights are kept in the Cache API under their content hash ("sha256/<hex>"); a
+// second entry maps the file's URL and version (size + Last-Modified, from a HEAD request) to
+// that hash. A revisit with an unchanged file costs one HEAD request and no download; a changed
+// file, a corrupt entry or a browser without the Cache API (or crypto.subtle) simply downloads.
+const WEIGHTS_CACHE = "wgvit-weights-v1";
+
+async function cachedWeights(url, progress) {
+  const cache = globalThis.caches && globalThis.crypto?.subtle ? await caches.open(WEIGHTS_CACHE).catch(() => null) : null;
+  let version = null;
+  if (cache) {
+    const head = await fetch(url, { method: "HEAD", cache: "no-cache" }).catch(() => null);
+    if (head?.ok) version = `${head.headers.get("content-length")}|${head.headers.get("last-modified")}`;
+    const index = version && await cache.match(`${new URL(url, location.href)}#${version}`);
+    const hash = index && await index.text();
+    const hit = hash && await cache.match(new URL(`sha256/${hash}`, location.href).href);
+    if (hit) {
+      const bytes = new Uint8Array(await hit.arrayBuffer());
+      if (await sha256(bytes) === hash) return { bytes, cached: true };
+    }
+  }
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status} ${r.statusText}`);
+  const bytes = await readWithProgress(r, progress);
+  if (cache && version) {
+    try {
+      const hash = await sha256(bytes);
+      await cache.put(new URL(`sha256/${hash}`, location.href).href, new Response(bytes));
+      await cache.put(`${new URL(url, location.href)}#${version}`, new Response(hash));
+    } catch { /* a full or disabled cache only costs the next visit a download */ }
+  }
+  return { bytes, cached: false };
+}
+
 /** Pixels exactly as stored (no color management, no premultiplication), like PIL's decode. */
 async function bitmapOf(blob) {
   return createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
@@ -88,31 +148,60 @@ function drawPreview(bitmap) {
   ctx.drawImage(bitmap, (c.width - w) / 2, (c.height - h) / 2, w, h);
 }
 
+/** The weights' bytes, and whether they came from the Cache API. */
 async function weightsBytes(key) {
-  if (key.startsWith("user:")) return userWeights.get(key).bytes;
-  return fetchBytes(BUNDLED_WEIGHTS.find((w) => w.key === key).url);
+  if (key.startsWith("user:")) return { bytes: userWeights.get(key).bytes, cached: false };
+  const w = BUNDLED_WEIGHTS.find((w) => w.key === key);
+  return cachedWeights(w.url, (got, total) => status(`${w.model}: weights ${kb(got)}${total ? ` of ${kb(total)}` : ""}`));
 }
 
-/** The model for (weights, id), loaded once; `cold` is set when this call loaded it. */
+/** The model for (weights, id), loaded once; `phases` (ms) is set when this call loaded it. */
 async function getModel(weightsKey, modelId) {
   const cacheKey = `${weightsKey}|${modelId}`;
-  if (models.has(cacheKey)) return { model: models.get(cacheKey), loaded: false };
-  const bytes = await weightsBytes(weightsKey);
+  if (models.has(cacheKey)) return { model: models.get(cacheKey), phases: null };
+  const t0 = performance.now();
+  const { bytes, cached } = await weightsBytes(weightsKey);
+  const t1 = performance.now();
+  status(`${modelId}: reading ${kb(bytes.length)} of weights`);
   const model = await engine.loadModel(modelId, bytes);
   models.set(cacheKey, model);
-  return { model, loaded: true };
+  return { model, phases: { weights: t1 - t0, cached, load: performance.now() - t1 } };
 }
 
-/** Classifies the image with (weights, model): cold = load + graph + first run, warm = one more run. */
+/** Classifies the image with (weights, model): cold = fetch + load + graph + first run (its
+ * phases in `breakdown`), warm = one more run. */
 async function classifyOnce(weightsKey, modelId, bitmap, size) {
   const t0 = performance.now();
-  const { model, loaded } = await getModel(weightsKey, modelId);
+  const { model, phases } = await getModel(weightsKey, modelId);
+  let breakdown = null;
+  if (phases) {
+    status(`${modelId}: building the graph and its pipelines`);
+    const tp = performance.now();
+    const build = JSON.parse(await model.prepare(size));
+    const tf = performance.now();
+    status(`${modelId}: ${build.pipelines} pipelines built; first run`);
+    breakdown = { ...phases, build, prepare: tf - tp, tf };
+  }
   const first = await model.classify(bitmap, 5, size);
   const t1 = performance.now();
+  if (breakdown) breakdown.firstRun = t1 - breakdown.tf;
   const top = await model.classify(bitmap, 5, size);
   const t2 = performance.now();
   const shown = size ?? Array.from(model.inputSize());
-  return { top, first, cold: loaded ? t1 - t0 : null, warm: t2 - t1, size: shown };
+  return { top, first, cold: phases ? t1 - t0 : null, breakdown, warm: t2 - t1, size: shown };
+}
+
+/** One line under the cold figure: where the cold start went. */
+function breakdownText(b) {
+  const f = (t) => `${t.toFixed(0)} ms`;
+  const other = b.prepare - b.build.graphMs - b.build.planMs - b.build.uploadMs - b.build.modulesMs - b.build.pipelinesMs - b.build.bindGroupsMs;
+  return [
+    `weights ${f(b.weights)}${b.cached ? " (from cache)" : ""}`, `load ${f(b.load)}`, `graph ${f(b.build.graphMs)}`,
+    `plan ${f(b.build.planMs)}`, `upload ${f(b.build.uploadMs)}`, `shader modules ${f(b.build.modulesMs)}`,
+    `pipelines ${f(b.build.pipelinesMs)} (${b.build.pipelines}${b.build.pipelinesAsyncMs > 0 ? `, ${f(b.build.pipelinesAsyncMs)} compiling them concurrently` : ""})`, `bind groups ${f(b.build.bindGroupsMs)}`,
+    ...(other > 1 ? [`other ${f(other)}`] : []), `first run ${f(b.firstRun)}`,
+    ...(engineMs !== null ? [`(engine ${f(engineMs)}, once)`] : []),
+  ].join(" · ");
 }
 
 function showTop(top) {
@@ -148,7 +237,11 @@ async function run() {
     status(`running ${modelId}…`);
     const r = await classifyOnce(ui.weights.value, modelId, bitmap, size);
     showTop(r.top);
-    if (r.cold !== null) ui.cold.textContent = ms(r.cold);
+    if (r.cold !== null) {
+      ui.cold.textContent = ms(r.cold);
+      ui.breakdown.textContent = breakdownText(r.breakdown);
+      console.log(`cold ${ms(r.cold)}: ${ui.breakdown.textContent}`);
+    }
     ui.warm.textContent = ms(r.warm);
     ui.inputSize.textContent = `${r.size[0]}×${r.size[1]}`;
     status(`${modelId}: top-1 ${r.top[0].label ?? "class " + r.top[0].index} (${(100 * r.top[0].prob).toFixed(2)}%)`);
@@ -290,7 +383,9 @@ async function main() {
   ui.model.value = BUNDLED_WEIGHTS[0].model;
   currentImage().then(drawPreview).catch(showError);
   status("requesting a WebGPU adapter…");
+  const te = performance.now();
   engine = await Engine.create();
+  engineMs = performance.now() - te;
   const info = JSON.parse(engine.adapterInfo());
   // wgpu leaves the adapter's name empty on the web: add what the browser's GPUAdapterInfo says.
   try {

@@ -6,8 +6,10 @@
 //      (`wgvit classify assets/samples/7.png --json`),
 //   3. the toy model (tests/fixtures/toy/weights.safetensors, input 32) on a bundled image shows
 //      the native CLI's five classes and probabilities for the same image and weights,
-//   4. the cold and warm latency fields are filled and no error is shown,
-//   5. a vertical stroke drawn on the drawing pad reads as a 1 with the digit model;
+//   4. the cold and warm latency fields and the cold breakdown are filled and no error is shown,
+//   5. a vertical stroke drawn on the drawing pad reads as a 1 with the digit model,
+//   6. after a reload, hatnet-digits' weights come from the Cache API (no download) and its answer
+//      is unchanged; every bundled digit model's cold start and its breakdown are printed;
 // saves a screenshot to web/e2e-screenshot.png and prints "N passed, N failed" (exit 1 on a failure).
 // Needs `bash web/build.sh` (web/pkg) and the release CLI (`cargo build --release`).
 // Run: cd web && npm ci && node e2e.mjs
@@ -93,6 +95,9 @@ async function main() {
       args: ["--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
     });
+    // WGVIT_SYNC_PIPELINES=1: pipelines created one by one, without the asynchronous compile
+    // ahead (the "before" of a paired cold-start measurement).
+    if (process.env.WGVIT_SYNC_PIPELINES === "1") await browser.addInitScript(() => { globalThis.WGVIT_SYNC_PIPELINES = true; });
     const page = browser.pages()[0] ?? await browser.newPage();
     page.on("console", (m) => console.log(`  [page ${m.type()}] ${m.text()}`));
     page.on("pageerror", (e) => console.log(`  [page error] ${e.message}`));
@@ -130,7 +135,9 @@ async function main() {
     const cold = (await page.textContent("#latency-cold")).trim();
     const warm = (await page.textContent("#latency-warm")).trim();
     const isMs = (s) => /^\d+(\.\d+)? ms$/.test(s);
-    check("latency shown", isMs(cold) && isMs(warm) && !errorText, `cold ${cold}, warm ${warm}`);
+    const breakdown = (await page.textContent("#cold-breakdown")).trim();
+    check("latency shown", isMs(cold) && isMs(warm) && !errorText && /pipelines .*first run/.test(breakdown),
+      `cold ${cold}, warm ${warm}; ${breakdown}`);
 
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
 
@@ -150,6 +157,23 @@ async function main() {
     const padLabel = await page.$eval("#results li .label", (el) => el.textContent).catch(() => "");
     check("drawing pad reads a 1", !drawn.error && padImage === "your drawing" && drawn.shown.length === 5 && padLabel.trim().startsWith("1"),
       drawn.error || `top-1 '${padLabel}' for ${padImage}`);
+
+    // 6. a revisit: the weights come from the Cache API, the answers are the same; the cold start
+    // of every bundled digit model on this second visit is printed with its breakdown
+    await page.reload();
+    await page.waitForSelector("body[data-state=ready], body[data-state=error]", { timeout: TIMEOUT_MS });
+    const revisit = [];
+    for (const id of ["hatnet-digits", "vvt-digits", "accvit-digits", "lavit-digits"]) {
+      await page.selectOption("#weights", id);
+      await page.selectOption("#model", id);
+      await page.selectOption("#image", "digit 7");
+      const r = await classifyOnPage(page);
+      revisit.push({ id, r, cold: (await page.textContent("#latency-cold")).trim(), breakdown: (await page.textContent("#cold-breakdown")).trim() });
+    }
+    for (const v of revisit) console.log(`     revisit ${v.id}: cold ${v.cold}: ${v.breakdown}`);
+    const again = revisit[0].r;
+    check("a revisit reads the weights from the cache", revisit.every((v) => !v.r.error) && revisit[0].breakdown.includes("(from cache)")
+      && sameAsNative(again.shown, nativeDigit), revisit.map((v) => v.r.error).filter(Boolean).join("; ") || `${revisit[0].breakdown}; ${listing(again.shown, nativeDigit)}`);
     console.log(`screenshot: ${path.relative(root, SCREENSHOT)}`);
   } finally {
     if (browser) await browser.close();
