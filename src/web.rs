@@ -121,17 +121,17 @@ impl Model {
         let (h, w) = self.size_or_default(size.as_deref())?;
         let exe = self.inner.prepare(&[1, 3, h, w]).await.map_err(js_error)?;
         let t = &exe.times;
-        Ok(format!(
-            r#"{{"graphMs":{:.2},"planMs":{:.2},"uploadMs":{:.2},"modulesMs":{:.2},"pipelines":{},"pipelinesMs":{:.2},"pipelinesAsyncMs":{:.2},"bindGroupsMs":{:.2}}}"#,
-            t.graph_ms,
-            t.plan_ms,
-            t.upload_ms,
-            t.modules_ms,
-            t.pipelines.len(),
-            t.pipelines_ms(),
-            t.pipelines_async_ms,
-            t.bind_groups_ms
-        ))
+        Ok(serde_json::json!({
+            "graphMs": t.graph_ms,
+            "planMs": t.plan_ms,
+            "uploadMs": t.upload_ms,
+            "modulesMs": t.modules_ms,
+            "pipelines": t.pipelines.len(),
+            "pipelinesMs": t.pipelines_ms(),
+            "pipelinesAsyncMs": t.pipelines_async_ms,
+            "bindGroupsMs": t.bind_groups_ms,
+        })
+        .to_string())
     }
 
     fn size_or_default(&self, size: Option<&[u32]>) -> Result<(usize, usize), JsValue> {

@@ -115,19 +115,8 @@ enum Command {
     ///
     /// Example: wgvit bench --model hatnet-tiny --size 224 --runs 10
     Bench {
-        /// Model id (e.g. hatnet-tiny); may be left out when the weights' metadata names it.
-        #[arg(long)]
-        model: Option<String>,
-        /// Weights (.safetensors or .pth); when left out, a bundled model's own (e.g. vvt-digits),
-        /// else random weights.
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// Input size: S or HxW (default: the weights' metadata, else the model's usual size).
-        #[arg(long)]
-        size: Option<String>,
-        /// Batch size.
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
+        #[command(flatten)]
+        target: Target,
         /// Timed warm forwards.
         #[arg(long, default_value_t = 10)]
         runs: usize,
@@ -139,19 +128,8 @@ enum Command {
     ///
     /// Example: wgvit profile --model hatnet-tiny --runs 5
     Profile {
-        /// Model id; may be left out when the weights' metadata names it.
-        #[arg(long)]
-        model: Option<String>,
-        /// Weights (.safetensors or .pth); when left out, a bundled model's own (e.g. vvt-digits),
-        /// else random weights.
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// Input size: S or HxW (default: the weights' metadata, else the model's usual size).
-        #[arg(long)]
-        size: Option<String>,
-        /// Batch size.
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
+        #[command(flatten)]
+        target: Target,
         /// Profiled forwards (after one warm-up); each dispatch's median is reported.
         #[arg(long, default_value_t = 5)]
         runs: usize,
@@ -337,22 +315,46 @@ pub fn main() -> Result<bool> {
             write(&output, &write_tensors(&[("logits", &logits)])?)?;
         }
         Command::Convert { input, output, model, size, labels } => convert(&input, &output, model, size.as_deref(), labels.as_deref())?,
-        Command::Bench { model, weights, size, batch, runs } => {
-            let (loaded, weights_ms) = wgvit::time::timed(|| load_weights(model.as_deref(), weights.as_deref()));
-            let (weights, from_file) = loaded?;
-            let id = resolve_model(model, from_file.then_some(&weights))?;
-            let size = resolve_size(size.as_deref(), &ModelCard::new(&id, &weights)?, &weights)?;
-            crate::bench::bench_model(&id, weights, weights_ms, &size, flag_batch(batch)?, runs)?
+        Command::Bench { target, runs } => {
+            let (loaded, weights_ms) = wgvit::time::timed(|| target.resolve());
+            let (id, weights, size, batch) = loaded?;
+            crate::bench::bench_model(&id, weights, weights_ms, &size, batch, runs)?
         }
-        Command::Profile { model, weights, size, batch, runs, depth, top } => {
-            let (weights, from_file) = load_weights(model.as_deref(), weights.as_deref())?;
-            let id = resolve_model(model, from_file.then_some(&weights))?;
-            let size = resolve_size(size.as_deref(), &ModelCard::new(&id, &weights)?, &weights)?;
-            crate::profile::profile_model(&id, weights, &size, flag_batch(batch)?, runs.max(1), depth, top)?
+        Command::Profile { target, runs, depth, top } => {
+            let (id, weights, size, batch) = target.resolve()?;
+            crate::profile::profile_model(&id, weights, &size, batch, runs.max(1), depth, top)?
         }
         Command::BenchOps { runs, sweep } => crate::bench::bench_ops(runs, sweep)?,
     }
     Ok(true)
+}
+
+/// What `bench` and `profile` run: the model, its weights, the input size and the batch.
+#[derive(clap::Args)]
+pub struct Target {
+    /// Model id (e.g. hatnet-tiny); may be left out when the weights' metadata names it.
+    #[arg(long)]
+    model: Option<String>,
+    /// Weights (.safetensors or .pth); when left out, a bundled model's own (e.g. vvt-digits),
+    /// else random weights.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Input size: S or HxW (default: the weights' metadata, else the model's usual size).
+    #[arg(long)]
+    size: Option<String>,
+    /// Batch size.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+}
+
+impl Target {
+    /// The model id, its weights, the checked input size and batch.
+    fn resolve(self) -> Result<(String, Weights, InputSize, usize)> {
+        let (weights, from_file) = load_weights(self.model.as_deref(), self.weights.as_deref())?;
+        let id = resolve_model(self.model, from_file.then_some(&weights))?;
+        let size = resolve_size(self.size.as_deref(), &ModelCard::new(&id, &weights)?, &weights)?;
+        Ok((id, weights, size, flag_batch(self.batch)?))
+    }
 }
 
 /// `wgvit convert`: every tensor unchanged (dtype, shape, bytes), plus metadata.
