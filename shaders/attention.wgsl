@@ -17,9 +17,13 @@
 // length: a workgroup may span several batch·head entries), the workgroup count folded into
 // (x, y) by `ops::grid`. Neighbouring lanes own neighbouring rows of one head, so they read the
 // same k and v rows. On CPU devices loads, not FMAs, bound this kernel (lavapipe runs every
-// storage load as a per-lane loop), so the host picks QB = 2 there (hatnet-tiny's attention
-// 152 → 112 ms on lavapipe; QB = 4 gave 95 ms but 4 s of LLVM compile per pipeline instead of
-// 1.1 s); on GPUs QB = 1 keeps q and the accumulators in registers.
+// storage load as a per-lane loop), so the host picks QB = 2 there for large attentions
+// (hatnet-tiny's attention 152 → 112 ms on lavapipe; QB = 4 gave 95 ms but 4 s of LLVM compile
+// per pipeline instead of 1.1 s); on GPUs QB = 1 keeps q and the accumulators in registers.
+// Variants (`ops::tuning::attention_variant`): without ROLLED the channel loops run to the
+// overrides D4/DV4 and are unrolled (GPUs); with ROLLED (CPU devices) they run to bounds read
+// from params, so one pipeline serves every head size and lavapipe's JIT has a fraction of the
+// code to compile (hatnet-digits' attention: 2.2 s → 0.55 s with QB = 1).
 // Registers: q as QB·D4 vec4 (D4 = ceil(d / 4) <= 16, so d <= 64) and the output accumulators as
 // QB·DV4 vec4 (a chunk of at most 64 output channels; a larger dv is split over more invocations,
 // each recomputing the scores). Keys go in blocks of KB = 4: their scores are computed first, so
@@ -66,6 +70,9 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 override WG: u32 = 64u;
+// D4 = ceil(d / 4) and DV4 = ceil(min(dv, 64) / 4), the trip counts of the channel loops, as
+// constants (the compiler unrolls the loops and keeps q and acc in registers: GPUs); with ROLLED
+// they are read from params instead and the loops stay loops.
 override D4: u32 = 16u;
 override DV4: u32 = 16u;
 override HAS_BIAS: bool = false;
@@ -151,7 +158,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let rows = min(QB, params.nq - i0);
     let h = bh % params.heads;
     let b = bh / params.heads;
-    let dv0 = chunk * DV4 * 4u;
+#if ROLLED
+    let d4 = (params.d + 3u) / 4u;
+    let dv4 = (min(params.dv, 4u * MAX_D4) + 3u) / 4u;
+#else
+    let d4 = D4;
+    let dv4 = DV4;
+#endif
+    let dv0 = chunk * dv4 * 4u;
 
     // Rows past nq (the last invocation's) recompute row nq - 1 and are never stored.
     var qr: array<vec4<f32>, MAX_QD4>;
@@ -159,8 +173,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var rr = 0u; rr < QB; rr++) {
         let i = min(i0 + rr, params.nq - 1u);
         let q_row = batch_offset(params.q, b) + h * params.q.sh + token_offset(params.q, i);
-        for (var c = 0u; c < D4; c++) {
-            qr[rr * D4 + c] = load_q4(q_row, c * 4u) * params.scale;
+        for (var c = 0u; c < d4; c++) {
+            qr[rr * MAX_D4 + c] = load_q4(q_row, c * 4u) * params.scale;
         }
 #if HAS_BIAS
         bias_row[rr] = batch_offset(params.bias, b) + h * params.bias.sh + token_offset(params.bias, i);
@@ -171,8 +185,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var kc = TokenCursor(batch_offset(params.k, b) + h * params.k.sh, 0u);
     var vc = TokenCursor(batch_offset(params.v, b) + h * params.v.sh, 0u);
     var acc: array<vec4<f32>, MAX_QD4>;
-    for (var c = 0u; c < QB * DV4; c++) {
-        acc[c] = vec4<f32>(0.0);
+    for (var rr = 0u; rr < QB; rr++) {
+        for (var c = 0u; c < dv4; c++) {
+            acc[rr * MAX_D4 + c] = vec4<f32>(0.0);
+        }
     }
     var m: array<f32, QB>;
     var l: array<f32, QB>;
@@ -191,10 +207,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 for (var rr = 0u; rr < QB; rr++) {
                     dot4[rr] = vec4<f32>(0.0);
                 }
-                for (var c = 0u; c < D4; c++) {
+                for (var c = 0u; c < d4; c++) {
                     let kv = load_k4(kc.row, c * 4u);
                     for (var rr = 0u; rr < QB; rr++) {
-                        dot4[rr] += qr[rr * D4 + c] * kv;
+                        dot4[rr] += qr[rr * MAX_D4 + c] * kv;
                     }
                 }
                 for (var rr = 0u; rr < QB; rr++) {
@@ -212,8 +228,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let correction = exp(m[rr] - block_max[rr]);
             m[rr] = block_max[rr];
             l[rr] *= correction;
-            for (var c = 0u; c < DV4; c++) {
-                acc[rr * DV4 + c] *= correction;
+            for (var c = 0u; c < dv4; c++) {
+                acc[rr * MAX_D4 + c] *= correction;
             }
         }
         for (var jj = 0u; jj < KB; jj++) {
@@ -223,10 +239,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     p[rr] = exp(s[rr * KB + jj] - m[rr]);
                     l[rr] += p[rr];
                 }
-                for (var c = 0u; c < DV4; c++) {
+                for (var c = 0u; c < dv4; c++) {
                     let vv = load_v4(vc.row + v_chunk, c * 4u);
                     for (var rr = 0u; rr < QB; rr++) {
-                        acc[rr * DV4 + c] += p[rr] * vv;
+                        acc[rr * MAX_D4 + c] += p[rr] * vv;
                     }
                 }
                 vc = cursor_next(vc, params.v);
@@ -234,11 +250,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
 
-    for (var rr = 0u; rr < rows; rr++) {
+    for (var rr = 0u; rr < QB; rr++) {
+        if (rr >= rows) {
+            break;
+        }
         let inv_l = 1.0 / l[rr];
         let o_row = batch_offset(params.o, b) + h * params.o.sh + token_offset(params.o, i0 + rr) + dv0 * params.o.sc;
-        for (var c = 0u; c < DV4; c++) {
-            let y = acc[rr * DV4 + c] * inv_l;
+        for (var c = 0u; c < dv4; c++) {
+            let y = acc[rr * MAX_D4 + c] * inv_l;
             for (var e = 0u; e < 4u; e++) {
                 let ch = c * 4u + e;
                 if (dv0 + ch < params.dv) {

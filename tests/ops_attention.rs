@@ -31,9 +31,13 @@ fn attention_matches_cpu_on_random_shapes() {
         (dims(2, 2, 64, 49, 64, 64), false), // largest d
         (dims(1, 3, 17, 5, 13, 7), true),    // d, dv not multiples of 4, Nk not a multiple of the key block
         (dims(2, 2, 10, 30, 16, 80), true),  // dv > 64: two output chunks
+        (dims(4, 4, 64, 64, 32, 32), true),  // over 4 MFLOP: two query rows per invocation (CPU-like)
+        (dims(3, 4, 49, 49, 64, 80), false), // the same, with two output chunks and an odd last row
     ];
-    // Both kernel variants: one query row per invocation (GPU-like set), two (CPU-like set).
+    // Every kernel variant: unrolled for the head size (GPU-like set), rolled with one query row
+    // and rolled with two (CPU-like set, small and large attentions).
     let profiles = [DeviceProfile::gpu_like(), DeviceProfile::cpu_like()];
+    let mut variants = std::collections::BTreeSet::new();
     for (i, ((dm, with_bias), profile)) in cases.iter().flat_map(|c| profiles.clone().map(|p| (c, p))).enumerate() {
         let q = rng.tensor(&[dm.batch, dm.heads, dm.nq, dm.d], -1.0, 1.0);
         let k = rng.tensor(&[dm.batch, dm.heads, dm.nk, dm.d], -1.0, 1.0);
@@ -47,6 +51,7 @@ fn attention_matches_cpu_on_random_shapes() {
         let o = attention(&mut g, qi, ki, vi, bi, scale).unwrap();
         g.output("o", o);
         assert_eq!(g.shape(o), [dm.batch, dm.heads, dm.nq, dm.dv]);
+        variants.extend(g.nodes.iter().map(|n| n.key.kernel.name()));
         let mut inputs = vec![&q, &k, &v];
         if *with_bias {
             inputs.push(&bias);
@@ -57,6 +62,7 @@ fn attention_matches_cpu_on_random_shapes() {
         let want = attention_cpu(&q.data, &k.data, &v.data, with_bias.then_some(&bias.data[..]), dm, scale);
         assert_close(&format!("case {i} {dm:?} bias={with_bias} {kernels:?} ({elapsed:.2?})"), &out[0].data, &want, ATOL, RTOL);
     }
+    assert_eq!(variants.into_iter().collect::<Vec<_>>(), ["attention", "attention_qb2_rolled", "attention_rolled"]);
 }
 
 #[test]

@@ -91,10 +91,14 @@ kernels! {
     Pool = "pool.wgsl" [], params::Pool;
     /// Strided box copies: permute, slice, concat.
     Layout = "layout.wgsl" [], params::Layout;
-    /// Fused attention, one query row per invocation.
+    /// Fused attention, one query row per invocation, channel loops unrolled for the pipeline's
+    /// head size (GPU-like devices).
     Attention = "attention.wgsl" [], params::Attention;
-    /// attention.wgsl with two query rows per invocation (CPU-like devices: half the k/v loads).
-    AttentionQb2 = "attention.wgsl" [QB2], params::Attention;
+    /// attention.wgsl with its channel loops bounded by the uniform head size: one pipeline for
+    /// every head size, and a fraction of the JIT time (CPU-like devices, small attentions).
+    AttentionRolled = "attention.wgsl" [ROLLED], params::Attention;
+    /// attention_rolled with two query rows per invocation (CPU-like devices: half the k/v loads).
+    AttentionQb2Rolled = "attention.wgsl" [QB2, ROLLED], params::Attention;
     /// VVT: k side of the vicinity attention, partial KV⁺ per token chunk (any d).
     VicinityKv = "family/vicinity_kv.wgsl" [], params::VicinityKv;
     /// family/vicinity_kv.wgsl with vec4 loads (d, row and offsets multiples of 4).
@@ -181,7 +185,7 @@ mod tests {
         assert_eq!(Kernel::Binary.name(), "binary");
         assert_eq!(Kernel::BinaryVec4.name(), "binary_vec4");
         assert_eq!(Kernel::VicinityKvVec4.name(), "vicinity_kv_vec4");
-        assert_eq!(Kernel::AttentionQb2.name(), "attention_qb2");
+        assert_eq!(Kernel::AttentionQb2Rolled.name(), "attention_qb2_rolled");
         let names: std::collections::HashSet<String> = Kernel::ALL.iter().map(|k| k.name()).collect();
         assert_eq!(names.len(), Kernel::ALL.len(), "two variants share a name");
     }

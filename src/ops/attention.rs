@@ -280,7 +280,9 @@ pub fn attention_strided(
     let rows = batch * heads * nq;
     let dv4 = dv.min(DV_CHUNK).div_ceil(4);
     let chunks = dv.div_ceil(dv4 * 4);
-    let qb = tuning::attention_rows(&g.profile);
+    let flops = (rows * nk * (2 * d + 2 * dv + 4)) as u64;
+    let variant = tuning::attention_variant(&g.profile, flops);
+    let qb = variant.rows;
     let invocations = batch * heads * nq.div_ceil(qb) * chunks;
     check_u32("attention invocations", invocations + WG)?;
     let workgroups = invocations.div_ceil(WG);
@@ -305,18 +307,23 @@ pub fn attention_strided(
     };
     g.push(Node {
         label: "attention".into(),
-        key: PipelineKey::new(if qb == 2 { Kernel::AttentionQb2 } else { Kernel::Attention })
-            .with("WG", WG as u32)
-            .with("D4", d.div_ceil(4) as u32)
-            .with("DV4", dv4 as u32)
-            .with("HAS_BIAS", bias.is_some() as u32),
+        key: head_size_key(variant.kernel, d.div_ceil(4), dv4).with("WG", WG as u32).with("HAS_BIAS", bias.is_some() as u32),
         params: Uniform::of(&uniform),
         reads: vec![q.tensor, k.tensor, v.tensor, bias.map_or(q.tensor, |b| b.tensor)],
         writes: vec![o],
         workgroups: grid(workgroups),
-        flops: (rows * nk * (2 * d + 2 * dv + 4)) as u64,
+        flops,
     });
     Ok(o)
+}
+
+/// The unrolled kernel is specialised for its head size; the rolled ones read it from params, so
+/// one pipeline serves every head size.
+fn head_size_key(kernel: Kernel, d4: usize, dv4: usize) -> PipelineKey {
+    match kernel {
+        Kernel::Attention => PipelineKey::new(kernel).with("D4", d4 as u32).with("DV4", dv4 as u32),
+        _ => PipelineKey::new(kernel),
+    }
 }
 
 /// The output view must write each element of `shape` exactly once, or later ops would read

@@ -7,11 +7,11 @@
 //! | choice | CPU-like set | GPU-like set |
 //! |---|---|---|
 //! | matmul / implicit-GEMM conv register tile | 16 × 8 outputs, 8 × 8 invocations; 4 × 4 below 4 MFLOP | the same (a GPU-tuned set is open work) |
-//! | attention query rows per invocation | 2 (half the k/v loads) | 1 (q and accumulators stay in registers) |
+//! | attention | rolled channel loops (fast JIT); 2 query rows per invocation from 4 MFLOP | 1 row, loops unrolled per head size (registers) |
 //! | GroupNorm lanes per workgroup | 32 | 32 |
 //! | row reductions (LayerNorm, softmax, means) | 16 lanes per row for few long rows, else 1 | the same |
 
-use crate::kernels::DeviceProfile;
+use crate::kernels::{DeviceProfile, Kernel};
 
 use super::matmul::{MatmulLoads, MatmulTiling};
 
@@ -37,14 +37,35 @@ pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
     matmul_tiling(profile, flops)
 }
 
-/// Query rows one attention invocation owns: 2 on CPU-like devices, where each k/v load then
-/// feeds two rows (whatever the sequence length: one attention pipeline per head size, and each
-/// costs lavapipe 1–2.5 s to JIT-compile on an empty cache); 1 on GPUs.
-pub fn attention_rows(profile: &DeviceProfile) -> usize {
-    if profile.is_cpu_like() {
-        2
+/// Attentions of fewer FLOPs than this take one query row per invocation on CPU-like devices.
+pub const SMALL_ATTENTION_FLOPS: u64 = 4_000_000;
+
+/// Which attention kernel runs, and the query rows each invocation owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionVariant {
+    pub kernel: Kernel,
+    pub rows: usize,
+}
+
+/// The attention kernel for an attention of `flops` FLOPs.
+///
+/// CPU-like devices get the rolled kernel (channel loops bounded by the uniform head size).
+/// lavapipe JIT-compiles at the first dispatch, and every unrolled storage load becomes a per-lane
+/// loop there. hatnet-digits' attention took 2.2 s to compile unrolled (2 rows, d = 16), against
+/// 1.3 s rolled with 2 rows and 0.55 s rolled with 1 row. Rolled was also no slower warm
+/// (hatnet-tiny's attentions 386–432 ms rolled against 509–523 ms unrolled, paired). Two rows
+/// per invocation halve the k/v loads, which pays on large attentions; small ones are
+/// dispatch-bound, so they take the kernel that compiles fastest.
+///
+/// GPUs get one row with the loops unrolled for the head size (q and the accumulators stay in
+/// registers).
+pub fn attention_variant(profile: &DeviceProfile, flops: u64) -> AttentionVariant {
+    if !profile.is_cpu_like() {
+        AttentionVariant { kernel: Kernel::Attention, rows: 1 }
+    } else if flops < SMALL_ATTENTION_FLOPS {
+        AttentionVariant { kernel: Kernel::AttentionRolled, rows: 1 }
     } else {
-        1
+        AttentionVariant { kernel: Kernel::AttentionQb2Rolled, rows: 2 }
     }
 }
 
