@@ -12,6 +12,7 @@ use wgvit::ops::family::vicinity_attention::{
     angle_table, vicinity_attention, vicinity_attention_cpu, vicinity_gate, vicinity_gate_cpu, vicinity_kv, QkvColumns, VicinityDims,
     CLAMP_MAX, CLAMP_MIN,
 };
+use wgvit::kernels::{DeviceProfile, PipelineKey};
 use wgvit::tensor::Rng;
 use wgvit::{Error, Graph, HostTensor};
 
@@ -53,6 +54,12 @@ struct Case {
 }
 
 fn run_case(rng: &mut Rng, c: &Case, cols_of: impl Fn(usize) -> QkvColumns) -> (Vec<f32>, Vec<f32>) {
+    let (got, want, _) = run_case_on(rng, c, cols_of, DeviceProfile::default());
+    (got, want)
+}
+
+/// [`run_case`] for a graph built for `profile`, with the pipeline keys it took.
+fn run_case_on(rng: &mut Rng, c: &Case, cols_of: impl Fn(usize) -> QkvColumns, profile: DeviceProfile) -> (Vec<f32>, Vec<f32>, Vec<PipelineKey>) {
     let n = c.grid.0 * c.grid.1;
     let width = c.heads * c.d;
     let cols = cols_of(width);
@@ -69,13 +76,13 @@ fn run_case(rng: &mut Rng, c: &Case, cols_of: impl Fn(usize) -> QkvColumns) -> (
     }
     let trig = HostTensor::new(vec![n, 4], angle_table(c.grid.0, c.grid.1)).unwrap();
     let dims = VicinityDims { batch: c.batch, heads: c.heads, n, d: c.d };
-    let mut g = Graph::new();
+    let mut g = Graph::for_profile(profile);
     let (qi, ti) = (g.input("qkv", &qkv.shape), g.input("trig", &trig.shape));
     let o = vicinity_attention(&mut g, qi, &cols, ti, &dims).unwrap();
     g.output("o", o);
     assert_eq!(g.shape(o), [c.batch, n, width]);
     let got = run(&g, &[&qkv, &trig]).remove(0).data;
-    (got, vicinity_attention_cpu(&qkv.data, &cols, &trig.data, &dims))
+    (got, vicinity_attention_cpu(&qkv.data, &cols, &trig.data, &dims), g.nodes.iter().map(|n| n.key.clone()).collect())
 }
 
 #[test]
@@ -92,12 +99,19 @@ fn vicinity_attention_matches_cpu_on_random_shapes() {
         Case { batch: 1, heads: 1, grid: (56, 56), d: 48, scale: [1.0, 1.0, 1.0], v_abs: false, spare: 1 },
         Case { batch: 2, heads: 2, grid: (13, 11), d: 40, scale: [1.0, 1.0, 1.0], v_abs: false, spare: 3 },
     ];
-    for (i, c) in cases.iter().enumerate() {
-        let (got, want) = run_case(&mut rng, c, |w| QkvColumns { row: 3 * w + c.spare, q: 0, k: w, v: 2 * w });
-        let kernels = if c.d % 4 == 0 && c.spare % 4 == 0 { "vec4" } else { "scalar" };
-        let what = format!("case {i} {:?} d {} heads {} batch {} ({kernels})", c.grid, c.d, c.heads, c.batch);
-        assert_close_clamped(&what, &got, &want, 1e-6, 2e-5);
+    // Both kernel sets: the CPU-like one takes the small register tiles below 4 MFLOP.
+    let mut tiles = std::collections::BTreeSet::new();
+    for profile in [DeviceProfile::gpu_like(), DeviceProfile::cpu_like()] {
+        for (i, c) in cases.iter().enumerate() {
+            let cols_of = |w| QkvColumns { row: 3 * w + c.spare, q: 0, k: w, v: 2 * w };
+            let (got, want, keys) = run_case_on(&mut rng, c, cols_of, profile.clone());
+            let kernels = if c.d % 4 == 0 && c.spare % 4 == 0 { "vec4" } else { "scalar" };
+            let what = format!("case {i} {:?} d {} heads {} batch {} ({kernels}, {:?})", c.grid, c.d, c.heads, c.batch, profile.kernels);
+            assert_close_clamped(&what, &got, &want, 1e-6, 2e-5);
+            tiles.extend(keys.iter().flat_map(|k| k.constants().iter().filter(|(name, _)| ["JQ", "TQ"].contains(name)).copied()));
+        }
     }
+    assert_eq!(tiles.into_iter().collect::<Vec<_>>(), [("JQ", 1), ("JQ", 2), ("TQ", 1), ("TQ", 4)]);
 }
 
 #[test]

@@ -16,14 +16,16 @@
 //           2 trig (read, [N] vec4: cos α, sin α, cos β, sin β), 3 kv (read, [B·heads, 4d, d],
 //           clamped), 4 ksum (read, [B·heads, 4d]), 5 out (write, tokens [B, N, out_ld], head h
 //           at columns h·d ..: heads merged).
-// Dispatch: one invocation per (bh, block of 8 output lanes, block of 16 tokens), tokens
+// Dispatch: one invocation per (bh, block of 8 output lanes, block of 4·TQ tokens), tokens
 //   fastest, so the kv/ksum addresses are uniform across a workgroup (one broadcast load on a
 //   GPU); ceil(items / WG) workgroups folded into (x, y) by `ops::grid`.
-// Tile: 16 tokens × 8 lanes as 4 × 2 mat4x4 accumulators (`acc.c<q><g>`: column i = token
-//   4q+i, components = lanes j0+4g ..) and 4 vec4 denominators. A step is 4 head lanes of q
-//   (k = f·d + i0 .. +3 for each trig factor f): 16 q vec4 loads, then per factor 8 kv and 1
-//   ksum vec4 loads: 2304 FMAs per 52 loads. The denominator is recomputed by each lane block
-//   rather than stored and re-read.
+// Tile: 4·TQ tokens × 8 lanes as TQ × 2 mat4x4 accumulators (`acc.c<q><g>`: column i = token
+//   4q+i, components = lanes j0+4g ..) and TQ vec4 denominators. A step is 4 head lanes of q
+//   (k = f·d + i0 .. +3 for each trig factor f): 4·TQ q vec4 loads, then per factor 8 kv and 1
+//   ksum vec4 loads; with TQ = 4, 2304 FMAs per 52 loads. The denominator is recomputed by each
+//   lane block rather than stored and re-read. TQ = 1 (`ops::tuning::vicinity_token_quads`, small
+//   problems on CPU-like devices) has a quarter of the code: lavapipe JIT-compiles it in about
+//   1 s instead of 2.5 s.
 // Workgroup memory: none.
 
 struct Params {
@@ -57,6 +59,8 @@ struct Params {
 #endif
 
 override WG: u32 = 64u;
+// Token quads per invocation: 4 or 1.
+override TQ: u32 = 4u;
 
 // Four consecutive floats at float index i of qkv, kv or ksum: the first `valid`, the rest 0;
 // and the store of the first `valid` components of v at out[i ..]. With VEC4, i is a multiple
@@ -141,6 +145,7 @@ fn factor_step(acc: ptr<function, Acc>, g0: Group, g1: Group, g2: Group, g3: Gro
     (*acc).c00 = mad((*acc).c00, a0, blo);
     (*acc).c01 = mad((*acc).c01, a0, bhi);
     (*acc).den0 += dots(a0, ks);
+#if TQ > 1
     let a1 = phi(g1.q, g1.tr[f]);
     (*acc).c10 = mad((*acc).c10, a1, blo);
     (*acc).c11 = mad((*acc).c11, a1, bhi);
@@ -153,6 +158,7 @@ fn factor_step(acc: ptr<function, Acc>, g0: Group, g1: Group, g2: Group, g3: Gro
     (*acc).c30 = mad((*acc).c30, a3, blo);
     (*acc).c31 = mad((*acc).c31, a3, bhi);
     (*acc).den3 += dots(a3, ks);
+#endif
 }
 
 // q lanes i0 .. i0+3 (`valid` of them real) of tokens n0 .. n0+3 (past n: the last token).
@@ -199,7 +205,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let bh = r / params.jblocks;
     let b = bh / params.heads;
     let h = bh % params.heads;
-    let n0 = tb * 16u;
+    let n0 = tb * 4u * TQ;
     let j0 = jb * 8u;
     // Lanes j0+4 .. j0+7 exist unless d ends inside this block.
     let hi = j0 + 4u < d;
@@ -209,16 +215,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let ks_base = bh * 4u * d; // flat index of this head's ksum
 
     var g0 = Group(mat4x4<f32>(), load_trig(n0, n));
+#if TQ > 1
     var g1 = Group(mat4x4<f32>(), load_trig(n0 + 4u, n));
     var g2 = Group(mat4x4<f32>(), load_trig(n0 + 8u, n));
     var g3 = Group(mat4x4<f32>(), load_trig(n0 + 12u, n));
+#else
+    var g1: Group; // unused
+    var g2: Group;
+    var g3: Group;
+#endif
     var acc: Acc;
     for (var i0 = 0u; i0 < d; i0 += 4u) {
         let valid = min(4u, d - i0);
         g0.q = load_q(qbase + i0, ld, n0, n, valid);
+#if TQ > 1
         g1.q = load_q(qbase + i0, ld, n0 + 4u, n, valid);
         g2.q = load_q(qbase + i0, ld, n0 + 8u, n, valid);
         g3.q = load_q(qbase + i0, ld, n0 + 12u, n, valid);
+#endif
         let last = i0 + valid - 1u;
         // Flat index of KV rows i0 .. i0+3 of factor 0 (the factors follow d·d apart). Written
         // out per factor: a loop over f would index the registers dynamically.
@@ -231,7 +245,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let obase = b * n * params.out_ld + h * d + j0;
     store_group(obase, params.out_ld, n0, n, c, acc.c00, acc.c01, acc.den0);
+#if TQ > 1
     store_group(obase, params.out_ld, n0 + 4u, n, c, acc.c10, acc.c11, acc.den1);
     store_group(obase, params.out_ld, n0 + 8u, n, c, acc.c20, acc.c21, acc.den2);
     store_group(obase, params.out_ld, n0 + 12u, n, c, acc.c30, acc.c31, acc.den3);
+#endif
 }

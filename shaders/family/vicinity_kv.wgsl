@@ -15,14 +15,16 @@
 // Bindings: 0 params, 1 qkv (read, tokens [B, N, ld]: k of head h at columns k_off + h·d ..,
 //           v at v_off + h·d ..), 2 trig (read, [N] vec4: cos α, sin α, cos β, sin β),
 //           3 partials (write, [chunks, B·heads, 4d, d+1]).
-// Dispatch: one invocation per (chunk, bh, group of 4 lanes i, block of 8 columns j), the
+// Dispatch: one invocation per (chunk, bh, group of 4 lanes i, block of 4·JQ columns j), the
 //   column block fastest; ceil(items / WG) workgroups folded into (x, y) by `ops::grid`. A chunk
 //   is `chunk_len` consecutive tokens: the split reduction over N keeps every serial f32 sum
 //   short and gives the device chunks · bh · ceil(d/4) · ceil(d/8) independent invocations.
-// Tile: 16 rows of KV⁺ (4 lanes × 4 trig factors) × 8 columns, as 4 × 2 mat4x4 accumulators
-//   (`acc.f<f><g>`: column i = lane i0+i, components = columns j0+4g ..), plus 4 vec4 of ksum.
-//   A step takes 4 tokens: 4 k, 4 trig and 8 v vec4 loads feed 512 FMAs. The ksum accumulators
-//   run in every column block; only block 0 stores them.
+// Tile: 16 rows of KV⁺ (4 lanes × 4 trig factors) × 4·JQ columns, as 4 × JQ mat4x4
+//   accumulators (`acc.f<f><g>`: column i = lane i0+i, components = columns j0+4g ..), plus 4
+//   vec4 of ksum. With JQ = 2 a step takes 4 tokens: 4 k, 4 trig and 8 v vec4 loads feed 512
+//   FMAs. JQ = 1 (`ops::tuning::vicinity_column_quads`, small problems on CPU-like devices) has
+//   half the FMA code, for lavapipe's JIT. The ksum accumulators run in every column block; only
+//   block 0 stores them.
 // Workgroup memory: none.
 
 struct Params {
@@ -50,6 +52,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> partials: array<f32>;
 
 override WG: u32 = 64u;
+// Column quads per invocation: 2 or 1.
+override JQ: u32 = 2u;
 
 // qkv[i .. i+3] (i in floats): the first `valid` of them, the rest 0. With VEC4, i is a
 // multiple of 4 and valid is 4.
@@ -118,9 +122,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let t0 = chunk * params.chunk_len;
     let t1 = min(t0 + params.chunk_len, n);
     let i0 = i4 * 4u;
-    let j0 = jb * 8u;
-    // Columns j0+4 .. j0+7 exist unless d ends inside this block.
-    let hi = j0 + 4u < d;
+    let j0 = jb * 4u * JQ;
+    // Columns j0+4 .. j0+7 exist unless d ends inside this block (or the block is 4 wide).
+    let hi = JQ > 1u && j0 + 4u < d;
     let nrows = min(4u, d - i0);
     let nlo = min(4u, d - j0);
     let nhi = select(0u, min(4u, d - j0 - 4u), hi);
@@ -146,38 +150,56 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let tr = transpose(mat4x4<f32>(trig[ta], trig[tb], trig[tc], trig[td]));
         let vlo = mat4x4<f32>(qkv4((img + ta) * ld + vcol, nlo), qkv4((img + tb) * ld + vcol, nlo),
                               qkv4((img + tc) * ld + vcol, nlo), qkv4((img + td) * ld + vcol, nlo));
+#if JQ > 1
         var vhi = mat4x4<f32>();
         if (hi) {
             vhi = mat4x4<f32>(qkv4((img + ta) * ld + vcol_hi, nhi), qkv4((img + tb) * ld + vcol_hi, nhi),
                               qkv4((img + tc) * ld + vcol_hi, nhi), qkv4((img + td) * ld + vcol_hi, nhi));
         }
+#endif
         let p0 = phi(k, tr[0]);
         acc.f00 = mad(acc.f00, p0, vlo);
+#if JQ > 1
         acc.f01 = mad(acc.f01, p0, vhi);
+#endif
         acc.ks0 += row_sums(p0);
         let p1 = phi(k, tr[1]);
         acc.f10 = mad(acc.f10, p1, vlo);
+#if JQ > 1
         acc.f11 = mad(acc.f11, p1, vhi);
+#endif
         acc.ks1 += row_sums(p1);
         let p2 = phi(k, tr[2]);
         acc.f20 = mad(acc.f20, p2, vlo);
+#if JQ > 1
         acc.f21 = mad(acc.f21, p2, vhi);
+#endif
         acc.ks2 += row_sums(p2);
         let p3 = phi(k, tr[3]);
         acc.f30 = mad(acc.f30, p3, vlo);
+#if JQ > 1
         acc.f31 = mad(acc.f31, p3, vhi);
+#endif
         acc.ks3 += row_sums(p3);
     }
     let cols = d + 1u;
     let base = (chunk * params.bh + bh) * 4u * d + i0; // row f·d + i0 is base + f·d
     store_block((base) * cols, cols, j0, nrows, nlo, acc.f00);
+#if JQ > 1
     store_block((base) * cols, cols, j0 + 4u, nrows, nhi, acc.f01);
+#endif
     store_block((base + d) * cols, cols, j0, nrows, nlo, acc.f10);
+#if JQ > 1
     store_block((base + d) * cols, cols, j0 + 4u, nrows, nhi, acc.f11);
+#endif
     store_block((base + 2u * d) * cols, cols, j0, nrows, nlo, acc.f20);
+#if JQ > 1
     store_block((base + 2u * d) * cols, cols, j0 + 4u, nrows, nhi, acc.f21);
+#endif
     store_block((base + 3u * d) * cols, cols, j0, nrows, nlo, acc.f30);
+#if JQ > 1
     store_block((base + 3u * d) * cols, cols, j0 + 4u, nrows, nhi, acc.f31);
+#endif
     if (jb == 0u) {
         let ks = mat4x4<f32>(acc.ks0, acc.ks1, acc.ks2, acc.ks3); // column f, component = lane
         for (var f = 0u; f < 4u; f++) {

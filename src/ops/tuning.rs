@@ -7,6 +7,8 @@
 //! | choice | CPU-like set | GPU-like set |
 //! |---|---|---|
 //! | matmul / implicit-GEMM conv register tile | 16 × 8 outputs, 8 × 8 invocations; 4 × 4 below 4 MFLOP | the same (a GPU-tuned set is open work) |
+//! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
+//! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | attention | rolled channel loops (fast JIT); 2 query rows per invocation from 4 MFLOP | 1 row, loops unrolled per head size (registers) |
 //! | GroupNorm lanes per workgroup | 32 | 32 |
 //! | row reductions (LayerNorm, softmax, means) | 16 lanes per row for few long rows, else 1 | the same |
@@ -66,6 +68,29 @@ pub fn attention_variant(profile: &DeviceProfile, flops: u64) -> AttentionVarian
         AttentionVariant { kernel: Kernel::AttentionRolled, rows: 1 }
     } else {
         AttentionVariant { kernel: Kernel::AttentionQb2Rolled, rows: 2 }
+    }
+}
+
+/// Token quads (4 tokens each) one VVT vicinity_apply invocation owns, for an apply of `flops`
+/// FLOPs: 4 (a 16 × 8 register tile), except for small applies on CPU-like devices, which take 1.
+/// The big tile's code cost lavapipe 2.5 s to JIT-compile for vvt-digits, the small one's 1.0 s;
+/// below 4 MFLOP the dispatch, not the tile, is the cost.
+pub fn vicinity_token_quads(profile: &DeviceProfile, flops: u64) -> usize {
+    if profile.is_cpu_like() && flops < SMALL_GEMM_FLOPS {
+        1
+    } else {
+        4
+    }
+}
+
+/// Column quads (4 columns each) one VVT vicinity_kv invocation owns, for a k side of `flops`
+/// FLOPs: 2 (a 16 × 8 register tile), except for small ones on CPU-like devices, which take 1
+/// (half the code for lavapipe's JIT; vvt-digits' kv kernel 1.3 s → 0.7 s).
+pub fn vicinity_column_quads(profile: &DeviceProfile, flops: u64) -> usize {
+    if profile.is_cpu_like() && flops < SMALL_GEMM_FLOPS {
+        1
+    } else {
+        2
     }
 }
 

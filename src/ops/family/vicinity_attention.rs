@@ -40,6 +40,7 @@
 
 use super::{check_u32, grid, params, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
+use crate::ops::tuning;
 
 /// Magnitude floor and ceiling of VVT's `abs_clamp`, and the denominator epsilon.
 pub const CLAMP_MIN: f32 = 1e-4;
@@ -51,10 +52,9 @@ const WG: u32 = 64;
 /// `KV_MAX_CHUNKS` chunks (bounding the partials buffer and the second pass).
 const KV_MIN_CHUNK: usize = 128;
 const KV_MAX_CHUNKS: usize = 64;
-/// The register tiles: the k side covers 4 lanes × 8 columns, the q side 16 tokens × 8 lanes.
+/// The register tiles: the k side covers 4 lanes × 4 or 8 columns, the q side 4 or 16 tokens ×
+/// 8 lanes (`tuning::vicinity_column_quads`, `tuning::vicinity_token_quads`).
 const KV_LANES: usize = 4;
-const KV_COLS: usize = 8;
-const APPLY_TOKENS: usize = 16;
 const APPLY_LANES: usize = 8;
 /// Elements per invocation of the gate.
 const GATE_RUN: usize = 4;
@@ -138,14 +138,16 @@ pub fn vicinity_kv(g: &mut Graph, qkv: TensorId, cols: &QkvColumns, trig: Tensor
     let bh = batch * heads;
     let (chunk_len, chunks) = kv_chunks(n);
     let kernel = if vec4_compatible(cols, dims) { Kernel::VicinityKvVec4 } else { Kernel::VicinityKv };
-    let jblocks = d.div_ceil(KV_COLS);
+    let flops = 2 * (bh * n * 4 * d * (d + 1)) as u64 + (bh * n * 4 * d) as u64;
+    let column_quads = tuning::vicinity_column_quads(&g.profile, flops);
+    let jblocks = d.div_ceil(4 * column_quads);
     let items = chunks * bh * d.div_ceil(KV_LANES) * jblocks;
     let total = bh * 4 * d * (d + 1);
     check_u32("vicinity_kv partials", chunks * total)?;
     check_u32("vicinity_kv items", items)?;
     let partials = g.activation(&[chunks, bh, 4 * d, d + 1]);
     let p = |v: usize| v as u32;
-    let key = PipelineKey::new(kernel).with("WG", WG);
+    let key = PipelineKey::new(kernel).with("WG", WG).with("JQ", column_quads as u32);
     g.push(Node {
         label: "vicinity_kv".into(),
         key,
@@ -153,7 +155,7 @@ pub fn vicinity_kv(g: &mut Graph, qkv: TensorId, cols: &QkvColumns, trig: Tensor
         reads: vec![qkv, trig],
         writes: vec![partials],
         workgroups: grid(items.div_ceil(WG as usize)),
-        flops: 2 * (bh * n * 4 * d * (d + 1)) as u64 + (bh * n * 4 * d) as u64,
+        flops,
     });
     let kv = g.activation(&[bh, 4 * d, d]);
     let ksum = g.activation(&[bh, 4 * d]);
@@ -192,9 +194,11 @@ pub fn vicinity_apply(
         )));
     }
     let kernel = if vec4_compatible(cols, dims) { Kernel::VicinityApplyVec4 } else { Kernel::VicinityApply };
-    let key = PipelineKey::new(kernel).with("WG", WG);
+    let flops = 2 * (bh * n * 4 * d * (d + 1)) as u64 + (bh * n * 4 * d) as u64;
+    let token_quads = tuning::vicinity_token_quads(&g.profile, flops);
+    let key = PipelineKey::new(kernel).with("WG", WG).with("TQ", token_quads as u32);
     let jblocks = d.div_ceil(APPLY_LANES);
-    let token_blocks = n.div_ceil(APPLY_TOKENS);
+    let token_blocks = n.div_ceil(4 * token_quads);
     let items = bh * jblocks * token_blocks;
     check_u32("vicinity_apply items", items)?;
     check_u32("vicinity_apply out", batch * n * heads * d)?;
@@ -207,7 +211,7 @@ pub fn vicinity_apply(
         reads: vec![qkv, trig, kv, ksum],
         writes: vec![out],
         workgroups: grid(items.div_ceil(WG as usize)),
-        flops: 2 * (bh * n * 4 * d * (d + 1)) as u64 + (bh * n * 4 * d) as u64,
+        flops,
     });
     Ok(out)
 }
