@@ -209,6 +209,167 @@ impl PipelineCache {
     }
 }
 
+/// lavapipe (Mesa's llvmpipe behind Vulkan) compiles with LLVM at the first dispatch, on the
+/// device's one queue thread, and it specialises a shader on the uniform values its loops depend
+/// on (Mesa's uniform inlining): what gets compiled is one variant per distinct (pipeline,
+/// uniform) pair, not per pipeline, so an empty shader cache costs the first forward 1.5–3 s of
+/// serial LLVM while the other cores idle. llvmpipe keeps each variant in Mesa's on-disk shader
+/// cache and looks there before compiling. So a helper thread opens a second device on the same
+/// adapter and dispatches the graph's distinct (pipeline, uniform) pairs, zero workgroups each
+/// (the variant is compiled, nothing runs), in the reverse order of first use: while the first
+/// forward compiles from the front, the helper fills the cache from the back, and the forward
+/// finds the rest compiled. Nothing computed depends on it: a variant the helper has not reached
+/// is compiled by the forward as before. The helper stops and is joined when the first forward
+/// is done (or its executable dropped): LLVM must not be compiling when the process exits.
+#[cfg(not(target_arch = "wasm32"))]
+mod driver_warmup {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::PipelineKey;
+    use crate::context::GpuContext;
+
+    /// Graphs with fewer distinct (pipeline, uniform) pairs compile in less time than a second
+    /// device takes to open.
+    pub const MIN_DISPATCHES: usize = 8;
+
+    /// One distinct (pipeline, uniform) pair of a graph.
+    pub struct Dispatch {
+        pub key: PipelineKey,
+        pub reads: usize,
+        pub writes: usize,
+        pub params: Vec<u32>,
+    }
+
+    /// The running helper: stopped and joined by [`Warmup::finish`] or on drop.
+    pub struct Warmup {
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Warmup {
+        pub fn finish(mut self) {
+            self.join();
+        }
+
+        fn join(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    impl Drop for Warmup {
+        fn drop(&mut self) {
+            self.join();
+        }
+    }
+
+    /// Only where it pays: llvmpipe, several cores and Mesa's shader cache on, unless
+    /// `WGVIT_WARMUP=0` (paired measurements).
+    pub fn wanted(ctx: &GpuContext) -> bool {
+        let set = |name: &str| std::env::var(name).is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+        let off = std::env::var_os("WGVIT_WARMUP").is_some_and(|v| v == "0");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ctx.info.driver.starts_with("llvmpipe") && cores > 1 && !off && !set("MESA_SHADER_CACHE_DISABLE") && !set("MESA_DISK_CACHE_DISABLE")
+    }
+
+    /// Starts the helper for `dispatches` (in first-use order, each pair once).
+    pub fn spawn(ctx: &GpuContext, dispatches: Vec<Dispatch>) -> Option<Warmup> {
+        let adapter = ctx.adapter.clone();
+        let (features, limits) = (ctx.device.features(), ctx.device.limits());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("wgvit-driver-warmup".into())
+            .spawn(move || {
+                if let Err(e) = pollster::block_on(warm(adapter, features, limits, dispatches, &stop_flag)) {
+                    log::info!("driver warm-up stopped: {e}");
+                }
+            })
+            .map_err(|e| log::info!("driver warm-up not started: {e}"))
+            .ok()?;
+        Some(Warmup { stop, thread: Some(thread) })
+    }
+
+    async fn warm(adapter: wgpu::Adapter, features: wgpu::Features, limits: wgpu::Limits, dispatches: Vec<Dispatch>, stop: &AtomicBool) -> Result<(), String> {
+        // The model's device's features and limits: they shape the SPIR-V wgpu hands the driver,
+        // and with it the driver's cache key.
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgvit driver warm-up"),
+                required_features: features,
+                required_limits: limits,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        // The helper's errors are its own (the model's device never sees them): logged, not fatal.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| log::info!("driver warm-up: {e}")));
+        // Nothing is read or written (zero workgroups); the bindings only have to be valid.
+        let storage: Vec<wgpu::Buffer> = (0..8)
+            .map(|_| device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 256, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false }))
+            .collect();
+        let mut pipelines: HashMap<(PipelineKey, usize, usize), (wgpu::ComputePipeline, wgpu::BindGroupLayout)> = HashMap::new();
+        for Dispatch { key, reads, writes, params } in dispatches.iter().rev() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let (pipeline, bgl) = pipelines.entry((key.clone(), *reads, *writes)).or_insert_with(|| create(&device, key, *reads, *writes));
+            // The uniform values are part of the variant: the node's own.
+            let uniform = device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: (params.len().max(4) as u64 * 4).next_multiple_of(16),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            queue.write_buffer(&uniform, 0, bytemuck::cast_slice(params));
+            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+            entries.extend(storage.iter().take(reads + writes).enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: 1 + i as u32, resource: b.as_entire_binding() }));
+            let group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: bgl, entries: &entries });
+            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, &group, &[]);
+                pass.dispatch_workgroups(0, 1, 1);
+            }
+            queue.submit([encoder.finish()]);
+            // One variant in flight at a time, so that a stop waits for one compile at most.
+            device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The pipeline as the model's device creates it (`PipelineCache::layout` and `pipeline`).
+    fn create(device: &wgpu::Device, key: &PipelineKey, reads: usize, writes: usize) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+        let buffer = |binding: usize, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
+            binding: binding as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
+            count: None,
+        };
+        let mut entries = vec![buffer(0, wgpu::BufferBindingType::Uniform)];
+        entries.extend((0..reads + writes).map(|i| buffer(1 + i, wgpu::BufferBindingType::Storage { read_only: i < reads })));
+        let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries });
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: None, bind_group_layouts: &[Some(&bgl)], immediate_size: 0 });
+        let source = key.kernel.source_for(key.constants());
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: None, source: wgpu::ShaderSource::Wgsl(source.into()) });
+        let constants: Vec<(&str, f64)> = key.constants().iter().map(|&(n, v)| (n, v as f64)).collect();
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: None,
+            layout: Some(&layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, zero_initialize_workgroup_memory: false },
+            cache: None,
+        });
+        (pipeline, bgl)
+    }
+}
+
 /// wgpu's WebGPU backend creates pipelines with the synchronous `createComputePipeline`, so the
 /// browser compiles them one after the other on the thread that asks. Here the same pipelines
 /// are first requested with `createComputePipelineAsync`, all at once, through the raw
@@ -418,6 +579,9 @@ pub struct Executable {
     pub plan: MemoryPlan,
     /// What building it cost.
     pub times: BuildTimes,
+    /// The driver warm-up helper until the first forward is done (`driver_warmup`).
+    #[cfg(not(target_arch = "wasm32"))]
+    warmup: Mutex<Option<driver_warmup::Warmup>>,
 }
 
 impl Executable {
@@ -501,6 +665,19 @@ impl Executable {
             }
         }
         let keys: Vec<(PipelineKey, usize, usize)> = graph.nodes.iter().map(|n| (n.key.clone(), n.reads.len(), n.writes.len())).collect();
+        #[cfg(not(target_arch = "wasm32"))]
+        let warmup = if driver_warmup::wanted(ctx) {
+            let mut seen = std::collections::HashSet::new();
+            let dispatches: Vec<driver_warmup::Dispatch> = graph
+                .nodes
+                .iter()
+                .filter(|n| seen.insert((n.key.clone(), n.params.words.clone())))
+                .map(|n| driver_warmup::Dispatch { key: n.key.clone(), reads: n.reads.len(), writes: n.writes.len(), params: n.params.words.clone() })
+                .collect();
+            (dispatches.len() >= driver_warmup::MIN_DISPATCHES).then(|| driver_warmup::spawn(ctx, dispatches)).flatten()
+        } else {
+            None
+        };
         pipelines.create_all(ctx, &keys, &mut times).await?;
         let mut steps = Vec::with_capacity(graph.nodes.len());
         for (i, node) in graph.nodes.iter().enumerate() {
@@ -596,6 +773,8 @@ impl Executable {
             stats,
             plan,
             times,
+            #[cfg(not(target_arch = "wasm32"))]
+            warmup: Mutex::new(warmup),
         })
     }
 
@@ -660,6 +839,11 @@ impl Executable {
         }
         self.ctx.queue.submit([encoder.finish()]);
         let raw = self.ctx.read_buffer(&staging, total).await;
+        // Every variant this graph needs is compiled now: the helper has nothing left to add.
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(warmup) = self.warmup.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            warmup.finish();
+        }
         // A device lost or an error outside the scopes during the forward explains a failed read
         // better than the read's own error, and makes a "successful" one untrustworthy.
         self.ctx.check("running a forward")?;
