@@ -1,7 +1,10 @@
 //! How long the device's shader compiler takes for each distinct pipeline of a model: every
-//! pipeline key of the model's graph runs alone in a one-node graph (zero inputs), and its first
-//! run minus its second is the compile (drivers like lavapipe compile at first dispatch). Run it
-//! with the driver's shader cache off to see what a fresh machine pays, e.g. on lavapipe:
+//! distinct (pipeline key, uniform) pair of the model's graph runs alone in a one-node graph (zero
+//! inputs), and its first run minus its second is the compile (drivers like lavapipe compile at
+//! first dispatch). Pairs, not keys: a driver may specialise a shader on uniform values (Mesa's
+//! uniform inlining) and then compiles per pair; lavapipe 22.3 compiled each pipeline of the
+//! bundled models once, at its first pair. Rows are per key, summed over its pairs. Run it with
+//! the driver's shader cache off to see what a fresh machine pays, e.g. on lavapipe:
 //!
 //! ```sh
 //! MESA_SHADER_CACHE_DISABLE=true WGPU_BACKEND=vulkan cargo run --release --example pipeline_compile_times -- hatnet-digits
@@ -35,8 +38,8 @@ fn main() -> wgvit::Result<()> {
     let graph = models::build_spec_graph(&card.spec, &weights, &[1, 3, size.0, size.1], profile.clone())?;
 
     let mut seen = HashSet::new();
-    let mut rows = Vec::new();
-    for node in graph.nodes.iter().filter(|n| seen.insert(n.key.clone())) {
+    let mut rows: Vec<(f64, usize, String, String)> = Vec::new();
+    for node in graph.nodes.iter().filter(|n| seen.insert((n.key.clone(), n.params.words.clone()))) {
         let mut single = Graph::for_profile(profile.clone());
         let inputs: Vec<HostTensor> = node.reads.iter().map(|&t| HostTensor::zeros(graph.shape(t).to_vec())).collect();
         let mut n = node.clone();
@@ -55,13 +58,27 @@ fn main() -> wgvit::Result<()> {
             Ok(t.elapsed().as_secs_f64())
         };
         let (first, second) = (time()?, time()?);
-        rows.push((first - second, node.label.clone(), format!("{:?}", node.key)));
+        let key = format!("{:?}", node.key);
+        match rows.iter_mut().find(|r| r.3 == key) {
+            Some(row) => {
+                row.0 += first - second;
+                row.1 += 1;
+            }
+            None => rows.push((first - second, 1, node.label.clone(), key)),
+        }
     }
     rows.sort_by(|a, b| b.0.total_cmp(&a.0));
     let total: f64 = rows.iter().map(|r| r.0).sum();
-    println!("{id} at {}x{} on {}: {} pipelines, {total:.1} s of first-dispatch compile", size.0, size.1, engine.info().name, rows.len());
-    for (secs, label, key) in &rows {
-        println!("{secs:7.2} s  {label}  {key}");
+    let variants: usize = rows.iter().map(|r| r.1).sum();
+    println!(
+        "{id} at {}x{} on {}: {} pipelines, {variants} distinct (pipeline, uniform) pairs, {total:.1} s of first-dispatch compile",
+        size.0,
+        size.1,
+        engine.info().name,
+        rows.len()
+    );
+    for (secs, count, label, key) in &rows {
+        println!("{secs:7.2} s  {count:3} × {label}  {key}");
     }
     Ok(())
 }

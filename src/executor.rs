@@ -210,17 +210,19 @@ impl PipelineCache {
 }
 
 /// lavapipe (Mesa's llvmpipe behind Vulkan) compiles with LLVM at the first dispatch, on the
-/// device's one queue thread, and it specialises a shader on the uniform values its loops depend
-/// on (Mesa's uniform inlining): what gets compiled is one variant per distinct (pipeline,
-/// uniform) pair, not per pipeline, so an empty shader cache costs the first forward 1.5–3 s of
-/// serial LLVM while the other cores idle. llvmpipe keeps each variant in Mesa's on-disk shader
-/// cache and looks there before compiling. So a helper thread opens a second device on the same
-/// adapter and dispatches the graph's distinct (pipeline, uniform) pairs, zero workgroups each
-/// (the variant is compiled, nothing runs), in the reverse order of first use: while the first
-/// forward compiles from the front, the helper fills the cache from the back, and the forward
-/// finds the rest compiled. Nothing computed depends on it: a variant the helper has not reached
-/// is compiled by the forward as before. The helper stops and is joined when the first forward
-/// is done (or its executable dropped): LLVM must not be compiling when the process exits.
+/// device's one queue thread: with an empty shader cache the first forward compiles every
+/// pipeline one after the other (1.5–3 s for a bundled model) while the other cores idle.
+/// llvmpipe keeps what it compiles in Mesa's on-disk shader cache, keyed by the shader and its
+/// variant, and looks there before compiling. So a helper thread opens a second device on the
+/// same adapter and dispatches the graph's distinct (pipeline, uniform) pairs, zero workgroups
+/// each (the variant is compiled, nothing runs), in the reverse order of first use: while the
+/// first forward compiles from the front, the helper fills the cache from the back, and the
+/// forward finds the rest compiled. The pairs carry the nodes' own uniform values because the
+/// variant can depend on them (Mesa inlines uniforms into shaders): dispatched with a zeroed
+/// uniform, the helper compiled variants the forward never used. Nothing computed depends on
+/// the helper: a variant it has not reached is compiled by the forward as before. It stops and
+/// is joined when the first forward is done (or its executable dropped): LLVM must not be
+/// compiling when the process exits.
 #[cfg(not(target_arch = "wasm32"))]
 mod driver_warmup {
     use std::collections::HashMap;
