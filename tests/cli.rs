@@ -177,3 +177,26 @@ fn the_pipeline_cache_survives_the_process_and_a_corrupt_file_is_a_miss() {
     assert_ne!(std::fs::read(&files[0]).unwrap(), b"not a pipeline cache at all", "the corrupt file is replaced");
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// A first run on a new machine (empty Mesa shader cache) with lavapipe's compile helper: every
+/// bundled model reads the sample 7 exactly as it does without the helper, and the process exits
+/// cleanly (the helper once compiled past the end of the process, and LLVM aborted it).
+#[test]
+fn a_first_run_with_the_compile_helper_gives_the_same_answer_and_exits_cleanly() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/samples/7.png");
+    for model in ["hatnet-digits", "vvt-digits", "accvit-digits", "lavit-digits"] {
+        let mut outputs = Vec::new();
+        for warmup in ["1", "0"] {
+            let home = std::env::temp_dir().join(format!("wgvit-warmup-test-{}-{model}-{warmup}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&home);
+            std::fs::create_dir_all(&home).unwrap();
+            let env = [("XDG_CACHE_HOME", home.as_os_str()), ("HOME", home.as_os_str()), ("WGVIT_WARMUP", warmup.as_ref())];
+            let out = wgvit_with_env(&["classify", sample, "--model", model, "--json"], &env);
+            assert!(out.status.success(), "{model}, WGVIT_WARMUP={warmup}: {:?}\n{}", out.status, text(&out.stderr));
+            outputs.push(text(&out.stdout));
+            let _ = std::fs::remove_dir_all(&home);
+        }
+        assert!(outputs[0].contains(r#""top":[{"index":7,"label":"7""#), "{model} must read a 7 first: {}", outputs[0]);
+        assert_eq!(outputs[0], outputs[1], "{model}: the helper changed the answer");
+    }
+}
