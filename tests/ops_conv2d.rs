@@ -109,6 +109,10 @@ fn conv2d_depthwise_geometries() {
         case([1, 7, 5, 3], 7, (3, 3), 1, 0, 1, 7),
         // A kernel wider than the depthwise kernel's registers: the grouped implicit GEMM.
         case([1, 3, 9, 20], 3, (3, 9), 1, 1, 1, 3),
+        // Maps under 4 output rows (the 4-row tile computes rows it does not store).
+        case([2, 8, 2, 2], 8, (3, 3), 1, 1, 1, 8),
+        case([1, 4, 1, 1], 4, (3, 3), 1, 1, 1, 4),
+        case([1, 4, 3, 5], 4, (3, 3), 2, 1, 1, 4),
     ];
     cases[0].act = Activation::Gelu;
     cases[3].bias = false;

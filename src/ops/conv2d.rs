@@ -114,7 +114,10 @@ fn conv1x1(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>,
 
 fn depthwise(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, p: &Conv2dParams, s: &Conv2dShape, act: Activation) -> Result<TensorId> {
     let (kh, kw) = s.kernel;
-    let rows = DW_ROWS.min(s.out_h);
+    // TH = 4 whatever the map's height, so that a kernel shape needs one pipeline: rows past
+    // out_h are computed and not stored. On a map under 4 rows that wastes part of a small
+    // dispatch; another pipeline cost lavapipe 0.14–0.25 s of JIT at its first dispatch.
+    let rows = DW_ROWS;
     let col_blocks = s.out_w.div_ceil(4);
     let row_blocks = s.out_h.div_ceil(rows);
     let tiles = s.batch * s.out_c * row_blocks * col_blocks;
