@@ -1,0 +1,77 @@
+// Cold start, wgvit (WebGPU) against ONNX Runtime Web (wasm EP, 2 threads), on HAT-Net-tiny at
+// 224, in Debian's headless Chromium, paired: rounds alternate the engines, and every page load
+// gets a fresh browser profile (no HTTP, code or shader cache). Prints the CPU with the figures.
+// Not part of CI.
+//   cargo build --release && bash web/build.sh
+//   python3 tools/ortweb/make_model.py           # torch + onnx: out/hatnet-tiny.{onnx,safetensors}
+//   (cd tools/ortweb && npm install) && node tools/ortweb/run.mjs [rounds]
+import { createServer } from "node:http";
+import { readFile, stat } from "node:fs/promises";
+import { mkdtempSync, rmSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "..", "..");
+const rounds = Number(process.argv[2] ?? 2);
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".json": "application/json" };
+
+// A static server for the repository root with the cross-origin isolation headers ORT's threads need.
+const server = createServer(async (req, res) => {
+  const file = path.join(root, decodeURIComponent(new URL(req.url, "http://x").pathname));
+  if (!file.startsWith(root)) { res.writeHead(403).end(); return; }
+  try {
+    if (!(await stat(file)).isFile()) throw new Error("not a file");
+    const body = await readFile(file);
+    res.writeHead(200, {
+      "Content-Type": TYPES[path.extname(file)] ?? "application/octet-stream",
+      "Cross-Origin-Opener-Policy": "same-origin",
+      "Cross-Origin-Embedder-Policy": "require-corp",
+      "Cache-Control": "no-store",
+    });
+    res.end(body);
+  } catch {
+    res.writeHead(404).end();
+  }
+});
+await new Promise((r) => server.listen(0, "127.0.0.1", r));
+const port = server.address().port;
+
+async function once(engine) {
+  const dir = mkdtempSync(path.join(tmpdir(), "wgvit-ortweb-"));
+  const browser = await chromium.launchPersistentContext(dir, {
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: ["--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+  });
+  try {
+    const page = browser.pages()[0] ?? await browser.newPage();
+    page.on("pageerror", (e) => console.log(`  [page error] ${e.message}`));
+    await page.goto(`http://127.0.0.1:${port}/tools/ortweb/cold.html?engine=${engine}`);
+    await page.waitForFunction(() => window.coldResult, null, { timeout: 600_000, polling: 500 });
+    return await page.evaluate(() => window.coldResult);
+  } finally {
+    await browser.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const results = { wgvit: [], ort: [] };
+console.log(`CPU: ${cpus()[0]?.model ?? "?"}, ${cpus().length} logical cores; Chromium ${process.env.CHROMIUM ?? "/usr/bin/chromium"}`);
+for (let r = 1; r <= rounds; r++) {
+  for (const engine of ["wgvit", "ort"]) {
+    const res = await once(engine);
+    if (res.error) { console.log(`round ${r} ${engine}: error ${res.error}`); process.exitCode = 1; continue; }
+    results[engine].push(res);
+    const steps = Object.entries(res.steps).map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(" · ");
+    console.log(`round ${r} ${engine.padEnd(5)} cold ${(res.cold / 1000).toFixed(2)} s (${steps}), warm ${res.warm.toFixed(0)} ms, isolated ${res.isolated}${res.threads ? `, ${res.threads} threads` : ""}`);
+  }
+}
+const med = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN; };
+const [wc, oc] = [med(results.wgvit.map((x) => x.cold)), med(results.ort.map((x) => x.cold))];
+const [ww, ow] = [med(results.wgvit.map((x) => x.warm)), med(results.ort.map((x) => x.warm))];
+console.log(`median cold: wgvit ${(wc / 1000).toFixed(2)} s, ORT-web ${(oc / 1000).toFixed(2)} s: ${(wc / oc).toFixed(1)}×; warm: wgvit ${ww.toFixed(0)} ms, ORT-web ${ow.toFixed(0)} ms: ${(ww / ow).toFixed(1)}×`);
+server.close();
