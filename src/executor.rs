@@ -108,11 +108,7 @@ impl PipelineCache {
         if print_wgsl() {
             eprintln!("// ==== kernel {name}\n{source}");
         }
-        let m = ctx
-            .scoped(&format!("compiling shader '{name}'"), || {
-                ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(&name), source: wgpu::ShaderSource::Wgsl(source.into()) })
-            })
-            .await?;
+        let m = ctx.scoped(&format!("compiling shader '{name}'"), || shader_module(&ctx.device, &name, source)).await?;
         self.modules.lock().unwrap().insert(key.clone(), m.clone());
         times.modules_ms += now_ms() - start;
         Ok(m)
@@ -130,40 +126,7 @@ impl PipelineCache {
         let mut layouts = self.layouts.lock().unwrap();
         layouts
             .entry((reads, writes))
-            .or_insert_with(|| {
-                let mut entries = vec![wgpu::BindGroupLayoutEntry {
-                    binding: 0,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                }];
-                for i in 0..reads + writes {
-                    entries.push(wgpu::BindGroupLayoutEntry {
-                        binding: 1 + i as u32,
-                        visibility: wgpu::ShaderStages::COMPUTE,
-                        ty: wgpu::BindingType::Buffer {
-                            ty: wgpu::BufferBindingType::Storage { read_only: i < reads },
-                            has_dynamic_offset: false,
-                            min_binding_size: None,
-                        },
-                        count: None,
-                    });
-                }
-                let bgl = ctx.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some("wgvit"),
-                    entries: &entries,
-                });
-                let pl = ctx.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some("wgvit"),
-                    bind_group_layouts: &[Some(&bgl)],
-                    immediate_size: 0,
-                });
-                (bgl, pl)
-            })
+            .or_insert_with(|| binding_layout(&ctx.device, reads, writes))
             .clone()
     }
 
@@ -186,27 +149,59 @@ impl PipelineCache {
         let name = key.kernel.name();
         let module = self.module(ctx, key, times).await?;
         let pipeline_start = now_ms();
-        let constants: Vec<(&str, f64)> = key.constants().iter().map(|&(n, v)| (n, v as f64)).collect();
         let pipeline = ctx
             .scoped(&format!("creating the pipeline for {:?}", key), || {
-                ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(&name),
-                    layout: Some(&layout),
-                    module: &module,
-                    entry_point: Some("main"),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &constants,
-                        // Every kernel initialises the workgroup memory it reads.
-                        zero_initialize_workgroup_memory: false,
-                    },
-                    cache: self.driver_cache.as_ref(),
-                })
+                compute_pipeline(&ctx.device, key, &layout, &module, self.driver_cache.as_ref())
             })
             .await?;
         self.pipelines.lock().unwrap().insert(cache_key, pipeline.clone());
         times.pipelines.push((name, now_ms() - pipeline_start));
         Ok((pipeline, bgl))
     }
+}
+
+/// `source` as a WGSL module named `name`.
+fn shader_module(device: &wgpu::Device, name: &str, source: String) -> wgpu::ShaderModule {
+    device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(source.into()) })
+}
+
+/// Every kernel's bindings: 0 the uniform params, then `reads` read-only and `writes` read-write
+/// storage buffers, all in group 0.
+fn binding_layout(device: &wgpu::Device, reads: usize, writes: usize) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    let buffer = |binding: usize, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
+        binding: binding as u32,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
+        count: None,
+    };
+    let mut entries = vec![buffer(0, wgpu::BufferBindingType::Uniform)];
+    entries.extend((0..reads + writes).map(|i| buffer(1 + i, wgpu::BufferBindingType::Storage { read_only: i < reads })));
+    let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("wgvit"), entries: &entries });
+    let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some("wgvit"), bind_group_layouts: &[Some(&bgl)], immediate_size: 0 });
+    (bgl, pl)
+}
+
+/// `key`'s pipeline: `module`'s `main` with the key's override constants.
+fn compute_pipeline(
+    device: &wgpu::Device,
+    key: &PipelineKey,
+    layout: &wgpu::PipelineLayout,
+    module: &wgpu::ShaderModule,
+    cache: Option<&wgpu::PipelineCache>,
+) -> wgpu::ComputePipeline {
+    let constants: Vec<(&str, f64)> = key.constants().iter().map(|&(n, v)| (n, v as f64)).collect();
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(&key.kernel.name()),
+        layout: Some(layout),
+        module,
+        entry_point: Some("main"),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &constants,
+            // Every kernel initialises the workgroup memory it reads.
+            zero_initialize_workgroup_memory: false,
+        },
+        cache,
+    })
 }
 
 /// lavapipe (Mesa's llvmpipe behind Vulkan) compiles with LLVM at the first dispatch, on the
@@ -345,30 +340,11 @@ mod driver_warmup {
         Ok(())
     }
 
-    /// The pipeline as the model's device creates it (`PipelineCache::layout` and `pipeline`).
+    /// The pipeline as the model's device creates it.
     fn create(device: &wgpu::Device, key: &PipelineKey, reads: usize, writes: usize) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
-        let buffer = |binding: usize, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
-            binding: binding as u32,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
-            count: None,
-        };
-        let mut entries = vec![buffer(0, wgpu::BufferBindingType::Uniform)];
-        entries.extend((0..reads + writes).map(|i| buffer(1 + i, wgpu::BufferBindingType::Storage { read_only: i < reads })));
-        let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries });
-        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: None, bind_group_layouts: &[Some(&bgl)], immediate_size: 0 });
-        let source = key.kernel.source_for(key.constants());
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: None, source: wgpu::ShaderSource::Wgsl(source.into()) });
-        let constants: Vec<(&str, f64)> = key.constants().iter().map(|&(n, v)| (n, v as f64)).collect();
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: None,
-            layout: Some(&layout),
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, zero_initialize_workgroup_memory: false },
-            cache: None,
-        });
-        (pipeline, bgl)
+        let (bgl, layout) = super::binding_layout(device, reads, writes);
+        let module = super::shader_module(device, &key.kernel.name(), key.kernel.source_for(key.constants()));
+        (super::compute_pipeline(device, key, &layout, &module, None), bgl)
     }
 }
 

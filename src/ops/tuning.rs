@@ -28,11 +28,13 @@ pub const SMALL_GEMM_FLOPS: u64 = 4_000_000;
 /// with 4 × 4 (empty shader cache, AMD EPYC host).
 pub fn matmul_tiling(_profile: &DeviceProfile, flops: u64) -> MatmulTiling {
     if flops < SMALL_GEMM_FLOPS {
-        MatmulTiling { tm: 4, tn: 4, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
+        SMALL_TILE
     } else {
         MatmulTiling { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
     }
 }
+
+const SMALL_TILE: MatmulTiling = MatmulTiling { tm: 4, tn: 4, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto };
 
 /// Convolutions of fewer FLOPs than this take the small tile on CPU-like devices.
 pub const SMALL_CONV_FLOPS: u64 = 32_000_000;
@@ -46,7 +48,7 @@ pub const SMALL_CONV_FLOPS: u64 = 32_000_000;
 /// larger, so they keep the big tile.
 pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
     if profile.is_cpu_like() && flops < SMALL_CONV_FLOPS {
-        matmul_tiling(profile, 0)
+        SMALL_TILE
     } else {
         matmul_tiling(profile, flops)
     }
@@ -89,7 +91,7 @@ pub fn attention_variant(profile: &DeviceProfile, flops: u64) -> AttentionVarian
 /// The big tile's code cost lavapipe 2.5 s to JIT-compile for vvt-digits, the small one's 1.0 s;
 /// below 4 MFLOP the dispatch, not the tile, is the cost.
 pub fn vicinity_token_quads(profile: &DeviceProfile, flops: u64) -> usize {
-    if profile.is_cpu_like() && flops < SMALL_GEMM_FLOPS {
+    if small_on_cpu(profile, flops) {
         1
     } else {
         4
@@ -100,11 +102,17 @@ pub fn vicinity_token_quads(profile: &DeviceProfile, flops: u64) -> usize {
 /// FLOPs: 2 (a 16 × 8 register tile), except for small ones on CPU-like devices, which take 1
 /// (half the code for lavapipe's JIT; vvt-digits' kv kernel 1.3 s → 0.7 s).
 pub fn vicinity_column_quads(profile: &DeviceProfile, flops: u64) -> usize {
-    if profile.is_cpu_like() && flops < SMALL_GEMM_FLOPS {
+    if small_on_cpu(profile, flops) {
         1
     } else {
         2
     }
+}
+
+/// A kernel of `flops` FLOPs on a CPU-like device small enough that the JIT of a bigger tile
+/// costs more than the tile saves.
+fn small_on_cpu(profile: &DeviceProfile, flops: u64) -> bool {
+    profile.is_cpu_like() && flops < SMALL_GEMM_FLOPS
 }
 
 /// Invocations per GroupNorm workgroup. Small on purpose: on lavapipe a workgroup's barriers
