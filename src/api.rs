@@ -16,9 +16,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::context::{DeviceInfo, GpuContext};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::executor::{ConstantCache, Executable, PipelineCache};
-use crate::graph::Graph;
+use crate::explain::{Explanation, Probe};
+use crate::graph::{probe_output, Graph, TensorId};
 use crate::models::{self, ModelCard};
 use crate::tensor::HostTensor;
 use crate::weights::Weights;
@@ -79,6 +80,7 @@ impl Engine {
             weights,
             constants: ConstantCache::new(),
             graphs: Mutex::new(HashMap::new()),
+            explain_graphs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -102,6 +104,8 @@ pub struct Model {
     pub weights: Weights,
     constants: ConstantCache,
     graphs: Mutex<HashMap<Vec<usize>, Arc<Executable>>>,
+    /// The explain graphs (the forward plus its probes' tensors as outputs) and their probes.
+    explain_graphs: Mutex<HashMap<Vec<usize>, (Arc<Executable>, Arc<Vec<Probe>>)>>,
 }
 
 impl Model {
@@ -122,6 +126,40 @@ impl Model {
     /// The profile of the device the model runs on (what its graphs are built for).
     pub fn engine_profile(&self) -> crate::kernels::DeviceProfile {
         self.engine.ctx.info.profile.clone()
+    }
+
+    /// One forward of one image `[1, 3, H, W]` that also returns every attention map it computed
+    /// ([`crate::explain`]): received maps, or the maps of the query at input pixel `(x, y)`.
+    /// Its graph is built and compiled apart from [`Model::run`]'s, which stays unchanged.
+    pub async fn explain(&self, input: &HostTensor, query: Option<(usize, usize)>) -> Result<(HostTensor, Explanation)> {
+        let shape = &input.shape;
+        if shape.len() != 4 || shape[0] != 1 {
+            return Err(Error::BadInputShape {
+                model: self.id.clone(),
+                expected: "one image [1, 3, H, W] (explain maps one image at a time)".into(),
+                found: shape.clone(),
+            });
+        }
+        let cached = self.explain_graphs.lock().unwrap().get(shape).cloned();
+        let (exe, probes) = match cached {
+            Some(e) => e,
+            None => {
+                let profile = self.engine.ctx.info.profile.clone();
+                let mut graph = models::build_spec_graph(&self.card.spec, &self.weights, shape, profile)?;
+                graph.promote_probes();
+                let probes = Arc::new(std::mem::take(&mut graph.probes));
+                let exe = Arc::new(self.engine.compile(&graph, &self.constants).await?);
+                self.explain_graphs.lock().unwrap().insert(shape.clone(), (exe.clone(), probes.clone()));
+                (exe, probes)
+            }
+        };
+        let mut outputs: HashMap<String, HostTensor> = exe.output_names().into_iter().zip(exe.run(&[input]).await?).collect();
+        let logits = outputs.remove("logits").ok_or_else(|| Error::Graph("the explain graph has no logits".into()))?;
+        let tensor = |t: TensorId| {
+            outputs.get(&probe_output(t)).map(|h| h.data.clone()).ok_or_else(|| Error::Graph(format!("the explain graph has no output for tensor {}", t.0)))
+        };
+        let explanation = crate::explain::explain(&probes, &tensor, (shape[2], shape[3]), query)?;
+        Ok((logits, explanation))
     }
 
     /// One forward: `input` `[B, 3, H, W]` → logits `[B, classes]`.

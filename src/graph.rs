@@ -9,11 +9,17 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::kernels::{DeviceProfile, PipelineKey, Uniform};
+use crate::explain::Probe;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TensorId(pub usize);
 
 /// The element count of `shape`, saturating at `usize::MAX` (which no size check accepts).
+/// The output name under which [`Graph::promote_probes`] reads tensor `t`.
+pub fn probe_output(t: TensorId) -> String {
+    format!("probe.{}", t.0)
+}
+
 pub fn numel_of(shape: &[usize]) -> usize {
     shape.iter().fold(1usize, |a, &d| a.saturating_mul(d))
 }
@@ -67,6 +73,9 @@ pub struct Graph {
     /// Named intermediate results a model offers for debugging (e.g. `stage0`); they cost nothing
     /// unless promoted to outputs with [`Graph::promote_taps`].
     pub taps: Vec<(String, TensorId)>,
+    /// The attention maps the graph can explain (see [`crate::explain`]); they cost nothing
+    /// unless their tensors are promoted to outputs with [`Graph::promote_probes`].
+    pub probes: Vec<Probe>,
     /// The device the graph is built for; ops pick their kernel variants and tilings by it
     /// (`ops::tuning`).
     pub profile: DeviceProfile,
@@ -149,6 +158,25 @@ impl Graph {
     pub fn promote_taps(&mut self) {
         let taps = std::mem::take(&mut self.taps);
         self.outputs.extend(taps);
+    }
+
+    /// Offers an attention map of this forward (see [`crate::explain`]).
+    pub fn probe(&mut self, probe: Probe) {
+        self.probes.push(probe);
+    }
+
+    pub fn probe_all(&mut self, probes: impl IntoIterator<Item = Probe>) {
+        self.probes.extend(probes);
+    }
+
+    /// Makes every tensor a probe reads an output (`probe.<tensor index>`), read back after the
+    /// forward: the explain graph.
+    pub fn promote_probes(&mut self) {
+        let mut seen = std::collections::BTreeSet::new();
+        let inputs: Vec<TensorId> = self.probes.iter().flat_map(|p| p.inputs.iter().copied()).filter(|t| seen.insert(t.0)).collect();
+        for t in inputs {
+            self.outputs.push((probe_output(t), t));
+        }
     }
 
     /// Nodes pushed inside `f` are labelled `prefix.<op>` (e.g. `blocks.0.1.attn.qkv.matmul`),

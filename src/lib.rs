@@ -9,7 +9,8 @@
 //! - [`kernels`]: every WGSL kernel and its variants in one table, their typed uniforms, and the
 //!   [`kernels::DeviceProfile`] (limits, features, CPU-like or GPU-like kernel set) graphs are
 //!   built for. No GPU.
-//! - [`graph`]: tensors (views of storages), nodes (one dispatch each), liveness. No GPU.
+//! - [`graph`]: tensors (views of storages), nodes (one dispatch each), liveness; with
+//!   [`explain`], the attention-map probes a graph carries and the maps they make. No GPU.
 //! - [`plan`]: the static memory plan (liveness intervals → storages sharing buffers).
 //! - [`ops`]: the op library — `ops/<op>.rs` driving `shaders/<op>.wgsl` — appending nodes with
 //!   fixed shapes to a graph; per-device choices in [`ops::tuning`]; family-specific ops in
@@ -31,6 +32,7 @@ pub mod time;
 
 pub mod kernels;
 
+pub mod explain;
 pub mod graph;
 pub mod plan;
 

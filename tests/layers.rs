@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["error", "tensor", "time"],
     &["kernels"],
-    &["graph"],
+    &["graph", "explain"],
     &["plan"],
     &["ops"],
     &["context"],

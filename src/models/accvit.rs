@@ -25,6 +25,7 @@
 //! dilations up to 2^levels[s], so H and W must be multiples of 224.
 
 use crate::error::{Error, Result};
+use crate::explain::{dot, softmax_map, Probe};
 use crate::graph::{Graph, TensorId};
 use crate::ops::binary::mul;
 use crate::ops::conv2d::{conv2d, Conv2dParams};
@@ -344,6 +345,7 @@ impl Builder<'_> {
         let b_in = vb.derived(g, "branches.*.qkv.bias+gate.bias", &[row_in], b_in)?;
         let qkv = vb.pp("qkv").op(g, |g| crate::ops::matmul::linear(g, xn, w_in, Some(b_in), Activation::None))?;
 
+        g.probe_all(atrous_probes(&vb.prefix(), qkv, &dims, &tables));
         let table_refs: Vec<&[f32]> = tables.iter().map(|t| t.as_slice()).collect();
         let table = vb.derived(g, "branches.*.rel_bias", &[nb, heads, table_len], atrous_attention_table(&table_refs, heads))?;
         let scale = (dims.head_dim() as f64).powf(-0.5) as f32;
@@ -385,6 +387,59 @@ impl Builder<'_> {
         let h = Map { t: h, c: hidden, ..x };
         self.pointwise(g, &fc2, h, w2, Some(b2), Activation::None, Some(t))
     }
+}
+
+/// The maps of one atrous attention: each branch's window attention (head-mean
+/// `softmax(scale·q·kᵀ + rel_bias)` inside the dilated windows, on the stage map) as
+/// `<attn>.branches.<i>`, then the gate's weight of each branch at every position as
+/// `<attn>.gate.<i>` (a per-position weight, not an attention distribution). `qkv` is the fused
+/// projection `[B, H·W, qkv_row]`: branch `i`'s q at columns `3·C·i ..`, k at `3·C·i + C ..`,
+/// the gate logits at `3·C·branches ..`.
+fn atrous_probes(attn: &str, qkv: TensorId, dims: &AtrousAttentionDims, tables: &[std::sync::Arc<Vec<f32>>]) -> Vec<Probe> {
+    let AtrousAttentionDims { h, w, channels: c, heads, branches, window: win, .. } = *dims;
+    let (hd, row, n, span) = (dims.head_dim(), dims.qkv_row(), h * w, 2 * win - 1);
+    let scale = (hd as f64).powf(-0.5) as f32 as f64;
+    let mut probes = Vec::new();
+    for (i, table) in tables.iter().enumerate() {
+        let dil = dims.dilation(i);
+        let table = table.clone();
+        probes.push(Probe::new(format!("{attn}.branches.{i}"), (h, w), (h, w), true, vec![qkv], move |t, query| {
+            let qkv = t[0];
+            let at = |part: usize, head: usize, p: usize| qkv[p * row + 3 * c * i + part * c + head * hd..][..hd].iter().copied();
+            // Position (r, col) is token (u, v) of the window with origin (r0, c0) at dilation dil.
+            let split = |p: usize| {
+                let (r, col) = (p / w, p % w);
+                let (u, v) = (r / dil % win, col / dil % win);
+                ((u, v), (r - u * dil, col - v * dil))
+            };
+            let keys = |p: usize| {
+                let (_, (r0, c0)) = split(p);
+                (0..win * win).map(|j| (r0 + j / win * dil) * w + c0 + j % win * dil).collect()
+            };
+            let logit = |head: usize, q: usize, k: usize| {
+                let (((uq, vq), _), ((uk, vk), _)) = (split(q), split(k));
+                let index = (uq + win - 1 - uk) * span + (vq + win - 1 - vk);
+                scale * dot(at(0, head, q), at(1, head, k)) + table[index * heads + head] as f64
+            };
+            softmax_map((n, n, heads), query, keys, logit)
+        }));
+    }
+    if branches > 1 {
+        for i in 0..branches {
+            probes.push(Probe::new(format!("{attn}.gate.{i}"), (h, w), (h, w), false, vec![qkv], move |t, _| {
+                let logits = |p: usize| &t[0][p * row + 3 * c * branches..][..branches];
+                (0..n)
+                    .map(|p| {
+                        let l = logits(p);
+                        let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                        let sum: f64 = l.iter().map(|&x| (x as f64 - max).exp()).sum();
+                        (l[i] as f64 - max).exp() / sum
+                    })
+                    .collect()
+            }));
+        }
+    }
+    probes
 }
 
 /// Appends ACC-ViT model `id` with configuration `cfg` to `g`, its parameters read through

@@ -11,6 +11,7 @@
 //! and ignored.
 
 use crate::error::{Error, Result};
+use crate::explain::{dot, softmax_map, Probe};
 use crate::graph::{Graph, TensorId};
 use crate::ops::attention::{attention_strided, AttentionDims, Operand, OutputSpec, View};
 use crate::ops::binary::add;
@@ -159,6 +160,11 @@ impl Builder<'_> {
         let nchw = |offset: usize, batch_stride: usize, plane: usize| View::strided(offset, batch_stride, d * plane, 1, plane);
 
         if grid == 1 {
+            g.probe(Probe::new(vb.prefix(), (h, w), (h, w), true, vec![qkv], move |t, query| {
+                let qkv = t[0];
+                let at = |part: usize, head: usize, p: usize| (0..d).map(move |ch| qkv[(part * c + head * d + ch) * hw + p]);
+                softmax_map((hw, hw, heads), query, |_| (0..hw).collect(), |head, q, k| scale as f64 * dot(at(0, head, q), at(1, head, k)))
+            }));
             let dims = AttentionDims { batch: b, heads, nq: hw, nk: hw, d, dv: d };
             let out = OutputSpec { shape: vec![b, c, h, w], view: nchw(0, c * hw, hw) };
             let o = vb.op(g, |g| attention_strided(
@@ -196,6 +202,15 @@ impl Builder<'_> {
             scale,
             &OutputSpec { shape: vec![b, c, h, w], view: cell(0, c * hw) },
         ))?;
+        g.probe(Probe::new(format!("{}.local", vb.prefix()), (h, w), (h, w), true, vec![qkv], move |t, query| {
+            let qkv = t[0];
+            let at = |part: usize, head: usize, p: usize| (0..d).map(move |ch| qkv[(part * c + head * d + ch) * hw + p]);
+            let cell = |p: usize| {
+                let (y0, x0) = (p / w / grid * grid, p % w / grid * grid);
+                (0..grid * grid).map(|i| (y0 + i / grid) * w + x0 + i % grid).collect()
+            };
+            softmax_map((hw, hw, heads), query, cell, |head, q, k| scale as f64 * dot(at(0, head, q), at(1, head, k)))
+        }));
         let grid_x = self.group_norm(g, &vb.pp("grid_norm"), x, Some(local), Activation::None)?;
 
         // Global attention of every position to the pooled tokens.
@@ -205,6 +220,13 @@ impl Builder<'_> {
         let pooled = self.group_norm(g, &vb.pp("ds_norm"), pooled, None, Activation::None)?;
         let kv = self.pointwise(g, &vb.pp("kv"), pooled, 2 * c, true, Activation::None, None)?;
         let m = g.numel(kv) / (b * 2 * c);
+        let pooled_grid = (g.shape(kv)[2], g.shape(kv)[3]);
+        g.probe(Probe::new(format!("{}.global", vb.prefix()), (h, w), pooled_grid, true, vec![q, kv], move |t, query| {
+            let (q, kv) = (t[0], t[1]);
+            let q_at = |head: usize, p: usize| (0..d).map(move |ch| q[(head * d + ch) * hw + p]);
+            let k_at = |head: usize, j: usize| (0..d).map(move |ch| kv[(head * d + ch) * m + j]);
+            softmax_map((hw, m, heads), query, |_| (0..m).collect(), |head, p, j| scale as f64 * dot(q_at(head, p), k_at(head, j)))
+        }));
         let dims = AttentionDims { batch: b, heads, nq: hw, nk: m, d, dv: d };
         let global = vb.pp("global").op(g, |g| attention_strided(
             g,

@@ -35,6 +35,7 @@
 //! other size is a [`Error::BadInputShape`] naming the size the weights were made for.
 
 use crate::error::{Error, Result};
+use crate::explain::{probability_map, Probe};
 use crate::graph::{Graph, TensorId};
 use crate::ops::binary::add;
 use crate::ops::family::attention_downsample::attention_downsample;
@@ -279,6 +280,14 @@ impl Builder<'_> {
             let prev = carried.ok_or_else(|| Error::Graph(format!("{}: a less-attention layer needs a stored attention", a.prefix())))?;
             self.less_attention(g, &a, reduced, map, heads, prev)?
         };
+        let sr = self.cfg.sr_ratios[m];
+        let key_grid = if sr > 1 { (map.h / sr, map.w / sr) } else { (map.h, map.w) };
+        if key_grid.0 * key_grid.1 != keys {
+            return Err(Error::Graph(format!("{}: {keys} keys do not form the {key_grid:?} reduced grid", a.prefix())));
+        }
+        // The map of the attention this layer applies: a VA layer's probabilities (what it
+        // stores), an LA layer's softmax of its transformed T.
+        g.probe(Probe::new(a.prefix(), (map.h, map.w), key_grid, true, vec![probs], move |t, query| probability_map(t[0], (n, keys, heads), query)));
         // out = softmax(.)·v, computed transposed: v_t [B·H, d, M] · probsᵀ → [B·H, d, N] =
         // [B, C, N], which `proj` reads as tokens through its transposed-A load.
         let v_t = g.reshape(v_t, &[b * heads, c / heads, keys])?;

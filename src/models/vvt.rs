@@ -22,6 +22,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::explain::Probe;
 use crate::graph::{Graph, TensorId};
 use crate::ops::binary::add;
 use crate::ops::conv2d::conv2d;
@@ -144,13 +145,13 @@ impl Builder<'_> {
     /// `block{i}.{j}`: `t += attn(norm1(t))`, `t += mlp(norm2(t))`.
     fn block(&self, g: &mut Graph, vb: &Scope, stage: usize, t: TensorId, hw: (usize, usize), trig: TensorId) -> Result<TensorId> {
         let u = nn::layer_norm(g, &vb.pp("norm1"), t, BLOCK_EPS)?;
-        let t = self.attention(g, &vb.pp("attn"), stage, u, t, trig)?;
+        let t = self.attention(g, &vb.pp("attn"), stage, u, t, (trig, hw))?;
         let u = nn::layer_norm(g, &vb.pp("norm2"), t, BLOCK_EPS)?;
         self.mix_ffn(g, &vb.pp("mlp"), stage, u, t, hw)
     }
 
     /// `residual + VicinityAttention(u)` (spec §3.3); u, residual `[B, N, C]`.
-    fn attention(&self, g: &mut Graph, vb: &Scope, stage: usize, u: TensorId, residual: TensorId, trig: TensorId) -> Result<TensorId> {
+    fn attention(&self, g: &mut Graph, vb: &Scope, stage: usize, u: TensorId, residual: TensorId, (trig, (h, w)): (TensorId, (usize, usize))) -> Result<TensorId> {
         let [b, n, c] = dims3(g.shape(u));
         let (heads, fr) = (self.cfg.heads[stage], self.cfg.fr[stage]);
         let cr = c / fr;
@@ -175,6 +176,7 @@ impl Builder<'_> {
         let qkv = vb.pp("qkv").op(g, |g| crate::ops::matmul::linear(g, u, weight, Some(bias), Activation::None))?;
 
         let cols = QkvColumns { row: 3 * cr, q: 0, k: cr, v: 2 * cr };
+        g.probe(vicinity_probe(vb.prefix(), qkv, (h, w), heads, d, &cols));
         let dims = VicinityDims { batch: b, heads, n, d };
         let o = vb.op(g, |g| vicinity_attention(g, qkv, &cols, trig, &dims))?;
         let y = nn::linear(g, &vb.pp("out_proj"), o, c, true, Activation::None, None)?;
@@ -231,6 +233,53 @@ impl Builder<'_> {
         debug_assert_eq!(g.shape(y), [b, n, c]);
         vb.op(g, |g| add(g, residual, y))
     }
+}
+
+/// The effective weights of the vicinity linear attention, head mean: `A[q, k] = φ(q)·φ(k) / Σ_k'
+/// φ(q)·φ(k')` with `φ(x) = [x cos α, x sin α, x cos β, x sin β]` over ReLU'd q, k (the weights
+/// before the forward's magnitude clamps and its denominator epsilon); a query whose every
+/// weight is 0 has an all-zero row. The received map is linear in the queries:
+/// `Σ_q A[q, k] = φ(k)·Σ_q φ(q) / (φ(q)·Σ_k' φ(k'))`, so it costs O(N·d), not O(N²·d).
+fn vicinity_probe(name: &str, qkv: TensorId, (h, w): (usize, usize), heads: usize, d: usize, cols: &QkvColumns) -> Probe {
+    let n = h * w;
+    let (row, q_col, k_col) = (cols.row, cols.q, cols.k);
+    let trig = angle_table(h, w);
+    Probe::new(name, (h, w), (h, w), true, vec![qkv], move |t, query| {
+        let qkv = t[0];
+        let phi = |col: usize, head: usize, p: usize| -> Vec<f64> {
+            let x = &qkv[p * row + col + head * d..][..d];
+            trig[4 * p..4 * p + 4].iter().flat_map(|&a| x.iter().map(move |&v| v.max(0.0) as f64 * a as f64)).collect()
+        };
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        let mut map = vec![0f64; n];
+        for head in 0..heads {
+            let keys: Vec<Vec<f64>> = (0..n).map(|p| phi(k_col, head, p)).collect();
+            match query {
+                Some(q) => {
+                    let fq = phi(q_col, head, q);
+                    let scores: Vec<f64> = keys.iter().map(|k| dot(&fq, k)).collect();
+                    let total: f64 = scores.iter().sum();
+                    if total > 0.0 {
+                        map.iter_mut().zip(&scores).for_each(|(m, s)| *m += s / total / heads as f64);
+                    }
+                }
+                None => {
+                    let mut key_sum = vec![0f64; 4 * d];
+                    keys.iter().for_each(|k| key_sum.iter_mut().zip(k).for_each(|(a, b)| *a += b));
+                    let mut weighted = vec![0f64; 4 * d];
+                    for p in 0..n {
+                        let fq = phi(q_col, head, p);
+                        let total = dot(&fq, &key_sum);
+                        if total > 0.0 {
+                            weighted.iter_mut().zip(&fq).for_each(|(a, b)| *a += b / total);
+                        }
+                    }
+                    map.iter_mut().zip(&keys).for_each(|(m, k)| *m += dot(k, &weighted) / (n * heads) as f64);
+                }
+            }
+        }
+        map
+    })
 }
 
 fn dims3(s: &[usize]) -> [usize; 3] {

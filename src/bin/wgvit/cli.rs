@@ -65,6 +65,42 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         batch: usize,
     },
+    /// Show what each attention layer looked at: heat maps and, with --json, every map's values.
+    ///
+    /// For each image, writes OUT/<image stem>.<model id>.png: the model's input crop with the
+    /// summary map (the attention each input pixel receives, averaged over every attention map
+    /// of the forward and normalised to sum to 1) as a heat map, and a legend. With --query X,Y
+    /// the maps are those of the query at input pixel (X, Y) instead. README ("Explain") says
+    /// what each family's maps are.
+    ///
+    /// Example: wgvit explain assets/samples/7.png --out maps/
+    ///
+    /// Example: wgvit explain assets/samples/ --model vvt-digits --out maps/ --json --query 16,12
+    Explain {
+        /// Image files and folders.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Model id; may be left out when the weights' metadata names it. Default without
+        /// --weights: the bundled hatnet-digits.
+        #[arg(long)]
+        model: Option<String>,
+        /// Weights: .safetensors or a PyTorch checkpoint. Not needed for the bundled models.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Folder for the PNG files (created if missing).
+        #[arg(long, required = true)]
+        out: PathBuf,
+        /// One JSON object per line and image on stdout: path, model, png, maps, summary.
+        #[arg(long)]
+        json: bool,
+        /// The query pixel X,Y of the model's input (column, row from 0): maps show its
+        /// attention. Default: the attention each position receives from all queries.
+        #[arg(long)]
+        query: Option<String>,
+        /// Input size S or HxW (default: the weights' metadata, else the model's usual size).
+        #[arg(long)]
+        size: Option<String>,
+    },
     /// Run a model on an input tensor: reads `input` [B,3,H,W] f32, writes `logits` [B,classes].
     ///
     /// Example: wgvit run --model hatnet-tiny --weights w.safetensors --input in.safetensors --output out.safetensors
@@ -292,6 +328,15 @@ pub fn main() -> Result<bool> {
             let size = resolve_size(size.as_deref(), &card, &weights)?;
             let opts = crate::classify::Options { inputs, top: top.max(1), size, json, batch: flag_batch(batch)? };
             return crate::classify::classify(card, weights, &opts);
+        }
+        Command::Explain { inputs, model, weights, out, json, query, size } => {
+            let query = query.as_deref().map(crate::explain::parse_query).transpose()?;
+            let weights = model_weights(model.as_deref(), weights.as_deref())?;
+            let id = resolve_model(model, Some(&weights))?;
+            let card = ModelCard::new(&id, &weights)?;
+            let size = resolve_size(size.as_deref(), &card, &weights)?;
+            let opts = crate::explain::Options { inputs, out, json, query, size };
+            return crate::explain::explain(card, weights, &opts);
         }
         Command::Run { model, weights, input, output } => {
             if let Some(id) = &model {

@@ -1,4 +1,4 @@
-//! The `wgvit` command line: `info`, `classify`, `run`, `convert`, `bench`, `profile`, `bench-ops`.
+//! The `wgvit` command line: `info`, `classify`, `explain`, `run`, `convert`, `bench`, `profile`, `bench-ops`.
 
 #[cfg(target_arch = "wasm32")]
 fn main() {}
@@ -11,6 +11,8 @@ mod bundled;
 mod classify;
 #[cfg(not(target_arch = "wasm32"))]
 mod cli;
+#[cfg(not(target_arch = "wasm32"))]
+mod explain;
 #[cfg(not(target_arch = "wasm32"))]
 mod profile;
 
