@@ -9,6 +9,8 @@
 //! const logits = await model.run(input, [1, 3, 224, 224]);      // Float32Array -> Float32Array
 //! const top = await model.classify(image, 5);   // ImageData | ImageBitmap | HTMLImageElement | HTMLCanvasElement
 //!                                               // -> [{index, label, prob}], preprocessed as `wgvit classify`
+//! const ex = await model.explain(image, [x, y]);  // attention maps (optional query pixel of the input):
+//!                                               // {model, inputSize, query, top, maps: [{name, height, width, values}], summary}
 //! model.inputSize();                            // [H, W]: the weights' `wgvit.input_size`, else the family's usual size
 //! modelIds();                                   // every id loadModel accepts
 //! model.free();
@@ -177,6 +179,56 @@ impl Model {
             out.push(&o);
         }
         Ok(out)
+    }
+}
+
+impl Model {
+    /// The explain result as a JS object: `{model, inputSize: [H, W], query: [x, y] | null,
+    /// top: [{index, label, prob}] (5), maps: [{name, height, width, values}], summary}`.
+    async fn explain_input(&self, x: HostTensor, query: Option<Vec<u32>>) -> Result<JsValue, JsValue> {
+        let query = match query.as_deref() {
+            None | Some([]) => None,
+            Some(&[qx, qy]) => Some((qx as usize, qy as usize)),
+            Some(other) => return Err(invalid(&format!("explain: query {other:?} is not [x, y], a pixel of the model's input"))),
+        };
+        let (logits, maps) = self.inner.explain(&x, query).await.map_err(js_error)?;
+        let classes = logits.data.len();
+        let names = self.inner.card.labels_for(classes);
+        let top: Vec<serde_json::Value> = top_k(&logits.data, 5)
+            .into_iter()
+            .map(|(index, prob)| serde_json::json!({ "index": index, "label": names.as_ref().map(|n| n[index].clone()), "prob": prob }))
+            .collect();
+        let json = serde_json::json!({
+            "model": self.inner.id,
+            "inputSize": [x.shape[2], x.shape[3]],
+            "query": query.map(|(x, y)| [x, y]),
+            "top": top,
+            "maps": maps.maps,
+            "summary": maps.summary,
+        });
+        js_sys::JSON::parse(&json.to_string())
+    }
+}
+
+#[wasm_bindgen]
+impl Model {
+    /// The attention maps of one image, preprocessed as [`Model::classify`] does: every map of the
+    /// forward and their summary over the input pixels (see `wgvit explain`; README "Explain").
+    /// `query` (`[x, y]`, a pixel of the model's input) gives that query's maps; without it, the
+    /// attention each position receives. Resolves to `{model, inputSize, query, top, maps, summary}`.
+    pub async fn explain(&self, image: JsValue, query: Option<Vec<u32>>, size: Option<Vec<u32>>) -> Result<JsValue, JsValue> {
+        let rgb = rgba_of(&image)?;
+        let size = self.size_or_default(size.as_deref())?;
+        let prep = self.inner.card.preprocess_at(size);
+        let x = HostTensor::new(vec![1, 3, size.0, size.1], prep.tensor(&rgb)).map_err(js_error)?;
+        self.explain_input(x, query).await
+    }
+
+    /// [`Model::explain`] on an input tensor `[1, 3, H, W]` (already preprocessed).
+    #[wasm_bindgen(js_name = explainTensor)]
+    pub async fn explain_tensor(&self, input: Vec<f32>, shape: Vec<u32>, query: Option<Vec<u32>>) -> Result<JsValue, JsValue> {
+        let x = HostTensor::new(shape.into_iter().map(|d| d as usize).collect(), input).map_err(js_error)?;
+        self.explain_input(x, query).await
     }
 }
 

@@ -260,3 +260,70 @@ async fn a_lost_device_is_an_error_and_a_new_engine_works() {
     let model = e.load_model("toy", Weights::from_bytes("toy", weights).unwrap()).unwrap();
     assert_eq!(model.run(&x).await.unwrap().data, before.data);
 }
+
+/// A bundled digit model's attention maps in Chromium against the PyTorch reference
+/// (tests/fixtures/explain, tools/make_explain_fixtures.py), as natively (tests/explain.rs): the
+/// same names in order, every map and the summary within 1e-5, received and query mode. The
+/// query-mode call goes through the JS API (`Model.explainTensor`), the other through the core.
+async fn check_explain(id: &str, weights: &[u8], fixture: &[u8]) {
+    let st = safetensors::SafeTensors::deserialize(fixture).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(fixture).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let names: Vec<String> = serde_json::from_str(&meta["maps"]).unwrap();
+    let (qx, qy) = meta["query"].split_once(',').unwrap();
+    let query = [qx.parse::<u32>().unwrap(), qy.parse::<u32>().unwrap()];
+    let tensor = |name: &str| -> Vec<f32> { bytemuck::pod_collect_to_vec(st.tensor(name).unwrap_or_else(|e| panic!("{id}: {name}: {e}")).data()) };
+    let input = st.tensor("input").unwrap();
+    let shape = input.shape().to_vec();
+    let x = wgvit::HostTensor::new(shape.clone(), tensor("input")).unwrap();
+    let mut worst = 0f32;
+    let mut check = |what: &str, got: &[f32], want: &[f32]| {
+        let diff = max_abs_diff(got, want);
+        assert!(got.len() == want.len() && diff <= 1e-5, "{id} {what}: {} values, max abs diff {diff}", got.len());
+        worst = worst.max(diff);
+    };
+
+    let model = engine().await.load_model(id, Weights::from_bytes(id, weights).unwrap()).unwrap();
+    let (_, maps) = model.explain(&x, None).await.unwrap_or_else(|e| panic!("{id}: {e}"));
+    assert_eq!(maps.maps.iter().map(|m| m.name.clone()).collect::<Vec<_>>(), names, "{id}: map names");
+    for m in &maps.maps {
+        check(&format!("received/{}", m.name), &m.values, &tensor(&format!("received/{}", m.name)));
+    }
+    check("summary/received", &maps.summary.values, &tensor("summary/received"));
+
+    let web_engine = wgvit::web::Engine::create().await.unwrap_or_else(|_| panic!("the browser test needs WebGPU"));
+    let web_model = web_engine.load_model(id.into(), weights.to_vec()).await.unwrap_or_else(|_| panic!("{id} weights"));
+    let shape32: Vec<u32> = shape.iter().map(|&d| d as u32).collect();
+    let js = web_model.explain_tensor(x.data.clone(), shape32, Some(query.to_vec())).await.unwrap_or_else(|_| panic!("{id}: explainTensor"));
+    let parsed: serde_json::Value = serde_json::from_str(&String::from(js_sys::JSON::stringify(&js).unwrap())).unwrap();
+    let values = |v: &serde_json::Value| -> Vec<f32> { v["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
+    let js_maps = parsed["maps"].as_array().unwrap();
+    assert_eq!(js_maps.len(), names.len(), "{id}: maps from explainTensor");
+    for (m, name) in js_maps.iter().zip(&names) {
+        assert_eq!(m["name"], name.as_str());
+        check(&format!("query/{name}"), &values(m), &tensor(&format!("query/{name}")));
+    }
+    check("summary/query", &values(&parsed["summary"]), &tensor("summary/query"));
+    assert_eq!(parsed["top"].as_array().unwrap().len(), 5, "{id}: top-5");
+    web_sys::console::log_1(&format!("{id}: {} maps x 2 modes, max abs diff {worst:.3e}", names.len()).into());
+}
+
+#[wasm_bindgen_test]
+async fn hatnet_digits_maps_match_the_reference() {
+    check_explain("hatnet-digits", include_bytes!("../assets/models/hatnet-digits.safetensors"), include_bytes!("fixtures/explain/hatnet-digits.safetensors")).await;
+}
+
+#[wasm_bindgen_test]
+async fn vvt_digits_maps_match_the_reference() {
+    check_explain("vvt-digits", include_bytes!("../assets/models/vvt-digits.safetensors"), include_bytes!("fixtures/explain/vvt-digits.safetensors")).await;
+}
+
+#[wasm_bindgen_test]
+async fn accvit_digits_maps_match_the_reference() {
+    check_explain("accvit-digits", include_bytes!("../assets/models/accvit-digits.safetensors"), include_bytes!("fixtures/explain/accvit-digits.safetensors")).await;
+}
+
+#[wasm_bindgen_test]
+async fn lavit_digits_maps_match_the_reference() {
+    check_explain("lavit-digits", include_bytes!("../assets/models/lavit-digits.safetensors"), include_bytes!("fixtures/explain/lavit-digits.safetensors")).await;
+}

@@ -345,7 +345,7 @@ impl Builder<'_> {
         let b_in = vb.derived(g, "branches.*.qkv.bias+gate.bias", &[row_in], b_in)?;
         let qkv = vb.pp("qkv").op(g, |g| crate::ops::matmul::linear(g, xn, w_in, Some(b_in), Activation::None))?;
 
-        g.probe_all(atrous_probes(&vb.prefix(), qkv, &dims, &tables));
+        g.probe_all(atrous_probes(vb.prefix(), qkv, &dims, &tables));
         let table_refs: Vec<&[f32]> = tables.iter().map(|t| t.as_slice()).collect();
         let table = vb.derived(g, "branches.*.rel_bias", &[nb, heads, table_len], atrous_attention_table(&table_refs, heads))?;
         let scale = (dims.head_dim() as f64).powf(-0.5) as f32;
