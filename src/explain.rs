@@ -25,8 +25,9 @@ use crate::error::{Error, Result};
 use crate::graph::TensorId;
 
 /// Computes a probe's map from its tensors (batch 0 of each, in [`Probe::inputs`] order) for the
-/// received mode (`None`) or one query (its index on the query grid), on the key grid.
-pub type ProbeFn = dyn Fn(&[&[f32]], Option<usize>) -> Vec<f64> + Send + Sync;
+/// received mode (`None`) or one query (its index on the query grid), on the key grid: one map
+/// per head (a gate: one map).
+pub type ProbeFn = dyn Fn(&[&[f32]], Option<usize>) -> Vec<Vec<f64>> + Send + Sync;
 
 /// One attention map a graph can produce.
 #[derive(Clone)]
@@ -62,19 +63,22 @@ impl Probe {
         key_grid: (usize, usize),
         attention: bool,
         inputs: Vec<TensorId>,
-        map: impl Fn(&[&[f32]], Option<usize>) -> Vec<f64> + Send + Sync + 'static,
+        map: impl Fn(&[&[f32]], Option<usize>) -> Vec<Vec<f64>> + Send + Sync + 'static,
     ) -> Self {
         Self { name: name.into(), query_grid, key_grid, attention, inputs, map: Arc::new(map) }
     }
 }
 
-/// A map over a grid, row-major; values non-negative and finite.
+/// A map over a grid, row-major; values non-negative and finite. `values` is the mean over the
+/// layer's heads; `heads` holds each head's map when there are several.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AttentionMap {
     pub name: String,
     pub height: usize,
     pub width: usize,
     pub values: Vec<f32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heads: Vec<Vec<f32>>,
 }
 
 /// Every attention map of one image, and their summary over the input pixels.
@@ -109,12 +113,13 @@ pub fn explain(probes: &[Probe], tensor: &dyn Fn(TensorId) -> Result<Vec<f32>>, 
         let data = probe.inputs.iter().map(|&t| tensor(t)).collect::<Result<Vec<_>>>()?;
         let views: Vec<&[f32]> = data.iter().map(|d| d.as_slice()).collect();
         let q = query.map(|px| query_cell(px, input, probe.query_grid));
-        let values = (probe.map)(&views, q);
+        let heads = (probe.map)(&views, q);
         let (kh, kw) = probe.key_grid;
-        if values.len() != kh * kw {
-            return Err(Error::Graph(format!("attention map {}: {} values for a {kh}x{kw} grid", probe.name, values.len())));
+        if heads.is_empty() || heads.iter().any(|h| h.len() != kh * kw) {
+            return Err(Error::Graph(format!("attention map {}: {} heads of a {kh}x{kw} grid expected", probe.name, heads.len())));
         }
-        if let Some(bad) = values.iter().find(|v| !v.is_finite() || **v < 0.0) {
+        let values: Vec<f64> = (0..kh * kw).map(|k| heads.iter().map(|h| h[k]).sum::<f64>() / heads.len() as f64).collect();
+        if let Some(bad) = heads.iter().flatten().find(|v| !v.is_finite() || **v < 0.0) {
             return Err(Error::Invalid(format!(
                 "attention map {}: expected non-negative finite values, found {bad} (the forward produced non-finite activations)",
                 probe.name
@@ -124,12 +129,14 @@ pub fn explain(probes: &[Probe], tensor: &dyn Fn(TensorId) -> Result<Vec<f32>>, 
             spread_add(&values, probe.key_grid, input, &mut summary);
             summed += 1;
         }
-        maps.push(AttentionMap { name: probe.name.clone(), height: kh, width: kw, values: values.iter().map(|&v| v as f32).collect() });
+        let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let heads = if heads.len() > 1 { heads.iter().map(|h| f32s(h)).collect() } else { Vec::new() };
+        maps.push(AttentionMap { name: probe.name.clone(), height: kh, width: kw, values: f32s(&values), heads });
     }
     let total: f64 = summary.iter().sum();
     let uniform = 1.0 / summary.len().max(1) as f64;
     let values = summary.iter().map(|&v| if summed > 0 && total > 0.0 { v / total } else { uniform } as f32).collect();
-    Ok(Explanation { maps, summary: AttentionMap { name: "summary".into(), height: input.0, width: input.1, values } })
+    Ok(Explanation { maps, summary: AttentionMap { name: "summary".into(), height: input.0, width: input.1, values, heads: Vec::new() } })
 }
 
 /// Adds `map` (on `grid`) to `out` (an `(h, w)` pixel grid), each cell's value spread evenly over
@@ -149,24 +156,24 @@ fn spread_add(map: &[f64], (gh, gw): (usize, usize), (h, w): (usize, usize), out
     }
 }
 
-/// The head-mean softmax attention map of `nq` queries over `nk` keys: query `q` attends to the
+/// The per-head softmax attention maps of `nq` queries over `nk` keys: query `q` attends to the
 /// keys `keys(q)` with scores `logit(head, q, k)`.
 pub fn softmax_map(
     (nq, nk, heads): (usize, usize, usize),
     query: Option<usize>,
     keys: impl Fn(usize) -> Vec<usize>,
     logit: impl Fn(usize, usize, usize) -> f64,
-) -> Vec<f64> {
-    let mut map = vec![0f64; nk];
+) -> Vec<Vec<f64>> {
+    let mut maps = vec![vec![0f64; nk]; heads];
     let queries: Vec<usize> = match query {
         Some(q) => vec![q],
         None => (0..nq).collect(),
     };
-    let weight = 1.0 / (queries.len() * heads.max(1)) as f64;
+    let weight = 1.0 / queries.len() as f64;
     let mut scores = Vec::new();
     for &q in &queries {
         let ks = keys(q);
-        for h in 0..heads {
+        for (h, map) in maps.iter_mut().enumerate() {
             scores.clear();
             scores.extend(ks.iter().map(|&k| logit(h, q, k)));
             let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -176,24 +183,26 @@ pub fn softmax_map(
             }
         }
     }
-    map
+    maps
 }
 
-/// The head-mean map of stored probabilities `[heads, nq, nk]`.
-pub fn probability_map(probs: &[f32], (nq, nk, heads): (usize, usize, usize), query: Option<usize>) -> Vec<f64> {
-    let mut map = vec![0f64; nk];
+/// The per-head maps of stored probabilities `[heads, nq, nk]`.
+pub fn probability_map(probs: &[f32], (nq, nk, heads): (usize, usize, usize), query: Option<usize>) -> Vec<Vec<f64>> {
     let queries: Vec<usize> = match query {
         Some(q) => vec![q],
         None => (0..nq).collect(),
     };
-    let weight = 1.0 / (queries.len() * heads.max(1)) as f64;
-    for h in 0..heads {
-        for &q in &queries {
-            let row = &probs[(h * nq + q) * nk..][..nk];
-            map.iter_mut().zip(row).for_each(|(m, &p)| *m += weight * p as f64);
-        }
-    }
-    map
+    let weight = 1.0 / queries.len() as f64;
+    (0..heads)
+        .map(|h| {
+            let mut map = vec![0f64; nk];
+            for &q in &queries {
+                let row = &probs[(h * nq + q) * nk..][..nk];
+                map.iter_mut().zip(row).for_each(|(m, &p)| *m += weight * p as f64);
+            }
+            map
+        })
+        .collect()
 }
 
 /// Dot product in f64.
@@ -223,8 +232,8 @@ mod tests {
     #[test]
     fn softmax_rows_sum_to_one() {
         let m = softmax_map((3, 3, 2), None, |_| vec![0, 1, 2], |h, q, k| (h + q * k) as f64);
-        assert!((m.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(m.iter().all(|head| (head.iter().sum::<f64>() - 1.0).abs() < 1e-12));
         let m = softmax_map((3, 3, 2), Some(1), |_| vec![1, 2], |_, _, k| k as f64);
-        assert!((m[2] - 1.0 / (1.0 + (-1f64).exp())).abs() < 1e-12 && m[0] == 0.0);
+        assert!((m[1][2] - 1.0 / (1.0 + (-1f64).exp())).abs() < 1e-12 && m[1][0] == 0.0);
     }
 }

@@ -184,7 +184,9 @@ impl Model {
 
 impl Model {
     /// The explain result as a JS object: `{model, inputSize: [H, W], query: [x, y] | null,
-    /// top: [{index, label, prob}] (5), maps: [{name, height, width, values}], summary}`.
+    /// top: [{index, label, prob}] (5), maps: [{name, height, width, values, heads?}], summary,
+    /// crop}` where `crop` is the model's input image (the preprocessed crop with the
+    /// normalisation undone) as RGBA bytes, `H·W·4`.
     async fn explain_input(&self, x: HostTensor, query: Option<Vec<u32>>) -> Result<JsValue, JsValue> {
         let query = match query.as_deref() {
             None | Some([]) => None,
@@ -198,8 +200,17 @@ impl Model {
             .into_iter()
             .map(|(index, prob)| serde_json::json!({ "index": index, "label": names.as_ref().map(|n| n[index].clone()), "prob": prob }))
             .collect();
+        let (h, w) = (x.shape[2], x.shape[3]);
+        let (mean, std) = (self.inner.card.preprocess.mean, self.inner.card.preprocess.std);
+        let crop: Vec<u8> = (0..h * w)
+            .flat_map(|p| {
+                let rgb: [u8; 3] = std::array::from_fn(|c| ((x.data[c * h * w + p] * std[c] + mean[c]).clamp(0.0, 1.0) * 255.0).round() as u8);
+                [rgb[0], rgb[1], rgb[2], 255]
+            })
+            .collect();
         let json = serde_json::json!({
             "model": self.inner.id,
+            "crop": crop,
             "inputSize": [x.shape[2], x.shape[3]],
             "query": query.map(|(x, y)| [x, y]),
             "top": top,

@@ -302,6 +302,11 @@ async fn check_explain(id: &str, weights: &[u8], fixture: &[u8]) {
     for (m, name) in js_maps.iter().zip(&names) {
         assert_eq!(m["name"], name.as_str());
         check(&format!("query/{name}"), &values(m), &tensor(&format!("query/{name}")));
+        if let (Some(heads), Ok(want)) = (m["heads"].as_array(), st.tensor(&format!("query/{name}/heads"))) {
+            let want: Vec<f32> = bytemuck::pod_collect_to_vec(want.data());
+            let got: Vec<f32> = heads.iter().flat_map(|h| h.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32)).collect();
+            check(&format!("query/{name}/heads"), &got, &want);
+        }
     }
     check("summary/query", &values(&parsed["summary"]), &tensor("summary/query"));
     assert_eq!(parsed["top"].as_array().unwrap().len(), 5, "{id}: top-5");

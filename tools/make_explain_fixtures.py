@@ -20,11 +20,15 @@ Writes <out>/<family>-digits.safetensors, float32 tensors:
   input              [1, 3, S, S]
   received/<name>    [hk, wk]   for every map name, in the order of metadata "maps"
   query/<name>       [hk, wk]
+  received/<name>/heads  [heads, hk, wk]  per-head maps of every attention map (every name but
+  query/<name>/heads     [heads, hk, wk]  the ACC-ViT gate maps `...attn.gate.{i}`); their mean
+                                          over heads is received/<name> (query/<name>): checked
+                                          here to 1e-12 in float64 and 1e-7 on the stored f32
   summary/received   [S, S]
   summary/query      [S, S]
   logits             [1, 10]    float64 forward, stored as f32
 metadata: model ("<family>-digits"), query ("X,Y"), maps (JSON list of the map names in order),
-what, script.
+heads (JSON object: map name -> head count, for the maps that have "/heads" tensors), what, script.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ from explain import capture, explain_maps  # noqa: E402
 
 FAMILIES = ("hatnet", "vvt", "accvit", "lavit")
 WHAT = ("attention maps of `wgvit explain` (tools/reference/explain.py, float64 PyTorch, stored f32) "
-        "of the bundled digit model on a seeded N(0,1) input: received mode (no query) and query mode")
+        "of the bundled digit model on a seeded N(0,1) input: received mode (no query) and query mode, "
+        "head mean and per head (<mode>/<map>/heads)")
 
 
 def load_model(family: str, models: Path):
@@ -74,11 +79,21 @@ def make(family: str, models: Path, out: Path) -> Path:
     captured, hooked = capture(family, model, x)
     assert torch.equal(plain, hooked), f"{family}: the hooks changed the logits"
 
-    received, sum_received = explain_maps(family, model, x, None)
-    queried, sum_query = explain_maps(family, model, x, query)
+    received, sum_received, received_heads = explain_maps(family, model, x, None, heads=True)
+    queried, sum_query, queried_heads = explain_maps(family, model, x, query, heads=True)
     names = [n for n, _ in received]
     assert names == [n for n, _ in queried] == [c.name for c in captured]
     assert len(set(names)) == len(names), names
+    head_names = [c.name for c in captured if c.kind == "attention"]
+    assert head_names == [n for n, _ in received_heads] == [n for n, _ in queried_heads]
+    assert all(n in head_names or ".attn.gate." in n for n in names), names
+    head_counts = {n: int(hm.shape[0]) for n, hm in received_heads}
+    for maps, heads in ((received, received_heads), (queried, queried_heads)):
+        mean = dict(maps)
+        for n, hm in heads:
+            assert hm.shape[1:] == mean[n].shape and hm.shape[0] == head_counts[n], (n, hm.shape)
+            err = np.abs(hm.mean(axis=0) - mean[n]).max()
+            assert err <= 1e-12, f"{family} {n}: mean over heads differs from the head mean by {err:.3e} (f64)"
 
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(torch.float32)  # noqa: E731
     tensors = {"input": x.contiguous()}
@@ -86,6 +101,14 @@ def make(family: str, models: Path, out: Path) -> Path:
         tensors[f"received/{n}"] = t(m)
     for n, m in queried:
         tensors[f"query/{n}"] = t(m)
+    for n, hm in received_heads:
+        tensors[f"received/{n}/heads"] = t(hm)
+    for n, hm in queried_heads:
+        tensors[f"query/{n}/heads"] = t(hm)
+    for mode in ("received", "query"):  # the stored f32: mean over heads vs the head-mean map
+        for n in head_names:
+            err = (tensors[f"{mode}/{n}/heads"].double().mean(dim=0) - tensors[f"{mode}/{n}"].double()).abs().max().item()
+            assert err <= 1e-7, f"{family} {mode}/{n}: stored mean over heads differs by {err:.3e}"
     tensors["summary/received"] = t(sum_received)
     tensors["summary/query"] = t(sum_query)
     tensors["logits"] = plain.to(torch.float32).contiguous()
@@ -93,6 +116,7 @@ def make(family: str, models: Path, out: Path) -> Path:
         "model": f"{family}-digits",
         "query": f"{query[0]},{query[1]}",
         "maps": json.dumps(names),
+        "heads": json.dumps(head_counts),
         "what": WHAT,
         "script": "tools/make_explain_fixtures.py",
     }
@@ -103,7 +127,8 @@ def make(family: str, models: Path, out: Path) -> Path:
     print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {path.stat().st_size} bytes, "
           f"input {s}x{s}, query (X, Y) = {query}, {len(names)} maps, logits {[round(v, 4) for v in plain[0].tolist()]}")
     for (n, r), (_, q) in zip(received, queried):
-        print(f"  {n:40s} {str(list(r.shape)):9s} received sum {r.sum():.12f}  query sum {q.sum():.12f}")
+        heads = f"{head_counts[n]:2d} heads" if n in head_counts else " no heads"
+        print(f"  {n:40s} {str(list(r.shape)):9s} {heads}  received sum {r.sum():.12f}  query sum {q.sum():.12f}")
     print(f"  summary sums: received {sum_received.sum():.12f}, query {sum_query.sum():.12f}")
     return path
 

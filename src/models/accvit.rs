@@ -389,7 +389,7 @@ impl Builder<'_> {
     }
 }
 
-/// The maps of one atrous attention: each branch's window attention (head-mean
+/// The maps of one atrous attention: each branch's window attention (per head,
 /// `softmax(scale·q·kᵀ + rel_bias)` inside the dilated windows, on the stage map) as
 /// `<attn>.branches.<i>`, then the gate's weight of each branch at every position as
 /// `<attn>.gate.<i>` (a per-position weight, not an attention distribution). `qkv` is the fused
@@ -428,14 +428,13 @@ fn atrous_probes(attn: &str, qkv: TensorId, dims: &AtrousAttentionDims, tables: 
         for i in 0..branches {
             probes.push(Probe::new(format!("{attn}.gate.{i}"), (h, w), (h, w), false, vec![qkv], move |t, _| {
                 let logits = |p: usize| &t[0][p * row + 3 * c * branches..][..branches];
-                (0..n)
-                    .map(|p| {
-                        let l = logits(p);
-                        let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-                        let sum: f64 = l.iter().map(|&x| (x as f64 - max).exp()).sum();
-                        (l[i] as f64 - max).exp() / sum
-                    })
-                    .collect()
+                let weights = (0..n).map(|p| {
+                    let l = logits(p);
+                    let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                    let sum: f64 = l.iter().map(|&x| (x as f64 - max).exp()).sum();
+                    (l[i] as f64 - max).exp() / sum
+                });
+                vec![weights.collect()]
             }));
         }
     }

@@ -235,7 +235,7 @@ impl Builder<'_> {
     }
 }
 
-/// The effective weights of the vicinity linear attention, head mean: `A[q, k] = φ(q)·φ(k) / Σ_k'
+/// The effective weights of the vicinity linear attention, per head: `A[q, k] = φ(q)·φ(k) / Σ_k'
 /// φ(q)·φ(k')` with `φ(x) = [x cos α, x sin α, x cos β, x sin β]` over ReLU'd q, k (the weights
 /// before the forward's magnitude clamps and its denominator epsilon); a query whose every
 /// weight is 0 has an all-zero row. The received map is linear in the queries:
@@ -251,8 +251,8 @@ fn vicinity_probe(name: &str, qkv: TensorId, (h, w): (usize, usize), heads: usiz
             trig[4 * p..4 * p + 4].iter().flat_map(|&a| x.iter().map(move |&v| v.max(0.0) as f64 * a as f64)).collect()
         };
         let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-        let mut map = vec![0f64; n];
-        for head in 0..heads {
+        let mut maps = vec![vec![0f64; n]; heads];
+        for (head, map) in maps.iter_mut().enumerate() {
             let keys: Vec<Vec<f64>> = (0..n).map(|p| phi(k_col, head, p)).collect();
             match query {
                 Some(q) => {
@@ -260,7 +260,7 @@ fn vicinity_probe(name: &str, qkv: TensorId, (h, w): (usize, usize), heads: usiz
                     let scores: Vec<f64> = keys.iter().map(|k| dot(&fq, k)).collect();
                     let total: f64 = scores.iter().sum();
                     if total > 0.0 {
-                        map.iter_mut().zip(&scores).for_each(|(m, s)| *m += s / total / heads as f64);
+                        map.iter_mut().zip(&scores).for_each(|(m, s)| *m = s / total);
                     }
                 }
                 None => {
@@ -274,11 +274,11 @@ fn vicinity_probe(name: &str, qkv: TensorId, (h, w): (usize, usize), heads: usiz
                             weighted.iter_mut().zip(&fq).for_each(|(a, b)| *a += b / total);
                         }
                     }
-                    map.iter_mut().zip(&keys).for_each(|(m, k)| *m += dot(k, &weighted) / (n * heads) as f64);
+                    map.iter_mut().zip(&keys).for_each(|(m, k)| *m = dot(k, &weighted) / n as f64);
                 }
             }
         }
-        map
+        maps
     })
 }
 

@@ -5,12 +5,16 @@
     from explain import explain_maps
     maps, summary = explain_maps("hatnet", model, x, None)        # received mode
     maps, summary = explain_maps("hatnet", model, x, (21, 32))    # query mode, (X, Y) in pixels
+    maps, summary, head_maps = explain_maps("hatnet", model, x, None, heads=True)  # + per head
 
 `model` is the family's reference network (tools/reference/{hatnet,vvt}.py, or the contract's
 AccViTR / LaViTR) with its weights loaded; `explain_maps` switches it to float64 and eval mode in
 place. `x` is one image [1, 3, H, W]. The result is the ordered list of (map name, map
-[hk, wk] float64) and the summary [H, W] float64. tools/make_explain_fixtures.py writes the
-engine's test fixtures with it.
+[hk, wk] float64) and the summary [H, W] float64. With heads=True (default False: the return
+is unchanged) a third item is added: the ordered list of (map name, per-head maps [heads, hk, wk]
+float64) of every attention map (not the ACC-ViT gate maps), in the order of the first list.
+`reduce_head_maps(captured, query, input_hw)` gives the same list from `capture`'s result.
+tools/make_explain_fixtures.py writes the engine's test fixtures with it.
 
 The maps are read off the forward itself: forward hooks (and pre-hooks) on the attention modules
 and their projection layers record the tensors the forward computes (q/k projections, the
@@ -29,6 +33,12 @@ a key grid (hk x wk, row-major).
       H x W input grid by mass (pixel (y, x) belongs to cell (y*hk // H, x*wk // W) and gets
       map[cell] / (number of pixels of that cell)), divided by its total (uniform 1/(H*W) when
       the total is 0). Query mode uses the query-mode maps, received mode the received maps.
+  per-head maps: the same definitions without the head mean: the map of head h uses only head h's
+      probabilities A_h[q, k] (received: mean over queries of A_h[q, k]; query: A_h[query cell, k]),
+      so the head-mean map is the mean over heads of the per-head maps. Every attention map has
+      them (the gate maps have no heads). The heads of a map are the heads of the attention it is
+      read off (per family below: HAT-Net's HMHSA, VVT's VicinityAttention, each ACC-ViT branch,
+      the heads axis of LaViT's returned attention [B, heads, N, M]), in their channel order.
 Per family (names are the checkpoint module paths):
   hatnet  blocks.{s}.{j}.attn.local   softmax attention inside each G x G cell (0 across cells),
                                       query and key grid: the stage map h x w
@@ -38,7 +48,9 @@ Per family (names are the checkpoint module paths):
   vvt     block{i}.{j}.attn           the linear attention's effective weights,
                                       A[q, k] = phi_q[q].phi_k[k] / sum_k' phi_q[q].phi_k[k']
                                       (a row with denominator 0 is all zeros), before the
-                                      magnitude clamps and DEN_EPS; grids: the stage grid
+                                      magnitude clamps and DEN_EPS; grids: the stage grid;
+                                      per head: A_h[q, k] = phi_q_h[q].phi_k_h[k] /
+                                      sum_k' phi_q_h[q].phi_k_h[k'] (zero row if 0); A = mean_h A_h
   accvit  stages.{s}.blocks.{j}.attn.branches.{i}  softmax(scale q.k + rel_bias) inside each
                                       dilated window (dilation 2**i), 0 across windows; grids:
                                       the stage map
@@ -72,14 +84,17 @@ CHECK_TOL = 1e-9  # float64: recomputed attention outputs agree with the forward
 
 @dataclass
 class Captured:
-    """One map's raw data. kind "attention": `matrix` is A [hq*wq, hk*wk] (head mean); kind
-    "gate": `matrix` is the map itself [hk, wk] (query and key grid are the same)."""
+    """One map's raw data. kind "attention": `matrix` is A [hq*wq, hk*wk] (head mean), `heads`
+    the per-head A_h [heads, hq*wq, hk*wk] (matrix = heads.mean(0), up to rounding: `matrix` is
+    computed as before, by the head mean in torch); kind "gate": `matrix` is the map itself
+    [hk, wk] (query and key grid are the same), `heads` None."""
 
     name: str
     kind: str
     query_grid: tuple[int, int]
     key_grid: tuple[int, int]
     matrix: np.ndarray
+    heads: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -144,7 +159,7 @@ def _hatnet_maps(name, m, st) -> list[Captured]:
     if m.grid == 1:
         p = torch.softmax(logits, dim=-1)
         _check(name, "attention output", merge(p @ v), st["proj_in"][0])
-        return [Captured(name, "attention", (h, w), (h, w), _np(p.mean(dim=1)[0]))]
+        return [Captured(name, "attention", (h, w), (h, w), _np(p.mean(dim=1)[0]), _np(p[0]))]
 
     # Local: softmax inside each G x G cell, as a full N x N matrix (0 across cells).
     g = m.grid
@@ -163,8 +178,8 @@ def _hatnet_maps(name, m, st) -> list[Captured]:
     _check(name, "global attention output", merge(p_global @ v2), st["proj_in"][0] - st["grid_x"])
 
     return [
-        Captured(f"{name}.local", "attention", (h, w), (h, w), _np(p_local.mean(dim=1)[0])),
-        Captured(f"{name}.global", "attention", (h, w), (hp, wp), _np(p_global.mean(dim=1)[0])),
+        Captured(f"{name}.local", "attention", (h, w), (h, w), _np(p_local.mean(dim=1)[0]), _np(p_local[0])),
+        Captured(f"{name}.global", "attention", (h, w), (hp, wp), _np(p_global.mean(dim=1)[0]), _np(p_global[0])),
     ]
 
 
@@ -210,7 +225,7 @@ def _vvt_maps(name, m, st) -> list[Captured]:
     s = phi_q @ phi_k.transpose(-1, -2)                 # [B, heads, N, N], all >= 0
     den = s.sum(dim=-1, keepdim=True)
     a = torch.where(den > 0, s / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(s))
-    return [Captured(name, "attention", (h, w), (h, w), _np(a.mean(dim=1)[0]))]
+    return [Captured(name, "attention", (h, w), (h, w), _np(a.mean(dim=1)[0]), _np(a[0]))]
 
 
 # ---------------------------------------------------------------------------------------- ACC-ViT
@@ -253,7 +268,9 @@ def _accvit_maps(name, m, st) -> list[Captured]:
         assert torch.equal(pos.flatten().sort().values, torch.arange(hh * ww)), "dilated windows must tile the map"
         a = torch.zeros(hh * ww, hh * ww, dtype=torch.float64)
         a[pos[:, :, None], pos[:, None, :]] = p.mean(dim=1).to(torch.float64)
-        out.append(Captured(f"{name}.branches.{i}", "attention", (hh, ww), (hh, ww), _np(a)))
+        a_h = torch.zeros(br.heads, hh * ww, hh * ww, dtype=torch.float64)             # per head
+        a_h[:, pos[:, :, None], pos[:, None, :]] = p.transpose(0, 1).to(torch.float64)
+        out.append(Captured(f"{name}.branches.{i}", "attention", (hh, ww), (hh, ww), _np(a), _np(a_h)))
     if m.gate is not None:
         g = st["gate"].softmax(dim=-1)[0]                                              # [H, W, nb]
         for i in range(len(m.branches)):
@@ -283,7 +300,7 @@ def _lavit_maps(name, m, st) -> list[Captured]:
     _, _, n, mm = att.shape
     assert n == h * w == x.shape[1], (name, n, h, w)
     assert mm == hk * wk, f"{name}: M = {mm} != {hk} x {wk}"
-    return [Captured(name, "attention", (h, w), (hk, wk), _np(att.mean(dim=1)[0]))]
+    return [Captured(name, "attention", (h, w), (hk, wk), _np(att.mean(dim=1)[0]), _np(att[0]))]
 
 
 _FAMILY = {
@@ -313,6 +330,12 @@ def capture(family: str, model: torch.nn.Module, x: torch.Tensor) -> tuple[list[
         with torch.no_grad():
             logits = model(x.double())
             captured = [c for name, m, st in entries for c in maps(name, m, st)]
+        for c in captured:  # the head-mean matrix is the mean of the per-head ones
+            if c.kind == "attention":
+                assert c.heads is not None and c.heads.shape[1:] == c.matrix.shape, (c.name, c.heads.shape)
+                err = np.abs(c.heads.mean(axis=0) - c.matrix).max()
+                if not err <= CHECK_TOL:
+                    raise AssertionError(f"{c.name}: mean over heads differs from the head mean by {err:.3e}")
     finally:
         for hd in handles:
             hd.remove()
@@ -331,10 +354,7 @@ def reduce_maps(captured: list[Captured], query: tuple[int, int] | None, input_h
         elif query is None:
             m = c.matrix.mean(axis=0).reshape(hk, wk)
         else:
-            qx, qy = query
-            hq, wq = c.query_grid
-            cy, cx = min(hq - 1, qy * hq // hh), min(wq - 1, qx * wq // ww)
-            m = c.matrix[cy * wq + cx].reshape(hk, wk)
+            m = c.matrix[_query_row(c, query, input_hw)].reshape(hk, wk)
         m = np.ascontiguousarray(m, dtype=np.float64)
         maps.append((c.name, m))
         if c.kind != "gate":
@@ -343,6 +363,33 @@ def reduce_maps(captured: list[Captured], query: tuple[int, int] | None, input_h
     total = summary.sum()
     summary = summary / total if total != 0 else np.full((hh, ww), 1.0 / (hh * ww))
     return maps, summary
+
+
+def _query_row(c: Captured, query: tuple[int, int], input_hw: tuple[int, int]) -> int:
+    """Row of A (flat query cell) of the query (X, Y) in input pixels."""
+    hh, ww = input_hw
+    qx, qy = query
+    hq, wq = c.query_grid
+    cy, cx = min(hq - 1, qy * hq // hh), min(wq - 1, qx * wq // ww)
+    return cy * wq + cx
+
+
+def reduce_head_maps(captured: list[Captured], query: tuple[int, int] | None, input_hw: tuple[int, int]):
+    """list of (name, per-head maps [heads, hk, wk] float64) of the captured attention maps (the
+    gate maps are left out), in capture order, for a query (X, Y) in input pixels, or None for
+    received mode. The mean over heads is `reduce_maps`'s map of that name (up to rounding)."""
+    out = []
+    for c in captured:
+        if c.kind == "gate":
+            continue
+        hk, wk = c.key_grid
+        nh = c.heads.shape[0]
+        if query is None:
+            m = c.heads.mean(axis=1).reshape(nh, hk, wk)
+        else:
+            m = c.heads[:, _query_row(c, query, input_hw)].reshape(nh, hk, wk)
+        out.append((c.name, np.ascontiguousarray(m, dtype=np.float64)))
+    return out
 
 
 def spread(m: np.ndarray, hh: int, ww: int) -> np.ndarray:
@@ -354,9 +401,16 @@ def spread(m: np.ndarray, hh: int, ww: int) -> np.ndarray:
     return (m / np.maximum(count, 1))[ry][:, rx]
 
 
-def explain_maps(family: str, model: torch.nn.Module, x: torch.Tensor, query: tuple[int, int] | None):
+def explain_maps(family: str, model: torch.nn.Module, x: torch.Tensor, query: tuple[int, int] | None,
+                 heads: bool = False):
     """The ordered list of (map name, map [hk, wk] float64) and the summary [H, W] float64 of one
     image x [1, 3, H, W]; `query` = (X, Y) in input pixels (X = column), or None for received mode.
-    Switches `model` to float64 and eval mode in place."""
+    With heads=True also, third, the ordered list of (map name, per-head maps [heads, hk, wk]
+    float64) of the attention maps (`reduce_head_maps`). Switches `model` to float64 and eval mode
+    in place."""
     captured, _ = capture(family, model, x)
-    return reduce_maps(captured, query, tuple(x.shape[-2:]))
+    hw = tuple(x.shape[-2:])
+    maps, summary = reduce_maps(captured, query, hw)
+    if not heads:
+        return maps, summary
+    return maps, summary, reduce_head_maps(captured, query, hw)

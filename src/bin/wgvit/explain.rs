@@ -86,13 +86,12 @@ pub fn explain(card: ModelCard, weights: Weights, opts: &Options) -> Result<bool
 }
 
 fn json_line(path: &str, model: &str, maps: &Explanation, png: &Path) -> String {
-    let map = |m: &AttentionMap| serde_json::json!({ "name": m.name, "height": m.height, "width": m.width, "values": m.values });
     let summary = serde_json::json!({ "height": maps.summary.height, "width": maps.summary.width, "values": maps.summary.values });
     serde_json::json!({
         "path": path,
         "model": model,
         "png": png.display().to_string(),
-        "maps": maps.maps.iter().map(map).collect::<Vec<_>>(),
+        "maps": maps.maps,
         "summary": summary,
     })
     .to_string()
