@@ -24,12 +24,17 @@ const ui = {
   breakdown: $("cold-breakdown"),
   inputSize: $("input-size"), status: $("status"), error: $("error"), adapter: $("adapter"),
   compareTable: $("compare-table"), pad: $("pad"), padUse: $("pad-use"), padClear: $("pad-clear"),
+  overlay: $("overlay"), layer: $("layer"), head: $("head"), queryReset: $("query-reset"), explainInfo: $("explain-info"),
 };
 
 let engine = null;
 let engineMs = null; // Engine.create(): adapter + device, once per page
 const userWeights = new Map(); // key -> { name, bytes }
 let userImage = null; // { name, bitmap }
+// The last explanation shown on the preview: Model.explain's result, for (weights, model, image).
+let explained = null; // { key, result }
+// Read by the end-to-end test (web/e2e.mjs): the map on the preview and its values.
+globalThis.wgvitShown = null;
 const models = new Map(); // `${weightsKey}|${modelId}|${size}` -> Model (graphs cached per shape inside)
 
 function setState(state) { document.body.dataset.state = state; }
@@ -142,6 +147,8 @@ async function currentImage() {
 
 function drawPreview(bitmap) {
   const c = ui.preview, ctx = c.getContext("2d");
+  c.classList.remove("overlay");
+  delete c.dataset.map;
   ctx.clearRect(0, 0, c.width, c.height);
   const s = Math.min(c.width / bitmap.width, c.height / bitmap.height);
   const w = bitmap.width * s, h = bitmap.height * s;
@@ -187,6 +194,7 @@ async function classifyOnce(weightsKey, modelId, bitmap, size) {
   if (breakdown) breakdown.firstRun = t1 - breakdown.tf;
   const top = await model.classify(bitmap, 5, size);
   const t2 = performance.now();
+  explained = null;
   const shown = size ?? Array.from(model.inputSize());
   return { top, first, cold: phases ? t1 - t0 : null, breakdown, warm: t2 - t1, size: shown };
 }
@@ -225,6 +233,142 @@ function showTop(top) {
   }
 }
 
+// ---- attention maps ------------------------------------------------------------------------
+
+/** The heat-map ramp of `wgvit explain` (black, purple, red, orange, pale yellow), t in 0..1. */
+function heat(t) {
+  const stops = [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]];
+  const x = Math.min(Math.max(t, 0), 1) * (stops.length - 1);
+  const i = Math.min(Math.floor(x), stops.length - 2), f = x - i;
+  return stops[i].map((v, c) => v + f * (stops[i + 1][c] - v));
+}
+
+/** The map the pickers select: { name, height, width, values }. */
+function selectedMap(result) {
+  const name = ui.layer.value;
+  if (name === "summary") return { ...result.summary, name: "summary" };
+  const m = result.maps.find((x) => x.name === name) ?? result.maps[0];
+  const h = ui.head.value;
+  if (h !== "mean" && m.heads && m.heads[Number(h)]) return { ...m, values: m.heads[Number(h)], name: `${m.name} head ${h}` };
+  return m;
+}
+
+/** Fills the layer and head pickers for `result`, keeping the current choice where it exists. */
+function fillPickers(result) {
+  const layer = ui.layer.value;
+  ui.layer.replaceChildren();
+  option(ui.layer, "summary", "summary (all layers)");
+  for (const m of result.maps) option(ui.layer, m.name, `${m.name} (${m.height}×${m.width})`);
+  ui.layer.value = [...ui.layer.options].some((o) => o.value === layer) ? layer : "summary";
+  fillHeads(result);
+}
+
+function fillHeads(result) {
+  const head = ui.head.value;
+  const m = result.maps.find((x) => x.name === ui.layer.value);
+  ui.head.replaceChildren();
+  option(ui.head, "mean", "mean of heads");
+  for (let h = 0; h < (m?.heads?.length ?? 0); h++) option(ui.head, String(h), `head ${h}`);
+  ui.head.value = [...ui.head.options].some((o) => o.value === head) ? head : "mean";
+  ui.head.disabled = ui.head.options.length === 1;
+}
+
+/** Draws the model's input crop on `canvas` with `map` over it (scaled to its largest value)
+ * and the query pixel marked. */
+function drawExplained(canvas, result, map) {
+  const [h, w] = result.inputSize;
+  const ctx = canvas.getContext("2d");
+  const crop = new ImageData(new Uint8ClampedArray(result.crop), w, h);
+  const peak = Math.max(...map.values, 0);
+  const px = crop.data;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const cell = Math.min(map.height - 1, Math.floor(y * map.height / h)) * map.width + Math.min(map.width - 1, Math.floor(x * map.width / w));
+      const c = heat(peak > 0 ? map.values[cell] / peak : 0);
+      const i = 4 * (y * w + x), grey = (px[i] + px[i + 1] + px[i + 2]) / 3;
+      for (let k = 0; k < 3; k++) px[i + k] = 0.4 * grey + 0.6 * c[k];
+    }
+  }
+  const tmp = new OffscreenCanvas(w, h);
+  tmp.getContext("2d").putImageData(crop, 0, 0);
+  ctx.imageSmoothingEnabled = false;
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.drawImage(tmp, 0, 0, canvas.width, canvas.height);
+  if (result.query) {
+    const [qx, qy] = result.query;
+    const cx = (qx + 0.5) * canvas.width / w, cy = (qy + 0.5) * canvas.height / h;
+    ctx.strokeStyle = "#0ff";
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    ctx.moveTo(cx - 7, cy); ctx.lineTo(cx + 7, cy); ctx.moveTo(cx, cy - 7); ctx.lineTo(cx, cy + 7);
+    ctx.stroke();
+  }
+}
+
+function showExplained() {
+  const result = explained.result;
+  const map = selectedMap(result);
+  drawExplained(ui.preview, result, map);
+  ui.preview.classList.add("overlay");
+  ui.preview.dataset.map = map.name;
+  ui.preview.dataset.query = result.query ? result.query.join(",") : "";
+  globalThis.wgvitShown = { model: result.model, map: map.name, query: result.query, values: map.values };
+  ui.explainInfo.textContent = result.query
+    ? `query pixel (${result.query[0]}, ${result.query[1]}) of the ${result.inputSize[1]}×${result.inputSize[0]} input: its attention`
+    : "every query's attention, averaged: click the image for one query's";
+}
+
+/** Runs Model.explain for the current weights, model and image (with the query pixel, if any)
+ * and shows the selected map on the preview. */
+async function explainNow(query) {
+  clearError();
+  setState("running");
+  try {
+    const size = parseSize();
+    const bitmap = await currentImage();
+    const modelId = ui.model.value;
+    status(`${modelId}: attention maps…`);
+    const { model } = await getModel(ui.weights.value, modelId);
+    const t0 = performance.now();
+    const result = await model.explain(bitmap, query, size);
+    explained = { key: `${ui.weights.value}|${modelId}|${ui.image.value}`, result };
+    fillPickers(result);
+    showExplained();
+    showTop(result.top);
+    status(`${modelId}: ${result.maps.length} attention maps in ${ms(performance.now() - t0)}`);
+    setState("done");
+  } catch (e) {
+    showError(e);
+  }
+}
+
+function setUpExplain() {
+  ui.overlay.addEventListener("change", () => {
+    if (ui.overlay.checked) explainNow(undefined);
+    else currentImage().then(drawPreview).catch(showError);
+  });
+  ui.layer.addEventListener("change", () => { if (explained) { fillHeads(explained.result); if (ui.overlay.checked) showExplained(); } });
+  ui.head.addEventListener("change", () => { if (explained && ui.overlay.checked) showExplained(); });
+  ui.queryReset.addEventListener("click", () => { if (ui.overlay.checked) explainNow(undefined); });
+  ui.preview.addEventListener("click", (e) => {
+    if (!ui.overlay.checked || !explained) return;
+    const r = ui.preview.getBoundingClientRect();
+    const [h, w] = explained.result.inputSize;
+    const x = Math.min(w - 1, Math.floor((e.clientX - r.left) / r.width * w));
+    const y = Math.min(h - 1, Math.floor((e.clientY - r.top) / r.height * h));
+    explainNow([x, y]);
+  });
+}
+
+/** A small canvas with `result`'s summary over its input crop (the compare view). */
+function summaryCanvas(result) {
+  const c = document.createElement("canvas");
+  c.width = c.height = 96;
+  drawExplained(c, result, result.summary);
+  c.dataset.model = result.model;
+  return c;
+}
+
 async function run() {
   clearError();
   setState("running");
@@ -246,6 +390,7 @@ async function run() {
     ui.inputSize.textContent = `${r.size[0]}×${r.size[1]}`;
     status(`${modelId}: top-1 ${r.top[0].label ?? "class " + r.top[0].index} (${(100 * r.top[0].prob).toFixed(2)}%)`);
     setState("done");
+    if (ui.overlay.checked) await explainNow(undefined);
   } catch (e) {
     showError(e);
   } finally {
@@ -269,15 +414,20 @@ async function compare() {
       try {
         const r = await classifyOnce(w.key, w.model, bitmap, undefined);
         const t = r.top[0];
+        const top5 = r.top.map((x) => `${x.label ?? x.index} ${(100 * x.prob).toFixed(1)}%`).join(", ");
         for (const v of [w.key, `${w.model} @${r.size[0]}×${r.size[1]}`, t.label ?? `class ${t.index}`,
-          `${(100 * t.prob).toFixed(2)}%`, r.cold === null ? "(loaded)" : r.cold.toFixed(1), r.warm.toFixed(1)]) {
+          `${(100 * t.prob).toFixed(2)}%`, r.cold === null ? "(loaded)" : r.cold.toFixed(1), r.warm.toFixed(1), top5]) {
           const td = document.createElement("td");
           td.textContent = v;
           tr.append(td);
         }
+        const { model } = await getModel(w.key, w.model);
+        const td = document.createElement("td");
+        td.append(summaryCanvas(await model.explain(bitmap, undefined, undefined)));
+        tr.append(td);
       } catch (e) {
         const td = document.createElement("td");
-        td.colSpan = 6;
+        td.colSpan = 8;
         td.textContent = `${w.key}: ${e instanceof Error ? e.message : e}`;
         tr.append(td);
       }
@@ -353,6 +503,7 @@ function handleFiles(files) {
 
 async function main() {
   setUpPad();
+  setUpExplain();
   await init();
   // random weights: the engine's test fixtures, for the ids the library lists
   for (const id of modelIds().filter(isFixtureId)) {
@@ -366,7 +517,11 @@ async function main() {
   });
   ui.weightsFile.addEventListener("change", () => handleFiles(ui.weightsFile.files));
   ui.imageFile.addEventListener("change", () => handleFiles(ui.imageFile.files));
-  ui.image.addEventListener("change", () => currentImage().then(drawPreview).catch(showError));
+  ui.image.addEventListener("change", () => {
+    explained = null;
+    if (ui.overlay.checked) explainNow(undefined);
+    else currentImage().then(drawPreview).catch(showError);
+  });
   for (const el of [ui.drop, document.body]) {
     el.addEventListener("dragover", (e) => { e.preventDefault(); ui.drop.classList.add("over"); });
     el.addEventListener("dragleave", () => ui.drop.classList.remove("over"));

@@ -10,7 +10,10 @@
 //   5. a vertical stroke drawn on the drawing pad reads as a 1 with the digit model,
 //   6. after a reload, hatnet-digits' weights come from the Cache API (no download) and its answer
 //      is unchanged; every bundled digit model's cold start and its breakdown are printed;
-// saves a screenshot to web/e2e-screenshot.png and prints "N passed, N failed" (exit 1 on a failure).
+//   7. attention maps: the overlay toggle draws hatnet-digits' summary map over the preview,
+//      clicking a point shows that query's map (different values, the query marked), the layer
+//      and head pickers switch maps, and the compare view shows the four digit models' maps;
+// saves screenshots to web/e2e-screenshot.png and web/e2e-explain.png and prints "N passed, N failed" (exit 1 on a failure).
 // Needs `bash web/build.sh` (web/pkg) and the release CLI (`cargo build --release`).
 // Run: cd web && npm ci && node e2e.mjs
 import { spawn, execFileSync } from "node:child_process";
@@ -25,6 +28,7 @@ const root = path.resolve(here, "..");
 const IMAGE = "gradient.png";
 const WEIGHTS = "tests/fixtures/toy/weights.safetensors";
 const SCREENSHOT = path.join(here, "e2e-screenshot.png");
+const EXPLAIN_SCREENSHOT = path.join(here, "e2e-explain.png");
 const CLI = path.join(process.env.CARGO_TARGET_DIR ? path.resolve(root, process.env.CARGO_TARGET_DIR) : path.join(root, "target"), "release", "wgvit");
 const TIMEOUT_MS = 240_000;
 
@@ -175,6 +179,55 @@ async function main() {
     check("a revisit reads the weights from the cache", revisit.every((v) => !v.r.error) && revisit[0].breakdown.includes("(from cache)")
       && sameAsNative(again.shown, nativeDigit), revisit.map((v) => v.r.error).filter(Boolean).join("; ") || `${revisit[0].breakdown}; ${listing(again.shown, nativeDigit)}`);
     console.log(`screenshot: ${path.relative(root, SCREENSHOT)}`);
+
+    // 7. attention maps
+    await page.selectOption("#weights", "hatnet-digits");
+    await page.selectOption("#model", "hatnet-digits");
+    await page.selectOption("#image", "digit 7");
+    const settled = () => page.waitForFunction(() => document.body.dataset.state === "done" || document.body.dataset.state === "error", null, { timeout: TIMEOUT_MS });
+    const shown = () => page.evaluate(() => globalThis.wgvitShown && { ...globalThis.wgvitShown, values: Array.from(globalThis.wgvitShown.values) });
+    // Share of preview pixels with a heat-map tint (the crop alone is grey).
+    const tinted = (selector) => page.$$eval(selector, (canvases) => canvases.map((c) => {
+      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      let n = 0;
+      for (let i = 0; i < d.length; i += 4) if (Math.abs(d[i] - d[i + 2]) > 24) n++;
+      return n / (d.length / 4);
+    }));
+    await page.check("#overlay");
+    await settled();
+    const received = await shown();
+    const [tintReceived] = await tinted("#preview");
+    check("the attention overlay draws the summary map", received?.map === "summary" && received.query === null && received.values.length === 64 * 64
+      && tintReceived > 0.5, `${received?.map} ${received?.values.length} values, ${(100 * tintReceived).toFixed(0)}% tinted`);
+    const preview = await (await page.$("#preview")).boundingBox();
+    await page.mouse.click(preview.x + preview.width * 0.3, preview.y + preview.height * 0.6);
+    await page.waitForFunction(() => globalThis.wgvitShown?.query !== null && document.body.dataset.state === "done", null, { timeout: TIMEOUT_MS });
+    const clicked = await shown();
+    const moved = clicked.values.reduce((s, v, i) => s + Math.abs(v - received.values[i]), 0);
+    await page.screenshot({ path: EXPLAIN_SCREENSHOT, fullPage: true });
+    check("clicking the image shows that query's attention", clicked.query?.[0] === Math.floor(0.3 * 64) && clicked.query?.[1] === Math.floor(0.6 * 64)
+      && moved > 0.1, `query ${clicked.query}, L1 change of the summary ${moved.toFixed(3)}`);
+    await page.selectOption("#layer", "blocks.3.0.attn");
+    await page.selectOption("#head", "1");
+    const head = await shown();
+    await page.selectOption("#layer", "blocks.0.0.attn.local");
+    const local = await shown();
+    check("the layer and head pickers switch maps", head.map === "blocks.3.0.attn head 1" && head.values.length === 4
+      && local.map === "blocks.0.0.attn.local" && local.values.length === 256 && local.values.filter((v) => v > 0).length === 16,
+      `${head.map} (${head.values.length}), ${local.map} (${local.values.filter((v) => v > 0).length} of ${local.values.length} keys in the query's cell)`);
+    await page.click("#compare");
+    await settled();
+    // Distinct colours on each digit model's summary canvas: a drawn heat map has many.
+    const colours = await page.$$eval("#compare-table canvas", (cs) => cs.map((c) => {
+      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      const seen = new Set();
+      for (let i = 0; i < d.length; i += 4) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+      return { model: c.dataset.model, colours: seen.size };
+    }));
+    const digitMaps = colours.filter((c) => c.model.endsWith("-digits"));
+    check("the compare view shows each digit model's map", digitMaps.length === 4 && digitMaps.every((c) => c.colours > 16),
+      colours.map((c) => `${c.model} ${c.colours} colours`).join(", "));
+    console.log(`screenshot: ${path.relative(root, EXPLAIN_SCREENSHOT)}`);
   } finally {
     if (browser) await browser.close();
     server.kill();
