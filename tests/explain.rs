@@ -128,3 +128,25 @@ fn explain_takes_one_image_and_a_query_inside_it() {
     let e = pollster::block_on(m.explain(&f.input, Some((64, 3)))).unwrap_err().to_string();
     assert!(e.contains("64,3") && e.contains("64x64"), "{e}");
 }
+
+/// Every model id builds an explain graph (no GPU): each attention family names its maps once,
+/// with grids that fit the input, and only the toy network (no attention) has none.
+#[test]
+fn every_model_id_has_its_maps() {
+    for id in wgvit::models::model_ids() {
+        let weights = if id == "toy" { Weights::from_file(path("tests/fixtures/toy/weights.safetensors")).unwrap() } else { Weights::synthetic(0) };
+        let (h, w) = wgvit::models::resolve(&id, &weights).unwrap().default_input(&weights);
+        let mut g = wgvit::models::build_graph(&id, &weights, &[1, 3, h, w]).unwrap_or_else(|e| panic!("{id}: {e}"));
+        let names: Vec<&str> = g.probes.iter().map(|p| p.name.as_str()).collect();
+        let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+        assert_eq!(unique.len(), names.len(), "{id}: map names repeat: {names:?}");
+        assert_eq!(names.is_empty(), id == "toy", "{id}: {} maps", names.len());
+        for p in &g.probes {
+            let ((qh, qw), (kh, kw)) = (p.query_grid, p.key_grid);
+            assert!(qh <= h && qw <= w && kh <= qh && kw <= qw && kh * kw > 0, "{id} {}: query {qh}x{qw}, key {kh}x{kw}", p.name);
+        }
+        let outputs = g.outputs.len();
+        g.promote_probes();
+        assert!(g.outputs.len() > outputs || id == "toy", "{id}: no probe tensors");
+    }
+}
