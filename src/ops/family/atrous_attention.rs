@@ -127,8 +127,7 @@ pub fn atrous_attention(g: &mut Graph, qkv: TensorId, table: TensorId, dims: &At
         key: PipelineKey::new(Kernel::AtrousAttention)
             .with("WG", u((win * win).next_multiple_of(8)))
             .with("WIN", u(win))
-            .with("D4", u(hd / 4))
-            .with("GATE", (nb > 1) as u32),
+            .with("D4", u(hd / 4)),
         params: Uniform::of(&params::AtrousAttention { batch: u(batch), h: u(h), w: u(w), c: u(c), heads: u(heads), hd: u(hd), nb: u(nb), wins_w: u(w / win), wins: u(wins), row_in4: u(dims.qkv_row() / 4), row_out4: u(dims.out_row() / 4), gate4: u(nb * 3 * c / 4), scale, _p0: 0, _p1: 0, _p2: 0 }),
         reads: vec![qkv, table],
         writes: vec![out],
