@@ -10,6 +10,33 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::kernels::device::{kernels_from_env, DeviceProfile};
 
+/// Below this many FLOPs per dispatch on average, a graph runs faster on llvmpipe with every
+/// workgroup executed on the submitting thread (see [`prefer_inline_software_driver`]).
+pub const INLINE_DRIVER_FLOPS_PER_DISPATCH: u64 = 1_000_000;
+
+/// Mesa's llvmpipe (lavapipe) runs each dispatch's workgroups on a pool of one thread per core,
+/// and each dispatch hands its work to the pool and waits for it: about 100 µs of hand-off per
+/// dispatch on a 2-core host, more than the work of most dispatches of a small model. Measured on
+/// a 2-core AMD EPYC, warm medians with the pool against `LP_NUM_THREADS=0` (every workgroup on
+/// the submitting thread): vvt-digits 13.0 → 3.9 ms, hatnet-digits 18.6 → 9.2 ms, lavit-digits
+/// 25.0 → 12.8 ms, accvit-digits 25.7 → 18.5 ms; a large model loses the second core
+/// (hatnet-tiny 865–906 → 1132–1501 ms, accvit-micro at 224 113 → 181 ms).
+///
+/// So for a graph whose dispatches average under [`INLINE_DRIVER_FLOPS_PER_DISPATCH`] this sets
+/// `LP_NUM_THREADS=0`, unless the variable is already set (the user's choice wins). Only
+/// llvmpipe reads it, when its device is created: call this before the process's first
+/// [`GpuContext::new`], while no other thread runs (it changes the environment). Returns whether
+/// it set the variable.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn prefer_inline_software_driver(graph: &crate::graph::Graph) -> bool {
+    let dispatches = graph.nodes.len().max(1) as u64;
+    if std::env::var_os("LP_NUM_THREADS").is_some() || graph.total_flops() / dispatches >= INLINE_DRIVER_FLOPS_PER_DISPATCH {
+        return false;
+    }
+    std::env::set_var("LP_NUM_THREADS", "0");
+    true
+}
+
 /// What the adapter is and what it offers; printed by `wgvit info`.
 #[derive(Clone, Debug)]
 pub struct DeviceInfo {

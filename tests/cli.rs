@@ -149,8 +149,23 @@ fn bench_runs_a_model_with_random_weights_and_reports_its_numbers() {
     for field in ["cold:", "warm:", "GFLOP/s", "dispatches per forward", "activations"] {
         assert!(stdout.contains(field), "bench output lacks {field:?}:\n{stdout}");
     }
+    assert!(!stdout.contains("driver: LP_NUM_THREADS=0"), "a model of large dispatches keeps llvmpipe's thread pool:\n{stdout}");
     assert_one_error_line(&["bench", "--model", "hatnet-micro", "--size", "256"], &["hatnet-micro", "256"]);
     assert_one_error_line(&["bench", "--model", "hatnet-micro", "--size", "22x"], &["--size"]);
+}
+
+/// On lavapipe a model of small dispatches runs every workgroup on the submitting thread, unless
+/// the user set LP_NUM_THREADS (`wgvit::context::prefer_inline_software_driver`).
+#[test]
+fn small_models_run_inline_on_llvmpipe_unless_the_user_chose() {
+    let inline = wgvit(&["bench", "--model", "vvt-digits", "--runs", "2"]);
+    let stdout = text(&inline.stdout);
+    assert!(inline.status.success(), "{}", text(&inline.stderr));
+    if stdout.contains("llvmpipe") {
+        assert!(stdout.contains("driver: LP_NUM_THREADS=0"), "{stdout}");
+    }
+    let chosen = wgvit_with_env(&["bench", "--model", "vvt-digits", "--runs", "2"], &[("LP_NUM_THREADS", std::ffi::OsStr::new("2"))]);
+    assert!(chosen.status.success() && !text(&chosen.stdout).contains("driver:"), "{}", text(&chosen.stdout));
 }
 
 /// The pipeline cache is written under XDG_CACHE_HOME and read by the next process; a corrupt or

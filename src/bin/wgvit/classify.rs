@@ -123,6 +123,7 @@ pub fn classify(card: ModelCard, weights: Weights, opts: &Options) -> Result<boo
         return Ok(false);
     }
 
+    crate::cli::tune_software_driver(card.id(), &weights, &[batch, 3, h, w]);
     let engine = pollster::block_on(Engine::new())?;
     let info = engine.info().clone();
     let model = engine.load(card, weights)?;

@@ -303,6 +303,18 @@ pub fn explain_size(e: Error, model: &wgvit::Model, batch: usize, size: &InputSi
     ))
 }
 
+/// Before the engine exists: lets llvmpipe run a graph of small dispatches (the digit models) on
+/// the calling thread, `wgvit::context::prefer_inline_software_driver`; true when it did. The
+/// graph is built on the host for the decision (no GPU); a model that cannot be built is left to
+/// report its error later.
+pub fn tune_software_driver(id: &str, weights: &Weights, shape: &[usize]) -> bool {
+    let Ok(spec) = wgvit::models::resolve(id, weights) else { return false };
+    match wgvit::models::build_spec_graph(&spec, weights, shape, wgvit::kernels::DeviceProfile::cpu_like()) {
+        Ok(graph) => wgvit::context::prefer_inline_software_driver(&graph),
+        Err(_) => false,
+    }
+}
+
 /// The weights at `path` or of the bundled model `model` (and `true`), else random weights for
 /// any built-in model (and `false`).
 fn load_weights(model: Option<&str>, path: Option<&Path>) -> Result<(Weights, bool)> {
@@ -346,6 +358,7 @@ pub fn main() -> Result<bool> {
             let x = read_tensor(&input_name, &io::read_file(&input, io::MAX_TENSOR_BYTES, "input tensor")?, "input")?;
             let weights = model_weights(model.as_deref(), weights.as_deref())?;
             let model = resolve_model(model, Some(&weights))?;
+            tune_software_driver(&model, &weights, &x.shape);
             let engine = pollster::block_on(Engine::new())?;
             let m = engine.load_model(&model, weights)?;
             let logits = pollster::block_on(m.run(&x))?;

@@ -46,6 +46,7 @@ pub fn explain(card: ModelCard, weights: Weights, opts: &Options) -> Result<bool
     }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::Io { path: opts.out.display().to_string(), reason: format!("--out: cannot create the folder: {e}") })?;
     let prep = card.preprocess_at((h, w));
+    crate::cli::tune_software_driver(card.id(), &weights, &[1, 3, h, w]);
     let engine = pollster::block_on(Engine::new())?;
     let model = engine.load(card, weights)?;
     let id = model.id.clone();

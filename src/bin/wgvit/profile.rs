@@ -100,6 +100,7 @@ fn print_table(title: &str, rows: &[Row], total: f64, limit: usize) {
 
 pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::InputSize, batch: usize, runs: usize, depth: Option<usize>, top: usize) -> Result<()> {
     let size = input_size.size;
+    crate::cli::tune_software_driver(model_id, &weights, &[batch, 3, size.0, size.1]);
     let engine = pollster::block_on(Engine::new())?;
     let info = engine.info().clone();
     println!("device: {} ({}, {})", info.name, info.backend, info.device_type);
