@@ -94,6 +94,9 @@ impl Engine {
     }
 }
 
+/// An explain graph and the probes whose tensors it reads back.
+type ExplainGraph = (Arc<Executable>, Arc<Vec<Probe>>);
+
 /// A model on the device. Its weights are uploaded once; a graph is built and compiled per input
 /// shape on first use (or ahead of time with [`Model::prepare`]) and kept.
 pub struct Model {
@@ -105,7 +108,7 @@ pub struct Model {
     constants: ConstantCache,
     graphs: Mutex<HashMap<Vec<usize>, Arc<Executable>>>,
     /// The explain graphs (the forward plus its probes' tensors as outputs) and their probes.
-    explain_graphs: Mutex<HashMap<Vec<usize>, (Arc<Executable>, Arc<Vec<Probe>>)>>,
+    explain_graphs: Mutex<HashMap<Vec<usize>, ExplainGraph>>,
 }
 
 impl Model {
