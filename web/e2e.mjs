@@ -172,9 +172,10 @@ async function main() {
       await page.selectOption("#model", id);
       await page.selectOption("#image", "digit 7");
       const r = await classifyOnPage(page);
-      revisit.push({ id, r, cold: (await page.textContent("#latency-cold")).trim(), breakdown: (await page.textContent("#cold-breakdown")).trim() });
+      revisit.push({ id, r, cold: (await page.textContent("#latency-cold")).trim(), warm: (await page.textContent("#latency-warm")).trim(),
+        breakdown: (await page.textContent("#cold-breakdown")).trim() });
     }
-    for (const v of revisit) console.log(`     revisit ${v.id}: cold ${v.cold}: ${v.breakdown}`);
+    for (const v of revisit) console.log(`     revisit ${v.id}: cold ${v.cold}, warm ${v.warm}: ${v.breakdown}`);
     const again = revisit[0].r;
     check("a revisit reads the weights from the cache", revisit.every((v) => !v.r.error) && revisit[0].breakdown.includes("(from cache)")
       && sameAsNative(again.shown, nativeDigit), revisit.map((v) => v.r.error).filter(Boolean).join("; ") || `${revisit[0].breakdown}; ${listing(again.shown, nativeDigit)}`);
