@@ -41,23 +41,11 @@ enum Command {
     ///
     /// Example: wgvit classify photos/ --weights hatnet-tiny.safetensors --top 3 --json > labels.jsonl
     Classify {
-        /// Image files and folders.
-        #[arg(required = true)]
-        inputs: Vec<PathBuf>,
-        /// Model id; may be left out when the weights' metadata names it (see `wgvit convert`).
-        /// Default without --weights: the bundled hatnet-digits.
-        #[arg(long)]
-        model: Option<String>,
-        /// Weights: .safetensors, or a PyTorch checkpoint (.pth, .pt, .bin). Not needed for the
-        /// bundled models (hatnet-digits, vvt-digits, accvit-digits, lavit-digits).
-        #[arg(long)]
-        weights: Option<PathBuf>,
+        #[command(flatten)]
+        images: ImageModel,
         /// How many classes to print per image.
         #[arg(long, default_value_t = 5)]
         top: usize,
-        /// Input size S or HxW (default: the weights' metadata, else the model's usual size).
-        #[arg(long)]
-        size: Option<String>,
         /// One JSON object per line and image on stdout (no progress bar).
         #[arg(long)]
         json: bool,
@@ -77,16 +65,8 @@ enum Command {
     ///
     /// Example: wgvit explain assets/samples/ --model vvt-digits --out maps/ --json --query 16,12
     Explain {
-        /// Image files and folders.
-        #[arg(required = true)]
-        inputs: Vec<PathBuf>,
-        /// Model id; may be left out when the weights' metadata names it. Default without
-        /// --weights: the bundled hatnet-digits.
-        #[arg(long)]
-        model: Option<String>,
-        /// Weights: .safetensors or a PyTorch checkpoint. Not needed for the bundled models.
-        #[arg(long)]
-        weights: Option<PathBuf>,
+        #[command(flatten)]
+        images: ImageModel,
         /// Folder for the PNG files (created if missing).
         #[arg(long, required = true)]
         out: PathBuf,
@@ -97,9 +77,6 @@ enum Command {
         /// attention. Default: the attention each position receives from all queries.
         #[arg(long)]
         query: Option<String>,
-        /// Input size S or HxW (default: the weights' metadata, else the model's usual size).
-        #[arg(long)]
-        size: Option<String>,
     },
     /// Run a model on an input tensor: reads `input` [B,3,H,W] f32, writes `logits` [B,classes].
     ///
@@ -333,20 +310,14 @@ pub fn main() -> Result<bool> {
             let ctx = GpuContext::new_blocking()?;
             println!("{}", ctx.info);
         }
-        Command::Classify { inputs, model, weights, top, size, json, batch } => {
-            let weights = model_weights(model.as_deref(), weights.as_deref())?;
-            let id = resolve_model(model, Some(&weights))?;
-            let card = ModelCard::new(&id, &weights)?;
-            let size = resolve_size(size.as_deref(), &card, &weights)?;
+        Command::Classify { images, top, json, batch } => {
+            let (inputs, card, weights, size) = images.resolve()?;
             let opts = crate::classify::Options { inputs, top: top.max(1), size, json, batch: flag_batch(batch)? };
             return crate::classify::classify(card, weights, &opts);
         }
-        Command::Explain { inputs, model, weights, out, json, query, size } => {
+        Command::Explain { images, out, json, query } => {
             let query = query.as_deref().map(crate::explain::parse_query).transpose()?;
-            let weights = model_weights(model.as_deref(), weights.as_deref())?;
-            let id = resolve_model(model, Some(&weights))?;
-            let card = ModelCard::new(&id, &weights)?;
-            let size = resolve_size(size.as_deref(), &card, &weights)?;
+            let (inputs, card, weights, size) = images.resolve()?;
             let opts = crate::explain::Options { inputs, out, json, query, size };
             return crate::explain::explain(card, weights, &opts);
         }
@@ -385,6 +356,36 @@ pub fn main() -> Result<bool> {
         Command::BenchOps { runs, sweep } => crate::bench::bench_ops(runs, sweep)?,
     }
     Ok(true)
+}
+
+/// What `classify` and `explain` read and run: images, the model, its weights and input size.
+#[derive(clap::Args)]
+pub struct ImageModel {
+    /// Image files and folders.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Model id; may be left out when the weights' metadata names it (see `wgvit convert`).
+    /// Default without --weights: the bundled hatnet-digits.
+    #[arg(long)]
+    model: Option<String>,
+    /// Weights: .safetensors, or a PyTorch checkpoint (.pth, .pt, .bin). Not needed for the
+    /// bundled models (hatnet-digits, vvt-digits, accvit-digits, lavit-digits).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Input size S or HxW (default: the weights' metadata, else the model's usual size).
+    #[arg(long)]
+    size: Option<String>,
+}
+
+impl ImageModel {
+    /// The inputs, the model's card, its weights and the checked input size.
+    fn resolve(self) -> Result<(Vec<PathBuf>, ModelCard, Weights, InputSize)> {
+        let weights = model_weights(self.model.as_deref(), self.weights.as_deref())?;
+        let id = resolve_model(self.model, Some(&weights))?;
+        let card = ModelCard::new(&id, &weights)?;
+        let size = resolve_size(self.size.as_deref(), &card, &weights)?;
+        Ok((self.inputs, card, weights, size))
+    }
 }
 
 /// What `bench` and `profile` run: the model, its weights, the input size and the batch.
