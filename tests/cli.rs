@@ -154,6 +154,27 @@ fn bench_runs_a_model_with_random_weights_and_reports_its_numbers() {
     assert_one_error_line(&["bench", "--model", "hatnet-micro", "--size", "22x"], &["--size"]);
 }
 
+/// Output to a closed pipe (`wgvit classify dir/ | head -1`) ends the process quietly: no panic
+/// from `println!`.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/samples");
+    for args in [["classify", samples, "--json"], ["explain", samples, "--json"]] {
+        let out_dir = std::env::temp_dir().join(format!("wgvit-pipe-{}", std::process::id()));
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wgvit"));
+        cmd.args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        if args[0] == "explain" {
+            cmd.arg("--out").arg(&out_dir);
+        }
+        let mut child = cmd.spawn().unwrap();
+        drop(child.stdout.take()); // the reader goes away before the first line
+        let out = child.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "wgvit {args:?} into a closed pipe:\n{stderr}");
+        let _ = std::fs::remove_dir_all(&out_dir);
+    }
+}
+
 /// On lavapipe a model of small dispatches runs every workgroup on the submitting thread, unless
 /// the user set LP_NUM_THREADS (`wgvit::context::prefer_inline_software_driver`).
 #[test]

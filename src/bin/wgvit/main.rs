@@ -18,6 +18,13 @@ mod profile;
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
+    // Rust ignores SIGPIPE, so printing to a closed pipe (`wgvit classify dir/ | head`) would
+    // panic in `println!`; a command-line tool ends quietly there instead.
+    #[cfg(unix)]
+    // SAFETY: called first, before any other thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match cli::main() {
         Ok(true) => {}
