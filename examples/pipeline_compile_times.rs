@@ -3,7 +3,9 @@
 //! inputs), and its first run minus its second is the compile (drivers like lavapipe compile at
 //! first dispatch). Pairs, not keys: a driver may specialise a shader on uniform values (Mesa's
 //! uniform inlining) and then compiles per pair; lavapipe 22.3 compiled each pipeline of the
-//! bundled models once, at its first pair. Rows are per key, summed over its pairs. Run it with
+//! bundled models once, at its first pair. Rows are per key, summed over its pairs, with the
+//! slowest warm run of a pair: a warm run of a millisecond or more, comparable to the compile,
+//! means the driver compiles the pipeline again at every bind (flagged). Run it with
 //! the driver's shader cache off to see what a fresh machine pays, e.g. on lavapipe:
 //!
 //! ```sh
@@ -38,7 +40,8 @@ fn main() -> wgvit::Result<()> {
     let graph = models::build_spec_graph(&card.spec, &weights, &[1, 3, size.0, size.1], profile.clone())?;
 
     let mut seen = HashSet::new();
-    let mut rows: Vec<(f64, usize, String, String)> = Vec::new();
+    // (compile seconds summed over pairs, pairs, label, key, slowest warm run of a pair)
+    let mut rows: Vec<(f64, usize, String, String, f64)> = Vec::new();
     for node in graph.nodes.iter().filter(|n| seen.insert((n.key.clone(), n.params.words.clone()))) {
         let mut single = Graph::for_profile(profile.clone());
         let inputs: Vec<HostTensor> = node.reads.iter().map(|&t| HostTensor::zeros(graph.shape(t).to_vec())).collect();
@@ -57,14 +60,16 @@ fn main() -> wgvit::Result<()> {
             pollster::block_on(exe.run(&refs))?;
             Ok(t.elapsed().as_secs_f64())
         };
-        let (first, second) = (time()?, time()?);
+        let (first, second, third) = (time()?, time()?, time()?);
+        let warm = second.min(third);
         let key = format!("{:?}", node.key);
         match rows.iter_mut().find(|r| r.3 == key) {
             Some(row) => {
-                row.0 += first - second;
+                row.0 += first - warm;
                 row.1 += 1;
+                row.4 = row.4.max(warm);
             }
-            None => rows.push((first - second, 1, node.label.clone(), key)),
+            None => rows.push((first - warm, 1, node.label.clone(), key, warm)),
         }
     }
     rows.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -77,8 +82,13 @@ fn main() -> wgvit::Result<()> {
         engine.info().name,
         rows.len()
     );
-    for (secs, count, label, key) in &rows {
-        println!("{secs:7.2} s  {count:3} × {label}  {key}");
+    println!("compile    pairs  warm     layer  key");
+    for (secs, count, label, key, warm) in &rows {
+        // A one-dispatch forward of these digit-sized shapes runs in well under a millisecond once
+        // compiled; far more means the driver compiles again at every bind (lavapipe 22.3 does when
+        // it inlines the uniform: see `k_opaque_zero` in shaders/lib/gemm_tile.wgsl).
+        let flag = if *warm > 1e-3 && *warm > 0.25 * (secs / *count as f64) { "  <- re-compiled at every bind?" } else { "" };
+        println!("{secs:7.2} s  {count:3} × {:6.2} ms  {label}  {key}{flag}", warm * 1e3);
     }
     Ok(())
 }
