@@ -159,9 +159,9 @@ impl Model {
         let mut outputs: HashMap<String, HostTensor> = exe.output_names().into_iter().zip(exe.run(&[input]).await?).collect();
         let logits = outputs.remove("logits").ok_or_else(|| Error::Graph("the explain graph has no logits".into()))?;
         let tensor = |t: TensorId| {
-            outputs.get(&probe_output(t)).map(|h| h.data.clone()).ok_or_else(|| Error::Graph(format!("the explain graph has no output for tensor {}", t.0)))
+            outputs.get(&probe_output(t)).map(|h| h.data.as_slice()).ok_or_else(|| Error::Graph(format!("the explain graph has no output for tensor {}", t.0)))
         };
-        let explanation = crate::explain::explain(&probes, &tensor, (shape[2], shape[3]), query)?;
+        let explanation = crate::explain::explain(&probes, tensor, (shape[2], shape[3]), query)?;
         Ok((logits, explanation))
     }
 

@@ -97,7 +97,7 @@ pub fn query_cell((x, y): (usize, usize), (h, w): (usize, usize), (gh, gw): (usi
 
 /// The maps of `probes` and their summary. `tensor` gives batch 0 of a probe input; `input` is
 /// the image's (H, W); `query` a pixel `(x, y)` inside it, or `None` for the received maps.
-pub fn explain(probes: &[Probe], tensor: &dyn Fn(TensorId) -> Result<Vec<f32>>, input: (usize, usize), query: Option<(usize, usize)>) -> Result<Explanation> {
+pub fn explain<'a>(probes: &[Probe], tensor: impl Fn(TensorId) -> Result<&'a [f32]>, input: (usize, usize), query: Option<(usize, usize)>) -> Result<Explanation> {
     if let Some((x, y)) = query {
         if x >= input.1 || y >= input.0 {
             return Err(Error::Invalid(format!(
@@ -110,8 +110,7 @@ pub fn explain(probes: &[Probe], tensor: &dyn Fn(TensorId) -> Result<Vec<f32>>, 
     let mut summary = vec![0f64; input.0 * input.1];
     let mut summed = 0usize;
     for probe in probes {
-        let data = probe.inputs.iter().map(|&t| tensor(t)).collect::<Result<Vec<_>>>()?;
-        let views: Vec<&[f32]> = data.iter().map(|d| d.as_slice()).collect();
+        let views = probe.inputs.iter().map(|&t| tensor(t)).collect::<Result<Vec<&[f32]>>>()?;
         let q = query.map(|px| query_cell(px, input, probe.query_grid));
         let heads = (probe.map)(&views, q);
         let (kh, kw) = probe.key_grid;

@@ -292,6 +292,16 @@ impl Preprocess {
         out
     }
 
+    /// The inverse of the normalisation: a `[3, H, W]` tensor as the 8-bit RGB crop it shows
+    /// (row-major, 3 bytes a pixel; values outside 0 ..= 1 clamped). What `wgvit explain` and
+    /// the browser draw the attention over.
+    pub fn pixels(&self, tensor: &[f32], (h, w): (usize, usize)) -> Vec<u8> {
+        let plane = h * w;
+        (0..plane)
+            .flat_map(|p| (0..3).map(move |c| ((tensor[c * plane + p] * self.std[c] + self.mean[c]).clamp(0.0, 1.0) * 255.0).round() as u8))
+            .collect()
+    }
+
     /// Decodes `bytes` and applies [`Preprocess::tensor`].
     pub fn load(&self, file: &str, bytes: &[u8]) -> Result<Vec<f32>> {
         Ok(self.tensor(&decode(file, bytes)?))

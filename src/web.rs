@@ -201,13 +201,7 @@ impl Model {
             .map(|(index, prob)| serde_json::json!({ "index": index, "label": names.as_ref().map(|n| n[index].clone()), "prob": prob }))
             .collect();
         let (h, w) = (x.shape[2], x.shape[3]);
-        let (mean, std) = (self.inner.card.preprocess.mean, self.inner.card.preprocess.std);
-        let crop: Vec<u8> = (0..h * w)
-            .flat_map(|p| {
-                let rgb: [u8; 3] = std::array::from_fn(|c| ((x.data[c * h * w + p] * std[c] + mean[c]).clamp(0.0, 1.0) * 255.0).round() as u8);
-                [rgb[0], rgb[1], rgb[2], 255]
-            })
-            .collect();
+        let crop: Vec<u8> = self.inner.card.preprocess.pixels(&x.data, (h, w)).chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
         let json = serde_json::json!({
             "model": self.inner.id,
             "crop": crop,

@@ -31,8 +31,9 @@ let engine = null;
 let engineMs = null; // Engine.create(): adapter + device, once per page
 const userWeights = new Map(); // key -> { name, bytes }
 let userImage = null; // { name, bitmap }
-// The last explanation shown on the preview: Model.explain's result, for (weights, model, image).
-let explained = null; // { key, result }
+// The last explanation shown on the preview: Model.explain's result for the current weights,
+// model and image (cleared when any of them changes).
+let explained = null; // { result }
 // Read by the end-to-end test (web/e2e.mjs): the map on the preview and its values.
 globalThis.wgvitShown = null;
 const models = new Map(); // `${weightsKey}|${modelId}|${size}` -> Model (graphs cached per shape inside)
@@ -331,7 +332,7 @@ async function explainNow(query) {
     const { model } = await getModel(ui.weights.value, modelId);
     const t0 = performance.now();
     const result = await model.explain(bitmap, query, size);
-    explained = { key: `${ui.weights.value}|${modelId}|${ui.image.value}`, result };
+    explained = { result };
     fillPickers(result);
     showExplained();
     showTop(result.top);

@@ -62,8 +62,8 @@ pub fn explain(card: ModelCard, weights: Weights, opts: &Options) -> Result<bool
             }
             let stem = path.file_stem().map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
             let png = opts.out.join(format!("{stem}.{id}.png"));
-            let (mean, std) = (model.card.preprocess.mean, model.card.preprocess.std);
-            write_png(&png, &input, (mean, std), &maps.summary, opts.query)?;
+            let crop = model.card.preprocess.pixels(&input.data, (h, w));
+            write_png(&png, &crop, (h, w), &maps.summary, opts.query)?;
             let top = crate::classify::top_k(&logits.data, 1);
             let labels = model.card.labels_for(logits.data.len());
             let label = |c: usize| labels.as_ref().map_or_else(|| format!("class {c}"), |l| l[c].clone());
@@ -154,8 +154,7 @@ fn draw_text(img: &mut image::RgbImage, text: &str, (x, y): (u32, u32), scale: u
 /// The input crop with the summary as a heat map (scaled so its largest value is the brightest
 /// colour), the query pixel marked with a cyan cross, and a legend: the colour bar from 0 to the
 /// summary's largest value (attention mass per input pixel).
-fn write_png(path: &Path, input: &HostTensor, (mean, std): ([f32; 3], [f32; 3]), summary: &AttentionMap, query: Option<(usize, usize)>) -> Result<()> {
-    let (h, w) = (input.shape[2], input.shape[3]);
+fn write_png(path: &Path, crop: &[u8], (h, w): (usize, usize), summary: &AttentionMap, query: Option<(usize, usize)>) -> Result<()> {
     let scale = MIN_SIDE.div_ceil(h.min(w)).max(1);
     let (ow, oh) = (w * scale, h * scale);
     let legend = 40usize;
@@ -164,8 +163,8 @@ fn write_png(path: &Path, input: &HostTensor, (mean, std): ([f32; 3], [f32; 3]),
     for y in 0..oh {
         for x in 0..ow {
             let (sy, sx) = (y / scale, x / scale);
-            let rgb: [f32; 3] = std::array::from_fn(|c| (input.data[(c * h + sy) * w + sx] * std[c] + mean[c]).clamp(0.0, 1.0) * 255.0);
-            let gray = (rgb[0] + rgb[1] + rgb[2]) / 3.0;
+            let rgb = &crop[3 * (sy * w + sx)..][..3];
+            let gray = rgb.iter().map(|&v| v as f32).sum::<f32>() / 3.0;
             let v = if peak > 0.0 { summary.values[sy * w + sx] / peak } else { 0.0 };
             let c = heat(v);
             let px: [u8; 3] = std::array::from_fn(|i| ((1.0 - HEAT_ALPHA) * gray + HEAT_ALPHA * c[i]).round() as u8);
