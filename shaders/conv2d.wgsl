@@ -13,7 +13,10 @@
 // requires: activations, gemm_tile
 // Variants: without VEC4 (`Kernel::Conv2d`, any K) the weight is array<f32> and a row segment of
 // 4 weights takes 4 scalar loads; with VEC4 (`Kernel::Conv2dVec4`, K % 4 == 0, so every weight
-// row and every k step starts on a vec4) one vec4 load moves 4 weights.
+// row and every k step starts on a vec4) one vec4 load moves 4 weights. A constant weight whose
+// rows are not a multiple of 4 long (an RGB stem: 3*3*3 = 27 taps) comes padded with zeros to
+// K = taps rounded up to 4, so it too takes VEC4 without the masked k step; the im2col reads of
+// taps past `taps` are masked to 0.
 // Bindings: 0 params, 1 x [B, Cin, H, W], 2 weight, 3 bias [Cout] (the host binds the weight in
 // place of an absent bias; BIAS = false never reads it), 4 out [B, Cout, Ho, Wo].
 // Dispatch: workgroups of WG_N x WG_M invocations, each owning TM channels x TN pixels, over
@@ -41,7 +44,9 @@ struct Params {
     pad_w: u32,
     dil_h: u32,
     dil_w: u32,
-    _p0: u32,
+    // The real reduction length Cin/groups * kh * kw; `k`, the weight's row length, is it rounded
+    // up to 4 when the host padded the weight rows with zeros.
+    taps: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -139,7 +144,7 @@ fn b_row(t: Tile, g: u32, r: vec3<u32>, kk: u32) -> vec4<f32> {
     let ih = t.ih0[g] + vec4<i32>(i32(r.y * params.dil_h));
     let iw = t.iw0[g] + vec4<i32>(i32(r.z * params.dil_w));
     let inside = (ih >= vec4<i32>(0)) & (ih < vec4<i32>(H)) & (iw >= vec4<i32>(0)) & (iw < vec4<i32>(W))
-               & vec4<bool>(kk < params.k);
+               & vec4<bool>(kk < params.taps);
     let plane = t.b_off + r.x * params.in_h * params.in_w;
     let idx = select(vec4<u32>(t.b_off), vec4<u32>(plane) + vec4<u32>(ih) * params.in_w + vec4<u32>(iw), inside);
     let v = vec4<f32>(x[idx.x], x[idx.y], x[idx.z], x[idx.w]);

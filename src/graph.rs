@@ -119,6 +119,15 @@ impl Graph {
         Ok(self.new_tensor(shape, StorageKind::Constant { key: key.to_string(), data }))
     }
 
+    /// The key and values of `t` when it is a constant (or a view of one), for ops that derive
+    /// another constant from it.
+    pub fn constant_data(&self, t: TensorId) -> Option<(&str, &Arc<Vec<f32>>)> {
+        match &self.storages[self.tensors[t.0].storage].kind {
+            StorageKind::Constant { key, data } => Some((key.as_str(), data)),
+            _ => None,
+        }
+    }
+
     /// A fresh activation, to be written by the node that creates it.
     pub fn activation(&mut self, shape: &[usize]) -> TensorId {
         self.new_tensor(shape, StorageKind::Activation)

@@ -23,6 +23,8 @@ struct Case {
     p: Conv2dParams,
     bias: bool,
     act: Activation,
+    /// The weight as a graph constant (as models load it) instead of an input.
+    constant_weight: bool,
 }
 
 fn case(x: [usize; 4], cout: usize, kernel: (usize, usize), stride: usize, padding: usize, dilation: usize, groups: usize) -> Case {
@@ -33,6 +35,7 @@ fn case(x: [usize; 4], cout: usize, kernel: (usize, usize), stride: usize, paddi
         p: Conv2dParams { stride: (stride, stride), padding: (padding, padding), dilation: (dilation, dilation), groups },
         bias: true,
         act: Activation::None,
+        constant_weight: false,
     }
 }
 
@@ -48,8 +51,13 @@ fn check(cases: &[Case], seed: u64) {
         let wt = rng.tensor(&w_shape, -1.0, 1.0);
         let bt = rng.tensor(&[c.cout], -1.0, 1.0);
         let xi = g.input(&format!("x{n}"), &c.x);
-        let wi = g.input(&format!("w{n}"), &w_shape);
-        inputs.extend([xt.clone(), wt.clone()]);
+        inputs.push(xt.clone());
+        let wi = if c.constant_weight {
+            g.constant(&format!("w{n}"), &w_shape, std::sync::Arc::new(wt.data.clone())).unwrap()
+        } else {
+            inputs.push(wt.clone());
+            g.input(&format!("w{n}"), &w_shape)
+        };
         let bi = c.bias.then(|| {
             inputs.push(bt.clone());
             g.input(&format!("b{n}"), &[c.cout])
@@ -93,6 +101,34 @@ fn conv2d_dense_and_grouped_geometries() {
     cases[11].p.padding = (2, 1);
     cases[11].p.stride = (1, 2);
     check(&cases, 21);
+}
+
+/// Constant weights whose rows are not a multiple of 4 long (RGB stems: 27 and 147 taps) are
+/// padded with zeros and run on the vec4 kernel without a masked k step; the padding taps must
+/// add nothing, whatever the input holds past the real channels.
+#[test]
+fn conv2d_constant_weights_with_odd_rows_take_the_vec4_kernel() {
+    let mut cases = vec![
+        case([2, 3, 17, 19], 16, (3, 3), 2, 1, 1, 1),
+        case([1, 3, 23, 21], 8, (7, 7), 4, 3, 1, 1),
+        case([1, 6, 11, 9], 10, (3, 3), 1, 1, 1, 2),
+        case([2, 5, 9, 13], 7, (5, 5), 1, 2, 1, 1),
+    ];
+    for c in &mut cases {
+        c.constant_weight = true;
+    }
+    cases[1].act = Activation::Gelu;
+    for c in &cases {
+        let mut g = Graph::new();
+        let x = g.input("x", &c.x);
+        let w_shape = [c.cout, c.x[1] / c.p.groups, c.kernel.0, c.kernel.1];
+        let w = g.constant("w", &w_shape, std::sync::Arc::new(vec![0.5; w_shape.iter().product()])).unwrap();
+        conv2d(&mut g, x, w, None, &c.p, c.act).unwrap();
+        let key = &g.nodes.last().unwrap().key;
+        assert_eq!(key.kernel, wgvit::kernels::Kernel::Conv2dVec4, "{:?}", c.x);
+        assert!(key.constants().contains(&("K_TAIL", 0)), "{key:?}");
+    }
+    check(&cases, 23);
 }
 
 /// Depthwise (groups == C): its own kernel for kernel widths up to 7, odd sizes, strides 1 and 2,

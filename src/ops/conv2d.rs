@@ -146,14 +146,36 @@ fn depthwise(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId
     Ok(y)
 }
 
+/// A constant `weight` of `rows` rows of `taps` values as rows padded with zeros to a multiple
+/// of 4, as a derived constant; `None` when the weight is computed on the device.
+fn weight_rows_padded_to_4(g: &mut Graph, weight: TensorId, rows: usize, taps: usize) -> Result<Option<TensorId>> {
+    let Some((key, data)) = g.constant_data(weight) else { return Ok(None) };
+    let k = taps.next_multiple_of(4);
+    let mut padded = vec![0f32; rows * k];
+    for (dst, src) in padded.chunks_exact_mut(k).zip(data.chunks_exact(taps)) {
+        dst[..taps].copy_from_slice(src);
+    }
+    let key = format!("{key}#rows4");
+    g.constant(&key, &[rows, k], std::sync::Arc::new(padded)).map(Some)
+}
+
 fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, p: &Conv2dParams, s: &Conv2dShape, act: Activation) -> Result<TensorId> {
     let (kh, kw) = s.kernel;
     let groups = p.groups;
     let m = s.out_c / groups;
     let n = s.out_h * s.out_w;
-    let k = s.in_c / groups * kh * kw;
+    let taps = s.in_c / groups * kh * kw;
+    // Weight rows of a length not a multiple of 4 (RGB stems: 3·3·3 = 27, 3·7·7 = 147 taps) are
+    // padded with zeros, so that these convs share the vec4 pipeline of the model's other convs
+    // instead of compiling the element-load one with its masked k step (0.36–0.39 s of lavapipe
+    // JIT at the first dispatch, one per bundled model).
+    let padded = if taps.is_multiple_of(4) { None } else { weight_rows_padded_to_4(g, weight, s.out_c, taps)? };
+    let (weight, k) = match padded {
+        Some(w) => (w, taps.next_multiple_of(4)),
+        None => (weight, taps),
+    };
     let batches = s.batch * groups;
-    let t = tuning::conv_gemm_tiling(&g.profile, 2 * (batches * m * n * k) as u64);
+    let t = tuning::conv_gemm_tiling(&g.profile, 2 * (batches * m * n * taps) as u64);
     let tiles_m = m.div_ceil((t.wg_m * t.tm) as usize);
     let tiles_n = n.div_ceil((t.wg_n * t.tn) as usize);
     let y = g.activation(&[s.batch, s.out_c, s.out_h, s.out_w]);
@@ -169,11 +191,11 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
             .with("K_TAIL", !k.is_multiple_of(4) as u32)
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32),
-        params: Uniform::of(&params::Conv2d { m: c(m), n: c(n), k: c(k), batches: c(batches), tiles_m: c(tiles_m), tiles_n: c(tiles_n), groups: c(groups), in_c: c(s.in_c / groups), in_h: c(s.in_h), in_w: c(s.in_w), out_w: c(s.out_w), kernel_h: c(kh), kernel_w: c(kw), stride_h: c(p.stride.0), stride_w: c(p.stride.1), pad_h: c(p.padding.0), pad_w: c(p.padding.1), dil_h: c(p.dilation.0), dil_w: c(p.dilation.1), _p0: 0 }),
+        params: Uniform::of(&params::Conv2d { m: c(m), n: c(n), k: c(k), batches: c(batches), tiles_m: c(tiles_m), tiles_n: c(tiles_n), groups: c(groups), in_c: c(s.in_c / groups), in_h: c(s.in_h), in_w: c(s.in_w), out_w: c(s.out_w), kernel_h: c(kh), kernel_w: c(kw), stride_h: c(p.stride.0), stride_w: c(p.stride.1), pad_h: c(p.padding.0), pad_w: c(p.padding.1), dil_h: c(p.dilation.0), dil_w: c(p.dilation.1), taps: c(taps) }),
         reads: vec![x, weight, bias.unwrap_or(weight)],
         writes: vec![y],
         workgroups: grid(batches * tiles_m * tiles_n),
-        flops: 2 * (batches * m * n * k) as u64,
+        flops: 2 * (batches * m * n * taps) as u64,
     });
     Ok(y)
 }
