@@ -9,6 +9,7 @@ mod common;
 use common::{assert_close, run};
 use wgvit::models::torch_layout::fold_batchnorm;
 use wgvit::ops::conv2d::{conv2d, conv2d_cpu, Conv2dParams};
+use wgvit::kernels::DeviceProfile;
 use wgvit::ops::Activation;
 use wgvit::tensor::Rng;
 use wgvit::{Graph, HostTensor};
@@ -39,10 +40,16 @@ fn case(x: [usize; 4], cout: usize, kernel: (usize, usize), stride: usize, paddi
     }
 }
 
-/// Builds every case into one graph, runs it once and compares each output.
+/// Builds every case into one graph, runs it once and compares each output; once for each kernel
+/// set, since they tile the implicit GEMM differently.
 fn check(cases: &[Case], seed: u64) {
+    check_on(cases, seed, DeviceProfile::gpu_like());
+    check_on(cases, seed, DeviceProfile::cpu_like());
+}
+
+fn check_on(cases: &[Case], seed: u64, profile: DeviceProfile) {
     let mut rng = Rng::new(seed);
-    let mut g = Graph::new();
+    let mut g = Graph::for_profile(profile);
     let mut inputs: Vec<HostTensor> = Vec::new();
     let mut expected = Vec::new();
     for (n, c) in cases.iter().enumerate() {

@@ -6,7 +6,7 @@
 //!
 //! | choice | CPU-like set | GPU-like set |
 //! |---|---|---|
-//! | matmul / implicit-GEMM conv register tile | 16 × 8 outputs, 8 × 8 invocations; 4 × 4 below 4 MFLOP (convs: 32 MFLOP) | the same, convs from 4 MFLOP (a GPU-tuned set is open work) |
+//! | matmul / implicit-GEMM conv register tile | 16 × 8 outputs, 8 × 8 invocations; 4 × 4 below 4 MFLOP; convs 8 × 4 below 32 MFLOP | the same, convs from 4 MFLOP (a GPU-tuned set is open work) |
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | attention | rolled channel loops (fast JIT); 2 query rows per invocation from 4 MFLOP | 1 row, loops unrolled per head size (registers) |
@@ -36,19 +36,24 @@ pub fn matmul_tiling(_profile: &DeviceProfile, flops: u64) -> MatmulTiling {
 
 const SMALL_TILE: MatmulTiling = MatmulTiling { tm: 4, tn: 4, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto };
 
+const SMALL_CONV_TILE: MatmulTiling = MatmulTiling { tm: 8, tn: 4, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto };
+
 /// Convolutions of fewer FLOPs than this take the small tile on CPU-like devices.
 pub const SMALL_CONV_FLOPS: u64 = 32_000_000;
 
 /// The implicit-GEMM convolution's tile: the matmul's (channels × pixels per invocation), with
-/// the small tile up to [`SMALL_CONV_FLOPS`] on CPU-like devices. A conv kernel with the big tile
+/// a mid-size tile up to [`SMALL_CONV_FLOPS`] on CPU-like devices. A conv kernel with the big tile
 /// costs lavapipe about 1 s of JIT at the first dispatch; the models' convs below 32 MFLOP are the
 /// stems and patch embeddings of small models, where it is the only big-tile pipeline.
 /// accvit-digits' second stem conv (19 MFLOP): 1.0 s of compile saved (5.1 → 3.8 s over the
-/// model) for 1.7 → 2.7–3.0 ms warm (of a 31 ms forward). The tiny models' convs at 224 are all
-/// larger, so they keep the big tile.
+/// model) for 1.7 → 2.7–3.0 ms warm (of a 31 ms forward) with the 4 × 4 tile. 8 × 4 (8 output
+/// channels per invocation: half the im2col gathers per FMA) took that conv from 2.7 to 1.8 ms
+/// for 0.22 → 0.29 s of JIT, and vvt-digits from 2.7 to 1.8 ms warm (paired, 4 × 30 runs);
+/// the same tile on the small GEMMs cost 1 s of JIT per model for no warm gain. The tiny models'
+/// convs at 224 are all larger, so they keep the big tile.
 pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
     if profile.is_cpu_like() && flops < SMALL_CONV_FLOPS {
-        SMALL_TILE
+        SMALL_CONV_TILE
     } else {
         matmul_tiling(profile, flops)
     }
