@@ -23,7 +23,11 @@
 // Variants (`ops::tuning::attention_variant`): without ROLLED the channel loops run to the
 // overrides D4/DV4 and are unrolled (GPUs); with ROLLED (CPU devices) they run to bounds read
 // from params, so one pipeline serves every head size and lavapipe's JIT has a fraction of the
-// code to compile (hatnet-digits' attention: 2.2 s → 0.55 s with QB = 1).
+// code to compile (hatnet-digits' attention: 2.2 s → 0.55 s with QB = 1). With VEC4 (any of
+// them; `ops::attention` picks it when q, k and v are channel-contiguous, every row starts on a
+// vec4 and d, dv % 4 == 0) q, k and v are array<vec4<f32>> and 4 channels are one load: on
+// lavapipe each load is a loop over the SIMD lanes, so four scalar loads cost about four times
+// one vec4 load.
 // Registers: q as QB·D4 vec4 (D4 = ceil(d / 4) <= 16, so d <= 64) and the output accumulators as
 // QB·DV4 vec4 (a chunk of at most 64 output channels; a larger dv is split over more invocations,
 // each recomputing the scores). Keys go in blocks of KB = 4: their scores are computed first, so
@@ -63,9 +67,15 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+#if VEC4
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
+#else
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
+#endif
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
@@ -116,6 +126,21 @@ fn cursor_next(c: TokenCursor, w: View) -> TokenCursor {
     return TokenCursor(c.row + w.st1, c.inner + 1u);
 }
 
+#if VEC4
+// Channel stride 1, every row on a vec4 and d, dv multiples of 4 (the host checks): the 4
+// channels are one vec4 and none lies past d.
+fn load_q4(row: u32, ch: u32) -> vec4<f32> {
+    return q[(row + ch) >> 2u];
+}
+
+fn load_k4(row: u32, ch: u32) -> vec4<f32> {
+    return k[(row + ch) >> 2u];
+}
+
+fn load_v4(row: u32, ch: u32) -> vec4<f32> {
+    return v[(row + ch) >> 2u];
+}
+#else
 // Channels past `limit` read as 0 (q, k: they would otherwise pick up a neighbouring head).
 fn load_q4(row: u32, ch: u32) -> vec4<f32> {
     let s = params.q.sc;
@@ -140,6 +165,7 @@ fn load_v4(row: u32, ch: u32) -> vec4<f32> {
     let i = row + ch * s;
     return vec4<f32>(v[i], v[i + s], v[i + 2u * s], v[i + 3u * s]);
 }
+#endif
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

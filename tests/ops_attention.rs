@@ -33,9 +33,11 @@ fn attention_matches_cpu_on_random_shapes() {
         (dims(2, 2, 10, 30, 16, 80), true),  // dv > 64: two output chunks
         (dims(4, 4, 64, 64, 32, 32), true),  // over 4 MFLOP: two query rows per invocation (CPU-like)
         (dims(3, 4, 49, 49, 64, 80), false), // the same, with two output chunks and an odd last row
+        (dims(4, 4, 64, 64, 30, 30), true),  // two query rows, d not a multiple of 4 (scalar loads)
     ];
     // Every kernel variant: unrolled for the head size (GPU-like set), rolled with one query row
-    // and rolled with two (CPU-like set, small and large attentions).
+    // and rolled with two (CPU-like set, small and large attentions), each with element loads
+    // (d or dv not a multiple of 4) and with vec4 loads (the contiguous operands otherwise).
     let profiles = [DeviceProfile::gpu_like(), DeviceProfile::cpu_like()];
     let mut variants = std::collections::BTreeSet::new();
     for (i, ((dm, with_bias), profile)) in cases.iter().flat_map(|c| profiles.clone().map(|p| (c, p))).enumerate() {
@@ -62,7 +64,50 @@ fn attention_matches_cpu_on_random_shapes() {
         let want = attention_cpu(&q.data, &k.data, &v.data, with_bias.then_some(&bias.data[..]), dm, scale);
         assert_close(&format!("case {i} {dm:?} bias={with_bias} {kernels:?} ({elapsed:.2?})"), &out[0].data, &want, ATOL, RTOL);
     }
-    assert_eq!(variants.into_iter().collect::<Vec<_>>(), ["attention", "attention_qb2_rolled", "attention_rolled"]);
+    assert_eq!(
+        variants.into_iter().collect::<Vec<_>>(),
+        ["attention", "attention_qb2_rolled", "attention_qb2_rolled_vec4", "attention_rolled", "attention_rolled_vec4", "attention_vec4"]
+    );
+}
+
+/// The vec4 kernel is taken only when every row of q, k and v starts on a vec4 and channels are
+/// contiguous; an operand packed at an odd offset falls back to element loads and stays exact.
+#[test]
+fn attention_takes_vec4_loads_only_on_aligned_rows() {
+    assert!(View::contiguous(2, 8, 16).rows_are_vec4());
+    assert!(!View { offset: 2, ..View::contiguous(2, 8, 16) }.rows_are_vec4());
+    assert!(!View { channel: 2, ..View::contiguous(2, 8, 16) }.rows_are_vec4());
+    assert!(!View::tokens(18, 8, 0, 16).rows_are_vec4(), "token stride 18");
+
+    let mut rng = Rng::new(9);
+    let dm = dims(2, 2, 8, 8, 16, 16);
+    // q, k, v packed per token (rows of 100 channels), from channel `offset` on.
+    let row = 100;
+    let x = rng.tensor(&[2, 8, row], -1.0, 1.0);
+    for (offset, vec4) in [(2usize, false), (0, true)] {
+        let mut g = Graph::for_profile(DeviceProfile::cpu_like());
+        let xi = g.input("x", &x.shape);
+        let operand = |which: usize| Operand::new(xi, View::tokens(row, 8, offset + which * 32, 16));
+        let o = attention_strided(&mut g, operand(0), operand(1), operand(2), None, &dm, 0.25, &OutputSpec::heads(&dm)).unwrap();
+        g.output("o", o);
+        let kernel = g.nodes.last().unwrap().key.kernel.name();
+        assert_eq!(kernel.ends_with("_vec4"), vec4, "offset {offset}: {kernel}");
+        let out = run(&g, &[&x]);
+        let take = |which: usize| {
+            let mut t = Vec::new();
+            for b in 0..2 {
+                for h in 0..2 {
+                    for n in 0..8 {
+                        let at = (b * 8 + n) * row + offset + which * 32 + h * 16;
+                        t.extend_from_slice(&x.data[at..at + 16]);
+                    }
+                }
+            }
+            t
+        };
+        let want = attention_cpu(&take(0), &take(1), &take(2), None, &dm, 0.25);
+        assert_close(&format!("packed at offset {offset} ({kernel})"), &out[0].data, &want, ATOL, RTOL);
+    }
 }
 
 #[test]

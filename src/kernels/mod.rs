@@ -99,6 +99,13 @@ kernels! {
     AttentionRolled = "attention.wgsl" [ROLLED], params::Attention;
     /// attention_rolled with two query rows per invocation (CPU-like devices: half the k/v loads).
     AttentionQb2Rolled = "attention.wgsl" [QB2, ROLLED], params::Attention;
+    /// attention.wgsl reading q, k and v as vec4 (channel-contiguous operands whose rows start on
+    /// a vec4, d and dv multiples of 4): one load per 4 channels instead of four.
+    AttentionVec4 = "attention.wgsl" [VEC4], params::Attention;
+    /// attention_rolled with vec4 q, k and v.
+    AttentionRolledVec4 = "attention.wgsl" [ROLLED, VEC4], params::Attention;
+    /// attention_qb2_rolled with vec4 q, k and v.
+    AttentionQb2RolledVec4 = "attention.wgsl" [QB2, ROLLED, VEC4], params::Attention;
     /// VVT: k side of the vicinity attention, partial KV⁺ per token chunk (any d).
     VicinityKv = "family/vicinity_kv.wgsl" [], params::VicinityKv;
     /// family/vicinity_kv.wgsl with vec4 loads (d, row and offsets multiples of 4).

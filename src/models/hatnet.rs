@@ -139,6 +139,25 @@ impl Builder<'_> {
         g.reshape(y, &[b, cout, h, w])
     }
 
+    /// The 1×1 conv producing attention operands: token-major (`x[b]ᵀ · Wᵀ` → `[B, H·W, Cout]`,
+    /// a token's channels contiguous, so the attention loads 4 channels as one vec4) when the
+    /// token count and the head dim allow it, else the NCHW map of [`Builder::pointwise`].
+    fn project(&self, g: &mut Graph, vb: &Scope, x: TensorId, cout: usize) -> Result<Projection> {
+        let [b, cin, h, w] = dims4(g.shape(x));
+        let tokens = h * w;
+        let token_major = tokens.is_multiple_of(4) && self.cfg.head_dim.is_multiple_of(4);
+        let tensor = if token_major {
+            let weight = vb.param(g, "weight", &[cout, cin, 1, 1])?;
+            let weight = g.reshape(weight, &[cout, cin])?;
+            let bias = Some((vb.param(g, "bias", &[cout])?, BiasAxis::Col));
+            let x = g.reshape(x, &[b, cin, tokens])?;
+            vb.op(g, |g| matmul(g, x, weight, true, true, Epilogue { alpha: 1.0, bias, act: Activation::None, residual: None }))?
+        } else {
+            self.pointwise(g, vb, x, cout, true, Activation::None, None)?
+        };
+        Ok(Projection { tensor, tokens, row: cout, token_major })
+    }
+
     fn block(&self, g: &mut Graph, vb: &Scope, stage: usize, x: TensorId) -> Result<TensorId> {
         let attn = vb.pp("attn");
         attn.ignore("proj_norm.weight");
@@ -155,23 +174,23 @@ impl Builder<'_> {
         let scale = (d as f32).powf(-0.5);
         let hw = h * w;
         let t = self.group_norm(g, &vb.pp("norm"), x, None, Activation::None)?;
-        let qkv = self.pointwise(g, &vb.pp("qkv"), t, 3 * c, true, Activation::None, None)?;
+        let qkv = self.project(g, &vb.pp("qkv"), t, 3 * c)?;
         let grid = self.cfg.grid_sizes[stage];
-        let nchw = |offset: usize, batch_stride: usize, plane: usize| View::strided(offset, batch_stride, d * plane, 1, plane);
+        // The attention outputs are written as the NCHW map the next ops read.
+        let nchw_out = View::strided(0, c * hw, d * hw, 1, hw);
 
         if grid == 1 {
-            g.probe(Probe::new(vb.prefix(), (h, w), (h, w), true, vec![qkv], move |t, query| {
-                let qkv = t[0];
-                let at = |part: usize, head: usize, p: usize| (0..d).map(move |ch| qkv[(part * c + head * d + ch) * hw + p]);
+            g.probe(Probe::new(vb.prefix(), (h, w), (h, w), true, vec![qkv.tensor], move |t, query| {
+                let at = |part: usize, head: usize, p: usize| (0..d).map(move |ch| t[0][qkv.index(p, part * c + head * d + ch)]);
                 softmax_map((hw, hw, heads), query, |_| (0..hw).collect(), |head, q, k| scale as f64 * dot(at(0, head, q), at(1, head, k)))
             }));
             let dims = AttentionDims { batch: b, heads, nq: hw, nk: hw, d, dv: d };
-            let out = OutputSpec { shape: vec![b, c, h, w], view: nchw(0, c * hw, hw) };
+            let out = OutputSpec { shape: vec![b, c, h, w], view: nchw_out };
             let o = vb.op(g, |g| attention_strided(
                 g,
-                Operand::new(qkv, nchw(0, 3 * c * hw, hw)),
-                Operand::new(qkv, nchw(c * hw, 3 * c * hw, hw)),
-                Operand::new(qkv, nchw(2 * c * hw, 3 * c * hw, hw)),
+                Operand::new(qkv.tensor, qkv.view(0, d)),
+                Operand::new(qkv.tensor, qkv.view(c, d)),
+                Operand::new(qkv.tensor, qkv.view(2 * c, d)),
                 None,
                 &dims,
                 scale,
@@ -180,31 +199,32 @@ impl Builder<'_> {
             return self.pointwise(g, &vb.pp("proj"), o, c, true, Activation::None, Some(x));
         }
 
-        // Local attention inside each G×G cell of the NCHW map, cells addressed in the views.
+        // Local attention inside each G×G cell of the map, cells addressed in the views: channel
+        // `first` of an operand whose pixels are `pixel` elements apart and channels `channel`.
         let (gh, gw) = (h / grid, w / grid);
-        let cell = |offset: usize, batch_stride: usize| View {
-            offset,
+        let cell = |first: usize, batch_stride: usize, (pixel, channel): (usize, usize)| View {
+            offset: first * channel,
             batch_split: [gh, gw],
-            batch_strides: [batch_stride, grid * w, grid],
-            head: d * hw,
+            batch_strides: [batch_stride, grid * w * pixel, grid * pixel],
+            head: d * channel,
             token_split: grid,
-            token_strides: [w, 1],
-            channel: hw,
+            token_strides: [w * pixel, pixel],
+            channel,
         };
+        let qkv_cell = |part: usize| cell(part * c, 3 * c * hw, qkv.strides());
         let dims = AttentionDims { batch: b * gh * gw, heads, nq: grid * grid, nk: grid * grid, d, dv: d };
         let local = vb.pp("local").op(g, |g| attention_strided(
             g,
-            Operand::new(qkv, cell(0, 3 * c * hw)),
-            Operand::new(qkv, cell(c * hw, 3 * c * hw)),
-            Operand::new(qkv, cell(2 * c * hw, 3 * c * hw)),
+            Operand::new(qkv.tensor, qkv_cell(0)),
+            Operand::new(qkv.tensor, qkv_cell(1)),
+            Operand::new(qkv.tensor, qkv_cell(2)),
             None,
             &dims,
             scale,
-            &OutputSpec { shape: vec![b, c, h, w], view: cell(0, c * hw) },
+            &OutputSpec { shape: vec![b, c, h, w], view: cell(0, c * hw, (1, hw)) },
         ))?;
-        g.probe(Probe::new(format!("{}.local", vb.prefix()), (h, w), (h, w), true, vec![qkv], move |t, query| {
-            let qkv = t[0];
-            let at = |part: usize, head: usize, p: usize| (0..d).map(move |ch| qkv[(part * c + head * d + ch) * hw + p]);
+        g.probe(Probe::new(format!("{}.local", vb.prefix()), (h, w), (h, w), true, vec![qkv.tensor], move |t, query| {
+            let at = |part: usize, head: usize, p: usize| (0..d).map(move |ch| t[0][qkv.index(p, part * c + head * d + ch)]);
             let cell = |p: usize| {
                 let (y0, x0) = (p / w / grid * grid, p % w / grid * grid);
                 (0..grid * grid).map(|i| (y0 + i / grid) * w + x0 + i % grid).collect()
@@ -214,29 +234,28 @@ impl Builder<'_> {
         let grid_x = self.group_norm(g, &vb.pp("grid_norm"), x, Some(local), Activation::None)?;
 
         // Global attention of every position to the pooled tokens.
-        let q = self.pointwise(g, &vb.pp("q"), grid_x, c, true, Activation::None, None)?;
+        let q = self.project(g, &vb.pp("q"), grid_x, c)?;
         let r = self.cfg.pool_ratios[stage];
         let pooled = vb.op(g, |g| avg_pool2d(g, grid_x, (r, r), (r, r), (0, 0), true))?;
         let pooled = self.group_norm(g, &vb.pp("ds_norm"), pooled, None, Activation::None)?;
-        let kv = self.pointwise(g, &vb.pp("kv"), pooled, 2 * c, true, Activation::None, None)?;
-        let m = g.numel(kv) / (b * 2 * c);
-        let pooled_grid = (g.shape(kv)[2], g.shape(kv)[3]);
-        g.probe(Probe::new(format!("{}.global", vb.prefix()), (h, w), pooled_grid, true, vec![q, kv], move |t, query| {
-            let (q, kv) = (t[0], t[1]);
-            let q_at = |head: usize, p: usize| (0..d).map(move |ch| q[(head * d + ch) * hw + p]);
-            let k_at = |head: usize, j: usize| (0..d).map(move |ch| kv[(head * d + ch) * m + j]);
+        let pooled_grid = (g.shape(pooled)[2], g.shape(pooled)[3]);
+        let kv = self.project(g, &vb.pp("kv"), pooled, 2 * c)?;
+        let m = kv.tokens;
+        g.probe(Probe::new(format!("{}.global", vb.prefix()), (h, w), pooled_grid, true, vec![q.tensor, kv.tensor], move |t, query| {
+            let q_at = |head: usize, p: usize| (0..d).map(move |ch| t[0][q.index(p, head * d + ch)]);
+            let k_at = |head: usize, j: usize| (0..d).map(move |ch| t[1][kv.index(j, head * d + ch)]);
             softmax_map((hw, m, heads), query, |_| (0..m).collect(), |head, p, j| scale as f64 * dot(q_at(head, p), k_at(head, j)))
         }));
         let dims = AttentionDims { batch: b, heads, nq: hw, nk: m, d, dv: d };
         let global = vb.pp("global").op(g, |g| attention_strided(
             g,
-            Operand::new(q, nchw(0, c * hw, hw)),
-            Operand::new(kv, nchw(0, 2 * c * m, m)),
-            Operand::new(kv, nchw(c * m, 2 * c * m, m)),
+            Operand::new(q.tensor, q.view(0, d)),
+            Operand::new(kv.tensor, kv.view(0, d)),
+            Operand::new(kv.tensor, kv.view(c, d)),
             None,
             &dims,
             scale,
-            &OutputSpec { shape: vec![b, c, h, w], view: nchw(0, c * hw, hw) },
+            &OutputSpec { shape: vec![b, c, h, w], view: nchw_out },
         ))?;
         let merged = vb.op(g, |g| add(g, global, grid_x))?;
         self.pointwise(g, &vb.pp("proj"), merged, c, true, Activation::None, Some(x))
@@ -253,6 +272,39 @@ impl Builder<'_> {
         let t = self.pointwise(g, &vb.pp("conv3.0"), t, c, false, Activation::None, None)?;
         let t = self.group_norm(g, &vb.pp("conv3.1"), t, None, Activation::None)?;
         vb.op(g, |g| add(g, x, t))
+    }
+}
+
+/// An attention operand from [`Builder::project`]: `row` channels for each of `tokens` positions,
+/// token-major (`[B, tokens, row]`) or the NCHW map (`[B, row, tokens]`).
+#[derive(Clone, Copy)]
+struct Projection {
+    tensor: TensorId,
+    tokens: usize,
+    row: usize,
+    token_major: bool,
+}
+
+impl Projection {
+    /// The distances (elements) between neighbouring tokens and between neighbouring channels.
+    fn strides(&self) -> (usize, usize) {
+        if self.token_major {
+            (self.row, 1)
+        } else {
+            (1, self.tokens)
+        }
+    }
+
+    /// Where channel `ch` of token `p` of the first image is.
+    fn index(&self, p: usize, ch: usize) -> usize {
+        let (token, channel) = self.strides();
+        p * token + ch * channel
+    }
+
+    /// Heads of `d` channels from channel `first` on, over every token.
+    fn view(&self, first: usize, d: usize) -> View {
+        let (token, channel) = self.strides();
+        View::strided(first * channel, self.tokens * self.row, d * channel, token, channel)
     }
 }
 

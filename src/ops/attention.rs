@@ -45,6 +45,15 @@ pub struct View {
 }
 
 impl View {
+    /// Whether the kernel may read this operand as vec4: channels contiguous and every row (the
+    /// offset plus any combination of batch, head and token strides) a multiple of 4 elements.
+    pub fn rows_are_vec4(&self) -> bool {
+        self.channel == 1
+            && [self.offset, self.head, self.batch_strides[0], self.batch_strides[1], self.batch_strides[2], self.token_strides[0], self.token_strides[1]]
+                .iter()
+                .all(|s| s.is_multiple_of(4))
+    }
+
     /// A layout with one stride per axis.
     pub fn strided(offset: usize, batch: usize, head: usize, token: usize, channel: usize) -> Self {
         Self {
@@ -282,6 +291,8 @@ pub fn attention_strided(
     let chunks = dv.div_ceil(dv4 * 4);
     let flops = (rows * nk * (2 * d + 2 * dv + 4)) as u64;
     let variant = tuning::attention_variant(&g.profile, flops);
+    let vec4 = d.is_multiple_of(4) && dv.is_multiple_of(4) && [&q, &k, &v].iter().all(|op| op.view.rows_are_vec4());
+    let kernel = if vec4 { with_vec4_loads(variant.kernel) } else { variant.kernel };
     let qb = variant.rows;
     let invocations = batch * heads * nq.div_ceil(qb) * chunks;
     check_u32("attention invocations", invocations + WG)?;
@@ -307,7 +318,7 @@ pub fn attention_strided(
     };
     g.push(Node {
         label: "attention".into(),
-        key: head_size_key(variant.kernel, d.div_ceil(4), dv4).with("WG", WG as u32).with("HAS_BIAS", bias.is_some() as u32),
+        key: head_size_key(kernel, d.div_ceil(4), dv4).with("WG", WG as u32).with("HAS_BIAS", bias.is_some() as u32),
         params: Uniform::of(&uniform),
         reads: vec![q.tensor, k.tensor, v.tensor, bias.map_or(q.tensor, |b| b.tensor)],
         writes: vec![o],
@@ -317,11 +328,21 @@ pub fn attention_strided(
     Ok(o)
 }
 
+/// The variant of `kernel` that reads q, k and v as vec4.
+fn with_vec4_loads(kernel: Kernel) -> Kernel {
+    match kernel {
+        Kernel::Attention => Kernel::AttentionVec4,
+        Kernel::AttentionRolled => Kernel::AttentionRolledVec4,
+        Kernel::AttentionQb2Rolled => Kernel::AttentionQb2RolledVec4,
+        other => other,
+    }
+}
+
 /// The unrolled kernel is specialised for its head size; the rolled ones read it from params, so
 /// one pipeline serves every head size.
 fn head_size_key(kernel: Kernel, d4: usize, dv4: usize) -> PipelineKey {
     match kernel {
-        Kernel::Attention => PipelineKey::new(kernel).with("D4", d4 as u32).with("DV4", dv4 as u32),
+        Kernel::Attention | Kernel::AttentionVec4 => PipelineKey::new(kernel).with("D4", d4 as u32).with("DV4", dv4 as u32),
         _ => PipelineKey::new(kernel),
     }
 }
