@@ -26,17 +26,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_compare import cpu_model  # noqa: E402 (the same CPU line as the wgvit/PyTorch/ORT comparison)
+
 OP_LINE = re.compile(r"^(\S+)\s+([0-9.]+)\s+[0-9.]+%\s+(\d+)\s+[0-9.]+$")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def profile(binary: str, model: str, runs: int, size: str | None) -> tuple[float, dict[str, float]]:
