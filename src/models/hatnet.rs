@@ -141,20 +141,22 @@ impl Builder<'_> {
 
     /// The 1×1 conv producing attention operands: token-major (`x[b]ᵀ · Wᵀ` → `[B, H·W, Cout]`,
     /// a token's channels contiguous, so the attention loads 4 channels as one vec4) when the
-    /// token count and the head dim allow it, else the NCHW map of [`Builder::pointwise`].
+    /// token count and the head dim allow it, else the NCHW map (`W · x[b]`, as [`Builder::pointwise`]).
     fn project(&self, g: &mut Graph, vb: &Scope, x: TensorId, cout: usize) -> Result<Projection> {
         let [b, cin, h, w] = dims4(g.shape(x));
         let tokens = h * w;
         let token_major = tokens.is_multiple_of(4) && self.cfg.head_dim.is_multiple_of(4);
-        let tensor = if token_major {
-            let weight = vb.param(g, "weight", &[cout, cin, 1, 1])?;
-            let weight = g.reshape(weight, &[cout, cin])?;
-            let bias = Some((vb.param(g, "bias", &[cout])?, BiasAxis::Col));
-            let x = g.reshape(x, &[b, cin, tokens])?;
-            vb.op(g, |g| matmul(g, x, weight, true, true, Epilogue { alpha: 1.0, bias, act: Activation::None, residual: None }))?
-        } else {
-            self.pointwise(g, vb, x, cout, true, Activation::None, None)?
-        };
+        let weight = vb.param(g, "weight", &[cout, cin, 1, 1])?;
+        let weight = g.reshape(weight, &[cout, cin])?;
+        let bias = vb.param(g, "bias", &[cout])?;
+        let x = g.reshape(x, &[b, cin, tokens])?;
+        let tensor = vb.op(g, |g| {
+            if token_major {
+                matmul(g, x, weight, true, true, Epilogue { bias: Some((bias, BiasAxis::Col)), ..Default::default() })
+            } else {
+                matmul(g, weight, x, false, false, Epilogue { bias: Some((bias, BiasAxis::Row)), ..Default::default() })
+            }
+        })?;
         Ok(Projection { tensor, tokens, row: cout, token_major })
     }
 
