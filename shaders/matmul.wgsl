@@ -11,8 +11,11 @@
 // (`Kernel::MatmulVec4`) a, b, residual and out are array<vec4<f32>> and one load moves four
 // floats: valid only when every offset passed to a `*4` helper is a multiple of 4 (the stored
 // contiguous dims of a and b, and N, are multiples of 4; the host checks). `bias` stays scalar.
-// Bindings: 0 params (uniform), 1 a, 2 b, 3 bias ([M] if BIAS == 1, [N] if BIAS == 2),
-// 4 residual (like out), 5 out. The host binds `a` in place of an absent bias or residual.
+// With B_TEXTURE (software devices, a constant b [N, K] with TRANS_B, VEC4_BLOCKS and K % 4 == 0)
+// b is an rgba32float texture instead of a storage buffer.
+// Bindings: 0 params (uniform), 1 a, 2 b (storage, or `b_texture`), 3 bias ([M] if BIAS == 1,
+// [N] if BIAS == 2), 4 residual (like out), 5 out. The host binds `a` in place of an absent
+// bias or residual.
 //
 // Loads: with VEC4_BLOCKS, the A and B blocks of a k step are vec4 loads along the stored contiguous
 // dimension, whichever it is (a transposed operand becomes `transpose()` of the loaded block:
@@ -42,30 +45,34 @@ struct Params {
 
 #if VEC4
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+#if !B_TEXTURE
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+fn load_b(i: u32) -> f32 { return b[i >> 2u][i & 3u]; }
+fn load_b4(i: u32) -> vec4<f32> { return b[i >> 2u]; }
+#endif
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 
 fn load_a(i: u32) -> f32 { return a[i >> 2u][i & 3u]; }
-fn load_b(i: u32) -> f32 { return b[i >> 2u][i & 3u]; }
 fn load_a4(i: u32) -> vec4<f32> { return a[i >> 2u]; }
-fn load_b4(i: u32) -> vec4<f32> { return b[i >> 2u]; }
 fn load_residual(i: u32) -> f32 { return residual[i >> 2u][i & 3u]; }
 fn load_residual4(i: u32) -> vec4<f32> { return residual[i >> 2u]; }
 fn store_out(i: u32, v: f32) { out[i >> 2u][i & 3u] = v; }
 fn store_out4(i: u32, v: vec4<f32>) { out[i >> 2u] = v; }
 #else
 @group(0) @binding(1) var<storage, read> a: array<f32>;
+#if !B_TEXTURE
 @group(0) @binding(2) var<storage, read> b: array<f32>;
+fn load_b(i: u32) -> f32 { return b[i]; }
+fn load_b4(i: u32) -> vec4<f32> { return vec4<f32>(b[i], b[i + 1u], b[i + 2u], b[i + 3u]); }
+#endif
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 fn load_a(i: u32) -> f32 { return a[i]; }
-fn load_b(i: u32) -> f32 { return b[i]; }
 fn load_a4(i: u32) -> vec4<f32> { return vec4<f32>(a[i], a[i + 1u], a[i + 2u], a[i + 3u]); }
-fn load_b4(i: u32) -> vec4<f32> { return vec4<f32>(b[i], b[i + 1u], b[i + 2u], b[i + 3u]); }
 fn load_residual(i: u32) -> f32 { return residual[i]; }
 fn load_residual4(i: u32) -> vec4<f32> {
     return vec4<f32>(residual[i], residual[i + 1u], residual[i + 2u], residual[i + 3u]);
@@ -79,10 +86,22 @@ fn store_out4(i: u32, v: vec4<f32>) {
 }
 #endif
 
+#if B_TEXTURE
+// b [N, K] (TRANS_B, K % 4 == 0, one batch) as a texture K/4 texels wide and N high: texel (k/4, n)
+// holds b[n, k..k+3]. A texel fetch is a vectorised gather on software devices, a storage load
+// a per-lane loop. Only the vec4 block loads run; the element loads are there for completeness.
+@group(0) @binding(2) var b_texture: texture_2d<f32>;
+fn b_texel(n: u32, k: u32) -> vec4<f32> { return textureLoad(b_texture, vec2<u32>(k >> 2u, n), 0); }
+fn load_b(i: u32) -> f32 { return b_texel(i / params.k, i % params.k)[i & 3u]; }
+fn load_b4(i: u32) -> vec4<f32> { return b_texel(i / params.k, i % params.k); }
+#endif
+
 override WG_M: u32 = 8u;
 override WG_N: u32 = 8u;
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
+// b is the texture `b_texture` (see there).
+override B_TEXTURE: bool = false;
 // The block loads of a k step as vec4 (over either variant: over the scalar one it is the
 // benchmark baseline `MatmulLoads::Vec4FromScalars`).
 override VEC4_BLOCKS: bool = false;
@@ -163,10 +182,15 @@ fn b_block(t: Tile, g: u32, s: KStep, masked: bool) -> mat4x4<f32> {
 #if VEC4_BLOCKS
     if (!masked) {
 #if TRANS_B
+#if B_TEXTURE
+        return transpose(mat4x4<f32>(b_texel(min(n, N - 1u), k), b_texel(min(n + 1u, N - 1u), k),
+                                     b_texel(min(n + 2u, N - 1u), k), b_texel(min(n + 3u, N - 1u), k)));
+#else
         let K = params.k;
         let base = t.b_off + k;
         return transpose(mat4x4<f32>(load_b4(base + min(n, N - 1u) * K), load_b4(base + min(n + 1u, N - 1u) * K),
                                      load_b4(base + min(n + 2u, N - 1u) * K), load_b4(base + min(n + 3u, N - 1u) * K)));
+#endif
 #else
         // N % 4 == 0: a group of 4 columns is wholly in range or wholly past the edge.
         let base = t.b_off + min(n, N - 4u);

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::graph::{Graph, StorageKind, TensorId};
+use crate::graph::{Bindings, Graph, StorageKind, TensorId};
 use crate::kernels::PipelineKey;
 use crate::plan::{align_up, plan_graph, MemoryPlan};
 use crate::tensor::HostTensor;
@@ -24,8 +24,8 @@ pub struct PipelineCache {
     driver_cache: Option<wgpu::PipelineCache>,
     /// One module per pipeline key: the source is specialised for the key's override values.
     modules: Mutex<HashMap<PipelineKey, wgpu::ShaderModule>>,
-    layouts: Mutex<HashMap<(usize, usize), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
-    pipelines: Mutex<HashMap<(PipelineKey, usize, usize), wgpu::ComputePipeline>>,
+    layouts: Mutex<HashMap<Bindings, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    pipelines: Mutex<HashMap<(PipelineKey, Bindings), wgpu::ComputePipeline>>,
 }
 
 impl PipelineCache {
@@ -46,16 +46,16 @@ impl PipelineCache {
     /// Creates every pipeline of `keys` that is not cached yet — natively on as many threads as
     /// there are cores (the driver's shader compiler is most of a cold start), in the browser
     /// one after the other — and records what each cost in `times`.
-    pub async fn create_all(&self, ctx: &GpuContext, keys: &[(PipelineKey, usize, usize)], times: &mut BuildTimes) -> Result<()> {
-        let missing: Vec<&(PipelineKey, usize, usize)> = {
+    pub async fn create_all(&self, ctx: &GpuContext, keys: &[(PipelineKey, Bindings)], times: &mut BuildTimes) -> Result<()> {
+        let missing: Vec<&(PipelineKey, Bindings)> = {
             let cached = self.pipelines.lock().unwrap();
             let mut seen = std::collections::HashSet::new();
             keys.iter().filter(|k| !cached.contains_key(*k) && seen.insert((*k).clone())).collect()
         };
         // Shader modules first, once each (they are shared by the pipelines of a kernel).
-        for (key, reads, writes) in &missing {
+        for (key, bindings) in &missing {
             self.module(ctx, key, times).await?;
-            self.layout(ctx, *reads, *writes);
+            self.layout(ctx, *bindings);
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
@@ -67,8 +67,8 @@ impl PipelineCache {
                             let mine: Vec<_> = missing.iter().skip(t).step_by(threads).collect();
                             scope.spawn(move || -> Result<BuildTimes> {
                                 let mut local = BuildTimes::default();
-                                for (key, reads, writes) in mine {
-                                    pollster::block_on(self.pipeline(ctx, key, *reads, *writes, &mut local))?;
+                                for (key, bindings) in mine {
+                                    pollster::block_on(self.pipeline(ctx, key, *bindings, &mut local))?;
                                 }
                                 Ok(local)
                             })
@@ -90,8 +90,8 @@ impl PipelineCache {
             browser_async::compile_ahead(ctx, &missing).await;
             times.pipelines_async_ms += now_ms() - start;
         }
-        for (key, reads, writes) in missing {
-            self.pipeline(ctx, key, *reads, *writes, times).await?;
+        for (key, bindings) in missing {
+            self.pipeline(ctx, key, *bindings, times).await?;
         }
         Ok(())
     }
@@ -122,27 +122,26 @@ impl PipelineCache {
         self.len() == 0
     }
 
-    fn layout(&self, ctx: &GpuContext, reads: usize, writes: usize) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    fn layout(&self, ctx: &GpuContext, bindings: Bindings) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
         let mut layouts = self.layouts.lock().unwrap();
         layouts
-            .entry((reads, writes))
-            .or_insert_with(|| binding_layout(&ctx.device, reads, writes))
+            .entry(bindings)
+            .or_insert_with(|| binding_layout(&ctx.device, bindings))
             .clone()
     }
 
-    /// The pipeline for `key` with `reads`/`writes` storage bindings; compiled on first request,
+    /// The pipeline for `key` with the bind-group layout `bindings`; compiled on first request,
     /// inside an error scope so that a shader the driver rejects is a clear error on every target.
     /// `times` receives what creating it cost (nothing when it was cached).
     pub async fn pipeline(
         &self,
         ctx: &GpuContext,
         key: &PipelineKey,
-        reads: usize,
-        writes: usize,
+        bindings: Bindings,
         times: &mut BuildTimes,
     ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout)> {
-        let (bgl, layout) = self.layout(ctx, reads, writes);
-        let cache_key = (key.clone(), reads, writes);
+        let (bgl, layout) = self.layout(ctx, bindings);
+        let cache_key = (key.clone(), bindings);
         if let Some(p) = self.pipelines.lock().unwrap().get(&cache_key) {
             return Ok((p.clone(), bgl));
         }
@@ -165,17 +164,21 @@ fn shader_module(device: &wgpu::Device, name: &str, source: String) -> wgpu::Sha
     device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(source.into()) })
 }
 
-/// Every kernel's bindings: 0 the uniform params, then `reads` read-only and `writes` read-write
-/// storage buffers, all in group 0.
-fn binding_layout(device: &wgpu::Device, reads: usize, writes: usize) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
-    let buffer = |binding: usize, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
-        binding: binding as u32,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
-        count: None,
+/// Every kernel's bindings, all in group 0: 0 the uniform params, then `reads` read-only storage
+/// buffers or sampled rgba32float textures (`bindings.textures`), then `writes` read-write
+/// storage buffers.
+fn binding_layout(device: &wgpu::Device, bindings: Bindings) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    let entry = |binding: usize, ty: wgpu::BindingType| wgpu::BindGroupLayoutEntry { binding: binding as u32, visibility: wgpu::ShaderStages::COMPUTE, ty, count: None };
+    let buffer = |ty: wgpu::BufferBindingType| wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None };
+    let texture = wgpu::BindingType::Texture {
+        sample_type: wgpu::TextureSampleType::Float { filterable: false },
+        view_dimension: wgpu::TextureViewDimension::D2,
+        multisampled: false,
     };
-    let mut entries = vec![buffer(0, wgpu::BufferBindingType::Uniform)];
-    entries.extend((0..reads + writes).map(|i| buffer(1 + i, wgpu::BufferBindingType::Storage { read_only: i < reads })));
+    let mut entries = vec![entry(0, buffer(wgpu::BufferBindingType::Uniform))];
+    entries.extend((0..bindings.reads + bindings.writes).map(|i| {
+        entry(1 + i, if bindings.is_texture(i) { texture } else { buffer(wgpu::BufferBindingType::Storage { read_only: i < bindings.reads }) })
+    }));
     let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("wgvit"), entries: &entries });
     let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some("wgvit"), bind_group_layouts: &[Some(&bgl)], immediate_size: 0 });
     (bgl, pl)
@@ -226,6 +229,7 @@ mod driver_warmup {
 
     use super::PipelineKey;
     use crate::context::GpuContext;
+    use crate::graph::Bindings;
 
     /// Graphs with fewer distinct (pipeline, uniform) pairs compile in less time than a second
     /// device takes to open.
@@ -234,8 +238,7 @@ mod driver_warmup {
     /// One distinct (pipeline, uniform) pair of a graph.
     pub struct Dispatch {
         pub key: PipelineKey,
-        pub reads: usize,
-        pub writes: usize,
+        pub bindings: Bindings,
         pub params: Vec<u32>,
     }
 
@@ -309,12 +312,24 @@ mod driver_warmup {
         let storage: Vec<wgpu::Buffer> = (0..8)
             .map(|_| device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 256, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false }))
             .collect();
-        let mut pipelines: HashMap<(PipelineKey, usize, usize), (wgpu::ComputePipeline, wgpu::BindGroupLayout)> = HashMap::new();
-        for Dispatch { key, reads, writes, params } in dispatches.iter().rev() {
+        let texture = device
+            .create_texture(&wgpu::TextureDescriptor {
+                label: None,
+                size: wgpu::Extent3d { width: 1, height: 1, depth_or_array_layers: 1 },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING,
+                view_formats: &[],
+            })
+            .create_view(&Default::default());
+        let mut pipelines: HashMap<(PipelineKey, Bindings), (wgpu::ComputePipeline, wgpu::BindGroupLayout)> = HashMap::new();
+        for Dispatch { key, bindings, params } in dispatches.iter().rev() {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let (pipeline, bgl) = pipelines.entry((key.clone(), *reads, *writes)).or_insert_with(|| create(&device, key, *reads, *writes));
+            let (pipeline, bgl) = pipelines.entry((key.clone(), *bindings)).or_insert_with(|| create(&device, key, *bindings));
             // The uniform values are part of the variant: the node's own.
             let uniform = device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
@@ -324,7 +339,10 @@ mod driver_warmup {
             });
             queue.write_buffer(&uniform, 0, bytemuck::cast_slice(params));
             let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-            entries.extend(storage.iter().take(reads + writes).enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: 1 + i as u32, resource: b.as_entire_binding() }));
+            entries.extend(storage.iter().take(bindings.reads + bindings.writes).enumerate().map(|(i, b)| wgpu::BindGroupEntry {
+                binding: 1 + i as u32,
+                resource: if bindings.is_texture(i) { wgpu::BindingResource::TextureView(&texture) } else { b.as_entire_binding() },
+            }));
             let group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: bgl, entries: &entries });
             let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
             {
@@ -341,8 +359,8 @@ mod driver_warmup {
     }
 
     /// The pipeline as the model's device creates it.
-    fn create(device: &wgpu::Device, key: &PipelineKey, reads: usize, writes: usize) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
-        let (bgl, layout) = super::binding_layout(device, reads, writes);
+    fn create(device: &wgpu::Device, key: &PipelineKey, bindings: Bindings) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+        let (bgl, layout) = super::binding_layout(device, bindings);
         let module = super::shader_module(device, &key.kernel.name(), key.kernel.source_for(key.constants()));
         (super::compute_pipeline(device, key, &layout, &module, None), bgl)
     }
@@ -362,6 +380,7 @@ mod browser_async {
 
     use super::PipelineKey;
     use crate::context::GpuContext;
+    use crate::graph::Bindings;
 
     fn object(fields: &[(&str, JsValue)]) -> Object {
         let o = Object::new();
@@ -385,12 +404,21 @@ mod browser_async {
         .into()
     }
 
-    fn request(device: &JsValue, key: &PipelineKey, reads: usize, writes: usize) -> Result<Promise, JsValue> {
+    fn texture_entry(binding: usize) -> JsValue {
+        let texture = object(&[("sampleType", "unfilterable-float".into()), ("viewDimension", "2d".into()), ("multisampled", false.into())]);
+        object(&[("binding", (binding as u32).into()), ("visibility", 4u32.into()), ("texture", texture.into())]).into()
+    }
+
+    fn request(device: &JsValue, key: &PipelineKey, bindings: Bindings) -> Result<Promise, JsValue> {
         let module = call(device, "createShaderModule", &object(&[("code", key.kernel.source_for(key.constants()).into())]).into())?;
         let entries = Array::new();
         entries.push(&buffer_entry(0, "uniform"));
-        for i in 0..reads + writes {
-            entries.push(&buffer_entry(1 + i, if i < reads { "read-only-storage" } else { "storage" }));
+        for i in 0..bindings.reads + bindings.writes {
+            entries.push(&if bindings.is_texture(i) {
+                texture_entry(1 + i)
+            } else {
+                buffer_entry(1 + i, if i < bindings.reads { "read-only-storage" } else { "storage" })
+            });
         }
         let bgl = call(device, "createBindGroupLayout", &object(&[("entries", entries.into())]).into())?;
         let layout = call(device, "createPipelineLayout", &object(&[("bindGroupLayouts", Array::of1(&bgl).into())]).into())?;
@@ -405,15 +433,15 @@ mod browser_async {
 
     /// Requests every pipeline asynchronously and waits until all are compiled (or failed).
     /// `globalThis.WGVIT_SYNC_PIPELINES = true` turns it off (paired measurements).
-    pub async fn compile_ahead(ctx: &GpuContext, missing: &[&(PipelineKey, usize, usize)]) {
+    pub async fn compile_ahead(ctx: &GpuContext, missing: &[&(PipelineKey, Bindings)]) {
         if Reflect::get(&js_sys::global(), &JsValue::from_str("WGVIT_SYNC_PIPELINES")).is_ok_and(|v| v.is_truthy()) {
             return;
         }
         let Some(device) = ctx.device.as_webgpu() else { return };
         let device: &JsValue = device.as_ref();
         let promises = Array::new();
-        for (key, reads, writes) in missing {
-            match request(device, key, *reads, *writes) {
+        for (key, bindings) in missing {
+            match request(device, key, *bindings) {
                 Ok(p) => {
                     promises.push(&p);
                 }
@@ -435,6 +463,8 @@ fn print_wgsl() -> bool {
 #[derive(Default)]
 pub struct ConstantCache {
     buffers: Mutex<HashMap<String, Arc<wgpu::Buffer>>>,
+    /// Constants bound as textures ([`Graph::constant_texture`]), by their texture key.
+    textures: Mutex<HashMap<String, Arc<wgpu::TextureView>>>,
 }
 
 impl ConstantCache {
@@ -443,7 +473,39 @@ impl ConstantCache {
     }
 
     pub fn bytes(&self) -> u64 {
-        self.buffers.lock().unwrap().values().map(|b| b.size()).sum()
+        let textures: u64 = self.textures.lock().unwrap().values().map(|v| v.texture().size()).map(|e| e.width as u64 * e.height as u64 * 16).sum();
+        self.buffers.lock().unwrap().values().map(|b| b.size()).sum::<u64>() + textures
+    }
+
+    /// The `[rows, cols]` constant `data` as an rgba32float texture `cols / 4` texels wide
+    /// (the graph checked the shape against the device's texture limit).
+    fn get_or_upload_texture(&self, ctx: &GpuContext, key: &str, shape: &[usize], data: &[f32]) -> Result<Arc<wgpu::TextureView>> {
+        if let Some(v) = self.textures.lock().unwrap().get(key) {
+            return Ok(v.clone());
+        }
+        let &[rows, cols] = shape else {
+            return Err(Error::Graph(format!("texture constant '{key}' has shape {shape:?}, expected [rows, cols]")));
+        };
+        let size = wgpu::Extent3d { width: (cols / 4) as u32, height: rows as u32, depth_or_array_layers: 1 };
+        let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(key),
+            size,
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        ctx.queue.write_texture(
+            texture.as_image_copy(),
+            bytemuck::cast_slice(data),
+            wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(cols as u32 * 4), rows_per_image: Some(rows as u32) },
+            size,
+        );
+        let view = Arc::new(texture.create_view(&Default::default()));
+        self.textures.lock().unwrap().insert(key.to_string(), view.clone());
+        Ok(view)
     }
 
     fn get_or_upload(&self, ctx: &GpuContext, key: &str, data: &[f32]) -> Result<Arc<wgpu::Buffer>> {
@@ -595,9 +657,16 @@ impl Executable {
         // ---- constants
         let phase_start = now_ms();
         let mut constant_buffer: HashMap<usize, Arc<wgpu::Buffer>> = HashMap::new();
+        let mut constant_texture: HashMap<usize, Arc<wgpu::TextureView>> = HashMap::new();
         for (s, storage) in graph.storages.iter().enumerate() {
-            if let StorageKind::Constant { key, data } = &storage.kind {
-                if live[s].is_some() {
+            if let StorageKind::Constant { key, data, texture } = &storage.kind {
+                if live[s].is_none() {
+                    continue;
+                }
+                if *texture {
+                    let shape = &graph.tensors.iter().find(|t| t.storage == s).expect("a storage has a tensor").shape;
+                    constant_texture.insert(s, constants.get_or_upload_texture(ctx, key, shape, data)?);
+                } else {
                     constant_buffer.insert(s, constants.get_or_upload(ctx, key, data)?);
                 }
             }
@@ -631,7 +700,7 @@ impl Executable {
         let max_bindings = limits.max_storage_buffers_per_shader_stage as usize;
         let max_wg = limits.max_compute_workgroups_per_dimension;
         for node in &graph.nodes {
-            let nb = node.reads.len() + node.writes.len();
+            let nb = graph.bindings(node).storage_buffers();
             if nb > max_bindings.min(8) {
                 return Err(Error::Graph(format!("node '{}' binds {nb} storage buffers (limit 8)", node.label)));
             }
@@ -642,7 +711,7 @@ impl Executable {
                 )));
             }
         }
-        let keys: Vec<(PipelineKey, usize, usize)> = graph.nodes.iter().map(|n| (n.key.clone(), n.reads.len(), n.writes.len())).collect();
+        let keys: Vec<(PipelineKey, Bindings)> = graph.nodes.iter().map(|n| (n.key.clone(), graph.bindings(n))).collect();
         #[cfg(not(target_arch = "wasm32"))]
         let warmup = if driver_warmup::wanted(ctx) {
             let mut seen = std::collections::HashSet::new();
@@ -650,7 +719,7 @@ impl Executable {
                 .nodes
                 .iter()
                 .filter(|n| seen.insert((n.key.clone(), n.params.words.clone())))
-                .map(|n| driver_warmup::Dispatch { key: n.key.clone(), reads: n.reads.len(), writes: n.writes.len(), params: n.params.words.clone() })
+                .map(|n| driver_warmup::Dispatch { key: n.key.clone(), bindings: graph.bindings(n), params: n.params.words.clone() })
                 .collect();
             (dispatches.len() >= driver_warmup::MIN_DISPATCHES).then(|| driver_warmup::spawn(ctx, dispatches)).flatten()
         } else {
@@ -659,7 +728,7 @@ impl Executable {
         pipelines.create_all(ctx, &keys, &mut times).await?;
         let mut steps = Vec::with_capacity(graph.nodes.len());
         for (i, node) in graph.nodes.iter().enumerate() {
-            let (pipeline, bgl) = pipelines.pipeline(ctx, &node.key, node.reads.len(), node.writes.len(), &mut times).await?;
+            let (pipeline, bgl) = pipelines.pipeline(ctx, &node.key, graph.bindings(node), &mut times).await?;
             let bind_start = now_ms();
             let uwords = align_up(node.params.words.len().max(4) as u64, 4);
             let mut entries = vec![wgpu::BindGroupEntry {
@@ -672,6 +741,10 @@ impl Executable {
             }];
             for (b, t) in node.reads.iter().chain(&node.writes).enumerate() {
                 let s = graph.tensors[t.0].storage;
+                if let Some(view) = constant_texture.get(&s) {
+                    entries.push(wgpu::BindGroupEntry { binding: 1 + b as u32, resource: wgpu::BindingResource::TextureView(view) });
+                    continue;
+                }
                 let bytes = align_up((graph.storages[s].numel as u64 * 4).max(4), 4);
                 if bytes > max_binding {
                     return Err(Error::TooLarge(format!(

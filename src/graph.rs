@@ -31,7 +31,10 @@ pub enum StorageKind {
     Input { name: String },
     /// Read-only parameters: uploaded once per model and shared by every graph of that model,
     /// found again by `key` (the checkpoint name, or a derived name such as a folded conv).
-    Constant { key: String, data: Arc<Vec<f32>> },
+    /// With `texture`, a `[rows, cols]` matrix (cols % 4 == 0) uploaded as an rgba32float texture
+    /// `cols / 4` texels wide and `rows` high, bound as a `texture_2d<f32>` (see
+    /// [`Graph::constant_texture`]).
+    Constant { key: String, data: Arc<Vec<f32>>, texture: bool },
     /// Produced by a node; lives in the planned arena.
     Activation,
 }
@@ -61,6 +64,27 @@ pub struct Node {
     pub workgroups: [u32; 3],
     /// Floating-point operations (a multiply-add counts as 2), for benchmarks.
     pub flops: u64,
+}
+
+/// A node's bind-group layout: binding 0 the uniform, then `reads` read-only bindings (each a
+/// storage buffer, or a sampled texture where bit i of `textures` is set), then `writes`
+/// read_write storage buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Bindings {
+    pub reads: usize,
+    pub writes: usize,
+    pub textures: u32,
+}
+
+impl Bindings {
+    pub fn is_texture(&self, read: usize) -> bool {
+        self.textures >> read & 1 == 1
+    }
+
+    /// Storage buffers bound (textures do not count against the storage-buffer limit).
+    pub fn storage_buffers(&self) -> usize {
+        self.reads + self.writes - self.textures.count_ones() as usize
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -116,14 +140,47 @@ impl Graph {
                 data.len()
             )));
         }
-        Ok(self.new_tensor(shape, StorageKind::Constant { key: key.to_string(), data }))
+        Ok(self.new_tensor(shape, StorageKind::Constant { key: key.to_string(), data, texture: false }))
+    }
+
+    /// The constant matrix `t` (`[rows, cols]`, cols % 4 == 0) as a sampled texture, 4 columns per
+    /// rgba32float texel: a kernel reads a row's 4 consecutive values with one `textureLoad`. On
+    /// software devices a texel fetch is a vectorised gather, much cheaper than a storage-buffer
+    /// load (a per-lane loop in lavapipe and SwiftShader). `None` when `t` is not such a
+    /// constant or does not fit the device's texture limit. One texture per constant and graph.
+    pub fn constant_texture(&mut self, t: TensorId) -> Option<TensorId> {
+        let shape = self.shape(t).to_vec();
+        let (key, data) = self.constant_data(t).map(|(k, d)| (format!("{k}#texture"), d.clone()))?;
+        let max = self.profile.limits.max_texture_dimension_2d as usize;
+        let [rows, cols] = shape[..] else { return None };
+        if !cols.is_multiple_of(4) || cols / 4 > max || rows > max || rows * cols != data.len() {
+            return None;
+        }
+        let existing = self.tensors.iter().position(|d| {
+            matches!(&self.storages[d.storage].kind, StorageKind::Constant { key: k, texture: true, .. } if *k == key) && d.shape == shape
+        });
+        if let Some(i) = existing {
+            return Some(TensorId(i));
+        }
+        Some(self.new_tensor(&shape, StorageKind::Constant { key, data, texture: true }))
+    }
+
+    /// Whether `t` is bound as a texture (a [`Graph::constant_texture`]).
+    pub fn is_texture(&self, t: TensorId) -> bool {
+        matches!(self.storages[self.tensors[t.0].storage].kind, StorageKind::Constant { texture: true, .. })
+    }
+
+    /// How `node` binds its tensors: the layout of its bind group.
+    pub fn bindings(&self, node: &Node) -> Bindings {
+        let textures = node.reads.iter().enumerate().filter(|(_, &t)| self.is_texture(t)).fold(0u32, |m, (i, _)| m | 1 << i);
+        Bindings { reads: node.reads.len(), writes: node.writes.len(), textures }
     }
 
     /// The key and values of `t` when it is a constant (or a view of one), for ops that derive
     /// another constant from it.
     pub fn constant_data(&self, t: TensorId) -> Option<(&str, &Arc<Vec<f32>>)> {
         match &self.storages[self.tensors[t.0].storage].kind {
-            StorageKind::Constant { key, data } => Some((key.as_str(), data)),
+            StorageKind::Constant { key, data, texture: false } => Some((key.as_str(), data)),
             _ => None,
         }
     }

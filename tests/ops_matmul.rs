@@ -217,3 +217,48 @@ fn linear_matches_pytorch_layout() {
     assert!(err.contains("bias"), "{err}");
     cases.check();
 }
+
+/// On software devices a constant `nn.Linear` weight is read through a texture (vec4 block loads
+/// along K, 4 columns per texel) where K % 4 == 0 and the vec4 kernel runs; everything else keeps
+/// its storage buffer. Both paths against the CPU reference, the choice checked on the node.
+#[test]
+fn linear_reads_a_constant_weight_through_a_texture_on_cpu_like_devices() {
+    use std::sync::Arc;
+    use wgvit::kernels::DeviceProfile;
+    let mut rng = Rng::new(17);
+    let mut small_textures = DeviceProfile::cpu_like();
+    small_textures.limits.max_texture_dimension_2d = 64;
+    // (profile, rows, k, n, texture expected): the big and the small tile, a GEMV-like M, N % 4 != 0
+    // (scalar kernel), K % 4 != 0 (masked k step), and a weight over the texture limit.
+    let cases_of = [
+        (DeviceProfile::cpu_like(), 98, 64, 96, true),
+        (DeviceProfile::cpu_like(), 16, 16, 128, true),
+        (DeviceProfile::cpu_like(), 4, 128, 36, true),
+        (DeviceProfile::cpu_like(), 7, 32, 10, false),
+        (DeviceProfile::cpu_like(), 9, 30, 12, false),
+        (small_textures, 5, 32, 72, false),
+        (DeviceProfile::gpu_like(), 16, 16, 128, false),
+    ];
+    for (profile, rows, k, n, texture) in cases_of {
+        let mut cases = Cases { g: Graph::for_profile(profile), inputs: Vec::new(), expected: Vec::new() };
+        let (x, xt) = cases.input(&mut rng, &[rows, k]);
+        let wt = rng.tensor(&[n, k], -1.0, 1.0);
+        let biast = rng.tensor(&[n], -1.0, 1.0);
+        let w = cases.g.constant("w", &[n, k], Arc::new(wt.data.clone())).unwrap();
+        let bias = cases.g.constant("b", &[n], Arc::new(biast.data.clone())).unwrap();
+        // The same weight twice: one texture serves both.
+        let y1 = linear(&mut cases.g, x, w, Some(bias), Activation::None).unwrap();
+        let y2 = linear(&mut cases.g, x, w, None, Activation::Gelu).unwrap();
+        let uses_texture: Vec<bool> = cases.g.nodes.iter().map(|node| node.key.constants().contains(&("B_TEXTURE", 1))).collect();
+        assert_eq!(uses_texture, vec![texture; 2], "rows {rows}, k {k}, n {n}: texture path expected {texture}");
+        assert_eq!(cases.g.nodes[0].reads[1], cases.g.nodes[1].reads[1], "one texture (or buffer) per constant");
+        assert_eq!(cases.g.is_texture(cases.g.nodes[0].reads[1]), texture);
+        for (name, y, bias, act) in [("bias", y1, Some((&biast.data[..], BiasAxis::Col)), Activation::None), ("gelu", y2, None, Activation::Gelu)] {
+            let name = format!("linear {rows}x{k} -> {n} ({name}, texture {texture})");
+            cases.g.output(&name, y);
+            let (want, _) = matmul_cpu(&xt.data, &[rows, k], &wt.data, &[n, k], false, true, 1.0, bias, act, None);
+            cases.expected.push((name, want));
+        }
+        cases.check();
+    }
+}

@@ -270,7 +270,10 @@ fn footprint(module: &Module) -> Result<Footprint, Vec<String>> {
             AddressSpace::Storage { access } if access.contains(StorageAccess::STORE) => seen_read_write = true,
             AddressSpace::Storage { .. } if !seen_read_write => {}
             AddressSpace::Storage { .. } => problems.push(format!("read-only `{var}` comes after a read_write binding")),
-            other => problems.push(format!("`{var}` is in {other:?}; only storage buffers follow params")),
+            // A sampled texture (`Graph::constant_texture`) takes a read's place.
+            AddressSpace::Handle if !seen_read_write => {}
+            AddressSpace::Handle => problems.push(format!("texture `{var}` comes after a read_write binding")),
+            other => problems.push(format!("`{var}` is in {other:?}; only storage buffers and textures follow params")),
         }
     }
     if !problems.is_empty() {
@@ -414,7 +417,7 @@ fn op_graphs() -> Vec<(&'static str, OpGraph)> {
 /// the result fits WebGPU's default limits and translates for every backend, the shader's bindings
 /// match the layout the executor derives from the node (binding 0 the uniform of `params`, then
 /// `reads` read-only and `writes` read_write storage buffers), and `params` covers the uniform.
-fn check_node(node: &wgvit::graph::Node) -> Result<String, String> {
+fn check_node(node: &wgvit::graph::Node, bindings: wgvit::graph::Bindings) -> Result<String, String> {
     let shader = &node.key.kernel;
     let (source, module, info) = load_for(shader, node.key.constants())?;
     let mut constants = PipelineConstants::default();
@@ -429,6 +432,7 @@ fn check_node(node: &wgvit::graph::Node) -> Result<String, String> {
     for (binding, var, space, size) in &f.bindings {
         let expected = match *binding {
             0 => "uniform",
+            b if b <= reads && bindings.is_texture(b as usize - 1) => "texture",
             b if b <= reads => "read-only storage",
             b if b <= reads + writes => "read_write storage",
             _ => "nothing (past the node's reads and writes)",
@@ -437,6 +441,7 @@ fn check_node(node: &wgvit::graph::Node) -> Result<String, String> {
             AddressSpace::Uniform => "uniform",
             AddressSpace::Storage { access } if access.contains(StorageAccess::STORE) => "read_write storage",
             AddressSpace::Storage { .. } => "read-only storage",
+            AddressSpace::Handle => "texture",
             _ => "other",
         };
         if expected != found {
@@ -485,11 +490,11 @@ fn pipelines_the_ops_create_fit_webgpu_and_match_their_nodes() {
             }
         }
         for node in &g.nodes {
-            let id = (node.key.clone(), node.reads.len(), node.writes.len(), node.params.words.len());
+            let id = (node.key.clone(), g.bindings(node), node.params.words.len());
             if !seen.insert(id) {
                 continue;
             }
-            match check_node(node) {
+            match check_node(node, g.bindings(node)) {
                 Ok(report) => eprintln!("ok  {what}: {report}"),
                 Err(e) => failures.push(format!("{what}: {e}")),
             }
@@ -725,8 +730,8 @@ fn pipelines_every_model_creates_fit_webgpu_and_match_their_nodes() {
         let spec = wgvit::models::resolve(id, weights).unwrap();
         let g = wgvit::models::build_spec_graph(&spec, weights, shape, profile).unwrap_or_else(|e| panic!("{id} {shape:?}: {e}"));
         for node in &g.nodes {
-            if seen.insert((node.key.clone(), node.reads.len(), node.writes.len(), node.params.words.len())) {
-                if let Err(e) = check_node(node) {
+            if seen.insert((node.key.clone(), g.bindings(node), node.params.words.len())) {
+                if let Err(e) = check_node(node, g.bindings(node)) {
                     failures.push(format!("{id}: {e}"));
                 }
             }

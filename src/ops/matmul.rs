@@ -214,6 +214,11 @@ pub fn matmul_tiled(
         MatmulLoads::Vec4FromScalars => (Kernel::Matmul, true),
         MatmulLoads::Vec4 => (Kernel::MatmulVec4, true),
     };
+    // A constant b [N, K] (an `nn.Linear` weight) read through the texture path where the device
+    // prefers it; the kernel reads it only with vec4 block loads along K.
+    let b_texture = (tuning::matmul_b_texture(&g.profile) && trans_b && vec4_blocks && s.k.is_multiple_of(4) && s.b_batches == 1)
+        .then(|| g.constant_texture(b))
+        .flatten();
     let out = g.activation(&out_shape);
     let tiles_m = s.m.div_ceil((tiling.wg_m * tiling.tm) as usize);
     let tiles_n = s.n.div_ceil((tiling.wg_n * tiling.tn) as usize);
@@ -225,6 +230,7 @@ pub fn matmul_tiled(
         .with("WG_N", tiling.wg_n)
         .with("TRANS_A", trans_a as u32)
         .with("TRANS_B", trans_b as u32)
+        .with("B_TEXTURE", b_texture.is_some() as u32)
         .with("VEC4_BLOCKS", vec4_blocks as u32)
         .with("BIAS", bias_code)
         .with("RESIDUAL", epi.residual.is_some() as u32)
@@ -235,7 +241,7 @@ pub fn matmul_tiled(
         label: "matmul".into(),
         key,
         params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(s.batches()), tiles_m: p(tiles_m), tiles_n: p(tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha: epi.alpha, _p0: 0, _p1: 0, _p2: 0 }),
-        reads: vec![a, b, epi.bias.map_or(a, |(t, _)| t), epi.residual.unwrap_or(a)],
+        reads: vec![a, b_texture.unwrap_or(b), epi.bias.map_or(a, |(t, _)| t), epi.residual.unwrap_or(a)],
         writes: vec![out],
         workgroups: grid(workgroups),
         flops: 2 * (s.batches() * s.m * s.n * s.k) as u64,

@@ -59,6 +59,17 @@ pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
     }
 }
 
+/// Whether a matmul reads a constant `b` [N, K] (an `nn.Linear` weight) from a texture
+/// (`Graph::constant_texture`) rather than a storage buffer. Software devices: a texel fetch is a
+/// vectorised gather there, a storage load a loop over the SIMD lanes. Measured with a 4 × 4-tile
+/// TRANS_B GEMM (`examples/gemm_operand_paths.rs`, AMD EPYC, µs, storage → texture b): lavapipe
+/// 256×16×128 409 → 331, 4×128×512 207 → 175, 64×64×256 427 → 449 (noise) / 674 → 526;
+/// SwiftShader 633 → 577, 421 → 321, 1314 → 818. GPUs keep storage buffers (their loads are cheap
+/// and a texture costs a bind-group slot of another kind).
+pub fn matmul_b_texture(profile: &DeviceProfile) -> bool {
+    profile.is_cpu_like()
+}
+
 /// Attentions of fewer FLOPs than this take one query row per invocation on CPU-like devices.
 pub const SMALL_ATTENTION_FLOPS: u64 = 4_000_000;
 
