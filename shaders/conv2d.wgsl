@@ -17,8 +17,12 @@
 // rows are not a multiple of 4 long (an RGB stem: 3*3*3 = 27 taps) comes padded with zeros to
 // K = taps rounded up to 4, so it too takes VEC4 without the masked k step; the im2col reads of
 // taps past `taps` are masked to 0.
-// Bindings: 0 params, 1 x [B, Cin, H, W], 2 weight, 3 bias [Cout] (the host binds the weight in
-// place of an absent bias; BIAS = false never reads it), 4 out [B, Cout, Ho, Wo].
+// With W_TEXTURE (software devices, a constant weight, K % 4 == 0) the weight is an rgba32float
+// texture K/4 texels wide and Cout high (`Graph::constant_texture`): a texel fetch is a vectorised
+// gather there, a storage load a per-lane loop.
+// Bindings: 0 params, 1 x [B, Cin, H, W], 2 weight (storage, or `weight_texture`), 3 bias [Cout]
+// (the host binds x or the weight in place of an absent bias; BIAS = false never reads it),
+// 4 out [B, Cout, Ho, Wo].
 // Dispatch: workgroups of WG_N x WG_M invocations, each owning TM channels x TN pixels, over
 // batches * tiles_m * tiles_n workgroups folded into (x, y) by `ops::grid`.
 // Workgroup memory: none. Edges: channels/pixels past M/N are clamped when loading, skipped
@@ -51,10 +55,14 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+#if W_TEXTURE
+@group(0) @binding(2) var weight_texture: texture_2d<f32>;
+#else
 #if VEC4
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
 #else
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
+#endif
 #endif
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
@@ -63,13 +71,17 @@ override WG_M: u32 = 8u;
 override WG_N: u32 = 8u;
 override BIAS: bool = false;
 override ACT: u32 = 0u;
+// The weight is the texture `weight_texture` (see the header).
+override W_TEXTURE: bool = false;
 
+#if !W_TEXTURE
 #if VEC4
 fn load_w(i: u32) -> f32 { return weight[i >> 2u][i & 3u]; }
 fn load_w4(i: u32) -> vec4<f32> { return weight[i >> 2u]; }
 #else
 fn load_w(i: u32) -> f32 { return weight[i]; }
 fn load_w4(i: u32) -> vec4<f32> { return vec4<f32>(weight[i], weight[i + 1u], weight[i + 2u], weight[i + 3u]); }
+#endif
 #endif
 
 struct Tile {
@@ -120,6 +132,10 @@ fn k_advance(s: KStep) -> KStep {
 
 // W[m, k .. k+3] for output channel row m (clamped); zero at k >= K in the masked step.
 fn a_row(t: Tile, m: u32, k: u32, masked: bool) -> vec4<f32> {
+#if W_TEXTURE
+    // K % 4 == 0, so no step is masked; `a_off` counts weight rows here.
+    return textureLoad(weight_texture, vec2<u32>(k >> 2u, t.a_off + min(m, params.m - 1u)), 0);
+#else
     let K = params.k;
     let base = t.a_off + min(m, params.m - 1u) * K;
     if (!masked) {
@@ -129,6 +145,7 @@ fn a_row(t: Tile, m: u32, k: u32, masked: bool) -> vec4<f32> {
     let i = base + min(kk, vec4<u32>(K - 1u));
     let w = vec4<f32>(load_w(i.x), load_w(i.y), load_w(i.z), load_w(i.w));
     return select(vec4<f32>(0.0), w, kk < vec4<u32>(K));
+#endif
 }
 
 fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
@@ -190,7 +207,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let c0 = tile_origin(p.n0);
     let c1 = tile_origin(p.n0 + 4u);
-    let t = Tile(p.m0, p.n0, (p.batch % params.groups) * params.m * params.k, p.batch * params.in_c * params.in_h * params.in_w,
+#if W_TEXTURE
+    let a_off = (p.batch % params.groups) * params.m;
+#else
+    let a_off = (p.batch % params.groups) * params.m * params.k;
+#endif
+    let t = Tile(p.m0, p.n0, a_off, p.batch * params.in_c * params.in_h * params.in_w,
                  array<vec4<i32>, 2>(c0[0], c1[0]), array<vec4<i32>, 2>(c0[1], c1[1]));
     gemm_store(p.batch, t, gemm_accumulate(t));
 }

@@ -11,9 +11,10 @@
 // (`Kernel::MatmulVec4`) a, b, residual and out are array<vec4<f32>> and one load moves four
 // floats: valid only when every offset passed to a `*4` helper is a multiple of 4 (the stored
 // contiguous dims of a and b, and N, are multiples of 4; the host checks). `bias` stays scalar.
-// With B_TEXTURE (software devices, a constant b [N, K] with TRANS_B, VEC4_BLOCKS and K % 4 == 0)
-// b is an rgba32float texture instead of a storage buffer.
-// Bindings: 0 params (uniform), 1 a, 2 b (storage, or `b_texture`), 3 bias ([M] if BIAS == 1,
+// With A_TEXTURE / B_TEXTURE (software devices: a constant a [M, K] without TRANS_A, or b [N, K]
+// with TRANS_B, under VEC4_BLOCKS with K % 4 == 0) that operand is an rgba32float texture instead
+// of a storage buffer.
+// Bindings: 0 params (uniform), 1 a (storage, or `a_texture`), 2 b (storage, or `b_texture`), 3 bias ([M] if BIAS == 1,
 // [N] if BIAS == 2), 4 residual (like out), 5 out. The host binds `a` in place of an absent
 // bias or residual.
 //
@@ -44,7 +45,11 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 
 #if VEC4
+#if !A_TEXTURE
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+fn load_a(i: u32) -> f32 { return a[i >> 2u][i & 3u]; }
+fn load_a4(i: u32) -> vec4<f32> { return a[i >> 2u]; }
+#endif
 #if !B_TEXTURE
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 fn load_b(i: u32) -> f32 { return b[i >> 2u][i & 3u]; }
@@ -54,14 +59,16 @@ fn load_b4(i: u32) -> vec4<f32> { return b[i >> 2u]; }
 @group(0) @binding(4) var<storage, read> residual: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 
-fn load_a(i: u32) -> f32 { return a[i >> 2u][i & 3u]; }
-fn load_a4(i: u32) -> vec4<f32> { return a[i >> 2u]; }
 fn load_residual(i: u32) -> f32 { return residual[i >> 2u][i & 3u]; }
 fn load_residual4(i: u32) -> vec4<f32> { return residual[i >> 2u]; }
 fn store_out(i: u32, v: f32) { out[i >> 2u][i & 3u] = v; }
 fn store_out4(i: u32, v: vec4<f32>) { out[i >> 2u] = v; }
 #else
+#if !A_TEXTURE
 @group(0) @binding(1) var<storage, read> a: array<f32>;
+fn load_a(i: u32) -> f32 { return a[i]; }
+fn load_a4(i: u32) -> vec4<f32> { return vec4<f32>(a[i], a[i + 1u], a[i + 2u], a[i + 3u]); }
+#endif
 #if !B_TEXTURE
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 fn load_b(i: u32) -> f32 { return b[i]; }
@@ -71,8 +78,6 @@ fn load_b4(i: u32) -> vec4<f32> { return vec4<f32>(b[i], b[i + 1u], b[i + 2u], b
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
-fn load_a(i: u32) -> f32 { return a[i]; }
-fn load_a4(i: u32) -> vec4<f32> { return vec4<f32>(a[i], a[i + 1u], a[i + 2u], a[i + 3u]); }
 fn load_residual(i: u32) -> f32 { return residual[i]; }
 fn load_residual4(i: u32) -> vec4<f32> {
     return vec4<f32>(residual[i], residual[i + 1u], residual[i + 2u], residual[i + 3u]);
@@ -84,6 +89,14 @@ fn store_out4(i: u32, v: vec4<f32>) {
     out[i + 2u] = v.z;
     out[i + 3u] = v.w;
 }
+#endif
+
+#if A_TEXTURE
+// a [M, K] (not TRANS_A, K % 4 == 0, one batch) as a texture K/4 texels wide and M high, like b.
+@group(0) @binding(1) var a_texture: texture_2d<f32>;
+fn a_texel(m: u32, k: u32) -> vec4<f32> { return textureLoad(a_texture, vec2<u32>(k >> 2u, m), 0); }
+fn load_a(i: u32) -> f32 { return a_texel(i / params.k, i % params.k)[i & 3u]; }
+fn load_a4(i: u32) -> vec4<f32> { return a_texel(i / params.k, i % params.k); }
 #endif
 
 #if B_TEXTURE
@@ -100,7 +113,8 @@ override WG_M: u32 = 8u;
 override WG_N: u32 = 8u;
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
-// b is the texture `b_texture` (see there).
+// a or b is a texture, `a_texture` or `b_texture` (see there).
+override A_TEXTURE: bool = false;
 override B_TEXTURE: bool = false;
 // The block loads of a k step as vec4 (over either variant: over the scalar one it is the
 // benchmark baseline `MatmulLoads::Vec4FromScalars`).
@@ -165,10 +179,15 @@ fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
         return transpose(mat4x4<f32>(load_a4(base + k * M), load_a4(base + (k + 1u) * M),
                                      load_a4(base + (k + 2u) * M), load_a4(base + (k + 3u) * M)));
 #else
+#if A_TEXTURE
+        return mat4x4<f32>(a_texel(min(m, M - 1u), k), a_texel(min(m + 1u, M - 1u), k),
+                           a_texel(min(m + 2u, M - 1u), k), a_texel(min(m + 3u, M - 1u), k));
+#else
         let K = params.k;
         let base = t.a_off + k;
         return mat4x4<f32>(load_a4(base + min(m, M - 1u) * K), load_a4(base + min(m + 1u, M - 1u) * K),
                            load_a4(base + min(m + 2u, M - 1u) * K), load_a4(base + min(m + 3u, M - 1u) * K));
+#endif
 #endif
     }
 #endif

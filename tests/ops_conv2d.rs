@@ -126,16 +126,39 @@ fn conv2d_constant_weights_with_odd_rows_take_the_vec4_kernel() {
     }
     cases[1].act = Activation::Gelu;
     for c in &cases {
-        let mut g = Graph::new();
-        let x = g.input("x", &c.x);
-        let w_shape = [c.cout, c.x[1] / c.p.groups, c.kernel.0, c.kernel.1];
-        let w = g.constant("w", &w_shape, std::sync::Arc::new(vec![0.5; w_shape.iter().product()])).unwrap();
-        conv2d(&mut g, x, w, None, &c.p, c.act).unwrap();
-        let key = &g.nodes.last().unwrap().key;
-        assert_eq!(key.kernel, wgvit::kernels::Kernel::Conv2dVec4, "{:?}", c.x);
-        assert!(key.constants().contains(&("K_TAIL", 0)), "{key:?}");
+        // Software devices read the (padded) constant weight through a texture.
+        for (profile, texture) in [(DeviceProfile::gpu_like(), 0), (DeviceProfile::cpu_like(), 1)] {
+            let mut g = Graph::for_profile(profile);
+            let x = g.input("x", &c.x);
+            let w_shape = [c.cout, c.x[1] / c.p.groups, c.kernel.0, c.kernel.1];
+            let w = g.constant("w", &w_shape, std::sync::Arc::new(vec![0.5; w_shape.iter().product()])).unwrap();
+            conv2d(&mut g, x, w, None, &c.p, c.act).unwrap();
+            let key = &g.nodes.last().unwrap().key;
+            assert_eq!(key.kernel, wgvit::kernels::Kernel::Conv2dVec4, "{:?}", c.x);
+            assert!(key.constants().contains(&("K_TAIL", 0)) && key.constants().contains(&("W_TEXTURE", texture)), "{key:?}");
+        }
     }
     check(&cases, 23);
+}
+
+/// Grouped convolutions with a constant weight: on software devices each group reads its rows of
+/// the weight texture ([Cout, K], group g's rows from g·Cout/groups).
+#[test]
+fn conv2d_grouped_constant_weights_through_a_texture() {
+    let mut cases = vec![
+        case([2, 8, 9, 11], 12, (2, 2), 1, 0, 1, 2),
+        case([1, 12, 10, 7], 6, (3, 3), 2, 1, 1, 3),
+        case([1, 16, 6, 6], 16, (1, 1), 1, 0, 1, 4),
+    ];
+    for c in &mut cases {
+        c.constant_weight = true;
+    }
+    let mut g = Graph::for_profile(DeviceProfile::cpu_like());
+    let x = g.input("x", &cases[0].x);
+    let w = g.constant("w", &[12, 4, 2, 2], std::sync::Arc::new(vec![0.5; 12 * 16])).unwrap();
+    conv2d(&mut g, x, w, None, &cases[0].p, Activation::None).unwrap();
+    assert!(g.nodes.last().unwrap().key.constants().contains(&("W_TEXTURE", 1)));
+    check(&cases, 24);
 }
 
 /// Depthwise (groups == C): its own kernel for kernel widths up to 7, odd sizes, strides 1 and 2,

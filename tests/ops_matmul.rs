@@ -261,4 +261,22 @@ fn linear_reads_a_constant_weight_through_a_texture_on_cpu_like_devices() {
         }
         cases.check();
     }
+    // A constant a [M, K] (a 1×1 conv or LaViT's channel mixing: weight · x): a texture too.
+    for (profile, texture) in [(DeviceProfile::cpu_like(), true), (DeviceProfile::gpu_like(), false)] {
+        let mut cases = Cases { g: Graph::for_profile(profile), inputs: Vec::new(), expected: Vec::new() };
+        let (m, k, n) = (24, 32, 52);
+        let wt = rng.tensor(&[m, k], -1.0, 1.0);
+        let biast = rng.tensor(&[m], -1.0, 1.0);
+        let (x, xt) = cases.input(&mut rng, &[k, n]);
+        let w = cases.g.constant("w", &[m, k], Arc::new(wt.data.clone())).unwrap();
+        let bias = cases.g.constant("b", &[m], Arc::new(biast.data.clone())).unwrap();
+        let y = matmul(&mut cases.g, w, x, false, false, Epilogue { bias: Some((bias, BiasAxis::Row)), ..Default::default() }).unwrap();
+        let node = cases.g.nodes.last().unwrap();
+        assert!(node.key.constants().contains(&("A_TEXTURE", texture as u32)) && node.key.constants().contains(&("B_TEXTURE", 0)));
+        let name = format!("weight · x, texture {texture}");
+        cases.g.output(&name, y);
+        let (want, _) = matmul_cpu(&wt.data, &[m, k], &xt.data, &[k, n], false, false, 1.0, Some((&biast.data, BiasAxis::Row)), Activation::None, None);
+        cases.expected.push((name, want));
+        cases.check();
+    }
 }

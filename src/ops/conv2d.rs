@@ -176,6 +176,13 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
         Some(w) => (w, taps.next_multiple_of(4)),
         None => (weight, taps),
     };
+    // A constant weight [Cout, K] read through the texture path where the device prefers it.
+    let texture = if tuning::matmul_constant_textures(&g.profile) && k.is_multiple_of(4) {
+        let rows = g.reshape(weight, &[s.out_c, k])?;
+        g.constant_texture(rows)
+    } else {
+        None
+    };
     let batches = s.batch * groups;
     let t = tuning::conv_gemm_tiling(&g.profile, 2 * (batches * m * n * taps) as u64);
     let tiles_m = m.div_ceil((t.wg_m * t.tm) as usize);
@@ -191,10 +198,11 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
             .with("WG_M", t.wg_m)
             .with("WG_N", t.wg_n)
             .with("K_TAIL", !k.is_multiple_of(4) as u32)
+            .with("W_TEXTURE", texture.is_some() as u32)
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32),
         params: Uniform::of(&params::Conv2d { m: c(m), n: c(n), k: c(k), batches: c(batches), tiles_m: c(tiles_m), tiles_n: c(tiles_n), groups: c(groups), in_c: c(s.in_c / groups), in_h: c(s.in_h), in_w: c(s.in_w), out_w: c(s.out_w), kernel_h: c(kh), kernel_w: c(kw), stride_h: c(p.stride.0), stride_w: c(p.stride.1), pad_h: c(p.padding.0), pad_w: c(p.padding.1), dil_h: c(p.dilation.0), dil_w: c(p.dilation.1), taps: c(taps) }),
-        reads: vec![x, weight, bias.unwrap_or(weight)],
+        reads: vec![x, texture.unwrap_or(weight), bias.unwrap_or(if texture.is_some() { x } else { weight })],
         writes: vec![y],
         workgroups: grid(batches * tiles_m * tiles_n),
         flops: 2 * (batches * m * n * taps) as u64,

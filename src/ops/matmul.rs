@@ -14,8 +14,8 @@
 //! (`Kernel::Matmul`). Rows/columns past the edges are clamped when loading and skipped when
 //! storing, so any shape is exact; k is never over-read (a masked last step takes K % 4).
 //!
-//! Absent bias/residual bindings are filled with `a` (the shader never reads them), keeping the
-//! bind-group layout fixed at 4 reads + 1 write for every variant.
+//! Absent bias/residual bindings are filled with `a` (`b` when `a` is a texture; the shader never
+//! reads them), keeping the bind-group layout at 4 reads + 1 write for every variant.
 
 use super::{check_u32, grid, params, tuning, Activation, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
@@ -214,11 +214,14 @@ pub fn matmul_tiled(
         MatmulLoads::Vec4FromScalars => (Kernel::Matmul, true),
         MatmulLoads::Vec4 => (Kernel::MatmulVec4, true),
     };
-    // A constant b [N, K] (an `nn.Linear` weight) read through the texture path where the device
-    // prefers it; the kernel reads it only with vec4 block loads along K.
-    let b_texture = (tuning::matmul_b_texture(&g.profile) && trans_b && vec4_blocks && s.k.is_multiple_of(4) && s.b_batches == 1)
-        .then(|| g.constant_texture(b))
-        .flatten();
+    // A constant operand stored [rows, K] (an `nn.Linear` weight as b, a 1×1 conv's weight as a)
+    // read through the texture path where the device prefers it; the kernel then reads it only
+    // with vec4 block loads along K.
+    let textured = tuning::matmul_constant_textures(&g.profile) && vec4_blocks && s.k.is_multiple_of(4);
+    let a_texture = (textured && !trans_a && s.a_batches == 1).then(|| g.constant_texture(a)).flatten();
+    let b_texture = (textured && trans_b && s.b_batches == 1).then(|| g.constant_texture(b)).flatten();
+    // What an absent bias or residual binds (never read): an operand bound as a buffer anyway.
+    let filler = if a_texture.is_some() { b } else { a };
     let out = g.activation(&out_shape);
     let tiles_m = s.m.div_ceil((tiling.wg_m * tiling.tm) as usize);
     let tiles_n = s.n.div_ceil((tiling.wg_n * tiling.tn) as usize);
@@ -230,6 +233,7 @@ pub fn matmul_tiled(
         .with("WG_N", tiling.wg_n)
         .with("TRANS_A", trans_a as u32)
         .with("TRANS_B", trans_b as u32)
+        .with("A_TEXTURE", a_texture.is_some() as u32)
         .with("B_TEXTURE", b_texture.is_some() as u32)
         .with("VEC4_BLOCKS", vec4_blocks as u32)
         .with("BIAS", bias_code)
@@ -241,7 +245,7 @@ pub fn matmul_tiled(
         label: "matmul".into(),
         key,
         params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(s.batches()), tiles_m: p(tiles_m), tiles_n: p(tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha: epi.alpha, _p0: 0, _p1: 0, _p2: 0 }),
-        reads: vec![a, b_texture.unwrap_or(b), epi.bias.map_or(a, |(t, _)| t), epi.residual.unwrap_or(a)],
+        reads: vec![a_texture.unwrap_or(a), b_texture.unwrap_or(b), epi.bias.map_or(filler, |(t, _)| t), epi.residual.unwrap_or(filler)],
         writes: vec![out],
         workgroups: grid(workgroups),
         flops: 2 * (s.batches() * s.m * s.n * s.k) as u64,

@@ -59,14 +59,15 @@ pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
     }
 }
 
-/// Whether a matmul reads a constant `b` [N, K] (an `nn.Linear` weight) from a texture
-/// (`Graph::constant_texture`) rather than a storage buffer. Software devices: a texel fetch is a
+/// Whether a matmul or convolution reads a constant operand stored `[rows, K]` (an `nn.Linear`
+/// weight as b, a conv's weight as a) from a texture (`Graph::constant_texture`) rather than a
+/// storage buffer. Software devices: a texel fetch is a
 /// vectorised gather there, a storage load a loop over the SIMD lanes. Measured with a 4 × 4-tile
 /// TRANS_B GEMM (`examples/gemm_operand_paths.rs`, AMD EPYC, µs, storage → texture b): lavapipe
 /// 256×16×128 409 → 331, 4×128×512 207 → 175, 64×64×256 427 → 449 (noise) / 674 → 526;
 /// SwiftShader 633 → 577, 421 → 321, 1314 → 818. GPUs keep storage buffers (their loads are cheap
 /// and a texture costs a bind-group slot of another kind).
-pub fn matmul_b_texture(profile: &DeviceProfile) -> bool {
+pub fn matmul_constant_textures(profile: &DeviceProfile) -> bool {
     profile.is_cpu_like()
 }
 
