@@ -239,6 +239,10 @@ mod driver_warmup {
     pub struct Dispatch {
         pub key: PipelineKey,
         pub bindings: Bindings,
+        /// Width and height of each texture read (`[0, 0]` for a buffer): llvmpipe specialises
+        /// a shader on its textures' static state (format, power-of-two sizes), so the helper
+        /// binds textures of the real sizes to compile the variant the forward will use.
+        pub texture_sizes: Vec<[u32; 2]>,
         pub params: Vec<u32>,
     }
 
@@ -312,20 +316,9 @@ mod driver_warmup {
         let storage: Vec<wgpu::Buffer> = (0..8)
             .map(|_| device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 256, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false }))
             .collect();
-        let texture = device
-            .create_texture(&wgpu::TextureDescriptor {
-                label: None,
-                size: wgpu::Extent3d { width: 1, height: 1, depth_or_array_layers: 1 },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format: wgpu::TextureFormat::Rgba32Float,
-                usage: wgpu::TextureUsages::TEXTURE_BINDING,
-                view_formats: &[],
-            })
-            .create_view(&Default::default());
+        let mut textures: HashMap<[u32; 2], wgpu::TextureView> = HashMap::new();
         let mut pipelines: HashMap<(PipelineKey, Bindings), (wgpu::ComputePipeline, wgpu::BindGroupLayout)> = HashMap::new();
-        for Dispatch { key, bindings, params } in dispatches.iter().rev() {
+        for Dispatch { key, bindings, texture_sizes, params } in dispatches.iter().rev() {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -339,9 +332,28 @@ mod driver_warmup {
             });
             queue.write_buffer(&uniform, 0, bytemuck::cast_slice(params));
             let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+            for &[width, height] in texture_sizes.iter().filter(|s| s[0] > 0) {
+                textures.entry([width, height]).or_insert_with(|| {
+                    device
+                        .create_texture(&wgpu::TextureDescriptor {
+                            label: None,
+                            size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+                            mip_level_count: 1,
+                            sample_count: 1,
+                            dimension: wgpu::TextureDimension::D2,
+                            format: wgpu::TextureFormat::Rgba32Float,
+                            usage: wgpu::TextureUsages::TEXTURE_BINDING,
+                            view_formats: &[],
+                        })
+                        .create_view(&Default::default())
+                });
+            }
             entries.extend(storage.iter().take(bindings.reads + bindings.writes).enumerate().map(|(i, b)| wgpu::BindGroupEntry {
                 binding: 1 + i as u32,
-                resource: if bindings.is_texture(i) { wgpu::BindingResource::TextureView(&texture) } else { b.as_entire_binding() },
+                resource: match texture_sizes.get(i) {
+                    Some(size) if bindings.is_texture(i) => wgpu::BindingResource::TextureView(&textures[size]),
+                    _ => b.as_entire_binding(),
+                },
             }));
             let group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: bgl, entries: &entries });
             let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
@@ -486,10 +498,10 @@ impl ConstantCache {
         let &[rows, cols] = shape else {
             return Err(Error::Graph(format!("texture constant '{key}' has shape {shape:?}, expected [rows, cols]")));
         };
-        let size = wgpu::Extent3d { width: (cols / 4) as u32, height: rows as u32, depth_or_array_layers: 1 };
+        let [width, height] = crate::graph::texture_extent(rows, cols);
         let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(key),
-            size,
+            size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
@@ -501,7 +513,7 @@ impl ConstantCache {
             texture.as_image_copy(),
             bytemuck::cast_slice(data),
             wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(cols as u32 * 4), rows_per_image: Some(rows as u32) },
-            size,
+            wgpu::Extent3d { width: (cols / 4) as u32, height: rows as u32, depth_or_array_layers: 1 },
         );
         let view = Arc::new(texture.create_view(&Default::default()));
         self.textures.lock().unwrap().insert(key.to_string(), view.clone());
@@ -718,8 +730,13 @@ impl Executable {
             let dispatches: Vec<driver_warmup::Dispatch> = graph
                 .nodes
                 .iter()
-                .filter(|n| seen.insert((n.key.clone(), n.params.words.clone())))
-                .map(|n| driver_warmup::Dispatch { key: n.key.clone(), bindings: graph.bindings(n), params: n.params.words.clone() })
+                .map(|n| driver_warmup::Dispatch {
+                    key: n.key.clone(),
+                    bindings: graph.bindings(n),
+                    texture_sizes: n.reads.iter().map(|&t| graph.texture_size(t).unwrap_or([0, 0])).collect(),
+                    params: n.params.words.clone(),
+                })
+                .filter(|d| seen.insert((d.key.clone(), d.params.clone(), d.texture_sizes.clone())))
                 .collect();
             (dispatches.len() >= driver_warmup::MIN_DISPATCHES).then(|| driver_warmup::spawn(ctx, dispatches)).flatten()
         } else {
