@@ -10,16 +10,15 @@
 // k walks r in weight order; instead of dividing r by kh*kw and kw for every element, a KStep
 // carries the (ci, i, j) of its 4 taps and advances them by increments.
 //
-// requires: activations, gemm_tile
+// requires: activations, flat_texture, gemm_tile
 // Variants: without VEC4 (`Kernel::Conv2d`, any K) the weight is array<f32> and a row segment of
 // 4 weights takes 4 scalar loads; with VEC4 (`Kernel::Conv2dVec4`, K % 4 == 0, so every weight
 // row and every k step starts on a vec4) one vec4 load moves 4 weights. A constant weight whose
 // rows are not a multiple of 4 long (an RGB stem: 3*3*3 = 27 taps) comes padded with zeros to
 // K = taps rounded up to 4, so it too takes VEC4 without the masked k step; the im2col reads of
 // taps past `taps` are masked to 0.
-// With W_TEXTURE (software devices, a constant weight, K % 4 == 0) the weight is an rgba32float
-// texture K/4 texels wide and Cout high (`Graph::constant_texture`): a texel fetch is a vectorised
-// gather there, a storage load a per-lane loop.
+// With W_TEXTURE (software devices, a constant weight, K % 4 == 0) the weight is a flat rgba32float
+// texture (flat_texture.wgsl, `Graph::constant_texture`).
 // Bindings: 0 params, 1 x [B, Cin, H, W], 2 weight (storage, or `weight_texture`), 3 bias [Cout]
 // (the host binds x or the weight in place of an absent bias; BIAS = false never reads it),
 // 4 out [B, Cout, Ho, Wo].
@@ -133,8 +132,8 @@ fn k_advance(s: KStep) -> KStep {
 // W[m, k .. k+3] for output channel row m (clamped); zero at k >= K in the masked step.
 fn a_row(t: Tile, m: u32, k: u32, masked: bool) -> vec4<f32> {
 #if W_TEXTURE
-    // K % 4 == 0, so no step is masked; `a_off` counts weight rows here.
-    return textureLoad(weight_texture, vec2<u32>(k >> 2u, t.a_off + min(m, params.m - 1u)), 0);
+    // K % 4 == 0, so no step is masked.
+    return flat_texel(weight_texture, t.a_off + min(m, params.m - 1u) * params.k + k);
 #else
     let K = params.k;
     let base = t.a_off + min(m, params.m - 1u) * K;
@@ -207,11 +206,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let c0 = tile_origin(p.n0);
     let c1 = tile_origin(p.n0 + 4u);
-#if W_TEXTURE
-    let a_off = (p.batch % params.groups) * params.m;
-#else
     let a_off = (p.batch % params.groups) * params.m * params.k;
-#endif
     let t = Tile(p.m0, p.n0, a_off, p.batch * params.in_c * params.in_h * params.in_w,
                  array<vec4<i32>, 2>(c0[0], c1[0]), array<vec4<i32>, 2>(c0[1], c1[1]));
     gemm_store(p.batch, t, gemm_accumulate(t));

@@ -5,15 +5,15 @@
 // stored a is [M, K] ([K, M] if TRANS_A), stored b is [K, N] ([N, K] if TRANS_B). Batch `t` of
 // out reads batch `t % a_batches` of a and `t % b_batches` of b (a count of 1 broadcasts).
 //
-// requires: activations, gemm_tile
+// requires: activations, flat_texture, gemm_tile
 // Variants: without VEC4 (`Kernel::Matmul`, any shape) every tensor is an array<f32> and
 // `load_a4`/`load_b4` gather four consecutive elements with four scalar loads; with VEC4
 // (`Kernel::MatmulVec4`) a, b, residual and out are array<vec4<f32>> and one load moves four
 // floats: valid only when every offset passed to a `*4` helper is a multiple of 4 (the stored
 // contiguous dims of a and b, and N, are multiples of 4; the host checks). `bias` stays scalar.
-// With A_TEXTURE / B_TEXTURE (software devices: a constant a [M, K] without TRANS_A, or b [N, K]
-// with TRANS_B, under VEC4_BLOCKS with K % 4 == 0) that operand is an rgba32float texture instead
-// of a storage buffer.
+// With A_TEXTURE / B_TEXTURE (software devices, under VEC4_BLOCKS) that operand is read from a flat
+// rgba32float texture (flat_texture.wgsl) instead of a storage buffer: a constant uploaded so, or
+// an activation the executor copies so before this dispatch.
 // Bindings: 0 params (uniform), 1 a (storage, or `a_texture`), 2 b (storage, or `b_texture`), 3 bias ([M] if BIAS == 1,
 // [N] if BIAS == 2), 4 residual (like out), 5 out. The host binds `a` in place of an absent
 // bias or residual.
@@ -92,28 +92,22 @@ fn store_out4(i: u32, v: vec4<f32>) {
 #endif
 
 #if A_TEXTURE
-// a [M, K] (not TRANS_A, K % 4 == 0, one batch) as a texture K/4 texels wide and M high, like b.
 @group(0) @binding(1) var a_texture: texture_2d<f32>;
-fn a_texel(m: u32, k: u32) -> vec4<f32> { return textureLoad(a_texture, vec2<u32>(k >> 2u, m), 0); }
-fn load_a(i: u32) -> f32 { return a_texel(i / params.k, i % params.k)[i & 3u]; }
-fn load_a4(i: u32) -> vec4<f32> { return a_texel(i / params.k, i % params.k); }
+fn load_a(i: u32) -> f32 { return flat_texel(a_texture, i & ~3u)[i & 3u]; }
+fn load_a4(i: u32) -> vec4<f32> { return flat_texel(a_texture, i); }
 #endif
 
 #if B_TEXTURE
-// b [N, K] (TRANS_B, K % 4 == 0, one batch) as a texture K/4 texels wide and N high: texel (k/4, n)
-// holds b[n, k..k+3]. A texel fetch is a vectorised gather on software devices, a storage load
-// a per-lane loop. Only the vec4 block loads run; the element loads are there for completeness.
 @group(0) @binding(2) var b_texture: texture_2d<f32>;
-fn b_texel(n: u32, k: u32) -> vec4<f32> { return textureLoad(b_texture, vec2<u32>(k >> 2u, n), 0); }
-fn load_b(i: u32) -> f32 { return b_texel(i / params.k, i % params.k)[i & 3u]; }
-fn load_b4(i: u32) -> vec4<f32> { return b_texel(i / params.k, i % params.k); }
+fn load_b(i: u32) -> f32 { return flat_texel(b_texture, i & ~3u)[i & 3u]; }
+fn load_b4(i: u32) -> vec4<f32> { return flat_texel(b_texture, i); }
 #endif
 
 override WG_M: u32 = 8u;
 override WG_N: u32 = 8u;
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
-// a or b is a texture, `a_texture` or `b_texture` (see there).
+// a or b is a flat texture (flat_texture.wgsl), `a_texture` or `b_texture`.
 override A_TEXTURE: bool = false;
 override B_TEXTURE: bool = false;
 // The block loads of a k step as vec4 (over either variant: over the scalar one it is the
@@ -179,15 +173,10 @@ fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
         return transpose(mat4x4<f32>(load_a4(base + k * M), load_a4(base + (k + 1u) * M),
                                      load_a4(base + (k + 2u) * M), load_a4(base + (k + 3u) * M)));
 #else
-#if A_TEXTURE
-        return mat4x4<f32>(a_texel(min(m, M - 1u), k), a_texel(min(m + 1u, M - 1u), k),
-                           a_texel(min(m + 2u, M - 1u), k), a_texel(min(m + 3u, M - 1u), k));
-#else
         let K = params.k;
         let base = t.a_off + k;
         return mat4x4<f32>(load_a4(base + min(m, M - 1u) * K), load_a4(base + min(m + 1u, M - 1u) * K),
                            load_a4(base + min(m + 2u, M - 1u) * K), load_a4(base + min(m + 3u, M - 1u) * K));
-#endif
 #endif
     }
 #endif
@@ -201,15 +190,10 @@ fn b_block(t: Tile, g: u32, s: KStep, masked: bool) -> mat4x4<f32> {
 #if VEC4_BLOCKS
     if (!masked) {
 #if TRANS_B
-#if B_TEXTURE
-        return transpose(mat4x4<f32>(b_texel(min(n, N - 1u), k), b_texel(min(n + 1u, N - 1u), k),
-                                     b_texel(min(n + 2u, N - 1u), k), b_texel(min(n + 3u, N - 1u), k)));
-#else
         let K = params.k;
         let base = t.b_off + k;
         return transpose(mat4x4<f32>(load_b4(base + min(n, N - 1u) * K), load_b4(base + min(n + 1u, N - 1u) * K),
                                      load_b4(base + min(n + 2u, N - 1u) * K), load_b4(base + min(n + 3u, N - 1u) * K)));
-#endif
 #else
         // N % 4 == 0: a group of 4 columns is wholly in range or wholly past the edge.
         let base = t.b_off + min(n, N - 4u);

@@ -489,19 +489,17 @@ impl ConstantCache {
         self.buffers.lock().unwrap().values().map(|b| b.size()).sum::<u64>() + textures
     }
 
-    /// The `[rows, cols]` constant `data` as an rgba32float texture `cols / 4` texels wide
-    /// (the graph checked the shape against the device's texture limit).
-    fn get_or_upload_texture(&self, ctx: &GpuContext, key: &str, shape: &[usize], data: &[f32]) -> Result<Arc<wgpu::TextureView>> {
+    /// The constant `data` as a flat rgba32float texture ([`crate::graph::texture_extent`]; the
+    /// graph checked it against the device's texture limit), zero-padded to whole rows.
+    fn get_or_upload_texture(&self, ctx: &GpuContext, key: &str, data: &[f32]) -> Result<Arc<wgpu::TextureView>> {
         if let Some(v) = self.textures.lock().unwrap().get(key) {
             return Ok(v.clone());
         }
-        let &[rows, cols] = shape else {
-            return Err(Error::Graph(format!("texture constant '{key}' has shape {shape:?}, expected [rows, cols]")));
-        };
-        let [width, height] = crate::graph::texture_extent(rows, cols);
+        let [width, height] = crate::graph::texture_extent(data.len());
+        let size = wgpu::Extent3d { width, height, depth_or_array_layers: 1 };
         let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(key),
-            size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+            size,
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
@@ -509,11 +507,13 @@ impl ConstantCache {
             usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
+        let mut padded = data.to_vec();
+        padded.resize(width as usize * height as usize * 4, 0.0);
         ctx.queue.write_texture(
             texture.as_image_copy(),
-            bytemuck::cast_slice(data),
-            wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(cols as u32 * 4), rows_per_image: Some(rows as u32) },
-            wgpu::Extent3d { width: (cols / 4) as u32, height: rows as u32, depth_or_array_layers: 1 },
+            bytemuck::cast_slice(&padded),
+            wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(width * 16), rows_per_image: Some(height) },
+            size,
         );
         let view = Arc::new(texture.create_view(&Default::default()));
         self.textures.lock().unwrap().insert(key.to_string(), view.clone());
@@ -676,8 +676,7 @@ impl Executable {
                     continue;
                 }
                 if *texture {
-                    let shape = &graph.tensors.iter().find(|t| t.storage == s).expect("a storage has a tensor").shape;
-                    constant_texture.insert(s, constants.get_or_upload_texture(ctx, key, shape, data)?);
+                    constant_texture.insert(s, constants.get_or_upload_texture(ctx, key, data)?);
                 } else {
                     constant_buffer.insert(s, constants.get_or_upload(ctx, key, data)?);
                 }

@@ -20,13 +20,17 @@ pub fn probe_output(t: TensorId) -> String {
     format!("probe.{}", t.0)
 }
 
-/// The texture a `[rows, cols]` constant is uploaded to: `cols / 4` texels by `rows`, each side
-/// grown by a texel or two (never read) where it is a power of two. llvmpipe specialises a shader
-/// on whether each bound texture's sides are powers of two, so textures of mixed sizes would
-/// compile one pipeline several times over; hatnet-digits' first forward took 0.7 s longer.
-pub fn texture_extent(rows: usize, cols: usize) -> [u32; 2] {
-    let side = |n: usize| (if n.is_power_of_two() { n + if n == 1 { 2 } else { 1 } } else { n }) as u32;
-    [side(cols / 4), side(rows)]
+/// Texels per row of a flat texture (shaders/lib/flat_texture.wgsl's `FLAT_WIDTH_LOG2`).
+pub const FLAT_TEXTURE_WIDTH: usize = 256;
+
+/// The flat texture of `numel` values: [`FLAT_TEXTURE_WIDTH`] texels wide, as many rows as it
+/// takes, plus one (never read) when that is a power of two. llvmpipe specialises a shader on
+/// whether each bound texture's sides are powers of two, so textures of mixed heights would
+/// compile one pipeline several times over (hatnet-digits' first forward took 0.7 s longer).
+pub fn texture_extent(numel: usize) -> [u32; 2] {
+    let rows = numel.div_ceil(4 * FLAT_TEXTURE_WIDTH).max(1);
+    let rows = if rows.is_power_of_two() { rows + if rows == 1 { 2 } else { 1 } } else { rows };
+    [FLAT_TEXTURE_WIDTH as u32, rows.min(u32::MAX as usize) as u32]
 }
 
 pub fn numel_of(shape: &[usize]) -> usize {
@@ -40,9 +44,7 @@ pub enum StorageKind {
     Input { name: String },
     /// Read-only parameters: uploaded once per model and shared by every graph of that model,
     /// found again by `key` (the checkpoint name, or a derived name such as a folded conv).
-    /// With `texture`, a `[rows, cols]` matrix (cols % 4 == 0) uploaded as an rgba32float texture
-    /// `cols / 4` texels wide and `rows` high, bound as a `texture_2d<f32>` (see
-    /// [`Graph::constant_texture`]).
+    /// With `texture`, uploaded as a flat texture instead of a buffer ([`Graph::constant_texture`]).
     Constant { key: String, data: Arc<Vec<f32>>, texture: bool },
     /// Produced by a node; lives in the planned arena.
     Activation,
@@ -152,18 +154,15 @@ impl Graph {
         Ok(self.new_tensor(shape, StorageKind::Constant { key: key.to_string(), data, texture: false }))
     }
 
-    /// The constant matrix `t` (`[rows, cols]`, cols % 4 == 0) as a sampled texture, 4 columns per
-    /// rgba32float texel: a kernel reads a row's 4 consecutive values with one `textureLoad`. On
-    /// software devices a texel fetch is a vectorised gather, much cheaper than a storage-buffer
-    /// load (a per-lane loop in lavapipe and SwiftShader). `None` when `t` is not such a
-    /// constant or does not fit the device's texture limit. One texture per constant and graph.
+    /// The constant `t` (numel % 4 == 0) as a flat texture ([`texture_extent`]): kernels read 4
+    /// consecutive values with one `textureLoad` (shaders/lib/flat_texture.wgsl). On software
+    /// devices a texel fetch is a vectorised gather, much cheaper than a storage-buffer load (a
+    /// per-lane loop in lavapipe and SwiftShader). `None` when `t` is not a constant or does not
+    /// fit the device's texture limit. One texture per constant and graph.
     pub fn constant_texture(&mut self, t: TensorId) -> Option<TensorId> {
         let shape = self.shape(t).to_vec();
         let (key, data) = self.constant_data(t).map(|(k, d)| (format!("{k}#texture"), d.clone()))?;
-        let max = self.profile.limits.max_texture_dimension_2d as usize;
-        let [rows, cols] = shape[..] else { return None };
-        let [width, height] = texture_extent(rows, cols);
-        if !cols.is_multiple_of(4) || width as usize > max || height as usize > max || rows * cols != data.len() {
+        if !self.fits_texture(data.len()) {
             return None;
         }
         let existing = self.tensors.iter().position(|d| {
@@ -175,6 +174,12 @@ impl Graph {
         Some(self.new_tensor(&shape, StorageKind::Constant { key, data, texture: true }))
     }
 
+    fn fits_texture(&self, numel: usize) -> bool {
+        let [width, height] = texture_extent(numel);
+        let max = self.profile.limits.max_texture_dimension_2d;
+        numel.is_multiple_of(4) && numel > 0 && width <= max && height <= max
+    }
+
     /// Whether `t` is bound as a texture (a [`Graph::constant_texture`]).
     pub fn is_texture(&self, t: TensorId) -> bool {
         matches!(self.storages[self.tensors[t.0].storage].kind, StorageKind::Constant { texture: true, .. })
@@ -183,10 +188,7 @@ impl Graph {
     /// Width and height in texels of the texture `t` is bound as, if it is one
     /// ([`texture_extent`] of its shape).
     pub fn texture_size(&self, t: TensorId) -> Option<[u32; 2]> {
-        match self.shape(t) {
-            &[rows, cols] if self.is_texture(t) => Some(texture_extent(rows, cols)),
-            _ => None,
-        }
+        self.is_texture(t).then(|| texture_extent(self.storages[self.tensors[t.0].storage].numel))
     }
 
     /// How `node` binds its tensors: the layout of its bind group.

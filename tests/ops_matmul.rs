@@ -218,28 +218,29 @@ fn linear_matches_pytorch_layout() {
     cases.check();
 }
 
-/// On software devices a constant `nn.Linear` weight is read through a texture (vec4 block loads
-/// along K, 4 columns per texel) where K % 4 == 0 and the vec4 kernel runs; everything else keeps
-/// its storage buffer. Both paths against the CPU reference, the choice checked on the node.
+/// On software devices a constant operand of a vec4-block GEMM (a weight) is read from a flat
+/// texture (one per constant); activations stay in buffers. Shapes the vec4 kernel does not
+/// take, a weight over the texture limit and GPU-like devices keep storage buffers. Both paths
+/// against the CPU reference.
 #[test]
-fn linear_reads_a_constant_weight_through_a_texture_on_cpu_like_devices() {
+fn matmul_reads_constant_operands_through_textures_on_cpu_like_devices() {
     use std::sync::Arc;
     use wgvit::kernels::DeviceProfile;
     let mut rng = Rng::new(17);
     let mut small_textures = DeviceProfile::cpu_like();
-    small_textures.limits.max_texture_dimension_2d = 64;
-    // (profile, rows, k, n, texture expected): the big and the small tile, a GEMV-like M, N % 4 != 0
-    // (scalar kernel), K % 4 != 0 (masked k step), and a weight over the texture limit.
-    let cases_of = [
+    small_textures.limits.max_texture_dimension_2d = 2;
+    // (profile, rows, k, n, textures expected): the big and the small tile, a GEMV-like M, N % 4 != 0
+    // (scalar kernel), K % 4 != 0 (no vec4 blocks), operands over the texture limit.
+    let linears = [
         (DeviceProfile::cpu_like(), 98, 64, 96, true),
         (DeviceProfile::cpu_like(), 16, 16, 128, true),
         (DeviceProfile::cpu_like(), 4, 128, 36, true),
         (DeviceProfile::cpu_like(), 7, 32, 10, false),
         (DeviceProfile::cpu_like(), 9, 30, 12, false),
-        (small_textures, 5, 32, 72, false),
+        (small_textures, 37, 64, 72, false),
         (DeviceProfile::gpu_like(), 16, 16, 128, false),
     ];
-    for (profile, rows, k, n, texture) in cases_of {
+    for (profile, rows, k, n, texture) in linears {
         let mut cases = Cases { g: Graph::for_profile(profile), inputs: Vec::new(), expected: Vec::new() };
         let (x, xt) = cases.input(&mut rng, &[rows, k]);
         let wt = rng.tensor(&[n, k], -1.0, 1.0);
@@ -249,34 +250,45 @@ fn linear_reads_a_constant_weight_through_a_texture_on_cpu_like_devices() {
         // The same weight twice: one texture serves both.
         let y1 = linear(&mut cases.g, x, w, Some(bias), Activation::None).unwrap();
         let y2 = linear(&mut cases.g, x, w, None, Activation::Gelu).unwrap();
-        let uses_texture: Vec<bool> = cases.g.nodes.iter().map(|node| node.key.constants().contains(&("B_TEXTURE", 1))).collect();
-        assert_eq!(uses_texture, vec![texture; 2], "rows {rows}, k {k}, n {n}: texture path expected {texture}");
+        for node in &cases.g.nodes {
+            let c = node.key.constants();
+            assert!(c.contains(&("A_TEXTURE", 0)) && c.contains(&("B_TEXTURE", texture as u32)), "rows {rows}, k {k}, n {n}: {c:?}");
+        }
         assert_eq!(cases.g.nodes[0].reads[1], cases.g.nodes[1].reads[1], "one texture (or buffer) per constant");
         assert_eq!(cases.g.is_texture(cases.g.nodes[0].reads[1]), texture);
         for (name, y, bias, act) in [("bias", y1, Some((&biast.data[..], BiasAxis::Col)), Activation::None), ("gelu", y2, None, Activation::Gelu)] {
-            let name = format!("linear {rows}x{k} -> {n} ({name}, texture {texture})");
+            let name = format!("linear {rows}x{k} -> {n} ({name}, textures {texture})");
             cases.g.output(&name, y);
             let (want, _) = matmul_cpu(&xt.data, &[rows, k], &wt.data, &[n, k], false, true, 1.0, bias, act, None);
             cases.expected.push((name, want));
         }
         cases.check();
     }
-    // A constant a [M, K] (a 1×1 conv or LaViT's channel mixing: weight · x): a texture too.
-    for (profile, texture) in [(DeviceProfile::cpu_like(), true), (DeviceProfile::gpu_like(), false)] {
+    // Activations on both sides (batched, transposed, the same tensor twice: buffers), then a
+    // constant weight (several texture rows and a partial one) · a batched activation.
+    for (profile, texture) in [(DeviceProfile::cpu_like(), 1), (DeviceProfile::gpu_like(), 0)] {
         let mut cases = Cases { g: Graph::for_profile(profile), inputs: Vec::new(), expected: Vec::new() };
-        let (m, k, n) = (24, 32, 52);
+        let (q, qt) = cases.input(&mut rng, &[3, 40, 24]);
+        let (kk, kt) = cases.input(&mut rng, &[3, 36, 24]);
+        let logits = matmul(&mut cases.g, q, kk, false, true, Epilogue { alpha: 0.5, ..Default::default() }).unwrap();
+        let (want_logits, _) = matmul_cpu(&qt.data, &[3, 40, 24], &kt.data, &[3, 36, 24], false, true, 0.5, None, Activation::None, None);
+        let gram = matmul(&mut cases.g, logits, logits, true, false, Epilogue::default()).unwrap();
+        let (want_gram, _) = matmul_cpu(&want_logits, &[3, 40, 36], &want_logits, &[3, 40, 36], true, false, 1.0, None, Activation::None, None);
+        let (m, k) = (300, 36);
         let wt = rng.tensor(&[m, k], -1.0, 1.0);
         let biast = rng.tensor(&[m], -1.0, 1.0);
-        let (x, xt) = cases.input(&mut rng, &[k, n]);
         let w = cases.g.constant("w", &[m, k], Arc::new(wt.data.clone())).unwrap();
         let bias = cases.g.constant("b", &[m], Arc::new(biast.data.clone())).unwrap();
-        let y = matmul(&mut cases.g, w, x, false, false, Epilogue { bias: Some((bias, BiasAxis::Row)), ..Default::default() }).unwrap();
-        let node = cases.g.nodes.last().unwrap();
-        assert!(node.key.constants().contains(&("A_TEXTURE", texture as u32)) && node.key.constants().contains(&("B_TEXTURE", 0)));
-        let name = format!("weight · x, texture {texture}");
-        cases.g.output(&name, y);
-        let (want, _) = matmul_cpu(&wt.data, &[m, k], &xt.data, &[k, n], false, false, 1.0, Some((&biast.data, BiasAxis::Row)), Activation::None, None);
-        cases.expected.push((name, want));
+        let mixed = matmul(&mut cases.g, w, gram, false, false, Epilogue { bias: Some((bias, BiasAxis::Row)), ..Default::default() }).unwrap();
+        let (want_mixed, _) = matmul_cpu(&wt.data, &[m, k], &want_gram, &[3, k, 36], false, false, 1.0, Some((&biast.data, BiasAxis::Row)), Activation::None, None);
+        for (node, a_texture) in cases.g.nodes.iter().zip([0, 0, texture]) {
+            let c = node.key.constants();
+            assert!(c.contains(&("A_TEXTURE", a_texture)) && c.contains(&("B_TEXTURE", 0)), "{c:?}");
+        }
+        for (name, y, want) in [("q·kᵀ", logits, want_logits), ("logitsᵀ·logits", gram, want_gram), ("w · gram", mixed, want_mixed)] {
+            cases.g.output(name, y);
+            cases.expected.push((format!("{name}, textures {texture}"), want));
+        }
         cases.check();
     }
 }

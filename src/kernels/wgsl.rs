@@ -21,6 +21,7 @@
 const LIBRARY: &[(&str, &str)] = &[
     ("activations", include_str!("../../shaders/lib/activations.wgsl")),
     ("elem", include_str!("../../shaders/lib/elem.wgsl")),
+    ("flat_texture", include_str!("../../shaders/lib/flat_texture.wgsl")),
     ("gemm_tile", include_str!("../../shaders/lib/gemm_tile.wgsl")),
     ("mad4", include_str!("../../shaders/lib/mad4.wgsl")),
     ("row_lanes", include_str!("../../shaders/lib/row_lanes.wgsl")),

@@ -176,13 +176,8 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
         Some(w) => (w, taps.next_multiple_of(4)),
         None => (weight, taps),
     };
-    // A constant weight [Cout, K] read through the texture path where the device prefers it.
-    let texture = if tuning::matmul_constant_textures(&g.profile) && k.is_multiple_of(4) {
-        let rows = g.reshape(weight, &[s.out_c, k])?;
-        g.constant_texture(rows)
-    } else {
-        None
-    };
+    // A constant weight read through a flat texture where the device prefers it.
+    let texture = if tuning::constant_textures(&g.profile) && k.is_multiple_of(4) { g.constant_texture(weight) } else { None };
     let batches = s.batch * groups;
     let t = tuning::conv_gemm_tiling(&g.profile, 2 * (batches * m * n * taps) as u64);
     let tiles_m = m.div_ceil((t.wg_m * t.tm) as usize);

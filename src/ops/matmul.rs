@@ -214,14 +214,13 @@ pub fn matmul_tiled(
         MatmulLoads::Vec4FromScalars => (Kernel::Matmul, true),
         MatmulLoads::Vec4 => (Kernel::MatmulVec4, true),
     };
-    // A constant operand stored [rows, K] (an `nn.Linear` weight as b, a 1×1 conv's weight as a)
-    // read through the texture path where the device prefers it; the kernel then reads it only
-    // with vec4 block loads along K.
-    let textured = tuning::matmul_constant_textures(&g.profile) && vec4_blocks && s.k.is_multiple_of(4);
-    let a_texture = (textured && !trans_a && s.a_batches == 1).then(|| g.constant_texture(a)).flatten();
-    let b_texture = (textured && trans_b && s.b_batches == 1).then(|| g.constant_texture(b)).flatten();
+    // Constant operands (weights) read through flat textures where the device prefers it. Only
+    // with vec4 block loads, whose offsets are all multiples of 4 (a texel).
+    let textured = vec4_blocks && tuning::constant_textures(&g.profile);
+    let a_texture = if textured { g.constant_texture(a) } else { None };
+    let b_texture = if textured { g.constant_texture(b) } else { None };
     // What an absent bias or residual binds (never read): an operand bound as a buffer anyway.
-    let filler = if a_texture.is_some() { b } else { a };
+    let filler = if a_texture.is_none() || b_texture.is_some() { a } else { b };
     let out = g.activation(&out_shape);
     let tiles_m = s.m.div_ceil((tiling.wg_m * tiling.tm) as usize);
     let tiles_n = s.n.div_ceil((tiling.wg_n * tiling.tn) as usize);

@@ -9,7 +9,7 @@
 //! | matmul / implicit-GEMM conv register tile | 16 × 8 outputs, 8 × 8 invocations; 4 × 4 below 4 MFLOP; convs 8 × 4 below 32 MFLOP | the same, convs from 4 MFLOP (a GPU-tuned set is open work) |
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
-//! | constant GEMM / conv operands | rgba32float textures (`matmul_constant_textures`) | storage buffers |
+//! | GEMM operands, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
 //! | attention | rolled channel loops (fast JIT); 2 query rows per invocation from 4 MFLOP | 1 row, loops unrolled per head size (registers) |
 //! | GroupNorm lanes per workgroup | 32 | 32 |
 //! | row reductions (LayerNorm, softmax, means) | 16 lanes per row for few long rows, else 1 | the same |
@@ -60,15 +60,16 @@ pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
     }
 }
 
-/// Whether a matmul or convolution reads a constant operand stored `[rows, K]` (an `nn.Linear`
-/// weight as b, a conv's weight as a) from a texture (`Graph::constant_texture`) rather than a
-/// storage buffer. Software devices: a texel fetch is a
-/// vectorised gather there, a storage load a loop over the SIMD lanes. Measured with a 4 × 4-tile
-/// TRANS_B GEMM (`examples/gemm_operand_paths.rs`, AMD EPYC, µs, storage → texture b): lavapipe
-/// 256×16×128 409 → 331, 4×128×512 207 → 175, 64×64×256 427 → 449 (noise) / 674 → 526;
-/// SwiftShader 633 → 577, 421 → 321, 1314 → 818. GPUs keep storage buffers (their loads are cheap
-/// and a texture costs a bind-group slot of another kind).
-pub fn matmul_constant_textures(profile: &DeviceProfile) -> bool {
+/// Whether matmuls and convolutions read their constant operands (weights) from flat textures
+/// (`Graph::constant_texture`) rather than storage buffers. Software devices: a texel fetch is a
+/// vectorised gather there, a storage load a loop over the SIMD lanes. Measured with a 4 × 4-tiled
+/// `a · bᵀ` GEMM (`examples/gemm_operand_paths.rs`, AMD EPYC, µs, both from buffers → b from a
+/// texture): lavapipe 256×16×128 409 → 331, 4×128×512 207 → 175; SwiftShader 633 → 577,
+/// 421 → 321. Activations copied into textures before each GEMM (a buffer-to-texture copy
+/// between compute passes) made the GEMM kernels another 9 % faster but the forwards slower by
+/// wall-clock (lavapipe: lavit-digits 1.18, vvt-digits 1.39; SwiftShader: lavit-digits 1.60), so
+/// activations stay in buffers. GPUs keep storage buffers.
+pub fn constant_textures(profile: &DeviceProfile) -> bool {
     profile.is_cpu_like()
 }
 
