@@ -10,13 +10,14 @@
 // `load_a4`/`load_b4` gather four consecutive elements with four scalar loads; with VEC4
 // (`Kernel::MatmulVec4`) a, b, residual and out are array<vec4<f32>> and one load moves four
 // floats: valid only when every offset passed to a `*4` helper is a multiple of 4 (the stored
-// contiguous dims of a and b, and N, are multiples of 4; the host checks). `bias` stays scalar.
-// With A_TEXTURE / B_TEXTURE (software devices, under VEC4_BLOCKS) that operand is read from a flat
-// rgba32float texture (flat_texture.wgsl) instead of a storage buffer: a constant uploaded so, or
-// an activation the executor copies so before this dispatch.
-// Bindings: 0 params (uniform), 1 a (storage, or `a_texture`), 2 b (storage, or `b_texture`), 3 bias ([M] if BIAS == 1,
-// [N] if BIAS == 2), 4 residual (like out), 5 out. The host binds `a` in place of an absent
-// bias or residual.
+// contiguous dims of a and b, and N, are multiples of 4; the host checks). `bias` stays scalar
+// (or a texture).
+// With A_TEXTURE / B_TEXTURE / BIAS_TEXTURE (software devices, under VEC4_BLOCKS: a constant
+// operand or bias) it is read from a flat rgba32float texture (flat_texture.wgsl) instead of a
+// storage buffer.
+// Bindings: 0 params (uniform), 1 a (storage, or `a_texture`), 2 b (storage, or `b_texture`),
+// 3 bias (storage, or `bias_texture`; [M] if BIAS == 1, [N] if BIAS == 2), 4 residual (like out),
+// 5 out. The host binds an operand held in a buffer in place of an absent bias or residual.
 //
 // Loads: with VEC4_BLOCKS, the A and B blocks of a k step are vec4 loads along the stored contiguous
 // dimension, whichever it is (a transposed operand becomes `transpose()` of the loaded block:
@@ -55,7 +56,6 @@ fn load_a4(i: u32) -> vec4<f32> { return a[i >> 2u]; }
 fn load_b(i: u32) -> f32 { return b[i >> 2u][i & 3u]; }
 fn load_b4(i: u32) -> vec4<f32> { return b[i >> 2u]; }
 #endif
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 
@@ -74,7 +74,6 @@ fn load_a4(i: u32) -> vec4<f32> { return vec4<f32>(a[i], a[i + 1u], a[i + 2u], a
 fn load_b(i: u32) -> f32 { return b[i]; }
 fn load_b4(i: u32) -> vec4<f32> { return vec4<f32>(b[i], b[i + 1u], b[i + 2u], b[i + 3u]); }
 #endif
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
@@ -88,6 +87,19 @@ fn store_out4(i: u32, v: vec4<f32>) {
     out[i + 1u] = v.y;
     out[i + 2u] = v.z;
     out[i + 3u] = v.w;
+}
+#endif
+
+// bias[i] (i < M or N); bias[i .. i+3] for i % 4 == 0 (past the end: never stored).
+#if BIAS_TEXTURE
+@group(0) @binding(3) var bias_texture: texture_2d<f32>;
+fn load_bias(i: u32) -> f32 { return flat_texel(bias_texture, i & ~3u)[i & 3u]; }
+fn load_bias4(i: u32, len: u32) -> vec4<f32> { return flat_texel(bias_texture, i); }
+#else
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+fn load_bias(i: u32) -> f32 { return bias[i]; }
+fn load_bias4(i: u32, len: u32) -> vec4<f32> {
+    return vec4<f32>(bias[i], bias[min(i + 1u, len - 1u)], bias[min(i + 2u, len - 1u)], bias[min(i + 3u, len - 1u)]);
 }
 #endif
 
@@ -107,9 +119,10 @@ override WG_M: u32 = 8u;
 override WG_N: u32 = 8u;
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
-// a or b is a flat texture (flat_texture.wgsl), `a_texture` or `b_texture`.
+// a, b or the bias is a flat texture (flat_texture.wgsl): `a_texture`, `b_texture`, `bias_texture`.
 override A_TEXTURE: bool = false;
 override B_TEXTURE: bool = false;
+override BIAS_TEXTURE: bool = false;
 // The block loads of a k step as vec4 (over either variant: over the scalar one it is the
 // benchmark baseline `MatmulLoads::Vec4FromScalars`).
 override VEC4_BLOCKS: bool = false;
@@ -214,10 +227,10 @@ fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
     }
     var v = params.alpha * acc;
 #if BIAS == 1
-    v += vec4<f32>(bias[m]);
+    v += vec4<f32>(load_bias(m));
 #endif
 #if BIAS == 2
-    v += vec4<f32>(bias[n], bias[min(n + 1u, N - 1u)], bias[min(n + 2u, N - 1u)], bias[min(n + 3u, N - 1u)]);
+    v += load_bias4(n, N);
 #endif
     v = activated4(v);
     let o = (batch * M + m) * N + n;

@@ -218,8 +218,8 @@ fn linear_matches_pytorch_layout() {
     cases.check();
 }
 
-/// On software devices a constant operand of a vec4-block GEMM (a weight) is read from a flat
-/// texture (one per constant); activations stay in buffers. Shapes the vec4 kernel does not
+/// On software devices a constant operand of a vec4-block GEMM (a weight) and a constant bias are
+/// read from flat textures (one per constant); activations stay in buffers. Shapes the vec4 kernel does not
 /// take, a weight over the texture limit and GPU-like devices keep storage buffers. Both paths
 /// against the CPU reference.
 #[test]
@@ -254,6 +254,7 @@ fn matmul_reads_constant_operands_through_textures_on_cpu_like_devices() {
             let c = node.key.constants();
             assert!(c.contains(&("A_TEXTURE", 0)) && c.contains(&("B_TEXTURE", texture as u32)), "rows {rows}, k {k}, n {n}: {c:?}");
         }
+        assert!(cases.g.nodes[0].key.constants().contains(&("BIAS_TEXTURE", texture as u32)), "the column bias too");
         assert_eq!(cases.g.nodes[0].reads[1], cases.g.nodes[1].reads[1], "one texture (or buffer) per constant");
         assert_eq!(cases.g.is_texture(cases.g.nodes[0].reads[1]), texture);
         for (name, y, bias, act) in [("bias", y1, Some((&biast.data[..], BiasAxis::Col)), Activation::None), ("gelu", y2, None, Activation::Gelu)] {
@@ -283,7 +284,7 @@ fn matmul_reads_constant_operands_through_textures_on_cpu_like_devices() {
         let (want_mixed, _) = matmul_cpu(&wt.data, &[m, k], &want_gram, &[3, k, 36], false, false, 1.0, Some((&biast.data, BiasAxis::Row)), Activation::None, None);
         for (node, a_texture) in cases.g.nodes.iter().zip([0, 0, texture]) {
             let c = node.key.constants();
-            assert!(c.contains(&("A_TEXTURE", a_texture)) && c.contains(&("B_TEXTURE", 0)), "{c:?}");
+            assert!(c.contains(&("A_TEXTURE", a_texture)) && c.contains(&("B_TEXTURE", 0)) && c.contains(&("BIAS_TEXTURE", a_texture)), "{c:?}");
         }
         for (name, y, want) in [("q·kᵀ", logits, want_logits), ("logitsᵀ·logits", gram, want_gram), ("w · gram", mixed, want_mixed)] {
             cases.g.output(name, y);

@@ -219,6 +219,7 @@ pub fn matmul_tiled(
     let textured = vec4_blocks && tuning::constant_textures(&g.profile);
     let a_texture = if textured { g.constant_texture(a) } else { None };
     let b_texture = if textured { g.constant_texture(b) } else { None };
+    let bias_texture = if textured { epi.bias.and_then(|(t, _)| g.constant_texture(t)) } else { None };
     // What an absent bias or residual binds (never read): an operand bound as a buffer anyway.
     let filler = if a_texture.is_none() || b_texture.is_some() { a } else { b };
     let out = g.activation(&out_shape);
@@ -234,6 +235,7 @@ pub fn matmul_tiled(
         .with("TRANS_B", trans_b as u32)
         .with("A_TEXTURE", a_texture.is_some() as u32)
         .with("B_TEXTURE", b_texture.is_some() as u32)
+        .with("BIAS_TEXTURE", bias_texture.is_some() as u32)
         .with("VEC4_BLOCKS", vec4_blocks as u32)
         .with("BIAS", bias_code)
         .with("RESIDUAL", epi.residual.is_some() as u32)
@@ -244,7 +246,7 @@ pub fn matmul_tiled(
         label: "matmul".into(),
         key,
         params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(s.batches()), tiles_m: p(tiles_m), tiles_n: p(tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha: epi.alpha, _p0: 0, _p1: 0, _p2: 0 }),
-        reads: vec![a_texture.unwrap_or(a), b_texture.unwrap_or(b), epi.bias.map_or(filler, |(t, _)| t), epi.residual.unwrap_or(filler)],
+        reads: vec![a_texture.unwrap_or(a), b_texture.unwrap_or(b), bias_texture.or(epi.bias.map(|(t, _)| t)).unwrap_or(filler), epi.residual.unwrap_or(filler)],
         writes: vec![out],
         workgroups: grid(workgroups),
         flops: 2 * (s.batches() * s.m * s.n * s.k) as u64,
