@@ -52,15 +52,7 @@ fn main() {
         let sb = buf(n * k);
         let c = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: (m * n * 4) as u64, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
         let texture = |w: u32, h: u32| {
-            let t = device.create_texture(&wgpu::TextureDescriptor {
-                label: None, size: wgpu::Extent3d { width: w, height: h, depth_or_array_layers: 1 }, mip_level_count: 1, sample_count: 1,
-                dimension: wgpu::TextureDimension::D2, format: wgpu::TextureFormat::Rgba32Float,
-                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST, view_formats: &[],
-            });
-            ctx.queue.write_texture(t.as_image_copy(), bytemuck::cast_slice(&fill[..(w * h * 4) as usize]),
-                wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(w * 16), rows_per_image: Some(h) },
-                wgpu::Extent3d { width: w, height: h, depth_or_array_layers: 1 });
-            t.create_view(&Default::default())
+            wgvit::executor::rgba32f_texture(device, &ctx.queue, None, [w, h], Some(&fill[..(w * h * 4) as usize])).create_view(&Default::default())
         };
         let ta = texture(k / 4, m);
         let tb = texture(k / 4, n);

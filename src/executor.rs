@@ -332,21 +332,8 @@ mod driver_warmup {
             });
             queue.write_buffer(&uniform, 0, bytemuck::cast_slice(params));
             let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-            for &[width, height] in texture_sizes.iter().filter(|s| s[0] > 0) {
-                textures.entry([width, height]).or_insert_with(|| {
-                    device
-                        .create_texture(&wgpu::TextureDescriptor {
-                            label: None,
-                            size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
-                            mip_level_count: 1,
-                            sample_count: 1,
-                            dimension: wgpu::TextureDimension::D2,
-                            format: wgpu::TextureFormat::Rgba32Float,
-                            usage: wgpu::TextureUsages::TEXTURE_BINDING,
-                            view_formats: &[],
-                        })
-                        .create_view(&Default::default())
-                });
+            for &size in texture_sizes.iter().filter(|s| s[0] > 0) {
+                textures.entry(size).or_insert_with(|| super::rgba32f_texture(&device, &queue, None, size, None).create_view(&Default::default()));
             }
             entries.extend(storage.iter().take(bindings.reads + bindings.writes).enumerate().map(|(i, b)| wgpu::BindGroupEntry {
                 binding: 1 + i as u32,
@@ -496,25 +483,9 @@ impl ConstantCache {
             return Ok(v.clone());
         }
         let [width, height] = crate::graph::texture_extent(data.len());
-        let size = wgpu::Extent3d { width, height, depth_or_array_layers: 1 };
-        let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
-            label: Some(key),
-            size,
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        });
         let mut padded = data.to_vec();
         padded.resize(width as usize * height as usize * 4, 0.0);
-        ctx.queue.write_texture(
-            texture.as_image_copy(),
-            bytemuck::cast_slice(&padded),
-            wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(width * 16), rows_per_image: Some(height) },
-            size,
-        );
+        let texture = rgba32f_texture(&ctx.device, &ctx.queue, Some(key), [width, height], Some(&padded));
         let view = Arc::new(texture.create_view(&Default::default()));
         self.textures.lock().unwrap().insert(key.to_string(), view.clone());
         Ok(view)
@@ -541,6 +512,27 @@ impl ConstantCache {
         self.buffers.lock().unwrap().insert(key.to_string(), buffer.clone());
         Ok(buffer)
     }
+}
+
+/// An rgba32float 2-D texture of `width` × `height` texels, read by kernels with `textureLoad`,
+/// filled from `data` (row-major, 4 floats a texel, all `width · height · 4` of them) if given.
+pub fn rgba32f_texture(device: &wgpu::Device, queue: &wgpu::Queue, label: Option<&str>, [width, height]: [u32; 2], data: Option<&[f32]>) -> wgpu::Texture {
+    let size = wgpu::Extent3d { width, height, depth_or_array_layers: 1 };
+    let texture = device.create_texture(&wgpu::TextureDescriptor {
+        label,
+        size,
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Float,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    if let Some(data) = data {
+        let layout = wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(width * 16), rows_per_image: Some(height) };
+        queue.write_texture(texture.as_image_copy(), bytemuck::cast_slice(data), layout, size);
+    }
+    texture
 }
 
 /// Where the time of building a graph for the device went (milliseconds): what a cold start
