@@ -186,7 +186,7 @@ impl Graph {
     }
 
     /// Width and height in texels of the texture `t` is bound as, if it is one
-    /// ([`texture_extent`] of its shape).
+    /// ([`texture_extent`] of its element count).
     pub fn texture_size(&self, t: TensorId) -> Option<[u32; 2]> {
         self.is_texture(t).then(|| texture_extent(self.storages[self.tensors[t.0].storage].numel))
     }
@@ -197,8 +197,8 @@ impl Graph {
         Bindings { reads: node.reads.len(), writes: node.writes.len(), textures }
     }
 
-    /// The key and values of `t` when it is a constant (or a view of one), for ops that derive
-    /// another constant from it.
+    /// The key and values of `t` when it is a constant held in a buffer (or a view of one), for
+    /// ops that derive another constant from it.
     pub fn constant_data(&self, t: TensorId) -> Option<(&str, &Arc<Vec<f32>>)> {
         match &self.storages[self.tensors[t.0].storage].kind {
             StorageKind::Constant { key, data, texture: false } => Some((key.as_str(), data)),
