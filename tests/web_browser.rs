@@ -8,7 +8,7 @@
 use wasm_bindgen_test::*;
 use wgvit::executor::ConstantCache;
 use wgvit::ops::unary::{unary, unary_cpu};
-use wgvit::ops::matmul::{matmul, matmul_cpu, Epilogue};
+use wgvit::ops::matmul::{linear, matmul, matmul_cpu, BiasAxis, Epilogue};
 use wgvit::ops::Activation;
 use wgvit::tensor::{max_abs_diff, Rng};
 use wgvit::weights::read_tensor;
@@ -25,6 +25,32 @@ async fn adapter_is_webgpu() {
     let e = engine().await;
     web_sys::console::log_1(&format!("adapter: {}", e.info()).into());
     assert_eq!(e.info().backend, "BrowserWebGpu");
+}
+
+/// Headless Chromium's SwiftShader is a fallback adapter, so graphs take the CPU-like kernels,
+/// which read constant weights and biases through textures: checked on the node and by value.
+#[wasm_bindgen_test]
+async fn constant_weights_take_the_texture_path_on_swiftshader() {
+    let e = engine().await;
+    let profile = e.info().profile.clone();
+    assert!(profile.is_cpu_like(), "SwiftShader should get the CPU-like kernels: {}", e.info());
+    let mut rng = Rng::new(9);
+    let (rows, k, n) = (37, 64, 36);
+    let x = rng.tensor(&[rows, k], -1.0, 1.0);
+    let w = rng.tensor(&[n, k], -1.0, 1.0);
+    let b = rng.tensor(&[n], -1.0, 1.0);
+    let mut g = Graph::for_profile(profile);
+    let xi = g.input("x", &[rows, k]);
+    let wi = g.constant("w", &[n, k], std::sync::Arc::new(w.data.clone())).unwrap();
+    let bi = g.constant("b", &[n], std::sync::Arc::new(b.data.clone())).unwrap();
+    let y = linear(&mut g, xi, wi, Some(bi), Activation::None).unwrap();
+    let c = g.nodes[0].key.constants();
+    assert!(c.contains(&("B_TEXTURE", 1)) && c.contains(&("BIAS_TEXTURE", 1)), "{c:?}");
+    g.output("y", y);
+    let out = e.compile(&g, &ConstantCache::new()).await.unwrap().run(&[&x]).await.unwrap();
+    let (want, _) = matmul_cpu(&x.data, &[rows, k], &w.data, &[n, k], false, true, 1.0, Some((&b.data, BiasAxis::Col)), Activation::None, None);
+    let diff = max_abs_diff(&out[0].data, &want);
+    assert!(diff <= 1e-4, "linear through textures: max |diff| {diff}");
 }
 
 #[wasm_bindgen_test]
