@@ -20,7 +20,7 @@
 // With W_TEXTURE (software devices, a constant weight, K % 4 == 0) the weight is a flat rgba32float
 // texture (flat_texture.wgsl, `Graph::constant_texture`).
 // Bindings: 0 params, 1 x [B, Cin, H, W], 2 weight (storage, or `weight_texture`), 3 bias [Cout]
-// (the host binds x or the weight in place of an absent bias; BIAS = false never reads it),
+// (the host binds x in place of an absent bias; BIAS = false never reads it),
 // 4 out [B, Cout, Ho, Wo].
 // Dispatch: workgroups of WG_N x WG_M invocations, each owning TM channels x TN pixels, over
 // batches * tiles_m * tiles_n workgroups folded into (x, y) by `ops::grid`.

@@ -93,7 +93,7 @@ fn store_out4(i: u32, v: vec4<f32>) {
 // bias[i] (i < M or N); bias[i .. i+3] for i % 4 == 0 (past the end: never stored).
 #if BIAS_TEXTURE
 @group(0) @binding(3) var bias_texture: texture_2d<f32>;
-fn load_bias(i: u32) -> f32 { return flat_texel(bias_texture, i & ~3u)[i & 3u]; }
+fn load_bias(i: u32) -> f32 { return flat_elem(bias_texture, i); }
 fn load_bias4(i: u32, len: u32) -> vec4<f32> { return flat_texel(bias_texture, i); }
 #else
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -105,13 +105,13 @@ fn load_bias4(i: u32, len: u32) -> vec4<f32> {
 
 #if A_TEXTURE
 @group(0) @binding(1) var a_texture: texture_2d<f32>;
-fn load_a(i: u32) -> f32 { return flat_texel(a_texture, i & ~3u)[i & 3u]; }
+fn load_a(i: u32) -> f32 { return flat_elem(a_texture, i); }
 fn load_a4(i: u32) -> vec4<f32> { return flat_texel(a_texture, i); }
 #endif
 
 #if B_TEXTURE
 @group(0) @binding(2) var b_texture: texture_2d<f32>;
-fn load_b(i: u32) -> f32 { return flat_texel(b_texture, i & ~3u)[i & 3u]; }
+fn load_b(i: u32) -> f32 { return flat_elem(b_texture, i); }
 fn load_b4(i: u32) -> vec4<f32> { return flat_texel(b_texture, i); }
 #endif
 

@@ -239,10 +239,10 @@ mod driver_warmup {
     pub struct Dispatch {
         pub key: PipelineKey,
         pub bindings: Bindings,
-        /// Width and height of each texture read (`[0, 0]` for a buffer): llvmpipe specialises
-        /// a shader on its textures' static state (format, power-of-two sizes), so the helper
-        /// binds textures of the real sizes to compile the variant the forward will use.
-        pub texture_sizes: Vec<[u32; 2]>,
+        /// Width and height of each read that is a texture: llvmpipe specialises a shader on its
+        /// textures' static state (format, power-of-two sizes), so the helper binds textures of
+        /// the real sizes to compile the variant the forward will use.
+        pub texture_sizes: Vec<Option<[u32; 2]>>,
         pub params: Vec<u32>,
     }
 
@@ -332,14 +332,14 @@ mod driver_warmup {
             });
             queue.write_buffer(&uniform, 0, bytemuck::cast_slice(params));
             let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-            for &size in texture_sizes.iter().filter(|s| s[0] > 0) {
+            for &size in texture_sizes.iter().flatten() {
                 textures.entry(size).or_insert_with(|| super::rgba32f_texture(&device, &queue, None, size, None).create_view(&Default::default()));
             }
             entries.extend(storage.iter().take(bindings.reads + bindings.writes).enumerate().map(|(i, b)| wgpu::BindGroupEntry {
                 binding: 1 + i as u32,
-                resource: match texture_sizes.get(i) {
-                    Some(size) if bindings.is_texture(i) => wgpu::BindingResource::TextureView(&textures[size]),
-                    _ => b.as_entire_binding(),
+                resource: match texture_sizes.get(i).copied().flatten() {
+                    Some(size) => wgpu::BindingResource::TextureView(&textures[&size]),
+                    None => b.as_entire_binding(),
                 },
             }));
             let group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: bgl, entries: &entries });
@@ -724,7 +724,7 @@ impl Executable {
                 .map(|n| driver_warmup::Dispatch {
                     key: n.key.clone(),
                     bindings: graph.bindings(n),
-                    texture_sizes: n.reads.iter().map(|&t| graph.texture_size(t).unwrap_or([0, 0])).collect(),
+                    texture_sizes: n.reads.iter().map(|&t| graph.texture_size(t)).collect(),
                     params: n.params.words.clone(),
                 })
                 .filter(|d| seen.insert((d.key.clone(), d.params.clone(), d.texture_sizes.clone())))

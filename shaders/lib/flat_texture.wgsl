@@ -13,3 +13,8 @@ fn flat_texel(t: texture_2d<f32>, i: u32) -> vec4<f32> {
     let j = i >> 2u;
     return textureLoad(t, vec2<u32>(j & ((1u << FLAT_WIDTH_LOG2) - 1u), j >> FLAT_WIDTH_LOG2), 0);
 }
+
+// Element i.
+fn flat_elem(t: texture_2d<f32>, i: u32) -> f32 {
+    return flat_texel(t, i & ~3u)[i & 3u];
+}

@@ -197,7 +197,7 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32),
         params: Uniform::of(&params::Conv2d { m: c(m), n: c(n), k: c(k), batches: c(batches), tiles_m: c(tiles_m), tiles_n: c(tiles_n), groups: c(groups), in_c: c(s.in_c / groups), in_h: c(s.in_h), in_w: c(s.in_w), out_w: c(s.out_w), kernel_h: c(kh), kernel_w: c(kw), stride_h: c(p.stride.0), stride_w: c(p.stride.1), pad_h: c(p.padding.0), pad_w: c(p.padding.1), dil_h: c(p.dilation.0), dil_w: c(p.dilation.1), taps: c(taps) }),
-        reads: vec![x, texture.unwrap_or(weight), bias.unwrap_or(if texture.is_some() { x } else { weight })],
+        reads: vec![x, texture.unwrap_or(weight), bias.unwrap_or(x)],
         writes: vec![y],
         workgroups: grid(batches * tiles_m * tiles_n),
         flops: 2 * (batches * m * n * taps) as u64,

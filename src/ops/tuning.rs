@@ -9,7 +9,7 @@
 //! | matmul / implicit-GEMM conv register tile | 16 × 8 outputs, 8 × 8 invocations; 4 × 4 below 4 MFLOP; convs 8 × 4 below 32 MFLOP | the same, convs from 4 MFLOP (a GPU-tuned set is open work) |
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
-//! | GEMM operands, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
+//! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
 //! | attention | rolled channel loops (fast JIT); 2 query rows per invocation from 4 MFLOP | 1 row, loops unrolled per head size (registers) |
 //! | GroupNorm lanes per workgroup | 32 | 32 |
 //! | row reductions (LayerNorm, softmax, means) | 16 lanes per row for few long rows, else 1 | the same |
