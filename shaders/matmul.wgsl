@@ -12,16 +12,19 @@
 // floats: valid only when every offset passed to a `*4` helper is a multiple of 4 (the stored
 // contiguous dims of a and b, and N, are multiples of 4; the host checks). `bias` stays scalar
 // (or a texture).
-// With A_TEXTURE / B_TEXTURE / BIAS_TEXTURE (software devices, under VEC4_BLOCKS: a constant
-// operand or bias) it is read from a flat rgba32float texture (flat_texture.wgsl) instead of a
-// storage buffer.
+// With A_TEXTURE / B_TEXTURE (software devices, under A_VEC4 / B_VEC4: a constant operand) or
+// BIAS_TEXTURE it is read from a flat rgba32float texture (flat_texture.wgsl) instead of a
+// storage buffer, whatever the kernel's storage type.
 // Bindings: 0 params (uniform), 1 a (storage, or `a_texture`), 2 b (storage, or `b_texture`),
 // 3 bias (storage, or `bias_texture`; [M] if BIAS == 1, [N] if BIAS == 2), 4 residual (like out),
 // 5 out. The host binds an operand held in a buffer in place of an absent bias or residual.
 //
-// Loads: with VEC4_BLOCKS, the A and B blocks of a k step are vec4 loads along the stored contiguous
-// dimension, whichever it is (a transposed operand becomes `transpose()` of the loaded block:
-// free register renaming); otherwise element by element (any shape).
+// Loads: with A_VEC4 (B_VEC4) the A (B) block of a k step is four `load_a4` (`load_b4`) along a's
+// (b's) stored contiguous dimension, whichever it is (a transposed operand becomes `transpose()`
+// of the loaded block: free register renaming); otherwise element by element (any shape). Each
+// operand decides for itself (its contiguous dimension % 4 == 0, the host checks), so a texture
+// weight keeps its one-fetch vec4 blocks when the other side or N is odd (HAT-Net's and LaViT's
+// 7 x 7 = 49-token last stage at 224, where N = 49).
 // Edges: rows/columns past M/N are clamped when loading (every read is in bounds and real data)
 // and skipped when storing; k past K is never read (zeros in the masked last step).
 // Dispatch: workgroups of WG_N x WG_M invocations, each owning TM x TN outputs, cover
@@ -123,9 +126,10 @@ override TRANS_B: bool = false;
 override A_TEXTURE: bool = false;
 override B_TEXTURE: bool = false;
 override BIAS_TEXTURE: bool = false;
-// The block loads of a k step as vec4 (over either variant: over the scalar one it is the
-// benchmark baseline `MatmulLoads::Vec4FromScalars`).
-override VEC4_BLOCKS: bool = false;
+// An operand's k-step blocks as vec4 (over either variant: over the scalar one, `load_a4` /
+// `load_b4` are four element loads, or one texel fetch from a texture).
+override A_VEC4: bool = false;
+override B_VEC4: bool = false;
 // 0: no bias, 1: bias[M] along rows, 2: bias[N] along columns.
 override BIAS: u32 = 0u;
 override RESIDUAL: bool = false;
@@ -178,7 +182,7 @@ fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
     let M = params.m;
     let m = t.m0 + 4u * q;
     let k = s.k;
-#if VEC4_BLOCKS
+#if A_VEC4
     if (!masked) {
 #if TRANS_A
         // M % 4 == 0: a group of 4 rows is wholly in range or wholly past the edge.
@@ -200,7 +204,7 @@ fn b_block(t: Tile, g: u32, s: KStep, masked: bool) -> mat4x4<f32> {
     let N = params.n;
     let n = t.n0 + 4u * g;
     let k = s.k;
-#if VEC4_BLOCKS
+#if B_VEC4
     if (!masked) {
 #if TRANS_B
         let K = params.k;
@@ -234,7 +238,14 @@ fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
 #endif
     v = activated4(v);
     let o = (batch * M + m) * N + n;
-    if (VEC4_BLOCKS || n + 4u <= N) {
+#if VEC4
+    // N % 4 == 0 here: every row segment is whole.
+#if RESIDUAL
+    v += load_residual4(o);
+#endif
+    store_out4(o, v);
+#else
+    if (n + 4u <= N) {
 #if RESIDUAL
         v += load_residual4(o);
 #endif
@@ -248,6 +259,7 @@ fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
 #endif
         store_out(o + i, e);
     }
+#endif
 }
 
 @compute @workgroup_size(WG_N, WG_M)

@@ -229,18 +229,20 @@ fn matmul_reads_constant_operands_through_textures_on_cpu_like_devices() {
     let mut rng = Rng::new(17);
     let mut small_textures = DeviceProfile::cpu_like();
     small_textures.limits.max_texture_dimension_2d = 2;
-    // (profile, rows, k, n, textures expected): the big and the small tile, a GEMV-like M, N % 4 != 0
-    // (scalar kernel), K % 4 != 0 (no vec4 blocks), operands over the texture limit.
+    // (profile, rows, k, n, weight texture, bias texture): the big and the small tile, a GEMV-like
+    // M; N % 4 != 0 (the element kernel, whose weight blocks still come from the texture; a bias
+    // of 10 is not whole texels); K % 4 != 0 (no vec4 blocks, so a buffer weight; the bias is
+    // whole texels); operands over the texture limit; a GPU.
     let linears = [
-        (DeviceProfile::cpu_like(), 98, 64, 96, true),
-        (DeviceProfile::cpu_like(), 16, 16, 128, true),
-        (DeviceProfile::cpu_like(), 4, 128, 36, true),
-        (DeviceProfile::cpu_like(), 7, 32, 10, false),
-        (DeviceProfile::cpu_like(), 9, 30, 12, false),
-        (small_textures, 37, 64, 72, false),
-        (DeviceProfile::gpu_like(), 16, 16, 128, false),
+        (DeviceProfile::cpu_like(), 98, 64, 96, true, true),
+        (DeviceProfile::cpu_like(), 16, 16, 128, true, true),
+        (DeviceProfile::cpu_like(), 4, 128, 36, true, true),
+        (DeviceProfile::cpu_like(), 7, 32, 10, true, false),
+        (DeviceProfile::cpu_like(), 9, 30, 12, false, true),
+        (small_textures, 37, 64, 72, false, false),
+        (DeviceProfile::gpu_like(), 16, 16, 128, false, false),
     ];
-    for (profile, rows, k, n, texture) in linears {
+    for (profile, rows, k, n, texture, bias_texture) in linears {
         let mut cases = Cases { g: Graph::for_profile(profile), inputs: Vec::new(), expected: Vec::new() };
         let (x, xt) = cases.input(&mut rng, &[rows, k]);
         let wt = rng.tensor(&[n, k], -1.0, 1.0);
@@ -254,7 +256,7 @@ fn matmul_reads_constant_operands_through_textures_on_cpu_like_devices() {
             let c = node.key.constants();
             assert!(c.contains(&("A_TEXTURE", 0)) && c.contains(&("B_TEXTURE", texture as u32)), "rows {rows}, k {k}, n {n}: {c:?}");
         }
-        assert!(cases.g.nodes[0].key.constants().contains(&("BIAS_TEXTURE", texture as u32)), "the column bias too");
+        assert!(cases.g.nodes[0].key.constants().contains(&("BIAS_TEXTURE", bias_texture as u32)), "rows {rows}, k {k}, n {n}: the column bias");
         assert_eq!(cases.g.nodes[0].reads[1], cases.g.nodes[1].reads[1], "one texture (or buffer) per constant");
         assert_eq!(cases.g.is_texture(cases.g.nodes[0].reads[1]), texture);
         for (name, y, bias, act) in [("bias", y1, Some((&biast.data[..], BiasAxis::Col)), Activation::None), ("gelu", y2, None, Activation::Gelu)] {
@@ -282,11 +284,26 @@ fn matmul_reads_constant_operands_through_textures_on_cpu_like_devices() {
         let bias = cases.g.constant("b", &[m], Arc::new(biast.data.clone())).unwrap();
         let mixed = matmul(&mut cases.g, w, gram, false, false, Epilogue { bias: Some((bias, BiasAxis::Row)), ..Default::default() }).unwrap();
         let (want_mixed, _) = matmul_cpu(&wt.data, &[m, k], &want_gram, &[3, k, 36], false, false, 1.0, Some((&biast.data, BiasAxis::Row)), Activation::None, None);
-        for (node, a_texture) in cases.g.nodes.iter().zip([0, 0, texture]) {
+        // N = 49 (HAT-Net's last stage at 224): the element kernel, the weight still in vec4 blocks
+        // from its texture; x stored [K, N] (element loads) or [N, K] (vec4 blocks of four element
+        // loads); a partial last row segment with a residual.
+        let (x, xt) = cases.input(&mut rng, &[k, 49]);
+        let (x_t, x_tt) = cases.input(&mut rng, &[49, k]);
+        let (r, rt) = cases.input(&mut rng, &[m, 49]);
+        let epi = Epilogue { bias: Some((bias, BiasAxis::Row)), act: Activation::Gelu, residual: Some(r), ..Default::default() };
+        let odd = matmul(&mut cases.g, w, x, false, false, epi).unwrap();
+        let odd_t = matmul(&mut cases.g, w, x_t, false, true, epi).unwrap();
+        let row_bias = Some((&biast.data[..], BiasAxis::Row));
+        let (want_odd, _) = matmul_cpu(&wt.data, &[m, k], &xt.data, &[k, 49], false, false, 1.0, row_bias, Activation::Gelu, Some(&rt.data));
+        let (want_odd_t, _) = matmul_cpu(&wt.data, &[m, k], &x_tt.data, &[49, k], false, true, 1.0, row_bias, Activation::Gelu, Some(&rt.data));
+        for (node, a_texture, b_vec4) in cases.g.nodes.iter().zip([0, 0, texture, texture, texture]).zip([1, 1, 1, 0, 1]).map(|((n, a), b)| (n, a, b)) {
             let c = node.key.constants();
             assert!(c.contains(&("A_TEXTURE", a_texture)) && c.contains(&("B_TEXTURE", 0)) && c.contains(&("BIAS_TEXTURE", a_texture)), "{c:?}");
+            assert!(c.contains(&("A_VEC4", 1)) && c.contains(&("B_VEC4", b_vec4)), "{c:?}");
         }
-        for (name, y, want) in [("q·kᵀ", logits, want_logits), ("logitsᵀ·logits", gram, want_gram), ("w · gram", mixed, want_mixed)] {
+        let odd_kernels: Vec<_> = cases.g.nodes[3..].iter().map(|n| n.key.kernel).collect();
+        assert_eq!(odd_kernels, [wgvit::kernels::Kernel::Matmul; 2], "N = 49 takes the element kernel");
+        for (name, y, want) in [("q·kᵀ", logits, want_logits), ("logitsᵀ·logits", gram, want_gram), ("w · gram", mixed, want_mixed), ("w · x, N = 49", odd, want_odd), ("w · x_tᵀ, N = 49", odd_t, want_odd_t)] {
             cases.g.output(name, y);
             cases.expected.push((format!("{name}, textures {texture}"), want));
         }

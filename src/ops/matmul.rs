@@ -10,8 +10,10 @@
 //! lanes, so FMAs per loaded float decide the speed; that is why the tile is tall and why the
 //! loads are vec4 wherever the shapes allow. Which loads is picked here: vec4 along each
 //! operand's stored contiguous dimension when that dimension and N are multiples of 4
-//! (`Kernel::MatmulVec4`, measured ~1.7-2x faster than element loads), element loads otherwise
-//! (`Kernel::Matmul`). Rows/columns past the edges are clamped when loading and skipped when
+//! (`Kernel::MatmulVec4`, measured ~1.7-2x faster than element loads), else the element kernel
+//! (`Kernel::Matmul`) with vec4 blocks for each operand whose contiguous dimension is a multiple
+//! of 4 (a constant one then comes from a texture on CPU-like devices) and element loads for the
+//! rest. Rows/columns past the edges are clamped when loading and skipped when
 //! storing, so any shape is exact; k is never over-read (a masked last step takes K % 4).
 //!
 //! Absent bias/residual bindings are filled with `a` (`b` when `a` is a texture; the shader never
@@ -201,24 +203,29 @@ pub fn matmul_tiled(
         return Err(Error::Graph(format!("matmul: unsupported tiling {tiling:?} (tm in {{4, 8, 12, 16}}, tn in {{4, 8}}, wg_m * wg_n in 1..=256)")));
     }
     let fits_vec4 = vec4_compatible(&s, trans_a, trans_b);
-    // The kernel (storage as f32 or vec4) and whether a k step's blocks load as vec4.
-    let (kernel, vec4_blocks) = match tiling.loads {
-        MatmulLoads::Auto if fits_vec4 => (Kernel::MatmulVec4, true),
-        MatmulLoads::Auto | MatmulLoads::Scalar => (Kernel::Matmul, false),
+    let (a_contig, b_contig) = (if trans_a { s.m } else { s.k }, if trans_b { s.k } else { s.n });
+    // The kernel (storage as f32 or vec4) and whether each operand's k-step blocks load as vec4.
+    // Without the vec4 kernel (N or one operand odd) an operand whose contiguous dim is % 4 still
+    // takes vec4 blocks: four element loads from a buffer, one texel fetch from a texture.
+    let (kernel, a_vec4, b_vec4) = match tiling.loads {
+        MatmulLoads::Auto if fits_vec4 => (Kernel::MatmulVec4, true, true),
+        MatmulLoads::Auto => (Kernel::Matmul, a_contig.is_multiple_of(4), b_contig.is_multiple_of(4)),
+        MatmulLoads::Scalar => (Kernel::Matmul, false, false),
         MatmulLoads::Vec4FromScalars | MatmulLoads::Vec4 if !fits_vec4 => {
             return Err(Error::Graph(format!(
                 "matmul: {:?} loads need the contiguous dims and N to be multiples of 4 (M {}, N {}, K {}, trans_a {trans_a}, trans_b {trans_b})",
                 tiling.loads, s.m, s.n, s.k
             )));
         }
-        MatmulLoads::Vec4FromScalars => (Kernel::Matmul, true),
-        MatmulLoads::Vec4 => (Kernel::MatmulVec4, true),
+        MatmulLoads::Vec4FromScalars => (Kernel::Matmul, true, true),
+        MatmulLoads::Vec4 => (Kernel::MatmulVec4, true, true),
     };
     // Constant operands (weights) read through flat textures where the device prefers it. Only
-    // with vec4 block loads, whose offsets are all multiples of 4 (a texel).
-    let textured = vec4_blocks && tuning::constant_textures(&g.profile);
-    let a_texture = if textured { g.constant_texture(a) } else { None };
-    let b_texture = if textured { g.constant_texture(b) } else { None };
+    // with vec4 block loads, whose offsets are all multiples of 4 (a texel); a bias's loads are
+    // (`constant_texture` takes only whole texels).
+    let textured = tuning::constant_textures(&g.profile);
+    let a_texture = if textured && a_vec4 { g.constant_texture(a) } else { None };
+    let b_texture = if textured && b_vec4 { g.constant_texture(b) } else { None };
     let bias_texture = if textured { epi.bias.and_then(|(t, _)| g.constant_texture(t)) } else { None };
     // What an absent bias or residual binds (never read): an operand bound as a buffer anyway.
     let filler = if a_texture.is_none() || b_texture.is_some() { a } else { b };
@@ -236,7 +243,8 @@ pub fn matmul_tiled(
         .with("A_TEXTURE", a_texture.is_some() as u32)
         .with("B_TEXTURE", b_texture.is_some() as u32)
         .with("BIAS_TEXTURE", bias_texture.is_some() as u32)
-        .with("VEC4_BLOCKS", vec4_blocks as u32)
+        .with("A_VEC4", a_vec4 as u32)
+        .with("B_VEC4", b_vec4 as u32)
         .with("BIAS", bias_code)
         .with("RESIDUAL", epi.residual.is_some() as u32)
         .with("ACT", epi.act as u32)
