@@ -4,7 +4,8 @@
     python3 tools/bench_pair.py BEFORE_BIN AFTER_BIN [--models hatnet-digits,lavit-digits]
         [--rounds 4] [--runs 20] [--swiftshader]
 
-Alternates `wgvit bench --model M --runs N` between the two binaries, round by round, and prints
+Alternates `wgvit bench --model M --runs N` between the two binaries, round by round (which one
+goes first alternates too: ABBA), and prints
 per model the median over rounds of each binary's warm median and warm minimum, and their
 ratios (after / before). Interleaving is what makes the ratio trustworthy on a host whose speed
 drifts by tens of percent from one minute to the next; compare ratios, not absolute times.
@@ -67,7 +68,10 @@ def main() -> None:
     for model in args.models.split(","):
         results: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
         for r in range(args.rounds):
-            for which, binary in (("before", args.before), ("after", args.after)):
+            # The binary that runs second in a round measured up to 1.4× slower than the same
+            # binary run first (vvt-digits, the 2-core AMD EPYC), so the order alternates.
+            pair = (("before", args.before), ("after", args.after))
+            for which, binary in pair if r % 2 == 0 else pair[::-1]:
                 med, low = bench(binary, model, args.runs, env)
                 results[which].append((med, low))
                 print(f"round {r + 1} {model:<16} {which:<6} median {med:8.2f} ms  min {low:8.2f} ms", flush=True)

@@ -73,7 +73,8 @@ def main() -> None:
     print(f"CPU: {cpu_model()}; model {args.model}; control op kind `{args.control}`; {args.pairs} alternating pairs")
     samples: dict[str, list[tuple[float, dict[str, float]]]] = {"before": [], "after": []}
     for i in range(args.pairs):
-        for which in ("before", "after"):
+        # Which binary goes first alternates (ABBA): a run measured slower right after another.
+        for which in ("before", "after") if i % 2 == 0 else ("after", "before"):
             total, kinds = profile(getattr(args, which), args.model, args.runs, args.size)
             if args.control not in kinds:
                 sys.exit(f"{which}: no op kind `{args.control}` in the profile (have: {', '.join(sorted(kinds))})")
