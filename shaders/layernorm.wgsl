@@ -9,14 +9,15 @@
 // Element type V from lib/elem.wgsl: f32, or vec4<f32> (VEC4) when the row length is a multiple of 4;
 // `c` counts V elements, ELEMS floats each.
 // Bindings: 0 params, 1 x [rows, c] (read), 2 gamma [c] (read), 3 beta [c] (read),
-//           4 y [rows, c] (write). A layer without affine binds constant ones / zeros.
+//           4 y [rows, c] (write; with Y_TEXTURE a write-only flat rgba32float storage texture).
+//           A layer without affine binds constant ones / zeros.
 // Dispatch: ceil(rows / (WG / LANES)) workgroups folded into (x, y) by `ops::grid`.
 //   LANES invocations share one row (LANES a power of two dividing WG); LANES = 1 means every
 //   invocation loops over a whole row alone — no barriers and no workgroup memory traffic, which
 //   is what a CPU device (lavapipe) runs fastest for short rows.
 // Lanes of a row combine their sums with `lanes_reduce` (lib/row_lanes.wgsl).
 // Workgroup memory: WG f32 (row_lanes.wgsl) = 256 B at WG = 64.
-// requires: elem, row_lanes
+// requires: elem, flat_texture, row_lanes
 
 struct Params {
     rows: u32,
@@ -29,10 +30,17 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<V>;
 @group(0) @binding(2) var<storage, read> gamma: array<V>;
 @group(0) @binding(3) var<storage, read> beta: array<V>;
+#if Y_TEXTURE
+@group(0) @binding(4) var y_texture: texture_storage_2d<rgba32float, write>;
+#else
 @group(0) @binding(4) var<storage, read_write> y: array<V>;
+#endif
 
 override WG: u32 = 64u;
 override LANES: u32 = 1u;
+// y is a flat texture (VEC4 only), written as a storage texture: an activation
+// `Graph::with_activation_textures` moved to a texture, read by matmuls as A_TEXTURE / B_TEXTURE.
+override Y_TEXTURE: bool = false;
 
 
 @compute @workgroup_size(WG)
@@ -73,7 +81,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     if (in_range) {
         for (var k = lane; k < c; k += LANES) {
-            y[base + k] = (x[base + k] - splat(mean)) * splat(rstd) * gamma[k] + beta[k];
+            let v = (x[base + k] - splat(mean)) * splat(rstd) * gamma[k] + beta[k];
+#if Y_TEXTURE
+            textureStore(y_texture, flat_coords((base + k) * 4u), v);
+#else
+            y[base + k] = v;
+#endif
         }
     }
 }

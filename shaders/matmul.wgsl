@@ -14,10 +14,13 @@
 // (or a texture).
 // With A_TEXTURE / B_TEXTURE (software devices, under A_VEC4 / B_VEC4: a constant operand) or
 // BIAS_TEXTURE it is read from a flat rgba32float texture (flat_texture.wgsl) instead of a
-// storage buffer, whatever the kernel's storage type.
+// storage buffer, whatever the kernel's storage type. With OUT_TEXTURE (the vec4 kernel only) out
+// is a flat texture written at `flat_coords`: an activation `Graph::with_activation_textures`
+// moved to a texture, which the next matmuls read as their A_TEXTURE / B_TEXTURE.
 // Bindings: 0 params (uniform), 1 a (storage, or `a_texture`), 2 b (storage, or `b_texture`),
 // 3 bias (storage, or `bias_texture`; [M] if BIAS == 1, [N] if BIAS == 2), 4 residual (like out),
-// 5 out. The host binds an operand held in a buffer in place of an absent bias or residual.
+// 5 out (storage, or the storage texture `out_texture`). The host binds its placeholder buffer in
+// place of an absent bias or residual.
 //
 // Loads: with A_VEC4 (B_VEC4) the A (B) block of a k step is four `load_a4` (`load_b4`) along a's
 // (b's) stored contiguous dimension, whichever it is (a transposed operand becomes `transpose()`
@@ -60,12 +63,15 @@ fn load_b(i: u32) -> f32 { return b[i >> 2u][i & 3u]; }
 fn load_b4(i: u32) -> vec4<f32> { return b[i >> 2u]; }
 #endif
 @group(0) @binding(4) var<storage, read> residual: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
-
 fn load_residual(i: u32) -> f32 { return residual[i >> 2u][i & 3u]; }
 fn load_residual4(i: u32) -> vec4<f32> { return residual[i >> 2u]; }
-fn store_out(i: u32, v: f32) { out[i >> 2u][i & 3u] = v; }
+#if OUT_TEXTURE
+@group(0) @binding(5) var out_texture: texture_storage_2d<rgba32float, write>;
+fn store_out4(i: u32, v: vec4<f32>) { textureStore(out_texture, flat_coords(i), v); }
+#else
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 fn store_out4(i: u32, v: vec4<f32>) { out[i >> 2u] = v; }
+#endif
 #else
 #if !A_TEXTURE
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -126,6 +132,8 @@ override TRANS_B: bool = false;
 override A_TEXTURE: bool = false;
 override B_TEXTURE: bool = false;
 override BIAS_TEXTURE: bool = false;
+// The vec4 kernel's output is a flat texture, written as a storage texture (`out_texture`).
+override OUT_TEXTURE: bool = false;
 // An operand's k-step blocks as vec4 (over either variant: over the scalar one, `load_a4` /
 // `load_b4` are four element loads, or one texel fetch from a texture).
 override A_VEC4: bool = false;

@@ -166,7 +166,7 @@ fn shader_module(device: &wgpu::Device, name: &str, source: String) -> wgpu::Sha
 
 /// Every kernel's bindings, all in group 0: 0 the uniform params, then `reads` read-only storage
 /// buffers or sampled rgba32float textures (`bindings.textures`), then `writes` read-write
-/// storage buffers.
+/// storage buffers or write-only rgba32float storage textures.
 fn binding_layout(device: &wgpu::Device, bindings: Bindings) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
     let entry = |binding: usize, ty: wgpu::BindingType| wgpu::BindGroupLayoutEntry { binding: binding as u32, visibility: wgpu::ShaderStages::COMPUTE, ty, count: None };
     let buffer = |ty: wgpu::BufferBindingType| wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None };
@@ -176,8 +176,19 @@ fn binding_layout(device: &wgpu::Device, bindings: Bindings) -> (wgpu::BindGroup
         multisampled: false,
     };
     let mut entries = vec![entry(0, buffer(wgpu::BufferBindingType::Uniform))];
+    let storage_texture = wgpu::BindingType::StorageTexture {
+        access: wgpu::StorageTextureAccess::WriteOnly,
+        format: wgpu::TextureFormat::Rgba32Float,
+        view_dimension: wgpu::TextureViewDimension::D2,
+    };
     entries.extend((0..bindings.reads + bindings.writes).map(|i| {
-        entry(1 + i, if bindings.is_texture(i) { texture } else { buffer(wgpu::BufferBindingType::Storage { read_only: i < bindings.reads }) })
+        let read = i < bindings.reads;
+        let ty = match (bindings.is_texture(i), read) {
+            (true, true) => texture,
+            (true, false) => storage_texture,
+            (false, read) => buffer(wgpu::BufferBindingType::Storage { read_only: read }),
+        };
+        entry(1 + i, ty)
     }));
     let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("wgvit"), entries: &entries });
     let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some("wgvit"), bind_group_layouts: &[Some(&bgl)], immediate_size: 0 });
@@ -239,9 +250,9 @@ mod driver_warmup {
     pub struct Dispatch {
         pub key: PipelineKey,
         pub bindings: Bindings,
-        /// Width and height of each read that is a texture: llvmpipe specialises a shader on its
-        /// textures' static state (format, power-of-two sizes), so the helper binds textures of
-        /// the real sizes to compile the variant the forward will use.
+        /// Width and height of each binding (reads, then writes) that is a texture: llvmpipe
+        /// specialises a shader on its textures' static state (format, power-of-two sizes), so
+        /// the helper binds textures of the real sizes to compile the variant the forward will use.
         pub texture_sizes: Vec<Option<[u32; 2]>>,
         pub params: Vec<u32>,
     }
@@ -316,7 +327,9 @@ mod driver_warmup {
         let storage: Vec<wgpu::Buffer> = (0..8)
             .map(|_| device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 256, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false }))
             .collect();
-        let mut textures: HashMap<[u32; 2], wgpu::TextureView> = HashMap::new();
+        // By size and by whether a write binds it: one dispatch may not sample a texture and
+        // write it as storage.
+        let mut textures: HashMap<([u32; 2], bool), wgpu::TextureView> = HashMap::new();
         let mut pipelines: HashMap<(PipelineKey, Bindings), (wgpu::ComputePipeline, wgpu::BindGroupLayout)> = HashMap::new();
         for Dispatch { key, bindings, texture_sizes, params } in dispatches.iter().rev() {
             if stop.load(Ordering::Relaxed) {
@@ -332,13 +345,19 @@ mod driver_warmup {
             });
             queue.write_buffer(&uniform, 0, bytemuck::cast_slice(params));
             let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-            for &size in texture_sizes.iter().flatten() {
-                textures.entry(size).or_insert_with(|| super::rgba32f_texture(&device, &queue, None, size, None).create_view(&Default::default()));
+            for (i, size) in texture_sizes.iter().enumerate() {
+                if let Some(size) = *size {
+                    let write = i >= bindings.reads;
+                    textures.entry((size, write)).or_insert_with(|| {
+                        let texture = if write { super::rgba32f_storage_texture(&device, None, size) } else { super::rgba32f_texture(&device, &queue, None, size, None) };
+                        texture.create_view(&Default::default())
+                    });
+                }
             }
             entries.extend(storage.iter().take(bindings.reads + bindings.writes).enumerate().map(|(i, b)| wgpu::BindGroupEntry {
                 binding: 1 + i as u32,
                 resource: match texture_sizes.get(i).copied().flatten() {
-                    Some(size) => wgpu::BindingResource::TextureView(&textures[&size]),
+                    Some(size) => wgpu::BindingResource::TextureView(&textures[&(size, i >= bindings.reads)]),
                     None => b.as_entire_binding(),
                 },
             }));
@@ -408,15 +427,21 @@ mod browser_async {
         object(&[("binding", (binding as u32).into()), ("visibility", 4u32.into()), ("texture", texture.into())]).into()
     }
 
+    fn storage_texture_entry(binding: usize) -> JsValue {
+        let texture = object(&[("access", "write-only".into()), ("format", "rgba32float".into()), ("viewDimension", "2d".into())]);
+        object(&[("binding", (binding as u32).into()), ("visibility", 4u32.into()), ("storageTexture", texture.into())]).into()
+    }
+
     fn request(device: &JsValue, key: &PipelineKey, bindings: Bindings) -> Result<Promise, JsValue> {
         let module = call(device, "createShaderModule", &object(&[("code", key.kernel.source_for(key.constants()).into())]).into())?;
         let entries = Array::new();
         entries.push(&buffer_entry(0, "uniform"));
         for i in 0..bindings.reads + bindings.writes {
-            entries.push(&if bindings.is_texture(i) {
-                texture_entry(1 + i)
-            } else {
-                buffer_entry(1 + i, if i < bindings.reads { "read-only-storage" } else { "storage" })
+            let read = i < bindings.reads;
+            entries.push(&match (bindings.is_texture(i), read) {
+                (true, true) => texture_entry(1 + i),
+                (true, false) => storage_texture_entry(1 + i),
+                (false, read) => buffer_entry(1 + i, if read { "read-only-storage" } else { "storage" }),
             });
         }
         let bgl = call(device, "createBindGroupLayout", &object(&[("entries", entries.into())]).into())?;
@@ -535,6 +560,21 @@ pub fn rgba32f_texture(device: &wgpu::Device, queue: &wgpu::Queue, label: Option
     texture
 }
 
+/// An rgba32float 2-D texture a kernel writes as a storage texture and later kernels read with
+/// `textureLoad`: an activation in a flat texture (`Graph::with_activation_textures`).
+pub fn rgba32f_storage_texture(device: &wgpu::Device, label: Option<&str>, [width, height]: [u32; 2]) -> wgpu::Texture {
+    device.create_texture(&wgpu::TextureDescriptor {
+        label,
+        size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Float,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING,
+        view_formats: &[],
+    })
+}
+
 /// Where the time of building a graph for the device went (milliseconds): what a cold start
 /// costs besides the device, the weights and the first forward.
 #[derive(Clone, Debug, Default)]
@@ -614,6 +654,7 @@ struct Slot {
 pub struct Executable {
     ctx: GpuContext,
     slots: Vec<wgpu::Buffer>,
+    _textures: Vec<wgpu::TextureView>,
     _constants: Vec<Arc<wgpu::Buffer>>,
     _uniforms: wgpu::Buffer,
     steps: Vec<Step>,
@@ -634,10 +675,18 @@ impl Executable {
         let limits = ctx.limits().clone();
         let mut times = BuildTimes::default();
         let phase_start = now_ms();
+        let textured;
+        let graph = if crate::ops::tuning::activation_textures(&graph.profile) {
+            textured = graph.with_activation_textures();
+            &textured
+        } else {
+            graph
+        };
         let live = graph.liveness()?;
 
-        // ---- memory plan over inputs and activations: one buffer per slot
-        let (plan, slot_of) = plan_graph(graph, &live);
+        // ---- memory plan over inputs and activations: one buffer per slot, and one flat texture
+        // per slot of the activations in textures
+        let (plan, slot_of) = plan_graph(graph, &live, false);
         let max_binding = limits.max_storage_buffer_binding_size;
         let slots: Vec<wgpu::Buffer> = plan
             .slot_bytes
@@ -655,6 +704,21 @@ impl Executable {
                 }))
             })
             .collect::<Result<_>>()?;
+        let (texture_plan, texture_slot_of) = plan_graph(graph, &live, true);
+        let max_side = limits.max_texture_dimension_2d;
+        let texture_slots: Vec<wgpu::TextureView> = texture_plan
+            .slot_bytes
+            .iter()
+            .enumerate()
+            .map(|(i, &bytes)| {
+                let [width, height] = crate::graph::texture_extent((bytes / 4) as usize);
+                if width.max(height) > max_side {
+                    return Err(Error::TooLarge(format!("activation texture {i} of {width} × {height} texels is over the texture limit {max_side}")));
+                }
+                Ok(rgba32f_storage_texture(&ctx.device, Some(&format!("wgvit activation texture {i}")), [width, height]).create_view(&Default::default()))
+            })
+            .collect::<Result<_>>()?;
+        let texture_bytes: u64 = texture_slots.iter().map(|v| v.texture().width() as u64 * v.texture().height() as u64 * 16).sum();
 
         times.plan_ms = now_ms() - phase_start;
 
@@ -724,7 +788,7 @@ impl Executable {
                 .map(|n| driver_warmup::Dispatch {
                     key: n.key.clone(),
                     bindings: graph.bindings(n),
-                    texture_sizes: n.reads.iter().map(|&t| graph.texture_size(t)).collect(),
+                    texture_sizes: n.reads.iter().chain(&n.writes).map(|&t| graph.texture_size(t)).collect(),
                     params: n.params.words.clone(),
                 })
                 .filter(|d| seen.insert((d.key.clone(), d.params.clone(), d.texture_sizes.clone())))
@@ -749,7 +813,7 @@ impl Executable {
             }];
             for (b, t) in node.reads.iter().chain(&node.writes).enumerate() {
                 let s = graph.tensors[t.0].storage;
-                if let Some(view) = constant_texture.get(&s) {
+                if let Some(view) = constant_texture.get(&s).map(|v| v.as_ref()).or(texture_slot_of[s].map(|slot| &texture_slots[slot])) {
                     entries.push(wgpu::BindGroupEntry { binding: 1 + b as u32, resource: wgpu::BindingResource::TextureView(view) });
                     continue;
                 }
@@ -817,13 +881,14 @@ impl Executable {
             dispatches: steps.len(),
             pipelines: pipelines.len(),
             flops: graph.total_flops(),
-            planned_bytes: plan.planned_bytes,
-            unshared_bytes: plan.unshared_bytes,
+            planned_bytes: plan.planned_bytes + texture_bytes,
+            unshared_bytes: plan.unshared_bytes + texture_plan.unshared_bytes,
             constant_bytes: constant_buffer.values().map(|b| b.size()).sum(),
         };
         Ok(Self {
             ctx: ctx.clone(),
             slots,
+            _textures: texture_slots,
             _constants: constant_buffer.into_values().collect(),
             _uniforms: uniforms,
             steps,

@@ -46,8 +46,10 @@ pub enum StorageKind {
     /// found again by `key` (the checkpoint name, or a derived name such as a folded conv).
     /// With `texture`, uploaded as a flat texture instead of a buffer ([`Graph::constant_texture`]).
     Constant { key: String, data: Arc<Vec<f32>>, texture: bool },
-    /// Produced by a node; lives in the planned arena.
-    Activation,
+    /// Produced by a node; lives in the planned arena: a slot buffer, or with `texture` a slot
+    /// texture (flat, like a constant texture) that its producer writes as a storage texture
+    /// and its consumers read with texel fetches ([`Graph::with_activation_textures`]).
+    Activation { texture: bool },
 }
 
 #[derive(Clone, Debug)]
@@ -79,7 +81,8 @@ pub struct Node {
 
 /// A node's bind-group layout: binding 0 the uniform, then `reads` read-only bindings (each a
 /// storage buffer, or a sampled texture where bit i of `textures` is set), then `writes`
-/// read_write storage buffers.
+/// (each a read_write storage buffer, or a write-only rgba32float storage texture where bit
+/// `reads + j` is set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Bindings {
     pub reads: usize,
@@ -88,8 +91,9 @@ pub struct Bindings {
 }
 
 impl Bindings {
-    pub fn is_texture(&self, read: usize) -> bool {
-        self.textures >> read & 1 == 1
+    /// Whether binding `i` (reads first, then writes) is a texture.
+    pub fn is_texture(&self, i: usize) -> bool {
+        self.textures >> i & 1 == 1
     }
 
     /// Storage buffers bound (textures do not count against the storage-buffer limit).
@@ -114,7 +118,20 @@ pub struct Graph {
     /// The device the graph is built for; ops pick their kernel variants and tilings by it
     /// (`ops::tuning`).
     pub profile: DeviceProfile,
+    /// Bindings whose kernel can take a texture instead of a buffer there, and the `override`
+    /// that switches it ([`Graph::offer_texture`], used by [`Graph::with_activation_textures`]).
+    pub texture_offers: Vec<TextureOffer>,
     label_prefix: String,
+}
+
+/// Binding `binding` (reads first, then writes) of node `node` can be a flat rgba32float texture
+/// (a sampled texture for a read, a write-only storage texture for a write) when the node's key
+/// sets `define` to 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextureOffer {
+    pub node: usize,
+    pub binding: usize,
+    pub define: &'static str,
 }
 
 impl Graph {
@@ -180,9 +197,10 @@ impl Graph {
         numel.is_multiple_of(4) && numel > 0 && width <= max && height <= max
     }
 
-    /// Whether `t` is bound as a texture (a [`Graph::constant_texture`]).
+    /// Whether `t` is bound as a texture (a [`Graph::constant_texture`], or an activation
+    /// [`Graph::with_activation_textures`] moved to a texture).
     pub fn is_texture(&self, t: TensorId) -> bool {
-        matches!(self.storages[self.tensors[t.0].storage].kind, StorageKind::Constant { texture: true, .. })
+        matches!(self.storages[self.tensors[t.0].storage].kind, StorageKind::Constant { texture: true, .. } | StorageKind::Activation { texture: true })
     }
 
     /// Width and height in texels of the texture `t` is bound as, if it is one
@@ -193,7 +211,7 @@ impl Graph {
 
     /// How `node` binds its tensors: the layout of its bind group.
     pub fn bindings(&self, node: &Node) -> Bindings {
-        let textures = node.reads.iter().enumerate().filter(|(_, &t)| self.is_texture(t)).fold(0u32, |m, (i, _)| m | 1 << i);
+        let textures = node.reads.iter().chain(&node.writes).enumerate().filter(|(_, &t)| self.is_texture(t)).fold(0u32, |m, (i, _)| m | 1 << i);
         Bindings { reads: node.reads.len(), writes: node.writes.len(), textures }
     }
 
@@ -208,7 +226,7 @@ impl Graph {
 
     /// A fresh activation, to be written by the node that creates it.
     pub fn activation(&mut self, shape: &[usize]) -> TensorId {
-        self.new_tensor(shape, StorageKind::Activation)
+        self.new_tensor(shape, StorageKind::Activation { texture: false })
     }
 
     /// Reshape as a view: same storage, same element order, new shape.
@@ -293,6 +311,56 @@ impl Graph {
         self.nodes.push(node);
     }
 
+    /// Binding `binding` of the node pushed last can be a texture under `define` (see
+    /// [`TextureOffer`]).
+    pub fn offer_texture(&mut self, binding: usize, define: &'static str) {
+        let node = self.nodes.len() - 1;
+        self.texture_offers.push(TextureOffer { node, binding, define });
+    }
+
+    /// A 4-element constant that kernels bind where an optional operand is absent (never read):
+    /// binding an operand there instead would keep that operand in a buffer.
+    pub fn placeholder(&mut self) -> TensorId {
+        const KEY: &str = "wgvit.placeholder";
+        let found = self.tensors.iter().position(|d| matches!(&self.storages[d.storage].kind, StorageKind::Constant { key, .. } if key == KEY));
+        found.map(TensorId).unwrap_or_else(|| self.new_tensor(&[4], StorageKind::Constant { key: KEY.into(), data: Arc::new(vec![0.0; 4]), texture: false }))
+    }
+
+    /// This graph with every activation that only offered bindings touch moved to a texture
+    /// (the offers' defines set on those nodes). Graph outputs stay in buffers (they are copied
+    /// back), and so does an activation any binding without an offer touches. The executor asks
+    /// for it where the device wants activations in textures (`ops::tuning::activation_textures`:
+    /// on software devices a texel fetch is a vectorised gather and a storage-buffer load a loop
+    /// over the SIMD lanes).
+    pub fn with_activation_textures(&self) -> Graph {
+        let mut g = self.clone();
+        let mut uses: Vec<Vec<(usize, usize)>> = vec![Vec::new(); g.storages.len()];
+        for (i, node) in g.nodes.iter().enumerate() {
+            for (b, t) in node.reads.iter().chain(&node.writes).enumerate() {
+                uses[g.tensors[t.0].storage].push((i, b));
+            }
+        }
+        let outputs: std::collections::HashSet<usize> = g.outputs.iter().map(|(_, t)| g.tensors[t.0].storage).collect();
+        let offer = |node: usize, binding: usize| g.texture_offers.iter().find(|o| o.node == node && o.binding == binding).map(|o| o.define);
+        let mut promoted: Vec<(usize, Vec<(usize, &'static str)>)> = Vec::new();
+        for (s, storage) in g.storages.iter().enumerate() {
+            if !matches!(storage.kind, StorageKind::Activation { texture: false }) || outputs.contains(&s) || uses[s].is_empty() || !g.fits_texture(storage.numel) {
+                continue;
+            }
+            let defines: Option<Vec<(usize, &'static str)>> = uses[s].iter().map(|&(i, b)| offer(i, b).map(|d| (i, d))).collect();
+            if let Some(defines) = defines {
+                promoted.push((s, defines));
+            }
+        }
+        for (s, defines) in promoted {
+            g.storages[s].kind = StorageKind::Activation { texture: true };
+            for (i, define) in defines {
+                g.nodes[i].key = g.nodes[i].key.clone().with(define, 1);
+            }
+        }
+        g
+    }
+
     pub fn total_flops(&self) -> u64 {
         self.nodes.iter().map(|n| n.flops).sum()
     }
@@ -324,13 +392,13 @@ impl Graph {
         for node in &self.nodes {
             for t in &node.reads {
                 let s = self.tensors[t.0].storage;
-                if matches!(self.storages[s].kind, StorageKind::Activation) && !written[s] {
+                if matches!(self.storages[s].kind, StorageKind::Activation { .. }) && !written[s] {
                     return Err(Error::Graph(format!("node '{}' reads a tensor no earlier node wrote", node.label)));
                 }
             }
             for t in &node.writes {
                 let s = self.tensors[t.0].storage;
-                if !matches!(self.storages[s].kind, StorageKind::Activation) {
+                if !matches!(self.storages[s].kind, StorageKind::Activation { .. }) {
                     return Err(Error::Graph(format!("node '{}' writes to an input or constant", node.label)));
                 }
                 written[s] = true;
@@ -338,7 +406,7 @@ impl Graph {
         }
         for (name, t) in &self.outputs {
             let s = self.tensors[t.0].storage;
-            if matches!(self.storages[s].kind, StorageKind::Activation) && !written[s] {
+            if matches!(self.storages[s].kind, StorageKind::Activation { .. }) && !written[s] {
                 return Err(Error::Graph(format!("output '{name}' is never written")));
             }
         }

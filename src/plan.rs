@@ -74,14 +74,20 @@ pub fn plan_memory(intervals: &[Interval]) -> MemoryPlan {
 }
 
 /// Plans the storages of `graph` that live in slots — inputs and activations that a node or an
-/// output touches; constants have buffers of their own — from `live` ([`Graph::liveness`]).
-/// Returns the plan (intervals in storage order) and the slot of each storage (`None` if it has
-/// none).
-pub fn plan_graph(graph: &Graph, live: &[Option<(usize, usize)>]) -> (MemoryPlan, Vec<Option<usize>>) {
+/// output touches; constants have buffers of their own — from `live` ([`Graph::liveness`]):
+/// with `textures` false those in buffers, with `textures` true the activations in textures
+/// (a slot is then a flat texture of the slot's size). Returns the plan (intervals in storage
+/// order) and the slot of each storage (`None` if it has none).
+pub fn plan_graph(graph: &Graph, live: &[Option<(usize, usize)>], textures: bool) -> (MemoryPlan, Vec<Option<usize>>) {
     let mut planned = Vec::new();
     let mut intervals = Vec::new();
     for (s, storage) in graph.storages.iter().enumerate() {
-        if matches!(storage.kind, StorageKind::Constant { .. }) {
+        let in_texture = match storage.kind {
+            StorageKind::Constant { .. } => continue,
+            StorageKind::Activation { texture } => texture,
+            StorageKind::Input { .. } => false,
+        };
+        if in_texture != textures {
             continue;
         }
         if let Some((first, last)) = live[s] {

@@ -310,3 +310,48 @@ fn matmul_reads_constant_operands_through_textures_on_cpu_like_devices() {
         cases.check();
     }
 }
+
+/// On CPU-like devices an activation that only texture-capable bindings touch lives in a flat
+/// texture: LayerNorm → fc1 (GELU) → fc2 (+ x), the transformer MLP. The norm's output and the
+/// hidden move to textures (the norm and fc1 write storage textures, fc1 and fc2 fetch texels);
+/// x (also a residual) and the graph output stay in buffers; the numbers match the CPU reference.
+#[test]
+fn activations_between_matmuls_and_norms_move_to_textures_on_cpu_like_devices() {
+    use std::sync::Arc;
+    use wgvit::graph::StorageKind;
+    use wgvit::kernels::DeviceProfile;
+    use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
+    let mut rng = Rng::new(23);
+    let (rows, c, hidden) = (37, 24, 96);
+    let mut cases = Cases { g: Graph::for_profile(DeviceProfile::cpu_like()), inputs: Vec::new(), expected: Vec::new() };
+    let (x, xt) = cases.input(&mut rng, &[rows, c]);
+    let w1t = rng.tensor(&[hidden, c], -1.0, 1.0);
+    let b1t = rng.tensor(&[hidden], -1.0, 1.0);
+    let w2t = rng.tensor(&[c, hidden], -0.5, 0.5);
+    let g = &mut cases.g;
+    let w1 = g.constant("fc1.weight", &[hidden, c], Arc::new(w1t.data.clone())).unwrap();
+    let b1 = g.constant("fc1.bias", &[hidden], Arc::new(b1t.data.clone())).unwrap();
+    let w2 = g.constant("fc2.weight", &[c, hidden], Arc::new(w2t.data.clone())).unwrap();
+    let xn = layer_norm(g, x, None, None, 1e-5).unwrap();
+    let h = linear(g, xn, w1, Some(b1), Activation::Gelu).unwrap();
+    let h2 = g.reshape(h, &[rows, hidden]).unwrap();
+    let y = matmul(g, h2, w2, false, true, Epilogue { residual: Some(x), ..Default::default() }).unwrap();
+    g.output("mlp", y);
+
+    let promoted = g.with_activation_textures();
+    let in_texture = |t: wgvit::TensorId| matches!(promoted.storages[promoted.tensors[t.0].storage].kind, StorageKind::Activation { texture: true });
+    assert!(in_texture(xn) && in_texture(h) && in_texture(h2), "the norm's output and the hidden");
+    assert!(!in_texture(y) && !promoted.is_texture(x), "the output and the input stay buffers");
+    let defines: Vec<Vec<(&str, u32)>> = promoted.nodes.iter().map(|n| n.key.constants().iter().copied().filter(|(k, _)| k.ends_with("_TEXTURE")).collect()).collect();
+    assert!(defines[0].contains(&("Y_TEXTURE", 1)), "{:?}", defines[0]);
+    assert!(defines[1].contains(&("A_TEXTURE", 1)) && defines[1].contains(&("OUT_TEXTURE", 1)), "{:?}", defines[1]);
+    assert!(defines[2].contains(&("A_TEXTURE", 1)) && !defines[2].contains(&("OUT_TEXTURE", 1)), "{:?}", defines[2]);
+    let b = promoted.bindings(&promoted.nodes[1]);
+    assert!(b.is_texture(0) && b.is_texture(4) && !b.is_texture(3), "fc1: a and out textures (the weight and bias too), the placeholder for its residual a buffer: {b:?}");
+
+    let xn_want = layer_norm_cpu(&xt.data, c, &[], &[], 1e-5);
+    let (h_want, _) = matmul_cpu(&xn_want, &[rows, c], &w1t.data, &[hidden, c], false, true, 1.0, Some((&b1t.data, BiasAxis::Col)), Activation::Gelu, None);
+    let (want, _) = matmul_cpu(&h_want, &[rows, hidden], &w2t.data, &[c, hidden], false, true, 1.0, None, Activation::None, Some(&xt.data));
+    cases.expected.push(("LayerNorm → fc1 → fc2 through textures".into(), want));
+    cases.check();
+}

@@ -47,7 +47,7 @@ type Liveness = Vec<Option<(usize, usize)>>;
 /// slot of each storage and the liveness.
 fn plan(what: &str, g: &Graph) -> (MemoryPlan, Vec<Option<usize>>, Liveness) {
     let live = g.liveness().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let (plan, slot_of) = plan_graph(g, &live);
+    let (plan, slot_of) = plan_graph(g, &live, false);
     let mut intervals = Vec::new();
     for (s, storage) in g.storages.iter().enumerate() {
         let is_constant = matches!(storage.kind, StorageKind::Constant { .. });
@@ -175,7 +175,7 @@ fn graph_outputs_stay_live_to_the_end() {
     assert_eq!(live[storage(&g, early)], Some((0, last)));
     let early_slot = slot_of[storage(&g, early)];
     for (s, st) in g.storages.iter().enumerate() {
-        if s != storage(&g, early) && matches!(st.kind, StorageKind::Activation) {
+        if s != storage(&g, early) && matches!(st.kind, StorageKind::Activation { .. }) {
             assert_ne!(slot_of[s], early_slot, "activation {s} would overwrite the early output");
         }
     }
@@ -280,7 +280,7 @@ fn random_graphs_never_share_a_slot_between_live_storages() {
         }
         g.output("last", *tensors.last().unwrap());
         let live = g.liveness().unwrap();
-        let (plan, _) = plan_graph(&g, &live);
+        let (plan, _) = plan_graph(&g, &live, false);
         let intervals: Vec<Interval> = g
             .storages
             .iter()

@@ -60,6 +60,10 @@ pub fn layer_norm(g: &mut Graph, x: TensorId, gamma: Option<TensorId>, beta: Opt
         workgroups: grid(rows.div_ceil(WG / lanes)),
         flops: 8 * n as u64,
     });
+    // Rows of whole vec4s may be stored to a flat texture, for the matmuls that read them.
+    if kernel == Kernel::LayerNormVec4 {
+        g.offer_texture(3, "Y_TEXTURE");
+    }
     Ok(y)
 }
 

@@ -16,8 +16,9 @@
 //! rest. Rows/columns past the edges are clamped when loading and skipped when
 //! storing, so any shape is exact; k is never over-read (a masked last step takes K % 4).
 //!
-//! Absent bias/residual bindings are filled with `a` (`b` when `a` is a texture; the shader never
-//! reads them), keeping the bind-group layout at 4 reads + 1 write for every variant.
+//! Absent bias/residual bindings are filled with the graph's placeholder (never read), keeping the
+//! bind-group layout at 4 reads + 1 write for every variant. An activation operand read in vec4
+//! blocks and the vec4 kernel's output may move to textures (`Graph::with_activation_textures`).
 
 use super::{check_u32, grid, params, tuning, Activation, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
@@ -227,8 +228,7 @@ pub fn matmul_tiled(
     let a_texture = if textured && a_vec4 { g.constant_texture(a) } else { None };
     let b_texture = if textured && b_vec4 { g.constant_texture(b) } else { None };
     let bias_texture = if textured { epi.bias.and_then(|(t, _)| g.constant_texture(t)) } else { None };
-    // What an absent bias or residual binds (never read): an operand bound as a buffer anyway.
-    let filler = if a_texture.is_none() || b_texture.is_some() { a } else { b };
+    let filler = g.placeholder();
     let out = g.activation(&out_shape);
     let tiles_m = s.m.div_ceil((tiling.wg_m * tiling.tm) as usize);
     let tiles_n = s.n.div_ceil((tiling.wg_n * tiling.tn) as usize);
@@ -259,6 +259,16 @@ pub fn matmul_tiled(
         workgroups: grid(workgroups),
         flops: 2 * (s.batches() * s.m * s.n * s.k) as u64,
     });
+    // An activation operand in vec4 blocks, and the vec4 kernel's output, may be a texture.
+    if a_vec4 && a_texture.is_none() {
+        g.offer_texture(0, "A_TEXTURE");
+    }
+    if b_vec4 && b_texture.is_none() {
+        g.offer_texture(1, "B_TEXTURE");
+    }
+    if kernel == Kernel::MatmulVec4 {
+        g.offer_texture(4, "OUT_TEXTURE");
+    }
     Ok(out)
 }
 

@@ -10,6 +10,7 @@
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
+//! | activations between texture-capable kernels (a matmul's output read only by matmuls) | flat textures, written as storage textures (`activation_textures`) | storage buffers |
 //! | attention | rolled channel loops (fast JIT); 2 query rows per invocation from 4 MFLOP | 1 row, loops unrolled per head size (registers) |
 //! | GroupNorm lanes per workgroup | 32 | 32 |
 //! | row reductions (LayerNorm, softmax, means) | 16 lanes per row for few long rows, else 1 | the same |
@@ -67,9 +68,20 @@ pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
 /// texture): lavapipe 256×16×128 409 → 331, 4×128×512 207 → 175; SwiftShader 633 → 577,
 /// 421 → 321. Activations copied into textures before each GEMM (a buffer-to-texture copy
 /// between compute passes) made the GEMM kernels another 9 % faster but the forwards slower by
-/// wall-clock (lavapipe: lavit-digits 1.18, vvt-digits 1.39; SwiftShader: lavit-digits 1.60), so
-/// activations stay in buffers. GPUs keep storage buffers.
+/// wall-clock (lavapipe: lavit-digits 1.18, vvt-digits 1.39; SwiftShader: lavit-digits 1.60):
+/// [`activation_textures`] has the producer write the texture instead. GPUs keep storage buffers.
 pub fn constant_textures(profile: &DeviceProfile) -> bool {
+    profile.is_cpu_like()
+}
+
+/// Whether activations that only texture-capable bindings touch live in flat textures
+/// (`Graph::with_activation_textures`): the producing kernel writes a storage texture, the
+/// consumers fetch texels. Software devices, as [`constant_textures`]. With the real matmul
+/// kernel at the tiny models' GEMM shapes (lavapipe, AMD EPYC, 16 × 8 tile, weight in a
+/// texture), the activation operand read from a texture instead of a buffer took 0.69–0.83 of
+/// the time (3136×512·512×64ᵀ 12.5 → 8.8 ms, 1536×384·384×784 58 → 40 ms); writing a storage
+/// texture costs about what a buffer store does.
+pub fn activation_textures(profile: &DeviceProfile) -> bool {
     profile.is_cpu_like()
 }
 
