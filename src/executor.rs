@@ -541,28 +541,23 @@ impl ConstantCache {
 
 /// An rgba32float 2-D texture of `width` × `height` texels, read by kernels with `textureLoad`,
 /// filled from `data` (row-major, 4 floats a texel, all `width · height · 4` of them) if given.
-pub fn rgba32f_texture(device: &wgpu::Device, queue: &wgpu::Queue, label: Option<&str>, [width, height]: [u32; 2], data: Option<&[f32]>) -> wgpu::Texture {
-    let size = wgpu::Extent3d { width, height, depth_or_array_layers: 1 };
-    let texture = device.create_texture(&wgpu::TextureDescriptor {
-        label,
-        size,
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba32Float,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-        view_formats: &[],
-    });
+pub fn rgba32f_texture(device: &wgpu::Device, queue: &wgpu::Queue, label: Option<&str>, size: [u32; 2], data: Option<&[f32]>) -> wgpu::Texture {
+    let texture = rgba32f(device, label, size, wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST);
     if let Some(data) = data {
+        let [width, height] = size;
         let layout = wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(width * 16), rows_per_image: Some(height) };
-        queue.write_texture(texture.as_image_copy(), bytemuck::cast_slice(data), layout, size);
+        queue.write_texture(texture.as_image_copy(), bytemuck::cast_slice(data), layout, texture.size());
     }
     texture
 }
 
 /// An rgba32float 2-D texture a kernel writes as a storage texture and later kernels read with
 /// `textureLoad`: an activation in a flat texture (`Graph::with_activation_textures`).
-pub fn rgba32f_storage_texture(device: &wgpu::Device, label: Option<&str>, [width, height]: [u32; 2]) -> wgpu::Texture {
+pub fn rgba32f_storage_texture(device: &wgpu::Device, label: Option<&str>, size: [u32; 2]) -> wgpu::Texture {
+    rgba32f(device, label, size, wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING)
+}
+
+fn rgba32f(device: &wgpu::Device, label: Option<&str>, [width, height]: [u32; 2], usage: wgpu::TextureUsages) -> wgpu::Texture {
     device.create_texture(&wgpu::TextureDescriptor {
         label,
         size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
@@ -570,7 +565,7 @@ pub fn rgba32f_storage_texture(device: &wgpu::Device, label: Option<&str>, [widt
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
         format: wgpu::TextureFormat::Rgba32Float,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING,
+        usage,
         view_formats: &[],
     })
 }
