@@ -311,12 +311,13 @@ fn matmul_reads_constant_operands_through_textures_on_cpu_like_devices() {
     }
 }
 
-/// On CPU-like devices an activation that only texture-capable bindings touch lives in a flat
-/// texture: LayerNorm → fc1 (GELU) → fc2 (+ x), the transformer MLP. The norm's output and the
-/// hidden move to textures (the norm and fc1 write storage textures, fc1 and fc2 fetch texels);
-/// x (also a residual) and the graph output stay in buffers; the numbers match the CPU reference.
+/// An activation that only texture-capable bindings touch moves to a flat texture
+/// (`Graph::with_activation_textures`, which the executor applies on lavapipe): LayerNorm → fc1
+/// (GELU) → fc2 (+ x), the transformer MLP. The norm's output and the hidden move to textures (the
+/// norm and fc1 write storage textures, fc1 and fc2 fetch texels); x (also a residual) and the
+/// graph output stay in buffers; the promoted graph, run as it is, matches the CPU reference.
 #[test]
-fn activations_between_matmuls_and_norms_move_to_textures_on_cpu_like_devices() {
+fn activations_between_matmuls_and_norms_move_to_textures() {
     use std::sync::Arc;
     use wgvit::graph::StorageKind;
     use wgvit::kernels::DeviceProfile;
@@ -353,5 +354,6 @@ fn activations_between_matmuls_and_norms_move_to_textures_on_cpu_like_devices() 
     let (h_want, _) = matmul_cpu(&xn_want, &[rows, c], &w1t.data, &[hidden, c], false, true, 1.0, Some((&b1t.data, BiasAxis::Col)), Activation::Gelu, None);
     let (want, _) = matmul_cpu(&h_want, &[rows, hidden], &w2t.data, &[c, hidden], false, true, 1.0, None, Activation::None, Some(&xt.data));
     cases.expected.push(("LayerNorm → fc1 → fc2 through textures".into(), want));
+    cases.g = promoted;
     cases.check();
 }

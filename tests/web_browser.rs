@@ -53,6 +53,33 @@ async fn constant_weights_take_the_texture_path_on_swiftshader() {
     assert!(diff <= 1e-4, "linear through textures: max |diff| {diff}");
 }
 
+/// Activations in textures (what the executor does on lavapipe; SwiftShader keeps buffers): a
+/// promoted matmul chain, run as it is, writes a storage texture and fetches it in the browser
+/// too, with the bind-group layouts made for `createComputePipelineAsync`.
+#[wasm_bindgen_test]
+async fn a_matmul_chain_through_activation_textures_matches_cpu() {
+    let e = engine().await;
+    let mut rng = Rng::new(10);
+    let (rows, k, hidden, n) = (37, 24, 96, 20);
+    let x = rng.tensor(&[rows, k], -1.0, 1.0);
+    let w1 = rng.tensor(&[hidden, k], -1.0, 1.0);
+    let w2 = rng.tensor(&[n, hidden], -0.5, 0.5);
+    let mut g = Graph::for_profile(e.info().profile.clone());
+    let xi = g.input("x", &[rows, k]);
+    let w1i = g.constant("w1", &[hidden, k], std::sync::Arc::new(w1.data.clone())).unwrap();
+    let w2i = g.constant("w2", &[n, hidden], std::sync::Arc::new(w2.data.clone())).unwrap();
+    let h = linear(&mut g, xi, w1i, None, Activation::Gelu).unwrap();
+    let y = linear(&mut g, h, w2i, None, Activation::None).unwrap();
+    g.output("y", y);
+    let g = g.with_activation_textures();
+    assert!(g.is_texture(h) && !g.is_texture(y), "the hidden in a texture, the output in a buffer");
+    let out = e.compile(&g, &ConstantCache::new()).await.unwrap().run(&[&x]).await.unwrap();
+    let (hw, _) = matmul_cpu(&x.data, &[rows, k], &w1.data, &[hidden, k], false, true, 1.0, None, Activation::Gelu, None);
+    let (want, _) = matmul_cpu(&hw, &[rows, hidden], &w2.data, &[n, hidden], false, true, 1.0, None, Activation::None, None);
+    let diff = max_abs_diff(&out[0].data, &want);
+    assert!(diff <= 1e-4, "fc1 → fc2 through an activation texture: max |diff| {diff}");
+}
+
 #[wasm_bindgen_test]
 async fn gelu_matches_cpu() {
     let e = engine().await;

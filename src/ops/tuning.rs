@@ -10,7 +10,7 @@
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
-//! | activations between texture-capable kernels (a matmul's output read only by matmuls) | flat textures, written as storage textures (`activation_textures`) | storage buffers |
+//! | activations between texture-capable kernels (LayerNorm or matmul outputs read only by matmuls) | lavapipe: flat textures, written as storage textures (`activation_textures`); SwiftShader: buffers | storage buffers |
 //! | attention | rolled channel loops (fast JIT); 2 query rows per invocation from 4 MFLOP | 1 row, loops unrolled per head size (registers) |
 //! | GroupNorm lanes per workgroup | 32 | 32 |
 //! | row reductions (LayerNorm, softmax, means) | 16 lanes per row for few long rows, else 1 | the same |
@@ -76,13 +76,15 @@ pub fn constant_textures(profile: &DeviceProfile) -> bool {
 
 /// Whether activations that only texture-capable bindings touch live in flat textures
 /// (`Graph::with_activation_textures`): the producing kernel writes a storage texture, the
-/// consumers fetch texels. Software devices, as [`constant_textures`]. With the real matmul
-/// kernel at the tiny models' GEMM shapes (lavapipe, AMD EPYC, 16 × 8 tile, weight in a
-/// texture), the activation operand read from a texture instead of a buffer took 0.69–0.83 of
-/// the time (3136×512·512×64ᵀ 12.5 → 8.8 ms, 1536×384·384×784 58 → 40 ms); writing a storage
-/// texture costs about what a buffer store does.
+/// consumers fetch texels. lavapipe only. With the real matmul kernel at the tiny models' GEMM
+/// shapes (lavapipe, AMD EPYC, 16 × 8 tile, weight in a texture), the activation operand read
+/// from a texture instead of a buffer took 0.69–0.83 of the time (3136×512·512×64ᵀ 12.5 → 8.8
+/// ms, 1536×384·384×784 58 → 40 ms), and writing a storage texture costs about what a buffer
+/// store does: warm lavit-tiny 0.80, accvit-tiny 0.75, vvt-tiny 0.81 of the time. SwiftShader
+/// gained nothing overall (natively: lavit-digits 0.87, vvt-digits 1.02, accvit-digits
+/// 1.03–1.17; in Chromium 1.00, 0.92, 1.21), so it keeps its activations in buffers.
 pub fn activation_textures(profile: &DeviceProfile) -> bool {
-    profile.is_cpu_like()
+    profile.is_cpu_like() && profile.name.starts_with("llvmpipe")
 }
 
 /// Attentions of fewer FLOPs than this take one query row per invocation on CPU-like devices.
