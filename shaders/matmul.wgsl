@@ -12,9 +12,9 @@
 // floats: valid only when every offset passed to a `*4` helper is a multiple of 4 (the stored
 // contiguous dims of a and b, and N, are multiples of 4; the host checks). `bias` stays scalar
 // (or a texture).
-// With A_TEXTURE / B_TEXTURE (software devices, under A_VEC4 / B_VEC4: a constant operand) or
-// BIAS_TEXTURE it is read from a flat rgba32float texture (flat_texture.wgsl) instead of a
-// storage buffer, whatever the kernel's storage type. With OUT_TEXTURE (the vec4 kernel only) out
+// With A_TEXTURE / B_TEXTURE (software devices, under A_VEC4 / B_VEC4: a constant operand, or on
+// lavapipe an activation moved to a texture) or BIAS_TEXTURE it is read from a flat rgba32float
+// texture (flat_texture.wgsl) instead of a storage buffer, whatever the kernel's storage type. With OUT_TEXTURE (the vec4 kernel only) out
 // is a flat texture written at `flat_coords`: an activation `Graph::with_activation_textures`
 // moved to a texture, which the next matmuls read as their A_TEXTURE / B_TEXTURE.
 // Bindings: 0 params (uniform), 1 a (storage, or `a_texture`), 2 b (storage, or `b_texture`),

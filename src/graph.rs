@@ -330,8 +330,8 @@ impl Graph {
     /// (the offers' defines set on those nodes). Graph outputs stay in buffers (they are copied
     /// back), and so does an activation any binding without an offer touches. The executor asks
     /// for it where the device wants activations in textures (`ops::tuning::activation_textures`:
-    /// on software devices a texel fetch is a vectorised gather and a storage-buffer load a loop
-    /// over the SIMD lanes).
+    /// lavapipe, where a texel fetch is a vectorised gather and a storage-buffer load a loop over
+    /// the SIMD lanes).
     pub fn with_activation_textures(&self) -> Graph {
         let mut g = self.clone();
         let mut uses: Vec<Vec<(usize, usize)>> = vec![Vec::new(); g.storages.len()];
@@ -341,13 +341,13 @@ impl Graph {
             }
         }
         let outputs: std::collections::HashSet<usize> = g.outputs.iter().map(|(_, t)| g.tensors[t.0].storage).collect();
-        let offer = |node: usize, binding: usize| g.texture_offers.iter().find(|o| o.node == node && o.binding == binding).map(|o| o.define);
+        let offers: std::collections::HashMap<(usize, usize), &'static str> = g.texture_offers.iter().map(|o| ((o.node, o.binding), o.define)).collect();
         let mut promoted: Vec<(usize, Vec<(usize, &'static str)>)> = Vec::new();
         for (s, storage) in g.storages.iter().enumerate() {
             if !matches!(storage.kind, StorageKind::Activation { texture: false }) || outputs.contains(&s) || uses[s].is_empty() || !g.fits_texture(storage.numel) {
                 continue;
             }
-            let defines: Option<Vec<(usize, &'static str)>> = uses[s].iter().map(|&(i, b)| offer(i, b).map(|d| (i, d))).collect();
+            let defines: Option<Vec<(usize, &'static str)>> = uses[s].iter().map(|&(i, b)| offers.get(&(i, b)).map(|&d| (i, d))).collect();
             if let Some(defines) = defines {
                 promoted.push((s, defines));
             }
