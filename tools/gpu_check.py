@@ -21,7 +21,7 @@ Steps, most important first:
    ratio wgvit / PyTorch of the median warm latency, input upload and logits readback included
    on both sides.
 5. whole-process `wgvit classify` with an empty cache folder, then again (cold start).
-6. `wgvit profile` of hatnet-tiny and `wgvit bench-ops` (kernels against the FMA peak), raw.
+6. `wgvit profile` of each tiny model and `wgvit bench-ops` (kernels against the FMA peak), raw.
 
 Writes OUT/gpu_check.json and OUT/gpu_check.log (every command and its output). Needs python3
 with torch and safetensors (the reference models); the ACC-ViT and LaViT references also need
@@ -370,7 +370,8 @@ def main() -> None:
         "digits": lambda: digits(check),
         "speed": lambda: speed(check),
         "cold": lambda: cold(check),
-        "profile": lambda: raw(check, "profile", "--model", "hatnet-tiny", "--size", args.size, "--runs", 5, "--top", 15),
+        "profile": lambda: {f: raw(check, "profile", "--model", f"{f}-tiny", "--size", args.size, "--runs", 5, "--top", 12)
+                            for f in args.families.split(",")},
         "bench_ops": lambda: raw(check, "bench-ops", "--runs", 5),
     }
     for name in args.steps.split(","):

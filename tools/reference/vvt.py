@@ -80,7 +80,7 @@ class VicinityAttention(nn.Module):
         q = split(F.relu(self.q_proj(u)))
         k = split(F.relu(self.k_proj(u)))
         v = split(self.v_proj(u))
-        alpha, beta = angle_tables(h, w)
+        alpha, beta = (t.to(u.device) for t in angle_tables(h, w))  # built on the host, in the official rounding
         trig = [f(a).to(u.dtype).reshape(1, 1, n, 1) for a in (alpha.to(u.dtype), beta.to(u.dtype)) for f in (torch.cos, torch.sin)]
         phi_q = torch.cat([q * t for t in trig], dim=-1)  # [B, heads, N, 4d]
         phi_k = torch.cat([k * t for t in trig], dim=-1)
