@@ -10,16 +10,19 @@
 // wants — no permute copies. The bias view addresses (b, h, query, key) with the key as its
 // "channel" (stride sc); batch strides of 0 share one bias across the batch.
 //
-// Bindings: 0 params (uniform), 1 q, 2 k, 3 v, 4 bias (read; when HAS_BIAS = 0 any tensor is bound
+// requires: flat_texture
+// Bindings: 0 params (uniform), 1 q, 2 k, 3 v (storage; under VEC4 each may be a flat texture,
+// Q_TEXTURE / K_TEXTURE / V_TEXTURE), 4 bias (read; when HAS_BIAS = 0 any tensor is bound
 // there and never read), 5 out (write).
 // Dispatch: one invocation per (dv chunk, batch·head, group of QB consecutive query rows), rows
 // fastest, WG invocations per workgroup whatever the shape (one pipeline serves every sequence
 // length: a workgroup may span several batch·head entries), the workgroup count folded into
 // (x, y) by `ops::grid`. Neighbouring lanes own neighbouring rows of one head, so they read the
 // same k and v rows. On CPU devices loads, not FMAs, bound this kernel (lavapipe runs every
-// storage load as a per-lane loop), so the host picks QB = 2 there for large attentions
-// (hatnet-tiny's attention 152 → 112 ms on lavapipe; QB = 4 gave 95 ms but 4 s of LLVM compile
-// per pipeline instead of 1.1 s); on GPUs QB = 1 keeps q and the accumulators in registers.
+// storage load as a per-lane loop), so the host gives large attentions several query rows per
+// invocation there: QB = 4 on lavapipe, QB = 2 on SwiftShader, whose JIT QB = 4 costs more than
+// it saves (`ops::tuning::attention_variant`); on GPUs QB = 1 keeps q and the accumulators in
+// registers.
 // Variants (`ops::tuning::attention_variant`): without ROLLED the channel loops run to the
 // overrides D4/DV4 and are unrolled (GPUs); with ROLLED (CPU devices) they run to bounds read
 // from params, so one pipeline serves every head size and lavapipe's JIT has a fraction of the
@@ -68,9 +71,21 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 #if VEC4
+#if Q_TEXTURE
+@group(0) @binding(1) var q_texture: texture_2d<f32>;
+#else
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+#endif
+#if K_TEXTURE
+@group(0) @binding(2) var k_texture: texture_2d<f32>;
+#else
 @group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
+#endif
+#if V_TEXTURE
+@group(0) @binding(3) var v_texture: texture_2d<f32>;
+#else
 @group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
+#endif
 #else
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
@@ -86,13 +101,22 @@ override WG: u32 = 64u;
 override D4: u32 = 16u;
 override DV4: u32 = 16u;
 override HAS_BIAS: bool = false;
+// q, k or v (VEC4 only) is a flat texture (flat_texture.wgsl): on lavapipe an activation
+// `Graph::with_activation_textures` moved to a texture, read with one texel fetch per vec4.
+override Q_TEXTURE: bool = false;
+override K_TEXTURE: bool = false;
+override V_TEXTURE: bool = false;
 // QB, the query rows per invocation, is a `const` chosen by the variant (`Kernel::Attention`: 1;
-// `Kernel::AttentionQb2`, define QB2: 2): a const, not an override, because the register arrays
+// define QB2: 2; define QB4: 4): a const, not an override, because the register arrays
 // are sized by it (an override-sized maximum made lavapipe's LLVM compile several times slower).
+#if QB4
+const QB: u32 = 4u;
+#else
 #if QB2
 const QB: u32 = 2u;
 #else
 const QB: u32 = 1u;
+#endif
 #endif
 
 const MAX_D4: u32 = 16u;
@@ -130,15 +154,27 @@ fn cursor_next(c: TokenCursor, w: View) -> TokenCursor {
 // Channel stride 1, every row on a vec4 and d, dv multiples of 4 (the host checks): the 4
 // channels are one vec4 and none lies past d.
 fn load_q4(row: u32, ch: u32) -> vec4<f32> {
+#if Q_TEXTURE
+    return flat_texel(q_texture, row + ch);
+#else
     return q[(row + ch) >> 2u];
+#endif
 }
 
 fn load_k4(row: u32, ch: u32) -> vec4<f32> {
+#if K_TEXTURE
+    return flat_texel(k_texture, row + ch);
+#else
     return k[(row + ch) >> 2u];
+#endif
 }
 
 fn load_v4(row: u32, ch: u32) -> vec4<f32> {
+#if V_TEXTURE
+    return flat_texel(v_texture, row + ch);
+#else
     return v[(row + ch) >> 2u];
+#endif
 }
 #else
 // Channels past `limit` read as 0 (q, k: they would otherwise pick up a neighbouring head).

@@ -36,9 +36,10 @@ fn attention_matches_cpu_on_random_shapes() {
         (dims(4, 4, 64, 64, 30, 30), true),  // two query rows, d not a multiple of 4 (scalar loads)
     ];
     // Every kernel variant: unrolled for the head size (GPU-like set), rolled with one query row
-    // and rolled with two (CPU-like set, small and large attentions), each with element loads
-    // (d or dv not a multiple of 4) and with vec4 loads (the contiguous operands otherwise).
-    let profiles = [DeviceProfile::gpu_like(), DeviceProfile::cpu_like()];
+    // and rolled with two or four (CPU-like set: small attentions, large ones on SwiftShader and
+    // on lavapipe), each with element loads (d or dv not a multiple of 4) and with vec4 loads
+    // (the contiguous operands otherwise).
+    let profiles = [DeviceProfile::gpu_like(), DeviceProfile::cpu_like(), lavapipe()];
     let mut variants = std::collections::BTreeSet::new();
     for (i, ((dm, with_bias), profile)) in cases.iter().flat_map(|c| profiles.clone().map(|p| (c, p))).enumerate() {
         let q = rng.tensor(&[dm.batch, dm.heads, dm.nq, dm.d], -1.0, 1.0);
@@ -66,8 +67,72 @@ fn attention_matches_cpu_on_random_shapes() {
     }
     assert_eq!(
         variants.into_iter().collect::<Vec<_>>(),
-        ["attention", "attention_qb2_rolled", "attention_qb2_rolled_vec4", "attention_rolled", "attention_rolled_vec4", "attention_vec4"]
+        [
+            "attention",
+            "attention_qb2_rolled",
+            "attention_qb2_rolled_vec4",
+            "attention_qb4_rolled",
+            "attention_qb4_rolled_vec4",
+            "attention_rolled",
+            "attention_rolled_vec4",
+            "attention_vec4"
+        ]
     );
+}
+
+/// A graph built for lavapipe: the CPU-like set with its adapter's name (the device-specific
+/// choices of `ops::tuning` key on it), whatever adapter the test runs on.
+fn lavapipe() -> DeviceProfile {
+    DeviceProfile { name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(), ..DeviceProfile::cpu_like() }
+}
+
+/// On lavapipe a packed qkv projection that only matmuls and attentions touch moves to a texture
+/// (`Graph::with_activation_textures`): the matmul writes it as a storage texture and the
+/// attention fetches q, k and v as texels. Checked: the defines, and the values against the CPU.
+#[test]
+fn attention_reads_q_k_v_from_activation_textures() {
+    use std::sync::Arc;
+    use wgvit::graph::StorageKind;
+    use wgvit::ops::matmul::{matmul, matmul_cpu, Epilogue};
+    use wgvit::ops::Activation;
+    let mut rng = Rng::new(31);
+    let (n, c, heads, d) = (64, 24, 2, 16);
+    let row = 3 * heads * d;
+    let x = rng.tensor(&[1, n, c], -1.0, 1.0);
+    let w = rng.tensor(&[row, c], -0.5, 0.5);
+    let dm = dims(1, heads, n, n, d, d);
+    let scale = (d as f32).powf(-0.5);
+    let mut g = Graph::for_profile(lavapipe());
+    let xi = g.input("x", &x.shape);
+    let wi = g.constant("qkv.weight", &w.shape, Arc::new(w.data.clone())).unwrap();
+    let qkv = matmul(&mut g, xi, wi, false, true, Epilogue::default()).unwrap();
+    let operand = |which: usize| Operand::new(qkv, View::tokens(row, n, which * heads * d, d));
+    let o = attention_strided(&mut g, operand(0), operand(1), operand(2), None, &dm, scale, &OutputSpec::merged(&dm)).unwrap();
+    g.output("o", o);
+
+    let promoted = g.with_activation_textures();
+    let storage = &promoted.storages[promoted.tensors[qkv.0].storage];
+    assert!(matches!(storage.kind, StorageKind::Activation { texture: true }), "the projection moves to a texture");
+    let attention_node = promoted.nodes.iter().find(|n| n.label == "attention").unwrap();
+    let defines: Vec<(&str, u32)> = attention_node.key.constants().iter().copied().filter(|(k, _)| k.ends_with("_TEXTURE")).collect();
+    for define in ["Q_TEXTURE", "K_TEXTURE", "V_TEXTURE"] {
+        assert!(defines.contains(&(define, 1)), "{define} in {defines:?}");
+    }
+    assert_eq!(attention_node.key.kernel.name(), "attention_rolled_vec4");
+
+    let (packed, _) = matmul_cpu(&x.data, &x.shape, &w.data, &w.shape, false, true, 1.0, None, Activation::None, None);
+    let packed = HostTensor::new(vec![1, n, 3, heads, d], packed).unwrap();
+    let heads_out = attention_cpu(&unpack(&packed, 0), &unpack(&packed, 1), &unpack(&packed, 2), None, &dm, scale);
+    let mut want = vec![0f32; n * heads * d];
+    for h in 0..heads {
+        for t in 0..n {
+            for ch in 0..d {
+                want[t * heads * d + h * d + ch] = heads_out[(h * n + t) * d + ch];
+            }
+        }
+    }
+    let out = run(&promoted, &[&x]);
+    assert_close("qkv projection → attention through textures", &out[0].data, &want, ATOL, RTOL);
 }
 
 /// The vec4 kernel is taken only when every row of q, k and v starts on a vec4 and channels are

@@ -316,15 +316,25 @@ pub fn attention_strided(
         bias: bias_view.uniform(),
         o: out.view.uniform(),
     };
+    // An absent bias binds the placeholder, not q: q's storage may then move to a texture.
+    let bias_tensor = match bias {
+        Some(b) => b.tensor,
+        None => g.placeholder(),
+    };
     g.push(Node {
         label: "attention".into(),
         key: head_size_key(kernel, d.div_ceil(4), dv4).with("WG", WG as u32).with("HAS_BIAS", bias.is_some() as u32),
         params: Uniform::of(&uniform),
-        reads: vec![q.tensor, k.tensor, v.tensor, bias.map_or(q.tensor, |b| b.tensor)],
+        reads: vec![q.tensor, k.tensor, v.tensor, bias_tensor],
         writes: vec![o],
         workgroups: grid(workgroups),
         flops,
     });
+    if vec4 {
+        g.offer_texture(0, "Q_TEXTURE");
+        g.offer_texture(1, "K_TEXTURE");
+        g.offer_texture(2, "V_TEXTURE");
+    }
     Ok(o)
 }
 
@@ -334,6 +344,7 @@ fn with_vec4_loads(kernel: Kernel) -> Kernel {
         Kernel::Attention => Kernel::AttentionVec4,
         Kernel::AttentionRolled => Kernel::AttentionRolledVec4,
         Kernel::AttentionQb2Rolled => Kernel::AttentionQb2RolledVec4,
+        Kernel::AttentionQb4Rolled => Kernel::AttentionQb4RolledVec4,
         other => other,
     }
 }

@@ -11,7 +11,7 @@
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
 //! | activations between texture-capable kernels (LayerNorm or matmul outputs read only by matmuls) | lavapipe: flat textures, written as storage textures (`activation_textures`); SwiftShader: buffers | storage buffers |
-//! | attention | rolled channel loops (fast JIT); 2 query rows per invocation from 4 MFLOP | 1 row, loops unrolled per head size (registers) |
+//! | attention | rolled channel loops (fast JIT); from 4 MFLOP 4 query rows per invocation on lavapipe, 2 on SwiftShader; q, k, v from textures where `activation_textures` | 1 row, loops unrolled per head size (registers) |
 //! | GroupNorm lanes per workgroup | 32 | 32 |
 //! | row reductions (LayerNorm, softmax, means) | 16 lanes per row for few long rows, else 1 | the same |
 
@@ -84,6 +84,12 @@ pub fn constant_textures(profile: &DeviceProfile) -> bool {
 /// gained nothing overall (natively: lavit-digits 0.87, vvt-digits 1.02, accvit-digits
 /// 1.03–1.17; in Chromium 1.00, 0.92, 1.21), so it keeps its activations in buffers.
 pub fn activation_textures(profile: &DeviceProfile) -> bool {
+    is_lavapipe(profile)
+}
+
+/// Mesa's lavapipe (the adapter llvmpipe), the native software device; SwiftShader is the
+/// browser's.
+pub fn is_lavapipe(profile: &DeviceProfile) -> bool {
     profile.is_cpu_like() && profile.name.starts_with("llvmpipe")
 }
 
@@ -105,7 +111,14 @@ pub struct AttentionVariant {
 /// 1.3 s rolled with 2 rows and 0.55 s rolled with 1 row. Rolled was also no slower warm
 /// (hatnet-tiny's attentions 386–432 ms rolled against 509–523 ms unrolled, paired). Two rows
 /// per invocation halve the k/v loads, which pays on large attentions; small ones are
-/// dispatch-bound, so they take the kernel that compiles fastest.
+/// dispatch-bound, so they take the kernel that compiles fastest. On lavapipe large attentions
+/// take four rows: hatnet-tiny's attentions ÷ its depthwise convs 0.77, the whole forward 0.92
+/// (`tools/profile_pair.py`, 4 alternating pairs, AMD EPYC), for about 5 s more JIT once, at the
+/// first forward with an empty shader cache (9.4–9.9 → 14.3–15.1 s). SwiftShader keeps two:
+/// four gained it about as much (0.79 ÷ matmul) but cost 1.6 s more JIT at hatnet-tiny's first
+/// forward (3.5 → 5.2 s), which the browser's cold start pays on every new page. The unrolled
+/// kernel, with q, k and v from textures, was slower on lavapipe still (÷ convs 4.97 against
+/// 3.37 for two rolled rows).
 ///
 /// GPUs get one row with the loops unrolled for the head size (q and the accumulators stay in
 /// registers).
@@ -114,6 +127,8 @@ pub fn attention_variant(profile: &DeviceProfile, flops: u64) -> AttentionVarian
         AttentionVariant { kernel: Kernel::Attention, rows: 1 }
     } else if flops < SMALL_ATTENTION_FLOPS {
         AttentionVariant { kernel: Kernel::AttentionRolled, rows: 1 }
+    } else if is_lavapipe(profile) {
+        AttentionVariant { kernel: Kernel::AttentionQb4Rolled, rows: 4 }
     } else {
         AttentionVariant { kernel: Kernel::AttentionQb2Rolled, rows: 2 }
     }
