@@ -12,10 +12,14 @@
 //! MESA_SHADER_CACHE_DISABLE=true WGPU_BACKEND=vulkan cargo run --release --example pipeline_compile_times -- hatnet-digits
 //! ```
 //!
+//! Activations the executor would move to textures (lavapipe) are buffers here, so those
+//! pipelines are timed in their buffer form.
+//!
 //! The argument is a bundled model (`assets/models/<id>.safetensors`) or a built-in id with a size,
 //! e.g. `hatnet-tiny 224` (random weights).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use wgvit::executor::ConstantCache;
@@ -44,9 +48,22 @@ fn main() -> wgvit::Result<()> {
     let mut rows: Vec<(f64, usize, String, String, f64)> = Vec::new();
     for node in graph.nodes.iter().filter(|n| seen.insert((n.key.clone(), n.params.words.clone()))) {
         let mut single = Graph::for_profile(profile.clone());
-        let inputs: Vec<HostTensor> = node.reads.iter().map(|&t| HostTensor::zeros(graph.shape(t).to_vec())).collect();
+        // Reads the key binds as textures (constant weights on software devices) stay textures,
+        // of zeros; the rest become zero inputs.
+        let mut inputs: Vec<HostTensor> = Vec::new();
+        let mut reads = Vec::new();
+        for (i, &t) in node.reads.iter().enumerate() {
+            let shape = graph.shape(t).to_vec();
+            if graph.is_texture(t) {
+                let zeros = single.constant(&format!("texture{i}"), &shape, Arc::new(vec![0.0; graph.numel(t)]))?;
+                reads.push(single.constant_texture(zeros).expect("the original graph holds it as a texture"));
+            } else {
+                reads.push(single.input(&format!("in{i}"), &shape));
+                inputs.push(HostTensor::zeros(shape));
+            }
+        }
         let mut n = node.clone();
-        n.reads = inputs.iter().enumerate().map(|(i, x)| single.input(&format!("in{i}"), &x.shape)).collect();
+        n.reads = reads;
         n.writes = node.writes.iter().map(|&t| single.activation(graph.shape(t))).collect();
         let writes = n.writes.clone();
         single.push(n);
