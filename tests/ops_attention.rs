@@ -123,14 +123,7 @@ fn attention_reads_q_k_v_from_activation_textures() {
     let (packed, _) = matmul_cpu(&x.data, &x.shape, &w.data, &w.shape, false, true, 1.0, None, Activation::None, None);
     let packed = HostTensor::new(vec![1, n, 3, heads, d], packed).unwrap();
     let heads_out = attention_cpu(&unpack(&packed, 0), &unpack(&packed, 1), &unpack(&packed, 2), None, &dm, scale);
-    let mut want = vec![0f32; n * heads * d];
-    for h in 0..heads {
-        for t in 0..n {
-            for ch in 0..d {
-                want[t * heads * d + h * d + ch] = heads_out[(h * n + t) * d + ch];
-            }
-        }
-    }
+    let want = merge_heads(&heads_out, &dm);
     let out = run(&promoted, &[&x]);
     assert_close("qkv projection → attention through textures", &out[0].data, &want, ATOL, RTOL);
 }
@@ -217,6 +210,22 @@ fn unpack(packed: &HostTensor, which: usize) -> Vec<f32> {
     out
 }
 
+/// Contiguous heads `[B, heads, nq, dv]` merged back into channels: `[B, nq, heads·dv]`.
+fn merge_heads(heads_out: &[f32], dm: &AttentionDims) -> Vec<f32> {
+    let (b, heads, n, dv) = (dm.batch, dm.heads, dm.nq, dm.dv);
+    let mut out = vec![0f32; b * n * heads * dv];
+    for bi in 0..b {
+        for h in 0..heads {
+            for t in 0..n {
+                for c in 0..dv {
+                    out[(bi * n + t) * heads * dv + h * dv + c] = heads_out[((bi * heads + h) * n + t) * dv + c];
+                }
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn attention_reads_a_packed_qkv_projection_through_strides() {
     let mut rng = Rng::new(9);
@@ -246,16 +255,7 @@ fn attention_reads_a_packed_qkv_projection_through_strides() {
         let out = run(&g, &[&packed, &bias]);
         // reference: contiguous heads, then merged back to [B, N, heads*d]
         let heads_out = attention_cpu(&unpack(&packed, 0), &unpack(&packed, 1), &unpack(&packed, 2), Some(&bias.data), &dm, scale);
-        let mut want = vec![0f32; b * n * heads * d];
-        for bi in 0..b {
-            for h in 0..heads {
-                for t in 0..n {
-                    for c in 0..d {
-                        want[(bi * n + t) * heads * d + h * d + c] = heads_out[((bi * heads + h) * n + t) * d + c];
-                    }
-                }
-            }
-        }
+        let want = merge_heads(&heads_out, &dm);
         assert_close(&format!("packed b={b} n={n} heads={heads} d={d}"), &out[0].data, &want, ATOL, RTOL);
     }
 }

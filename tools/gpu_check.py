@@ -45,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "tools" / "reference"))
-from bench_compare import cpu_model  # noqa: E402
+from bench_compare import cpu_model, median_ms  # noqa: E402
 
 FAMILIES = ("hatnet", "vvt", "accvit", "lavit")
 KERNEL_SETS = ("gpu", "cpu")
@@ -268,16 +268,9 @@ class TorchCuda:
         self.x = torch.randn(batch, 3, size, size)
 
     def time(self, runs: int) -> float:
-        torch = self.torch
-        times = []
-        with torch.inference_mode():
-            for i in range(runs + 3):
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                self.model(self.x.cuda(non_blocking=False)).cpu()
-                if i >= 3:
-                    times.append((time.perf_counter() - start) * 1e3)
-        return statistics.median(times)
+        # `.cpu()` waits for the GPU, so each timed forward starts on an idle device.
+        with self.torch.inference_mode():
+            return median_ms(lambda: self.model(self.x.cuda()).cpu(), runs, warmup=3)
 
 
 def speed(check: Check) -> dict:
