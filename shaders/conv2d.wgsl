@@ -22,7 +22,8 @@
 // Bindings: 0 params, 1 x [B, Cin, H, W], 2 weight (storage, or `weight_texture`), 3 bias [Cout]
 // (the host binds x in place of an absent bias; BIAS = false never reads it),
 // 4 out [B, Cout, Ho, Wo].
-// Dispatch: workgroups of WG_N x WG_M invocations, each owning TM channels x TN pixels, over
+// Dispatch: workgroups of WG_N * WG_M invocations (a power of two), each owning TM channels x
+// TN pixels, 2^lanes_n_log2 of them along the pixels (`ops::tuning::gemm_lanes_n`), over
 // batches * tiles_m * tiles_n workgroups folded into (x, y) by `ops::grid`.
 // Workgroup memory: none. Edges: channels/pixels past M/N are clamped when loading, skipped
 // when storing; padding taps read index b_off (in bounds) and are replaced by 0.
@@ -50,6 +51,11 @@ struct Params {
     // The real reduction length Cin/groups * kh * kw; `k`, the weight's row length, is it rounded
     // up to 4 when the host padded the weight rows with zeros.
     taps: u32,
+    // log2 of the invocations along N (pixels) in a workgroup: `ops::tuning::gemm_lanes_n`.
+    lanes_n_log2: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -199,8 +205,8 @@ fn tile_origin(p: u32) -> array<vec4<i32>, 2> {
 
 @compute @workgroup_size(WG_N, WG_M)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_id) lid: vec3<u32>) {
-    let p = tile_position(wid, nwg, lid);
+        @builtin(local_invocation_index) lane: u32) {
+    let p = tile_position(wid, nwg, lane);
     if (!p.valid) {
         return;
     }

@@ -30,9 +30,10 @@
 // 7 x 7 = 49-token last stage at 224, where N = 49).
 // Edges: rows/columns past M/N are clamped when loading (every read is in bounds and real data)
 // and skipped when storing; k past K is never read (zeros in the masked last step).
-// Dispatch: workgroups of WG_N x WG_M invocations, each owning TM x TN outputs, cover
-// (WG_M*TM) x (WG_N*TN) outputs; the batches * tiles_m * tiles_n workgroups are folded into
-// (x, y) by `ops::grid`. Workgroup memory: none.
+// Dispatch: workgroups of WG_N * WG_M invocations (a power of two), each owning TM x TN
+// outputs, 2^lanes_n_log2 of them along N and the rest along M (the host fits the workgroup's
+// tile to the GEMM: `ops::tuning::gemm_lanes_n`); the batches * tiles_m * tiles_n workgroups
+// are folded into (x, y) by `ops::grid`. Workgroup memory: none.
 
 struct Params {
     m: u32,
@@ -44,7 +45,8 @@ struct Params {
     a_batches: u32,
     b_batches: u32,
     alpha: f32,
-    _p0: u32,
+    // log2 of the invocations along N in a workgroup (the rest run along M): `ops::tuning`.
+    lanes_n_log2: u32,
     _p1: u32,
     _p2: u32,
 }
@@ -272,8 +274,8 @@ fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
 
 @compute @workgroup_size(WG_N, WG_M)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_id) lid: vec3<u32>) {
-    let p = tile_position(wid, nwg, lid);
+        @builtin(local_invocation_index) lane: u32) {
+    let p = tile_position(wid, nwg, lane);
     if (!p.valid) {
         return;
     }

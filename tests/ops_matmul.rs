@@ -9,6 +9,7 @@ mod common;
 
 use common::{assert_close, run};
 use wgvit::ops::matmul::{linear, matmul, matmul_cpu, matmul_tiled, BiasAxis, Epilogue, MatmulLoads, MatmulTiling};
+use wgvit::kernels::DeviceProfile;
 use wgvit::ops::Activation;
 use wgvit::tensor::Rng;
 use wgvit::{Graph, HostTensor};
@@ -31,7 +32,11 @@ struct Cases {
 
 impl Cases {
     fn new() -> Self {
-        Self { g: Graph::new(), inputs: Vec::new(), expected: Vec::new() }
+        Self::for_profile(DeviceProfile::default())
+    }
+
+    fn for_profile(profile: DeviceProfile) -> Self {
+        Self { g: Graph::for_profile(profile), inputs: Vec::new(), expected: Vec::new() }
     }
 
     fn input(&mut self, rng: &mut Rng, shape: &[usize]) -> (wgvit::TensorId, HostTensor) {
@@ -51,12 +56,20 @@ impl Cases {
     }
 }
 
-/// Plain matmuls: every transpose pair, on shapes that hit the vec4 kernel and shapes that don't.
+/// Plain matmuls: every transpose pair, on shapes that hit the vec4 kernel and shapes that don't,
+/// for both kernel sets: the CPU-like one fits its workgroups to narrow outputs (`gemm_launch`),
+/// hence the shapes with 4 or fewer rows or columns.
 #[test]
 fn matmul_every_transpose_on_odd_and_aligned_shapes() {
+    for profile in [DeviceProfile::gpu_like(), DeviceProfile::cpu_like()] {
+        matmul_every_transpose_for(profile);
+    }
+}
+
+fn matmul_every_transpose_for(profile: DeviceProfile) {
     let mut rng = Rng::new(11);
-    let mut cases = Cases::new();
-    let shapes = [(37, 29, 53), (64, 48, 72), (5, 3, 2), (1, 1, 1), (131, 100, 40), (20, 7, 9)];
+    let mut cases = Cases::for_profile(profile);
+    let shapes = [(37, 29, 53), (64, 48, 72), (5, 3, 2), (1, 1, 1), (131, 100, 40), (20, 7, 9), (4, 128, 516), (132, 64, 4), (260, 16, 12), (3, 24, 7)];
     for &(m, k, n) in &shapes {
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
             let (a, at) = cases.input(&mut rng, &stored_shape(&[], m, k, ta));

@@ -3,8 +3,9 @@
 // hands every output row segment to the epilogue.
 //
 // The including shader provides: `params` with fields `k` (the reduction length), `m`, `n`,
-// `tiles_m`, `tiles_n` and `batches` (the launch: WG_M x WG_N invocations per workgroup, each a
-// TM x TN tile, tiles_m x tiles_n workgroups per batch entry); `override WG_M, WG_N`; the types
+// `tiles_m`, `tiles_n`, `batches` and `lanes_n_log2` (the launch: WG_M * WG_N invocations per
+// workgroup, a power of two, each a TM x TN tile, 2^lanes_n_log2 of them along N and the rest
+// along M; tiles_m x tiles_n workgroups per batch entry); `override WG_M, WG_N`; the types
 // `Tile` (with fields m0, n0: the tile's first row and column) and `KStep` (where a k step
 // reads: `k` plus whatever its loads precompute); `k_first(t) -> KStep`, `k_advance(s) -> KStep`
 // (the next 4 k); `a_block(t, q, s, masked)` (rows m0+4q.. m0+4q+3 of A at k..k+3, column i =
@@ -42,13 +43,15 @@ struct TilePosition {
 // a pipeline: 1.4 ms of compile per dispatch, 1.4 of lavit-digits' 10.4 ms forward.
 var<private> k_opaque_zero: u32;
 
-fn tile_position(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> TilePosition {
+fn tile_position(wid: vec3<u32>, nwg: vec3<u32>, lane: u32) -> TilePosition {
     k_opaque_zero = nwg.z - 1u;
     let wg = wid.x + wid.y * nwg.x;
     let tiles = params.tiles_m * params.tiles_n;
     let tile = wg % tiles;
-    let m0 = ((tile / params.tiles_n) * WG_M + lid.y) * TM;
-    let n0 = ((tile % params.tiles_n) * WG_N + lid.x) * TN;
+    let lanes_n = 1u << params.lanes_n_log2;
+    let lanes_m = (WG_M * WG_N) >> params.lanes_n_log2;
+    let m0 = ((tile / params.tiles_n) * lanes_m + (lane >> params.lanes_n_log2)) * TM;
+    let n0 = ((tile % params.tiles_n) * lanes_n + (lane & (lanes_n - 1u))) * TN;
     return TilePosition(wg / tiles, m0, n0, wg < tiles * params.batches && m0 < params.m && n0 < params.n);
 }
 

@@ -110,14 +110,15 @@ uniforms! {
     /// `matmul.wgsl`
     pub struct Matmul {
         m: u32, n: u32, k: u32, batches: u32, tiles_m: u32, tiles_n: u32, a_batches: u32, b_batches: u32,
-        alpha: f32, _p0: u32, _p1: u32, _p2: u32,
+        alpha: f32, lanes_n_log2: u32, _p1: u32, _p2: u32,
     }
 
     /// `conv2d.wgsl`: the implicit GEMM's extents and launch, then the convolution's geometry.
     pub struct Conv2d {
         m: u32, n: u32, k: u32, batches: u32, tiles_m: u32, tiles_n: u32, groups: u32, in_c: u32,
         in_h: u32, in_w: u32, out_w: u32, kernel_h: u32, kernel_w: u32, stride_h: u32, stride_w: u32,
-        pad_h: u32, pad_w: u32, dil_h: u32, dil_w: u32, taps: u32,
+        pad_h: u32, pad_w: u32, dil_h: u32, dil_w: u32, taps: u32, lanes_n_log2: u32, _p0: u32, _p1: u32,
+        _p2: u32,
     }
 
     /// `conv2d_depthwise.wgsl`

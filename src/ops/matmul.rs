@@ -200,8 +200,8 @@ pub fn matmul_tiled(
             return Err(Error::Graph(format!("matmul: residual of shape {:?} does not match the output {out_shape:?}", g.shape(r))));
         }
     }
-    if !matches!(tiling.tm, 4 | 8 | 12 | 16) || !matches!(tiling.tn, 4 | 8) || tiling.wg_m * tiling.wg_n > 256 || tiling.wg_m * tiling.wg_n == 0 {
-        return Err(Error::Graph(format!("matmul: unsupported tiling {tiling:?} (tm in {{4, 8, 12, 16}}, tn in {{4, 8}}, wg_m * wg_n in 1..=256)")));
+    if !matches!(tiling.tm, 4 | 8 | 12 | 16) || !matches!(tiling.tn, 4 | 8) || !tiling.wg_n.is_power_of_two() || !tiling.wg_m.is_power_of_two() || tiling.wg_m * tiling.wg_n > 256 {
+        return Err(Error::Graph(format!("matmul: unsupported tiling {tiling:?} (tm in {{4, 8, 12, 16}}, tn in {{4, 8}}, wg_m and wg_n powers of two, wg_m * wg_n <= 256)")));
     }
     let fits_vec4 = vec4_compatible(&s, trans_a, trans_b);
     let (a_contig, b_contig) = (if trans_a { s.m } else { s.k }, if trans_b { s.k } else { s.n });
@@ -230,9 +230,8 @@ pub fn matmul_tiled(
     let bias_texture = if textured { epi.bias.and_then(|(t, _)| g.constant_texture(t)) } else { None };
     let filler = g.placeholder();
     let out = g.activation(&out_shape);
-    let tiles_m = s.m.div_ceil((tiling.wg_m * tiling.tm) as usize);
-    let tiles_n = s.n.div_ceil((tiling.wg_n * tiling.tn) as usize);
-    let workgroups = s.batches() * tiles_m * tiles_n;
+    let launch = tuning::gemm_launch(&g.profile, &tiling, s.m, s.n);
+    let workgroups = s.batches() * launch.tiles_m * launch.tiles_n;
     let key = PipelineKey::new(kernel)
         .with("TM", tiling.tm)
         .with("TN", tiling.tn)
@@ -253,7 +252,7 @@ pub fn matmul_tiled(
     g.push(Node {
         label: "matmul".into(),
         key,
-        params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(s.batches()), tiles_m: p(tiles_m), tiles_n: p(tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha: epi.alpha, _p0: 0, _p1: 0, _p2: 0 }),
+        params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(s.batches()), tiles_m: p(launch.tiles_m), tiles_n: p(launch.tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha: epi.alpha, lanes_n_log2: launch.lanes_n_log2, _p1: 0, _p2: 0 }),
         reads: vec![a_texture.unwrap_or(a), b_texture.unwrap_or(b), bias_texture.or(epi.bias.map(|(t, _)| t)).unwrap_or(filler), epi.residual.unwrap_or(filler)],
         writes: vec![out],
         workgroups: grid(workgroups),

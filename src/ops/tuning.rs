@@ -7,6 +7,7 @@
 //! | choice | CPU-like set | GPU-like set |
 //! |---|---|---|
 //! | matmul / implicit-GEMM conv register tile | 16 × 8 outputs, 8 × 8 invocations; 4 × 4 below 4 MFLOP; convs 8 × 4 below 32 MFLOP | the same, convs from 4 MFLOP (a GPU-tuned set is open work) |
+//! | GEMM workgroup layout | fitted to narrow outputs (`gemm_launch`: N or M with fewer tiles than the workgroup's side gets only what it needs) | the declared 8 × 8 |
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
@@ -33,6 +34,48 @@ pub fn matmul_tiling(_profile: &DeviceProfile, flops: u64) -> MatmulTiling {
         SMALL_TILE
     } else {
         MatmulTiling { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
+    }
+}
+
+/// How a workgroup of the register-tiled GEMM (matmul, implicit-GEMM conv) lays its
+/// invocations over an `m` × `n` output: 2^[`GemmLaunch::lanes_n_log2`] along N, the rest along
+/// M, and the workgroups that cover the output per batch entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmLaunch {
+    pub lanes_n_log2: u32,
+    pub tiles_m: usize,
+    pub tiles_n: usize,
+}
+
+/// The GEMM launch for `tiling` over an `m` × `n` output.
+///
+/// GPU-like devices keep the workgroup's declared shape (`wg_n` invocations along N). CPU-like
+/// devices fit it to a narrow output: a software device runs 8 consecutive invocations as one
+/// SIMD group, so invocations past the edge are lanes that load and multiply for nothing.
+/// LaViT's channel-major q/k/v projections at the last stage (M = 128 channels, N = 4 tokens)
+/// used 1 lane in 8 with the 8 × 8 workgroup, and its fc1 at 4 tokens (M = 4, N = 512) 8
+/// invocations in 64. So when N's tiles need fewer invocations than `wg_n`, N gets the power of
+/// two that covers them and M the rest; when M's need fewer than `wg_m`, the other way round.
+/// Outputs wide and tall enough keep the declared shape.
+pub fn gemm_launch(profile: &DeviceProfile, tiling: &MatmulTiling, m: usize, n: usize) -> GemmLaunch {
+    let lanes = (tiling.wg_m * tiling.wg_n) as usize;
+    let needed_m = m.div_ceil(tiling.tm as usize).next_power_of_two();
+    let needed_n = n.div_ceil(tiling.tn as usize).next_power_of_two();
+    let declared_n = tiling.wg_n as usize;
+    let lanes_n = if !profile.is_cpu_like() {
+        declared_n
+    } else if needed_n < declared_n {
+        needed_n
+    } else if needed_m < lanes / declared_n {
+        (lanes / needed_m).min(needed_n)
+    } else {
+        declared_n
+    };
+    let lanes_m = lanes / lanes_n;
+    GemmLaunch {
+        lanes_n_log2: lanes_n.trailing_zeros(),
+        tiles_m: m.div_ceil(lanes_m * tiling.tm as usize),
+        tiles_n: n.div_ceil(lanes_n * tiling.tn as usize),
     }
 }
 
@@ -195,5 +238,30 @@ pub fn mean_lanes(_profile: &DeviceProfile, outputs: usize, len: usize) -> usize
         16
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_like_gemm_workgroups_fit_narrow_outputs() {
+        let cpu = DeviceProfile::cpu_like();
+        let small = matmul_tiling(&cpu, 0);
+        // LaViT's last-stage channel-major projection: 128 channels by 4 tokens.
+        assert_eq!(gemm_launch(&cpu, &small, 128, 4), GemmLaunch { lanes_n_log2: 0, tiles_m: 1, tiles_n: 1 });
+        // Its fc1 at 4 tokens: one row of tiles, every invocation along N.
+        assert_eq!(gemm_launch(&cpu, &small, 4, 512), GemmLaunch { lanes_n_log2: 6, tiles_m: 1, tiles_n: 2 });
+        assert_eq!(gemm_launch(&cpu, &small, 256, 16), GemmLaunch { lanes_n_log2: 2, tiles_m: 4, tiles_n: 1 });
+        // 8 rows of tiles: 8 invocations along M, the rest along N.
+        assert_eq!(gemm_launch(&cpu, &small, 32, 512), GemmLaunch { lanes_n_log2: 3, tiles_m: 1, tiles_n: 16 });
+        assert_eq!(gemm_launch(&cpu, &small, 8, 512), GemmLaunch { lanes_n_log2: 5, tiles_m: 1, tiles_n: 4 });
+        // Wide and tall outputs keep the declared 8 x 8.
+        let large = matmul_tiling(&cpu, u64::MAX);
+        assert_eq!(gemm_launch(&cpu, &large, 3136, 1536), GemmLaunch { lanes_n_log2: 3, tiles_m: 25, tiles_n: 24 });
+        // GPUs keep the declared workgroup shape.
+        let gpu = DeviceProfile::gpu_like();
+        assert_eq!(gemm_launch(&gpu, &small, 128, 4), GemmLaunch { lanes_n_log2: 3, tiles_m: 4, tiles_n: 1 });
     }
 }
