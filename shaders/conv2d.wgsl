@@ -23,7 +23,7 @@
 // (the host binds x in place of an absent bias; BIAS = false never reads it),
 // 4 out [B, Cout, Ho, Wo].
 // Dispatch: workgroups of WG_N * WG_M invocations (a power of two), each owning TM channels x
-// TN pixels, 2^lanes_n_log2 of them along the pixels (`ops::tuning::gemm_lanes_n`), over
+// TN pixels, 2^lanes_n_log2 of them along the pixels (`ops::tuning::gemm_launch`), over
 // batches * tiles_m * tiles_n workgroups folded into (x, y) by `ops::grid`.
 // Workgroup memory: none. Edges: channels/pixels past M/N are clamped when loading, skipped
 // when storing; padding taps read index b_off (in bounds) and are replaced by 0.
@@ -51,7 +51,7 @@ struct Params {
     // The real reduction length Cin/groups * kh * kw; `k`, the weight's row length, is it rounded
     // up to 4 when the host padded the weight rows with zeros.
     taps: u32,
-    // log2 of the invocations along N (pixels) in a workgroup: `ops::tuning::gemm_lanes_n`.
+    // log2 of the invocations along N (pixels) in a workgroup: `ops::tuning::gemm_launch`.
     lanes_n_log2: u32,
     _p0: u32,
     _p1: u32,

@@ -32,7 +32,7 @@
 // and skipped when storing; k past K is never read (zeros in the masked last step).
 // Dispatch: workgroups of WG_N * WG_M invocations (a power of two), each owning TM x TN
 // outputs, 2^lanes_n_log2 of them along N and the rest along M (the host fits the workgroup's
-// tile to the GEMM: `ops::tuning::gemm_lanes_n`); the batches * tiles_m * tiles_n workgroups
+// tile to the GEMM: `ops::tuning::gemm_launch`); the batches * tiles_m * tiles_n workgroups
 // are folded into (x, y) by `ops::grid`. Workgroup memory: none.
 
 struct Params {
