@@ -94,6 +94,7 @@ fn matmul_every_tiling_and_load_width() {
     let (m, k, n) = (68, 44, 36);
     let configs = [
         (4, 4, MatmulLoads::Vec4, (false, false)),
+        (4, 8, MatmulLoads::Vec4, (false, true)),
         (8, 4, MatmulLoads::Scalar, (true, true)),
         (12, 8, MatmulLoads::Vec4FromScalars, (false, true)),
         (16, 4, MatmulLoads::Vec4, (true, false)),
