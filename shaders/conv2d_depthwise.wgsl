@@ -14,12 +14,20 @@
 // Kernel size, stride and dilation are `override` constants, so the inner loops unroll.
 // Padding is read as 0: out-of-range rows/columns read index 0 (in bounds) and are replaced.
 //
-// Bindings: 0 params, 1 x [B, C, H, W], 2 weight [C, 1, KH, KW], 3 bias [C] (the weight is bound
-// in its place when BIAS is false), 4 out [B, C, Ho, Wo].
+// With X_TEXTURE (lavapipe: an activation `Graph::with_activation_textures` moved to a flat
+// texture, offered when W % 4 == 0) a row segment comes from the texels that cover it: rows and
+// planes then start on a texel and the segment's first element sits XS = -pad_w mod 4 into its
+// first texel (every column block starts at a multiple of 4), so a 3x3 stride-1 segment of 6
+// floats is 3 texel fetches instead of 6 storage loads (a loop over the SIMD lanes there). With
+// OUT_TEXTURE (offered when Wo % 4 == 0) each output row segment is one texel store.
+//
+// Bindings: 0 params, 1 x [B, C, H, W] (or `x_texture`), 2 weight [C, 1, KH, KW], 3 bias [C] (the
+// weight is bound in its place when BIAS is false), 4 out [B, C, Ho, Wo] (or `out_texture`).
 // Dispatch: one invocation per (b, c, row block, column block), `tiles` in all, WG per
 // workgroup, ceil(tiles / WG) workgroups folded into (x, y) by `ops::grid`.
-// Workgroup memory: none. Registers: KW <= 7 weights, a segment of <= 32 floats, TH vec4s.
-// requires: activations
+// Workgroup memory: none. Registers: KW <= 7 weights, a segment of <= 32 floats (<= 9 texels
+// with X_TEXTURE), TH vec4s.
+// requires: activations, flat_texture
 
 struct Params {
     tiles: u32,
@@ -37,10 +45,18 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+#if X_TEXTURE
+@group(0) @binding(1) var x_texture: texture_2d<f32>;
+#else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+#endif
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
+#if OUT_TEXTURE
+@group(0) @binding(4) var out_texture: texture_storage_2d<rgba32float, write>;
+#else
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+#endif
 
 override WG: u32 = 64u;
 override KH: u32 = 3u;
@@ -53,20 +69,39 @@ override DW: u32 = 1u;
 override TH: u32 = 4u;
 override BIAS: bool = false;
 override ACT: u32 = 0u;
+// x / out are flat textures (see the header); XS = -pad_w mod 4, the offset of every row
+// segment in its first texel.
+override X_TEXTURE: bool = false;
+override OUT_TEXTURE: bool = false;
+override XS: u32 = 0u;
 
 // Capacities (the host keeps KW <= K_MAX and the segment within SEG_MAX).
 const K_MAX: u32 = 7u;
 const SEG_MAX: u32 = 32u;
+const SEG_TEXELS_MAX: u32 = 9u;
 
 // One kernel row i applied to one output row: sum_j w[j] * x[ih, iw0 + j*DW + {0, SW, 2SW, 3SW}],
 // from one load per input column of the row segment (zeros outside the image).
 fn row_taps(x_plane: u32, ih: i32, iw0: i32, w: array<f32, K_MAX>) -> vec4<f32> {
     let row_ok = ih >= 0 && ih < i32(params.in_h);
     var seg: array<f32, SEG_MAX>;
+#if X_TEXTURE
+    // The texels holding elements e0 - XS .. e0 + len - 1 (e0 - XS is a multiple of 4, negative
+    // only before the first row of the first plane, where every element is masked).
+    let first = i32(x_plane) + ih * i32(params.in_w) + iw0 - i32(XS);
+    var texels: array<vec4<f32>, SEG_TEXELS_MAX>;
+    for (var t = 0u; t < (XS + 3u * SW + (KW - 1u) * DW + 4u) / 4u; t++) {
+        texels[t] = flat_texel(x_texture, u32(max(first + 4 * i32(t), 0)));
+    }
+#endif
     for (var q = 0u; q < 3u * SW + (KW - 1u) * DW + 1u; q++) {
         let iw = iw0 + i32(q);
         let ok = row_ok && iw >= 0 && iw < i32(params.in_w);
+#if X_TEXTURE
+        seg[q] = select(0.0, texels[(XS + q) / 4u][(XS + q) % 4u], ok);
+#else
         seg[q] = select(0.0, x[select(0u, x_plane + u32(ih) * params.in_w + u32(iw), ok)], ok);
+#endif
     }
     var sum = vec4<f32>(0.0);
     for (var j = 0u; j < KW; j++) {
@@ -82,9 +117,14 @@ fn store_row(plane: u32, oh: u32, ow0: u32, v: vec4<f32>) {
         return;
     }
     let o = (plane * params.out_h + oh) * params.out_w + ow0;
+#if OUT_TEXTURE
+    // Wo % 4 == 0: the segment is whole and starts on a texel.
+    textureStore(out_texture, flat_coords(o), activated4(v));
+#else
     for (var q = 0u; q < min(4u, params.out_w - ow0); q++) {
         out[o + q] = activated(v[q]);
     }
+#endif
 }
 
 @compute @workgroup_size(WG)

@@ -235,3 +235,50 @@ fn fold_batchnorm_matches_conv_then_batchnorm() {
         assert!((bf0[c] - want).abs() <= 1e-6, "bias-free fold, channel {c}: {} vs {want}", bf0[c]);
     }
 }
+
+/// On lavapipe an MLP's depthwise conv between two 1x1 convs reads and writes flat textures
+/// (`Graph::with_activation_textures`): its input rows (W % 4 == 0) come from texels that cover
+/// each row segment, offset by the padding, and its output rows are stored as whole texels.
+/// Checked: the defines, and the values against the CPU, for 3x3 stride 1 and 2 and a 5x5 with
+/// padding 2 (another offset into the first texel).
+#[test]
+fn depthwise_conv_reads_and_writes_activation_textures_on_lavapipe() {
+    use std::sync::Arc;
+    use wgvit::graph::StorageKind;
+    let lavapipe = DeviceProfile { name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(), ..DeviceProfile::cpu_like() };
+    let mut rng = Rng::new(47);
+    let (c, hidden, h, w) = (8, 16, 12, 16);
+    for (k, stride, pad) in [(3, 1, 1), (3, 2, 1), (5, 1, 2)] {
+        let x = rng.tensor(&[1, c, h, w], -1.0, 1.0);
+        let w1 = rng.tensor(&[hidden, c, 1, 1], -0.5, 0.5);
+        let wd = rng.tensor(&[hidden, 1, k, k], -0.5, 0.5);
+        let bd = rng.tensor(&[hidden], -0.5, 0.5);
+        let w2 = rng.tensor(&[c, hidden, 1, 1], -0.5, 0.5);
+        let pointwise = Conv2dParams::default();
+        let dw = Conv2dParams { stride: (stride, stride), padding: (pad, pad), dilation: (1, 1), groups: hidden };
+        let mut g = Graph::for_profile(lavapipe.clone());
+        let xi = g.input("x", &x.shape);
+        let mut constant = |name: &str, t: &HostTensor| g.constant(name, &t.shape, Arc::new(t.data.clone())).unwrap();
+        let (w1i, wdi, bdi, w2i) = (constant("w1", &w1), constant("wd", &wd), constant("bd", &bd), constant("w2", &w2));
+        let expanded = conv2d(&mut g, xi, w1i, None, &pointwise, Activation::None).unwrap();
+        let mixed = conv2d(&mut g, expanded, wdi, Some(bdi), &dw, Activation::Gelu).unwrap();
+        let y = conv2d(&mut g, mixed, w2i, None, &pointwise, Activation::None).unwrap();
+        g.output("y", y);
+
+        let promoted = g.with_activation_textures();
+        let case = format!("{k}x{k} stride {stride} padding {pad}");
+        for t in [expanded, mixed] {
+            assert!(matches!(promoted.storages[promoted.tensors[t.0].storage].kind, StorageKind::Activation { texture: true }), "{case}: the depthwise conv's input and output move to textures");
+        }
+        let node = promoted.nodes.iter().find(|n| n.label.starts_with("conv2d_dw")).unwrap();
+        for define in ["X_TEXTURE", "OUT_TEXTURE"] {
+            assert!(node.key.constants().contains(&(define, 1)), "{case}: {define} in {:?}", node.key.constants());
+        }
+
+        let (e, es) = conv2d_cpu(&x.data, &x.shape, &w1.data, &w1.shape, None, &pointwise, Activation::None);
+        let (m, ms) = conv2d_cpu(&e, &es, &wd.data, &wd.shape, Some(&bd.data), &dw, Activation::Gelu);
+        let (want, _) = conv2d_cpu(&m, &ms, &w2.data, &w2.shape, None, &pointwise, Activation::None);
+        let out = run(&promoted, &[&x]);
+        assert_close(&case, &out[0].data, &want, ATOL, RTOL);
+    }
+}

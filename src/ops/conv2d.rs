@@ -138,13 +138,23 @@ fn depthwise(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId
             .with("DW", c(p.dilation.1))
             .with("TH", c(rows))
             .with("BIAS", bias.is_some() as u32)
-            .with("ACT", act as u32),
+            .with("ACT", act as u32)
+            .with("XS", c((4 - p.padding.1 % 4) % 4)),
         params: Uniform::of(&params::Conv2dDepthwise { tiles: c(tiles), channels: c(s.out_c), in_h: c(s.in_h), in_w: c(s.in_w), out_h: c(s.out_h), out_w: c(s.out_w), col_blocks: c(col_blocks), row_blocks: c(row_blocks), pad_h: c(p.padding.0), pad_w: c(p.padding.1), _p0: 0, _p1: 0 }),
         reads: vec![x, weight, bias.unwrap_or(weight)],
         writes: vec![y],
         workgroups: grid(tiles.div_ceil(DW_WG as usize)),
         flops: 2 * (s.batch * s.out_c * s.out_h * s.out_w * kh * kw) as u64,
     });
+    // x, when its rows start on texels, and the output, when its rows are whole texels, may be
+    // textures (lavapipe: the 1x1 convs or linears around an MLP's depthwise conv write and read
+    // them).
+    if s.in_w.is_multiple_of(4) {
+        g.offer_texture(0, "X_TEXTURE");
+    }
+    if s.out_w.is_multiple_of(4) {
+        g.offer_texture(3, "OUT_TEXTURE");
+    }
     Ok(y)
 }
 
