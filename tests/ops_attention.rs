@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_close, run};
+use common::{assert_close, lavapipe, run};
 use wgvit::ops::attention::{
     attention, attention_cpu, attention_strided, AttentionDims, Operand, OutputSpec, View, MAX_D,
 };
@@ -78,12 +78,6 @@ fn attention_matches_cpu_on_random_shapes() {
             "attention_vec4"
         ]
     );
-}
-
-/// A graph built for lavapipe: the CPU-like set with its adapter's name (the device-specific
-/// choices of `ops::tuning` key on it), whatever adapter the test runs on.
-fn lavapipe() -> DeviceProfile {
-    DeviceProfile { name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(), ..DeviceProfile::cpu_like() }
 }
 
 /// On lavapipe a packed qkv projection that only matmuls and attentions touch moves to a texture

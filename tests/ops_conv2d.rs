@@ -245,7 +245,7 @@ fn fold_batchnorm_matches_conv_then_batchnorm() {
 fn depthwise_conv_reads_and_writes_activation_textures_on_lavapipe() {
     use std::sync::Arc;
     use wgvit::graph::StorageKind;
-    let lavapipe = DeviceProfile { name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(), ..DeviceProfile::cpu_like() };
+    let lavapipe = common::lavapipe();
     let mut rng = Rng::new(47);
     let (c, hidden, h, w) = (8, 16, 12, 16);
     for (k, stride, pad) in [(3, 1, 1), (3, 2, 1), (5, 1, 2)] {

@@ -18,6 +18,13 @@ pub fn engine() -> &'static Engine {
     })
 }
 
+/// A graph built for lavapipe: the CPU-like set with its adapter's name (the device-specific
+/// choices of `ops::tuning` key on it, e.g. activations in textures), whatever adapter the test
+/// runs on.
+pub fn lavapipe() -> wgvit::kernels::DeviceProfile {
+    wgvit::kernels::DeviceProfile { name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(), ..wgvit::kernels::DeviceProfile::cpu_like() }
+}
+
 /// Compiles and runs `g` with `inputs` (graph-input order); returns the outputs.
 pub fn run(g: &Graph, inputs: &[&HostTensor]) -> Vec<HostTensor> {
     let e = engine();
