@@ -28,6 +28,13 @@
 // operand decides for itself (its contiguous dimension % 4 == 0, the host checks), so a texture
 // weight keeps its one-fetch vec4 blocks when the other side or N is odd (HAT-Net's and LaViT's
 // 7 x 7 = 49-token last stage at 224, where N = 49).
+// A_PATCHES (under A_VEC4, not TRANS_A, one batch): A is not stored as [M, K] but gathered from
+// the non-overlapping p x p patches of an image [B, C, H, W] or a token map [B, H, W, C] (a conv
+// with kernel = stride = p as one GEMM, no im2col copy; `ops::matmul::Patches`). Row m is patch
+// (img, py, px), element offset img * patch_stride_img + py * patch_stride_row + px *
+// patch_stride_col (computed once per tile row); k walks (k0, k1, k2) with k2 innermost and
+// contiguous (patch_k_len2 % 4 == 0), offset k0 * patch_k_stride0 + k1 * patch_k_stride1 + k2,
+// advanced by counters in the KStep instead of divisions.
 // Edges: rows/columns past M/N are clamped when loading (every read is in bounds and real data)
 // and skipped when storing; k past K is never read (zeros in the masked last step).
 // Dispatch: workgroups of WG_N * WG_M invocations (a power of two), each owning TM x TN
@@ -47,8 +54,18 @@ struct Params {
     alpha: f32,
     // log2 of the invocations along N in a workgroup (the rest run along M): `ops::tuning`.
     lanes_n_log2: u32,
-    _p1: u32,
-    _p2: u32,
+    // A_PATCHES geometry (header): patches per row and per image, a patch's origin strides,
+    // and k's decomposition (k1 < patch_k_len1, k2 < patch_k_len2) with its strides.
+    patch_cols: u32,
+    patch_area: u32,
+    patch_stride_img: u32,
+    patch_stride_row: u32,
+    patch_stride_col: u32,
+    patch_k_stride0: u32,
+    patch_k_stride1: u32,
+    patch_k_len1: u32,
+    patch_k_len2: u32,
+    _p0: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -140,6 +157,8 @@ override OUT_TEXTURE: bool = false;
 // `load_b4` are four element loads, or one texel fetch from a texture).
 override A_VEC4: bool = false;
 override B_VEC4: bool = false;
+// A's rows are gathered from patches (header).
+override A_PATCHES: bool = false;
 // 0: no bias, 1: bias[M] along rows, 2: bias[N] along columns.
 override BIAS: u32 = 0u;
 override RESIDUAL: bool = false;
@@ -150,12 +169,50 @@ struct Tile {
     n0: u32,
     a_off: u32,
     b_off: u32,
+#if A_PATCHES
+    // Offset of each tile row's patch origin in a, 4 rows per vec4 (TM / 4 used).
+    patch_rows: array<vec4<u32>, 4>,
+#endif
 }
 
 struct KStep {
     k: u32,
+#if A_PATCHES
+    // k = (k0 * patch_k_len1 + k1) * patch_k_len2 + k2, and its offset in a patch.
+    k1: u32,
+    k2: u32,
+    offset: u32,
+#endif
 }
 
+#if A_PATCHES
+fn k_first(t: Tile) -> KStep {
+    return KStep(0u, 0u, 0u, 0u);
+}
+
+fn k_advance(s: KStep) -> KStep {
+    var k1 = s.k1;
+    var k2 = s.k2 + 4u;
+    var offset = s.offset + 4u;
+    let wrap2 = k2 == params.patch_k_len2;
+    k2 = select(k2, 0u, wrap2);
+    k1 = select(k1, k1 + 1u, wrap2);
+    offset = select(offset, offset - params.patch_k_len2 + params.patch_k_stride1, wrap2);
+    let wrap1 = k1 == params.patch_k_len1;
+    k1 = select(k1, 0u, wrap1);
+    offset = select(offset, offset - params.patch_k_len1 * params.patch_k_stride1 + params.patch_k_stride0, wrap1);
+    return KStep(s.k + 4u, k1, k2, offset);
+}
+
+// Patch origins of rows m .. m+3 (clamped into the matrix).
+fn patch_origins(m: u32) -> vec4<u32> {
+    let mc = min(vec4<u32>(m) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(params.m - 1u));
+    let img = mc / params.patch_area;
+    let r = mc % params.patch_area;
+    return img * params.patch_stride_img + (r / params.patch_cols) * params.patch_stride_row
+        + (r % params.patch_cols) * params.patch_stride_col;
+}
+#else
 fn k_first(t: Tile) -> KStep {
     return KStep(0u);
 }
@@ -163,6 +220,7 @@ fn k_first(t: Tile) -> KStep {
 fn k_advance(s: KStep) -> KStep {
     return KStep(s.k + 4u);
 }
+#endif
 
 // op(a)[m, kk], m clamped into the matrix, zero when kk >= K (only in the masked step).
 fn a_elem(t: Tile, m: u32, kk: u32) -> f32 {
@@ -192,6 +250,12 @@ fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
     let M = params.m;
     let m = t.m0 + 4u * q;
     let k = s.k;
+#if A_PATCHES
+    // K % 4 == 0 (the host checks): no step is masked.
+    let rows = t.patch_rows[q];
+    return mat4x4<f32>(load_a4(rows.x + s.offset), load_a4(rows.y + s.offset), load_a4(rows.z + s.offset),
+                       load_a4(rows.w + s.offset));
+#else
 #if A_VEC4
     if (!masked) {
 #if TRANS_A
@@ -208,6 +272,7 @@ fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
     }
 #endif
     return mat4x4<f32>(a_row(t, m, k), a_row(t, m + 1u, k), a_row(t, m + 2u, k), a_row(t, m + 3u, k));
+#endif
 }
 
 fn b_block(t: Tile, g: u32, s: KStep, masked: bool) -> mat4x4<f32> {
@@ -279,6 +344,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (!p.valid) {
         return;
     }
+#if A_PATCHES
+    var rows: array<vec4<u32>, 4>;
+    rows[0] = patch_origins(p.m0);
+#if TM > 4
+    rows[1] = patch_origins(p.m0 + 4u);
+#endif
+#if TM > 8
+    rows[2] = patch_origins(p.m0 + 8u);
+#endif
+#if TM > 12
+    rows[3] = patch_origins(p.m0 + 12u);
+#endif
+    let t = Tile(p.m0, p.n0, 0u, (p.batch % params.b_batches) * params.k * params.n, rows);
+#else
     let t = Tile(p.m0, p.n0, (p.batch % params.a_batches) * params.m * params.k, (p.batch % params.b_batches) * params.k * params.n);
+#endif
     gemm_store(p.batch, t, gemm_accumulate(t));
 }

@@ -371,3 +371,85 @@ fn activations_between_matmuls_and_norms_move_to_textures() {
     cases.g = promoted;
     cases.check();
 }
+
+/// A conv with kernel = stride = p as one GEMM over gathered patches (`patch_linear`): images
+/// (NCHW, patch order (c, ky, kx)) and token maps (channel-last, (ky, kx, c)), patch counts that
+/// leave partial register tiles, odd N (the element-store kernel), both kernel sets. Layouts whose
+/// runs are not a multiple of 4 take the permute copy instead; both paths against the CPU.
+#[test]
+fn patch_linear_gathers_patches_of_images_and_token_maps() {
+    use wgvit::ops::layout::permute_cpu;
+    use wgvit::ops::matmul::{patch_linear, Patches};
+    let mut rng = Rng::new(41);
+    for profile in [DeviceProfile::default(), common::lavapipe()] {
+        let mut cases = Cases::for_profile(profile.clone());
+        // (patches, N, gathered in the kernel)
+        let shapes = [
+            (Patches { batch: 2, h: 12, w: 12, c: 3, p: 4, channels_last: false }, 16, true),
+            (Patches { batch: 1, h: 16, w: 8, c: 5, p: 4, channels_last: false }, 10, true),
+            (Patches { batch: 2, h: 6, w: 10, c: 8, p: 2, channels_last: true }, 12, true),
+            (Patches { batch: 1, h: 16, w: 16, c: 4, p: 8, channels_last: true }, 7, true),
+            (Patches { batch: 1, h: 6, w: 6, c: 3, p: 2, channels_last: false }, 8, false),
+            (Patches { batch: 2, h: 4, w: 4, c: 6, p: 2, channels_last: true }, 8, false),
+        ];
+        for (patches, n, gathered) in shapes {
+            let (x, xt) = cases.input(&mut rng, &patches.source_shape());
+            let k = patches.patch_len();
+            let (w, wt) = cases.input(&mut rng, &[n, k]);
+            let (bias, biast) = cases.input(&mut rng, &[n]);
+            let nodes = cases.g.nodes.len();
+            let y = patch_linear(&mut cases.g, x, patches, w, Some(bias)).unwrap();
+            assert_eq!(cases.g.shape(y), &[patches.rows(), n]);
+            let gathers = cases.g.nodes[nodes..].iter().any(|node| node.key.constants().contains(&("A_PATCHES", 1)));
+            let permutes = cases.g.nodes[nodes..].iter().any(|node| node.label == "permute");
+            assert_eq!((gathers, permutes), (gathered, !gathered), "{patches:?}: which path");
+            let name = format!("{patches:?} · [{n}, {k}]ᵀ");
+            cases.g.output(&name, y);
+            let (view, perm) = patches.view_and_perm();
+            let a = permute_cpu(&xt.data, &view, &perm);
+            let (want, _) = matmul_cpu(&a, &[patches.rows(), k], &wt.data, &[n, k], false, true, 1.0, Some((&biast.data, BiasAxis::Col)), Activation::None, None);
+            cases.expected.push((name, want));
+        }
+        cases.check();
+    }
+    let mut g = Graph::new();
+    let x = g.input("x", &[1, 3, 8, 8]);
+    let w = g.input("w", &[4, 48]);
+    let wrong = Patches { batch: 1, h: 8, w: 8, c: 4, p: 4, channels_last: false };
+    let err = patch_linear(&mut g, x, wrong, w, None).unwrap_err().to_string();
+    assert!(err.contains("patch_linear") && err.contains("[1, 3, 8, 8]") && err.contains("[1, 4, 8, 8]"), "{err}");
+    let ragged = Patches { batch: 1, h: 8, w: 8, c: 3, p: 3, channels_last: false };
+    let err = patch_linear(&mut g, x, ragged, w, None).unwrap_err().to_string();
+    assert!(err.contains("whole"), "{err}");
+}
+
+/// On lavapipe a LayerNorm's output that only a patch gather reads moves to a texture, and the
+/// gather reads its vec4 runs as texels (LaViT's spatial-reduction conv after norm1).
+#[test]
+fn patch_linear_gathers_from_an_activation_texture() {
+    use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
+    use wgvit::ops::layout::permute_cpu;
+    use wgvit::ops::matmul::{patch_linear, Patches};
+    let mut rng = Rng::new(43);
+    let patches = Patches { batch: 2, h: 8, w: 12, c: 8, p: 4, channels_last: true };
+    let n = 12;
+    let mut cases = Cases::for_profile(common::lavapipe());
+    let (x, xt) = cases.input(&mut rng, &[2, 8 * 12, 8]);
+    let (w, wt) = cases.input(&mut rng, &[n, patches.patch_len()]);
+    let g = &mut cases.g;
+    let xn = layer_norm(g, x, None, None, 1e-5).unwrap();
+    let xn4 = g.reshape(xn, &patches.source_shape()).unwrap();
+    let y = patch_linear(g, xn4, patches, w, None).unwrap();
+    g.output("patches of a LayerNorm", y);
+    let promoted = g.with_activation_textures();
+    assert!(promoted.is_texture(xn), "the norm's output");
+    let gather = promoted.nodes.last().unwrap().key.constants();
+    assert!(gather.contains(&("A_PATCHES", 1)) && gather.contains(&("A_TEXTURE", 1)), "{gather:?}");
+    let xn_want = layer_norm_cpu(&xt.data, 8, &[], &[], 1e-5);
+    let (view, perm) = patches.view_and_perm();
+    let a = permute_cpu(&xn_want, &view, &perm);
+    let (want, _) = matmul_cpu(&a, &[patches.rows(), patches.patch_len()], &wt.data, &[n, patches.patch_len()], false, true, 1.0, None, Activation::None, None);
+    cases.expected.push(("patches of a LayerNorm".into(), want));
+    cases.g = promoted;
+    cases.check();
+}

@@ -317,6 +317,12 @@ fn op_graphs() -> Vec<(&'static str, OpGraph)> {
             let (a, b) = (g.input("a", &[196, 64]), g.input("b", &[64, 192]));
             matmul(g, a, b, false, false, Epilogue::default())
         }),
+        ("patch_linear: 4x4 patches of an image gathered by the GEMM", |g| {
+            use wgvit::ops::matmul::{patch_linear, Patches};
+            let patches = Patches { batch: 1, h: 32, w: 32, c: 3, p: 4, channels_last: false };
+            let (x, w) = (g.input("x", &patches.source_shape()), g.input("w", &[16, 48]));
+            patch_linear(g, x, patches, w, None)
+        }),
         ("matmul 37x29 . 29x53 (odd sizes)", |g| {
             let (a, b) = (g.input("a", &[37, 29]), g.input("b", &[29, 53]));
             matmul(g, a, b, false, false, Epilogue::default())

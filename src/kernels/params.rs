@@ -110,7 +110,10 @@ uniforms! {
     /// `matmul.wgsl`
     pub struct Matmul {
         m: u32, n: u32, k: u32, batches: u32, tiles_m: u32, tiles_n: u32, a_batches: u32, b_batches: u32,
-        alpha: f32, lanes_n_log2: u32, _p1: u32, _p2: u32,
+        alpha: f32, lanes_n_log2: u32,
+        // A_PATCHES: A's rows gathered from non-overlapping patches (`ops::matmul::Patches`).
+        patch_cols: u32, patch_area: u32, patch_stride_img: u32, patch_stride_row: u32, patch_stride_col: u32,
+        patch_k_stride0: u32, patch_k_stride1: u32, patch_k_len1: u32, patch_k_len2: u32, _p0: u32,
     }
 
     /// `conv2d.wgsl`: the implicit GEMM's extents and launch, then the convolution's geometry.

@@ -40,7 +40,7 @@ use crate::graph::{Graph, TensorId};
 use crate::ops::binary::add;
 use crate::ops::family::attention_downsample::attention_downsample;
 use crate::ops::layout::permute;
-use crate::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
+use crate::ops::matmul::{matmul, patch_linear, BiasAxis, Epilogue, Patches};
 use crate::ops::pool::mean_tokens;
 use crate::ops::softmax::softmax;
 use crate::ops::Activation;
@@ -194,21 +194,16 @@ impl Builder<'_> {
         nn::layer_norm(g, vb, x, EPS)
     }
 
-    /// Conv2d `vb` with kernel = stride = p (no padding) as a patchify GEMM: the non-overlapping
-    /// p × p patches gathered by one permute copy, times the weight. `nchw` says whether `x` is the
-    /// `[B, Cin, H, W]` image (patch order (ci, ky, kx), the weight's own) or channel-last tokens
-    /// `[B, H·W, Cin]` (patch order (ky, kx, ci), the weight permuted once on the host).
-    /// Returns tokens `[B, (H/p)·(W/p), Cout]`.
+    /// Conv2d `vb` with kernel = stride = p (no padding) as a patchify GEMM whose A rows are the
+    /// non-overlapping p × p patches, gathered by the kernel itself (`ops::matmul::patch_linear`).
+    /// `nchw` says whether `x` is the `[B, Cin, H, W]` image (patch order (ci, ky, kx), the
+    /// weight's own) or channel-last tokens `[B, H·W, Cin]` (patch order (ky, kx, ci), the weight
+    /// permuted once on the host). Returns tokens `[B, (H/p)·(W/p), Cout]`.
     #[allow(clippy::too_many_arguments)]
     fn patchify_conv(&self, g: &mut Graph, vb: &Scope, x: TensorId, nchw: bool, (hin, win, cin): (usize, usize, usize), cout: usize, p: usize) -> Result<TensorId> {
-        let (b, h, w) = (self.batch, hin / p, win / p);
-        let (x6, perm) = if nchw {
-            (g.reshape(x, &[b, cin, h, p, w, p])?, [0, 2, 4, 1, 3, 5])
-        } else {
-            (g.reshape(x, &[b, h, p, w, p, cin])?, [0, 1, 3, 2, 4, 5])
-        };
-        let patches = vb.op(g, |g| permute(g, x6, &perm))?;
-        let patches = g.reshape(patches, &[b * h * w, cin * p * p])?;
+        let b = self.batch;
+        let patches = Patches { batch: b, h: hin, w: win, c: cin, p, channels_last: !nchw };
+        let x = g.reshape(x, &patches.source_shape())?;
         let weight = if nchw {
             vb.param(g, "weight", &[cout, cin, p, p])?
         } else {
@@ -217,8 +212,8 @@ impl Builder<'_> {
         };
         let weight = g.reshape(weight, &[cout, cin * p * p])?;
         let bias = vb.param(g, "bias", &[cout])?;
-        let y = vb.op(g, |g| linear(g, patches, weight, Some(bias), Activation::None))?;
-        g.reshape(y, &[b, h * w, cout])
+        let y = vb.op(g, |g| patch_linear(g, x, patches, weight, Some(bias)))?;
+        g.reshape(y, &[b, (hin / p) * (win / p), cout])
     }
 
     /// `patch_embed` (+ `pos_embed`) of stage `vb` = `stages.m`.

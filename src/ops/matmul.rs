@@ -174,6 +174,23 @@ pub fn matmul_tiled(
     tiling: MatmulTiling,
 ) -> Result<TensorId> {
     let s = matmul_shape(g.shape(a), g.shape(b), trans_a, trans_b)?;
+    push_gemm(g, a, b, &s, trans_a, trans_b, epi, tiling, None)
+}
+
+/// Pushes the GEMM node: `a` is op(a) `[.., M, K]` as stored, or with `patches` the tensor its
+/// rows are gathered from (then M, K come from `s` and `a` is read by the gather alone).
+#[allow(clippy::too_many_arguments)]
+fn push_gemm(
+    g: &mut Graph,
+    a: TensorId,
+    b: TensorId,
+    s: &MatmulShape,
+    trans_a: bool,
+    trans_b: bool,
+    epi: Epilogue,
+    tiling: MatmulTiling,
+    patches: Option<PatchGather>,
+) -> Result<TensorId> {
     let out_shape = s.out_shape();
     let out_numel = crate::graph::numel_of(&out_shape);
     check_u32("matmul a", g.numel(a))?;
@@ -203,7 +220,7 @@ pub fn matmul_tiled(
     if !matches!(tiling.tm, 4 | 8 | 12 | 16) || !matches!(tiling.tn, 4 | 8) || !tiling.wg_n.is_power_of_two() || !tiling.wg_m.is_power_of_two() || tiling.wg_m * tiling.wg_n > 256 {
         return Err(Error::Graph(format!("matmul: unsupported tiling {tiling:?} (tm in {{4, 8, 12, 16}}, tn in {{4, 8}}, wg_m and wg_n powers of two, wg_m * wg_n <= 256)")));
     }
-    let fits_vec4 = vec4_compatible(&s, trans_a, trans_b);
+    let fits_vec4 = vec4_compatible(s, trans_a, trans_b);
     let (a_contig, b_contig) = (if trans_a { s.m } else { s.k }, if trans_b { s.k } else { s.n });
     // The kernel (storage as f32 or vec4) and whether each operand's k-step blocks load as vec4.
     // Without the vec4 kernel (N or one operand odd) an operand whose contiguous dim is % 4 still
@@ -221,6 +238,9 @@ pub fn matmul_tiled(
         MatmulLoads::Vec4FromScalars => (Kernel::Matmul, true, true),
         MatmulLoads::Vec4 => (Kernel::MatmulVec4, true, true),
     };
+    if patches.is_some() && (trans_a || !a_vec4 || s.batches() != 1 || !s.k.is_multiple_of(4)) {
+        return Err(Error::Graph(format!("matmul: gathered patches need vec4 A loads, K % 4 == 0 and one batch (K {}, loads {:?})", s.k, tiling.loads)));
+    }
     // Constant operands (weights) read through flat textures where the device prefers it. Only
     // with vec4 block loads, whose offsets are all multiples of 4 (a texel); a bias's loads are
     // (`constant_texture` takes only whole texels).
@@ -247,12 +267,16 @@ pub fn matmul_tiled(
         .with("BIAS", bias_code)
         .with("RESIDUAL", epi.residual.is_some() as u32)
         .with("ACT", epi.act as u32)
-        .with("K_TAIL", !s.k.is_multiple_of(4) as u32);
+        .with("K_TAIL", !s.k.is_multiple_of(4) as u32)
+        .with("A_PATCHES", patches.is_some() as u32);
     let p = |v: usize| v as u32;
+    let gather = patches.unwrap_or_default();
     g.push(Node {
         label: "matmul".into(),
         key,
-        params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(s.batches()), tiles_m: p(launch.tiles_m), tiles_n: p(launch.tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha: epi.alpha, lanes_n_log2: launch.lanes_n_log2, _p1: 0, _p2: 0 }),
+        params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(s.batches()), tiles_m: p(launch.tiles_m), tiles_n: p(launch.tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha: epi.alpha, lanes_n_log2: launch.lanes_n_log2,
+            patch_cols: gather.cols, patch_area: gather.area, patch_stride_img: gather.stride_img, patch_stride_row: gather.stride_row, patch_stride_col: gather.stride_col,
+            patch_k_stride0: gather.k_stride0, patch_k_stride1: gather.k_stride1, patch_k_len1: gather.k_len1, patch_k_len2: gather.k_len2, _p0: 0 }),
         reads: vec![a_texture.unwrap_or(a), b_texture.unwrap_or(b), bias_texture.or(epi.bias.map(|(t, _)| t)).unwrap_or(filler), epi.residual.unwrap_or(filler)],
         writes: vec![out],
         workgroups: grid(workgroups),
@@ -269,6 +293,126 @@ pub fn matmul_tiled(
         g.offer_texture(4, "OUT_TEXTURE");
     }
     Ok(out)
+}
+
+/// Non-overlapping `p × p` patches of an image `[B, C, H, W]` (`channels_last: false`: a patch's
+/// elements in (c, ky, kx) order, PyTorch's conv weight layout) or of a token map `[B, H, W, C]`
+/// (`channels_last: true`: (ky, kx, c) order), one GEMM row per patch in (image, row, column)
+/// order. A conv with kernel = stride = p is `patches · weightᵀ` ([`patch_linear`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Patches {
+    pub batch: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub p: usize,
+    pub channels_last: bool,
+}
+
+/// Where a patch row and its k-th element lie in the source (the kernel's `patch_*` uniforms).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct PatchGather {
+    cols: u32,
+    area: u32,
+    stride_img: u32,
+    stride_row: u32,
+    stride_col: u32,
+    k_stride0: u32,
+    k_stride1: u32,
+    k_len1: u32,
+    k_len2: u32,
+}
+
+impl Patches {
+    /// GEMM rows: patches over the batch.
+    pub fn rows(&self) -> usize {
+        self.batch * (self.h / self.p) * (self.w / self.p)
+    }
+
+    /// Elements per patch (the GEMM's K).
+    pub fn patch_len(&self) -> usize {
+        self.c * self.p * self.p
+    }
+
+    /// The source's shape.
+    pub fn source_shape(&self) -> Vec<usize> {
+        if self.channels_last {
+            vec![self.batch, self.h, self.w, self.c]
+        } else {
+            vec![self.batch, self.c, self.h, self.w]
+        }
+    }
+
+    /// The source viewed in 6-D and the permutation that lays its patches out as rows.
+    pub fn view_and_perm(&self) -> ([usize; 6], [usize; 6]) {
+        let (b, hp, wp, c, p) = (self.batch, self.h / self.p, self.w / self.p, self.c, self.p);
+        if self.channels_last {
+            ([b, hp, p, wp, p, c], [0, 1, 3, 2, 4, 5])
+        } else {
+            ([b, c, hp, p, wp, p], [0, 2, 4, 1, 3, 5])
+        }
+    }
+
+    /// The in-kernel gather, when k's innermost run (channels, or a patch row of the image) is a
+    /// multiple of 4 long, so that every vec4 load is one aligned run.
+    fn gather(&self) -> Option<PatchGather> {
+        let (h, w, c, p) = (self.h, self.w, self.c, self.p);
+        let u = |v: usize| u32::try_from(v).ok();
+        let (hp, wp) = (h / p, w / p);
+        let (row, col, k0, k1, len2) = if self.channels_last {
+            (p * w * c, p * c, w * c, c, c)
+        } else {
+            (p * w, p, h * w, w, p)
+        };
+        if !len2.is_multiple_of(4) || (!self.channels_last && !w.is_multiple_of(4)) {
+            return None;
+        }
+        Some(PatchGather {
+            cols: u(wp)?,
+            area: u(hp * wp)?,
+            stride_img: u(h * w * c)?,
+            stride_row: u(row)?,
+            stride_col: u(col)?,
+            k_stride0: u(k0)?,
+            k_stride1: u(k1)?,
+            k_len1: u(p)?,
+            k_len2: u(len2)?,
+        })
+    }
+}
+
+/// A conv with kernel = stride = p and no padding, as one GEMM: `patches(x) · weightᵀ + bias` →
+/// `[rows, N]` for `weight [N, K]` laid out in the patches' element order. The kernel gathers
+/// A's rows from `x` itself where the layout allows vec4 runs (`A_PATCHES`); otherwise a permute
+/// copies the patches out first.
+pub fn patch_linear(g: &mut Graph, x: TensorId, patches: Patches, weight: TensorId, bias: Option<TensorId>) -> Result<TensorId> {
+    let (rows, k) = (patches.rows(), patches.patch_len());
+    let bad = |why: String| Error::Graph(format!("patch_linear: {patches:?}: {why}"));
+    if patches.p == 0 || !patches.h.is_multiple_of(patches.p) || !patches.w.is_multiple_of(patches.p) || rows == 0 || k == 0 {
+        return Err(bad("the map must be a whole, non-empty number of patches".into()));
+    }
+    if g.shape(x) != patches.source_shape().as_slice() {
+        return Err(bad(format!("x has shape {:?}, expected {:?}", g.shape(x), patches.source_shape())));
+    }
+    let &[n, kw] = g.shape(weight) else {
+        return Err(bad(format!("weight {:?} must be [out, {k}]", g.shape(weight))));
+    };
+    if kw != k {
+        return Err(bad(format!("weight {:?} must be [out, {k}]", g.shape(weight))));
+    }
+    let epi = Epilogue { bias: bias.map(|t| (t, BiasAxis::Col)), ..Default::default() };
+    let s = MatmulShape { m: rows, n, k, batch_dims: vec![], a_batches: 1, b_batches: 1 };
+    let tiling = tuning::matmul_tiling(&g.profile, 2 * (rows * n * k) as u64);
+    match patches.gather() {
+        Some(gather) if tiling.loads == MatmulLoads::Auto => push_gemm(g, x, weight, &s, false, true, epi, tiling, Some(gather)),
+        _ => {
+            let (view, perm) = patches.view_and_perm();
+            let x6 = g.reshape(x, &view)?;
+            let copied = super::layout::permute(g, x6, &perm)?;
+            let a = g.reshape(copied, &[rows, k])?;
+            matmul(g, a, weight, false, true, epi)
+        }
+    }
 }
 
 /// `nn.Linear`: x [.., K] · weightᵀ (weight [N, K]) + bias [N] → [.., N], then `act`.
