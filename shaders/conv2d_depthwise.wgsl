@@ -8,10 +8,12 @@
 // costs 3 * (3 + 4*6) = 81 loads for 144 FMAs, against 18 loads per output when every tap is
 // fetched. Every load is a per-lane loop on a CPU device, so that ratio sets the speed.
 // Why the kernel-row loop is the only loop left rolled: the weights and the segment are
-// register arrays indexed by the inner (constant trip count, unrolled) loops only; an array
-// indexed by a rolled loop would live in scratch memory, itself a per-lane loop on lavapipe
-// (walking input rows in the outer loop and sharing them across output rows measured 2x slower).
-// Kernel size, stride and dilation are `override` constants, so the inner loops unroll.
+// register arrays indexed by the inner loops only, written out by the preprocessor (`#for`:
+// kernel size, stride and dilation are `override` constants); an array indexed by a rolled loop
+// would live in scratch memory, itself a per-lane loop on lavapipe (walking input rows in the
+// outer loop and sharing them across output rows measured 2x slower). lavapipe unrolled these
+// loops itself; SwiftShader does not, and runs such a loop about 10x slower than its unrolled
+// code.
 // Padding is read as 0: out-of-range rows/columns read index 0 (in bounds) and are replaced.
 //
 // With X_TEXTURE (lavapipe: an activation `Graph::with_activation_textures` moved to a flat
@@ -83,31 +85,32 @@ const SEG_TEXELS_MAX: u32 = 9u;
 // One kernel row i applied to one output row: sum_j w[j] * x[ih, iw0 + j*DW + {0, SW, 2SW, 3SW}],
 // from one load per input column of the row segment (zeros outside the image).
 fn row_taps(x_plane: u32, ih: i32, iw0: i32, w: array<f32, K_MAX>) -> vec4<f32> {
-    let row_ok = ih >= 0 && ih < i32(params.in_h);
+    let row_ok = (ih >= 0) & (ih < i32(params.in_h));
     var seg: array<f32, SEG_MAX>;
 #if X_TEXTURE
     // The texels holding elements e0 - XS .. e0 + len - 1 (e0 - XS is a multiple of 4, negative
     // only before the first row of the first plane, where every element is masked).
     let first = i32(x_plane) + ih * i32(params.in_w) + iw0 - i32(XS);
     var texels: array<vec4<f32>, SEG_TEXELS_MAX>;
-    for (var t = 0u; t < (XS + 3u * SW + (KW - 1u) * DW + 4u) / 4u; t++) {
-        texels[t] = flat_texel(x_texture, u32(max(first + 4 * i32(t), 0)));
-    }
+#for T in 0..(XS + 3 * SW + (KW - 1) * DW + 4) / 4
+    texels[T] = flat_texel(x_texture, u32(max(first + 4 * i32(T), 0)));
+#endfor
 #endif
-    for (var q = 0u; q < 3u * SW + (KW - 1u) * DW + 1u; q++) {
-        let iw = iw0 + i32(q);
-        let ok = row_ok && iw >= 0 && iw < i32(params.in_w);
+#for Q in 0..3 * SW + (KW - 1) * DW + 1
+    {
+        let iw = iw0 + i32(Q);
+        let ok = row_ok & (iw >= 0) & (iw < i32(params.in_w));
 #if X_TEXTURE
-        seg[q] = select(0.0, texels[(XS + q) / 4u][(XS + q) % 4u], ok);
+        seg[Q] = select(0.0, texels[(XS + Q) / 4u][(XS + Q) % 4u], ok);
 #else
-        seg[q] = select(0.0, x[select(0u, x_plane + u32(ih) * params.in_w + u32(iw), ok)], ok);
+        seg[Q] = select(0.0, x[select(0u, x_plane + u32(ih) * params.in_w + u32(iw), ok)], ok);
 #endif
     }
+#endfor
     var sum = vec4<f32>(0.0);
-    for (var j = 0u; j < KW; j++) {
-        let s = j * DW;
-        sum = fma(vec4<f32>(w[j]), vec4<f32>(seg[s], seg[s + SW], seg[s + 2u * SW], seg[s + 3u * SW]), sum);
-    }
+#for J in 0..KW
+    sum = fma(vec4<f32>(w[J]), vec4<f32>(seg[J * DW], seg[J * DW + SW], seg[J * DW + 2u * SW], seg[J * DW + 3u * SW]), sum);
+#endfor
     return sum;
 }
 
@@ -152,9 +155,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc3 = vec4<f32>(0.0);
     for (var i = 0u; i < KH; i++) {
         var w: array<f32, K_MAX>;
-        for (var j = 0u; j < KW; j++) {
-            w[j] = weight[(c * KH + i) * KW + j];
-        }
+#for J in 0..KW
+        w[J] = weight[(c * KH + i) * KW + J];
+#endfor
         let ih = ih0 + i32(i * DH);
         acc0 += row_taps(x_plane, ih, iw0, w);
 #if TH > 1

@@ -14,9 +14,9 @@
 // group fastest (neighbouring invocations read neighbouring 16-byte vectors of the same pixel),
 // `total` in all, WG per workgroup, ceil(total / WG) workgroups folded into (x, y) by `ops::grid`.
 // Registers: the NB·9 ≤ 27 weight vec4s of the channel group, loaded once and reused for the TP
-// outputs of the run; they are indexed by constant-trip loops only (NB, 3, 3 are constants after
-// override resolution), so they stay in registers (a rolled index would put them in scratch
-// memory, a per-lane loop on CPU devices). The centre tap is shared by every branch: its weights
+// outputs of the run; the preprocessor writes their loops out (`#for`: NB is an override), so
+// every index is a constant and they stay in registers (a rolled index would put them in scratch
+// memory, a per-lane loop on CPU devices; SwiftShader does not unroll constant-trip loops). The centre tap is shared by every branch: its weights
 // are summed once, so an output costs NB·8 + 1 input loads (25 for NB = 3), not NB·9.
 // Workgroup memory: none.
 // requires: activations
@@ -51,7 +51,9 @@ override ACT: u32 = 0u;
 const MAX_NB: u32 = 3u;
 
 fn load_x(row_base: u32, ih: i32, iw: i32, cg: u32) -> vec4<f32> {
-    let ok = ih >= 0 && ih < i32(params.in_h) && iw >= 0 && iw < i32(params.in_w);
+    // `&`, not `&&`: a short-circuit is a branch, and SwiftShader's compile time grows
+    // exponentially with the branches of a written-out loop (`conv2d_depthwise.wgsl`).
+    let ok = (ih >= 0) & (ih < i32(params.in_h)) & (iw >= 0) & (iw < i32(params.in_w));
     let i = select(0u, (row_base + u32(ih)) * params.in_w + u32(iw), ok) * params.c4 + cg;
     return select(vec4<f32>(0.0), x[i], ok);
 }
@@ -74,16 +76,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // Weights of this channel group: 8 outer taps per branch, plus the shared centre.
     var wo: array<array<vec4<f32>, 8>, MAX_NB>;
     var wc = vec4<f32>(0.0);
-    for (var i = 0u; i < NB; i++) {
-        for (var t = 0u; t < 9u; t++) {
-            let wt = w[(i * 9u + t) * c4 + cg];
-            if (t == 4u) {
-                wc += wt;
-            } else {
-                wo[i][select(t, t - 1u, t > 4u)] = wt;
-            }
-        }
-    }
+#for I in 0..NB
+#for T in 0..9
+#if T == 4
+    wc += w[(I * 9u + T) * c4 + cg];
+#else
+    wo[I][select(T, T - 1u, T > 4u)] = w[(I * 9u + T) * c4 + cg];
+#endif
+#endfor
+#endfor
     var b0 = vec4<f32>(0.0);
 #if BIAS
     b0 = bias[cg];
@@ -95,15 +96,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var ow = cb * TP; ow < ow_end; ow++) {
         let iw = i32(ow * S);
         var acc = fma(wc, load_x(row_base, ih, iw, cg), b0);
-        for (var i = 0u; i < NB; i++) {
-            let d = i32(i + 1u);
-            for (var t = 0u; t < 8u; t++) {
-                let tap = select(t, t + 1u, t >= 4u);
-                let dy = (i32(tap / 3u) - 1) * d;
-                let dx = (i32(tap % 3u) - 1) * d;
-                acc = fma(wo[i][t], load_x(row_base, ih + dy, iw + dx, cg), acc);
-            }
+#for I in 0..NB
+#for T in 0..8
+        {
+            let tap = select(T, T + 1u, T >= 4u);
+            let dy = (i32(tap / 3u) - 1) * i32(I + 1u);
+            let dx = (i32(tap % 3u) - 1) * i32(I + 1u);
+            acc = fma(wo[I][T], load_x(row_base, ih + dy, iw + dx, cg), acc);
         }
+#endfor
+#endfor
         let o = ((b * params.out_h + oh) * params.out_w + ow) * c4 + cg;
         out[o] = activated4(acc);
     }

@@ -11,8 +11,17 @@
 //!   type and vector width (`lib/elem.wgsl` declares `alias V = f32;` or `vec4<f32>`), and how a
 //!   tile size or an epilogue leaves no dead code behind: the driver never sees the branches the
 //!   key rules out (lavapipe spent 300 ms creating a 4×4-tile matmul pipeline whose 16×8 code
-//!   was still in the source under constant-false `if`s, 23 ms without it). Nothing is substituted
-//!   inside lines, so what remains is exactly the WGSL written in the file.
+//!   was still in the source under constant-false `if`s, 23 ms without it).
+//! - **Unrolled loops.** `#for NAME in 0..BOUND` … `#endfor` repeats its lines for NAME = 0,
+//!   1, .. BOUND − 1, each whole-word `NAME` replaced by the literal (`2u`; in an `#if` line, `2`,
+//!   so a condition may test it: `#if NAME == 4`). BOUND is an arithmetic expression (`+ - * / %`,
+//!   parentheses) over integers and the names `#if` sees, e.g. `3 * SW + (KW - 1) * DW + 1`. Why
+//!   not leave constant-trip loops to the driver: lavapipe's NIR unrolls them, but SwiftShader
+//!   (the browser's software device, Subzero) does not, and there a 9-iteration loop over a
+//!   private array measured 10× slower than the same code written out (`examples/unroll_cost.rs`):
+//!   every iteration updates its lane masks, and an array indexed by a loop variable lives in
+//!   memory. That substitution is the only one: otherwise what remains is exactly the WGSL
+//!   written in the file.
 //!
 //! Each part of the assembled source starts with a `// ---- <path>` line, so a compiler message's
 //! line number can be traced back to its file.
@@ -129,17 +138,21 @@ fn value_of(values: &[(String, u32)], name: &str) -> u32 {
     values.iter().rev().find(|(n, _)| n == name).map_or(0, |&(_, v)| v)
 }
 
-/// `NAME`, `!NAME` or `NAME <op> INTEGER` against `values`; `None` when malformed.
+fn is_name(n: &str) -> bool {
+    !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !n.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// `NAME`, `!NAME` or `NAME|INTEGER <op> INTEGER` against `values`; `None` when malformed.
 fn condition(cond: &str, values: &[(String, u32)]) -> Option<bool> {
-    let is_name = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !n.starts_with(|c: char| c.is_ascii_digit());
     let words: Vec<&str> = cond.split_whitespace().collect();
     match words.as_slice() {
         [single] => {
             let (negated, name) = single.strip_prefix('!').map_or((false, *single), |n| (true, n));
             is_name(name).then(|| (value_of(values, name) != 0) != negated)
         }
-        [name, op, int] if is_name(name) => {
-            let (a, b) = (value_of(values, name), int.parse::<u32>().ok()?);
+        [lhs, op, int] => {
+            let a = if is_name(lhs) { value_of(values, lhs) } else { lhs.parse::<u32>().ok()? };
+            let b = int.parse::<u32>().ok()?;
             Some(match *op {
                 "==" => a == b,
                 "!=" => a != b,
@@ -154,14 +167,157 @@ fn condition(cond: &str, values: &[(String, u32)]) -> Option<bool> {
     }
 }
 
-/// Keeps the lines whose enclosing `#if`s hold for `values` (name, value; later entries win);
-/// drops the directive lines.
+/// The value of an arithmetic expression over integers (a `u`/`i` suffix allowed) and names
+/// (`values`), with `+ - * / %` and parentheses; `None` when malformed, negative or dividing by 0.
+fn evaluate(expr: &str, values: &[(String, u32)]) -> Option<u32> {
+    let mut tokens: Vec<String> = Vec::new();
+    let mut chars = expr.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c.is_ascii_alphanumeric() || c == '_' {
+            let mut word = String::new();
+            while let Some(&c) = chars.peek().filter(|c| c.is_ascii_alphanumeric() || **c == '_') {
+                word.push(c);
+                chars.next();
+            }
+            tokens.push(word);
+        } else if "+-*/%()".contains(c) {
+            tokens.push(c.to_string());
+            chars.next();
+        } else {
+            return None;
+        }
+    }
+    fn sum(t: &[String], i: &mut usize, v: &[(String, u32)]) -> Option<i64> {
+        let mut acc = product(t, i, v)?;
+        while let Some(op) = t.get(*i).filter(|op| *op == "+" || *op == "-") {
+            *i += 1;
+            let rhs = product(t, i, v)?;
+            acc = if op == "+" { acc + rhs } else { acc - rhs };
+        }
+        Some(acc)
+    }
+    fn product(t: &[String], i: &mut usize, v: &[(String, u32)]) -> Option<i64> {
+        let mut acc = atom(t, i, v)?;
+        while let Some(op) = t.get(*i).filter(|op| *op == "*" || *op == "/" || *op == "%") {
+            *i += 1;
+            let rhs = atom(t, i, v)?;
+            acc = match op.as_str() {
+                "*" => acc * rhs,
+                "/" => acc.checked_div(rhs)?,
+                _ => acc.checked_rem(rhs)?,
+            };
+        }
+        Some(acc)
+    }
+    fn atom(t: &[String], i: &mut usize, v: &[(String, u32)]) -> Option<i64> {
+        let token = t.get(*i)?;
+        *i += 1;
+        if token == "(" {
+            let inner = sum(t, i, v)?;
+            (t.get(*i)? == ")").then_some(())?;
+            *i += 1;
+            return Some(inner);
+        }
+        if is_name(token) {
+            return Some(value_of(v, token) as i64);
+        }
+        token.trim_end_matches(['u', 'i']).parse::<i64>().ok()
+    }
+    let mut i = 0;
+    let value = sum(&tokens, &mut i, values)?;
+    (i == tokens.len()).then_some(())?;
+    u32::try_from(value).ok()
+}
+
+/// Most iterations one `#for` may expand to (a guard against a runaway bound).
+const MAX_UNROLL: u32 = 64;
+
+/// `line` with every whole-word `name` replaced by `literal`.
+fn substitute(line: &str, name: &str, literal: &str) -> String {
+    let word_char = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let mut out = String::with_capacity(line.len());
+    let mut copied = 0;
+    for (at, _) in line.match_indices(name) {
+        let whole = !word_char(line[..at].chars().next_back()) && !word_char(line[at + name.len()..].chars().next());
+        if whole && at >= copied {
+            out.push_str(&line[copied..at]);
+            out.push_str(literal);
+            copied = at + name.len();
+        }
+    }
+    out.push_str(&line[copied..]);
+    out
+}
+
+/// Expands the `#for` blocks of `lines` (each with its line number in the file), innermost
+/// loops inside their outer ones' copies.
+fn unroll(path: &str, lines: &[(usize, String)], values: &[(String, u32)]) -> Result<Vec<(usize, String)>, String> {
+    let mut out = Vec::with_capacity(lines.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let (n, line) = &lines[i];
+        let bad = |why: &str| format!("shaders/{path}:{n}: {why}: `{line}`");
+        let directive = line.trim_start().strip_prefix('#').map(str::trim);
+        match directive.map(|d| d.split_once(char::is_whitespace).unwrap_or((d, ""))) {
+            Some(("for", spec)) => {
+                let (name, range) = spec.split_once(" in ").ok_or_else(|| bad("`#for` takes NAME in 0..BOUND"))?;
+                let (name, range) = (name.trim(), range.trim());
+                let bound = range.strip_prefix("0..").ok_or_else(|| bad("`#for` ranges start at 0: NAME in 0..BOUND"))?;
+                if !is_name(name) {
+                    return Err(bad("`#for` takes NAME in 0..BOUND"));
+                }
+                let count = evaluate(bound, values).ok_or_else(|| bad("the bound is not an arithmetic expression over integers and overrides"))?;
+                if count > MAX_UNROLL {
+                    return Err(bad(&format!("{count} iterations (at most {MAX_UNROLL} are unrolled)")));
+                }
+                // The matching `#endfor`.
+                let mut depth = 0;
+                let end = (i + 1..lines.len())
+                    .find(|&j| {
+                        let d = lines[j].1.trim_start();
+                        if d.starts_with("#for ") {
+                            depth += 1;
+                        } else if d.trim_end() == "#endfor" {
+                            if depth == 0 {
+                                return true;
+                            }
+                            depth -= 1;
+                        }
+                        false
+                    })
+                    .ok_or_else(|| bad("`#for` not closed by `#endfor`"))?;
+                let body = unroll(path, &lines[i + 1..end], values)?;
+                for k in 0..count {
+                    for (bn, bl) in &body {
+                        let is_directive = bl.trim_start().starts_with('#');
+                        let literal = if is_directive { k.to_string() } else { format!("{k}u") };
+                        out.push((*bn, substitute(bl, name, &literal)));
+                    }
+                }
+                i = end + 1;
+            }
+            Some(("endfor", _)) => return Err(bad("`#endfor` without an open `#for`")),
+            _ => {
+                out.push((*n, line.clone()));
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Expands the `#for` loops, then keeps the lines whose enclosing `#if`s hold for `values`
+/// (name, value; later entries win); drops the directive lines.
 pub fn preprocess(path: &str, text: &str, values: &[(String, u32)]) -> Result<String, String> {
+    let numbered: Vec<(usize, String)> = text.lines().enumerate().map(|(i, l)| (i + 1, l.to_string())).collect();
+    let lines = if text.contains("#for") { unroll(path, &numbered, values)? } else { numbered };
     // One entry per open `#if`: (whether its branch is taken, whether `#else` was seen).
     let mut open: Vec<(bool, bool)> = Vec::new();
     let mut out = String::with_capacity(text.len());
-    for (i, line) in text.lines().enumerate() {
-        let bad = |why: &str| format!("shaders/{path}:{}: {why}: `{line}`", i + 1);
+    for (n, line) in &lines {
+        let bad = |why: &str| format!("shaders/{path}:{n}: {why}: `{line}`");
         let trimmed = line.trim_start();
         if let Some(directive) = trimmed.strip_prefix('#') {
             let directive = directive.trim();
@@ -181,7 +337,7 @@ pub fn preprocess(path: &str, text: &str, values: &[(String, u32)]) -> Result<St
                 ("endif", "") => {
                     open.pop().ok_or_else(|| bad("`#endif` without an open `#if`"))?;
                 }
-                _ => return Err(bad("unknown directive (only #if COND, #else, #endif)")),
+                _ => return Err(bad("unknown directive (only #if COND, #else, #endif, #for NAME in 0..BOUND, #endfor)")),
             }
             continue;
         }
@@ -234,6 +390,35 @@ mod tests {
             ("#if A\n", "not closed"),
             ("x\n#define A 1\n", "t.wgsl:2"),
             ("#if A\n#else\n#else\n#endif\n", "t.wgsl:3"),
+        ] {
+            let err = preprocess("t.wgsl", text, &[]).unwrap_err();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn for_loops_unroll_with_the_counter_substituted() {
+        let values = vec![("KW".to_string(), 3), ("SW".to_string(), 2)];
+        let text = "a\n#for J in 0..KW\nw[J] = x[J + JJ];\n#if J == 1\nmid J\n#endif\n#endfor\nb\n";
+        assert_eq!(preprocess("t.wgsl", text, &values).unwrap(), "a\nw[0u] = x[0u + JJ];\nw[1u] = x[1u + JJ];\nmid 1u\nw[2u] = x[2u + JJ];\nb\n");
+        let nested = "#for I in 0..2\n#for J in 0..(3 * SW + (KW - 1) * 1 + 1) / 4\nI J\n#endfor\n#endfor\n";
+        assert_eq!(preprocess("t.wgsl", nested, &values).unwrap(), "0u 0u\n0u 1u\n1u 0u\n1u 1u\n", "(6 + 2 + 1) / 4 = 2");
+        assert_eq!(preprocess("t.wgsl", "#for J in 0..0\nx\n#endfor\ny\n", &values).unwrap(), "y\n");
+        assert_eq!(evaluate("KW - 4", &values), None, "negative");
+        assert_eq!(evaluate("(KW", &values), None);
+        assert_eq!(evaluate("KW / 0", &values), None);
+        assert_eq!(evaluate("7u % 4u + KW * SW", &values), Some(9));
+    }
+
+    #[test]
+    fn malformed_for_loops_name_the_file_and_line() {
+        for (text, want) in [
+            ("#for J in 0..3\nx\n", "t.wgsl:1"),
+            ("x\n#endfor\n", "t.wgsl:2"),
+            ("#for J in 1..3\n#endfor\n", "start at 0"),
+            ("#for J in 0..K >> 1\n#endfor\n", "t.wgsl:1"),
+            ("#for J in 0..1000\n#endfor\n", "at most"),
+            ("#for 2J in 0..3\n#endfor\n", "t.wgsl:1"),
         ] {
             let err = preprocess("t.wgsl", text, &[]).unwrap_err();
             assert!(err.contains(want), "{text:?}: {err}");
