@@ -109,6 +109,9 @@ override V_TEXTURE: bool = false;
 // QB, the query rows per invocation, is a `const` chosen by the variant (`Kernel::Attention`: 1;
 // define QB2: 2; define QB4: 4): a const, not an override, because the register arrays
 // are sized by it (an override-sized maximum made lavapipe's LLVM compile several times slower).
+// The loops over the QB rows are written out by the preprocessor as `#for RR in 0..1 + QB2 + 3 *
+// QB4` (QB from the defines it sees): SwiftShader does not unroll a loop, and a one-row loop
+// inside the channel loop cost it half the kernel's time. The channel loops stay loops.
 #if QB4
 const QB: u32 = 4u;
 #else
@@ -232,32 +235,38 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // Rows past nq (the last invocation's) recompute row nq - 1 and are never stored.
     var qr: array<vec4<f32>, MAX_QD4>;
     var bias_row: array<u32, QB>;
-    for (var rr = 0u; rr < QB; rr++) {
-        let i = min(i0 + rr, params.nq - 1u);
+#for RR in 0..1 + QB2 + 3 * QB4
+    {
+        let i = min(i0 + RR, params.nq - 1u);
         let q_row = batch_offset(params.q, b) + h * params.q.sh + token_offset(params.q, i);
         for (var c = 0u; c < d4; c++) {
-            qr[rr * MAX_D4 + c] = load_q4(q_row, c * 4u) * params.scale;
+            qr[RR * MAX_D4 + c] = load_q4(q_row, c * 4u) * params.scale;
         }
 #if HAS_BIAS
-        bias_row[rr] = batch_offset(params.bias, b) + h * params.bias.sh + token_offset(params.bias, i);
+        bias_row[RR] = batch_offset(params.bias, b) + h * params.bias.sh + token_offset(params.bias, i);
 #endif
     }
+#endfor
     let v_chunk = dv0 * params.v.sc;
 
     var kc = TokenCursor(batch_offset(params.k, b) + h * params.k.sh, 0u);
     var vc = TokenCursor(batch_offset(params.v, b) + h * params.v.sh, 0u);
     var acc: array<vec4<f32>, MAX_QD4>;
-    for (var rr = 0u; rr < QB; rr++) {
+#for RR in 0..1 + QB2 + 3 * QB4
+    {
         for (var c = 0u; c < dv4; c++) {
-            acc[rr * MAX_D4 + c] = vec4<f32>(0.0);
+            acc[RR * MAX_D4 + c] = vec4<f32>(0.0);
         }
     }
+#endfor
     var m: array<f32, QB>;
     var l: array<f32, QB>;
-    for (var rr = 0u; rr < QB; rr++) {
-        m[rr] = NEG;
-        l[rr] = 0.0;
+#for RR in 0..1 + QB2 + 3 * QB4
+    {
+        m[RR] = NEG;
+        l[RR] = 0.0;
     }
+#endfor
 
     for (var j0 = 0u; j0 < params.nk; j0 += KB) {
         var s: array<f32, MAX_QKB>;
@@ -266,66 +275,73 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let j = j0 + jj;
             if (j < params.nk) {
                 var dot4: array<vec4<f32>, QB>;
-                for (var rr = 0u; rr < QB; rr++) {
-                    dot4[rr] = vec4<f32>(0.0);
-                }
+#for RR in 0..1 + QB2 + 3 * QB4
+                dot4[RR] = vec4<f32>(0.0);
+#endfor
                 for (var c = 0u; c < d4; c++) {
                     let kv = load_k4(kc.row, c * 4u);
-                    for (var rr = 0u; rr < QB; rr++) {
-                        dot4[rr] += qr[rr * MAX_D4 + c] * kv;
-                    }
+#for RR in 0..1 + QB2 + 3 * QB4
+                    dot4[RR] += qr[RR * MAX_D4 + c] * kv;
+#endfor
                 }
-                for (var rr = 0u; rr < QB; rr++) {
-                    var sj = dot4[rr].x + dot4[rr].y + dot4[rr].z + dot4[rr].w;
+#for RR in 0..1 + QB2 + 3 * QB4
+                {
+                    var sj = dot4[RR].x + dot4[RR].y + dot4[RR].z + dot4[RR].w;
 #if HAS_BIAS
-                    sj += bias[bias_row[rr] + j * params.bias.sc];
+                    sj += bias[bias_row[RR] + j * params.bias.sc];
 #endif
-                    s[rr * KB + jj] = sj;
-                    block_max[rr] = max(block_max[rr], sj);
+                    s[RR * KB + jj] = sj;
+                    block_max[RR] = max(block_max[RR], sj);
                 }
+#endfor
                 kc = cursor_next(kc, params.k);
             }
         }
-        for (var rr = 0u; rr < QB; rr++) {
-            let correction = exp(m[rr] - block_max[rr]);
-            m[rr] = block_max[rr];
-            l[rr] *= correction;
+#for RR in 0..1 + QB2 + 3 * QB4
+        {
+            let correction = exp(m[RR] - block_max[RR]);
+            m[RR] = block_max[RR];
+            l[RR] *= correction;
             for (var c = 0u; c < dv4; c++) {
-                acc[rr * MAX_D4 + c] *= correction;
+                acc[RR * MAX_D4 + c] *= correction;
             }
         }
+#endfor
         for (var jj = 0u; jj < KB; jj++) {
             if (j0 + jj < params.nk) {
                 var p: array<f32, QB>;
-                for (var rr = 0u; rr < QB; rr++) {
-                    p[rr] = exp(s[rr * KB + jj] - m[rr]);
-                    l[rr] += p[rr];
+#for RR in 0..1 + QB2 + 3 * QB4
+                {
+                    p[RR] = exp(s[RR * KB + jj] - m[RR]);
+                    l[RR] += p[RR];
                 }
+#endfor
                 for (var c = 0u; c < dv4; c++) {
                     let vv = load_v4(vc.row + v_chunk, c * 4u);
-                    for (var rr = 0u; rr < QB; rr++) {
-                        acc[rr * MAX_D4 + c] += p[rr] * vv;
-                    }
+#for RR in 0..1 + QB2 + 3 * QB4
+                    acc[RR * MAX_D4 + c] += p[RR] * vv;
+#endfor
                 }
                 vc = cursor_next(vc, params.v);
             }
         }
     }
 
-    for (var rr = 0u; rr < QB; rr++) {
-        if (rr >= rows) {
-            break;
-        }
-        let inv_l = 1.0 / l[rr];
-        let o_row = batch_offset(params.o, b) + h * params.o.sh + token_offset(params.o, i0 + rr) + dv0 * params.o.sc;
+#for RR in 0..1 + QB2 + 3 * QB4
+    if (RR < rows) {
+        let inv_l = 1.0 / l[RR];
+        let o_row = batch_offset(params.o, b) + h * params.o.sh + token_offset(params.o, i0 + RR) + dv0 * params.o.sc;
         for (var c = 0u; c < dv4; c++) {
-            let y = acc[rr * MAX_D4 + c] * inv_l;
-            for (var e = 0u; e < 4u; e++) {
-                let ch = c * 4u + e;
+            let y = acc[RR * MAX_D4 + c] * inv_l;
+#for E in 0..4
+            {
+                let ch = c * 4u + E;
                 if (dv0 + ch < params.dv) {
-                    out[o_row + ch * params.o.sc] = y[e];
+                    out[o_row + ch * params.o.sc] = y[E];
                 }
             }
+#endfor
         }
     }
+#endfor
 }

@@ -24,7 +24,9 @@
 // folded into (x, y) by `ops::grid`; one invocation per query token (WG = WIN² rounded up to 8).
 // k/v addresses depend only on the workgroup, so each k/v load is a broadcast across it.
 // Softmax: online (running max m and sum l), rescaled once per key row of the window: a row's WIN
-// scores go to a register array indexed by constant-trip (unrolled) loops.
+// scores go to a register array. The loops over channels (D4) and a key row (WIN) are written
+// out by the preprocessor (`#for`), so every array index is a constant: SwiftShader does not
+// unroll loops itself. The key-row loop stays a loop.
 // Registers: q and the accumulator as D4 vec4 each (head dim hd = 4·D4 ≤ 64).
 // The gate is on when nb > 1 (a uniform branch, not an override: one pipeline serves every
 // branch count; lavapipe JIT-compiles each pipeline at its first dispatch, 0.45 s for this one).
@@ -92,13 +94,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let qoff = br * 3u * c4 + h * D4;
     let q_at = qpix * params.row_in4 + qoff;
     var qr: array<vec4<f32>, MAX_D4>;
-    for (var c = 0u; c < D4; c++) {
-        qr[c] = qkv[q_at + c] * params.scale;
-    }
+#for C in 0..D4
+    qr[C] = qkv[q_at + C] * params.scale;
+#endfor
     var acc: array<vec4<f32>, MAX_D4>;
-    for (var c = 0u; c < D4; c++) {
-        acc[c] = vec4<f32>(0.0);
-    }
+#for C in 0..D4
+    acc[C] = vec4<f32>(0.0);
+#endfor
 
     let side = 2u * WIN - 1u;
     let table_base = (br * params.heads + h) * side * side + v + WIN - 1u;
@@ -110,29 +112,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let bias_row = table_base + (u + WIN - 1u - up) * side;
         var s: array<f32, MAX_WIN>;
         var row_max = m;
-        for (var vp = 0u; vp < WIN; vp++) {
-            let k_at = k_row + vp * kstep;
+#for VP in 0..WIN
+        {
+            let k_at = k_row + VP * kstep;
             var dot4 = vec4<f32>(0.0);
-            for (var c = 0u; c < D4; c++) {
-                dot4 = fma(qr[c], qkv[k_at + c], dot4);
-            }
-            s[vp] = dot4.x + dot4.y + dot4.z + dot4.w + table[bias_row - vp];
-            row_max = max(row_max, s[vp]);
+#for C in 0..D4
+            dot4 = fma(qr[C], qkv[k_at + C], dot4);
+#endfor
+            s[VP] = dot4.x + dot4.y + dot4.z + dot4.w + table[bias_row - VP];
+            row_max = max(row_max, s[VP]);
         }
+#endfor
         let correction = exp(m - row_max);
         m = row_max;
         l *= correction;
-        for (var c = 0u; c < D4; c++) {
-            acc[c] *= correction;
-        }
-        for (var vp = 0u; vp < WIN; vp++) {
-            let p = exp(s[vp] - m);
+#for C in 0..D4
+        acc[C] *= correction;
+#endfor
+#for VP in 0..WIN
+        {
+            let p = exp(s[VP] - m);
             l += p;
-            let v_at = k_row + vp * kstep + c4;
-            for (var c = 0u; c < D4; c++) {
-                acc[c] = fma(vec4<f32>(p), qkv[v_at + c], acc[c]);
-            }
+            let v_at = k_row + VP * kstep + c4;
+#for C in 0..D4
+            acc[C] = fma(vec4<f32>(p), qkv[v_at + C], acc[C]);
+#endfor
         }
+#endfor
     }
 
     var f = 1.0 / l;
@@ -150,7 +156,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     let o_at = qpix * params.row_out4 + br * c4 + h * D4;
-    for (var c = 0u; c < D4; c++) {
-        out[o_at + c] = acc[c] * f;
-    }
+#for C in 0..D4
+    out[o_at + C] = acc[C] * f;
+#endfor
 }
