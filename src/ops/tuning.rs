@@ -233,11 +233,13 @@ pub fn row_lanes(_profile: &DeviceProfile, rows: usize, len: usize) -> usize {
 }
 
 /// Lanes per output of a strided mean (token and spatial means over `len` elements, `outputs`
-/// of them): lanes keep a GPU busy for few long reductions; a CPU device loses a little to the
-/// barriers (lavapipe, 64 × 3136: 0.25 ms with a reduction per invocation, 0.28 ms with 16
-/// lanes; but 2048 × 49: 0.16 ms vs 1.0 ms, hence only for few outputs).
-pub fn mean_lanes(_profile: &DeviceProfile, outputs: usize, len: usize) -> usize {
-    if outputs < 512 && len >= 256 {
+/// of them): lanes keep a GPU busy for few long reductions. A CPU device takes one invocation
+/// per output: it loses to the barriers (lavapipe, 64 × 3136: 0.25 ms with a reduction per
+/// invocation, 0.28 ms with 16 lanes; 2048 × 49: 0.16 ms vs 1.0 ms), and SwiftShader runs a
+/// barrier as a switch between the workgroup's coroutines (accvit-digits' five token means, AMD
+/// EPYC: 0.74–0.81 ms with 16 lanes, 0.25–0.35 ms with one; lavapipe 0.12–0.18 → 0.07–0.11 ms).
+pub fn mean_lanes(profile: &DeviceProfile, outputs: usize, len: usize) -> usize {
+    if !profile.is_cpu_like() && outputs < 512 && len >= 256 {
         16
     } else {
         1
