@@ -74,6 +74,11 @@ struct GroupNormCase {
 
 /// Runs one group_norm case; returns (input, output, reference) for further checks.
 fn run_group_norm(case: &GroupNormCase, rng: &mut Rng, atol: f32, rtol: f32) -> (HostTensor, Vec<f32>, Vec<f32>) {
+    run_group_norm_on(case, wgvit::kernels::DeviceProfile::default(), rng, atol, rtol)
+}
+
+/// `run_group_norm` for a graph built for `profile` (its lanes per workgroup: `ops::tuning`).
+fn run_group_norm_on(case: &GroupNormCase, profile: wgvit::kernels::DeviceProfile, rng: &mut Rng, atol: f32, rtol: f32) -> (HostTensor, Vec<f32>, Vec<f32>) {
     let (b, c) = (case.shape[0], case.shape[1]);
     let mut x = rng.tensor(&case.shape, -2.0, 2.0);
     x.data.iter_mut().for_each(|v| *v += case.offset);
@@ -81,7 +86,7 @@ fn run_group_norm(case: &GroupNormCase, rng: &mut Rng, atol: f32, rtol: f32) -> 
     let gamma = rng.vec(c, 0.5, 1.5);
     let beta = rng.vec(c, -0.5, 0.5);
     let eps = 1e-6;
-    let mut g = Graph::new();
+    let mut g = Graph::for_profile(profile);
     let xi = g.input("x", &case.shape);
     let ai = if case.with_add { Some(g.input("add", &case.shape)) } else { None };
     let gi = constant(&mut g, "gamma", &gamma);
@@ -111,8 +116,11 @@ fn group_norm_random_shapes_match_cpu() {
         case(&[3, 8, 12], 2, true, Activation::None),
         case(&[2, 16, 32, 33], 1, false, Activation::Gelu), // 16896 elements: 5 chunks of vec4s
     ];
-    for c in &cases {
-        run_group_norm(c, &mut rng, 3e-6, 3e-6);
+    // Both kernel sets: a one-chunk group takes 8 lanes on CPU-like devices, 32 elsewhere.
+    for profile in [wgvit::kernels::DeviceProfile::default(), wgvit::kernels::DeviceProfile::cpu_like()] {
+        for c in &cases {
+            run_group_norm_on(c, profile.clone(), &mut rng, 3e-6, 3e-6);
+        }
     }
 }
 

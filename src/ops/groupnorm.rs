@@ -77,7 +77,7 @@ pub fn group_norm(
     let kernel = if width == 4 { Kernel::GroupNormVec4 } else { Kernel::GroupNorm };
     let (chunk_len, chunks_per_group) = chunking(group_len / width, CHUNK / width);
     let num_chunks = b * groups * chunks_per_group;
-    let lanes = tuning::group_norm_lanes(&g.profile);
+    let lanes = tuning::group_norm_lanes(&g.profile, chunks_per_group);
     let stats = g.activation(&[num_chunks, 2]);
     let y = g.activation(&shape);
     let uniform = Uniform::of(&params::GroupNorm {

@@ -209,12 +209,20 @@ fn small_on_cpu(profile: &DeviceProfile, flops: u64) -> bool {
     profile.is_cpu_like() && flops < SMALL_GEMM_FLOPS
 }
 
-/// Invocations per GroupNorm workgroup. Small on purpose: on lavapipe a workgroup's barriers
-/// cost in proportion to its size; measured for GroupNorm(1, C) on [1, 96, 112, 112] /
-/// [8, 64, 28, 28] (ms, both dispatches): 8 lanes 19.6 / 4.0, 16: 15.2 / 4.3, 32: 14.5 / 3.8,
-/// 64: 17.9 / 5.3, 128: 29.3 / 4.9, 256: 31.2 / 7.9.
-pub fn group_norm_lanes(_profile: &DeviceProfile) -> usize {
-    32
+/// Invocations per GroupNorm workgroup (`chunks_per_group` workgroups share a group). Small on
+/// purpose: on lavapipe a workgroup's barriers cost in proportion to its size; measured for
+/// GroupNorm(1, C) on [1, 96, 112, 112] / [8, 64, 28, 28] (ms, both dispatches): 8 lanes 19.6 /
+/// 4.0, 16: 15.2 / 4.3, 32: 14.5 / 3.8, 64: 17.9 / 5.3, 128: 29.3 / 4.9, 256: 31.2 / 7.9. A group
+/// of one chunk (the digit models' maps, one dispatch) takes 8 on a CPU-like device: one SIMD
+/// group on lavapipe, and two of SwiftShader's coroutines between barriers (hatnet-digits' 27
+/// GroupNorms against its matmuls, AMD EPYC, two profiles each: lavapipe 0.42–0.43 at 32 lanes,
+/// 0.34–0.35 at 8, 0.40–0.41 at 4; SwiftShader 0.55–0.62, 0.47–0.50, 0.44–0.50).
+pub fn group_norm_lanes(profile: &DeviceProfile, chunks_per_group: usize) -> usize {
+    if profile.is_cpu_like() && chunks_per_group == 1 {
+        8
+    } else {
+        32
+    }
 }
 
 /// Lanes that share one row of LayerNorm or softmax (`rows` rows of `len` elements): 16 when
