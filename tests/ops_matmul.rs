@@ -96,6 +96,8 @@ fn matmul_every_tiling_and_load_width() {
         (4, 4, MatmulLoads::Vec4, (false, false)),
         (4, 8, MatmulLoads::Vec4, (false, true)),
         (8, 4, MatmulLoads::Scalar, (true, true)),
+        // SwiftShader's large-GEMM tile.
+        (8, 8, MatmulLoads::Vec4, (false, true)),
         (12, 8, MatmulLoads::Vec4FromScalars, (false, true)),
         (16, 4, MatmulLoads::Vec4, (true, false)),
         (16, 8, MatmulLoads::Scalar, (false, true)),

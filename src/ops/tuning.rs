@@ -6,15 +6,16 @@
 //!
 //! | choice | CPU-like set | GPU-like set |
 //! |---|---|---|
-//! | matmul / implicit-GEMM conv register tile | 16 × 8 outputs, 8 × 8 invocations; 4 × 4 below 4 MFLOP; convs 8 × 4 below 32 MFLOP | the same, convs from 4 MFLOP (a GPU-tuned set is open work) |
+//! | matmul / implicit-GEMM conv register tile | lavapipe: 16 × 8 outputs, 8 × 8 invocations; SwiftShader (any other software device): 8 × 8 outputs; 4 × 4 below 4 MFLOP; convs 8 × 4 below 32 MFLOP | 16 × 8, 4 × 4 below 4 MFLOP, convs from 4 MFLOP (a GPU-tuned set is open work) |
 //! | GEMM workgroup layout | fitted to narrow outputs (`gemm_launch`: N or M with fewer tiles than the workgroup's side gets only what it needs) | the declared 8 × 8 |
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
 //! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions or depthwise convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); SwiftShader: buffers | storage buffers |
 //! | attention | rolled channel loops (fast JIT); from 4 MFLOP 4 query rows per invocation on lavapipe, 2 on SwiftShader; q, k, v from textures where `activation_textures` | 1 row, loops unrolled per head size (registers) |
-//! | GroupNorm lanes per workgroup | 32 | 32 |
-//! | row reductions (LayerNorm, softmax, means) | 16 lanes per row for few long rows, else 1 | the same |
+//! | GroupNorm lanes per workgroup | 8 for a group of one chunk, else 32 | 32 |
+//! | row reductions (LayerNorm, softmax) | 16 lanes per row for few long rows, else 1 | the same |
+//! | strided means | 1 lane per output | 16 lanes for few long means, else 1 |
 
 use crate::kernels::{DeviceProfile, Kernel};
 
@@ -29,9 +30,20 @@ pub const SMALL_GEMM_FLOPS: u64 = 4_000_000;
 /// arithmetic, is the cost, and a 4 × 4 tile compiles far faster: lavapipe JIT-compiles at the
 /// first dispatch, and hatnet-digits' first forward took 11.5 s with 16 × 8 tiles against 5.2 s
 /// with 4 × 4 (empty shader cache, AMD EPYC host).
-pub fn matmul_tiling(_profile: &DeviceProfile, flops: u64) -> MatmulTiling {
+///
+/// Other software devices (SwiftShader, the browser's) take 8 × 8: SwiftShader compiles a
+/// pipeline when it is created, and a 16 × 8 GEMM took it 1.2–2.8 s, 0.8–1.2 s at 8 × 8, while the
+/// smaller tile ran as fast or faster (its SIMD registers hold far less than 128 accumulators).
+/// The tiny models at 224 through SwiftShader's Vulkan ICD (AMD EPYC, `wgvit bench --runs 5`, 16
+/// × 8 → 8 × 8): cold 9.9 → 6.0 s and warm 1.88 → 1.67 s (hatnet-tiny), 10.7 → 6.0 s and 1.28 →
+/// 0.93 s (lavit-tiny), 9.2 → 7.1 s and 4.0 → 3.2 s (accvit-tiny), 6.4 → 6.6 s and 1.69 → 1.60 s
+/// (vvt-tiny, whose vicinity kernels dominate its compile). 8 × 4 compiled faster still (cold
+/// 3.7–4.4 s) but ran lavit-, vvt- and accvit-tiny 1.3× slower.
+pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
     if flops < SMALL_GEMM_FLOPS {
         SMALL_TILE
+    } else if profile.is_cpu_like() && !is_lavapipe(profile) {
+        MatmulTiling { tm: 8, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
     } else {
         MatmulTiling { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
     }
@@ -270,9 +282,17 @@ mod tests {
         // 8 rows of tiles: 8 invocations along M, the rest along N.
         assert_eq!(gemm_launch(&cpu, &small, 32, 512), GemmLaunch { lanes_n_log2: 3, tiles_m: 1, tiles_n: 16 });
         assert_eq!(gemm_launch(&cpu, &small, 8, 512), GemmLaunch { lanes_n_log2: 5, tiles_m: 1, tiles_n: 4 });
-        // Wide and tall outputs keep the declared 8 x 8.
-        let large = matmul_tiling(&cpu, u64::MAX);
-        assert_eq!(gemm_launch(&cpu, &large, 3136, 1536), GemmLaunch { lanes_n_log2: 3, tiles_m: 25, tiles_n: 24 });
+        // Wide and tall outputs keep the declared 8 x 8: lavapipe's 16 x 8 tile, SwiftShader's
+        // (any other software device's) 8 x 8.
+        let lavapipe = DeviceProfile { name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(), ..DeviceProfile::cpu_like() };
+        let large = matmul_tiling(&lavapipe, u64::MAX);
+        assert_eq!((large.tm, large.tn), (16, 8));
+        assert_eq!(gemm_launch(&lavapipe, &large, 3136, 1536), GemmLaunch { lanes_n_log2: 3, tiles_m: 25, tiles_n: 24 });
+        let swiftshader = DeviceProfile { name: "SwiftShader Device (Subzero)".into(), ..DeviceProfile::cpu_like() };
+        let large = matmul_tiling(&swiftshader, u64::MAX);
+        assert_eq!((large.tm, large.tn), (8, 8));
+        assert_eq!(gemm_launch(&swiftshader, &large, 3136, 1536), GemmLaunch { lanes_n_log2: 3, tiles_m: 49, tiles_n: 24 });
+        assert_eq!(matmul_tiling(&DeviceProfile::gpu_like(), u64::MAX).tm, 16);
         // GPUs keep the declared workgroup shape.
         let gpu = DeviceProfile::gpu_like();
         assert_eq!(gemm_launch(&gpu, &small, 128, 4), GemmLaunch { lanes_n_log2: 3, tiles_m: 4, tiles_n: 1 });
