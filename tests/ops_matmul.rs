@@ -423,6 +423,9 @@ fn patch_linear_gathers_patches_of_images_and_token_maps() {
     let ragged = Patches { batch: 1, h: 8, w: 8, c: 3, p: 3, channels_last: false };
     let err = patch_linear(&mut g, x, ragged, w, None).unwrap_err().to_string();
     assert!(err.contains("whole"), "{err}");
+    let empty = Patches { batch: 1, h: 8, w: 8, c: 3, p: 0, channels_last: false };
+    let err = patch_linear(&mut g, x, empty, w, None).unwrap_err().to_string();
+    assert!(err.contains("whole"), "{err}");
 }
 
 /// On lavapipe a LayerNorm's output that only a patch gather reads moves to a texture, and the

@@ -16,8 +16,9 @@
 // Registers: the NB·9 ≤ 27 weight vec4s of the channel group, loaded once and reused for the TP
 // outputs of the run; the preprocessor writes their loops out (`#for`: NB is an override), so
 // every index is a constant and they stay in registers (a rolled index would put them in scratch
-// memory, a per-lane loop on CPU devices; SwiftShader does not unroll constant-trip loops). The centre tap is shared by every branch: its weights
-// are summed once, so an output costs NB·8 + 1 input loads (25 for NB = 3), not NB·9.
+// memory, a per-lane loop on CPU devices; SwiftShader does not unroll constant-trip loops). The
+// centre tap is shared by every branch: its weights are summed once, so an output costs NB·8 + 1
+// input loads (25 for NB = 3), not NB·9.
 // Workgroup memory: none.
 // requires: activations
 

@@ -5,7 +5,8 @@
 //!   files (`shaders/lib/<name>.wgsl`) come first, each once, after their own requirements (WGSL
 //!   declarations may appear in any order; dependencies first only keeps the text readable).
 //! - **Variants.** `#if COND`, `#else`, `#endif` on lines of their own select text, `COND` being
-//!   `NAME`, `!NAME` or `NAME <op> INTEGER` (`==`, `!=`, `<`, `<=`, `>`, `>=`). A name is a define
+//!   `NAME`, `!NAME` or `NAME <op> INTEGER` (`==`, `!=`, `<`, `<=`, `>`, `>=`; an integer may
+//!   stand for the name, as a `#for` counter does). A name is a define
 //!   of the kernel table's line (`[VEC4]`: 1, else 0) or an `override` constant of the files: its
 //!   value in the pipeline key, else its declared default. That is the one mechanism for element
 //!   type and vector width (`lib/elem.wgsl` declares `alias V = f32;` or `vec4<f32>`), and how a
@@ -194,7 +195,7 @@ fn evaluate(expr: &str, values: &[(String, u32)]) -> Option<u32> {
         while let Some(op) = t.get(*i).filter(|op| *op == "+" || *op == "-") {
             *i += 1;
             let rhs = product(t, i, v)?;
-            acc = if op == "+" { acc + rhs } else { acc - rhs };
+            acc = if op == "+" { acc.checked_add(rhs)? } else { acc.checked_sub(rhs)? };
         }
         Some(acc)
     }
@@ -204,7 +205,7 @@ fn evaluate(expr: &str, values: &[(String, u32)]) -> Option<u32> {
             *i += 1;
             let rhs = atom(t, i, v)?;
             acc = match op.as_str() {
-                "*" => acc * rhs,
+                "*" => acc.checked_mul(rhs)?,
                 "/" => acc.checked_div(rhs)?,
                 _ => acc.checked_rem(rhs)?,
             };
@@ -408,6 +409,7 @@ mod tests {
         assert_eq!(evaluate("(KW", &values), None);
         assert_eq!(evaluate("KW / 0", &values), None);
         assert_eq!(evaluate("7u % 4u + KW * SW", &values), Some(9));
+        assert_eq!(evaluate("4294967295 * 4294967295 * 4294967295", &values), None, "overflow");
     }
 
     #[test]

@@ -386,9 +386,12 @@ impl Patches {
 /// A's rows from `x` itself where the layout allows vec4 runs (`A_PATCHES`); otherwise a permute
 /// copies the patches out first.
 pub fn patch_linear(g: &mut Graph, x: TensorId, patches: Patches, weight: TensorId, bias: Option<TensorId>) -> Result<TensorId> {
-    let (rows, k) = (patches.rows(), patches.patch_len());
     let bad = |why: String| Error::Graph(format!("patch_linear: {patches:?}: {why}"));
-    if patches.p == 0 || !patches.h.is_multiple_of(patches.p) || !patches.w.is_multiple_of(patches.p) || rows == 0 || k == 0 {
+    if patches.p == 0 || !patches.h.is_multiple_of(patches.p) || !patches.w.is_multiple_of(patches.p) {
+        return Err(bad("the map must be a whole number of patches".into()));
+    }
+    let (rows, k) = (patches.rows(), patches.patch_len());
+    if rows == 0 || k == 0 {
         return Err(bad("the map must be a whole, non-empty number of patches".into()));
     }
     if g.shape(x) != patches.source_shape().as_slice() {
