@@ -36,7 +36,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn main() {
     let ctx = wgvit::GpuContext::new_blocking().expect("a device");
     let device = &ctx.device;
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())).unwrap_or_default();
+    let cpu = wgvit::time::host_cpu();
     println!("device: {}; host CPU: {cpu}", ctx.info.name);
     let wgx: u32 = std::env::var("WGX").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
     let wgy: u32 = std::env::var("WGY").ok().and_then(|s| s.parse().ok()).unwrap_or(8);

@@ -73,10 +73,7 @@ fn main() {
     let ctx = wgvit::GpuContext::new_blocking().expect("a device");
     let device = &ctx.device;
     let info = &ctx.info;
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
-        .unwrap_or_default();
+    let cpu = wgvit::time::host_cpu();
     println!("device: {} ({}, {}); host CPU: {cpu}", info.name, info.backend, info.driver_info);
 
     let storage = |bytes: u64, usage: wgpu::BufferUsages| {
