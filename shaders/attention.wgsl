@@ -109,9 +109,10 @@ override V_TEXTURE: bool = false;
 // QB, the query rows per invocation, is a `const` chosen by the variant (`Kernel::Attention`: 1;
 // define QB2: 2; define QB4: 4): a const, not an override, because the register arrays
 // are sized by it (an override-sized maximum made lavapipe's LLVM compile several times slower).
-// The loops over the QB rows are written out by the preprocessor as `#for RR in 0..1 + QB2 + 3 *
-// QB4` (QB from the defines it sees): SwiftShader does not unroll a loop, and a one-row loop
-// inside the channel loop cost it half the kernel's time. The channel loops stay loops.
+// The loops over the QB rows are written out by the preprocessor (`#for RR in 0..QB`, QB from
+// the defines it sees): SwiftShader does not unroll a loop, and a one-row loop inside the channel
+// loop cost it half the kernel's time. The channel loops stay loops.
+#let QB = 1 + QB2 + 3 * QB4
 #if QB4
 const QB: u32 = 4u;
 #else
@@ -235,7 +236,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // Rows past nq (the last invocation's) recompute row nq - 1 and are never stored.
     var qr: array<vec4<f32>, MAX_QD4>;
     var bias_row: array<u32, QB>;
-#for RR in 0..1 + QB2 + 3 * QB4
+#for RR in 0..QB
     {
         let i = min(i0 + RR, params.nq - 1u);
         let q_row = batch_offset(params.q, b) + h * params.q.sh + token_offset(params.q, i);
@@ -252,7 +253,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var kc = TokenCursor(batch_offset(params.k, b) + h * params.k.sh, 0u);
     var vc = TokenCursor(batch_offset(params.v, b) + h * params.v.sh, 0u);
     var acc: array<vec4<f32>, MAX_QD4>;
-#for RR in 0..1 + QB2 + 3 * QB4
+#for RR in 0..QB
     {
         for (var c = 0u; c < dv4; c++) {
             acc[RR * MAX_D4 + c] = vec4<f32>(0.0);
@@ -261,7 +262,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endfor
     var m: array<f32, QB>;
     var l: array<f32, QB>;
-#for RR in 0..1 + QB2 + 3 * QB4
+#for RR in 0..QB
     {
         m[RR] = NEG;
         l[RR] = 0.0;
@@ -275,16 +276,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let j = j0 + jj;
             if (j < params.nk) {
                 var dot4: array<vec4<f32>, QB>;
-#for RR in 0..1 + QB2 + 3 * QB4
+#for RR in 0..QB
                 dot4[RR] = vec4<f32>(0.0);
 #endfor
                 for (var c = 0u; c < d4; c++) {
                     let kv = load_k4(kc.row, c * 4u);
-#for RR in 0..1 + QB2 + 3 * QB4
+#for RR in 0..QB
                     dot4[RR] += qr[RR * MAX_D4 + c] * kv;
 #endfor
                 }
-#for RR in 0..1 + QB2 + 3 * QB4
+#for RR in 0..QB
                 {
                     var sj = dot4[RR].x + dot4[RR].y + dot4[RR].z + dot4[RR].w;
 #if HAS_BIAS
@@ -297,7 +298,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 kc = cursor_next(kc, params.k);
             }
         }
-#for RR in 0..1 + QB2 + 3 * QB4
+#for RR in 0..QB
         {
             let correction = exp(m[RR] - block_max[RR]);
             m[RR] = block_max[RR];
@@ -310,7 +311,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var jj = 0u; jj < KB; jj++) {
             if (j0 + jj < params.nk) {
                 var p: array<f32, QB>;
-#for RR in 0..1 + QB2 + 3 * QB4
+#for RR in 0..QB
                 {
                     p[RR] = exp(s[RR * KB + jj] - m[RR]);
                     l[RR] += p[RR];
@@ -318,7 +319,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endfor
                 for (var c = 0u; c < dv4; c++) {
                     let vv = load_v4(vc.row + v_chunk, c * 4u);
-#for RR in 0..1 + QB2 + 3 * QB4
+#for RR in 0..QB
                     acc[RR * MAX_D4 + c] += p[RR] * vv;
 #endfor
                 }
@@ -327,7 +328,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
 
-#for RR in 0..1 + QB2 + 3 * QB4
+#for RR in 0..QB
     if (RR < rows) {
         let inv_l = 1.0 / l[RR];
         let o_row = batch_offset(params.o, b) + h * params.o.sh + token_offset(params.o, i0 + RR) + dv0 * params.o.sc;

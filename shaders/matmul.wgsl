@@ -247,15 +247,15 @@ fn b_row(t: Tile, kk: u32, n: u32) -> vec4<f32> {
 }
 
 fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
-    let M = params.m;
-    let m = t.m0 + 4u * q;
-    let k = s.k;
 #if A_PATCHES
     // K % 4 == 0 (the host checks): no step is masked.
     let rows = t.patch_rows[q];
     return mat4x4<f32>(load_a4(rows.x + s.offset), load_a4(rows.y + s.offset), load_a4(rows.z + s.offset),
                        load_a4(rows.w + s.offset));
 #else
+    let M = params.m;
+    let m = t.m0 + 4u * q;
+    let k = s.k;
 #if A_VEC4
     if (!masked) {
 #if TRANS_A

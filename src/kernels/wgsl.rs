@@ -23,6 +23,9 @@
 //!   every iteration updates its lane masks, and an array indexed by a loop variable lives in
 //!   memory. That substitution is the only one: otherwise what remains is exactly the WGSL
 //!   written in the file.
+//! - **Names for the preprocessor.** `#let NAME = EXPRESSION` (the same arithmetic) gives `#if`
+//!   and `#for` one more name, from that line on, whatever `#if` encloses it; nothing in the WGSL
+//!   is replaced by it (e.g. `#let QB = 1 + QB2 + 3 * QB4`: the rows a variant's defines select).
 //!
 //! Each part of the assembled source starts with a `// ---- <path>` line, so a compiler message's
 //! line number can be traced back to its file.
@@ -312,7 +315,24 @@ fn unroll(path: &str, lines: &[(usize, String)], values: &[(String, u32)]) -> Re
 /// Expands the `#for` loops, then keeps the lines whose enclosing `#if`s hold for `values`
 /// (name, value; later entries win); drops the directive lines.
 pub fn preprocess(path: &str, text: &str, values: &[(String, u32)]) -> Result<String, String> {
-    let numbered: Vec<(usize, String)> = text.lines().enumerate().map(|(i, l)| (i + 1, l.to_string())).collect();
+    // `#let` lines first: each extends the values the rest of the file sees.
+    let mut values = values.to_vec();
+    let mut numbered: Vec<(usize, String)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let Some(binding) = line.trim_start().strip_prefix("#let ") else {
+            numbered.push((i + 1, line.to_string()));
+            continue;
+        };
+        let bad = |why: &str| format!("shaders/{path}:{}: {why}: `{line}`", i + 1);
+        let (name, expr) = binding.split_once('=').ok_or_else(|| bad("`#let` takes NAME = EXPRESSION"))?;
+        let name = name.trim();
+        if !is_name(name) {
+            return Err(bad("`#let` takes NAME = EXPRESSION"));
+        }
+        let value = evaluate(expr, &values).ok_or_else(|| bad("not an arithmetic expression over integers and overrides"))?;
+        values.push((name.to_string(), value));
+    }
+    let values = values.as_slice();
     let lines = if text.contains("#for") { unroll(path, &numbered, values)? } else { numbered };
     // One entry per open `#if`: (whether its branch is taken, whether `#else` was seen).
     let mut open: Vec<(bool, bool)> = Vec::new();
@@ -410,6 +430,8 @@ mod tests {
         assert_eq!(evaluate("KW / 0", &values), None);
         assert_eq!(evaluate("7u % 4u + KW * SW", &values), Some(9));
         assert_eq!(evaluate("4294967295 * 4294967295 * 4294967295", &values), None, "overflow");
+        let named = "#let ROWS = 1 + KW * 2\n#for R in 0..ROWS - 5\nR\n#endfor\n#if ROWS == 7\nseven\n#endif\n";
+        assert_eq!(preprocess("t.wgsl", named, &values).unwrap(), "0u\n1u\nseven\n");
     }
 
     #[test]
@@ -421,6 +443,9 @@ mod tests {
             ("#for J in 0..K >> 1\n#endfor\n", "t.wgsl:1"),
             ("#for J in 0..1000\n#endfor\n", "at most"),
             ("#for 2J in 0..3\n#endfor\n", "t.wgsl:1"),
+            ("x\n#let 2A = 1\n", "t.wgsl:2"),
+            ("#let A 1\n", "NAME = EXPRESSION"),
+            ("#let A = B +\n", "t.wgsl:1"),
         ] {
             let err = preprocess("t.wgsl", text, &[]).unwrap_err();
             assert!(err.contains(want), "{text:?}: {err}");
