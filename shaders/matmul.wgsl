@@ -24,7 +24,9 @@
 //
 // Loads: with A_VEC4 (B_VEC4) the A (B) block of a k step is four `load_a4` (`load_b4`) along a's
 // (b's) stored contiguous dimension, whichever it is (a transposed operand becomes `transpose()`
-// of the loaded block: free register renaming); otherwise element by element (any shape). Each
+// of the loaded block: free register renaming); otherwise element by element (any shape) from
+// the tile's row (column) offsets, clamped into the matrix once per tile (`a_row_offsets`,
+// `b_col_offsets`). The masked last step (K_TAIL) always loads element by element. Each
 // operand decides for itself (its contiguous dimension % 4 == 0, the host checks), so a texture
 // weight keeps its one-fetch vec4 blocks when the other side or N is odd (HAT-Net's and LaViT's
 // 7 x 7 = 49-token last stage at 224, where N = 49).
@@ -106,16 +108,7 @@ fn load_b4(i: u32) -> vec4<f32> { return vec4<f32>(b[i], b[i + 1u], b[i + 2u], b
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 fn load_residual(i: u32) -> f32 { return residual[i]; }
-fn load_residual4(i: u32) -> vec4<f32> {
-    return vec4<f32>(residual[i], residual[i + 1u], residual[i + 2u], residual[i + 3u]);
-}
 fn store_out(i: u32, v: f32) { out[i] = v; }
-fn store_out4(i: u32, v: vec4<f32>) {
-    out[i] = v.x;
-    out[i + 1u] = v.y;
-    out[i + 2u] = v.z;
-    out[i + 3u] = v.w;
-}
 #endif
 
 // bias[i] (i < M or N); bias[i .. i+3] for i % 4 == 0 (past the end: never stored).
@@ -173,6 +166,14 @@ struct Tile {
     // Offset of each tile row's patch origin in a, 4 rows per vec4 (TM / 4 used).
     patch_rows: array<vec4<u32>, 4>,
 #endif
+#if !A_VEC4
+    // Where each tile row's k = 0 element lies in a (rows clamped into the matrix; TM / 4 used).
+    a_rows: array<vec4<u32>, 4>,
+#endif
+#if !B_VEC4
+    // Where each tile column's k = 0 element lies in b (columns clamped; TN / 4 used).
+    b_cols: array<vec4<u32>, 2>,
+#endif
 }
 
 struct KStep {
@@ -222,6 +223,31 @@ fn k_advance(s: KStep) -> KStep {
 }
 #endif
 
+#if !A_VEC4
+fn a_row_offsets(a_off: u32, m: u32) -> vec4<u32> {
+    let mc = min(vec4<u32>(m) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(params.m - 1u));
+    return vec4<u32>(a_off) + select(mc * params.k, mc, TRANS_A);
+}
+
+// a[i], a[i + stride], a[i + 2 stride], a[i + 3 stride].
+fn load_a_strided4(i: u32, stride: u32) -> vec4<f32> {
+    return vec4<f32>(load_a(i), load_a(i + stride), load_a(i + 2u * stride), load_a(i + 3u * stride));
+}
+#endif
+
+#if !B_VEC4
+fn b_col_offsets(b_off: u32, n: u32) -> vec4<u32> {
+    let nc = min(vec4<u32>(n) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(params.n - 1u));
+    return vec4<u32>(b_off) + select(nc, nc * params.k, TRANS_B);
+}
+
+fn load_b_strided4(i: u32, stride: u32) -> vec4<f32> {
+    return vec4<f32>(load_b(i), load_b(i + stride), load_b(i + 2u * stride), load_b(i + 3u * stride));
+}
+#endif
+
+// The masked last k step (K % 4 != 0) loads element by element.
+#if K_TAIL
 // op(a)[m, kk], m clamped into the matrix, zero when kk >= K (only in the masked step).
 fn a_elem(t: Tile, m: u32, kk: u32) -> f32 {
     let mc = min(m, params.m - 1u);
@@ -245,6 +271,7 @@ fn a_row(t: Tile, m: u32, k: u32) -> vec4<f32> {
 fn b_row(t: Tile, kk: u32, n: u32) -> vec4<f32> {
     return vec4<f32>(b_elem(t, kk, n), b_elem(t, kk, n + 1u), b_elem(t, kk, n + 2u), b_elem(t, kk, n + 3u));
 }
+#endif
 
 fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
 #if A_PATCHES
@@ -256,22 +283,35 @@ fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
     let M = params.m;
     let m = t.m0 + 4u * q;
     let k = s.k;
-#if A_VEC4
-    if (!masked) {
-#if TRANS_A
-        // M % 4 == 0: a group of 4 rows is wholly in range or wholly past the edge.
-        let base = t.a_off + min(m, M - 4u);
-        return transpose(mat4x4<f32>(load_a4(base + k * M), load_a4(base + (k + 1u) * M),
-                                     load_a4(base + (k + 2u) * M), load_a4(base + (k + 3u) * M)));
-#else
-        let K = params.k;
-        let base = t.a_off + k;
-        return mat4x4<f32>(load_a4(base + min(m, M - 1u) * K), load_a4(base + min(m + 1u, M - 1u) * K),
-                           load_a4(base + min(m + 2u, M - 1u) * K), load_a4(base + min(m + 3u, M - 1u) * K));
-#endif
+#if K_TAIL
+    if (masked) {
+        return mat4x4<f32>(a_row(t, m, k), a_row(t, m + 1u, k), a_row(t, m + 2u, k), a_row(t, m + 3u, k));
     }
 #endif
-    return mat4x4<f32>(a_row(t, m, k), a_row(t, m + 1u, k), a_row(t, m + 2u, k), a_row(t, m + 3u, k));
+#if A_VEC4
+#if TRANS_A
+    // M % 4 == 0: a group of 4 rows is wholly in range or wholly past the edge.
+    let base = t.a_off + min(m, M - 4u);
+    return transpose(mat4x4<f32>(load_a4(base + k * M), load_a4(base + (k + 1u) * M),
+                                 load_a4(base + (k + 2u) * M), load_a4(base + (k + 3u) * M)));
+#else
+    let K = params.k;
+    let base = t.a_off + k;
+    return mat4x4<f32>(load_a4(base + min(m, M - 1u) * K), load_a4(base + min(m + 1u, M - 1u) * K),
+                       load_a4(base + min(m + 2u, M - 1u) * K), load_a4(base + min(m + 3u, M - 1u) * K));
+#endif
+#else
+    // Element loads from row offsets computed once per tile (`a_row_offsets`: a row-major a whose
+    // K % 4 != 0, or a transposed one whose M % 4 != 0): an add per load, no clamps.
+    let r = t.a_rows[q];
+#if TRANS_A
+    let o = k * M;
+    return mat4x4<f32>(load_a_strided4(r.x + o, M), load_a_strided4(r.y + o, M),
+                       load_a_strided4(r.z + o, M), load_a_strided4(r.w + o, M));
+#else
+    return mat4x4<f32>(load_a4(r.x + k), load_a4(r.y + k), load_a4(r.z + k), load_a4(r.w + k));
+#endif
+#endif
 #endif
 }
 
@@ -279,22 +319,34 @@ fn b_block(t: Tile, g: u32, s: KStep, masked: bool) -> mat4x4<f32> {
     let N = params.n;
     let n = t.n0 + 4u * g;
     let k = s.k;
-#if B_VEC4
-    if (!masked) {
-#if TRANS_B
-        let K = params.k;
-        let base = t.b_off + k;
-        return transpose(mat4x4<f32>(load_b4(base + min(n, N - 1u) * K), load_b4(base + min(n + 1u, N - 1u) * K),
-                                     load_b4(base + min(n + 2u, N - 1u) * K), load_b4(base + min(n + 3u, N - 1u) * K)));
-#else
-        // N % 4 == 0: a group of 4 columns is wholly in range or wholly past the edge.
-        let base = t.b_off + min(n, N - 4u);
-        return mat4x4<f32>(load_b4(base + k * N), load_b4(base + (k + 1u) * N),
-                           load_b4(base + (k + 2u) * N), load_b4(base + (k + 3u) * N));
-#endif
+#if K_TAIL
+    if (masked) {
+        return mat4x4<f32>(b_row(t, k, n), b_row(t, k + 1u, n), b_row(t, k + 2u, n), b_row(t, k + 3u, n));
     }
 #endif
-    return mat4x4<f32>(b_row(t, k, n), b_row(t, k + 1u, n), b_row(t, k + 2u, n), b_row(t, k + 3u, n));
+#if B_VEC4
+#if TRANS_B
+    let K = params.k;
+    let base = t.b_off + k;
+    return transpose(mat4x4<f32>(load_b4(base + min(n, N - 1u) * K), load_b4(base + min(n + 1u, N - 1u) * K),
+                                 load_b4(base + min(n + 2u, N - 1u) * K), load_b4(base + min(n + 3u, N - 1u) * K)));
+#else
+    // N % 4 == 0: a group of 4 columns is wholly in range or wholly past the edge.
+    let base = t.b_off + min(n, N - 4u);
+    return mat4x4<f32>(load_b4(base + k * N), load_b4(base + (k + 1u) * N),
+                       load_b4(base + (k + 2u) * N), load_b4(base + (k + 3u) * N));
+#endif
+#else
+    // Element loads from column offsets computed once per tile (`b_col_offsets`).
+    let c = t.b_cols[g];
+#if TRANS_B
+    return transpose(mat4x4<f32>(load_b4(c.x + k), load_b4(c.y + k), load_b4(c.z + k), load_b4(c.w + k)));
+#else
+    let o = k * N;
+    return transpose(mat4x4<f32>(load_b_strided4(c.x + o, N), load_b_strided4(c.y + o, N),
+                                 load_b_strided4(c.z + o, N), load_b_strided4(c.w + o, N)));
+#endif
+#endif
 }
 
 // Epilogue for out[batch, m, n .. n+3]; nothing past M or N is stored.
@@ -320,20 +372,19 @@ fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
 #endif
     store_out4(o, v);
 #else
-    if (n + 4u <= N) {
+    // Element by element, the three past the first guarded by N, written out: a loop over the
+    // segment's length made SwiftShader's pipeline creation 1.6× slower (hatnet-tiny's
+    // blocks.3.0.attn.proj, N = 49: 0.44–0.56 s against 0.28–0.30 s).
 #if RESIDUAL
-        v += load_residual4(o);
+    v.x += load_residual(o);
+    if (n + 1u < N) { v.y += load_residual(o + 1u); }
+    if (n + 2u < N) { v.z += load_residual(o + 2u); }
+    if (n + 3u < N) { v.w += load_residual(o + 3u); }
 #endif
-        store_out4(o, v);
-        return;
-    }
-    for (var i = 0u; i < N - n; i++) {
-        var e = v[i];
-#if RESIDUAL
-        e += load_residual(o + i);
-#endif
-        store_out(o + i, e);
-    }
+    store_out(o, v.x);
+    if (n + 1u < N) { store_out(o + 1u, v.y); }
+    if (n + 2u < N) { store_out(o + 2u, v.z); }
+    if (n + 3u < N) { store_out(o + 3u, v.w); }
 #endif
 }
 
@@ -344,21 +395,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (!p.valid) {
         return;
     }
+    var t: Tile;
+    t.m0 = p.m0;
+    t.n0 = p.n0;
+    t.b_off = (p.batch % params.b_batches) * params.k * params.n;
 #if A_PATCHES
-    var rows: array<vec4<u32>, 4>;
-    rows[0] = patch_origins(p.m0);
-#if TM > 4
-    rows[1] = patch_origins(p.m0 + 4u);
-#endif
-#if TM > 8
-    rows[2] = patch_origins(p.m0 + 8u);
-#endif
-#if TM > 12
-    rows[3] = patch_origins(p.m0 + 12u);
-#endif
-    let t = Tile(p.m0, p.n0, 0u, (p.batch % params.b_batches) * params.k * params.n, rows);
+    t.a_off = 0u;
+#for Q in 0..TM / 4
+    t.patch_rows[Q] = patch_origins(p.m0 + 4u * Q);
+#endfor
 #else
-    let t = Tile(p.m0, p.n0, (p.batch % params.a_batches) * params.m * params.k, (p.batch % params.b_batches) * params.k * params.n);
+    t.a_off = (p.batch % params.a_batches) * params.m * params.k;
+#endif
+#if !A_VEC4
+#for Q in 0..TM / 4
+    t.a_rows[Q] = a_row_offsets(t.a_off, p.m0 + 4u * Q);
+#endfor
+#endif
+#if !B_VEC4
+#for G in 0..TN / 4
+    t.b_cols[G] = b_col_offsets(t.b_off, p.n0 + 4u * G);
+#endfor
 #endif
     gemm_store(p.batch, t, gemm_accumulate(t));
 }

@@ -68,6 +68,10 @@ for (let r = 1; r <= rounds; r++) {
     results[engine].push(res);
     const steps = Object.entries(res.steps).map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(" · ");
     console.log(`round ${r} ${engine.padEnd(5)} cold ${(res.cold / 1000).toFixed(2)} s (${steps}), warm ${res.warm.toFixed(0)} ms, isolated ${res.isolated}${res.threads ? `, ${res.threads} threads` : ""}`);
+    if (res.build) {
+      const b = res.build;
+      console.log(`        build: upload ${b.uploadMs.toFixed(0)} ms · shader modules ${b.modulesMs.toFixed(0)} ms · ${b.pipelines} pipelines ${b.pipelinesMs.toFixed(0)} ms (concurrent compile ${b.pipelinesAsyncMs.toFixed(0)} ms) · bind groups ${b.bindGroupsMs.toFixed(0)} ms`);
+    }
   }
 }
 const med = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN; };
