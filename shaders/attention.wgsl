@@ -24,9 +24,10 @@
 // it saves (`ops::tuning::attention_variant`); on GPUs QB = 1 keeps q and the accumulators in
 // registers.
 // Variants (`ops::tuning::attention_variant`): without ROLLED the channel loops run to the
-// overrides D4/DV4 and are unrolled (GPUs); with ROLLED (CPU devices) they run to bounds read
-// from params, so one pipeline serves every head size and lavapipe's JIT has a fraction of the
-// code to compile (hatnet-digits' attention: 2.2 s → 0.55 s with QB = 1). With VEC4 (any of
+// overrides D4/DV4 and the driver unrolls them, which keeps q and the accumulators in registers
+// (GPUs with QB = 1; lavapipe with QB = 4, where a loop-indexed array lives in scratch memory, a
+// per-lane loop per access); with ROLLED (SwiftShader, which does not unroll loops) they run to
+// bounds read from params, so one pipeline serves every head size. With VEC4 (any of
 // them; `ops::attention` picks it when q, k and v are channel-contiguous, every row starts on a
 // vec4 and d, dv % 4 == 0) q, k and v are array<vec4<f32>> and 4 channels are one load: on
 // lavapipe each load is a loop over the SIMD lanes, so four scalar loads cost about four times
@@ -96,7 +97,7 @@ struct Params {
 
 override WG: u32 = 64u;
 // D4 = ceil(d / 4) and DV4 = ceil(min(dv, 64) / 4), the trip counts of the channel loops, as
-// constants (the compiler unrolls the loops and keeps q and acc in registers: GPUs); with ROLLED
+// constants (the compiler unrolls the loops and keeps q and acc in registers: GPUs, lavapipe); with ROLLED
 // they are read from params instead and the loops stay loops.
 override D4: u32 = 16u;
 override DV4: u32 = 16u;

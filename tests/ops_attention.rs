@@ -35,10 +35,10 @@ fn attention_matches_cpu_on_random_shapes() {
         (dims(3, 4, 49, 49, 64, 80), false), // the same, with two output chunks and an odd last row
         (dims(4, 4, 64, 64, 30, 30), true),  // two query rows, d not a multiple of 4 (scalar loads)
     ];
-    // Every kernel variant: unrolled for the head size (GPU-like set), rolled with one query row
-    // and rolled with two or four (CPU-like set: small attentions, large ones on SwiftShader and
-    // on lavapipe), each with element loads (d or dv not a multiple of 4) and with vec4 loads
-    // (the contiguous operands otherwise).
+    // Every kernel variant: unrolled for the head size with one query row (GPU-like set) and
+    // with four (lavapipe), rolled with one or two (CPU-like set: small attentions, large ones),
+    // each with element loads (d or dv not a multiple of 4) and with vec4 loads (the contiguous
+    // operands otherwise).
     let profiles = [DeviceProfile::gpu_like(), DeviceProfile::cpu_like(), lavapipe()];
     let mut variants = std::collections::BTreeSet::new();
     for (i, ((dm, with_bias), profile)) in cases.iter().flat_map(|c| profiles.clone().map(|p| (c, p))).enumerate() {
@@ -71,8 +71,8 @@ fn attention_matches_cpu_on_random_shapes() {
             "attention",
             "attention_qb2_rolled",
             "attention_qb2_rolled_vec4",
-            "attention_qb4_rolled",
-            "attention_qb4_rolled_vec4",
+            "attention_qb4",
+            "attention_qb4_vec4",
             "attention_rolled",
             "attention_rolled_vec4",
             "attention_vec4"
@@ -112,7 +112,7 @@ fn attention_reads_q_k_v_from_activation_textures() {
     for define in ["Q_TEXTURE", "K_TEXTURE", "V_TEXTURE"] {
         assert!(defines.contains(&(define, 1)), "{define} in {defines:?}");
     }
-    assert_eq!(attention_node.key.kernel.name(), "attention_rolled_vec4");
+    assert_eq!(attention_node.key.kernel.name(), "attention_qb4_vec4");
 
     let (packed, _) = matmul_cpu(&x.data, &x.shape, &w.data, &w.shape, false, true, 1.0, None, Activation::None, None);
     let packed = HostTensor::new(vec![1, n, 3, heads, d], packed).unwrap();

@@ -106,10 +106,11 @@ kernels! {
     AttentionRolledVec4 = "attention.wgsl" [ROLLED, VEC4], params::Attention;
     /// attention_qb2_rolled with vec4 q, k and v.
     AttentionQb2RolledVec4 = "attention.wgsl" [QB2, ROLLED, VEC4], params::Attention;
-    /// attention_rolled with four query rows per invocation (lavapipe, large attentions).
-    AttentionQb4Rolled = "attention.wgsl" [QB4, ROLLED], params::Attention;
-    /// attention_qb4_rolled with vec4 q, k and v.
-    AttentionQb4RolledVec4 = "attention.wgsl" [QB4, ROLLED, VEC4], params::Attention;
+    /// attention.wgsl with four query rows per invocation and its channel loops unrolled for the
+    /// pipeline's head size (lavapipe: q and the accumulators in registers).
+    AttentionQb4 = "attention.wgsl" [QB4], params::Attention;
+    /// attention_qb4 with vec4 q, k and v.
+    AttentionQb4Vec4 = "attention.wgsl" [QB4, VEC4], params::Attention;
     /// VVT: k side of the vicinity attention, partial KV⁺ per token chunk (any d).
     VicinityKv = "family/vicinity_kv.wgsl" [], params::VicinityKv;
     /// family/vicinity_kv.wgsl with vec4 loads (d, row and offsets multiples of 4).

@@ -344,7 +344,7 @@ fn with_vec4_loads(kernel: Kernel) -> Kernel {
         Kernel::Attention => Kernel::AttentionVec4,
         Kernel::AttentionRolled => Kernel::AttentionRolledVec4,
         Kernel::AttentionQb2Rolled => Kernel::AttentionQb2RolledVec4,
-        Kernel::AttentionQb4Rolled => Kernel::AttentionQb4RolledVec4,
+        Kernel::AttentionQb4 => Kernel::AttentionQb4Vec4,
         other => other,
     }
 }
@@ -353,7 +353,9 @@ fn with_vec4_loads(kernel: Kernel) -> Kernel {
 /// one pipeline serves every head size.
 fn head_size_key(kernel: Kernel, d4: usize, dv4: usize) -> PipelineKey {
     match kernel {
-        Kernel::Attention | Kernel::AttentionVec4 => PipelineKey::new(kernel).with("D4", d4 as u32).with("DV4", dv4 as u32),
+        Kernel::Attention | Kernel::AttentionVec4 | Kernel::AttentionQb4 | Kernel::AttentionQb4Vec4 => {
+            PipelineKey::new(kernel).with("D4", d4 as u32).with("DV4", dv4 as u32)
+        }
         _ => PipelineKey::new(kernel),
     }
 }

@@ -12,7 +12,7 @@
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
 //! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions or depthwise convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); SwiftShader: buffers | storage buffers |
-//! | attention | rolled channel loops (fast JIT); from 4 MFLOP 4 query rows per invocation on lavapipe, 2 on SwiftShader; q, k, v from textures where `activation_textures` | 1 row, loops unrolled per head size (registers) |
+//! | attention | lavapipe: 4 query rows per invocation, loops unrolled per head size; SwiftShader: rolled channel loops, 2 rows from 4 MFLOP, else 1; q, k, v from textures where `activation_textures` | 1 row, loops unrolled per head size (registers) |
 //! | GroupNorm lanes per workgroup | 8 for a group of one chunk, else 32 | 32 |
 //! | row reductions (LayerNorm, softmax) | 16 lanes per row for few long rows, else 1 | the same |
 //! | strided means | 1 lane per output | 16 lanes for few long means, else 1 |
@@ -163,30 +163,31 @@ pub struct AttentionVariant {
 
 /// The attention kernel for an attention of `flops` FLOPs.
 ///
-/// CPU-like devices get the rolled kernel (channel loops bounded by the uniform head size).
-/// lavapipe JIT-compiles at the first dispatch, and every unrolled storage load becomes a per-lane
-/// loop there. hatnet-digits' attention took 2.2 s to compile unrolled (2 rows, d = 16), against
-/// 1.3 s rolled with 2 rows and 0.55 s rolled with 1 row. Rolled was also no slower warm
-/// (hatnet-tiny's attentions 386–432 ms rolled against 509–523 ms unrolled, paired). Two rows
-/// per invocation halve the k/v loads, which pays on large attentions; small ones are
-/// dispatch-bound, so they take the kernel that compiles fastest. On lavapipe large attentions
-/// take four rows: hatnet-tiny's attentions ÷ its depthwise convs 0.77, the whole forward 0.92
-/// (`tools/profile_pair.py`, 4 alternating pairs, AMD EPYC), for about 5 s more JIT once, at the
-/// first forward with an empty shader cache (9.4–9.9 → 14.3–15.1 s). SwiftShader keeps two:
-/// four gained it about as much (0.79 ÷ matmul) but cost 1.6 s more JIT at hatnet-tiny's first
-/// forward (3.5 → 5.2 s), which the browser's cold start pays on every new page. The unrolled
-/// kernel, with q, k and v from textures, was slower on lavapipe still (÷ convs 4.97 against
-/// 3.37 for two rolled rows).
+/// lavapipe takes four query rows per invocation with the channel loops unrolled for the head
+/// size (`attention_qb4`): its NIR unrolls the constant-trip loops, so q and the accumulators are
+/// registers, where the rolled kernel's loop-indexed arrays live in scratch memory, which llvmpipe
+/// reads and writes with a per-lane loop like a storage load. Against the rolled kernel (AMD
+/// EPYC, paired): hatnet-tiny's attentions ÷ its depthwise convs 3.04 → 1.30 and 3.36 → 1.32
+/// (`wgvit profile`, four rows rolled), with less JIT at the first dispatch (3.18 → 1.83 s);
+/// hatnet-digits warm 0.83 of its time (`tools/bench_pair.py`, one row rolled) for 0.41 → 0.55 s
+/// of JIT. With one or two rows the unrolled kernel had measured slower there: each k and v load
+/// then fed too few FMAs.
+///
+/// SwiftShader does not unroll loops, so its channel loops stay rolled (one pipeline for every
+/// head size): small attentions, dispatch-bound, take one row (the kernel that compiles fastest),
+/// large ones two, which halve the k/v loads. Four gained it about as much (0.79 ÷ matmul) but
+/// cost 1.6 s more JIT at hatnet-tiny's first forward (3.5 → 5.2 s), which the browser's cold
+/// start pays on every new page.
 ///
 /// GPUs get one row with the loops unrolled for the head size (q and the accumulators stay in
 /// registers).
 pub fn attention_variant(profile: &DeviceProfile, flops: u64) -> AttentionVariant {
     if !profile.is_cpu_like() {
         AttentionVariant { kernel: Kernel::Attention, rows: 1 }
+    } else if is_lavapipe(profile) {
+        AttentionVariant { kernel: Kernel::AttentionQb4, rows: 4 }
     } else if flops < SMALL_ATTENTION_FLOPS {
         AttentionVariant { kernel: Kernel::AttentionRolled, rows: 1 }
-    } else if is_lavapipe(profile) {
-        AttentionVariant { kernel: Kernel::AttentionQb4Rolled, rows: 4 }
     } else {
         AttentionVariant { kernel: Kernel::AttentionQb2Rolled, rows: 2 }
     }
