@@ -241,9 +241,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     {
         let i = min(i0 + RR, params.nq - 1u);
         let q_row = batch_offset(params.q, b) + h * params.q.sh + token_offset(params.q, i);
+#if ROLLED
         for (var c = 0u; c < d4; c++) {
             qr[RR * MAX_D4 + c] = load_q4(q_row, c * 4u) * params.scale;
         }
+#else
+#for c in 0..D4
+        {
+            qr[RR * MAX_D4 + c] = load_q4(q_row, c * 4u) * params.scale;
+        }
+#endfor
+#endif
 #if HAS_BIAS
         bias_row[RR] = batch_offset(params.bias, b) + h * params.bias.sh + token_offset(params.bias, i);
 #endif
@@ -256,9 +264,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc: array<vec4<f32>, MAX_QD4>;
 #for RR in 0..QB
     {
+#if ROLLED
         for (var c = 0u; c < dv4; c++) {
             acc[RR * MAX_D4 + c] = vec4<f32>(0.0);
         }
+#else
+#for c in 0..DV4
+        {
+            acc[RR * MAX_D4 + c] = vec4<f32>(0.0);
+        }
+#endfor
+#endif
     }
 #endfor
     var m: array<f32, QB>;
@@ -280,12 +296,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #for RR in 0..QB
                 dot4[RR] = vec4<f32>(0.0);
 #endfor
+#if ROLLED
                 for (var c = 0u; c < d4; c++) {
                     let kv = load_k4(kc.row, c * 4u);
 #for RR in 0..QB
                     dot4[RR] += qr[RR * MAX_D4 + c] * kv;
 #endfor
                 }
+#else
+#for c in 0..D4
+                {
+                    let kv = load_k4(kc.row, c * 4u);
+#for RR in 0..QB
+                    dot4[RR] += qr[RR * MAX_D4 + c] * kv;
+#endfor
+                }
+#endfor
+#endif
 #for RR in 0..QB
                 {
                     var sj = dot4[RR].x + dot4[RR].y + dot4[RR].z + dot4[RR].w;
@@ -304,9 +331,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let correction = exp(m[RR] - block_max[RR]);
             m[RR] = block_max[RR];
             l[RR] *= correction;
+#if ROLLED
             for (var c = 0u; c < dv4; c++) {
                 acc[RR * MAX_D4 + c] *= correction;
             }
+#else
+#for c in 0..DV4
+            {
+                acc[RR * MAX_D4 + c] *= correction;
+            }
+#endfor
+#endif
         }
 #endfor
         for (var jj = 0u; jj < KB; jj++) {
@@ -318,12 +353,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     l[RR] += p[RR];
                 }
 #endfor
+#if ROLLED
                 for (var c = 0u; c < dv4; c++) {
                     let vv = load_v4(vc.row + v_chunk, c * 4u);
 #for RR in 0..QB
                     acc[RR * MAX_D4 + c] += p[RR] * vv;
 #endfor
                 }
+#else
+#for c in 0..DV4
+                {
+                    let vv = load_v4(vc.row + v_chunk, c * 4u);
+#for RR in 0..QB
+                    acc[RR * MAX_D4 + c] += p[RR] * vv;
+#endfor
+                }
+#endfor
+#endif
                 vc = cursor_next(vc, params.v);
             }
         }
@@ -333,6 +379,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (RR < rows) {
         let inv_l = 1.0 / l[RR];
         let o_row = batch_offset(params.o, b) + h * params.o.sh + token_offset(params.o, i0 + RR) + dv0 * params.o.sc;
+#if ROLLED
         for (var c = 0u; c < dv4; c++) {
             let y = acc[RR * MAX_D4 + c] * inv_l;
 #for E in 0..4
@@ -344,6 +391,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
 #endfor
         }
+#else
+#for c in 0..DV4
+        {
+            let y = acc[RR * MAX_D4 + c] * inv_l;
+#for E in 0..4
+            {
+                let ch = c * 4u + E;
+                if (dv0 + ch < params.dv) {
+                    out[o_row + ch * params.o.sc] = y[E];
+                }
+            }
+#endfor
+        }
+#endfor
+#endif
     }
 #endfor
 }

@@ -34,11 +34,13 @@ fn attention_matches_cpu_on_random_shapes() {
         (dims(4, 4, 64, 64, 32, 32), true),  // over 4 MFLOP: two query rows per invocation (CPU-like)
         (dims(3, 4, 49, 49, 64, 80), false), // the same, with two output chunks and an odd last row
         (dims(4, 4, 64, 64, 30, 30), true),  // two query rows, d not a multiple of 4 (scalar loads)
+        (dims(4, 4, 64, 64, 34, 34), true),  // the same past SwiftShader's written-out head sizes
+        (dims(1, 2, 17, 9, 34, 34), false),  // and small: one rolled row, scalar loads
     ];
-    // Every kernel variant: unrolled for the head size with one query row (GPU-like set) and
-    // with four (lavapipe), rolled with one or two (CPU-like set: small attentions, large ones),
-    // each with element loads (d or dv not a multiple of 4) and with vec4 loads (the contiguous
-    // operands otherwise).
+    // Every kernel variant: unrolled for the head size with one query row (GPU-like set), two
+    // (CPU-like set, heads up to 32) and four (lavapipe), rolled with one or two (CPU-like set,
+    // larger heads: small attentions, large ones), each with element loads (d or dv not a
+    // multiple of 4) and with vec4 loads (the contiguous operands otherwise).
     let profiles = [DeviceProfile::gpu_like(), DeviceProfile::cpu_like(), lavapipe()];
     let mut variants = std::collections::BTreeSet::new();
     for (i, ((dm, with_bias), profile)) in cases.iter().flat_map(|c| profiles.clone().map(|p| (c, p))).enumerate() {
@@ -69,8 +71,10 @@ fn attention_matches_cpu_on_random_shapes() {
         variants.into_iter().collect::<Vec<_>>(),
         [
             "attention",
+            "attention_qb2",
             "attention_qb2_rolled",
             "attention_qb2_rolled_vec4",
+            "attention_qb2_vec4",
             "attention_qb4",
             "attention_qb4_vec4",
             "attention_rolled",

@@ -106,6 +106,11 @@ kernels! {
     AttentionRolledVec4 = "attention.wgsl" [ROLLED, VEC4], params::Attention;
     /// attention_qb2_rolled with vec4 q, k and v.
     AttentionQb2RolledVec4 = "attention.wgsl" [QB2, ROLLED, VEC4], params::Attention;
+    /// attention.wgsl with two query rows per invocation and its channel loops written out for
+    /// the pipeline's head size (SwiftShader, head sizes up to 32).
+    AttentionQb2 = "attention.wgsl" [QB2], params::Attention;
+    /// attention_qb2 with vec4 q, k and v.
+    AttentionQb2Vec4 = "attention.wgsl" [QB2, VEC4], params::Attention;
     /// attention.wgsl with four query rows per invocation and its channel loops unrolled for the
     /// pipeline's head size (lavapipe: q and the accumulators in registers).
     AttentionQb4 = "attention.wgsl" [QB4], params::Attention;

@@ -12,7 +12,7 @@
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
 //! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions or depthwise convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); SwiftShader: buffers | storage buffers |
-//! | attention | lavapipe: 4 query rows per invocation, loops unrolled per head size; SwiftShader: rolled channel loops, 2 rows from 4 MFLOP, else 1; q, k, v from textures where `activation_textures` | 1 row, loops unrolled per head size (registers) |
+//! | attention | lavapipe: 4 query rows per invocation, loops unrolled per head size; SwiftShader: 2 rows with the loops written out up to d = 32, else rolled channel loops, 2 rows from 4 MFLOP, else 1; q, k, v from textures where `activation_textures` | 1 row, loops unrolled per head size (registers) |
 //! | GroupNorm lanes per workgroup | 8 for a group of one chunk, else 32 | 32 |
 //! | row reductions (LayerNorm, softmax) | 16 lanes per row for few long rows, else 1 | the same |
 //! | strided means | 1 lane per output | 16 lanes for few long means, else 1 |
@@ -161,7 +161,11 @@ pub struct AttentionVariant {
     pub rows: usize,
 }
 
-/// The attention kernel for an attention of `flops` FLOPs.
+/// The largest head size whose channel loops SwiftShader gets written out ([`attention_variant`]).
+pub const WRITTEN_OUT_HEAD_DIM: usize = 32;
+
+/// The attention kernel for an attention of `flops` FLOPs and `head_dim` channels per head (the
+/// larger of q's and v's).
 ///
 /// lavapipe takes four query rows per invocation with the channel loops unrolled for the head
 /// size (`attention_qb4`): its NIR unrolls the constant-trip loops, so q and the accumulators are
@@ -173,19 +177,26 @@ pub struct AttentionVariant {
 /// of JIT. With one or two rows the unrolled kernel had measured slower there: each k and v load
 /// then fed too few FMAs.
 ///
-/// SwiftShader does not unroll loops, so its channel loops stay rolled (one pipeline for every
-/// head size): small attentions, dispatch-bound, take one row (the kernel that compiles fastest),
-/// large ones two, which halve the k/v loads. Four gained it about as much (0.79 ÷ matmul) but
-/// cost 1.6 s more JIT at hatnet-tiny's first forward (3.5 → 5.2 s), which the browser's cold
-/// start pays on every new page.
+/// SwiftShader does not unroll loops, and there too a loop-indexed array is memory, each access a
+/// gather. Up to [`WRITTEN_OUT_HEAD_DIM`] it takes two rows with the channel loops written out by
+/// the preprocessor (`attention_qb2`): hatnet-digits (d = 16) warm 0.87 of its time (AMD EPYC,
+/// `tools/bench_pair.py --swiftshader`, 4 × 30 runs), for 0.08 → 0.21 s to create the pipeline.
+/// Larger heads keep the rolled loops (one pipeline for every head size): the code grows with
+/// the head size, and at d = 48 creating it took 0.93 s against 0.25 s (hatnet-tiny), which the
+/// browser pays on every new page, for attentions 0.57 of their time. Rolled, small attentions
+/// (dispatch-bound) take one row, the kernel that compiles fastest, and large ones two, which
+/// halve the k/v loads; four gained about as much (0.79 ÷ matmul) but cost 1.6 s more JIT at
+/// hatnet-tiny's first forward (3.5 → 5.2 s).
 ///
 /// GPUs get one row with the loops unrolled for the head size (q and the accumulators stay in
 /// registers).
-pub fn attention_variant(profile: &DeviceProfile, flops: u64) -> AttentionVariant {
+pub fn attention_variant(profile: &DeviceProfile, flops: u64, head_dim: usize) -> AttentionVariant {
     if !profile.is_cpu_like() {
         AttentionVariant { kernel: Kernel::Attention, rows: 1 }
     } else if is_lavapipe(profile) {
         AttentionVariant { kernel: Kernel::AttentionQb4, rows: 4 }
+    } else if head_dim <= WRITTEN_OUT_HEAD_DIM {
+        AttentionVariant { kernel: Kernel::AttentionQb2, rows: 2 }
     } else if flops < SMALL_ATTENTION_FLOPS {
         AttentionVariant { kernel: Kernel::AttentionRolled, rows: 1 }
     } else {
