@@ -179,8 +179,10 @@ pub const WRITTEN_OUT_HEAD_DIM: usize = 32;
 ///
 /// SwiftShader does not unroll loops, and there too a loop-indexed array is memory, each access a
 /// gather. Up to [`WRITTEN_OUT_HEAD_DIM`] it takes two rows with the channel loops written out by
-/// the preprocessor (`attention_qb2`): hatnet-digits (d = 16) warm 0.87 of its time (AMD EPYC,
-/// `tools/bench_pair.py --swiftshader`, 4 × 30 runs), for 0.08 → 0.21 s to create the pipeline.
+/// the preprocessor (`attention_qb2`): hatnet-digits' (d = 16) attentions ÷ its matmuls 0.87 →
+/// 0.52 by GPU timestamps (`wgvit profile`, three runs each), the forward 0.87–0.89 of its time
+/// (AMD EPYC, `tools/bench_pair.py --swiftshader`) and 0.88 in Chromium, for 0.08 → 0.21 s to
+/// create the pipeline. Writing each key block's four keys out too measured the same (0.53).
 /// Larger heads keep the rolled loops (one pipeline for every head size): the code grows with
 /// the head size, and at d = 48 creating it took 0.93 s against 0.25 s (hatnet-tiny), which the
 /// browser pays on every new page, for attentions 0.57 of their time. Rolled, small attentions
