@@ -395,27 +395,40 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (!p.valid) {
         return;
     }
-    var t: Tile;
-    t.m0 = p.m0;
-    t.n0 = p.n0;
-    t.b_off = (p.batch % params.b_batches) * params.k * params.n;
+    let a_off = (p.batch % params.a_batches) * params.m * params.k;
+    let b_off = (p.batch % params.b_batches) * params.k * params.n;
 #if A_PATCHES
-    t.a_off = 0u;
+    var rows: array<vec4<u32>, 4>;
 #for Q in 0..TM / 4
-    t.patch_rows[Q] = patch_origins(p.m0 + 4u * Q);
+    rows[Q] = patch_origins(p.m0 + 4u * Q);
 #endfor
+    let t = Tile(p.m0, p.n0, 0u, b_off, rows);
 #else
-    t.a_off = (p.batch % params.a_batches) * params.m * params.k;
-#endif
-#if !A_VEC4
-#for Q in 0..TM / 4
-    t.a_rows[Q] = a_row_offsets(t.a_off, p.m0 + 4u * Q);
-#endfor
-#endif
-#if !B_VEC4
+#if A_VEC4
+#if B_VEC4
+    let t = Tile(p.m0, p.n0, a_off, b_off);
+#else
+    var cols: array<vec4<u32>, 2>;
 #for G in 0..TN / 4
-    t.b_cols[G] = b_col_offsets(t.b_off, p.n0 + 4u * G);
+    cols[G] = b_col_offsets(b_off, p.n0 + 4u * G);
 #endfor
+    let t = Tile(p.m0, p.n0, a_off, b_off, cols);
+#endif
+#else
+    var rows: array<vec4<u32>, 4>;
+#for Q in 0..TM / 4
+    rows[Q] = a_row_offsets(a_off, p.m0 + 4u * Q);
+#endfor
+#if B_VEC4
+    let t = Tile(p.m0, p.n0, a_off, b_off, rows);
+#else
+    var cols: array<vec4<u32>, 2>;
+#for G in 0..TN / 4
+    cols[G] = b_col_offsets(b_off, p.n0 + 4u * G);
+#endfor
+    let t = Tile(p.m0, p.n0, a_off, b_off, rows, cols);
+#endif
+#endif
 #endif
     gemm_store(p.batch, t, gemm_accumulate(t));
 }
