@@ -6,8 +6,8 @@
 //! bundled models once, at its first pair. Rows are per key, summed over its pairs, with the
 //! slowest warm run of a pair: a warm run of a millisecond or more, comparable to the compile,
 //! means the driver compiles the pipeline again at every bind (flagged). Creating the one-node
-//! graph (its pipeline, bind group and buffers) is timed too: SwiftShader compiles there. Run it with
-//! the driver's shader cache off to see what a fresh machine pays, e.g. on lavapipe:
+//! graph (its pipeline, bind group and buffers) is timed too: SwiftShader compiles there. Run it
+//! with the driver's shader cache off to see what a fresh machine pays, e.g. on lavapipe:
 //!
 //! ```sh
 //! MESA_SHADER_CACHE_DISABLE=true WGPU_BACKEND=vulkan cargo run --release --example pipeline_compile_times -- hatnet-digits

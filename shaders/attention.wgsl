@@ -19,15 +19,16 @@
 // length: a workgroup may span several batch·head entries), the workgroup count folded into
 // (x, y) by `ops::grid`. Neighbouring lanes own neighbouring rows of one head, so they read the
 // same k and v rows. On CPU devices loads, not FMAs, bound this kernel (lavapipe runs every
-// storage load as a per-lane loop), so the host gives large attentions several query rows per
-// invocation there: QB = 4 on lavapipe, QB = 2 on SwiftShader, whose JIT QB = 4 costs more than
-// it saves (`ops::tuning::attention_variant`); on GPUs QB = 1 keeps q and the accumulators in
-// registers.
-// Variants (`ops::tuning::attention_variant`): without ROLLED the channel loops run to the
-// overrides D4/DV4 and the driver unrolls them, which keeps q and the accumulators in registers
-// (GPUs with QB = 1; lavapipe with QB = 4, where a loop-indexed array lives in scratch memory, a
-// per-lane loop per access); with ROLLED (SwiftShader, which does not unroll loops) they run to
-// bounds read from params, so one pipeline serves every head size. With VEC4 (any of
+// storage load as a per-lane loop), so the host gives attentions several query rows per
+// invocation there: QB = 4 on lavapipe, QB = 2 on SwiftShader (large attentions, and every head
+// of up to 32 channels), whose JIT QB = 4 costs more than it saves
+// (`ops::tuning::attention_variant`); on GPUs QB = 1 keeps q and the accumulators in registers.
+// Variants (`ops::tuning::attention_variant`): without ROLLED the preprocessor writes the
+// channel loops out to the overrides D4/DV4 (`#for c`), which keeps q and the accumulators in
+// registers (GPUs with QB = 1; lavapipe with QB = 4 and SwiftShader with QB = 2 for heads up to
+// 32, where a loop-indexed array is memory: a per-lane loop, or a gather, per access); with
+// ROLLED (SwiftShader's larger heads) they are loops to bounds read from params, so one
+// pipeline serves every head size. With VEC4 (any of
 // them; `ops::attention` picks it when q, k and v are channel-contiguous, every row starts on a
 // vec4 and d, dv % 4 == 0) q, k and v are array<vec4<f32>> and 4 channels are one load: on
 // lavapipe each load is a loop over the SIMD lanes, so four scalar loads cost about four times
@@ -97,8 +98,8 @@ struct Params {
 
 override WG: u32 = 64u;
 // D4 = ceil(d / 4) and DV4 = ceil(min(dv, 64) / 4), the trip counts of the channel loops, as
-// constants (the compiler unrolls the loops and keeps q and acc in registers: GPUs, lavapipe); with ROLLED
-// they are read from params instead and the loops stay loops.
+// constants (the loops are written out and q and acc stay in registers); with ROLLED they are
+// read from params instead and the loops stay loops.
 override D4: u32 = 16u;
 override DV4: u32 = 16u;
 override HAS_BIAS: bool = false;
