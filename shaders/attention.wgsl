@@ -209,6 +209,18 @@ fn load_v4(row: u32, ch: u32) -> vec4<f32> {
 }
 #endif
 
+// Output channels dv0 + 4c .. dv0 + 4c + 3 of the row at `o_row` (none past dv).
+fn store_channels(o_row: u32, dv0: u32, c: u32, y: vec4<f32>) {
+#for E in 0..4
+    {
+        let ch = c * 4u + E;
+        if (dv0 + ch < params.dv) {
+            out[o_row + ch * params.o.sc] = y[E];
+        }
+    }
+#endfor
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -382,29 +394,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let o_row = batch_offset(params.o, b) + h * params.o.sh + token_offset(params.o, i0 + RR) + dv0 * params.o.sc;
 #if ROLLED
         for (var c = 0u; c < dv4; c++) {
-            let y = acc[RR * MAX_D4 + c] * inv_l;
-#for E in 0..4
-            {
-                let ch = c * 4u + E;
-                if (dv0 + ch < params.dv) {
-                    out[o_row + ch * params.o.sc] = y[E];
-                }
-            }
-#endfor
+            store_channels(o_row, dv0, c, acc[RR * MAX_D4 + c] * inv_l);
         }
 #else
 #for c in 0..DV4
-        {
-            let y = acc[RR * MAX_D4 + c] * inv_l;
-#for E in 0..4
-            {
-                let ch = c * 4u + E;
-                if (dv0 + ch < params.dv) {
-                    out[o_row + ch * params.o.sc] = y[E];
-                }
-            }
-#endfor
-        }
+        store_channels(o_row, dv0, c, acc[RR * MAX_D4 + c] * inv_l);
 #endfor
 #endif
     }
