@@ -20,19 +20,17 @@
 // (x, y) by `ops::grid`. Neighbouring lanes own neighbouring rows of one head, so they read the
 // same k and v rows. On CPU devices loads, not FMAs, bound this kernel (lavapipe runs every
 // storage load as a per-lane loop), so the host gives attentions several query rows per
-// invocation there: QB = 4 on lavapipe, QB = 2 on SwiftShader (large attentions, and every head
-// of up to 32 channels), whose JIT QB = 4 costs more than it saves
-// (`ops::tuning::attention_variant`); on GPUs QB = 1 keeps q and the accumulators in registers.
-// Variants (`ops::tuning::attention_variant`): without ROLLED the preprocessor writes the
-// channel loops out to the overrides D4/DV4 (`#for c`), which keeps q and the accumulators in
-// registers (GPUs with QB = 1; lavapipe with QB = 4 and SwiftShader with QB = 2 for heads up to
-// 32, where a loop-indexed array is memory: a per-lane loop, or a gather, per access); with
-// ROLLED (SwiftShader's larger heads) they are loops to bounds read from params, so one
-// pipeline serves every head size. With VEC4 (any of
-// them; `ops::attention` picks it when q, k and v are channel-contiguous, every row starts on a
-// vec4 and d, dv % 4 == 0) q, k and v are array<vec4<f32>> and 4 channels are one load: on
-// lavapipe each load is a loop over the SIMD lanes, so four scalar loads cost about four times
-// one vec4 load.
+// invocation there (`ops::tuning::attention_variant`): QB = 4 on lavapipe; on SwiftShader QB = 2
+// for heads of up to 32 channels and 1 for larger ones, whose written-out code grows with the
+// head size and is compiled on every page load. GPUs take QB = 1.
+// The preprocessor writes the channel loops out to the overrides D4/DV4 (`#for c`): q and the
+// accumulators are arrays indexed by the channel group, and an array indexed by a loop variable
+// is memory on a software device (a per-lane loop per access on lavapipe, a gather on
+// SwiftShader), where constant indices leave it in registers. A pipeline serves one head size.
+// With VEC4 (any variant; `ops::attention` picks it when q, k and v are channel-contiguous,
+// every row starts on a vec4 and d, dv % 4 == 0) q, k and v are array<vec4<f32>> and 4 channels
+// are one load: on lavapipe each load is a loop over the SIMD lanes, so four scalar loads cost
+// about four times one vec4 load.
 // Registers: q as QB·D4 vec4 (D4 = ceil(d / 4) <= 16, so d <= 64) and the output accumulators as
 // QB·DV4 vec4 (a chunk of at most 64 output channels; a larger dv is split over more invocations,
 // each recomputing the scores). Keys go in blocks of KB = 4: their scores are computed first, so
@@ -97,9 +95,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 override WG: u32 = 64u;
-// D4 = ceil(d / 4) and DV4 = ceil(min(dv, 64) / 4), the trip counts of the channel loops, as
-// constants (the loops are written out and q and acc stay in registers); with ROLLED they are
-// read from params instead and the loops stay loops.
+// D4 = ceil(d / 4) and DV4 = ceil(min(dv, 64) / 4), the trip counts of the channel loops (written
+// out: q and acc stay in registers).
 override D4: u32 = 16u;
 override DV4: u32 = 16u;
 override HAS_BIAS: bool = false;
@@ -113,7 +110,7 @@ override V_TEXTURE: bool = false;
 // are sized by it (an override-sized maximum made lavapipe's LLVM compile several times slower).
 // The loops over the QB rows are written out by the preprocessor (`#for RR in 0..QB`, QB from
 // the defines it sees): SwiftShader does not unroll a loop, and a one-row loop inside the channel
-// loop cost it half the kernel's time. The channel loops stay loops.
+// loop cost it half the kernel's time.
 #let QB = 1 + QB2 + 3 * QB4
 #if QB4
 const QB: u32 = 4u;
@@ -238,14 +235,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let rows = min(QB, params.nq - i0);
     let h = bh % params.heads;
     let b = bh / params.heads;
-#if ROLLED
-    let d4 = (params.d + 3u) / 4u;
-    let dv4 = (min(params.dv, 4u * MAX_D4) + 3u) / 4u;
-#else
-    let d4 = D4;
-    let dv4 = DV4;
-#endif
-    let dv0 = chunk * dv4 * 4u;
+    let dv0 = chunk * DV4 * 4u;
 
     // Rows past nq (the last invocation's) recompute row nq - 1 and are never stored.
     var qr: array<vec4<f32>, MAX_QD4>;
@@ -254,17 +244,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     {
         let i = min(i0 + RR, params.nq - 1u);
         let q_row = batch_offset(params.q, b) + h * params.q.sh + token_offset(params.q, i);
-#if ROLLED
-        for (var c = 0u; c < d4; c++) {
-            qr[RR * MAX_D4 + c] = load_q4(q_row, c * 4u) * params.scale;
-        }
-#else
 #for c in 0..D4
         {
             qr[RR * MAX_D4 + c] = load_q4(q_row, c * 4u) * params.scale;
         }
 #endfor
-#endif
 #if HAS_BIAS
         bias_row[RR] = batch_offset(params.bias, b) + h * params.bias.sh + token_offset(params.bias, i);
 #endif
@@ -277,17 +261,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc: array<vec4<f32>, MAX_QD4>;
 #for RR in 0..QB
     {
-#if ROLLED
-        for (var c = 0u; c < dv4; c++) {
-            acc[RR * MAX_D4 + c] = vec4<f32>(0.0);
-        }
-#else
 #for c in 0..DV4
         {
             acc[RR * MAX_D4 + c] = vec4<f32>(0.0);
         }
 #endfor
-#endif
     }
 #endfor
     var m: array<f32, QB>;
@@ -309,14 +287,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #for RR in 0..QB
                 dot4[RR] = vec4<f32>(0.0);
 #endfor
-#if ROLLED
-                for (var c = 0u; c < d4; c++) {
-                    let kv = load_k4(kc.row, c * 4u);
-#for RR in 0..QB
-                    dot4[RR] += qr[RR * MAX_D4 + c] * kv;
-#endfor
-                }
-#else
 #for c in 0..D4
                 {
                     let kv = load_k4(kc.row, c * 4u);
@@ -325,7 +295,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endfor
                 }
 #endfor
-#endif
 #for RR in 0..QB
                 {
                     var sj = dot4[RR].x + dot4[RR].y + dot4[RR].z + dot4[RR].w;
@@ -344,17 +313,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let correction = exp(m[RR] - block_max[RR]);
             m[RR] = block_max[RR];
             l[RR] *= correction;
-#if ROLLED
-            for (var c = 0u; c < dv4; c++) {
-                acc[RR * MAX_D4 + c] *= correction;
-            }
-#else
 #for c in 0..DV4
             {
                 acc[RR * MAX_D4 + c] *= correction;
             }
 #endfor
-#endif
         }
 #endfor
         for (var jj = 0u; jj < KB; jj++) {
@@ -366,14 +329,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     l[RR] += p[RR];
                 }
 #endfor
-#if ROLLED
-                for (var c = 0u; c < dv4; c++) {
-                    let vv = load_v4(vc.row + v_chunk, c * 4u);
-#for RR in 0..QB
-                    acc[RR * MAX_D4 + c] += p[RR] * vv;
-#endfor
-                }
-#else
 #for c in 0..DV4
                 {
                     let vv = load_v4(vc.row + v_chunk, c * 4u);
@@ -382,7 +337,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endfor
                 }
 #endfor
-#endif
                 vc = cursor_next(vc, params.v);
             }
         }
@@ -392,15 +346,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (RR < rows) {
         let inv_l = 1.0 / l[RR];
         let o_row = batch_offset(params.o, b) + h * params.o.sh + token_offset(params.o, i0 + RR) + dv0 * params.o.sc;
-#if ROLLED
-        for (var c = 0u; c < dv4; c++) {
-            store_channels(o_row, dv0, c, acc[RR * MAX_D4 + c] * inv_l);
-        }
-#else
 #for c in 0..DV4
         store_channels(o_row, dv0, c, acc[RR * MAX_D4 + c] * inv_l);
 #endfor
-#endif
     }
 #endfor
 }

@@ -91,28 +91,17 @@ kernels! {
     Pool = "pool.wgsl" [], params::Pool;
     /// Strided box copies: permute, slice, concat.
     Layout = "layout.wgsl" [], params::Layout;
-    /// Fused attention, one query row per invocation, channel loops unrolled for the pipeline's
-    /// head size (GPU-like devices).
+    /// Fused attention, one query row per invocation, channel loops written out for the
+    /// pipeline's head size (GPU-like devices; SwiftShader, heads over 32 channels).
     Attention = "attention.wgsl" [], params::Attention;
-    /// attention.wgsl with its channel loops bounded by the uniform head size: one pipeline for
-    /// every head size, and a fraction of the JIT time (CPU-like devices, small attentions).
-    AttentionRolled = "attention.wgsl" [ROLLED], params::Attention;
-    /// attention_rolled with two query rows per invocation (CPU-like devices: half the k/v loads).
-    AttentionQb2Rolled = "attention.wgsl" [QB2, ROLLED], params::Attention;
     /// attention.wgsl reading q, k and v as vec4 (channel-contiguous operands whose rows start on
     /// a vec4, d and dv multiples of 4): one load per 4 channels instead of four.
     AttentionVec4 = "attention.wgsl" [VEC4], params::Attention;
-    /// attention_rolled with vec4 q, k and v.
-    AttentionRolledVec4 = "attention.wgsl" [ROLLED, VEC4], params::Attention;
-    /// attention_qb2_rolled with vec4 q, k and v.
-    AttentionQb2RolledVec4 = "attention.wgsl" [QB2, ROLLED, VEC4], params::Attention;
-    /// attention.wgsl with two query rows per invocation and its channel loops written out for
-    /// the pipeline's head size (SwiftShader, head sizes up to 32).
+    /// attention with two query rows per invocation (SwiftShader, heads up to 32 channels).
     AttentionQb2 = "attention.wgsl" [QB2], params::Attention;
     /// attention_qb2 with vec4 q, k and v.
     AttentionQb2Vec4 = "attention.wgsl" [QB2, VEC4], params::Attention;
-    /// attention.wgsl with four query rows per invocation and its channel loops unrolled for the
-    /// pipeline's head size (lavapipe: q and the accumulators in registers).
+    /// attention with four query rows per invocation (lavapipe).
     AttentionQb4 = "attention.wgsl" [QB4], params::Attention;
     /// attention_qb4 with vec4 q, k and v.
     AttentionQb4Vec4 = "attention.wgsl" [QB4, VEC4], params::Attention;
@@ -202,7 +191,7 @@ mod tests {
         assert_eq!(Kernel::Binary.name(), "binary");
         assert_eq!(Kernel::BinaryVec4.name(), "binary_vec4");
         assert_eq!(Kernel::VicinityKvVec4.name(), "vicinity_kv_vec4");
-        assert_eq!(Kernel::AttentionQb2Rolled.name(), "attention_qb2_rolled");
+        assert_eq!(Kernel::AttentionQb2Vec4.name(), "attention_qb2_vec4");
         let names: std::collections::HashSet<String> = Kernel::ALL.iter().map(|k| k.name()).collect();
         assert_eq!(names.len(), Kernel::ALL.len(), "two variants share a name");
     }

@@ -290,7 +290,7 @@ pub fn attention_strided(
     let dv4 = dv.min(DV_CHUNK).div_ceil(4);
     let chunks = dv.div_ceil(dv4 * 4);
     let flops = (rows * nk * (2 * d + 2 * dv + 4)) as u64;
-    let variant = tuning::attention_variant(&g.profile, flops, d.max(dv));
+    let variant = tuning::attention_variant(&g.profile, d.max(dv));
     let vec4 = d.is_multiple_of(4) && dv.is_multiple_of(4) && [&q, &k, &v].iter().all(|op| op.view.rows_are_vec4());
     let kernel = if vec4 { with_vec4_loads(variant.kernel) } else { variant.kernel };
     let qb = variant.rows;
@@ -342,23 +342,15 @@ pub fn attention_strided(
 fn with_vec4_loads(kernel: Kernel) -> Kernel {
     match kernel {
         Kernel::Attention => Kernel::AttentionVec4,
-        Kernel::AttentionRolled => Kernel::AttentionRolledVec4,
-        Kernel::AttentionQb2Rolled => Kernel::AttentionQb2RolledVec4,
         Kernel::AttentionQb4 => Kernel::AttentionQb4Vec4,
         Kernel::AttentionQb2 => Kernel::AttentionQb2Vec4,
         other => other,
     }
 }
 
-/// The unrolled kernel is specialised for its head size; the rolled ones read it from params, so
-/// one pipeline serves every head size.
+/// Every attention kernel is specialised for its head size (its channel loops are written out).
 fn head_size_key(kernel: Kernel, d4: usize, dv4: usize) -> PipelineKey {
-    match kernel {
-        Kernel::Attention | Kernel::AttentionVec4 | Kernel::AttentionQb2 | Kernel::AttentionQb2Vec4 | Kernel::AttentionQb4 | Kernel::AttentionQb4Vec4 => {
-            PipelineKey::new(kernel).with("D4", d4 as u32).with("DV4", dv4 as u32)
-        }
-        _ => PipelineKey::new(kernel),
-    }
+    PipelineKey::new(kernel).with("D4", d4 as u32).with("DV4", dv4 as u32)
 }
 
 /// The output view must write each element of `shape` exactly once, or later ops would read

@@ -12,7 +12,7 @@
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
 //! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions or depthwise convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); SwiftShader: buffers | storage buffers |
-//! | attention | lavapipe: 4 query rows per invocation, loops unrolled per head size; SwiftShader: 2 rows with the loops written out up to d = 32, else rolled channel loops, 2 rows from 4 MFLOP, else 1; q, k, v from textures where `activation_textures` | 1 row, loops unrolled per head size (registers) |
+//! | attention (channel loops written out per head size) | lavapipe: 4 query rows per invocation; SwiftShader: 2 rows up to d = 32, else 1; q, k, v from textures where `activation_textures` | 1 row |
 //! | GroupNorm lanes per workgroup | 8 for a group of one chunk, else 32 | 32 |
 //! | row reductions (LayerNorm, softmax) | 16 lanes per row for few long rows, else 1 | the same |
 //! | strided means | 1 lane per output | 16 lanes for few long means, else 1 |
@@ -151,9 +151,6 @@ pub fn is_lavapipe(profile: &DeviceProfile) -> bool {
     profile.is_cpu_like() && profile.name.starts_with("llvmpipe")
 }
 
-/// Attentions of fewer FLOPs than this take one query row per invocation on CPU-like devices.
-pub const SMALL_ATTENTION_FLOPS: u64 = 4_000_000;
-
 /// Which attention kernel runs, and the query rows each invocation owns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionVariant {
@@ -161,48 +158,41 @@ pub struct AttentionVariant {
     pub rows: usize,
 }
 
-/// The largest head size whose channel loops SwiftShader gets written out ([`attention_variant`]).
-pub const WRITTEN_OUT_HEAD_DIM: usize = 32;
+/// The largest head size for which SwiftShader takes two query rows ([`attention_variant`]).
+pub const TWO_ROW_HEAD_DIM: usize = 32;
 
-/// The attention kernel for an attention of `flops` FLOPs and `head_dim` channels per head (the
-/// larger of q's and v's).
+/// The attention kernel for heads of `head_dim` channels (the larger of q's and v's). Every
+/// variant has its channel loops written out for the head size: q and the output accumulators
+/// are arrays indexed by the channel group, and an array indexed by a loop variable is memory on
+/// a software device (a per-lane loop per access on lavapipe, a gather on SwiftShader).
 ///
-/// lavapipe takes four query rows per invocation with the channel loops unrolled for the head
-/// size (`attention_qb4`): its NIR unrolls the constant-trip loops, so q and the accumulators are
-/// registers, where the rolled kernel's loop-indexed arrays live in scratch memory, which llvmpipe
-/// reads and writes with a per-lane loop like a storage load. Against the rolled kernel (AMD
-/// EPYC, paired): hatnet-tiny's attentions ÷ its depthwise convs 3.04 → 1.30 and 3.36 → 1.32
-/// (`wgvit profile`, four rows rolled), with less JIT at the first dispatch (3.18 → 1.83 s);
-/// hatnet-digits warm 0.83 of its time (`tools/bench_pair.py`, one row rolled) for 0.41 → 0.55 s
-/// of JIT. With one or two rows the unrolled kernel had measured slower there: each k and v load
-/// then fed too few FMAs.
+/// lavapipe takes four query rows per invocation (`attention_qb4`). Against the rolled kernels
+/// it replaced (loops bounded by the uniform head size; AMD EPYC, paired): hatnet-tiny's
+/// attentions ÷ its depthwise convs 3.04 → 1.30 and 3.36 → 1.32 (`wgvit profile`, four rows
+/// rolled), with less JIT at the first dispatch (3.18 → 1.83 s); hatnet-digits warm 0.83 of its
+/// time (`tools/bench_pair.py`, one row rolled) for 0.41 → 0.55 s of JIT. With one or two rows
+/// the unrolled kernel had measured slower there: each k and v load then fed too few FMAs.
 ///
-/// SwiftShader does not unroll loops, and there too a loop-indexed array is memory, each access a
-/// gather. Up to [`WRITTEN_OUT_HEAD_DIM`] it takes two rows with the channel loops written out by
-/// the preprocessor (`attention_qb2`): hatnet-digits' (d = 16) attentions ÷ its matmuls 0.87 →
-/// 0.52 by GPU timestamps (`wgvit profile`, three runs each), the forward 0.87–0.89 of its time
-/// (AMD EPYC, `tools/bench_pair.py --swiftshader`) and 0.88 in Chromium, for 0.08 → 0.21 s to
-/// create the pipeline. Writing each key block's four keys out too measured the same (0.53).
-/// Larger heads keep the rolled loops (one pipeline for every head size): the code grows with
-/// the head size, and at d = 48 creating it took 0.93 s against 0.25 s (hatnet-tiny), which the
-/// browser pays on every new page, for attentions 0.57 of their time. Rolled, small attentions
-/// (dispatch-bound) take one row, the kernel that compiles fastest, and large ones two, which
-/// halve the k/v loads; four gained about as much (0.79 ÷ matmul) but cost 1.6 s more JIT at
-/// hatnet-tiny's first forward (3.5 → 5.2 s).
+/// SwiftShader compiles a pipeline on every page load, and the written-out code grows with the
+/// rows times the head size. Up to [`TWO_ROW_HEAD_DIM`] it takes two rows (`attention_qb2`):
+/// hatnet-digits' (d = 16) attentions ÷ its matmuls 0.87 → 0.52 by GPU timestamps against one
+/// rolled row (`wgvit profile`, three runs each), the forward 0.87–0.89 of its time (AMD EPYC,
+/// `tools/bench_pair.py --swiftshader`) and 0.88 in Chromium, for 0.08 → 0.21 s to create the
+/// pipeline. Larger heads take one row (`attention`): at d = 48 two rows took 0.93 s to create,
+/// one row 0.27 s, about what the two rolled pipelines it replaced took together (0.24 s), and
+/// hatnet-tiny's attentions ÷ its matmuls 0.57 → 0.50 (the forward 0.97) against two rolled rows.
+/// Writing each key block's four keys out too measured the same (0.53 on hatnet-digits).
 ///
-/// GPUs get one row with the loops unrolled for the head size (q and the accumulators stay in
-/// registers).
-pub fn attention_variant(profile: &DeviceProfile, flops: u64, head_dim: usize) -> AttentionVariant {
+/// GPUs take one row (q and the accumulators stay in registers).
+pub fn attention_variant(profile: &DeviceProfile, head_dim: usize) -> AttentionVariant {
     if !profile.is_cpu_like() {
         AttentionVariant { kernel: Kernel::Attention, rows: 1 }
     } else if is_lavapipe(profile) {
         AttentionVariant { kernel: Kernel::AttentionQb4, rows: 4 }
-    } else if head_dim <= WRITTEN_OUT_HEAD_DIM {
+    } else if head_dim <= TWO_ROW_HEAD_DIM {
         AttentionVariant { kernel: Kernel::AttentionQb2, rows: 2 }
-    } else if flops < SMALL_ATTENTION_FLOPS {
-        AttentionVariant { kernel: Kernel::AttentionRolled, rows: 1 }
     } else {
-        AttentionVariant { kernel: Kernel::AttentionQb2Rolled, rows: 2 }
+        AttentionVariant { kernel: Kernel::Attention, rows: 1 }
     }
 }
 
