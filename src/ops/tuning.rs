@@ -6,7 +6,7 @@
 //!
 //! | choice | CPU-like set | GPU-like set |
 //! |---|---|---|
-//! | matmul / implicit-GEMM conv register tile | lavapipe: 16 × 8 outputs, 8 × 8 invocations; SwiftShader (any other software device): 8 × 8 outputs; 4 × 4 below 4 MFLOP; convs 8 × 4 below 32 MFLOP | 16 × 8, 4 × 4 below 4 MFLOP, convs from 4 MFLOP (a GPU-tuned set is open work) |
+//! | matmul / implicit-GEMM conv register tile | lavapipe: 16 × 8 outputs, 8 × 8 invocations; SwiftShader (any other software device): 8 × 8 outputs; 4 × 4 below 4 MFLOP (SwiftShader: in 4 × 4 invocations); convs 8 × 4 below 32 MFLOP | 16 × 8, 4 × 4 below 4 MFLOP, convs from 4 MFLOP (a GPU-tuned set is open work) |
 //! | GEMM workgroup layout | fitted to narrow outputs (`gemm_launch`: N or M with fewer tiles than the workgroup's side gets only what it needs) | the declared 8 × 8 |
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
@@ -39,9 +39,23 @@ pub const SMALL_GEMM_FLOPS: u64 = 4_000_000;
 /// 0.93 s (lavit-tiny), 9.2 → 7.1 s and 4.0 → 3.2 s (accvit-tiny), 6.4 → 6.6 s and 1.69 → 1.60 s
 /// (vvt-tiny, whose vicinity kernels dominate its compile). 8 × 4 compiled faster still (cold
 /// 3.7–4.4 s) but ran lavit-, vvt- and accvit-tiny 1.3× slower.
+///
+/// The small tile's workgroup is 4 × 4 invocations on SwiftShader, 8 × 8 elsewhere. SwiftShader
+/// runs a workgroup on one thread, its invocations four at a time, and a small GEMM filled few
+/// 64-invocation workgroups: the digit models' last-stage GEMMs (4–16 tokens) ran as one or two
+/// workgroups with half their invocations past the edge, leaving a core idle. With 16
+/// invocations (AMD EPYC, GPU time ÷ an untouched op, 3 pairs, `tools/profile_pair.py`), the
+/// matmuls took 0.89 (accvit-digits), 0.82 (lavit-digits), 0.85 (hatnet-digits) and 0.75
+/// (vvt-digits) of their time; 4 invocations 1.04 of 16's. lavapipe pays per workgroup: 16
+/// invocations took its matmuls 1.64–1.72× as long, 256 took 1.03–1.14×. The convolutions' small
+/// tile measured the same either way on SwiftShader (1.05), so it keeps 8 × 8.
 pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
     if flops < SMALL_GEMM_FLOPS {
-        SMALL_TILE
+        if profile.is_cpu_like() && !is_lavapipe(profile) {
+            MatmulTiling { wg_m: 4, wg_n: 4, ..SMALL_TILE }
+        } else {
+            SMALL_TILE
+        }
     } else if profile.is_cpu_like() && !is_lavapipe(profile) {
         MatmulTiling { tm: 8, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
     } else {
@@ -276,19 +290,18 @@ mod tests {
 
     #[test]
     fn cpu_like_gemm_workgroups_fit_narrow_outputs() {
-        let cpu = DeviceProfile::cpu_like();
-        let small = matmul_tiling(&cpu, 0);
+        let lavapipe = DeviceProfile { name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(), ..DeviceProfile::cpu_like() };
+        let small = matmul_tiling(&lavapipe, 0);
         // LaViT's last-stage channel-major projection: 128 channels by 4 tokens.
-        assert_eq!(gemm_launch(&cpu, &small, 128, 4), GemmLaunch { lanes_n_log2: 0, tiles_m: 1, tiles_n: 1 });
+        assert_eq!(gemm_launch(&lavapipe, &small, 128, 4), GemmLaunch { lanes_n_log2: 0, tiles_m: 1, tiles_n: 1 });
         // Its fc1 at 4 tokens: one row of tiles, every invocation along N.
-        assert_eq!(gemm_launch(&cpu, &small, 4, 512), GemmLaunch { lanes_n_log2: 6, tiles_m: 1, tiles_n: 2 });
-        assert_eq!(gemm_launch(&cpu, &small, 256, 16), GemmLaunch { lanes_n_log2: 2, tiles_m: 4, tiles_n: 1 });
+        assert_eq!(gemm_launch(&lavapipe, &small, 4, 512), GemmLaunch { lanes_n_log2: 6, tiles_m: 1, tiles_n: 2 });
+        assert_eq!(gemm_launch(&lavapipe, &small, 256, 16), GemmLaunch { lanes_n_log2: 2, tiles_m: 4, tiles_n: 1 });
         // 8 rows of tiles: 8 invocations along M, the rest along N.
-        assert_eq!(gemm_launch(&cpu, &small, 32, 512), GemmLaunch { lanes_n_log2: 3, tiles_m: 1, tiles_n: 16 });
-        assert_eq!(gemm_launch(&cpu, &small, 8, 512), GemmLaunch { lanes_n_log2: 5, tiles_m: 1, tiles_n: 4 });
+        assert_eq!(gemm_launch(&lavapipe, &small, 32, 512), GemmLaunch { lanes_n_log2: 3, tiles_m: 1, tiles_n: 16 });
+        assert_eq!(gemm_launch(&lavapipe, &small, 8, 512), GemmLaunch { lanes_n_log2: 5, tiles_m: 1, tiles_n: 4 });
         // Wide and tall outputs keep the declared 8 x 8: lavapipe's 16 x 8 tile, SwiftShader's
         // (any other software device's) 8 x 8.
-        let lavapipe = DeviceProfile { name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(), ..DeviceProfile::cpu_like() };
         let large = matmul_tiling(&lavapipe, u64::MAX);
         assert_eq!((large.tm, large.tn), (16, 8));
         assert_eq!(gemm_launch(&lavapipe, &large, 3136, 1536), GemmLaunch { lanes_n_log2: 3, tiles_m: 25, tiles_n: 24 });
@@ -297,8 +310,14 @@ mod tests {
         assert_eq!((large.tm, large.tn), (8, 8));
         assert_eq!(gemm_launch(&swiftshader, &large, 3136, 1536), GemmLaunch { lanes_n_log2: 3, tiles_m: 49, tiles_n: 24 });
         assert_eq!(matmul_tiling(&DeviceProfile::gpu_like(), u64::MAX).tm, 16);
+        // SwiftShader's small GEMMs take 16-invocation workgroups: the last stage's 4 tokens by
+        // 128 channels fill two of them, not half of one.
+        let small = matmul_tiling(&swiftshader, 0);
+        assert_eq!((small.wg_m, small.wg_n), (4, 4));
+        assert_eq!(gemm_launch(&swiftshader, &small, 4, 128), GemmLaunch { lanes_n_log2: 4, tiles_m: 1, tiles_n: 2 });
+        assert_eq!(gemm_launch(&lavapipe, &matmul_tiling(&lavapipe, 0), 4, 128), GemmLaunch { lanes_n_log2: 5, tiles_m: 1, tiles_n: 1 });
         // GPUs keep the declared workgroup shape.
         let gpu = DeviceProfile::gpu_like();
-        assert_eq!(gemm_launch(&gpu, &small, 128, 4), GemmLaunch { lanes_n_log2: 3, tiles_m: 4, tiles_n: 1 });
+        assert_eq!(gemm_launch(&gpu, &matmul_tiling(&gpu, 0), 128, 4), GemmLaunch { lanes_n_log2: 3, tiles_m: 4, tiles_n: 1 });
     }
 }
