@@ -117,8 +117,9 @@ impl Model {
     /// Builds and compiles the graph for `size` (`[height, width]`; default [`Model::input_size`])
     /// ahead of the first forward, and returns where its build time went, as JSON:
     /// `{"graphMs", "planMs", "uploadMs", "modulesMs", "pipelines", "pipelinesMs", "pipelinesAsyncMs",
-    /// "bindGroupsMs"}` (`pipelines`: how many were created, those the engine already had cost
-    /// nothing; `pipelinesAsyncMs`: the part of `pipelinesMs` spent compiling them concurrently).
+    /// "bindGroupsMs", "flops"}` (`pipelines`: how many were created, those the engine already had
+    /// cost nothing; `pipelinesAsyncMs`: the part of `pipelinesMs` spent compiling them
+    /// concurrently; `flops`: one forward's, a multiply-add counting 2).
     pub async fn prepare(&self, size: Option<Vec<u32>>) -> Result<String, JsValue> {
         let (h, w) = self.size_or_default(size.as_deref())?;
         let exe = self.inner.prepare(&[1, 3, h, w]).await.map_err(js_error)?;
@@ -132,6 +133,7 @@ impl Model {
             "pipelinesMs": t.pipelines_ms(),
             "pipelinesAsyncMs": t.pipelines_async_ms,
             "bindGroupsMs": t.bind_groups_ms,
+            "flops": exe.stats.flops,
         })
         .to_string())
     }

@@ -4,6 +4,7 @@
 // warm forwards. ONNX Runtime Web runs its wasm execution provider with 2 threads (the page is
 // cross-origin isolated by run.mjs's server); wgvit runs on WebGPU (SwiftShader in headless
 // Chromium). Both read the same network: tools/ortweb/make_model.py writes both files.
+// ?engine=peak measures the WebGPU device's FMA throughput on the same page instead.
 const start = performance.now();
 const engine = new URLSearchParams(location.search).get("engine");
 const SHAPE = [1, 3, 224, 224];
@@ -63,8 +64,69 @@ async function wgvit() {
   return { cold, warm, steps, build, logit0: logits[0] };
 }
 
+// shaders/fma_peak.wgsl for `chains` independent vec4 accumulators, its chains written out here
+// (wgvit's preprocessor does that from the `#for` lines, which a browser does not read).
+function fmaPeakKernel(chains) {
+  const each = (f) => Array.from({ length: chains }, (_, c) => f(c)).join("\n");
+  const round = each((c) => `      a${c} = fma(a${c}, m, s);`);
+  return `struct Params { iters: u32, _p0: u32, _p1: u32, _p2: u32 }
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> seed: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> sink: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let s = seed[0] + vec4<f32>(f32(gid.x) * 1e-7);
+  let m = vec4<f32>(0.9999, 0.9998, 0.9997, 0.9996);
+${each((c) => `  var a${c} = s + ${c}.0 * 0.1;`)}
+  for (var i = 0u; i < params.iters; i++) {
+${Array.from({ length: 8 / chains }, () => round).join("\n")}
+  }
+  let t = ${each((c) => `a${c}`).split("\n").join(" + ")};
+  sink[gid.x] = t.x + t.y + t.z + t.w;
+}`;
+}
+
+// The WebGPU device's f32 FMA throughput on this page (SwiftShader in headless Chromium): the
+// best of 2, 4 and 8 chains, each the best of 5 timed dispatches after a warm-up. It bounds what
+// any WebGPU kernel can reach here, wgvit's or another's.
+async function peak() {
+  const adapter = await navigator.gpu.requestAdapter();
+  const device = await adapter.requestDevice();
+  const [WG, GROUPS, ITERS] = [64, 256, 1024];
+  const buffer = (size, usage) => device.createBuffer({ size, usage });
+  const params = buffer(16, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+  const seed = buffer(16, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+  const sink = buffer(GROUPS * WG * 4, GPUBufferUsage.STORAGE);
+  device.queue.writeBuffer(params, 0, new Uint32Array([ITERS, 0, 0, 0]));
+  device.queue.writeBuffer(seed, 0, new Float32Array([0.5, 0.25, 0.125, 1.0]));
+  let best = { gflops: 0, chains: 0 };
+  for (const chains of [2, 4, 8]) {
+    const module = device.createShaderModule({ code: fmaPeakKernel(chains) });
+    const pipeline = await device.createComputePipelineAsync({ layout: "auto", compute: { module, entryPoint: "main" } });
+    const entries = [params, seed, sink].map((b, binding) => ({ binding, resource: { buffer: b } }));
+    const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+    for (let i = 0; i < 6; i++) {
+      const encoder = device.createCommandEncoder();
+      const pass = encoder.beginComputePass();
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(GROUPS);
+      pass.end();
+      const t = performance.now();
+      device.queue.submit([encoder.finish()]);
+      await device.queue.onSubmittedWorkDone();
+      const gflops = (GROUPS * WG * ITERS * 64) / (performance.now() - t) / 1e6;
+      if (i > 0 && gflops > best.gflops) best = { gflops, chains };
+    }
+  }
+  device.destroy();
+  return best;
+}
+
 try {
-  const result = engine === "ort" ? await ort() : engine === "wgvit" ? await wgvit() : (() => { throw new Error(`?engine=ort|wgvit, got ${engine}`); })();
+  const engines = { ort, wgvit, peak };
+  if (!engines[engine]) throw new Error(`?engine=ort|wgvit|peak, got ${engine}`);
+  const result = await engines[engine]();
   result.engine = engine;
   result.isolated = self.crossOriginIsolated;
   log(JSON.stringify(result));

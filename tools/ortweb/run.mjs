@@ -1,6 +1,8 @@
 // Cold start, wgvit (WebGPU) against ONNX Runtime Web (wasm EP, 2 threads), on HAT-Net-tiny at
 // 224, in Debian's headless Chromium, paired: rounds alternate the engines, and every page load
-// gets a fresh browser profile (no HTTP, code or shader cache). Prints the CPU with the figures.
+// gets a fresh browser profile (no HTTP, code or shader cache). Each round also measures the
+// WebGPU device's FMA peak on the same page, and the summary puts both engines' warm GFLOP/s
+// against it. Prints the CPU with the figures.
 // Not part of CI.
 //   cargo build --release && bash web/build.sh
 //   python3 tools/ortweb/make_model.py           # torch + onnx: out/hatnet-tiny.{onnx,safetensors}
@@ -59,13 +61,17 @@ async function once(engine) {
   }
 }
 
-const results = { wgvit: [], ort: [] };
+const results = { wgvit: [], ort: [], peak: [] };
 console.log(`CPU: ${cpus()[0]?.model ?? "?"}, ${cpus().length} logical cores; Chromium ${process.env.CHROMIUM ?? "/usr/bin/chromium"}`);
 for (let r = 1; r <= rounds; r++) {
-  for (const engine of ["wgvit", "ort"]) {
+  for (const engine of ["wgvit", "ort", "peak"]) {
     const res = await once(engine);
     if (res.error) { console.log(`round ${r} ${engine}: error ${res.error}`); process.exitCode = 1; continue; }
     results[engine].push(res);
+    if (engine === "peak") {
+      console.log(`round ${r} WebGPU FMA peak ${res.gflops.toFixed(1)} GFLOP/s (${res.chains} chains)`);
+      continue;
+    }
     const steps = Object.entries(res.steps).map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(" · ");
     console.log(`round ${r} ${engine.padEnd(5)} cold ${(res.cold / 1000).toFixed(2)} s (${steps}), warm ${res.warm.toFixed(0)} ms, isolated ${res.isolated}${res.threads ? `, ${res.threads} threads` : ""}`);
     if (res.build) {
@@ -78,4 +84,12 @@ const med = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.length ?
 const [wc, oc] = [med(results.wgvit.map((x) => x.cold)), med(results.ort.map((x) => x.cold))];
 const [ww, ow] = [med(results.wgvit.map((x) => x.warm)), med(results.ort.map((x) => x.warm))];
 console.log(`median cold: wgvit ${(wc / 1000).toFixed(2)} s, ORT-web ${(oc / 1000).toFixed(2)} s: ${(wc / oc).toFixed(1)}×; warm: wgvit ${ww.toFixed(0)} ms, ORT-web ${ow.toFixed(0)} ms: ${(ww / ow).toFixed(1)}×`);
+// The same network's FLOPs over each engine's warm time, against what the WebGPU device can do
+// at all: at its FMA peak, a forward could take no less than flops / peak.
+const flops = results.wgvit[0]?.build?.flops;
+const pk = med(results.peak.map((x) => x.gflops));
+if (flops && pk) {
+  const rate = (ms) => flops / ms / 1e6;
+  console.log(`${(flops / 1e9).toFixed(2)} GFLOP per forward: wgvit ${rate(ww).toFixed(1)} GFLOP/s (${(100 * rate(ww) / pk).toFixed(0)} % of the WebGPU FMA peak, ${pk.toFixed(1)} GFLOP/s), ORT-web ${rate(ow).toFixed(1)} GFLOP/s (${(rate(ow) / pk).toFixed(1)}× that peak); at the peak a WebGPU forward would take ${(flops / pk / 1e6).toFixed(0)} ms, ${(flops / pk / 1e6 / ow).toFixed(1)}× ORT-web's`);
+}
 server.close();
