@@ -31,14 +31,16 @@ fn attention_matches_cpu_on_random_shapes() {
         (dims(2, 2, 64, 49, 64, 64), false), // largest d
         (dims(1, 3, 17, 5, 13, 7), true),    // d, dv not multiples of 4, Nk not a multiple of the key block
         (dims(2, 2, 10, 30, 16, 80), true),  // dv > 64: two output chunks
-        (dims(4, 4, 64, 64, 32, 32), true),  // two query rows per invocation (CPU-like, heads up to 32)
-        (dims(3, 4, 49, 49, 64, 80), false), // one row past 32 channels, two output chunks
+        (dims(4, 4, 64, 64, 32, 32), true),  // two query rows per invocation (CPU-like, heads up to 48)
+        (dims(3, 4, 49, 49, 64, 80), false), // one row past 48 channels, two output chunks
         (dims(4, 4, 64, 64, 30, 30), true),  // two query rows, d not a multiple of 4 (scalar loads)
-        (dims(4, 4, 63, 64, 34, 34), true),  // one row past 32 channels, scalar loads
-        (dims(1, 2, 17, 9, 34, 34), false),  // the same, small
+        (dims(4, 4, 63, 64, 34, 34), true),  // the same, an odd last row
+        (dims(2, 3, 63, 49, 48, 48), true),  // two rows at the largest two-row head, odd last row
+        (dims(4, 4, 63, 64, 50, 50), true),  // one row past 48 channels, scalar loads
+        (dims(1, 2, 17, 9, 50, 50), false),  // the same, small
     ];
     // Every kernel variant, each with its channel loops written out for the head size: one query
-    // row (GPU-like set; CPU-like set, heads over 32 channels), two (CPU-like set, heads up to 32)
+    // row (GPU-like set; CPU-like set, heads over 48 channels), two (CPU-like set, heads up to 48)
     // and four (lavapipe, odd last rows included), each with element loads (d or dv not a
     // multiple of 4) and with vec4 loads (the contiguous operands otherwise).
     let profiles = [DeviceProfile::gpu_like(), DeviceProfile::cpu_like(), lavapipe()];

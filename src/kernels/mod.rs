@@ -92,12 +92,12 @@ kernels! {
     /// Strided box copies: permute, slice, concat.
     Layout = "layout.wgsl" [], params::Layout;
     /// Fused attention, one query row per invocation, channel loops written out for the
-    /// pipeline's head size (GPU-like devices; SwiftShader, heads over 32 channels).
+    /// pipeline's head size (GPU-like devices; SwiftShader, heads over 48 channels).
     Attention = "attention.wgsl" [], params::Attention;
     /// attention.wgsl reading q, k and v as vec4 (channel-contiguous operands whose rows start on
     /// a vec4, d and dv multiples of 4): one load per 4 channels instead of four.
     AttentionVec4 = "attention.wgsl" [VEC4], params::Attention;
-    /// attention with two query rows per invocation (SwiftShader, heads up to 32 channels).
+    /// attention with two query rows per invocation (SwiftShader, heads up to 48 channels).
     AttentionQb2 = "attention.wgsl" [QB2], params::Attention;
     /// attention_qb2 with vec4 q, k and v.
     AttentionQb2Vec4 = "attention.wgsl" [QB2, VEC4], params::Attention;

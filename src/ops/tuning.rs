@@ -12,7 +12,7 @@
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
 //! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions or depthwise convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); SwiftShader: buffers | storage buffers |
-//! | attention (channel loops written out per head size) | lavapipe: 4 query rows per invocation; SwiftShader: 2 rows up to d = 32, else 1; q, k, v from textures where `activation_textures` | 1 row |
+//! | attention (channel loops written out per head size) | lavapipe: 4 query rows per invocation; SwiftShader: 2 rows up to d = 48, else 1; q, k, v from textures where `activation_textures` | 1 row |
 //! | GroupNorm lanes per workgroup | 8 for a group of one chunk, else 32 | 32 |
 //! | row reductions (LayerNorm, softmax) | 16 lanes per row for few long rows, else 1 | the same |
 //! | strided means | 1 lane per output | 16 lanes for few long means, else 1 |
@@ -173,7 +173,7 @@ pub struct AttentionVariant {
 }
 
 /// The largest head size for which SwiftShader takes two query rows ([`attention_variant`]).
-pub const TWO_ROW_HEAD_DIM: usize = 32;
+pub const TWO_ROW_HEAD_DIM: usize = 48;
 
 /// The attention kernel for heads of `head_dim` channels (the larger of q's and v's). Every
 /// variant has its channel loops written out for the head size: q and the output accumulators
@@ -192,10 +192,12 @@ pub const TWO_ROW_HEAD_DIM: usize = 32;
 /// hatnet-digits' (d = 16) attentions ÷ its matmuls 0.87 → 0.52 by GPU timestamps against one
 /// rolled row (`wgvit profile`, three runs each), the forward 0.87–0.89 of its time (AMD EPYC,
 /// `tools/bench_pair.py --swiftshader`) and 0.88 in Chromium, for 0.08 → 0.21 s to create the
-/// pipeline. Larger heads take one row (`attention`): at d = 48 two rows took 0.93 s to create,
-/// one row 0.27 s, about what the two rolled pipelines it replaced took together (0.24 s), and
-/// hatnet-tiny's attentions ÷ its matmuls 0.57 → 0.50 (the forward 0.97) against two rolled rows.
-/// Writing each key block's four keys out too measured the same (0.53 on hatnet-digits).
+/// pipeline. At d = 48 (hatnet-tiny) two rows take 0.50 s to create against one row's 0.28 s,
+/// and hatnet-tiny's attentions 0.66 of one row's time, its forward 0.91 (GPU time ÷ its
+/// depthwise convs, `tools/profile_pair.py`, 2 pairs); in Chromium its warm forward took 0.92–0.95
+/// of the time and its cold start the same (`tools/ortweb/run.mjs`, 2 rounds alternating).
+/// Larger heads take one row (`attention`). Writing each key block's four keys out too measured
+/// the same (0.53 on hatnet-digits).
 ///
 /// GPUs take one row (q and the accumulators stay in registers).
 pub fn attention_variant(profile: &DeviceProfile, head_dim: usize) -> AttentionVariant {
