@@ -130,3 +130,52 @@ fn atrous_dwconv_rejects_bad_shapes() {
         assert!(err.contains("atrous_dwconv") && err.contains(needle), "{xs:?} {ws:?} stride {stride}: {err}");
     }
 }
+
+/// On lavapipe ACC-ViT's MBConv reads the atrous conv's input from a flat texture: the expand
+/// GEMM writes it (`Graph::with_activation_textures`), and a GEMM reading the conv's output lets
+/// that move to a texture too. Checked: both defines, and the values against the CPU, for
+/// strides 1 and 2 and 1 and 3 branches.
+#[test]
+fn atrous_dwconv_reads_and_writes_activation_textures_on_lavapipe() {
+    use std::sync::Arc;
+    use wgvit::graph::StorageKind;
+    use wgvit::ops::matmul::{matmul, Epilogue};
+    let mut rng = Rng::new(13);
+    let (h, w, cin, hidden) = (9, 10, 8, 16);
+    // [tokens, k] · [n, k]ᵀ on the CPU.
+    let linear = |x: &[f32], wt: &[f32], k: usize, n: usize| -> Vec<f32> { x.chunks(k).flat_map(|row| (0..n).map(move |o| (0..k).map(|i| row[i] as f64 * wt[o * k + i] as f64).sum::<f64>() as f32)).collect() };
+    for (nb, stride) in [(3, 1), (3, 2), (1, 2)] {
+        let x = rng.tensor(&[h * w, cin], -1.0, 1.0);
+        let w1 = rng.tensor(&[hidden, cin], -0.5, 0.5);
+        let wd = rng.tensor(&[nb, 3, 3, hidden], -0.5, 0.5);
+        let bd = rng.tensor(&[hidden], -0.5, 0.5);
+        let w2 = rng.tensor(&[cin, hidden], -0.5, 0.5);
+        let mut g = Graph::for_profile(common::lavapipe());
+        let xi = g.input("x", &x.shape);
+        let mut constant = |name: &str, t: &HostTensor| g.constant(name, &t.shape, Arc::new(t.data.clone())).unwrap();
+        let (w1i, wdi, bdi, w2i) = (constant("w1", &w1), constant("wd", &wd), constant("bd", &bd), constant("w2", &w2));
+        let expanded = matmul(&mut g, xi, w1i, false, true, Epilogue::default()).unwrap();
+        let map = g.reshape(expanded, &[1, h, w, hidden]).unwrap();
+        let mixed = atrous_dwconv(&mut g, map, wdi, Some(bdi), stride, Activation::Gelu).unwrap();
+        let (oh, ow) = (out_side(h, stride), out_side(w, stride));
+        let tokens = g.reshape(mixed, &[oh * ow, hidden]).unwrap();
+        let y = matmul(&mut g, tokens, w2i, false, true, Epilogue::default()).unwrap();
+        g.output("y", y);
+
+        let promoted = g.with_activation_textures();
+        let case = format!("{nb} branches, stride {stride}");
+        for t in [expanded, mixed] {
+            assert!(matches!(promoted.storages[promoted.tensors[t.0].storage].kind, StorageKind::Activation { texture: true }), "{case}: the atrous conv's input and output move to textures");
+        }
+        let node = promoted.nodes.iter().find(|n| n.label.starts_with("atrous_dwconv")).unwrap();
+        for define in ["X_TEXTURE", "OUT_TEXTURE"] {
+            assert!(node.key.constants().contains(&(define, 1)), "{case}: {define} in {:?}", node.key.constants());
+        }
+
+        let e = linear(&x.data, &w1.data, cin, hidden);
+        let m = atrous_dwconv_cpu(&e, [1, h, w, hidden], &wd.data, nb, Some(&bd.data), stride, Activation::Gelu);
+        let want = linear(&m, &w2.data, hidden, cin);
+        let out = run(&promoted, &[&x]);
+        assert_close(&case, &out[0].data, &want, 1e-5, 1e-5);
+    }
+}

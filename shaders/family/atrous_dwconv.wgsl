@@ -19,8 +19,13 @@
 // memory, a per-lane loop on CPU devices; SwiftShader does not unroll constant-trip loops). The
 // centre tap is shared by every branch: its weights are summed once, so an output costs NB·8 + 1
 // input loads (25 for NB = 3), not NB·9.
+// With X_TEXTURE (lavapipe: an activation `Graph::with_activation_textures` moved to a flat
+// texture, the expand GEMM's output in ACC-ViT's MBConv) each vec4 of channels is one texel
+// fetch, a vectorised gather there where a storage load is a loop over the SIMD lanes; with
+// OUT_TEXTURE each output vec4 is one texel store. Bindings 1 and 4 are then `x_texture` and
+// `out_texture`.
 // Workgroup memory: none.
-// requires: activations
+// requires: activations, flat_texture
 
 struct Params {
     total: u32,      // invocations: B * Ho * col_blocks * C4
@@ -34,10 +39,18 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+#if X_TEXTURE
+@group(0) @binding(1) var x_texture: texture_2d<f32>;
+#else
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+#endif
 @group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
+#if OUT_TEXTURE
+@group(0) @binding(4) var out_texture: texture_storage_2d<rgba32float, write>;
+#else
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+#endif
 
 override WG: u32 = 64u;
 // Branches (dilations 1 .. NB), 1 ..= 3.
@@ -48,6 +61,8 @@ override S: u32 = 1u;
 override TP: u32 = 4u;
 override BIAS: bool = false;
 override ACT: u32 = 0u;
+override X_TEXTURE: bool = false;
+override OUT_TEXTURE: bool = false;
 
 const MAX_NB: u32 = 3u;
 
@@ -56,7 +71,11 @@ fn load_x(row_base: u32, ih: i32, iw: i32, cg: u32) -> vec4<f32> {
     // exponentially with the branches of a written-out loop (`conv2d_depthwise.wgsl`).
     let ok = (ih >= 0) & (ih < i32(params.in_h)) & (iw >= 0) & (iw < i32(params.in_w));
     let i = select(0u, (row_base + u32(ih)) * params.in_w + u32(iw), ok) * params.c4 + cg;
+#if X_TEXTURE
+    return select(vec4<f32>(0.0), flat_texel(x_texture, 4u * i), ok);
+#else
     return select(vec4<f32>(0.0), x[i], ok);
+#endif
 }
 
 @compute @workgroup_size(WG)
@@ -108,6 +127,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endfor
 #endfor
         let o = ((b * params.out_h + oh) * params.out_w + ow) * c4 + cg;
+#if OUT_TEXTURE
+        textureStore(out_texture, flat_coords(4u * o), activated4(acc));
+#else
         out[o] = activated4(acc);
+#endif
     }
 }

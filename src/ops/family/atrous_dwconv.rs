@@ -77,6 +77,9 @@ pub fn atrous_dwconv(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<
         workgroups: grid(total.div_ceil(WG as usize)),
         flops: 2 * (b * oh * ow * c * (8 * nb + 1)) as u64,
     });
+    // Channel-last with C % 4 == 0: every vec4 of channels is one texel of a flat texture.
+    g.offer_texture(0, "X_TEXTURE");
+    g.offer_texture(3, "OUT_TEXTURE");
     Ok(y)
 }
 
