@@ -1,4 +1,5 @@
 // groupnorm.wgsl — y = act((v - mean_g) / sqrt(var_g + eps) * gamma[c] + beta[c]), v = x (+ add),
+// or with ADD = 2 (a residual after the norm) y = act(that of v = x) + add,
 // for x [B, C, S] (S = H*W or N); group g of image b is the contiguous run of (C / G) * S elements
 // of channels g*C/G .. (g+1)*C/G, so GroupNorm(1, C) takes statistics over a whole image.
 //
@@ -21,7 +22,8 @@
 // convert with ELEMS.
 //
 // Bindings (the same for both phases so that one module serves both):
-//   0 params, 1 x [B, C, S] (read), 2 add [B, C, S] (read; x bound again when ADD = 0),
+//   0 params, 1 x [B, C, S] (read), 2 add [B, C, S] (read; summed into x when ADD = 1, into y
+//   when ADD = 2, and x bound again when ADD = 0),
 //   3 gamma [C] (read), 4 beta [C] (read), 5 stats [B * G * chunks_per_group, 2] (read_write:
 //   written by phase 0, read by phase 1), 6 y [B, C, S] (read_write; written by phase 1 only).
 // Dispatch: B * G * chunks_per_group workgroups (both phases) folded into (x, y) by `ops::grid`.
@@ -73,10 +75,18 @@ fn merge(a: Moments, b: Moments) -> Moments {
 }
 
 fn value(i: u32) -> V {
-#if ADD != 0
+#if ADD == 1
     return x[i] + add[i];
 #endif
     return x[i];
+}
+
+// The normalised element i, then the residual when ADD = 2.
+fn output(i: u32, normalised: V) -> V {
+#if ADD == 2
+    return activated_v(normalised) + add[i];
+#endif
+    return activated_v(normalised);
 }
 
 // Merges every lane's moments; all lanes get the workgroup's total. Call in uniform control flow.
@@ -159,7 +169,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var offset = (start + lid) % spatial;
     for (var k = lid; k < len; k += WG) {
         let i = base + k;
-        y[i] = activated_v((value(i) - splat(mean)) * splat(rstd * gamma[c]) + splat(beta[c]));
+        y[i] = output(i, (value(i) - splat(mean)) * splat(rstd * gamma[c]) + splat(beta[c]));
         offset += offset_step;
         c += channel_step;
         if (offset >= spatial) {

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{assert_close, run};
-use wgvit::ops::groupnorm::{group_norm, group_norm_cpu};
+use wgvit::ops::groupnorm::{group_norm, group_norm_cpu, group_norm_residual};
 use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
 use wgvit::ops::Activation;
 use wgvit::tensor::Rng;
@@ -120,6 +120,38 @@ fn group_norm_random_shapes_match_cpu() {
     for profile in [wgvit::kernels::DeviceProfile::default(), wgvit::kernels::DeviceProfile::cpu_like()] {
         for c in &cases {
             run_group_norm_on(c, profile.clone(), &mut rng, 3e-6, 3e-6);
+        }
+    }
+}
+
+/// `residual + act(GroupNorm(x))` in the normalising pass (HAT-Net's inverted residual): scalar
+/// and vec4 kernels, one and several chunks per group, both kernel sets, against the CPU
+/// reference plus the residual.
+#[test]
+fn group_norm_residual_matches_cpu() {
+    let mut rng = Rng::new(23);
+    let cases: [(&[usize], usize, Activation); 4] = [
+        (&[2, 12, 9, 7], 3, Activation::None),
+        (&[1, 6, 8, 8], 1, Activation::Silu),         // vec4, one chunk
+        (&[2, 16, 33, 31], 1, Activation::None),      // 4 chunks
+        (&[1, 16, 32, 32], 1, Activation::Gelu),      // vec4, 4 chunks
+    ];
+    for profile in [wgvit::kernels::DeviceProfile::default(), wgvit::kernels::DeviceProfile::cpu_like()] {
+        for &(shape, groups, act) in &cases {
+            let (b, c) = (shape[0], shape[1]);
+            let x = rng.tensor(shape, -2.0, 2.0);
+            let residual = rng.tensor(shape, -1.0, 1.0);
+            let gamma = rng.vec(c, 0.5, 1.5);
+            let beta = rng.vec(c, -0.5, 0.5);
+            let mut g = Graph::for_profile(profile.clone());
+            let (xi, ri) = (g.input("x", shape), g.input("residual", shape));
+            let (gi, bi) = (constant(&mut g, "gamma", &gamma), constant(&mut g, "beta", &beta));
+            let y = group_norm_residual(&mut g, xi, groups, gi, bi, 1e-6, act, ri).unwrap();
+            g.output("y", y);
+            let out = run(&g, &[&x, &residual]);
+            let normed = group_norm_cpu(&x.data, None, b, c, groups, &gamma, &beta, 1e-6, act);
+            let want: Vec<f32> = normed.iter().zip(&residual.data).map(|(n, r)| n + r).collect();
+            assert_close(&format!("group_norm_residual {shape:?} G={groups} {act:?} on {}", profile.name), &out[0].data, &want, 3e-6, 3e-6);
         }
     }
 }

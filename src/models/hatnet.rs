@@ -15,6 +15,7 @@ use crate::explain::{dot, softmax_map, Probe};
 use crate::graph::{Graph, TensorId};
 use crate::ops::attention::{attention_strided, AttentionDims, Operand, OutputSpec, View};
 use crate::ops::binary::add;
+use crate::ops::groupnorm::group_norm_residual;
 use crate::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
 use crate::ops::pool::{avg_pool2d, mean_spatial};
 use crate::ops::Activation;
@@ -275,8 +276,10 @@ impl Builder<'_> {
         let t = self.pointwise(g, &vb.pp("conv1.1"), t, hidden, false, Activation::Silu, None)?;
         let t = nn::conv2d(g, &vb.pp("conv2.0"), t, hidden, k, conv_params(1, k / 2, hidden), false, Activation::Silu)?;
         let t = self.pointwise(g, &vb.pp("conv3.0"), t, c, false, Activation::None, None)?;
-        let t = self.group_norm(g, &vb.pp("conv3.1"), t, None, Activation::None)?;
-        vb.op(g, |g| add(g, x, t))
+        // The residual is added in the norm's own pass.
+        let norm = vb.pp("conv3.1");
+        let (gamma, beta) = (norm.param(g, "weight", &[c])?, norm.param(g, "bias", &[c])?);
+        norm.op(g, |g| group_norm_residual(g, t, 1, gamma, beta, EPS, Activation::None, x))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Group normalisation of `x [B, C, H, W]` or `[B, C, N]` with G groups, as `torch.nn.GroupNorm`:
 //! statistics (biased variance) over each image's `C / G` consecutive channels, then the
-//! per-channel affine; optionally `add` is summed into x first and an activation applied last.
+//! per-channel affine; optionally `add` is summed into x first and an activation applied last,
+//! or ([`group_norm_residual`]) a residual added after it all.
 //!
 //! `GroupNorm(1, C)` reduces over a whole image — up to ~800k elements — so one workgroup per
 //! group would leave the device idle. Each group is cut into equal chunks of at most
@@ -35,6 +36,15 @@ fn chunking(group_len: usize, max: usize) -> (usize, usize) {
     (group_len.div_ceil(chunks), chunks)
 }
 
+/// Where a GroupNorm's second operand is added: to its input, or to its output.
+#[derive(Clone, Copy)]
+enum Sum {
+    /// `GroupNorm(x + add)`: the `ADD = 1` kernels.
+    Input(TensorId),
+    /// `act(GroupNorm(x)) + residual`: the `ADD = 2` kernels.
+    Output(TensorId),
+}
+
 /// GroupNorm(groups, C) of `x` (+ `add`), then `act`. gamma, beta: `[C]`.
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm(
@@ -47,6 +57,42 @@ pub fn group_norm(
     add: Option<TensorId>,
     act: Activation,
 ) -> Result<TensorId> {
+    group_norm_summed(g, x, groups, gamma, beta, eps, add.map(Sum::Input), act)
+}
+
+/// `residual + act(GroupNorm(groups, C)(x))`, the residual (shaped like `x`) added in the
+/// normalising pass: a residual block ending in a norm (HAT-Net's inverted residual) needs no
+/// separate add dispatch.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_residual(
+    g: &mut Graph,
+    x: TensorId,
+    groups: usize,
+    gamma: TensorId,
+    beta: TensorId,
+    eps: f32,
+    act: Activation,
+    residual: TensorId,
+) -> Result<TensorId> {
+    group_norm_summed(g, x, groups, gamma, beta, eps, Some(Sum::Output(residual)), act)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn group_norm_summed(
+    g: &mut Graph,
+    x: TensorId,
+    groups: usize,
+    gamma: TensorId,
+    beta: TensorId,
+    eps: f32,
+    sum: Option<Sum>,
+    act: Activation,
+) -> Result<TensorId> {
+    let (add, add_mode) = match sum {
+        None => (None, 0u32),
+        Some(Sum::Input(t)) => (Some(t), 1),
+        Some(Sum::Output(t)) => (Some(t), 2),
+    };
     let shape = g.shape(x).to_vec();
     if shape.len() != 3 && shape.len() != 4 {
         return Err(Error::Graph(format!("group_norm: input must be [B, C, H, W] or [B, C, N], got {shape:?}")));
@@ -63,7 +109,8 @@ pub fn group_norm(
     }
     if let Some(a) = add {
         if g.shape(a) != shape.as_slice() {
-            return Err(Error::Graph(format!("group_norm: add has shape {:?}, expected the input's {shape:?}", g.shape(a))));
+            let what = if add_mode == 2 { "residual" } else { "add" };
+            return Err(Error::Graph(format!("group_norm: {what} has shape {:?}, expected the input's {shape:?}", g.shape(a))));
         }
     }
     let n = g.numel(x);
@@ -94,7 +141,7 @@ pub fn group_norm(
         PipelineKey::new(kernel)
             .with("WG", lanes as u32)
             .with("PHASE", phase)
-            .with("ADD", add.is_some() as u32)
+            .with("ADD", add_mode)
             .with("ACT", if phase == 0 { 0 } else { act as u32 })
     };
     // Both phases bind the same tensors (one module, one binding layout); phase 0 writes only
