@@ -141,7 +141,9 @@ fn group_norm_summed(
         PipelineKey::new(kernel)
             .with("WG", lanes as u32)
             .with("PHASE", phase)
-            .with("ADD", add_mode)
+            // The statistics of a post-norm residual's norm are x's alone: its phase 0 is the
+            // plain one, and shares that pipeline.
+            .with("ADD", if phase == 0 && add_mode == 2 { 0 } else { add_mode })
             .with("ACT", if phase == 0 { 0 } else { act as u32 })
     };
     // Both phases bind the same tensors (one module, one binding layout); phase 0 writes only
