@@ -11,7 +11,7 @@
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
-//! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions or depthwise convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); SwiftShader: buffers | storage buffers |
+//! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions, depthwise or ACC-ViT's atrous convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); SwiftShader: buffers | storage buffers |
 //! | attention (channel loops written out per head size) | lavapipe: 4 query rows per invocation; SwiftShader: 2 rows up to d = 48, else 1; q, k, v from textures where `activation_textures` | 1 row |
 //! | GroupNorm lanes per workgroup | 8 for a group of one chunk, else 32 | 32 |
 //! | row reductions (LayerNorm, softmax) | 16 lanes per row for few long rows, else 1 | the same |
