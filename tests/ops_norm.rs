@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{assert_close, run};
-use wgvit::ops::groupnorm::{group_norm, group_norm_cpu, group_norm_residual};
+use wgvit::ops::groupnorm::{group_norm, group_norm_cpu, Sum};
 use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
 use wgvit::ops::Activation;
 use wgvit::tensor::Rng;
@@ -91,7 +91,7 @@ fn run_group_norm_on(case: &GroupNormCase, profile: wgvit::kernels::DeviceProfil
     let ai = if case.with_add { Some(g.input("add", &case.shape)) } else { None };
     let gi = constant(&mut g, "gamma", &gamma);
     let bi = constant(&mut g, "beta", &beta);
-    let y = group_norm(&mut g, xi, case.groups, gi, bi, eps, ai, case.act).unwrap();
+    let y = group_norm(&mut g, xi, case.groups, gi, bi, eps, ai.map(Sum::Input), case.act).unwrap();
     g.output("y", y);
     let out = if case.with_add { run(&g, &[&x, &add]) } else { run(&g, &[&x]) };
     let want = group_norm_cpu(&x.data, case.with_add.then_some(&add.data[..]), b, c, case.groups, &gamma, &beta, eps, case.act);
@@ -146,12 +146,12 @@ fn group_norm_residual_matches_cpu() {
             let mut g = Graph::for_profile(profile.clone());
             let (xi, ri) = (g.input("x", shape), g.input("residual", shape));
             let (gi, bi) = (constant(&mut g, "gamma", &gamma), constant(&mut g, "beta", &beta));
-            let y = group_norm_residual(&mut g, xi, groups, gi, bi, 1e-6, act, ri).unwrap();
+            let y = group_norm(&mut g, xi, groups, gi, bi, 1e-6, Some(Sum::Output(ri)), act).unwrap();
             g.output("y", y);
             let out = run(&g, &[&x, &residual]);
             let normed = group_norm_cpu(&x.data, None, b, c, groups, &gamma, &beta, 1e-6, act);
             let want: Vec<f32> = normed.iter().zip(&residual.data).map(|(n, r)| n + r).collect();
-            assert_close(&format!("group_norm_residual {shape:?} G={groups} {act:?} on {}", profile.name), &out[0].data, &want, 3e-6, 3e-6);
+            assert_close(&format!("group_norm + residual {shape:?} G={groups} {act:?} on {}", profile.name), &out[0].data, &want, 3e-6, 3e-6);
         }
     }
 }
@@ -231,6 +231,6 @@ fn group_norm_rejects_bad_shapes() {
     let err = group_norm(&mut g, x, 4, gamma, beta, 1e-5, None, Activation::None).unwrap_err().to_string();
     assert!(err.contains("group_norm") && err.contains("[1, 6, 4, 4]"), "{err}");
     let other = g.input("other", &[1, 6, 4, 5]);
-    let err = group_norm(&mut g, x, 2, gamma, beta, 1e-5, Some(other), Activation::None).unwrap_err().to_string();
+    let err = group_norm(&mut g, x, 2, gamma, beta, 1e-5, Some(Sum::Input(other)), Activation::None).unwrap_err().to_string();
     assert!(err.contains("add"), "{err}");
 }

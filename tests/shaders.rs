@@ -365,7 +365,11 @@ fn op_graphs() -> Vec<(&'static str, OpGraph)> {
         }),
         ("group_norm 1 group + add + gelu", |g| {
             let (x, gamma, beta, add) = (g.input("x", &[1, 64, 14, 14]), g.input("g", &[64]), g.input("b", &[64]), g.input("a", &[1, 64, 14, 14]));
-            wgvit::ops::groupnorm::group_norm(g, x, 1, gamma, beta, 1e-5, Some(add), Activation::Gelu)
+            wgvit::ops::groupnorm::group_norm(g, x, 1, gamma, beta, 1e-5, Some(wgvit::ops::groupnorm::Sum::Input(add)), Activation::Gelu)
+        }),
+        ("group_norm 1 group, residual after (2 chunks)", |g| {
+            let (x, gamma, beta, r) = (g.input("x", &[1, 32, 16, 16]), g.input("g", &[32]), g.input("b", &[32]), g.input("r", &[1, 32, 16, 16]));
+            wgvit::ops::groupnorm::group_norm(g, x, 1, gamma, beta, 1e-5, Some(wgvit::ops::groupnorm::Sum::Output(r)), Activation::None)
         }),
         ("group_norm 8 groups [B,C,N]", |g| {
             let (x, gamma, beta) = (g.input("x", &[2, 32, 49]), g.input("g", &[32]), g.input("b", &[32]));

@@ -15,7 +15,7 @@ use crate::explain::{dot, softmax_map, Probe};
 use crate::graph::{Graph, TensorId};
 use crate::ops::attention::{attention_strided, AttentionDims, Operand, OutputSpec, View};
 use crate::ops::binary::add;
-use crate::ops::groupnorm::group_norm_residual;
+use crate::ops::groupnorm::Sum;
 use crate::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
 use crate::ops::pool::{avg_pool2d, mean_spatial};
 use crate::ops::Activation;
@@ -120,8 +120,8 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn group_norm(&self, g: &mut Graph, vb: &Scope, x: TensorId, add: Option<TensorId>, act: Activation) -> Result<TensorId> {
-        nn::group_norm(g, vb, x, 1, EPS, add, act)
+    fn group_norm(&self, g: &mut Graph, vb: &Scope, x: TensorId, sum: Option<Sum>, act: Activation) -> Result<TensorId> {
+        nn::group_norm(g, vb, x, 1, EPS, sum, act)
     }
 
     /// 1×1 conv as a GEMM `W[Cout, Cin] · x[b][Cin, H·W]` with the bias, activation and residual
@@ -237,7 +237,7 @@ impl Builder<'_> {
             };
             softmax_map((hw, hw, heads), query, cell, |head, q, k| scale as f64 * dot(at(0, head, q), at(1, head, k)))
         }));
-        let grid_x = self.group_norm(g, &vb.pp("grid_norm"), x, Some(local), Activation::None)?;
+        let grid_x = self.group_norm(g, &vb.pp("grid_norm"), x, Some(Sum::Input(local)), Activation::None)?;
 
         // Global attention of every position to the pooled tokens.
         let q = self.project(g, &vb.pp("q"), grid_x, c)?;
@@ -276,10 +276,8 @@ impl Builder<'_> {
         let t = self.pointwise(g, &vb.pp("conv1.1"), t, hidden, false, Activation::Silu, None)?;
         let t = nn::conv2d(g, &vb.pp("conv2.0"), t, hidden, k, conv_params(1, k / 2, hidden), false, Activation::Silu)?;
         let t = self.pointwise(g, &vb.pp("conv3.0"), t, c, false, Activation::None, None)?;
-        // The residual is added in the norm's own pass.
-        let norm = vb.pp("conv3.1");
-        let (gamma, beta) = (norm.param(g, "weight", &[c])?, norm.param(g, "bias", &[c])?);
-        norm.op(g, |g| group_norm_residual(g, t, 1, gamma, beta, EPS, Activation::None, x))
+        // x + GN(t): the residual is added in the norm's own pass.
+        self.group_norm(g, &vb.pp("conv3.1"), t, Some(Sum::Output(x)), Activation::None)
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::graph::{Graph, TensorId};
 use crate::ops::conv2d::{conv2d as conv2d_op, Conv2dParams};
-use crate::ops::groupnorm::group_norm as group_norm_op;
+use crate::ops::groupnorm::{group_norm as group_norm_op, Sum};
 use crate::ops::layernorm::layer_norm as layer_norm_op;
 use crate::ops::matmul::{linear as linear_op, matmul, BiasAxis, Epilogue};
 use crate::ops::Activation;
@@ -132,12 +132,13 @@ pub fn layer_norm(g: &mut Graph, vb: &Scope, x: TensorId, eps: f32) -> Result<Te
     vb.op(g, |g| layer_norm_op(g, x, Some(gamma), Some(beta), eps))
 }
 
-/// `nn.GroupNorm(groups, C)` of `x [B, C, ..]` (+ `add` first), then `act`.
-pub fn group_norm(g: &mut Graph, vb: &Scope, x: TensorId, groups: usize, eps: f32, add: Option<TensorId>, act: Activation) -> Result<TensorId> {
+/// `nn.GroupNorm(groups, C)` of `x [B, C, ..]`, then `act`, with `sum` added to its input or its
+/// output.
+pub fn group_norm(g: &mut Graph, vb: &Scope, x: TensorId, groups: usize, eps: f32, sum: Option<Sum>, act: Activation) -> Result<TensorId> {
     let c = g.shape(x).get(1).copied().unwrap_or(0);
     let gamma = vb.param(g, "weight", &[c])?;
     let beta = vb.param(g, "bias", &[c])?;
-    vb.op(g, |g| group_norm_op(g, x, groups, gamma, beta, eps, add, act))
+    vb.op(g, |g| group_norm_op(g, x, groups, gamma, beta, eps, sum, act))
 }
 
 /// `nn.Conv2d(Cin, cout, k, ...)` on NCHW `x`, with the activation fused.

@@ -1,7 +1,7 @@
 //! Group normalisation of `x [B, C, H, W]` or `[B, C, N]` with G groups, as `torch.nn.GroupNorm`:
 //! statistics (biased variance) over each image's `C / G` consecutive channels, then the
 //! per-channel affine; optionally `add` is summed into x first and an activation applied last,
-//! or ([`group_norm_residual`]) a residual added after it all.
+//! or a residual added after it all ([`Sum`]).
 //!
 //! `GroupNorm(1, C)` reduces over a whole image — up to ~800k elements — so one workgroup per
 //! group would leave the device idle. Each group is cut into equal chunks of at most
@@ -37,48 +37,19 @@ fn chunking(group_len: usize, max: usize) -> (usize, usize) {
 }
 
 /// Where a GroupNorm's second operand is added: to its input, or to its output.
-#[derive(Clone, Copy)]
-enum Sum {
+#[derive(Clone, Copy, Debug)]
+pub enum Sum {
     /// `GroupNorm(x + add)`: the `ADD = 1` kernels.
     Input(TensorId),
-    /// `act(GroupNorm(x)) + residual`: the `ADD = 2` kernels.
+    /// `residual + act(GroupNorm(x))`, added in the normalising pass (the `ADD = 2` kernels): a
+    /// residual block ending in a norm (HAT-Net's inverted residual) needs no add dispatch.
     Output(TensorId),
 }
 
-/// GroupNorm(groups, C) of `x` (+ `add`), then `act`. gamma, beta: `[C]`.
+/// GroupNorm(groups, C) of `x`, then `act`, with `sum` added to its input or output (shaped
+/// like `x`). gamma, beta: `[C]`.
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm(
-    g: &mut Graph,
-    x: TensorId,
-    groups: usize,
-    gamma: TensorId,
-    beta: TensorId,
-    eps: f32,
-    add: Option<TensorId>,
-    act: Activation,
-) -> Result<TensorId> {
-    group_norm_summed(g, x, groups, gamma, beta, eps, add.map(Sum::Input), act)
-}
-
-/// `residual + act(GroupNorm(groups, C)(x))`, the residual (shaped like `x`) added in the
-/// normalising pass: a residual block ending in a norm (HAT-Net's inverted residual) needs no
-/// separate add dispatch.
-#[allow(clippy::too_many_arguments)]
-pub fn group_norm_residual(
-    g: &mut Graph,
-    x: TensorId,
-    groups: usize,
-    gamma: TensorId,
-    beta: TensorId,
-    eps: f32,
-    act: Activation,
-    residual: TensorId,
-) -> Result<TensorId> {
-    group_norm_summed(g, x, groups, gamma, beta, eps, Some(Sum::Output(residual)), act)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn group_norm_summed(
     g: &mut Graph,
     x: TensorId,
     groups: usize,
