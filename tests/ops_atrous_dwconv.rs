@@ -138,7 +138,6 @@ fn atrous_dwconv_rejects_bad_shapes() {
 #[test]
 fn atrous_dwconv_reads_and_writes_activation_textures_on_lavapipe() {
     use std::sync::Arc;
-    use wgvit::graph::StorageKind;
     use wgvit::ops::matmul::{matmul, Epilogue};
     let mut rng = Rng::new(13);
     let (h, w, cin, hidden) = (9, 10, 8, 16);
@@ -162,15 +161,8 @@ fn atrous_dwconv_reads_and_writes_activation_textures_on_lavapipe() {
         let y = matmul(&mut g, tokens, w2i, false, true, Epilogue::default()).unwrap();
         g.output("y", y);
 
-        let promoted = g.with_activation_textures();
         let case = format!("{nb} branches, stride {stride}");
-        for t in [expanded, mixed] {
-            assert!(matches!(promoted.storages[promoted.tensors[t.0].storage].kind, StorageKind::Activation { texture: true }), "{case}: the atrous conv's input and output move to textures");
-        }
-        let node = promoted.nodes.iter().find(|n| n.label.starts_with("atrous_dwconv")).unwrap();
-        for define in ["X_TEXTURE", "OUT_TEXTURE"] {
-            assert!(node.key.constants().contains(&(define, 1)), "{case}: {define} in {:?}", node.key.constants());
-        }
+        let promoted = common::promoted_to_textures(&g, &[expanded, mixed], "atrous_dwconv", &["X_TEXTURE", "OUT_TEXTURE"], &case);
 
         let e = linear(&x.data, &w1.data, cin, hidden);
         let m = atrous_dwconv_cpu(&e, [1, h, w, hidden], &wd.data, nb, Some(&bd.data), stride, Activation::Gelu);

@@ -244,7 +244,6 @@ fn fold_batchnorm_matches_conv_then_batchnorm() {
 #[test]
 fn depthwise_conv_reads_and_writes_activation_textures_on_lavapipe() {
     use std::sync::Arc;
-    use wgvit::graph::StorageKind;
     let lavapipe = common::lavapipe();
     let mut rng = Rng::new(47);
     let (c, hidden, h, w) = (8, 16, 12, 16);
@@ -265,15 +264,8 @@ fn depthwise_conv_reads_and_writes_activation_textures_on_lavapipe() {
         let y = conv2d(&mut g, mixed, w2i, None, &pointwise, Activation::None).unwrap();
         g.output("y", y);
 
-        let promoted = g.with_activation_textures();
         let case = format!("{k}x{k} stride {stride} padding {pad}");
-        for t in [expanded, mixed] {
-            assert!(matches!(promoted.storages[promoted.tensors[t.0].storage].kind, StorageKind::Activation { texture: true }), "{case}: the depthwise conv's input and output move to textures");
-        }
-        let node = promoted.nodes.iter().find(|n| n.label.starts_with("conv2d_dw")).unwrap();
-        for define in ["X_TEXTURE", "OUT_TEXTURE"] {
-            assert!(node.key.constants().contains(&(define, 1)), "{case}: {define} in {:?}", node.key.constants());
-        }
+        let promoted = common::promoted_to_textures(&g, &[expanded, mixed], "conv2d_dw", &["X_TEXTURE", "OUT_TEXTURE"], &case);
 
         let (e, es) = conv2d_cpu(&x.data, &x.shape, &w1.data, &w1.shape, None, &pointwise, Activation::None);
         let (m, ms) = conv2d_cpu(&e, &es, &wd.data, &wd.shape, Some(&bd.data), &dw, Activation::Gelu);

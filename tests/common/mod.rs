@@ -25,6 +25,22 @@ pub fn lavapipe() -> wgvit::kernels::DeviceProfile {
     wgvit::kernels::DeviceProfile { name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(), ..wgvit::kernels::DeviceProfile::cpu_like() }
 }
 
+/// `g` with its activations moved to textures (`Graph::with_activation_textures`), after
+/// asserting that `tensors` moved and that the first node labelled `node_prefix…` has every
+/// define of `defines` set; `case` names the case in the messages.
+pub fn promoted_to_textures(g: &Graph, tensors: &[wgvit::TensorId], node_prefix: &str, defines: &[&str], case: &str) -> Graph {
+    use wgvit::graph::StorageKind;
+    let promoted = g.with_activation_textures();
+    for t in tensors {
+        assert!(matches!(promoted.storages[promoted.tensors[t.0].storage].kind, StorageKind::Activation { texture: true }), "{case}: tensor {t:?} moves to a texture");
+    }
+    let node = promoted.nodes.iter().find(|n| n.label.starts_with(node_prefix)).unwrap_or_else(|| panic!("{case}: no node {node_prefix}…"));
+    for define in defines {
+        assert!(node.key.constants().contains(&(*define, 1)), "{case}: {define} in {:?}", node.key.constants());
+    }
+    promoted
+}
+
 /// Compiles and runs `g` with `inputs` (graph-input order); returns the outputs.
 pub fn run(g: &Graph, inputs: &[&HostTensor]) -> Vec<HostTensor> {
     let e = engine();
