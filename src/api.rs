@@ -60,6 +60,28 @@ impl Engine {
         Ok(exe)
     }
 
+    /// Compiles into this engine the pipelines model `id` needs for `input_shape`, before its
+    /// weights are here: a graph is shapes, and a built-in variant's configuration is its id
+    /// (`hatnet-tiny`). Loading the model and building that graph then finds them compiled. The
+    /// browser compiles while the page downloads the weights (`tools/ortweb/cold.mjs`). A model
+    /// whose configuration is in its weights' metadata (the bundled `*-digits`) is an error.
+    pub async fn precompile(&self, id: &str, input_shape: &[usize]) -> Result<crate::executor::BuildTimes> {
+        let weights = Weights::synthetic(0);
+        let card = ModelCard::new(id, &weights)?;
+        let (graph, graph_ms) = crate::time::timed(|| models::build_spec_graph(&card.spec, &weights, input_shape, self.ctx.info.profile.clone()));
+        let mut times = Executable::precompile(&self.ctx, &graph?, &self.pipelines).await?;
+        times.graph_ms = graph_ms;
+        if !times.pipelines.is_empty() {
+            disk_cache::store(&self.ctx, &self.pipelines);
+        }
+        Ok(times)
+    }
+
+    /// The input size of model `id` when its weights do not say otherwise (`hatnet-tiny`: 224).
+    pub fn default_input_size(&self, id: &str) -> Result<(usize, usize)> {
+        Ok(ModelCard::new(id, &Weights::synthetic(0))?.input_size())
+    }
+
     /// Loads model `id` with `weights`. Fails early on an unknown id, a bad configuration in the
     /// weights' metadata or a tensor too large for the device; shapes are checked when the graph
     /// for an input size is built. The id is a built-in variant (`hatnet-tiny`) or the model the

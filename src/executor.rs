@@ -384,6 +384,21 @@ mod driver_warmup {
     }
 }
 
+/// `graph` as the device runs it: with its activations in textures where the device wants them
+/// (`ops::tuning::activation_textures`), which changes the pipelines' bindings and defines.
+fn for_device(graph: &Graph) -> std::borrow::Cow<'_, Graph> {
+    if crate::ops::tuning::activation_textures(&graph.profile) {
+        std::borrow::Cow::Owned(graph.with_activation_textures())
+    } else {
+        std::borrow::Cow::Borrowed(graph)
+    }
+}
+
+/// Every node's pipeline key and bindings, in graph order.
+fn pipeline_keys(graph: &Graph) -> Vec<(PipelineKey, Bindings)> {
+    graph.nodes.iter().map(|n| (n.key.clone(), graph.bindings(n))).collect()
+}
+
 /// wgpu's WebGPU backend creates pipelines with the synchronous `createComputePipeline`, so the
 /// browser compiles them one after the other on the thread that asks. Here the same pipelines
 /// are first requested with `createComputePipelineAsync`, all at once, through the raw
@@ -665,18 +680,22 @@ pub struct Executable {
 }
 
 impl Executable {
+    /// Creates the pipelines [`Executable::build`] would create for `graph` into `pipelines`,
+    /// and nothing else: no memory, upload or bind groups. What a model needs can so be compiled
+    /// before its weights arrive (`Engine::precompile`), graphs being shapes and pipeline keys.
+    pub async fn precompile(ctx: &GpuContext, graph: &Graph, pipelines: &PipelineCache) -> Result<BuildTimes> {
+        ctx.check("compiling a graph's pipelines")?;
+        let mut times = BuildTimes::default();
+        pipelines.create_all(ctx, &pipeline_keys(&for_device(graph)), &mut times).await?;
+        Ok(times)
+    }
+
     pub async fn build(ctx: &GpuContext, graph: &Graph, pipelines: &PipelineCache, constants: &ConstantCache) -> Result<Self> {
         ctx.check("building a graph")?;
         let limits = ctx.limits().clone();
         let mut times = BuildTimes::default();
         let phase_start = now_ms();
-        let textured;
-        let graph = if crate::ops::tuning::activation_textures(&graph.profile) {
-            textured = graph.with_activation_textures();
-            &textured
-        } else {
-            graph
-        };
+        let graph = &*for_device(graph);
         let live = graph.liveness()?;
 
         // ---- memory plan over inputs and activations: one buffer per slot, and one flat texture
@@ -773,7 +792,7 @@ impl Executable {
                 )));
             }
         }
-        let keys: Vec<(PipelineKey, Bindings)> = graph.nodes.iter().map(|n| (n.key.clone(), graph.bindings(n))).collect();
+        let keys = pipeline_keys(graph);
         #[cfg(not(target_arch = "wasm32"))]
         let warmup = if driver_warmup::wanted(ctx) {
             let mut seen = std::collections::HashSet::new();

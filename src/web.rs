@@ -5,6 +5,7 @@
 //! await init();
 //! const engine = await Engine.create();                 // rejects with a readable message without WebGPU
 //! engine.adapterInfo();                                 // JSON: adapter, backend, features, limits
+//! const compiling = engine.precompile("hatnet-tiny");  // compiles its pipelines while the weights download
 //! const model = await engine.loadModel("hatnet-tiny", bytes);   // Uint8Array of a .safetensors
 //! const logits = await model.run(input, [1, 3, 224, 224]);      // Float32Array -> Float32Array
 //! const top = await model.classify(image, 5);   // ImageData | ImageBitmap | HTMLImageElement | HTMLCanvasElement
@@ -75,6 +76,25 @@ impl Engine {
         .to_string()
     }
 
+    /// Compiles the pipelines of built-in model `id` (`hatnet-tiny`: its configuration is its id)
+    /// for an input of `size` ([H, W]; default the model's usual size) before its weights are
+    /// here. Start it, then fetch the weights: the browser compiles while the download runs, and
+    /// the model's first run finds its pipelines. Resolves to JSON `{"graphMs", "modulesMs",
+    /// "pipelines", "pipelinesMs", "pipelinesAsyncMs"}`; rejects for a model whose configuration
+    /// is in its weights' metadata (the bundled `*-digits`).
+    pub async fn precompile(&self, id: String, size: Option<Vec<u32>>) -> Result<String, JsValue> {
+        let (h, w) = input_side(size.as_deref(), || self.inner.default_input_size(&id).map_err(js_error))?;
+        let t = self.inner.precompile(&id, &[1, 3, h, w]).await.map_err(js_error)?;
+        Ok(serde_json::json!({
+            "graphMs": t.graph_ms,
+            "modulesMs": t.modules_ms,
+            "pipelines": t.pipelines.len(),
+            "pipelinesMs": t.pipelines_ms(),
+            "pipelinesAsyncMs": t.pipelines_async_ms,
+        })
+        .to_string())
+    }
+
     /// Loads model `id` from the bytes of a weights file; an empty `id` takes the model the
     /// weights' metadata names (`wgvit.model`, e.g. the bundled `hatnet-digits`).
     #[wasm_bindgen(js_name = loadModel)]
@@ -139,12 +159,7 @@ impl Model {
     }
 
     fn size_or_default(&self, size: Option<&[u32]>) -> Result<(usize, usize), JsValue> {
-        match size {
-            None | Some([]) => Ok(self.inner.card.input_size()),
-            Some(&[s]) if s > 0 => Ok((s as usize, s as usize)),
-            Some(&[h, w]) if h > 0 && w > 0 => Ok((h as usize, w as usize)),
-            Some(other) => Err(invalid(&format!("size {other:?} is not [S] or [H, W] with positive sides"))),
-        }
+        input_side(size, || Ok(self.inner.card.input_size()))
     }
 
     /// The input size classify uses: the weights' `wgvit.input_size`, else the model's usual one
@@ -236,6 +251,16 @@ impl Model {
     pub async fn explain_tensor(&self, input: Vec<f32>, shape: Vec<u32>, query: Option<Vec<u32>>) -> Result<JsValue, JsValue> {
         let x = HostTensor::new(shape.into_iter().map(|d| d as usize).collect(), input).map_err(js_error)?;
         self.explain_input(x, query).await
+    }
+}
+
+/// `size` as `(H, W)`: `[S]`, `[H, W]`, or (absent or empty) `default()`.
+fn input_side(size: Option<&[u32]>, default: impl FnOnce() -> Result<(usize, usize), JsValue>) -> Result<(usize, usize), JsValue> {
+    match size {
+        None | Some([]) => default(),
+        Some(&[s]) if s > 0 => Ok((s as usize, s as usize)),
+        Some(&[h, w]) if h > 0 && w > 0 => Ok((h as usize, w as usize)),
+        Some(other) => Err(invalid(&format!("size {other:?} is not [S] or [H, W] with positive sides"))),
     }
 }
 

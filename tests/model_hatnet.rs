@@ -88,3 +88,19 @@ fn hatnet_missing_and_misshapen_tensors_are_named() {
     let err = build_graph("hatnet-micro", &bad, &[1, 3, 224, 224]).unwrap_err().to_string();
     assert!(err.contains("blocks.1.0.attn.kv.weight") && err.contains("[64, 32, 1, 1]"), "{err}");
 }
+
+/// A built-in variant's pipelines compile before its weights exist (`Engine::precompile`, what
+/// the browser does during the download): the model's graph then creates none of its own; a
+/// model whose configuration is in its weights' metadata is a clear error.
+#[test]
+fn precompile_leaves_nothing_for_the_model_to_compile() {
+    let engine = pollster::block_on(wgvit::Engine::new()).unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    let shape = [1, 3, 224, 224];
+    let pre = pollster::block_on(engine.precompile("hatnet-micro", &shape)).unwrap();
+    assert!(!pre.pipelines.is_empty(), "a fresh engine compiles the model's pipelines");
+    let model = engine.load_model("hatnet-micro", Weights::synthetic(7)).unwrap();
+    let exe = pollster::block_on(model.prepare(&shape)).unwrap();
+    assert!(exe.times.pipelines.is_empty(), "the weights' graph created {:?}", exe.times.pipelines);
+    let err = pollster::block_on(engine.precompile("hatnet-digits", &[1, 3, 64, 64])).unwrap_err().to_string();
+    assert!(err.contains("hatnet-digits") && err.contains("metadata"), "{err}");
+}

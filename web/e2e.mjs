@@ -229,6 +229,24 @@ async function main() {
     check("the compare view shows each digit model's map", digitMaps.length === 4 && digitMaps.every((c) => c.colours > 16),
       colours.map((c) => `${c.model} ${c.colours} colours`).join(", "));
     console.log(`screenshot: ${path.relative(root, EXPLAIN_SCREENSHOT)}`);
+
+    // 8. a built-in model's pipelines compile before its weights arrive (Engine.precompile, what a
+    // page starts before the download): a fresh engine's model then builds none of its own; a
+    // model configured by its weights' metadata is refused with a clear message
+    const pre = await page.evaluate(async () => {
+      const { Engine } = await import("/web/pkg/wgvit.js");
+      const engine = await Engine.create();
+      const compiling = engine.precompile("hatnet-micro", [224, 224]);
+      const bytes = new Uint8Array(await (await fetch("/tests/fixtures/hatnet-micro/weights.safetensors")).arrayBuffer());
+      const precompiled = JSON.parse(await compiling);
+      const model = await engine.loadModel("hatnet-micro", bytes);
+      const built = JSON.parse(await model.prepare([224, 224]));
+      let refused = "";
+      try { await engine.precompile("hatnet-digits"); } catch (e) { refused = String(e?.message ?? e); }
+      return { precompiled: precompiled.pipelines, built: built.pipelines, refused };
+    }).catch((e) => ({ error: String(e) }));
+    check("precompile leaves a model nothing to compile", !pre.error && pre.precompiled > 0 && pre.built === 0 && /hatnet-digits/.test(pre.refused) && /metadata/.test(pre.refused),
+      pre.error || JSON.stringify(pre));
   } finally {
     if (browser) await browser.close();
     server.kill();

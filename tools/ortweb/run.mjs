@@ -1,6 +1,7 @@
 // Cold start, wgvit (WebGPU) against ONNX Runtime Web (wasm EP, 2 threads), on HAT-Net-tiny at
 // 224, in Debian's headless Chromium, paired: rounds alternate the engines, and every page load
-// gets a fresh browser profile (no HTTP, code or shader cache). Each round also measures the
+// gets a fresh browser profile (no HTTP, code or shader cache); MBIT=N emulates an N Mbit/s
+// connection (default: the loopback). Each round also measures the
 // WebGPU device's FMA peak on the same page, and the summary puts both engines' warm GFLOP/s
 // against it. Prints the CPU with the figures.
 // Not part of CI.
@@ -18,6 +19,12 @@ import { chromium } from "playwright-core";
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "..", "..");
 const rounds = Number(process.argv[2] ?? 2);
+// WGVIT_PRECOMPILE=0: wgvit compiles its pipelines after the weights are loaded (a paired
+// measurement of the overlap).
+const noPrecompile = process.env.WGVIT_PRECOMPILE === "0" ? "&precompile=0" : "";
+// MBIT=N: every page downloads at N Mbit/s with 20 ms latency (Chromium's network emulation), a
+// visitor's connection instead of the loopback; the same for both engines.
+const mbit = Number(process.env.MBIT ?? 0);
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".json": "application/json" };
 
 // A static server for the repository root with the cross-origin isolation headers ORT's threads need.
@@ -52,7 +59,12 @@ async function once(engine) {
   try {
     const page = browser.pages()[0] ?? await browser.newPage();
     page.on("pageerror", (e) => console.log(`  [page error] ${e.message}`));
-    await page.goto(`http://127.0.0.1:${port}/tools/ortweb/cold.html?engine=${engine}`);
+    if (mbit > 0) {
+      const cdp = await browser.newCDPSession(page);
+      await cdp.send("Network.enable");
+      await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 20, downloadThroughput: (mbit * 1e6) / 8, uploadThroughput: (mbit * 1e6) / 8 });
+    }
+    await page.goto(`http://127.0.0.1:${port}/tools/ortweb/cold.html?engine=${engine}${noPrecompile}`);
     await page.waitForFunction(() => window.coldResult, null, { timeout: 600_000, polling: 500 });
     return await page.evaluate(() => window.coldResult);
   } finally {
@@ -62,7 +74,7 @@ async function once(engine) {
 }
 
 const results = { wgvit: [], ort: [], peak: [] };
-console.log(`CPU: ${cpus()[0]?.model ?? "?"}, ${cpus().length} logical cores; Chromium ${process.env.CHROMIUM ?? "/usr/bin/chromium"}`);
+console.log(`CPU: ${cpus()[0]?.model ?? "?"}, ${cpus().length} logical cores; Chromium ${process.env.CHROMIUM ?? "/usr/bin/chromium"}; network ${mbit > 0 ? `${mbit} Mbit/s, 20 ms` : "loopback"}`);
 for (let r = 1; r <= rounds; r++) {
   for (const engine of ["wgvit", "ort", "peak"]) {
     const res = await once(engine);
@@ -74,6 +86,10 @@ for (let r = 1; r <= rounds; r++) {
     }
     const steps = Object.entries(res.steps).map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(" · ");
     console.log(`round ${r} ${engine.padEnd(5)} cold ${(res.cold / 1000).toFixed(2)} s (${steps}), warm ${res.warm.toFixed(0)} ms, isolated ${res.isolated}${res.threads ? `, ${res.threads} threads` : ""}`);
+    if (res.precompiled) {
+      const p = res.precompiled;
+      console.log(`        precompile (during the download): graph ${p.graphMs.toFixed(0)} ms · shader modules ${p.modulesMs.toFixed(0)} ms · ${p.pipelines} pipelines ${p.pipelinesMs.toFixed(0)} ms (concurrent compile ${p.pipelinesAsyncMs.toFixed(0)} ms)`);
+    }
     if (res.build) {
       const b = res.build;
       console.log(`        build: upload ${b.uploadMs.toFixed(0)} ms · shader modules ${b.modulesMs.toFixed(0)} ms · ${b.pipelines} pipelines ${b.pipelinesMs.toFixed(0)} ms (concurrent compile ${b.pipelinesAsyncMs.toFixed(0)} ms) · bind groups ${b.bindGroupsMs.toFixed(0)} ms`);
