@@ -163,24 +163,29 @@ async function weightsBytes(key) {
   return cachedWeights(w.url, (got, total) => status(`${w.model}: weights ${kb(got)}${total ? ` of ${kb(total)}` : ""}`));
 }
 
-/** The model for (weights, id), loaded once; `phases` (ms) is set when this call loaded it. */
-async function getModel(weightsKey, modelId) {
+/** The model for (weights, id), loaded once; `phases` (ms) is set when this call loaded it. A
+ * built-in id's pipelines (for `size`, else its usual size) compile while the weights download;
+ * an id configured by its weights' metadata (the digit models) is refused, and compiles later. */
+async function getModel(weightsKey, modelId, size) {
   const cacheKey = `${weightsKey}|${modelId}`;
   if (models.has(cacheKey)) return { model: models.get(cacheKey), phases: null };
   const t0 = performance.now();
+  const compiling = modelId ? engine.precompile(modelId, size ?? undefined).then(JSON.parse, () => null) : Promise.resolve(null);
   const { bytes, cached } = await weightsBytes(weightsKey);
   const t1 = performance.now();
   status(`${modelId}: reading ${kb(bytes.length)} of weights`);
   const model = await engine.loadModel(modelId, bytes);
+  const t2 = performance.now();
+  const precompiled = await compiling;
   models.set(cacheKey, model);
-  return { model, phases: { weights: t1 - t0, cached, load: performance.now() - t1 } };
+  return { model, phases: { weights: t1 - t0, cached, load: t2 - t1, precompiled, precompileWait: performance.now() - t2 } };
 }
 
 /** Classifies the image with (weights, model): cold = fetch + load + graph + first run (its
  * phases in `breakdown`), warm = one more run. */
 async function classifyOnce(weightsKey, modelId, bitmap, size) {
   const t0 = performance.now();
-  const { model, phases } = await getModel(weightsKey, modelId);
+  const { model, phases } = await getModel(weightsKey, modelId, size);
   let breakdown = null;
   if (phases) {
     status(`${modelId}: building the graph and its pipelines`);
@@ -205,7 +210,9 @@ function breakdownText(b) {
   const f = (t) => `${t.toFixed(0)} ms`;
   const other = b.prepare - b.build.graphMs - b.build.planMs - b.build.uploadMs - b.build.modulesMs - b.build.pipelinesMs - b.build.bindGroupsMs;
   return [
-    `weights ${f(b.weights)}${b.cached ? " (from cache)" : ""}`, `load ${f(b.load)}`, `graph ${f(b.build.graphMs)}`,
+    `weights ${f(b.weights)}${b.cached ? " (from cache)" : ""}`, `load ${f(b.load)}`,
+    ...(b.precompiled ? [`${b.precompiled.pipelines} pipelines compiled during the download (${f(b.precompiled.pipelinesMs)}; ${f(b.precompileWait)} after the load)`] : []),
+    `graph ${f(b.build.graphMs)}`,
     `plan ${f(b.build.planMs)}`, `upload ${f(b.build.uploadMs)}`, `shader modules ${f(b.build.modulesMs)}`,
     `pipelines ${f(b.build.pipelinesMs)} (${b.build.pipelines}${b.build.pipelinesAsyncMs > 0 ? `, ${f(b.build.pipelinesAsyncMs)} compiling them concurrently` : ""})`, `bind groups ${f(b.build.bindGroupsMs)}`,
     ...(other > 1 ? [`other ${f(other)}`] : []), `first run ${f(b.firstRun)}`,
