@@ -77,16 +77,18 @@ fn merge(a: Moments, b: Moments) -> Moments {
 fn value(i: u32) -> V {
 #if ADD == 1
     return x[i] + add[i];
-#endif
+#else
     return x[i];
+#endif
 }
 
 // The normalised element i, then the residual when ADD = 2.
 fn output(i: u32, normalised: V) -> V {
 #if ADD == 2
     return activated_v(normalised) + add[i];
-#endif
+#else
     return activated_v(normalised);
+#endif
 }
 
 // Merges every lane's moments; all lanes get the workgroup's total. Call in uniform control flow.
