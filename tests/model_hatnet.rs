@@ -103,4 +103,9 @@ fn precompile_leaves_nothing_for_the_model_to_compile() {
     assert!(exe.times.pipelines.is_empty(), "the weights' graph created {:?}", exe.times.pipelines);
     let err = pollster::block_on(engine.precompile("hatnet-digits", &[1, 3, 64, 64])).unwrap_err().to_string();
     assert!(err.contains("hatnet-digits") && err.contains("metadata"), "{err}");
+    // An impossible size is the same one error the model's own build gives, before any compile.
+    for (shape, what) in [([1, 3, 64, 64], "cannot take input shape [1, 3, 64, 64]"), ([1, 3, 224 * 64, 224 * 64], "too large")] {
+        let err = pollster::block_on(engine.precompile("hatnet-micro", &shape)).unwrap_err().to_string();
+        assert!(err.contains(what), "{shape:?}: {err}");
+    }
 }
