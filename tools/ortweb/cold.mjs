@@ -5,7 +5,8 @@
 // warm forwards. ONNX Runtime Web runs its wasm execution provider with 2 threads (the page is
 // cross-origin isolated by run.mjs's server); wgvit runs on WebGPU (SwiftShader in headless
 // Chromium). Both read the same network: tools/ortweb/make_model.py writes both files.
-// ?engine=peak measures the WebGPU device's FMA throughput on the same page instead.
+// ?engine=peak measures the WebGPU device's FMA throughput on the same page instead, and
+// ?engine=dispatch what one more dispatch costs there.
 const start = performance.now();
 const engine = new URLSearchParams(location.search).get("engine");
 const SHAPE = [1, 3, 224, 224];
@@ -130,8 +131,42 @@ async function peak() {
   return best;
 }
 
+// What one more dispatch costs on this page's WebGPU device: a chain of N tiny dispatches (64
+// invocations each, every one reading the buffer the previous one wrote, as a model's graph
+// does) in one compute pass and one submission, for N = 1 and 201; the median of 15 of each.
+async function dispatch() {
+  const adapter = await navigator.gpu.requestAdapter();
+  const device = await adapter.requestDevice();
+  const code = `@group(0) @binding(0) var<storage, read_write> data: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) { data[gid.x] = data[gid.x] * 0.5 + 1.0; }`;
+  const pipeline = await device.createComputePipelineAsync({ layout: "auto", compute: { module: device.createShaderModule({ code }), entryPoint: "main" } });
+  const data = device.createBuffer({ size: 256, usage: GPUBufferUsage.STORAGE });
+  const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: data } }] });
+  const time = async (n) => {
+    const times = [];
+    for (let i = 0; i < 16; i++) {
+      const encoder = device.createCommandEncoder();
+      const pass = encoder.beginComputePass();
+      pass.setPipeline(pipeline);
+      for (let d = 0; d < n; d++) {
+        pass.setBindGroup(0, bindGroup);
+        pass.dispatchWorkgroups(1);
+      }
+      pass.end();
+      const t = performance.now();
+      device.queue.submit([encoder.finish()]);
+      await device.queue.onSubmittedWorkDone();
+      if (i > 0) times.push(performance.now() - t);
+    }
+    return times.sort((a, b) => a - b)[7];
+  };
+  const [one, many] = [await time(1), await time(201)];
+  device.destroy();
+  return { one, many, perDispatchUs: ((many - one) / 200) * 1000 };
+}
+
 try {
-  const engines = { ort, wgvit, peak };
+  const engines = { ort, wgvit, peak, dispatch };
   if (!engines[engine]) throw new Error(`?engine=ort|wgvit|peak, got ${engine}`);
   const result = await engines[engine]();
   result.engine = engine;

@@ -2,8 +2,8 @@
 // 224, in Debian's headless Chromium, paired: rounds alternate the engines, and every page load
 // gets a fresh browser profile (no HTTP, code or shader cache); MBIT=N emulates an N Mbit/s
 // connection (default: the loopback). Each round also measures the
-// WebGPU device's FMA peak on the same page, and the summary puts both engines' warm GFLOP/s
-// against it. Prints the CPU with the figures.
+// WebGPU device's FMA peak on the same page (the summary puts both engines' warm GFLOP/s
+// against it) and what one more dispatch costs there. Prints the CPU with the figures.
 // Not part of CI.
 //   cargo build --release && bash web/build.sh
 //   python3 tools/ortweb/make_model.py           # torch + onnx: out/hatnet-tiny.{onnx,safetensors}
@@ -73,15 +73,19 @@ async function once(engine) {
   }
 }
 
-const results = { wgvit: [], ort: [], peak: [] };
+const results = { wgvit: [], ort: [], peak: [], dispatch: [] };
 console.log(`CPU: ${cpus()[0]?.model ?? "?"}, ${cpus().length} logical cores; Chromium ${process.env.CHROMIUM ?? "/usr/bin/chromium"}; network ${mbit > 0 ? `${mbit} Mbit/s, 20 ms` : "loopback"}`);
 for (let r = 1; r <= rounds; r++) {
-  for (const engine of ["wgvit", "ort", "peak"]) {
+  for (const engine of ["wgvit", "ort", "peak", "dispatch"]) {
     const res = await once(engine);
     if (res.error) { console.log(`round ${r} ${engine}: error ${res.error}`); process.exitCode = 1; continue; }
     results[engine].push(res);
     if (engine === "peak") {
       console.log(`round ${r} WebGPU FMA peak ${res.gflops.toFixed(1)} GFLOP/s (${res.chains} chains)`);
+      continue;
+    }
+    if (engine === "dispatch") {
+      console.log(`round ${r} WebGPU dispatch cost ${res.perDispatchUs.toFixed(1)} µs each (1 tiny dispatch ${res.one.toFixed(2)} ms, 201 in one pass ${res.many.toFixed(2)} ms)`);
       continue;
     }
     const steps = Object.entries(res.steps).map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(" · ");
