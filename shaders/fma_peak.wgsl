@@ -4,10 +4,10 @@
 // Each invocation keeps CHAINS independent vec4 accumulators and runs `iters` rounds of 8 vec4
 // FMAs (32 FMAs = 64 FLOP per round). The host takes the best of CHAINS = 2, 4 and 8: how many
 // chains hide the FMA latency without spilling depends on the device. A CPU device holds each
-// vec4 component in one SIMD register, so 8 chains (32 registers, with m and s more) spill on a
-// 16-register x86 (AMD EPYC: lavapipe 96 GFLOP/s at 8 chains, 119 at 4; SwiftShader 11 at 8,
-// 14 at 2). The preprocessor writes the chains out (`#for`), so `a` is indexed by constants and
-// stays in registers.
+// vec4 component in one SIMD register, so 8 chains need 32 registers plus m and s: more than
+// x86 has without AVX-512, all it has with (AMD EPYC with AVX-512: lavapipe 96 GFLOP/s at 8
+// chains, 119 at 4; SwiftShader 11 at 8, 14 at 2). The preprocessor writes the chains out
+// (`#for`), so `a` is indexed by constants and stays in registers.
 // Bindings: 0 params {iters}, 1 seed (read, 4 floats), 2 sink (write, one float per invocation,
 // so nothing is optimised away). Dispatch: any number of workgroups of WG invocations.
 // Workgroup memory: none.
