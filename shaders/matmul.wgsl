@@ -157,17 +157,16 @@ override BIAS: u32 = 0u;
 override RESIDUAL: bool = false;
 override ACT: u32 = 0u;
 
+// Whether the tile carries per-row offsets into a (patches imply vec4 A loads: the host checks).
+#let A_ROWS = A_PATCHES + 1 - A_VEC4
 struct Tile {
     m0: u32,
     n0: u32,
     a_off: u32,
     b_off: u32,
-#if A_PATCHES
-    // Offset of each tile row's patch origin in a, 4 rows per vec4 (TM / 4 used).
-    patch_rows: array<vec4<u32>, 4>,
-#endif
-#if !A_VEC4
-    // Where each tile row's k = 0 element lies in a (rows clamped into the matrix; TM / 4 used).
+#if A_ROWS
+    // Per tile row, 4 rows per vec4 (TM / 4 used): its patch origin in a (A_PATCHES), or where
+    // its k = 0 element lies in a, rows clamped into the matrix (element loads, !A_VEC4).
     a_rows: array<vec4<u32>, 4>,
 #endif
 #if !B_VEC4
@@ -281,7 +280,7 @@ fn b_row(t: Tile, kk: u32, n: u32) -> vec4<f32> {
 fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
 #if A_PATCHES
     // K % 4 == 0 (the host checks): no step is masked.
-    let rows = t.patch_rows[q];
+    let rows = t.a_rows[q];
     return mat4x4<f32>(load_a4(rows.x + s.offset), load_a4(rows.y + s.offset), load_a4(rows.z + s.offset),
                        load_a4(rows.w + s.offset));
 #else
@@ -354,6 +353,17 @@ fn b_block(t: Tile, g: u32, s: KStep, masked: bool) -> mat4x4<f32> {
 #endif
 }
 
+#if !VEC4
+// Element i of the output, with the residual added.
+fn store_elem(i: u32, e: f32) {
+#if RESIDUAL
+    store_out(i, e + load_residual(i));
+#else
+    store_out(i, e);
+#endif
+}
+#endif
+
 // Epilogue for out[batch, m, n .. n+3]; nothing past M or N is stored.
 fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
     let M = params.m;
@@ -380,16 +390,10 @@ fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
     // Element by element, the three past the first guarded by N, written out: a loop over the
     // segment's length made SwiftShader's pipeline creation 1.6× slower (hatnet-tiny's
     // blocks.3.0.attn.proj, N = 49: 0.44–0.56 s against 0.28–0.30 s).
-#if RESIDUAL
-    v.x += load_residual(o);
-    if (n + 1u < N) { v.y += load_residual(o + 1u); }
-    if (n + 2u < N) { v.z += load_residual(o + 2u); }
-    if (n + 3u < N) { v.w += load_residual(o + 3u); }
-#endif
-    store_out(o, v.x);
-    if (n + 1u < N) { store_out(o + 1u, v.y); }
-    if (n + 2u < N) { store_out(o + 2u, v.z); }
-    if (n + 3u < N) { store_out(o + 3u, v.w); }
+    store_elem(o, v.x);
+    if (n + 1u < N) { store_elem(o + 1u, v.y); }
+    if (n + 2u < N) { store_elem(o + 2u, v.z); }
+    if (n + 3u < N) { store_elem(o + 3u, v.w); }
 #endif
 }
 
@@ -403,16 +407,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // (With A_PATCHES there is one batch entry, so a_off is 0.)
     let a_off = (p.batch % params.a_batches) * params.m * params.k;
     let b_off = (p.batch % params.b_batches) * params.k * params.n;
+#if A_ROWS
+    var rows: array<vec4<u32>, 4>;
+#for Q in 0..TM / 4
 #if A_PATCHES
-    var rows: array<vec4<u32>, 4>;
-#for Q in 0..TM / 4
     rows[Q] = patch_origins(p.m0 + 4u * Q);
-#endfor
-#endif
-#if !A_VEC4
-    var rows: array<vec4<u32>, 4>;
-#for Q in 0..TM / 4
+#else
     rows[Q] = a_row_offsets(a_off, p.m0 + 4u * Q);
+#endif
 #endfor
 #endif
 #if !B_VEC4
@@ -424,10 +426,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // One constructor, not the tile's fields set one by one in a `var`: that cost SwiftShader's
     // GEMMs 3–7 % of their time.
     let t = Tile(p.m0, p.n0, a_off, b_off
-#if A_PATCHES
-                 , rows
-#endif
-#if !A_VEC4
+#if A_ROWS
                  , rows
 #endif
 #if !B_VEC4

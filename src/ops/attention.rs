@@ -323,7 +323,9 @@ pub fn attention_strided(
     };
     g.push(Node {
         label: "attention".into(),
-        key: head_size_key(kernel, d.div_ceil(4), dv4).with("WG", WG as u32).with("HAS_BIAS", bias.is_some() as u32),
+        // Every attention kernel is specialised for its head size (its channel loops are
+        // written out).
+        key: PipelineKey::new(kernel).with("D4", d.div_ceil(4) as u32).with("DV4", dv4 as u32).with("WG", WG as u32).with("HAS_BIAS", bias.is_some() as u32),
         params: Uniform::of(&uniform),
         reads: vec![q.tensor, k.tensor, v.tensor, bias_tensor],
         writes: vec![o],
@@ -346,11 +348,6 @@ fn with_vec4_loads(kernel: Kernel) -> Kernel {
         Kernel::AttentionQb2 => Kernel::AttentionQb2Vec4,
         other => other,
     }
-}
-
-/// Every attention kernel is specialised for its head size (its channel loops are written out).
-fn head_size_key(kernel: Kernel, d4: usize, dv4: usize) -> PipelineKey {
-    PipelineKey::new(kernel).with("D4", d4 as u32).with("DV4", dv4 as u32)
 }
 
 /// The output view must write each element of `shape` exactly once, or later ops would read

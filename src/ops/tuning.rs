@@ -50,13 +50,12 @@ pub const SMALL_GEMM_FLOPS: u64 = 4_000_000;
 /// invocations took its matmuls 1.64–1.72× as long, 256 took 1.03–1.14×. The convolutions' small
 /// tile measured the same either way on SwiftShader (1.05), so it keeps 8 × 8.
 pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
-    if flops < SMALL_GEMM_FLOPS {
-        if profile.is_cpu_like() && !is_lavapipe(profile) {
-            MatmulTiling { wg_m: 4, wg_n: 4, ..SMALL_TILE }
-        } else {
-            SMALL_TILE
-        }
-    } else if profile.is_cpu_like() && !is_lavapipe(profile) {
+    let swiftshader = profile.is_cpu_like() && !is_lavapipe(profile);
+    if flops < SMALL_GEMM_FLOPS && swiftshader {
+        MatmulTiling { wg_m: 4, wg_n: 4, ..SMALL_TILE }
+    } else if flops < SMALL_GEMM_FLOPS {
+        SMALL_TILE
+    } else if swiftshader {
         MatmulTiling { tm: 8, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
     } else {
         MatmulTiling { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
