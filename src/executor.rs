@@ -52,11 +52,34 @@ impl PipelineCache {
             let mut seen = std::collections::HashSet::new();
             keys.iter().filter(|k| !cached.contains_key(*k) && seen.insert((*k).clone())).collect()
         };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // In the browser the compiles are requested first, so that they run while the rest of
+        // this is made.
+        #[cfg(target_arch = "wasm32")]
+        let (ahead, ahead_start) = (browser_async::request_all(ctx, &missing), now_ms());
         // Shader modules first, once each (they are shared by the pipelines of a kernel).
-        for (key, bindings) in &missing {
-            self.module(ctx, key, times).await?;
+        let start = now_ms();
+        let new_modules: Vec<&PipelineKey> = {
+            let modules = self.modules.lock().unwrap();
+            let mut seen = std::collections::HashSet::new();
+            missing.iter().map(|(key, _)| key).filter(|k| !modules.contains_key(*k) && seen.insert(*k)).collect()
+        };
+        let made = ctx
+            .scoped_each(&new_modules, |key| format!("compiling shader '{}'", key.kernel.name()), |key| {
+                let source = key.kernel.source_for(key.constants());
+                if print_wgsl() {
+                    eprintln!("// ==== kernel {}\n{source}", key.kernel.name());
+                }
+                shader_module(&ctx.device, &key.kernel.name(), source)
+            })
+            .await?;
+        self.modules.lock().unwrap().extend(new_modules.into_iter().cloned().zip(made));
+        for (_, bindings) in &missing {
             self.layout(ctx, *bindings);
         }
+        times.modules_ms += now_ms() - start;
         #[cfg(not(target_arch = "wasm32"))]
         {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(missing.len()).max(1);
@@ -86,12 +109,22 @@ impl PipelineCache {
         }
         #[cfg(target_arch = "wasm32")]
         {
-            let start = now_ms();
-            browser_async::compile_ahead(ctx, &missing).await;
-            times.pipelines_async_ms += now_ms() - start;
+            browser_async::wait(ahead).await;
+            times.pipelines_async_ms += now_ms() - ahead_start;
         }
-        for (key, bindings) in missing {
-            self.pipeline(ctx, key, *bindings, times).await?;
+        // One after the other (in the browser each finds its compiled pipeline), in one scope.
+        let made = ctx
+            .scoped_each(&missing, |(key, _)| format!("creating the pipeline for {key:?}"), |(key, bindings)| {
+                let start = now_ms();
+                let (_, layout) = self.layout(ctx, *bindings);
+                let module = self.modules.lock().unwrap()[key].clone();
+                (compute_pipeline(&ctx.device, key, &layout, &module, self.driver_cache.as_ref()), now_ms() - start)
+            })
+            .await?;
+        let mut pipelines = self.pipelines.lock().unwrap();
+        for ((key, bindings), (pipeline, ms)) in missing.into_iter().zip(made) {
+            times.pipelines.push((key.kernel.name(), ms));
+            pipelines.insert((key.clone(), *bindings), pipeline);
         }
         Ok(())
     }
@@ -470,14 +503,13 @@ mod browser_async {
         call(device, "createComputePipelineAsync", &desc.into())?.dyn_into::<Promise>()
     }
 
-    /// Requests every pipeline asynchronously and waits until all are compiled (or failed).
-    /// `globalThis.WGVIT_SYNC_PIPELINES = true` turns it off (paired measurements).
-    pub async fn compile_ahead(ctx: &GpuContext, missing: &[&(PipelineKey, Bindings)]) {
+    /// Requests every pipeline asynchronously; [`wait`] for them. None when turned off:
+    /// `globalThis.WGVIT_SYNC_PIPELINES = true` (paired measurements).
+    pub fn request_all(ctx: &GpuContext, missing: &[&(PipelineKey, Bindings)]) -> Option<Promise> {
         if Reflect::get(&js_sys::global(), &JsValue::from_str("WGVIT_SYNC_PIPELINES")).is_ok_and(|v| v.is_truthy()) {
-            return;
+            return None;
         }
-        let Some(device) = ctx.device.as_webgpu() else { return };
-        let device: &JsValue = device.as_ref();
+        let device: &JsValue = ctx.device.as_webgpu()?.as_ref();
         let promises = Array::new();
         for (key, bindings) in missing {
             match request(device, key, *bindings) {
@@ -487,8 +519,15 @@ mod browser_async {
                 Err(e) => log::warn!("createComputePipelineAsync unavailable ({e:?}); pipelines are created one by one"),
             }
         }
-        // A rejection (a pipeline the browser refuses) is reported by the synchronous path.
-        let _ = wasm_bindgen_futures::JsFuture::from(Promise::all_settled(&promises)).await;
+        Some(Promise::all_settled(&promises))
+    }
+
+    /// Until every requested pipeline is compiled (or failed: a pipeline the browser refuses is
+    /// reported by the synchronous creation that follows).
+    pub async fn wait(requested: Option<Promise>) {
+        if let Some(all) = requested {
+            let _ = wasm_bindgen_futures::JsFuture::from(all).await;
+        }
     }
 }
 
@@ -812,10 +851,9 @@ impl Executable {
             None
         };
         pipelines.create_all(ctx, &keys, &mut times).await?;
-        let mut steps = Vec::with_capacity(graph.nodes.len());
+        let mut bound = Vec::with_capacity(graph.nodes.len());
         for (i, node) in graph.nodes.iter().enumerate() {
             let (pipeline, bgl) = pipelines.pipeline(ctx, &node.key, graph.bindings(node), &mut times).await?;
-            let bind_start = now_ms();
             let uwords = align_up(node.params.words.len().max(4) as u64, 4);
             let mut entries = vec![wgpu::BindGroupEntry {
                 binding: 0,
@@ -851,18 +889,24 @@ impl Executable {
                     }),
                 });
             }
-            let bind_group = ctx
-                .scoped(&format!("binding node '{}'", node.label), || {
-                    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some(&node.label),
-                        layout: &bgl,
-                        entries: &entries,
-                    })
-                })
-                .await?;
-            times.bind_groups_ms += now_ms() - bind_start;
-            steps.push(Step { label: node.label.clone(), pipeline, bind_group, workgroups: node.workgroups });
+            bound.push((node, pipeline, bgl, entries));
         }
+        let bind_start = now_ms();
+        let bind_groups = ctx
+            .scoped_each(
+                &bound,
+                |(node, ..)| format!("binding node '{}'", node.label),
+                |(node, _, bgl, entries)| {
+                    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(&node.label), layout: bgl, entries })
+                },
+            )
+            .await?;
+        times.bind_groups_ms += now_ms() - bind_start;
+        let steps: Vec<Step> = bound
+            .iter()
+            .zip(bind_groups)
+            .map(|((node, pipeline, ..), bind_group)| Step { label: node.label.clone(), pipeline: pipeline.clone(), bind_group, workgroups: node.workgroups })
+            .collect();
 
         let slot = |name: &str, t: TensorId| -> Slot {
             let s = graph.tensors[t.0].storage;

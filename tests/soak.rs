@@ -148,3 +148,18 @@ fn classify_peaks_at_the_same_memory_over_1000_images_as_over_100() {
     let peak_both = children_peak_rss();
     assert_flat("classify's peak resident memory, 100 → 1,000 images", peak_100, peak_both);
 }
+
+/// Objects made in one error scope (`GpuContext::scoped_each`: bind groups, shader modules and
+/// pipelines, one round trip to the device for all) still fail with the one item at fault named.
+#[test]
+fn a_batch_of_device_objects_names_the_item_that_failed() {
+    let ctx = &common::engine().ctx;
+    let sources = ["@compute @workgroup_size(1) fn main() {}", "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }", "fn f() {}"];
+    let make = |src: &&str| ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: None, source: wgpu::ShaderSource::Wgsl((*src).into()) });
+    let e = pollster::block_on(ctx.scoped_each(&sources, |src| format!("module '{}'", &src[..40.min(src.len())]), make)).unwrap_err();
+    let message = e.to_string();
+    assert!(matches!(e, Error::Gpu { .. }), "{message}");
+    assert!(message.contains("let x: u32 = 1.5"), "the error names the failing item: {message}");
+    let good = pollster::block_on(ctx.scoped_each(&sources[..1], |_| "module".to_string(), make));
+    assert_eq!(good.map(|m| m.len()).unwrap(), 1);
+}
