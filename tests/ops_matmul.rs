@@ -87,10 +87,18 @@ fn matmul_every_transpose_for(profile: DeviceProfile) {
 
 /// Each register tile and load width the host can pick, on a shape that is a multiple of 4 but
 /// of no tile, plus the element kernel on a shape with K % 4 != 0 and M, N odd.
+/// On both kernel sets: SwiftShader's stores the element kernel's tile in a loop (`STORE_LOOP`).
 #[test]
 fn matmul_every_tiling_and_load_width() {
+    for profile in [DeviceProfile::gpu_like(), common::swiftshader()] {
+        matmul_every_tiling_and_load_width_for(profile);
+    }
+}
+
+fn matmul_every_tiling_and_load_width_for(profile: DeviceProfile) {
+    let swiftshader = profile.name.contains("SwiftShader");
     let mut rng = Rng::new(12);
-    let mut cases = Cases::new();
+    let mut cases = Cases::for_profile(profile);
     let (m, k, n) = (68, 44, 36);
     let configs = [
         (4, 4, MatmulLoads::Vec4, (false, false)),
@@ -120,6 +128,8 @@ fn matmul_every_tiling_and_load_width() {
     cases.expected.push(("vec4 masked k step".into(), matmul_cpu(&at.data, &at.shape, &bt.data, &bt.shape, true, false, 1.0, None, Activation::None, None).0));
     let bad = matmul_tiled(&mut cases.g, a, b, false, true, Epilogue::default(), MatmulTiling { loads: MatmulLoads::Vec4, ..Default::default() });
     assert!(bad.is_err(), "vec4 loads on a K x M = 39 x 16 transposed operand must be refused");
+    let looped: Vec<u32> = cases.g.nodes.iter().filter(|n| n.key.constants().contains(&("STORE_LOOP", 1))).map(|n| n.key.constants().iter().find(|c| c.0 == "TM").unwrap().1).collect();
+    assert_eq!(!looped.is_empty(), swiftshader, "element kernels with a store loop (their TM): {looped:?}");
     cases.check();
 }
 
@@ -150,8 +160,14 @@ fn matmul_broadcasts_batch_dims() {
 
 #[test]
 fn matmul_epilogue_alpha_bias_activation_residual() {
+    for profile in [DeviceProfile::gpu_like(), common::swiftshader()] {
+        matmul_epilogue_for(profile);
+    }
+}
+
+fn matmul_epilogue_for(profile: DeviceProfile) {
     let mut rng = Rng::new(14);
-    let mut cases = Cases::new();
+    let mut cases = Cases::for_profile(profile);
     // (activation, vec4-compatible shape, bias axis, residual): each piece on both kernels.
     let combos = [
         (Activation::None, true, BiasAxis::Col, true),

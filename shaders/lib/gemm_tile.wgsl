@@ -26,6 +26,8 @@ override TM: u32 = 16u;
 override TN: u32 = 8u;
 // K % 4 != 0: compile the masked last k step (dead code otherwise).
 override K_TAIL: bool = true;
+// The epilogue in a loop over the tile's blocks instead of written out (`gemm_store`).
+override STORE_LOOP: bool = false;
 
 // Where an invocation's tile is: its batch entry and first output row and column, `valid` false
 // for an invocation past the output (the launch rounds up to whole workgroups).
@@ -124,6 +126,66 @@ fn gemm_store_block(batch: u32, t: Tile, q: u32, g: u32, c: mat4x4<f32>) {
     store_row(batch, m + 3u, n, c[3]);
 }
 
+#if STORE_LOOP
+// Hands every row segment of the tile to `store_row` (which skips what lies past M or N), one
+// 4 x 4 block per iteration of a loop that moves the next block into place: the epilogue is in
+// the code once instead of once per block. On SwiftShader most of a GEMM pipeline's compile is
+// its written-out epilogue (every lane's store is expanded), so the host picks this there.
+#let BLOCKS = (TM / 4) * (TN / 4)
+fn gemm_store(batch: u32, t: Tile, acc: Acc) {
+    var r0 = acc.c00;
+#if TN > 4
+    var r1 = acc.c01;
+#if TM > 4
+    var r2 = acc.c10;
+    var r3 = acc.c11;
+#endif
+#if TM > 8
+    var r4 = acc.c20;
+    var r5 = acc.c21;
+#endif
+#if TM > 12
+    var r6 = acc.c30;
+    var r7 = acc.c31;
+#endif
+#else
+#if TM > 4
+    var r1 = acc.c10;
+#endif
+#if TM > 8
+    var r2 = acc.c20;
+#endif
+#if TM > 12
+    var r3 = acc.c30;
+#endif
+#endif
+    let blocks_n = TN / 4u;
+    for (var b = 0u; b < (TM / 4u) * blocks_n; b++) {
+        gemm_store_block(batch, t, b / blocks_n, b % blocks_n, r0);
+#if BLOCKS > 1
+        r0 = r1;
+#endif
+#if BLOCKS > 2
+        r1 = r2;
+#endif
+#if BLOCKS > 3
+        r2 = r3;
+#endif
+#if BLOCKS > 4
+        r3 = r4;
+#endif
+#if BLOCKS > 5
+        r4 = r5;
+#endif
+#if BLOCKS > 6
+        r5 = r6;
+#endif
+#if BLOCKS > 7
+        r6 = r7;
+#endif
+    }
+}
+#else
 // Hands every row segment of the tile to `store_row` (which skips what lies past M or N).
 fn gemm_store(batch: u32, t: Tile, acc: Acc) {
     gemm_store_block(batch, t, 0u, 0u, acc.c00);
@@ -149,3 +211,4 @@ fn gemm_store(batch: u32, t: Tile, acc: Acc) {
 #endif
 #endif
 }
+#endif

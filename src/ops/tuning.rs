@@ -62,6 +62,22 @@ pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
     }
 }
 
+/// Whether a register-tiled GEMM stores its tile in a loop over its 4 × 4 blocks (`STORE_LOOP`,
+/// gemm_tile.wgsl) instead of written out: on SwiftShader, for the convolutions and for the
+/// matmuls without the vec4 kernel.
+///
+/// SwiftShader expands every lane's store, so a written-out epilogue (16 blocks' worth of row
+/// segments, each with its bias, activation, residual and guards) was most of a GEMM pipeline's
+/// creation time. hatnet-tiny's (AMD EPYC, SwiftShader's Vulkan ICD, `examples/pipeline_compile_times`):
+/// the scalar matmuls 0.13–0.22 s → 0.06–0.07 s each, the 3 × 3 convs 0.21 and 0.09 s → 0.10 and
+/// 0.07 s; the matmuls and convs together 1.46 → 0.88 s. What runs is the same work plus a loop:
+/// the convs' GPU time 1.01, the matmuls' 1.02 (÷ depthwise convs, 3 pairs, `tools/profile_pair.py`).
+/// The vec4 matmuls, which carry most of the FLOPs, keep the written-out epilogue: looping theirs
+/// saved 0.19 s more of creation but cost their GPU time 2–4 %.
+pub fn gemm_store_loop(profile: &DeviceProfile, vec4_kernel: bool) -> bool {
+    profile.is_cpu_like() && !is_lavapipe(profile) && !vec4_kernel
+}
+
 /// How a workgroup of the register-tiled GEMM (matmul, implicit-GEMM conv) lays its
 /// invocations over an `m` × `n` output: 2^[`GemmLaunch::lanes_n_log2`] along N, the rest along
 /// M, and the workgroups that cover the output per batch entry.

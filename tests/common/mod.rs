@@ -25,6 +25,12 @@ pub fn lavapipe() -> wgvit::kernels::DeviceProfile {
     wgvit::kernels::DeviceProfile { name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(), ..wgvit::kernels::DeviceProfile::cpu_like() }
 }
 
+/// A graph built for SwiftShader (Chromium's WebGPU device here): the CPU-like set with its
+/// adapter's name, whatever adapter the test runs on.
+pub fn swiftshader() -> wgvit::kernels::DeviceProfile {
+    wgvit::kernels::DeviceProfile { name: "SwiftShader Device (Subzero)".into(), ..wgvit::kernels::DeviceProfile::cpu_like() }
+}
+
 /// `g` with its activations moved to textures (`Graph::with_activation_textures`), after
 /// asserting that `tensors` moved and that the first node labelled `node_prefix…` has every
 /// define of `defines` set; `case` names the case in the messages.

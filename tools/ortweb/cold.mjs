@@ -48,6 +48,8 @@ async function ort() {
 }
 
 async function wgvit() {
+  // ?sync=1: every pipeline created with the synchronous createComputePipeline (paired runs).
+  if (new URLSearchParams(location.search).get("sync") === "1") globalThis.WGVIT_SYNC_PIPELINES = true;
   const { default: init, Engine } = await import("/web/pkg/wgvit.js");
   await init();
   const eng = await Engine.create();

@@ -21,7 +21,7 @@ const root = path.resolve(here, "..", "..");
 const rounds = Number(process.argv[2] ?? 2);
 // WGVIT_PRECOMPILE=0: wgvit compiles its pipelines after the weights are loaded (a paired
 // measurement of the overlap).
-const noPrecompile = process.env.WGVIT_PRECOMPILE === "0" ? "&precompile=0" : "";
+const noPrecompile = (process.env.WGVIT_PRECOMPILE === "0" ? "&precompile=0" : "") + (process.env.WGVIT_SYNC_PIPELINES === "1" ? "&sync=1" : "");
 // MBIT=N: every page downloads at N Mbit/s with 20 ms latency (Chromium's network emulation), a
 // visitor's connection instead of the loopback; the same for both engines.
 const mbit = Number(process.env.MBIT ?? 0);

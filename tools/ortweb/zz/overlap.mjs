@@ -1,0 +1,25 @@
+const SHAPE = [1, 3, 224, 224];
+const input = new Float32Array(3 * 224 * 224).map((_, i) => Math.sin(i) * 0.5);
+const { default: init, Engine } = await import("/web/pkg/wgvit.js");
+await init();
+const eng = await Engine.create();
+const bytes = new Uint8Array(await (await fetch("../out/hatnet-tiny.safetensors")).arrayBuffer());
+const model = await eng.loadModel("hatnet-tiny", bytes);
+await model.prepare([224, 224]);
+await model.run(input, SHAPE);
+const fwd = async () => { const t = performance.now(); await model.run(input, SHAPE); return performance.now() - t; };
+const r = {};
+r.alone = [await fwd(), await fwd()];
+const mode = new URLSearchParams(location.search).get("mode");
+const other = mode === "vvt" ? "vvt-tiny" : "accvit-tiny";
+let t0 = performance.now();
+const comp = eng.precompile(other, [224, 224]).then((j) => { r.compileMs = performance.now() - t0; r.compile = JSON.parse(j); });
+r.during = [];
+while (r.compileMs === undefined) { r.during.push(await fwd()); }
+await comp;
+r.after = [await fwd(), await fwd()];
+const eng2 = await Engine.create();
+t0 = performance.now();
+await eng2.precompile(other === "vvt-tiny" ? "accvit-tiny" : "vvt-tiny", [224, 224]);
+r.compileAloneOther = performance.now() - t0;
+window.coldResult = r;
