@@ -105,6 +105,10 @@ override HAS_BIAS: bool = false;
 override Q_TEXTURE: bool = false;
 override K_TEXTURE: bool = false;
 override V_TEXTURE: bool = false;
+// The output channels stored in a loop over the channel groups instead of written out: on
+// SwiftShader, which expands every lane's store, the written-out stores were a fifth of the
+// pipeline's creation (`ops::tuning::attention_variant`).
+override STORE_LOOP: bool = false;
 // QB, the query rows per invocation, is a `const` chosen by the variant (`Kernel::Attention`: 1;
 // define QB2: 2; define QB4: 4): a const, not an override, because the register arrays
 // are sized by it (an override-sized maximum made lavapipe's LLVM compile several times slower).
@@ -346,9 +350,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (RR < rows) {
         let inv_l = 1.0 / l[RR];
         let o_row = batch_offset(params.o, b) + h * params.o.sh + token_offset(params.o, i0 + RR) + dv0 * params.o.sc;
+#if STORE_LOOP
+        // Copied out of the accumulators, which a loop index would move to memory.
+        var row_out: array<vec4<f32>, MAX_D4>;
+#for c in 0..DV4
+        row_out[c] = acc[RR * MAX_D4 + c];
+#endfor
+        for (var c = 0u; c < DV4; c++) {
+            store_channels(o_row, dv0, c, row_out[c] * inv_l);
+        }
+#else
 #for c in 0..DV4
         store_channels(o_row, dv0, c, acc[RR * MAX_D4 + c] * inv_l);
 #endfor
+#endif
     }
 #endfor
 }

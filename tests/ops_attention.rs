@@ -45,6 +45,8 @@ fn attention_matches_cpu_on_random_shapes() {
     // multiple of 4) and with vec4 loads (the contiguous operands otherwise).
     let profiles = [DeviceProfile::gpu_like(), DeviceProfile::cpu_like(), lavapipe()];
     let mut variants = std::collections::BTreeSet::new();
+    // SwiftShader's variants store their output in a loop over the channel groups.
+    let mut looped_variants = std::collections::BTreeSet::new();
     for (i, ((dm, with_bias), profile)) in cases.iter().flat_map(|c| profiles.clone().map(|p| (c, p))).enumerate() {
         let q = rng.tensor(&[dm.batch, dm.heads, dm.nq, dm.d], -1.0, 1.0);
         let k = rng.tensor(&[dm.batch, dm.heads, dm.nk, dm.d], -1.0, 1.0);
@@ -59,6 +61,7 @@ fn attention_matches_cpu_on_random_shapes() {
         g.output("o", o);
         assert_eq!(g.shape(o), [dm.batch, dm.heads, dm.nq, dm.dv]);
         variants.extend(g.nodes.iter().map(|n| n.key.kernel.name()));
+        looped_variants.extend(g.nodes.iter().filter(|n| n.key.constants().contains(&("STORE_LOOP", 1))).map(|n| n.key.kernel.name()));
         let mut inputs = vec![&q, &k, &v];
         if *with_bias {
             inputs.push(&bias);
@@ -73,6 +76,7 @@ fn attention_matches_cpu_on_random_shapes() {
         variants.into_iter().collect::<Vec<_>>(),
         ["attention", "attention_qb2", "attention_qb2_vec4", "attention_qb4", "attention_qb4_vec4", "attention_vec4"]
     );
+    assert_eq!(looped_variants.into_iter().collect::<Vec<_>>(), ["attention", "attention_qb2", "attention_qb2_vec4", "attention_vec4"]);
 }
 
 /// On lavapipe a packed qkv projection that only matmuls and attentions touch moves to a texture

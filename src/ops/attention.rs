@@ -325,7 +325,8 @@ pub fn attention_strided(
         label: "attention".into(),
         // Every attention kernel is specialised for its head size (its channel loops are
         // written out).
-        key: PipelineKey::new(kernel).with("D4", d.div_ceil(4) as u32).with("DV4", dv4 as u32).with("WG", WG as u32).with("HAS_BIAS", bias.is_some() as u32),
+        key: PipelineKey::new(kernel).with("D4", d.div_ceil(4) as u32).with("DV4", dv4 as u32).with("WG", WG as u32).with("HAS_BIAS", bias.is_some() as u32)
+            .with("STORE_LOOP", variant.store_loop as u32),
         params: Uniform::of(&uniform),
         reads: vec![q.tensor, k.tensor, v.tensor, bias_tensor],
         writes: vec![o],

@@ -180,11 +180,13 @@ pub fn is_lavapipe(profile: &DeviceProfile) -> bool {
     profile.is_cpu_like() && profile.name.starts_with("llvmpipe")
 }
 
-/// Which attention kernel runs, and the query rows each invocation owns.
+/// Which attention kernel runs, the query rows each invocation owns, and whether it stores its
+/// output in a loop (`STORE_LOOP`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionVariant {
     pub kernel: Kernel,
     pub rows: usize,
+    pub store_loop: bool,
 }
 
 /// The largest head size for which SwiftShader takes two query rows ([`attention_variant`]).
@@ -213,17 +215,21 @@ pub const TWO_ROW_HEAD_DIM: usize = 48;
 /// of the time and its cold start the same (`tools/ortweb/run.mjs`, 2 rounds alternating).
 /// Larger heads take one row (`attention`). Writing each key block's four keys out too measured
 /// the same (0.53 on hatnet-digits).
+/// SwiftShader's variants store their output channels in a loop (`STORE_LOOP`): hatnet-tiny's
+/// attention pipeline took 0.37 s to create instead of 0.47 s (SwiftShader's Vulkan ICD,
+/// `examples/pipeline_compile_times`) and its attentions 0.98 of their GPU time (÷ depthwise
+/// convs, 3 pairs).
 ///
 /// GPUs take one row (q and the accumulators stay in registers).
 pub fn attention_variant(profile: &DeviceProfile, head_dim: usize) -> AttentionVariant {
     if !profile.is_cpu_like() {
-        AttentionVariant { kernel: Kernel::Attention, rows: 1 }
+        AttentionVariant { kernel: Kernel::Attention, rows: 1, store_loop: false }
     } else if is_lavapipe(profile) {
-        AttentionVariant { kernel: Kernel::AttentionQb4, rows: 4 }
+        AttentionVariant { kernel: Kernel::AttentionQb4, rows: 4, store_loop: false }
     } else if head_dim <= TWO_ROW_HEAD_DIM {
-        AttentionVariant { kernel: Kernel::AttentionQb2, rows: 2 }
+        AttentionVariant { kernel: Kernel::AttentionQb2, rows: 2, store_loop: true }
     } else {
-        AttentionVariant { kernel: Kernel::Attention, rows: 1 }
+        AttentionVariant { kernel: Kernel::Attention, rows: 1, store_loop: true }
     }
 }
 
