@@ -208,8 +208,11 @@ impl GpuContext {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
-        let v = validation.pop().await;
-        let o = oom.pop().await;
+        // Both popped before either is awaited: the scopes are one stack per device, and in the
+        // browser another task (a precompile next to a model's build) may push its own while
+        // this one waits.
+        let (v, o) = (validation.pop(), oom.pop());
+        let (v, o) = (v.await, o.await);
         if let Some(e) = v.or(o) {
             return Err(Error::Gpu { context: context.to_string(), reason: e.to_string() });
         }

@@ -26,6 +26,10 @@ pub struct PipelineCache {
     modules: Mutex<HashMap<PipelineKey, wgpu::ShaderModule>>,
     layouts: Mutex<HashMap<Bindings, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     pipelines: Mutex<HashMap<(PipelineKey, Bindings), wgpu::ComputePipeline>>,
+    /// In the browser: pipelines requested with `createComputePipelineAsync` ([`PipelineCache::request`])
+    /// and not created yet, with their promises.
+    #[cfg(target_arch = "wasm32")]
+    pending: Mutex<browser_async::Pending>,
 }
 
 impl PipelineCache {
@@ -43,22 +47,44 @@ impl PipelineCache {
         self.driver_cache.as_ref().and_then(|c| c.get_data())
     }
 
+    /// The pipelines of `keys` not created yet, each once.
+    fn missing<'k>(&self, keys: &'k [(PipelineKey, Bindings)]) -> Vec<&'k (PipelineKey, Bindings)> {
+        let cached = self.pipelines.lock().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        keys.iter().filter(|k| !cached.contains_key(*k) && seen.insert((*k).clone())).collect()
+    }
+
+    /// In the browser, starts compiling every pipeline of `keys` that is neither created nor
+    /// compiling yet, off the page's thread (`createComputePipelineAsync`): a graph's build asks
+    /// first, then uploads its weights and makes its bind groups while they compile, and
+    /// [`PipelineCache::create_all`] waits for them. Natively it does nothing.
+    pub fn request(&self, ctx: &GpuContext, keys: &[(PipelineKey, Bindings)]) {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let missing = self.missing(keys);
+            self.pending.lock().unwrap().request(ctx, &missing);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = (ctx, keys);
+    }
+
     /// Creates every pipeline of `keys` that is not cached yet — natively on as many threads as
     /// there are cores (the driver's shader compiler is most of a cold start), in the browser
-    /// one after the other — and records what each cost in `times`.
+    /// once the compiles [`PipelineCache::request`] started are done — and records what each
+    /// cost in `times`.
     pub async fn create_all(&self, ctx: &GpuContext, keys: &[(PipelineKey, Bindings)], times: &mut BuildTimes) -> Result<()> {
-        let missing: Vec<&(PipelineKey, Bindings)> = {
-            let cached = self.pipelines.lock().unwrap();
-            let mut seen = std::collections::HashSet::new();
-            keys.iter().filter(|k| !cached.contains_key(*k) && seen.insert((*k).clone())).collect()
-        };
+        let missing = self.missing(keys);
         if missing.is_empty() {
             return Ok(());
         }
         // In the browser the compiles are requested first, so that they run while the rest of
         // this is made.
         #[cfg(target_arch = "wasm32")]
-        let (ahead, ahead_start) = (browser_async::request_all(ctx, &missing), now_ms());
+        let (ahead, ahead_start) = {
+            let mut pending = self.pending.lock().unwrap();
+            pending.request(ctx, &missing);
+            (pending.promises(&missing), now_ms())
+        };
         // Shader modules first, once each (they are shared by the pipelines of a kernel).
         let start = now_ms();
         let new_modules: Vec<&PipelineKey> = {
@@ -108,10 +134,14 @@ impl PipelineCache {
             }
         }
         #[cfg(target_arch = "wasm32")]
-        {
+        let missing: Vec<_> = {
             browser_async::wait(ahead).await;
             times.pipelines_async_ms += now_ms() - ahead_start;
-        }
+            // Another build may have created some while this one waited (a precompile and the
+            // model's build wait on the same compiles).
+            let created = self.pipelines.lock().unwrap();
+            missing.into_iter().filter(|k| !created.contains_key(*k)).collect()
+        };
         // One after the other (in the browser each finds its compiled pipeline), in one scope.
         let made = ctx
             .scoped_each(&missing, |(key, _)| format!("creating the pipeline for {key:?}"), |(key, bindings)| {
@@ -124,6 +154,8 @@ impl PipelineCache {
         let mut pipelines = self.pipelines.lock().unwrap();
         for ((key, bindings), (pipeline, ms)) in missing.into_iter().zip(made) {
             times.pipelines.push((key.kernel.name(), ms));
+            #[cfg(target_arch = "wasm32")]
+            self.pending.lock().unwrap().done(key, *bindings);
             pipelines.insert((key.clone(), *bindings), pipeline);
         }
         Ok(())
@@ -441,6 +473,8 @@ fn pipeline_keys(graph: &Graph) -> Vec<(PipelineKey, Bindings)> {
 /// speed-up: the synchronous path still creates, and reports on, every pipeline.
 #[cfg(target_arch = "wasm32")]
 mod browser_async {
+    use std::collections::HashMap;
+
     use js_sys::{Array, Function, Object, Promise, Reflect};
     use wasm_bindgen::{JsCast, JsValue};
 
@@ -503,23 +537,49 @@ mod browser_async {
         call(device, "createComputePipelineAsync", &desc.into())?.dyn_into::<Promise>()
     }
 
-    /// Requests every pipeline asynchronously; [`wait`] for them. None when turned off:
-    /// `globalThis.WGVIT_SYNC_PIPELINES = true` (paired measurements).
-    pub fn request_all(ctx: &GpuContext, missing: &[&(PipelineKey, Bindings)]) -> Option<Promise> {
-        if Reflect::get(&js_sys::global(), &JsValue::from_str("WGVIT_SYNC_PIPELINES")).is_ok_and(|v| v.is_truthy()) {
-            return None;
-        }
-        let device: &JsValue = ctx.device.as_webgpu()?.as_ref();
-        let promises = Array::new();
-        for (key, bindings) in missing {
-            match request(device, key, *bindings) {
-                Ok(p) => {
-                    promises.push(&p);
+    /// The pipelines requested and not created yet, with their compiles' promises. The browser's
+    /// wasm is single-threaded: the cache that holds this is never shared across threads.
+    #[derive(Default)]
+    pub struct Pending(HashMap<(PipelineKey, Bindings), Promise>);
+
+    // SAFETY: wasm32 without atomics has one thread; nothing here is ever sent to another.
+    unsafe impl Send for Pending {}
+
+    impl Pending {
+        /// Requests every pipeline of `missing` not requested yet; nothing when turned off
+        /// (`globalThis.WGVIT_SYNC_PIPELINES = true`: paired measurements).
+        pub fn request(&mut self, ctx: &GpuContext, missing: &[&(PipelineKey, Bindings)]) {
+            if Reflect::get(&js_sys::global(), &JsValue::from_str("WGVIT_SYNC_PIPELINES")).is_ok_and(|v| v.is_truthy()) {
+                return;
+            }
+            let Some(device) = ctx.device.as_webgpu() else { return };
+            let device: &JsValue = device.as_ref();
+            for (key, bindings) in missing {
+                if self.0.contains_key(&(key.clone(), *bindings)) {
+                    continue;
                 }
-                Err(e) => log::warn!("createComputePipelineAsync unavailable ({e:?}); pipelines are created one by one"),
+                match request(device, key, *bindings) {
+                    Ok(p) => {
+                        self.0.insert((key.clone(), *bindings), p);
+                    }
+                    Err(e) => {
+                        log::warn!("createComputePipelineAsync unavailable ({e:?}); pipelines are created one by one");
+                        return;
+                    }
+                }
             }
         }
-        Some(Promise::all_settled(&promises))
+
+        /// One promise for the compiles of `keys` that were requested.
+        pub fn promises(&self, keys: &[&(PipelineKey, Bindings)]) -> Option<Promise> {
+            let all: Array = keys.iter().filter_map(|k| self.0.get(*k)).collect();
+            (all.length() > 0).then(|| Promise::all_settled(&all))
+        }
+
+        /// The pipeline is created: its promise is no longer needed.
+        pub fn done(&mut self, key: &PipelineKey, bindings: Bindings) {
+            self.0.remove(&(key.clone(), bindings));
+        }
     }
 
     /// Until every requested pipeline is compiled (or failed: a pipeline the browser refuses is
@@ -735,6 +795,10 @@ impl Executable {
         let mut times = BuildTimes::default();
         let phase_start = now_ms();
         let graph = &*for_device(graph);
+        // In the browser the pipelines compile from here on, while the weights upload and the
+        // bind groups are made.
+        let keys = pipeline_keys(graph);
+        pipelines.request(ctx, &keys);
         let live = graph.liveness()?;
 
         // ---- memory plan over inputs and activations: one buffer per slot, and one flat texture
@@ -831,7 +895,6 @@ impl Executable {
                 )));
             }
         }
-        let keys = pipeline_keys(graph);
         #[cfg(not(target_arch = "wasm32"))]
         let warmup = if driver_warmup::wanted(ctx) {
             let mut seen = std::collections::HashSet::new();
@@ -850,10 +913,9 @@ impl Executable {
         } else {
             None
         };
-        pipelines.create_all(ctx, &keys, &mut times).await?;
         let mut bound = Vec::with_capacity(graph.nodes.len());
         for (i, node) in graph.nodes.iter().enumerate() {
-            let (pipeline, bgl) = pipelines.pipeline(ctx, &node.key, graph.bindings(node), &mut times).await?;
+            let (bgl, _) = pipelines.layout(ctx, graph.bindings(node));
             let uwords = align_up(node.params.words.len().max(4) as u64, 4);
             let mut entries = vec![wgpu::BindGroupEntry {
                 binding: 0,
@@ -889,24 +951,25 @@ impl Executable {
                     }),
                 });
             }
-            bound.push((node, pipeline, bgl, entries));
+            bound.push((node, bgl, entries));
         }
         let bind_start = now_ms();
         let bind_groups = ctx
             .scoped_each(
                 &bound,
                 |(node, ..)| format!("binding node '{}'", node.label),
-                |(node, _, bgl, entries)| {
+                |(node, bgl, entries)| {
                     ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(&node.label), layout: bgl, entries })
                 },
             )
             .await?;
         times.bind_groups_ms += now_ms() - bind_start;
-        let steps: Vec<Step> = bound
-            .iter()
-            .zip(bind_groups)
-            .map(|((node, pipeline, ..), bind_group)| Step { label: node.label.clone(), pipeline: pipeline.clone(), bind_group, workgroups: node.workgroups })
-            .collect();
+        pipelines.create_all(ctx, &keys, &mut times).await?;
+        let mut steps = Vec::with_capacity(graph.nodes.len());
+        for (node, bind_group) in graph.nodes.iter().zip(bind_groups) {
+            let (pipeline, _) = pipelines.pipeline(ctx, &node.key, graph.bindings(node), &mut times).await?;
+            steps.push(Step { label: node.label.clone(), pipeline, bind_group, workgroups: node.workgroups });
+        }
 
         let slot = |name: &str, t: TensorId| -> Slot {
             let s = graph.tensors[t.0].storage;

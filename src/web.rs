@@ -48,6 +48,10 @@ pub struct Engine {
 impl Engine {
     /// Requests a WebGPU adapter and device.
     pub async fn create() -> Result<Engine, JsValue> {
+        // A panic (a bug) aborts the module with a bare "unreachable"; its message goes to the
+        // console first.
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| std::panic::set_hook(Box::new(|info| web_sys::console::error_1(&format!("wgvit panicked: {info}").into()))));
         let inner = crate::Engine::new().await.map_err(js_error)?;
         Ok(Engine { inner })
     }
