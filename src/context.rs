@@ -224,6 +224,9 @@ impl GpuContext {
     /// Chromium), so a batch pays one. When the scope caught an error, the items are made again,
     /// each in a scope of its own, so that the error names the item (`context(item)`).
     pub async fn scoped_each<I, T>(&self, items: &[I], context: impl Fn(&I) -> String, f: impl Fn(&I) -> T) -> Result<Vec<T>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
         let batch = self.scoped("", || items.iter().map(&f).collect::<Vec<T>>()).await;
         let Err(Error::Gpu { reason, .. }) = batch else { return batch };
         for item in items {

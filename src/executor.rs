@@ -85,27 +85,7 @@ impl PipelineCache {
             pending.request(ctx, &missing);
             (pending.promises(&missing), now_ms())
         };
-        // Shader modules first, once each (they are shared by the pipelines of a kernel).
-        let start = now_ms();
-        let new_modules: Vec<&PipelineKey> = {
-            let modules = self.modules.lock().unwrap();
-            let mut seen = std::collections::HashSet::new();
-            missing.iter().map(|(key, _)| key).filter(|k| !modules.contains_key(*k) && seen.insert(*k)).collect()
-        };
-        let made = ctx
-            .scoped_each(&new_modules, |key| format!("compiling shader '{}'", key.kernel.name()), |key| {
-                let source = key.kernel.source_for(key.constants());
-                if print_wgsl() {
-                    eprintln!("// ==== kernel {}\n{source}", key.kernel.name());
-                }
-                shader_module(&ctx.device, &key.kernel.name(), source)
-            })
-            .await?;
-        self.modules.lock().unwrap().extend(new_modules.into_iter().cloned().zip(made));
-        for (_, bindings) in &missing {
-            self.layout(ctx, *bindings);
-        }
-        times.modules_ms += now_ms() - start;
+        self.make_modules(ctx, &missing, times).await?;
         #[cfg(not(target_arch = "wasm32"))]
         {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(missing.len()).max(1);
@@ -134,17 +114,85 @@ impl PipelineCache {
             }
         }
         #[cfg(target_arch = "wasm32")]
-        let missing: Vec<_> = {
+        {
             browser_async::wait(ahead).await;
             times.pipelines_async_ms += now_ms() - ahead_start;
-            // Another build may have created some while this one waited (a precompile and the
-            // model's build wait on the same compiles).
-            let created = self.pipelines.lock().unwrap();
-            missing.into_iter().filter(|k| !created.contains_key(*k)).collect()
+        }
+        self.create_now(ctx, &missing, times).await
+    }
+
+    /// In the browser, creates the pipelines of `keys` whose compile is done (or was never
+    /// requested) and leaves those still compiling: a forward can then start on its first
+    /// dispatches while the rest compile ([`Executable::run`]). Natively the same as
+    /// [`PipelineCache::create_all`].
+    pub async fn create_ready(&self, ctx: &GpuContext, keys: &[(PipelineKey, Bindings)], times: &mut BuildTimes) -> Result<()> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let missing = self.missing(keys);
+            let ready: Vec<_> = {
+                let mut pending = self.pending.lock().unwrap();
+                pending.request(ctx, &missing);
+                missing.into_iter().filter(|k| pending.is_ready(k)).collect()
+            };
+            self.make_modules(ctx, &ready, times).await?;
+            self.create_now(ctx, &ready, times).await
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        self.create_all(ctx, keys, times).await
+    }
+
+    /// In the browser, until the compile of `key` is done (at once when it is not compiling).
+    pub async fn wait_for(&self, key: &(PipelineKey, Bindings)) {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let compiling = self.pending.lock().unwrap().promises(&[key]);
+            browser_async::wait(compiling).await;
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = key;
+    }
+
+    /// The pipeline of `key`, if it is created.
+    pub fn get(&self, key: &(PipelineKey, Bindings)) -> Option<wgpu::ComputePipeline> {
+        self.pipelines.lock().unwrap().get(key).cloned()
+    }
+
+    /// The shader modules (and bind-group layouts) of `keys` not made yet, in one error scope.
+    async fn make_modules(&self, ctx: &GpuContext, keys: &[&(PipelineKey, Bindings)], times: &mut BuildTimes) -> Result<()> {
+        let start = now_ms();
+        let new_modules: Vec<&PipelineKey> = {
+            let modules = self.modules.lock().unwrap();
+            let mut seen = std::collections::HashSet::new();
+            keys.iter().map(|(key, _)| key).filter(|k| !modules.contains_key(*k) && seen.insert(*k)).collect()
         };
-        // One after the other (in the browser each finds its compiled pipeline), in one scope.
         let made = ctx
-            .scoped_each(&missing, |(key, _)| format!("creating the pipeline for {key:?}"), |(key, bindings)| {
+            .scoped_each(&new_modules, |key| format!("compiling shader '{}'", key.kernel.name()), |key| {
+                let source = key.kernel.source_for(key.constants());
+                if print_wgsl() {
+                    eprintln!("// ==== kernel {}\n{source}", key.kernel.name());
+                }
+                shader_module(&ctx.device, &key.kernel.name(), source)
+            })
+            .await?;
+        self.modules.lock().unwrap().extend(new_modules.into_iter().cloned().zip(made));
+        for (_, bindings) in keys {
+            self.layout(ctx, *bindings);
+        }
+        times.modules_ms += now_ms() - start;
+        Ok(())
+    }
+
+    /// The pipelines of `keys` (their modules made) not created yet, one after the other in one
+    /// error scope; in the browser each finds its compiled code (`createComputePipelineAsync`).
+    async fn create_now(&self, ctx: &GpuContext, keys: &[&(PipelineKey, Bindings)], times: &mut BuildTimes) -> Result<()> {
+        // Another build may have created some while this one waited (a precompile and the
+        // model's build wait on the same compiles).
+        let keys: Vec<&(PipelineKey, Bindings)> = {
+            let created = self.pipelines.lock().unwrap();
+            keys.iter().copied().filter(|k| !created.contains_key(*k)).collect()
+        };
+        let made = ctx
+            .scoped_each(&keys, |(key, _)| format!("creating the pipeline for {key:?}"), |(key, bindings)| {
                 let start = now_ms();
                 let (_, layout) = self.layout(ctx, *bindings);
                 let module = self.modules.lock().unwrap()[key].clone();
@@ -152,7 +200,7 @@ impl PipelineCache {
             })
             .await?;
         let mut pipelines = self.pipelines.lock().unwrap();
-        for ((key, bindings), (pipeline, ms)) in missing.into_iter().zip(made) {
+        for ((key, bindings), (pipeline, ms)) in keys.into_iter().zip(made) {
             times.pipelines.push((key.kernel.name(), ms));
             #[cfg(target_arch = "wasm32")]
             self.pending.lock().unwrap().done(key, *bindings);
@@ -473,9 +521,12 @@ fn pipeline_keys(graph: &Graph) -> Vec<(PipelineKey, Bindings)> {
 /// speed-up: the synchronous path still creates, and reports on, every pipeline.
 #[cfg(target_arch = "wasm32")]
 mod browser_async {
+    use std::cell::Cell;
     use std::collections::HashMap;
+    use std::rc::Rc;
 
     use js_sys::{Array, Function, Object, Promise, Reflect};
+    use wasm_bindgen::closure::Closure;
     use wasm_bindgen::{JsCast, JsValue};
 
     use super::PipelineKey;
@@ -537,10 +588,11 @@ mod browser_async {
         call(device, "createComputePipelineAsync", &desc.into())?.dyn_into::<Promise>()
     }
 
-    /// The pipelines requested and not created yet, with their compiles' promises. The browser's
-    /// wasm is single-threaded: the cache that holds this is never shared across threads.
+    /// The pipelines requested and not created yet: their compiles' promises, and whether each
+    /// has settled. The browser's wasm is single-threaded: the cache that holds this is never
+    /// shared across threads.
     #[derive(Default)]
-    pub struct Pending(HashMap<(PipelineKey, Bindings), Promise>);
+    pub struct Pending(HashMap<(PipelineKey, Bindings), (Promise, Rc<Cell<bool>>)>);
 
     // SAFETY: wasm32 without atomics has one thread; nothing here is ever sent to another.
     unsafe impl Send for Pending {}
@@ -558,9 +610,16 @@ mod browser_async {
                 if self.0.contains_key(&(key.clone(), *bindings)) {
                     continue;
                 }
-                match request(device, key, *bindings) {
-                    Ok(p) => {
-                        self.0.insert((key.clone(), *bindings), p);
+                let compiled = request(device, key, *bindings).and_then(|p| {
+                    let settled = Rc::new(Cell::new(false));
+                    let flag = settled.clone();
+                    let on_settled = Closure::once_into_js(move |_: JsValue| flag.set(true));
+                    call(&Promise::all_settled(&Array::of1(&p)).into(), "then", &on_settled)?;
+                    Ok((p, settled))
+                });
+                match compiled {
+                    Ok(c) => {
+                        self.0.insert((key.clone(), *bindings), c);
                     }
                     Err(e) => {
                         log::warn!("createComputePipelineAsync unavailable ({e:?}); pipelines are created one by one");
@@ -570,9 +629,15 @@ mod browser_async {
             }
         }
 
+        /// Whether `key` can be created without waiting: its compile has settled, or it was
+        /// never requested (then it compiles as it is created).
+        pub fn is_ready(&self, key: &(PipelineKey, Bindings)) -> bool {
+            self.0.get(key).is_none_or(|(_, settled)| settled.get())
+        }
+
         /// One promise for the compiles of `keys` that were requested.
         pub fn promises(&self, keys: &[&(PipelineKey, Bindings)]) -> Option<Promise> {
-            let all: Array = keys.iter().filter_map(|k| self.0.get(*k)).collect();
+            let all: Array = keys.iter().filter_map(|k| self.0.get(*k)).map(|(p, _)| p.clone()).collect();
             (all.length() > 0).then(|| Promise::all_settled(&all))
         }
 
@@ -746,9 +811,18 @@ pub struct GraphStats {
 
 struct Step {
     label: String,
-    pipeline: wgpu::ComputePipeline,
+    key: (PipelineKey, Bindings),
+    /// Set at build time, except in the browser for a pipeline still compiling then: the first
+    /// forward sets it ([`Executable::run`]).
+    pipeline: std::sync::OnceLock<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
+}
+
+impl Step {
+    fn pipeline(&self) -> &wgpu::ComputePipeline {
+        self.pipeline.get().expect("a step is recorded only once its pipeline is created")
+    }
 }
 
 /// Where a graph input or output lives: its slot buffer (from offset 0).
@@ -766,6 +840,8 @@ pub struct Executable {
     _textures: Vec<wgpu::TextureView>,
     _constants: Vec<Arc<wgpu::Buffer>>,
     _uniforms: wgpu::Buffer,
+    /// Where the steps' pipelines still compiling will come from.
+    pipelines: Arc<PipelineCache>,
     steps: Vec<Step>,
     inputs: Vec<Slot>,
     outputs: Vec<Slot>,
@@ -789,7 +865,7 @@ impl Executable {
         Ok(times)
     }
 
-    pub async fn build(ctx: &GpuContext, graph: &Graph, pipelines: &PipelineCache, constants: &ConstantCache) -> Result<Self> {
+    pub async fn build(ctx: &GpuContext, graph: &Graph, pipelines: &Arc<PipelineCache>, constants: &ConstantCache) -> Result<Self> {
         ctx.check("building a graph")?;
         let limits = ctx.limits().clone();
         let mut times = BuildTimes::default();
@@ -964,12 +1040,19 @@ impl Executable {
             )
             .await?;
         times.bind_groups_ms += now_ms() - bind_start;
-        pipelines.create_all(ctx, &keys, &mut times).await?;
-        let mut steps = Vec::with_capacity(graph.nodes.len());
-        for (node, bind_group) in graph.nodes.iter().zip(bind_groups) {
-            let (pipeline, _) = pipelines.pipeline(ctx, &node.key, graph.bindings(node), &mut times).await?;
-            steps.push(Step { label: node.label.clone(), pipeline, bind_group, workgroups: node.workgroups });
-        }
+        // In the browser only those already compiled: the first forward starts with them.
+        pipelines.create_ready(ctx, &keys, &mut times).await?;
+        let steps: Vec<Step> = keys
+            .into_iter()
+            .zip(graph.nodes.iter().zip(bind_groups))
+            .map(|(key, (node, bind_group))| {
+                let pipeline = std::sync::OnceLock::new();
+                if let Some(p) = pipelines.get(&key) {
+                    let _ = pipeline.set(p);
+                }
+                Step { label: node.label.clone(), key, pipeline, bind_group, workgroups: node.workgroups }
+            })
+            .collect();
 
         let slot = |name: &str, t: TensorId| -> Slot {
             let s = graph.tensors[t.0].storage;
@@ -1000,7 +1083,7 @@ impl Executable {
         }
         let stats = GraphStats {
             dispatches: steps.len(),
-            pipelines: pipelines.len(),
+            pipelines: steps.iter().map(|s| &s.key).collect::<std::collections::HashSet<_>>().len(),
             flops: graph.total_flops(),
             planned_bytes: plan.planned_bytes + texture_bytes,
             unshared_bytes: plan.unshared_bytes + texture_plan.unshared_bytes,
@@ -1012,6 +1095,7 @@ impl Executable {
             _textures: texture_slots,
             _constants: constant_buffer.into_values().collect(),
             _uniforms: uniforms,
+            pipelines: pipelines.clone(),
             steps,
             inputs,
             outputs,
@@ -1052,11 +1136,66 @@ impl Executable {
         Ok(())
     }
 
+    /// One compute pass over `steps`.
+    fn record(&self, encoder: &mut wgpu::CommandEncoder, steps: &[Step]) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgvit forward"), timestamp_writes: None });
+        for step in steps {
+            pass.set_pipeline(step.pipeline());
+            pass.set_bind_group(0, &step.bind_group, &[]);
+            let [x, y, z] = step.workgroups;
+            pass.dispatch_workgroups(x, y, z);
+        }
+    }
+
+    /// Sets the pipelines of `steps` that are created or ready to be, as one batch.
+    async fn take_ready_pipelines(&self, steps: &[Step]) -> Result<()> {
+        let keys: Vec<(PipelineKey, Bindings)> = steps.iter().filter(|s| s.pipeline.get().is_none()).map(|s| s.key.clone()).collect();
+        self.pipelines.create_ready(&self.ctx, &keys, &mut BuildTimes::default()).await?;
+        for step in steps.iter().filter(|s| s.pipeline.get().is_none()) {
+            if let Some(p) = self.pipelines.get(&step.key) {
+                let _ = step.pipeline.set(p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every step's pipeline, waiting for those still compiling.
+    async fn all_pipelines(&self) -> Result<()> {
+        while let Some(waiting) = self.steps.iter().find(|s| s.pipeline.get().is_none()) {
+            self.pipelines.wait_for(&waiting.key).await;
+            self.take_ready_pipelines(&self.steps).await?;
+        }
+        Ok(())
+    }
+
+    /// In the browser, a forward built while its pipelines still compiled runs its steps as their
+    /// pipelines arrive: each run of steps whose pipelines are ready is submitted at once, and the
+    /// device works on it while the rest compile. Returns the first step not submitted; from
+    /// there every pipeline is ready, and the forward ends with one more submission. Once every
+    /// pipeline is set (every later forward, and always natively) it returns 0 at once.
+    async fn submit_compiled_prefix(&self) -> Result<usize> {
+        let mut first = 0;
+        loop {
+            let rest = &self.steps[first..];
+            let Some(missing) = rest.iter().position(|s| s.pipeline.get().is_none()) else { return Ok(first) };
+            if missing == 0 {
+                self.pipelines.wait_for(&rest[0].key).await;
+            } else {
+                let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgvit forward, first steps") });
+                self.record(&mut encoder, &rest[..missing]);
+                self.ctx.queue.submit([encoder.finish()]);
+                first += missing;
+            }
+            self.take_ready_pipelines(&self.steps[first..]).await?;
+        }
+    }
+
     /// Uploads `inputs` (in graph-input order), records one command buffer with one compute pass,
     /// submits it once and reads back every output (in `Graph::output` order).
     pub async fn run(&self, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
         self.ctx.check("running a forward")?;
         self.write_inputs(inputs)?;
+        let first = self.submit_compiled_prefix().await?;
         let total: u64 = self.outputs.iter().map(|s| align_up(s.bytes, 256)).sum::<u64>().max(4);
         let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgvit readback"),
@@ -1065,15 +1204,7 @@ impl Executable {
             mapped_at_creation: false,
         });
         let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgvit forward") });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgvit forward"), timestamp_writes: None });
-            for step in &self.steps {
-                pass.set_pipeline(&step.pipeline);
-                pass.set_bind_group(0, &step.bind_group, &[]);
-                let [x, y, z] = step.workgroups;
-                pass.dispatch_workgroups(x, y, z);
-            }
-        }
+        self.record(&mut encoder, &self.steps[first..]);
         let mut dst = 0u64;
         let mut placements = Vec::new();
         for slot in &self.outputs {
@@ -1111,6 +1242,7 @@ impl Executable {
     /// are spread over several sets, all in one command buffer and one submission.
     pub async fn profile(&self, inputs: &[&HostTensor]) -> Result<Vec<f64>> {
         self.ctx.check("profiling a forward")?;
+        self.all_pipelines().await?;
         let features = self.ctx.device.features();
         if !features.contains(wgpu::Features::TIMESTAMP_QUERY) {
             return Err(Error::Invalid(format!(
@@ -1154,7 +1286,7 @@ impl Executable {
                     .collect();
                 let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgvit profile") });
                 let dispatch = |pass: &mut wgpu::ComputePass<'_>, step: &Step| {
-                    pass.set_pipeline(&step.pipeline);
+                    pass.set_pipeline(step.pipeline());
                     pass.set_bind_group(0, &step.bind_group, &[]);
                     let [x, y, z] = step.workgroups;
                     pass.dispatch_workgroups(x, y, z);
