@@ -21,7 +21,7 @@
 // same k and v rows. On CPU devices loads, not FMAs, bound this kernel (lavapipe runs every
 // storage load as a per-lane loop), so the host gives attentions several query rows per
 // invocation there (`ops::tuning::attention_variant`): QB = 4 on lavapipe; on SwiftShader QB = 2
-// for heads of up to 32 channels and 1 for larger ones, whose written-out code grows with the
+// for heads of up to 48 channels and 1 for larger ones, whose written-out code grows with the
 // head size and is compiled on every page load. GPUs take QB = 1.
 // The preprocessor writes the channel loops out to the overrides D4/DV4 (`#for c`): q and the
 // accumulators are arrays indexed by the channel group, and an array indexed by a loop variable
@@ -106,8 +106,8 @@ override Q_TEXTURE: bool = false;
 override K_TEXTURE: bool = false;
 override V_TEXTURE: bool = false;
 // The output channels stored in a loop over the channel groups instead of written out: on
-// SwiftShader, which expands every lane's store, the written-out stores were a fifth of the
-// pipeline's creation (`ops::tuning::attention_variant`).
+// SwiftShader, which expands every lane's store, for heads over 32 channels the written-out
+// stores were a fifth of the pipeline's creation (`ops::tuning::attention_variant`).
 override STORE_LOOP: bool = false;
 // QB, the query rows per invocation, is a `const` chosen by the variant (`Kernel::Attention`: 1;
 // define QB2: 2; define QB4: 4): a const, not an override, because the register arrays

@@ -189,6 +189,10 @@ pub struct AttentionVariant {
     pub store_loop: bool,
 }
 
+/// The largest head size whose attention keeps its output stores written out on SwiftShader
+/// ([`attention_variant`]).
+pub const STORE_LOOP_HEAD_DIM: usize = 32;
+
 /// The largest head size for which SwiftShader takes two query rows ([`attention_variant`]).
 pub const TWO_ROW_HEAD_DIM: usize = 48;
 
@@ -215,10 +219,11 @@ pub const TWO_ROW_HEAD_DIM: usize = 48;
 /// of the time and its cold start the same (`tools/ortweb/run.mjs`, 2 rounds alternating).
 /// Larger heads take one row (`attention`). Writing each key block's four keys out too measured
 /// the same (0.53 on hatnet-digits).
-/// SwiftShader's variants store their output channels in a loop (`STORE_LOOP`): hatnet-tiny's
-/// attention pipeline took 0.37 s to create instead of 0.47 s (SwiftShader's Vulkan ICD,
-/// `examples/pipeline_compile_times`) and its attentions 0.98 of their GPU time (÷ depthwise
-/// convs, 3 pairs).
+/// On SwiftShader heads over [`STORE_LOOP_HEAD_DIM`] channels store their output in a loop
+/// (`STORE_LOOP`): hatnet-tiny's (d = 48) attention pipeline took 0.37 s to create instead of
+/// 0.47 s (SwiftShader's Vulkan ICD, `examples/pipeline_compile_times`), its attentions 0.98 of
+/// their GPU time (÷ depthwise convs, 3 pairs). Smaller heads keep the written-out stores: their
+/// code is small, and hatnet-digits' (d = 16) attentions took 1.07 of their time with the loop.
 ///
 /// GPUs take one row (q and the accumulators stay in registers).
 pub fn attention_variant(profile: &DeviceProfile, head_dim: usize) -> AttentionVariant {
@@ -227,7 +232,7 @@ pub fn attention_variant(profile: &DeviceProfile, head_dim: usize) -> AttentionV
     } else if is_lavapipe(profile) {
         AttentionVariant { kernel: Kernel::AttentionQb4, rows: 4, store_loop: false }
     } else if head_dim <= TWO_ROW_HEAD_DIM {
-        AttentionVariant { kernel: Kernel::AttentionQb2, rows: 2, store_loop: true }
+        AttentionVariant { kernel: Kernel::AttentionQb2, rows: 2, store_loop: head_dim > STORE_LOOP_HEAD_DIM }
     } else {
         AttentionVariant { kernel: Kernel::Attention, rows: 1, store_loop: true }
     }
