@@ -66,7 +66,7 @@ impl Engine {
     /// browser compiles while the page downloads the weights (`tools/ortweb/cold.mjs`). A model
     /// whose configuration is in its weights' metadata (the bundled `*-digits`) is an error.
     pub async fn precompile(&self, id: &str, input_shape: &[usize]) -> Result<crate::executor::BuildTimes> {
-        let weights = Weights::synthetic(0);
+        let weights = Weights::zeros();
         let card = ModelCard::new(id, &weights)?;
         let (graph, graph_ms) = crate::time::timed(|| models::build_spec_graph(&card.spec, &weights, input_shape, self.ctx.info.profile.clone()));
         let mut times = Executable::precompile(&self.ctx, &graph?, &self.pipelines).await?;

@@ -74,6 +74,7 @@ impl PipelineCache {
     /// cost in `times`.
     pub async fn create_all(&self, ctx: &GpuContext, keys: &[(PipelineKey, Bindings)], times: &mut BuildTimes) -> Result<()> {
         let missing = self.missing(keys);
+        times.pipelines_new += missing.len();
         if missing.is_empty() {
             return Ok(());
         }
@@ -769,6 +770,9 @@ pub struct BuildTimes {
     /// In the browser: every new pipeline compiled concurrently with `createComputePipelineAsync`
     /// before the synchronous creation (then listed in `pipelines`) finds it compiled.
     pub pipelines_async_ms: f64,
+    /// Pipelines [`PipelineCache::create_all`] found missing: compiled for this graph, by it or
+    /// (in the browser, for a precompile) by a build that created them first.
+    pub pipelines_new: usize,
 }
 
 impl BuildTimes {

@@ -92,7 +92,7 @@ impl Engine {
         Ok(serde_json::json!({
             "graphMs": t.graph_ms,
             "modulesMs": t.modules_ms,
-            "pipelines": t.pipelines.len(),
+            "pipelines": t.pipelines_new,
             "pipelinesMs": t.pipelines_ms(),
             "pipelinesAsyncMs": t.pipelines_async_ms,
         })
