@@ -274,3 +274,21 @@ fn depthwise_conv_reads_and_writes_activation_textures_on_lavapipe() {
         assert_close(&case, &out[0].data, &want, ATOL, RTOL);
     }
 }
+
+/// SwiftShader's large-conv tile (8 × 8, over 32 MFLOP) stores its blocks in a loop
+/// (`STORE_LOOP`, `ops::tuning::gemm_store_loop`), padding, odd sizes and a bias included.
+#[test]
+fn conv2d_large_tile_stores_in_a_loop_on_swiftshader() {
+    let mut cases = vec![case([1, 16, 67, 61], 36, (3, 3), 1, 1, 1, 1)];
+    cases[0].act = Activation::Gelu;
+    cases[0].constant_weight = true;
+    let mut g = Graph::for_profile(common::swiftshader());
+    let x = g.input("x", &cases[0].x);
+    let w = g.input("w", &[36, 16, 3, 3]);
+    conv2d(&mut g, x, w, None, &cases[0].p, Activation::None).unwrap();
+    let key = &g.nodes.last().unwrap().key;
+    for define in [("STORE_LOOP", 1), ("TM", 8), ("TN", 8)] {
+        assert!(key.constants().contains(&define), "{define:?} in {key:?}");
+    }
+    check_on(&cases, 25, common::swiftshader());
+}

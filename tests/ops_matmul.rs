@@ -166,17 +166,22 @@ fn matmul_epilogue_alpha_bias_activation_residual() {
 }
 
 fn matmul_epilogue_for(profile: DeviceProfile) {
+    let swiftshader = profile.name.contains("SwiftShader");
     let mut rng = Rng::new(14);
     let mut cases = Cases::for_profile(profile);
-    // (activation, vec4-compatible shape, bias axis, residual): each piece on both kernels.
+    // (activation, shape, bias axis, residual): each piece on both kernels. Shapes: 0 fits the
+    // vec4 kernel, 1 does not, 2 does not and is large enough (over 4 MFLOP) for SwiftShader's
+    // 8 x 8 tile, whose element kernel stores in a loop (`STORE_LOOP`).
     let combos = [
-        (Activation::None, true, BiasAxis::Col, true),
-        (Activation::Relu, false, BiasAxis::Row, true),
-        (Activation::Gelu, true, BiasAxis::Row, false),
-        (Activation::Tanh, false, BiasAxis::Col, true),
+        (Activation::None, 0, BiasAxis::Col, true),
+        (Activation::Relu, 1, BiasAxis::Row, true),
+        (Activation::Gelu, 0, BiasAxis::Row, false),
+        (Activation::Tanh, 1, BiasAxis::Col, true),
+        (Activation::Silu, 2, BiasAxis::Row, true),
+        (Activation::Gelu, 2, BiasAxis::Col, false),
     ];
-    for (i, (act, aligned, axis, with_residual)) in combos.into_iter().enumerate() {
-        let (m, k, n) = if aligned { (36, 40, 44) } else { (33, 21, 17) };
+    for (i, (act, shape, axis, with_residual)) in combos.into_iter().enumerate() {
+        let (m, k, n) = [(36, 40, 44), (33, 21, 17), (129, 67, 255)][shape];
         let (a, at) = cases.input(&mut rng, &[2, m, k]);
         let (b, bt) = cases.input(&mut rng, &[k, n]);
         let (bias, biast) = cases.input(&mut rng, &[if axis == BiasAxis::Row { m } else { n }]);
@@ -184,7 +189,9 @@ fn matmul_epilogue_for(profile: DeviceProfile) {
         let alpha = 0.75 + i as f32 * 0.1;
         let epi = Epilogue { alpha, bias: Some((bias, axis)), act, residual: residual.as_ref().map(|r| r.0) };
         let y = matmul(&mut cases.g, a, b, false, false, epi).unwrap();
-        let name = format!("{act:?} bias {axis:?} residual {with_residual}");
+        let looped = cases.g.nodes.last().unwrap().key.constants().contains(&("STORE_LOOP", 1));
+        assert_eq!(looped, swiftshader && shape == 2, "store loop for shape {shape} on {}", cases.g.profile.name);
+        let name = format!("{act:?} bias {axis:?} residual {with_residual} shape {shape}");
         cases.g.output(&name, y);
         let (want, _) = matmul_cpu(
             &at.data,

@@ -73,9 +73,11 @@ pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
 /// 0.07 s; the matmuls and convs together 1.46 → 0.88 s. What runs is the same work plus a loop:
 /// the convs' GPU time 1.01, the matmuls' 1.02 (÷ depthwise convs, 3 pairs, `tools/profile_pair.py`).
 /// The vec4 matmuls, which carry most of the FLOPs, keep the written-out epilogue: looping theirs
-/// saved 0.19 s more of creation but cost their GPU time 2–4 %.
-pub fn gemm_store_loop(profile: &DeviceProfile, vec4_kernel: bool) -> bool {
-    profile.is_cpu_like() && !is_lavapipe(profile) && !vec4_kernel
+/// saved 0.19 s more of creation but cost their GPU time 2–4 %. So do tiles of fewer than four
+/// blocks (the small GEMMs' and convs' 4 × 4 and 8 × 4), which have little epilogue to save: with
+/// the loop, vvt-digits' 7 × 7 stem conv took 1.04 of its time.
+pub fn gemm_store_loop(profile: &DeviceProfile, vec4_kernel: bool, tm: u32, tn: u32) -> bool {
+    profile.is_cpu_like() && !is_lavapipe(profile) && !vec4_kernel && tm * tn >= 64
 }
 
 /// How a workgroup of the register-tiled GEMM (matmul, implicit-GEMM conv) lays its
