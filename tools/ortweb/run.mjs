@@ -1,7 +1,8 @@
 // Cold start, wgvit (WebGPU) against ONNX Runtime Web (wasm EP, 2 threads), on HAT-Net-tiny at
 // 224, in Debian's headless Chromium, paired: rounds alternate the engines, and every page load
 // gets a fresh browser profile (no HTTP, code or shader cache); MBIT=N emulates an N Mbit/s
-// connection (default: the loopback). Each round also measures the
+// connection (default: the loopback); WGVIT_SYNC_PIPELINES=1 has wgvit create its pipelines with
+// the synchronous createComputePipeline only. Each round also measures the
 // WebGPU device's FMA peak on the same page (the summary puts both engines' warm GFLOP/s
 // against it) and what one more dispatch costs there. Prints the CPU with the figures.
 // Not part of CI.
