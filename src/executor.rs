@@ -4,6 +4,8 @@
 //! uniform buffer at 256-byte aligned offsets, pipelines from the [`PipelineCache`], and one bind
 //! group per node. A forward then is: `write_buffer` the inputs, record **one command buffer with
 //! one compute pass**, copy the requested outputs into a staging buffer, submit once, map, read.
+//! (One exception: in the browser a graph's first forward may start while some of its pipelines
+//! still compile, and then submits its dispatches in runs as their pipelines arrive.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -1195,7 +1197,8 @@ impl Executable {
     }
 
     /// Uploads `inputs` (in graph-input order), records one command buffer with one compute pass,
-    /// submits it once and reads back every output (in `Graph::output` order).
+    /// submits it once and reads back every output (in `Graph::output` order); in the browser,
+    /// a first forward whose pipelines still compile submits the compiled runs of steps first.
     pub async fn run(&self, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
         self.ctx.check("running a forward")?;
         self.write_inputs(inputs)?;
