@@ -41,10 +41,12 @@ fn case(x: [usize; 4], cout: usize, kernel: (usize, usize), stride: usize, paddi
 }
 
 /// Builds every case into one graph, runs it once and compares each output; once for each kernel
-/// set, since they tile the implicit GEMM differently.
+/// set, since they tile the implicit GEMM differently, and for lavapipe (its small convs of up to
+/// 16 channels take a 16 × 4 tile).
 fn check(cases: &[Case], seed: u64) {
     check_on(cases, seed, DeviceProfile::gpu_like());
     check_on(cases, seed, DeviceProfile::cpu_like());
+    check_on(cases, seed, common::lavapipe());
 }
 
 fn check_on(cases: &[Case], seed: u64, profile: DeviceProfile) {

@@ -189,7 +189,7 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
     // A constant weight read through a flat texture where the device prefers it.
     let texture = if tuning::constant_textures(&g.profile) && k.is_multiple_of(4) { g.constant_texture(weight) } else { None };
     let batches = s.batch * groups;
-    let t = tuning::conv_gemm_tiling(&g.profile, 2 * (batches * m * n * taps) as u64);
+    let t = tuning::conv_gemm_tiling(&g.profile, 2 * (batches * m * n * taps) as u64, m);
     let launch = tuning::gemm_launch(&g.profile, &t, m, n);
     let y = g.activation(&[s.batch, s.out_c, s.out_h, s.out_w]);
     let c = |v: usize| v as u32;

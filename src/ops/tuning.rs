@@ -142,8 +142,19 @@ pub const SMALL_CONV_FLOPS: u64 = 32_000_000;
 /// for 0.22 → 0.29 s of JIT, and vvt-digits from 2.7 to 1.8 ms warm (paired, 4 × 30 runs);
 /// the same tile on the small GEMMs cost 1 s of JIT per model for no warm gain. The tiny models'
 /// convs at 224 are all larger, so they keep the big tile.
-pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
-    if profile.is_cpu_like() && flops < SMALL_CONV_FLOPS {
+///
+/// On lavapipe a small conv of at most 16 output `channels` (the digit models' stems and first
+/// patch embeddings) takes 16 × 4: one invocation covers every channel, so each im2col gather
+/// feeds all of them. By GPU time ÷ the matmuls (`tools/profile_pair.py`, 4 pairs, AMD EPYC):
+/// accvit-digits' convs 0.76, hatnet-digits' 0.88; warm (`tools/bench_pair.py`, 3 × 100)
+/// accvit-digits 6.83 → 6.57 ms, hatnet-digits 2.97 → 2.90 ms, vvt-digits 1.27 → 1.27 ms; for
+/// 0.1 s (accvit-digits) and 0.3 s (hatnet-digits, one more pipeline) of JIT summed over the
+/// model. Wider convs keep 8 × 4: all small convs at 16 × 4 took vvt-digits' 3 × 3 convs (32–64
+/// channels) 1.18 of their time.
+pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64, channels: usize) -> MatmulTiling {
+    if is_lavapipe(profile) && flops < SMALL_CONV_FLOPS && channels <= 16 {
+        MatmulTiling { tm: 16, ..SMALL_CONV_TILE }
+    } else if profile.is_cpu_like() && flops < SMALL_CONV_FLOPS {
         SMALL_CONV_TILE
     } else {
         matmul_tiling(profile, flops)
@@ -349,5 +360,19 @@ mod tests {
         // GPUs keep the declared workgroup shape.
         let gpu = DeviceProfile::gpu_like();
         assert_eq!(gemm_launch(&gpu, &matmul_tiling(&gpu, 0), 128, 4), GemmLaunch { lanes_n_log2: 3, tiles_m: 4, tiles_n: 1 });
+    }
+
+    #[test]
+    fn small_convs_of_up_to_16_channels_cover_them_all_on_lavapipe() {
+        let lavapipe = DeviceProfile { name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(), ..DeviceProfile::cpu_like() };
+        let swiftshader = DeviceProfile { name: "SwiftShader Device (Subzero)".into(), ..DeviceProfile::cpu_like() };
+        let tile = |p: &DeviceProfile, flops: u64, channels: usize| {
+            let t = conv_gemm_tiling(p, flops, channels);
+            (t.tm, t.tn)
+        };
+        assert_eq!(tile(&lavapipe, 4_700_000, 16), (16, 4));
+        assert_eq!(tile(&lavapipe, 4_700_000, 32), (8, 4));
+        assert_eq!(tile(&lavapipe, SMALL_CONV_FLOPS, 16), (16, 8));
+        assert_eq!(tile(&swiftshader, 4_700_000, 16), (8, 4));
     }
 }
