@@ -178,7 +178,7 @@ async function getModel(weightsKey, modelId, size) {
   const t2 = performance.now();
   models.set(cacheKey, model);
   // Not waited for here: the graph's build uploads the weights and makes its bind groups while
-  // the pipelines finish compiling, then waits for them itself.
+  // the pipelines finish compiling, and the first run waits for each pipeline as it needs it.
   return { model, phases: { weights: t1 - t0, cached, load: t2 - t1, compiling } };
 }
 
