@@ -96,12 +96,10 @@ impl PipelineCache {
                 let results: Vec<Result<BuildTimes>> = std::thread::scope(|scope| {
                     let handles: Vec<_> = (0..threads)
                         .map(|t| {
-                            let mine: Vec<_> = missing.iter().skip(t).step_by(threads).collect();
+                            let mine: Vec<_> = missing.iter().skip(t).step_by(threads).copied().collect();
                             scope.spawn(move || -> Result<BuildTimes> {
                                 let mut local = BuildTimes::default();
-                                for (key, bindings) in mine {
-                                    pollster::block_on(self.pipeline(ctx, key, *bindings, &mut local))?;
-                                }
+                                pollster::block_on(self.create_now(ctx, &mine, &mut local))?;
                                 Ok(local)
                             })
                         })
@@ -109,9 +107,7 @@ impl PipelineCache {
                     handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Gpu { context: "creating pipelines".into(), reason: "a compile thread panicked".into() }))).collect()
                 });
                 for r in results {
-                    let local = r?;
-                    times.modules_ms += local.modules_ms;
-                    times.pipelines.extend(local.pipelines);
+                    times.pipelines.extend(r?.pipelines);
                 }
                 return Ok(());
             }
@@ -212,66 +208,12 @@ impl PipelineCache {
         Ok(())
     }
 
-    /// The shader module of `key` (its kernel's source specialised for its override values),
-    /// created (and its cost added to `times`) on first use.
-    async fn module(&self, ctx: &GpuContext, key: &PipelineKey, times: &mut BuildTimes) -> Result<wgpu::ShaderModule> {
-        if let Some(m) = self.modules.lock().unwrap().get(key) {
-            return Ok(m.clone());
-        }
-        let name = key.kernel.name();
-        let start = now_ms();
-        let source = key.kernel.source_for(key.constants());
-        if print_wgsl() {
-            eprintln!("// ==== kernel {name}\n{source}");
-        }
-        let m = ctx.scoped(&format!("compiling shader '{name}'"), || shader_module(&ctx.device, &name, source)).await?;
-        self.modules.lock().unwrap().insert(key.clone(), m.clone());
-        times.modules_ms += now_ms() - start;
-        Ok(m)
-    }
-
-    pub fn len(&self) -> usize {
-        self.pipelines.lock().unwrap().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn layout(&self, ctx: &GpuContext, bindings: Bindings) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
         let mut layouts = self.layouts.lock().unwrap();
         layouts
             .entry(bindings)
             .or_insert_with(|| binding_layout(&ctx.device, bindings))
             .clone()
-    }
-
-    /// The pipeline for `key` with the bind-group layout `bindings`; compiled on first request,
-    /// inside an error scope so that a shader the driver rejects is a clear error on every target.
-    /// `times` receives what creating it cost (nothing when it was cached).
-    pub async fn pipeline(
-        &self,
-        ctx: &GpuContext,
-        key: &PipelineKey,
-        bindings: Bindings,
-        times: &mut BuildTimes,
-    ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout)> {
-        let (bgl, layout) = self.layout(ctx, bindings);
-        let cache_key = (key.clone(), bindings);
-        if let Some(p) = self.pipelines.lock().unwrap().get(&cache_key) {
-            return Ok((p.clone(), bgl));
-        }
-        let name = key.kernel.name();
-        let module = self.module(ctx, key, times).await?;
-        let pipeline_start = now_ms();
-        let pipeline = ctx
-            .scoped(&format!("creating the pipeline for {:?}", key), || {
-                compute_pipeline(&ctx.device, key, &layout, &module, self.driver_cache.as_ref())
-            })
-            .await?;
-        self.pipelines.lock().unwrap().insert(cache_key, pipeline.clone());
-        times.pipelines.push((name, now_ms() - pipeline_start));
-        Ok((pipeline, bgl))
     }
 }
 
