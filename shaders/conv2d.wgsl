@@ -194,6 +194,13 @@ fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
     }
 }
 
+fn store_block(batch: u32, m: u32, n: u32, c: mat4x4<f32>) {
+    store_row(batch, m, n, c[0]);
+    store_row(batch, m + 1u, n, c[1]);
+    store_row(batch, m + 2u, n, c[2]);
+    store_row(batch, m + 3u, n, c[3]);
+}
+
 // Top-left input coordinates (row, column) of output pixels p .. p+3 (clamped to the last pixel).
 fn tile_origin(p: u32) -> array<vec4<i32>, 2> {
     let pv = min(vec4<u32>(p) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(params.n - 1u));

@@ -111,16 +111,15 @@ fn load_residual(i: u32) -> f32 { return residual[i]; }
 fn store_out(i: u32, v: f32) { out[i] = v; }
 #endif
 
-// bias[i] (i < M or N); bias[i .. i+3] for i % 4 == 0 (past the end: never stored).
+// bias[i .. i+3] for i % 4 == 0, of a bias of `len` elements (past the end: never stored). A
+// texture holds the bias's whole texels (`Graph::constant_texture`), so i + 3 is in it.
 #if BIAS_TEXTURE
 @group(0) @binding(3) var bias_texture: texture_2d<f32>;
-fn load_bias(i: u32) -> f32 { return flat_elem(bias_texture, i); }
 fn load_bias4(i: u32, len: u32) -> vec4<f32> { return flat_texel(bias_texture, i); }
 #else
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-fn load_bias(i: u32) -> f32 { return bias[i]; }
 fn load_bias4(i: u32, len: u32) -> vec4<f32> {
-    return vec4<f32>(bias[i], bias[min(i + 1u, len - 1u)], bias[min(i + 2u, len - 1u)], bias[min(i + 3u, len - 1u)]);
+    return vec4<f32>(bias[min(i, len - 1u)], bias[min(i + 1u, len - 1u)], bias[min(i + 2u, len - 1u)], bias[min(i + 3u, len - 1u)]);
 }
 #endif
 
@@ -364,19 +363,17 @@ fn store_elem(i: u32, e: f32) {
 }
 #endif
 
-// Epilogue for out[batch, m, n .. n+3]; nothing past M or N is stored.
-fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
+// Epilogue for out[batch, m, n .. n+3], `bias` its row's bias (BIAS != 0); nothing past M or N
+// is stored.
+fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>, bias: vec4<f32>) {
     let M = params.m;
     let N = params.n;
     if (m >= M || n >= N) {
         return;
     }
     var v = params.alpha * acc;
-#if BIAS == 1
-    v += vec4<f32>(load_bias(m));
-#endif
-#if BIAS == 2
-    v += load_bias4(n, N);
+#if BIAS
+    v += bias;
 #endif
     v = activated4(v);
     let o = (batch * M + m) * N + n;
@@ -394,6 +391,30 @@ fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
     if (n + 1u < N) { store_elem(o + 1u, v.y); }
     if (n + 2u < N) { store_elem(o + 2u, v.z); }
     if (n + 3u < N) { store_elem(o + 3u, v.w); }
+#endif
+}
+
+// Epilogue for the block out[batch, m .. m+3, n .. n+3] (column i of c is row m + i). Its bias
+// is loaded once for the block, not once per row: SwiftShader writes out every load of the
+// tile's written-out epilogue for each lane, and a row bias from a texture was a texel fetch
+// and a dynamic component pick per row (BIAS 1: the 4 rows' biases are one texel, m % 4 == 0).
+fn store_block(batch: u32, m: u32, n: u32, c: mat4x4<f32>) {
+#if BIAS == 1
+    let rows = load_bias4(m, params.m);
+    store_row(batch, m, n, c[0], vec4<f32>(rows.x));
+    store_row(batch, m + 1u, n, c[1], vec4<f32>(rows.y));
+    store_row(batch, m + 2u, n, c[2], vec4<f32>(rows.z));
+    store_row(batch, m + 3u, n, c[3], vec4<f32>(rows.w));
+#else
+#if BIAS == 2
+    let cols = load_bias4(n, params.n);
+#else
+    let cols = vec4<f32>(0.0);
+#endif
+    store_row(batch, m, n, c[0], cols);
+    store_row(batch, m + 1u, n, c[1], cols);
+    store_row(batch, m + 2u, n, c[2], cols);
+    store_row(batch, m + 3u, n, c[3], cols);
 #endif
 }
 

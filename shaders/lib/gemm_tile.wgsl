@@ -10,7 +10,8 @@
 // reads: `k` plus whatever its loads precompute); `k_first(t) -> KStep`, `k_advance(s) -> KStep`
 // (the next 4 k); `a_block(t, q, s, masked)` (rows m0+4q.. m0+4q+3 of A at k..k+3, column i =
 // row 4q+i) and `b_block(t, g, s, masked)` (B at k..k+3 by columns n0+4g.. n0+4g+3, column j =
-// row k+j); `masked` asks for zeros at k >= K; and `store_row(batch, m, n, v)` (v = C[m, n..n+3]).
+// row k+j); `masked` asks for zeros at k >= K; and `store_block(batch, m, n, c)` (the epilogue of
+// one 4 x 4 block: column i of c is C[m + i, n..n+3]; it skips what lies past M or N).
 //
 // Tile: TM x TN outputs (TM in {4, 8, 12, 16}, TN in {4, 8}) as (TM/4) x (TN/4) 4x4 blocks
 // (`mat4x4`, column i = output row i of the block). One k step loads TM x 4 of A and 4 x TN of
@@ -118,18 +119,12 @@ fn gemm_accumulate(t: Tile) -> Acc {
 }
 
 fn gemm_store_block(batch: u32, t: Tile, q: u32, g: u32, c: mat4x4<f32>) {
-    let m = t.m0 + 4u * q;
-    let n = t.n0 + 4u * g;
-    store_row(batch, m, n, c[0]);
-    store_row(batch, m + 1u, n, c[1]);
-    store_row(batch, m + 2u, n, c[2]);
-    store_row(batch, m + 3u, n, c[3]);
+    store_block(batch, t.m0 + 4u * q, t.n0 + 4u * g, c);
 }
 
 #if STORE_LOOP
-// Hands every row segment of the tile to `store_row` (which skips what lies past M or N), one
-// 4 x 4 block per iteration of a loop that moves the next block into place: the epilogue is in
-// the code once instead of once per block. On SwiftShader most of a GEMM pipeline's compile is
+// Hands every 4 x 4 block of the tile to `store_block`, one block per iteration of a loop that
+// moves the next block into place: the epilogue is in the code once instead of once per block. On SwiftShader most of a GEMM pipeline's compile is
 // its written-out epilogue (every lane's store is expanded), so the host picks this there.
 #let BLOCKS = (TM / 4) * (TN / 4)
 fn gemm_store(batch: u32, t: Tile, acc: Acc) {
@@ -186,7 +181,7 @@ fn gemm_store(batch: u32, t: Tile, acc: Acc) {
     }
 }
 #else
-// Hands every row segment of the tile to `store_row` (which skips what lies past M or N).
+// Hands every 4 x 4 block of the tile to `store_block`.
 fn gemm_store(batch: u32, t: Tile, acc: Acc) {
     gemm_store_block(batch, t, 0u, 0u, acc.c00);
 #if TN > 4
