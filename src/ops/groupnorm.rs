@@ -1,7 +1,8 @@
 //! Group normalisation of `x [B, C, H, W]` or `[B, C, N]` with G groups, as `torch.nn.GroupNorm`:
 //! statistics (biased variance) over each image's `C / G` consecutive channels, then the
-//! per-channel affine; optionally `add` is summed into x first and an activation applied last,
-//! or a residual added after it all ([`Sum`]).
+//! per-channel affine; optionally a second tensor summed into x first (an add dispatch before
+//! the norm) and an activation applied last, or a residual added after it all (in the norm's
+//! own pass; [`Sum`]).
 //!
 //! `GroupNorm(1, C)` reduces over a whole image — up to ~800k elements — so one workgroup per
 //! group would leave the device idle. Each group is cut into equal chunks of at most
@@ -39,7 +40,9 @@ fn chunking(group_len: usize, max: usize) -> (usize, usize) {
 /// Where a GroupNorm's second operand is added: to its input, or to its output.
 #[derive(Clone, Copy, Debug)]
 pub enum Sum {
-    /// `GroupNorm(x + add)`: the `ADD = 1` kernels.
+    /// `GroupNorm(x + add)`: an add dispatch, then the plain norm. Summed in the norm's own
+    /// loads (the former `ADD = 1` kernels) it read both tensors in each of its three passes,
+    /// and cost two more pipelines for every page load to compile (SwiftShader, 40–65 ms each).
     Input(TensorId),
     /// `residual + act(GroupNorm(x))`, added in the normalising pass (the `ADD = 2` kernels): a
     /// residual block ending in a norm (HAT-Net's inverted residual) needs no add dispatch.
@@ -59,10 +62,15 @@ pub fn group_norm(
     sum: Option<Sum>,
     act: Activation,
 ) -> Result<TensorId> {
-    let (add, add_mode) = match sum {
-        None => (None, 0u32),
-        Some(Sum::Input(t)) => (Some(t), 1),
-        Some(Sum::Output(t)) => (Some(t), 2),
+    let (x, add, add_mode) = match sum {
+        None => (x, None, 0u32),
+        Some(Sum::Input(t)) => {
+            if g.shape(t) != g.shape(x) {
+                return Err(Error::Graph(format!("group_norm: add has shape {:?}, expected the input's {:?}", g.shape(t), g.shape(x))));
+            }
+            (super::binary::add(g, x, t)?, None, 0)
+        }
+        Some(Sum::Output(t)) => (x, Some(t), 2),
     };
     let shape = g.shape(x).to_vec();
     if shape.len() != 3 && shape.len() != 4 {
@@ -80,8 +88,7 @@ pub fn group_norm(
     }
     if let Some(a) = add {
         if g.shape(a) != shape.as_slice() {
-            let what = if add_mode == 2 { "residual" } else { "add" };
-            return Err(Error::Graph(format!("group_norm: {what} has shape {:?}, expected the input's {shape:?}", g.shape(a))));
+            return Err(Error::Graph(format!("group_norm: residual has shape {:?}, expected the input's {shape:?}", g.shape(a))));
         }
     }
     let n = g.numel(x);
