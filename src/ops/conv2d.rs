@@ -12,7 +12,7 @@
 //!   GEMM per (image, group) — `out[co, p] = Σ_r W[co, r] · im2col(x)[r, p]` with the im2col
 //!   gathered on the fly — on the register-tiled core matmul uses, with the tile
 //!   `ops::tuning::conv_gemm_tiling` picks (16 channels x 8 pixels per invocation for large convs;
-//!   8 x 4 under 32 MFLOP on CPU-like devices). A constant weight whose rows are not a multiple
+//!   8 x 4 under 32 MFLOP on lavapipe). A constant weight whose rows are not a multiple
 //!   of 4 long is padded with zeros so the vec4 variant takes it.
 //!
 //! Padding reads as zero. [`conv2d_cpu`] is the f64-accumulating reference the tests use.

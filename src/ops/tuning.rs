@@ -6,7 +6,7 @@
 //!
 //! | choice | CPU-like set | GPU-like set |
 //! |---|---|---|
-//! | matmul / implicit-GEMM conv register tile | lavapipe: 16 × 8 outputs, 8 × 8 invocations; SwiftShader (any other software device): 8 × 8 outputs; 4 × 4 below 4 MFLOP (SwiftShader: in 4 × 4 invocations); convs 8 × 4 below 32 MFLOP | 16 × 8, 4 × 4 below 4 MFLOP, convs from 4 MFLOP (a GPU-tuned set is open work) |
+//! | matmul / implicit-GEMM conv register tile | lavapipe: 16 × 8 outputs, 8 × 8 invocations; SwiftShader (any other software device): 8 × 8 outputs; 4 × 4 below 4 MFLOP (SwiftShader: in 4 × 4 invocations); lavapipe's convs below 32 MFLOP 8 × 4 (16 × 4 up to 16 channels) | 16 × 8, 4 × 4 below 4 MFLOP, convs from 4 MFLOP (a GPU-tuned set is open work) |
 //! | GEMM workgroup layout | fitted to narrow outputs (`gemm_launch`: N or M with fewer tiles than the workgroup's side gets only what it needs) | the declared 8 × 8 |
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
@@ -129,19 +129,18 @@ const SMALL_TILE: MatmulTiling = MatmulTiling { tm: 4, tn: 4, wg_m: 8, wg_n: 8, 
 
 const SMALL_CONV_TILE: MatmulTiling = MatmulTiling { tm: 8, tn: 4, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto };
 
-/// Convolutions of fewer FLOPs than this take the small tile on CPU-like devices.
+/// Convolutions of fewer FLOPs than this take the small tile on lavapipe.
 pub const SMALL_CONV_FLOPS: u64 = 32_000_000;
 
 /// The implicit-GEMM convolution's tile: the matmul's (channels × pixels per invocation), with
-/// a mid-size tile up to [`SMALL_CONV_FLOPS`] on CPU-like devices. A conv kernel with the big tile
+/// a mid-size tile up to [`SMALL_CONV_FLOPS`] on lavapipe. A conv kernel with the big tile
 /// costs lavapipe about 1 s of JIT at the first dispatch; the models' convs below 32 MFLOP are the
 /// stems and patch embeddings of small models, where it is the only big-tile pipeline.
 /// accvit-digits' second stem conv (19 MFLOP): 1.0 s of compile saved (5.1 → 3.8 s over the
 /// model) for 1.7 → 2.7–3.0 ms warm (of a 31 ms forward) with the 4 × 4 tile. 8 × 4 (8 output
 /// channels per invocation: half the im2col gathers per FMA) took that conv from 2.7 to 1.8 ms
 /// for 0.22 → 0.29 s of JIT, and vvt-digits from 2.7 to 1.8 ms warm (paired, 4 × 30 runs);
-/// the same tile on the small GEMMs cost 1 s of JIT per model for no warm gain. The tiny models'
-/// convs at 224 are all larger, so they keep the big tile.
+/// the same tile on the small GEMMs cost 1 s of JIT per model for no warm gain.
 ///
 /// On lavapipe a small conv of at most 16 output `channels` (the digit models' stems and first
 /// patch embeddings) takes 16 × 4: one invocation covers every channel, so each im2col gather
@@ -151,10 +150,17 @@ pub const SMALL_CONV_FLOPS: u64 = 32_000_000;
 /// 0.1 s (accvit-digits) and 0.3 s (hatnet-digits, one more pipeline) of JIT summed over the
 /// model. Wider convs keep 8 × 4: all small convs at 16 × 4 took vvt-digits' 3 × 3 convs (32–64
 /// channels) 1.18 of their time.
+///
+/// SwiftShader takes the matmuls' tiles for every conv: since its 8 × 8 conv stores in a loop
+/// (`gemm_store_loop`) that pipeline compiles about as fast as the 8 × 4 one, and a model with
+/// a conv over 32 MFLOP (every tiny model at 224) needs it anyway, so a small stem conv at 8 × 4
+/// was one more pipeline for every page load to compile: hatnet-tiny's patch_embed.0, the first
+/// pipeline its first forward waits for. Its convs' GPU time 0.99 of before (SwiftShader's
+/// Vulkan ICD, AMD EPYC, `tools/profile_pair.py`, 4 pairs).
 pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64, channels: usize) -> MatmulTiling {
     if is_lavapipe(profile) && flops < SMALL_CONV_FLOPS && channels <= 16 {
         MatmulTiling { tm: 16, ..SMALL_CONV_TILE }
-    } else if profile.is_cpu_like() && flops < SMALL_CONV_FLOPS {
+    } else if is_lavapipe(profile) && flops < SMALL_CONV_FLOPS {
         SMALL_CONV_TILE
     } else {
         matmul_tiling(profile, flops)
@@ -373,6 +379,8 @@ mod tests {
         assert_eq!(tile(&lavapipe, 4_700_000, 16), (16, 4));
         assert_eq!(tile(&lavapipe, 4_700_000, 32), (8, 4));
         assert_eq!(tile(&lavapipe, SMALL_CONV_FLOPS, 16), (16, 8));
-        assert_eq!(tile(&swiftshader, 4_700_000, 16), (8, 4));
+        // SwiftShader: the matmuls' tile (the 3 × 3 convs' pipeline serves small convs too).
+        assert_eq!(tile(&swiftshader, 4_700_000, 16), (8, 8));
+        assert_eq!(tile(&swiftshader, 1_000_000, 16), (4, 4));
     }
 }
