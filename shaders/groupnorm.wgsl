@@ -1,6 +1,5 @@
-// groupnorm.wgsl — y = act((x - mean_g) / sqrt(var_g + eps) * gamma[c] + beta[c]), and with
-// ADD = 2 a residual after the norm: y = act(..) + add (ADD = 0: none; a sum before the norm is
-// an add dispatch, `ops::groupnorm::Sum::Input`),
+// groupnorm.wgsl — y = act((v - mean_g) / sqrt(var_g + eps) * gamma[c] + beta[c]), v = x (+ add),
+// or with ADD = 2 (a residual after the norm) y = act(that of v = x) + add,
 // for x [B, C, S] (S = H*W or N); group g of image b is the contiguous run of (C / G) * S elements
 // of channels g*C/G .. (g+1)*C/G, so GroupNorm(1, C) takes statistics over a whole image.
 //
@@ -23,8 +22,8 @@
 // convert with ELEMS.
 //
 // Bindings (the same for both phases so that one module serves both):
-//   0 params, 1 x [B, C, S] (read), 2 add [B, C, S] (read; added to y when ADD = 2, and x
-//   bound again when ADD = 0),
+//   0 params, 1 x [B, C, S] (read), 2 add [B, C, S] (read; summed into x when ADD = 1, into y
+//   when ADD = 2, and x bound again when ADD = 0),
 //   3 gamma [C] (read), 4 beta [C] (read), 5 stats [B * G * chunks_per_group, 2] (read_write:
 //   written by phase 0, read by phase 1), 6 y [B, C, S] (read_write; written by phase 1 only).
 // Dispatch: B * G * chunks_per_group workgroups (both phases) folded into (x, y) by `ops::grid`.
@@ -75,6 +74,14 @@ fn merge(a: Moments, b: Moments) -> Moments {
     return Moments(n, a.mean + d * wb, a.m2 + b.m2 + d * d * a.n * wb);
 }
 
+fn value(i: u32) -> V {
+#if ADD == 1
+    return x[i] + add[i];
+#else
+    return x[i];
+#endif
+}
+
 // The normalised element i, then the residual when ADD = 2.
 fn output(i: u32, normalised: V) -> V {
 #if ADD == 2
@@ -120,18 +127,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (PHASE != 1u) {
         // Summed relative to the chunk's first element: rounding scales with the spread, not
         // with a common offset.
-        let shift = first(x[base]);
+        let shift = first(value(base));
         var s = splat(0.0);
         var count = 0u;
         for (var k = lid; k < len; k += WG) {
-            s += x[base + k] - splat(shift);
+            s += value(base + k) - splat(shift);
             count += 1u;
         }
         let n = f32(count) * ELEMS;
         let mean = select(0.0, shift + hsum(s) / n, count > 0u);
         var m2 = splat(0.0);
         for (var k = lid; k < len; k += WG) {
-            let d = x[base + k] - splat(mean);
+            let d = value(base + k) - splat(mean);
             m2 += d * d;
         }
         total = merge_workgroup(lid, Moments(n, mean, hsum(m2)));
@@ -164,7 +171,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var offset = (start + lid) % spatial;
     for (var k = lid; k < len; k += WG) {
         let i = base + k;
-        y[i] = output(i, (x[i] - splat(mean)) * splat(rstd * gamma[c]) + splat(beta[c]));
+        y[i] = output(i, (value(i) - splat(mean)) * splat(rstd * gamma[c]) + splat(beta[c]));
         offset += offset_step;
         c += channel_step;
         if (offset >= spatial) {

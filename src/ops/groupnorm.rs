@@ -1,8 +1,7 @@
 //! Group normalisation of `x [B, C, H, W]` or `[B, C, N]` with G groups, as `torch.nn.GroupNorm`:
 //! statistics (biased variance) over each image's `C / G` consecutive channels, then the
-//! per-channel affine; optionally a second tensor summed into x first (an add dispatch before
-//! the norm) and an activation applied last, or a residual added after it all (in the norm's
-//! own pass; [`Sum`]).
+//! per-channel affine; optionally a second tensor summed into x first and an activation
+//! applied last, or a residual added after it all ([`Sum`]).
 //!
 //! `GroupNorm(1, C)` reduces over a whole image — up to ~800k elements — so one workgroup per
 //! group would leave the device idle. Each group is cut into equal chunks of at most
@@ -40,9 +39,8 @@ fn chunking(group_len: usize, max: usize) -> (usize, usize) {
 /// Where a GroupNorm's second operand is added: to its input, or to its output.
 #[derive(Clone, Copy, Debug)]
 pub enum Sum {
-    /// `GroupNorm(x + add)`: an add dispatch, then the plain norm. Summed in the norm's own
-    /// loads (the former `ADD = 1` kernels) it read both tensors in each of its three passes,
-    /// and cost two more pipelines for every page load to compile (SwiftShader, 40–65 ms each).
+    /// `GroupNorm(x + add)`: summed in the norm's loads (the `ADD = 1` kernels), or on
+    /// SwiftShader an add dispatch and then the plain norm ([`tuning::group_norm_fuses_input_add`]).
     Input(TensorId),
     /// `residual + act(GroupNorm(x))`, added in the normalising pass (the `ADD = 2` kernels): a
     /// residual block ending in a norm (HAT-Net's inverted residual) needs no add dispatch.
@@ -64,12 +62,13 @@ pub fn group_norm(
 ) -> Result<TensorId> {
     let (x, add, add_mode) = match sum {
         None => (x, None, 0u32),
-        Some(Sum::Input(t)) => {
+        Some(Sum::Input(t)) if !tuning::group_norm_fuses_input_add(&g.profile) => {
             if g.shape(t) != g.shape(x) {
                 return Err(Error::Graph(format!("group_norm: add has shape {:?}, expected the input's {:?}", g.shape(t), g.shape(x))));
             }
             (super::binary::add(g, x, t)?, None, 0)
         }
+        Some(Sum::Input(t)) => (x, Some(t), 1),
         Some(Sum::Output(t)) => (x, Some(t), 2),
     };
     let shape = g.shape(x).to_vec();
@@ -88,7 +87,8 @@ pub fn group_norm(
     }
     if let Some(a) = add {
         if g.shape(a) != shape.as_slice() {
-            return Err(Error::Graph(format!("group_norm: residual has shape {:?}, expected the input's {shape:?}", g.shape(a))));
+            let what = if add_mode == 2 { "residual" } else { "add" };
+            return Err(Error::Graph(format!("group_norm: {what} has shape {:?}, expected the input's {shape:?}", g.shape(a))));
         }
     }
     let n = g.numel(x);
@@ -100,7 +100,7 @@ pub fn group_norm(
     // vec4 elements where a channel's run is a multiple of 4: a vec4 never straddles channels.
     let width = if spatial.is_multiple_of(4) { 4 } else { 1 };
     let kernel = if width == 4 { Kernel::GroupNormVec4 } else { Kernel::GroupNorm };
-    let (chunk_len, chunks_per_group) = chunking(group_len / width, CHUNK / width);
+    let (chunk_len, chunks_per_group) = chunking(group_len / width, tuning::group_norm_chunk(&g.profile, group_len) / width);
     let num_chunks = b * groups * chunks_per_group;
     let lanes = tuning::group_norm_lanes(&g.profile, chunks_per_group);
     let stats = g.activation(&[num_chunks, 2]);

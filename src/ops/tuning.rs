@@ -286,6 +286,33 @@ fn small_on_cpu(profile: &DeviceProfile, flops: u64) -> bool {
     profile.is_cpu_like() && flops < SMALL_GEMM_FLOPS
 }
 
+/// The largest chunk (elements) one GroupNorm workgroup reduces, for a group of `group_len`.
+/// CPU-like devices take a group of up to [`CPU_GROUP_NORM_ONE_CHUNK`] elements in one chunk
+/// (one dispatch, `group_norm_lanes` lanes): HAT-Net-tiny's last stage at 224 (384 × 49) then
+/// shares its pooled tokens' norm pipeline instead of compiling two more (its statistics and
+/// normalisation at 32 lanes, plus the residual variant), each compiled on every page load.
+pub fn group_norm_chunk(profile: &DeviceProfile, group_len: usize) -> usize {
+    if profile.is_cpu_like() && group_len <= CPU_GROUP_NORM_ONE_CHUNK {
+        group_len
+    } else {
+        super::groupnorm::CHUNK
+    }
+}
+
+/// Whether `GroupNorm(x + add)` sums `add` in the norm's own loads (the `ADD = 1` kernels) rather
+/// than in an add dispatch before a plain norm: everywhere but SwiftShader. There the fused
+/// kernels are two more pipelines (statistics and normalisation) for every page load to compile,
+/// 40–65 ms each in Chromium and on the path to HAT-Net's first forward, while the add dispatch
+/// costs a forward 0.4 % (hatnet-tiny, SwiftShader's Vulkan ICD, AMD EPYC: the adds +6.8 ms, the
+/// norms −2.2 ms of 1210 ms; `tools/profile_pair.py`). lavapipe caches its pipelines, and the
+/// add dispatch cost it 0.5 % (+5.1 ms, −2.6 ms of 502 ms).
+pub fn group_norm_fuses_input_add(profile: &DeviceProfile) -> bool {
+    !(profile.is_cpu_like() && !is_lavapipe(profile))
+}
+
+/// See [`group_norm_chunk`].
+pub const CPU_GROUP_NORM_ONE_CHUNK: usize = 32 * 1024;
+
 /// Invocations per GroupNorm workgroup (`chunks_per_group` workgroups share a group). Small on
 /// purpose: on lavapipe a workgroup's barriers cost in proportion to its size; measured for
 /// GroupNorm(1, C) on [1, 96, 112, 112] / [8, 64, 28, 28] (ms, both dispatches): 8 lanes 19.6 /
@@ -366,6 +393,21 @@ mod tests {
         // GPUs keep the declared workgroup shape.
         let gpu = DeviceProfile::gpu_like();
         assert_eq!(gemm_launch(&gpu, &matmul_tiling(&gpu, 0), 128, 4), GemmLaunch { lanes_n_log2: 3, tiles_m: 4, tiles_n: 1 });
+    }
+
+    #[test]
+    fn group_norms_on_swiftshader_take_fewer_pipelines() {
+        let lavapipe = DeviceProfile { name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(), ..DeviceProfile::cpu_like() };
+        let swiftshader = DeviceProfile { name: "SwiftShader Device (Subzero)".into(), ..DeviceProfile::cpu_like() };
+        let gpu = DeviceProfile::gpu_like();
+        assert!(group_norm_fuses_input_add(&lavapipe) && group_norm_fuses_input_add(&gpu));
+        assert!(!group_norm_fuses_input_add(&swiftshader));
+        // HAT-Net-tiny's last stage at 224: one chunk on the CPU devices, 4096-element chunks on GPUs.
+        for cpu in [&lavapipe, &swiftshader] {
+            assert_eq!(group_norm_chunk(cpu, 384 * 49), 384 * 49);
+            assert_eq!(group_norm_chunk(cpu, 96 * 784), super::super::groupnorm::CHUNK);
+        }
+        assert_eq!(group_norm_chunk(&gpu, 384 * 49), super::super::groupnorm::CHUNK);
     }
 
     #[test]
