@@ -211,7 +211,7 @@ impl Weights {
 
     /// A reader for one graph build.
     pub fn reader(&self) -> WeightReader<'_> {
-        WeightReader { weights: self, used: RefCell::default(), missing: RefCell::default(), standin_numel: Cell::new(0), generated: RefCell::default() }
+        WeightReader { weights: self, used: RefCell::default(), missing: RefCell::default(), standin_numel: Cell::new(0), generated: RefCell::default(), zeros: RefCell::default() }
     }
 }
 
@@ -226,6 +226,10 @@ pub struct WeightReader<'w> {
     standin_numel: Cell<usize>,
     /// Synthetic tensors made in this build (a name asked for twice gets the same data).
     generated: RefCell<HashMap<String, Arc<Vec<f32>>>>,
+    /// [`Weights::zeros`]' tensors, one per element count: every tensor of that size shares it.
+    /// hatnet-tiny's 295 tensors (51 MB) have 34 sizes (14 MB); zeroing the 51 MB was 40–73 ms of
+    /// the precompile's graph in Chromium, ahead of its first compile request.
+    zeros: RefCell<HashMap<usize, Arc<Vec<f32>>>>,
 }
 
 impl WeightReader<'_> {
@@ -253,7 +257,10 @@ impl WeightReader<'_> {
         match w.tensors.get(name) {
             None => match w.synthetic {
                 Some(Synthetic::Random(seed)) => Ok(self.generate(seed, name, expected)),
-                Some(Synthetic::Zeros) => Ok(Arc::new(vec![0.0; expected.iter().product()])),
+                Some(Synthetic::Zeros) => {
+                    let numel: usize = expected.iter().product();
+                    Ok(self.zeros.borrow_mut().entry(numel).or_insert_with(|| Arc::new(vec![0.0; numel])).clone())
+                }
                 None => {
                     self.missing.borrow_mut().push(name.to_string());
                     // A stand-in lets the build go on and name every missing tensor; once they
