@@ -124,8 +124,9 @@ fn gemm_store_block(batch: u32, t: Tile, q: u32, g: u32, c: mat4x4<f32>) {
 
 #if STORE_LOOP
 // Hands every 4 x 4 block of the tile to `store_block`, one block per iteration of a loop that
-// moves the next block into place: the epilogue is in the code once instead of once per block. On SwiftShader most of a GEMM pipeline's compile is
-// its written-out epilogue (every lane's store is expanded), so the host picks this there.
+// moves the next block into place: the epilogue is in the code once instead of once per block.
+// On SwiftShader most of a GEMM pipeline's compile is its written-out epilogue (every lane's
+// store is expanded), so the host picks this there.
 #let BLOCKS = (TM / 4) * (TN / 4)
 fn gemm_store(batch: u32, t: Tile, acc: Acc) {
     var r0 = acc.c00;
