@@ -36,11 +36,20 @@ fn chunking(group_len: usize, max: usize) -> (usize, usize) {
     (group_len.div_ceil(chunks), chunks)
 }
 
+/// Elements per group of `groups` groups over a `[B, C, ..]` input (0 for a shape the op refuses).
+fn group_len_of(shape: &[usize], groups: usize) -> usize {
+    if shape.len() < 3 || groups == 0 {
+        return 0;
+    }
+    shape[1] / groups * shape[2..].iter().product::<usize>()
+}
+
 /// Where a GroupNorm's second operand is added: to its input, or to its output.
 #[derive(Clone, Copy, Debug)]
 pub enum Sum {
-    /// `GroupNorm(x + add)`: summed in the norm's loads (the `ADD = 1` kernels), or on
-    /// SwiftShader an add dispatch and then the plain norm ([`tuning::group_norm_fuses_input_add`]).
+    /// `GroupNorm(x + add)`: summed in the norm's loads (the `ADD = 1` kernels), or for
+    /// SwiftShader's large groups an add dispatch and then the plain norm
+    /// ([`tuning::group_norm_fuses_input_add`]).
     Input(TensorId),
     /// `residual + act(GroupNorm(x))`, added in the normalising pass (the `ADD = 2` kernels): a
     /// residual block ending in a norm (HAT-Net's inverted residual) needs no add dispatch.
@@ -62,7 +71,7 @@ pub fn group_norm(
 ) -> Result<TensorId> {
     let (x, add, add_mode) = match sum {
         None => (x, None, 0u32),
-        Some(Sum::Input(t)) if !tuning::group_norm_fuses_input_add(&g.profile) => {
+        Some(Sum::Input(t)) if !tuning::group_norm_fuses_input_add(&g.profile, group_len_of(g.shape(x), groups)) => {
             if g.shape(t) != g.shape(x) {
                 return Err(Error::Graph(format!("group_norm: add has shape {:?}, expected the input's {:?}", g.shape(t), g.shape(x))));
             }

@@ -14,7 +14,7 @@
 //! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions, depthwise or ACC-ViT's atrous convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); SwiftShader: buffers | storage buffers |
 //! | attention (channel loops written out per head size) | lavapipe: 4 query rows per invocation; SwiftShader: 2 rows up to d = 48, else 1; q, k, v from textures where `activation_textures` | 1 row |
 //! | GroupNorm lanes per workgroup | 8 for a group of one chunk, else 32 | 32 |
-//! | GroupNorm chunks | a group of up to 32k elements in one; SwiftShader: `GroupNorm(x + add)` as an add and the norm | 4096 elements |
+//! | GroupNorm chunks | a group of up to 32k elements in one; SwiftShader: `GroupNorm(x + add)` of larger groups as an add and the norm | 4096 elements |
 //! | row reductions (LayerNorm, softmax) | 16 lanes per row for few long rows, else 1 | the same |
 //! | strided means | 1 lane per output | 16 lanes for few long means, else 1 |
 
@@ -152,16 +152,17 @@ pub const SMALL_CONV_FLOPS: u64 = 32_000_000;
 /// model. Wider convs keep 8 × 4: all small convs at 16 × 4 took vvt-digits' 3 × 3 convs (32–64
 /// channels) 1.18 of their time.
 ///
-/// SwiftShader takes the matmuls' tiles for every conv: since its 8 × 8 conv stores in a loop
-/// (`gemm_store_loop`) that pipeline compiles about as fast as the 8 × 4 one, and a model with
-/// a conv over 32 MFLOP (every tiny model at 224) needs it anyway, so a small stem conv at 8 × 4
-/// was one more pipeline for every page load to compile: hatnet-tiny's patch_embed.0, the first
-/// pipeline its first forward waits for. Its convs' GPU time 0.99 of before (SwiftShader's
-/// Vulkan ICD, AMD EPYC, `tools/profile_pair.py`, 3 pairs).
+/// SwiftShader keeps 8 × 4 only below [`SMALL_GEMM_FLOPS`] and takes the matmuls' 8 × 8 tile
+/// from there: since that conv stores in a loop (`gemm_store_loop`) it compiles about as fast as
+/// the 8 × 4 one, and a model with a conv over 32 MFLOP (every tiny model at 224) needs it
+/// anyway, so a 4–32 MFLOP stem conv at 8 × 4 was one more pipeline for every page load to
+/// compile: hatnet-tiny's patch_embed.0, the first pipeline its first forward waits for. Its
+/// convs' GPU time 0.99 of before (SwiftShader's Vulkan ICD, AMD EPYC, `tools/profile_pair.py`,
+/// 3 pairs). Below 4 MFLOP the matmuls' 4 × 4 took hatnet-digits' convs 1.13 of their time.
 pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64, channels: usize) -> MatmulTiling {
     if is_lavapipe(profile) && flops < SMALL_CONV_FLOPS && channels <= 16 {
         MatmulTiling { tm: 16, ..SMALL_CONV_TILE }
-    } else if is_lavapipe(profile) && flops < SMALL_CONV_FLOPS {
+    } else if (is_lavapipe(profile) && flops < SMALL_CONV_FLOPS) || (profile.is_cpu_like() && flops < SMALL_GEMM_FLOPS) {
         SMALL_CONV_TILE
     } else {
         matmul_tiling(profile, flops)
@@ -302,15 +303,17 @@ pub fn group_norm_chunk(profile: &DeviceProfile, group_len: usize) -> usize {
     }
 }
 
-/// Whether `GroupNorm(x + add)` sums `add` in the norm's own loads (the `ADD = 1` kernels) rather
-/// than in an add dispatch before a plain norm: everywhere but SwiftShader. There the fused
-/// kernels are two more pipelines (statistics and normalisation) for every page load to compile,
-/// 40–65 ms each in Chromium and on the path to HAT-Net's first forward, while the add dispatch
-/// costs a forward 0.4 % (hatnet-tiny, SwiftShader's Vulkan ICD, AMD EPYC: the adds +6.8 ms, the
-/// norms −2.2 ms of 1210 ms; `tools/profile_pair.py`). lavapipe caches its pipelines, and the
-/// add dispatch cost it 0.5 % (+5.1 ms, −2.6 ms of 502 ms).
-pub fn group_norm_fuses_input_add(profile: &DeviceProfile) -> bool {
-    !profile.is_cpu_like() || is_lavapipe(profile)
+/// Whether `GroupNorm(x + add)` over groups of `group_len` elements sums `add` in the norm's own
+/// loads (the `ADD = 1` kernels) rather than in an add dispatch before a plain norm: everywhere
+/// but SwiftShader's norms of more than one chunk. There the fused kernels are two more pipelines
+/// (statistics and normalisation) for every page load to compile, 40–65 ms each in Chromium and
+/// on the path to HAT-Net-tiny's first forward, while the add dispatch costs a forward 0.4 %
+/// (hatnet-tiny, SwiftShader's Vulkan ICD, AMD EPYC: the adds +6.8 ms, the norms −2.2 ms of
+/// 1210 ms; `tools/profile_pair.py`). A one-chunk norm saves one pipeline, and on hatnet-digits
+/// the add cost 1.5 % of its forward. lavapipe caches its pipelines, and the add dispatch cost
+/// it 0.5 % (+5.1 ms, −2.6 ms of 502 ms).
+pub fn group_norm_fuses_input_add(profile: &DeviceProfile, group_len: usize) -> bool {
+    !profile.is_cpu_like() || is_lavapipe(profile) || group_len <= CPU_GROUP_NORM_ONE_CHUNK
 }
 
 /// See [`group_norm_chunk`].
@@ -403,8 +406,9 @@ mod tests {
         let lavapipe = DeviceProfile { name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(), ..DeviceProfile::cpu_like() };
         let swiftshader = DeviceProfile { name: "SwiftShader Device (Subzero)".into(), ..DeviceProfile::cpu_like() };
         let gpu = DeviceProfile::gpu_like();
-        assert!(group_norm_fuses_input_add(&lavapipe) && group_norm_fuses_input_add(&gpu));
-        assert!(!group_norm_fuses_input_add(&swiftshader));
+        assert!(group_norm_fuses_input_add(&lavapipe, 48 * 3136) && group_norm_fuses_input_add(&gpu, 48 * 3136));
+        assert!(!group_norm_fuses_input_add(&swiftshader, 48 * 3136));
+        assert!(group_norm_fuses_input_add(&swiftshader, 64 * 49));
         // HAT-Net-tiny's last stage at 224: one chunk on the CPU devices, 4096-element chunks on GPUs.
         for cpu in [&lavapipe, &swiftshader] {
             assert_eq!(group_norm_chunk(cpu, 384 * 49), 384 * 49);
@@ -426,6 +430,6 @@ mod tests {
         assert_eq!(tile(&lavapipe, SMALL_CONV_FLOPS, 16), (16, 8));
         // SwiftShader: the matmuls' tile (the 3 × 3 convs' pipeline serves small convs too).
         assert_eq!(tile(&swiftshader, 4_700_000, 16), (8, 8));
-        assert_eq!(tile(&swiftshader, 1_000_000, 16), (4, 4));
+        assert_eq!(tile(&swiftshader, 1_000_000, 16), (8, 4));
     }
 }
