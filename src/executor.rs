@@ -771,6 +771,22 @@ impl Step {
     fn pipeline(&self) -> &wgpu::ComputePipeline {
         self.pipeline.get().expect("a step is recorded only once its pipeline is created")
     }
+
+    /// Takes the step's pipeline from `cache` if it is created there and the step has none yet.
+    fn take_pipeline(&self, cache: &PipelineCache) {
+        if self.pipeline.get().is_none() {
+            if let Some(p) = cache.get(&self.key) {
+                let _ = self.pipeline.set(p);
+            }
+        }
+    }
+
+    fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(self.pipeline());
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
 }
 
 /// Where a graph input or output lives: its slot buffer (from offset 0).
@@ -994,11 +1010,9 @@ impl Executable {
             .into_iter()
             .zip(graph.nodes.iter().zip(bind_groups))
             .map(|(key, (node, bind_group))| {
-                let pipeline = std::sync::OnceLock::new();
-                if let Some(p) = pipelines.get(&key) {
-                    let _ = pipeline.set(p);
-                }
-                Step { label: node.label.clone(), key, pipeline, bind_group, workgroups: node.workgroups }
+                let step = Step { label: node.label.clone(), key, pipeline: std::sync::OnceLock::new(), bind_group, workgroups: node.workgroups };
+                step.take_pipeline(pipelines);
+                step
             })
             .collect();
 
@@ -1088,10 +1102,7 @@ impl Executable {
     fn record(&self, encoder: &mut wgpu::CommandEncoder, steps: &[Step]) {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgvit forward"), timestamp_writes: None });
         for step in steps {
-            pass.set_pipeline(step.pipeline());
-            pass.set_bind_group(0, &step.bind_group, &[]);
-            let [x, y, z] = step.workgroups;
-            pass.dispatch_workgroups(x, y, z);
+            step.dispatch(&mut pass);
         }
     }
 
@@ -1099,10 +1110,8 @@ impl Executable {
     async fn take_ready_pipelines(&self, steps: &[Step]) -> Result<()> {
         let keys: Vec<(PipelineKey, Bindings)> = steps.iter().filter(|s| s.pipeline.get().is_none()).map(|s| s.key.clone()).collect();
         self.pipelines.create_ready(&self.ctx, &keys, &mut BuildTimes::default()).await?;
-        for step in steps.iter().filter(|s| s.pipeline.get().is_none()) {
-            if let Some(p) = self.pipelines.get(&step.key) {
-                let _ = step.pipeline.set(p);
-            }
+        for step in steps {
+            step.take_pipeline(&self.pipelines);
         }
         Ok(())
     }
@@ -1234,18 +1243,12 @@ impl Executable {
                     })
                     .collect();
                 let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgvit profile") });
-                let dispatch = |pass: &mut wgpu::ComputePass<'_>, step: &Step| {
-                    pass.set_pipeline(step.pipeline());
-                    pass.set_bind_group(0, &step.bind_group, &[]);
-                    let [x, y, z] = step.workgroups;
-                    pass.dispatch_workgroups(x, y, z);
-                };
                 if inside {
                     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgvit forward"), timestamp_writes: None });
                     for (set, chunk) in sets.iter().zip(&chunks) {
                         for (i, step) in chunk.iter().enumerate() {
                             pass.write_timestamp(set, 2 * i as u32);
-                            dispatch(&mut pass, step);
+                            step.dispatch(&mut pass);
                             pass.write_timestamp(set, 2 * i as u32 + 1);
                         }
                     }
@@ -1260,7 +1263,7 @@ impl Executable {
                                     end_of_pass_write_index: Some(2 * i as u32 + 1),
                                 }),
                             });
-                            dispatch(&mut pass, step);
+                            step.dispatch(&mut pass);
                         }
                     }
                 }
