@@ -85,6 +85,30 @@ fn matmul_every_transpose_for(profile: DeviceProfile) {
     cases.check();
 }
 
+/// SwiftShader's 8 × 8-tiled GEMMs at hatnet-tiny-like shapes, whose workgroups are laid out to
+/// launch the fewest invocations (`gemm_launch`): 6, 12 and 5 row tiles get 2, 4 and 1
+/// invocations along M (32, 16 and 64 along N), with a bias, an activation and a residual.
+#[test]
+fn swiftshader_large_gemms_with_least_waste_workgroups() {
+    let mut rng = Rng::new(13);
+    let mut cases = Cases::for_profile(common::swiftshader());
+    for (m, k, n) in [(48, 200, 256), (96, 40, 1100), (40, 128, 404)] {
+        let (a, at) = cases.input(&mut rng, &[m, k]);
+        let (b, bt) = cases.input(&mut rng, &[k, n]);
+        let (bias, bias_t) = cases.input(&mut rng, &[m]);
+        let (residual, residual_t) = cases.input(&mut rng, &[m, n]);
+        let epi = Epilogue { bias: Some((bias, BiasAxis::Row)), act: Activation::Gelu, residual: Some(residual), ..Default::default() };
+        let y = matmul(&mut cases.g, a, b, false, false, epi).unwrap();
+        let tm = cases.g.nodes.last().unwrap().key.constants().iter().find(|(name, _)| *name == "TM").map(|c| c.1);
+        assert_eq!(tm, Some(8), "{m}x{k}x{n}: the large tile");
+        let name = format!("{m}x{k}x{n}");
+        cases.g.output(&name, y);
+        let (want, _) = matmul_cpu(&at.data, &at.shape, &bt.data, &bt.shape, false, false, 1.0, Some((&bias_t.data, BiasAxis::Row)), Activation::Gelu, Some(&residual_t.data));
+        cases.expected.push((name, want));
+    }
+    cases.check();
+}
+
 /// Each register tile and load width the host can pick, on a shape that is a multiple of 4 but
 /// of no tile, plus the element kernel on a shape with K % 4 != 0 and M, N odd.
 /// On both kernel sets: SwiftShader's stores the element kernel's tile in a loop (`STORE_LOOP`).

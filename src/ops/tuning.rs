@@ -104,6 +104,16 @@ pub struct GemmLaunch {
 /// models took 0.67–0.79 of their time on lavapipe (README, "GEMM workgroups fitted to narrow
 /// outputs"). The cost: fewer workgroups for a narrow GEMM, which a threaded device (SwiftShader)
 /// spreads over fewer cores; a floor on the count measured within noise there, so there is none.
+///
+/// On SwiftShader the 8 × 8-tiled GEMMs (from [`SMALL_GEMM_FLOPS`]) take the workgroup shape
+/// that launches the fewest invocations instead ([`least_waste_lanes_n`]): hatnet-tiny's 48- and
+/// 96-channel outputs are 6 and 12 row tiles, which 8 rows of invocations covered as 8 and 16,
+/// a quarter of the invocations past the edge (they still run the written-out epilogue there,
+/// masked). hatnet-tiny's matmuls 0.97 of their GPU time (÷ its attentions, SwiftShader's Vulkan
+/// ICD, Intel Xeon, `tools/profile_pair.py`, 2 × 3 pairs); vvt-, lavit- and accvit-tiny's 0.94–0.98
+/// (÷ LayerNorm, 2 pairs) with their absolute times 0.98–1.02. The smaller tiles keep the rule
+/// above: on all GEMMs it took vvt-digits' 8 × 4-tiled 3 × 3 convs twice as long (fewer
+/// workgroups for SwiftShader's threads).
 pub fn gemm_launch(profile: &DeviceProfile, tiling: &MatmulTiling, m: usize, n: usize) -> GemmLaunch {
     let lanes = (tiling.wg_m * tiling.wg_n) as usize;
     let needed_m = m.div_ceil(tiling.tm as usize).next_power_of_two();
@@ -111,6 +121,8 @@ pub fn gemm_launch(profile: &DeviceProfile, tiling: &MatmulTiling, m: usize, n: 
     let declared_n = tiling.wg_n as usize;
     let lanes_n = if !profile.is_cpu_like() {
         declared_n
+    } else if !is_lavapipe(profile) && tiling.tm * tiling.tn >= 64 {
+        least_waste_lanes_n(lanes, m.div_ceil(tiling.tm as usize), n.div_ceil(tiling.tn as usize), declared_n)
     } else if needed_n < declared_n {
         needed_n
     } else if needed_m < lanes / declared_n {
@@ -124,6 +136,23 @@ pub fn gemm_launch(profile: &DeviceProfile, tiling: &MatmulTiling, m: usize, n: 
         tiles_m: m.div_ceil(lanes_m * tiling.tm as usize),
         tiles_n: n.div_ceil(lanes_n * tiling.tn as usize),
     }
+}
+
+/// The invocations along N (a power of two up to `lanes`) that launch the fewest invocations
+/// over `tiles_m` × `tiles_n` register tiles; among equals, the one nearest `declared_n`.
+fn least_waste_lanes_n(lanes: usize, tiles_m: usize, tiles_n: usize, declared_n: usize) -> usize {
+    let mut best = (usize::MAX, declared_n);
+    let mut lanes_n = 1;
+    while lanes_n <= lanes {
+        let lanes_m = lanes / lanes_n;
+        let launched = tiles_m.div_ceil(lanes_m) * lanes_m * tiles_n.div_ceil(lanes_n) * lanes_n;
+        let key = (launched, lanes_n.abs_diff(declared_n));
+        if key < (best.0, best.1.abs_diff(declared_n)) {
+            best = (launched, lanes_n);
+        }
+        lanes_n *= 2;
+    }
+    best.1
 }
 
 const SMALL_TILE: MatmulTiling = MatmulTiling { tm: 4, tn: 4, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto };
@@ -389,6 +418,11 @@ mod tests {
         let large = matmul_tiling(&swiftshader, u64::MAX);
         assert_eq!((large.tm, large.tn), (8, 8));
         assert_eq!(gemm_launch(&swiftshader, &large, 3136, 1536), GemmLaunch { lanes_n_log2: 3, tiles_m: 49, tiles_n: 24 });
+        // hatnet-tiny's 48-channel outputs (6 row tiles): 2 invocations along M, 32 along N,
+        // instead of 8 rows of invocations of which 2 lie past the edge.
+        assert_eq!(gemm_launch(&swiftshader, &large, 48, 3136), GemmLaunch { lanes_n_log2: 5, tiles_m: 3, tiles_n: 13 });
+        // 96 channels (12 row tiles) by 784 pixels (98 column tiles): 4 along M, 16 along N.
+        assert_eq!(gemm_launch(&swiftshader, &large, 96, 784), GemmLaunch { lanes_n_log2: 4, tiles_m: 3, tiles_n: 7 });
         assert_eq!(matmul_tiling(&DeviceProfile::gpu_like(), u64::MAX).tm, 16);
         // SwiftShader's small GEMMs take 16-invocation workgroups: the last stage's 4 tokens by
         // 128 channels fill two of them, not half of one.
