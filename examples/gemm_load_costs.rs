@@ -8,6 +8,8 @@
 //!   the 4 lanes' addresses are equal or consecutive and loads them with one instruction, where a
 //!   plain load of a computed address is a masked load per lane;
 //! - `scalar`: the same interleaved columns with plain loads;
+//! - `bufA`, `atomicA`: A from a storage buffer instead of the texture, with vec4 loads or with
+//!   `atomicLoad` (the 4 lanes of a group read the same A rows: equal addresses);
 //! - `noA`, `noB`, `none`: A, B or both replaced by values computed in registers (wrong results):
 //!   the time without those loads.
 //!
@@ -22,10 +24,15 @@ fn kernel(variant: &str, m: u32, n: u32, k: u32) -> String {
     s += &format!("const M: u32 = {m}u;\nconst N: u32 = {n}u;\nconst K: u32 = {k}u;\n");
     s += "@group(0) @binding(0) var<storage, read_write> c: array<f32>;\n";
     s += "@group(0) @binding(1) var ta: texture_2d<f32>;\n";
+    if variant == "atomicA" {
+        s += "@group(0) @binding(3) var<storage, read_write> au: array<atomic<u32>>;\n";
+    } else if variant == "bufA" {
+        s += "@group(0) @binding(3) var<storage, read> ab: array<vec4<f32>>;\n";
+    }
     match variant {
         "vec4" => s += "@group(0) @binding(2) var<storage, read> bv: array<vec4<f32>>;\n",
         "atomic" => s += "@group(0) @binding(2) var<storage, read_write> bu: array<atomic<u32>>;\n",
-        "noB" | "noA" | "none" => s += "@group(0) @binding(2) var<storage, read> bv: array<vec4<f32>>;\n",
+        "noB" | "noA" | "none" | "atomicA" | "bufA" => s += "@group(0) @binding(2) var<storage, read> bv: array<vec4<f32>>;\n",
         _ => s += "@group(0) @binding(2) var<storage, read> bs: array<f32>;\n",
     }
     s += "@compute @workgroup_size(64)\nfn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {\n";
@@ -45,9 +52,17 @@ fn kernel(variant: &str, m: u32, n: u32, k: u32) -> String {
     } else {
         s += "  let keep = textureLoad(ta, vec2<u32>(0u, m0), 0).x;\n";
     }
-    for r in 0..8 { s += &format!("  var acc{r}0 = vec4<f32>(keep); var acc{r}1 = vec4<f32>(0.0);\n"); }
+    // `keep` binds what a variant does not read (finite values: 0 exactly).
+    for r in 0..8 { s += &format!("  var acc{r}0 = vec4<f32>(keep * 0.0); var acc{r}1 = vec4<f32>(0.0);\n"); }
     s += "  for (var k = 0u; k < K; k += 4u) {\n";
-    if variant == "noA" || variant == "none" {
+    if variant == "atomicA" {
+        for r in 0..8 {
+            let ld = |c: u32| format!("bitcast<f32>(atomicLoad(&au[(m0 + {r}u) * K + k + {c}u]))");
+            s += &format!("    let a{r} = vec4<f32>({}, {}, {}, {});\n", ld(0), ld(1), ld(2), ld(3));
+        }
+    } else if variant == "bufA" {
+        for r in 0..8 { s += &format!("    let a{r} = ab[((m0 + {r}u) * K + k) / 4u];\n"); }
+    } else if variant == "noA" || variant == "none" {
         for r in 0..8 { s += &format!("    let a{r} = vec4<f32>(f32(k + {r}u), 0.5, 0.25, f32(k));\n"); }
     } else {
         for r in 0..8 { s += &format!("    let a{r} = textureLoad(ta, vec2<u32>(k / 4u, m0 + {r}u), 0);\n"); }
@@ -58,7 +73,7 @@ fn kernel(variant: &str, m: u32, n: u32, k: u32) -> String {
             "noB" | "none" => {
                 s += &format!("    let b{kk}0 = vec4<f32>(f32(k), 1.0, 2.0, f32(cb)); let b{kk}1 = vec4<f32>(f32(k + cb), 1.5, 2.5, 3.0);\n");
             }
-            "vec4" | "noA" => {
+            "vec4" | "noA" | "atomicA" | "bufA" => {
                 s += &format!("    let b{kk}0 = bv[((k + {kk}u) * N + cb) / 4u]; let b{kk}1 = bv[((k + {kk}u) * N + cb) / 4u + 1u];\n");
             }
             "atomic" => {
@@ -96,19 +111,26 @@ fn main() {
         let b = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: (k * n * 4) as u64, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
         ctx.queue.write_buffer(&b, 0, bytemuck::cast_slice(&fill[..(k * n) as usize]));
         let c = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: (m * n * 4) as u64, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
+        let a_buf = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: (m * k * 4) as u64, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+        ctx.queue.write_buffer(&a_buf, 0, bytemuck::cast_slice(&fill[..(m * k) as usize]));
         let ta = wgvit::executor::rgba32f_texture(device, &ctx.queue, None, [k / 4, m], Some(&fill[..(m * k) as usize])).create_view(&Default::default());
         let flops = 2.0 * (m as f64) * (n as f64) * (k as f64);
         let mut reference: Option<Vec<f32>> = None;
-        for variant in std::env::var("VARIANTS").unwrap_or("vec4,atomic,scalar,noA,noB,none".into()).split(',') {
+        for variant in std::env::var("VARIANTS").unwrap_or("vec4,atomic,scalar,bufA,atomicA,noA,noB,none".into()).split(',') {
             let src = kernel(variant, m, n, k);
             let t0 = Instant::now();
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: None, source: wgpu::ShaderSource::Wgsl(src.into()) });
             let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor { label: None, layout: None, module: &module, entry_point: Some("main"), compilation_options: Default::default(), cache: None });
             let create = t0.elapsed().as_secs_f64();
-            let bg = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipeline.get_bind_group_layout(0), entries: &[
+            let mut entries = vec![
                 wgpu::BindGroupEntry { binding: 0, resource: c.as_entire_binding() },
                 wgpu::BindGroupEntry { binding: 1, resource: wgpu::BindingResource::TextureView(&ta) },
-                wgpu::BindGroupEntry { binding: 2, resource: b.as_entire_binding() }] });
+                wgpu::BindGroupEntry { binding: 2, resource: b.as_entire_binding() },
+            ];
+            if variant == "atomicA" || variant == "bufA" {
+                entries.push(wgpu::BindGroupEntry { binding: 3, resource: a_buf.as_entire_binding() });
+            }
+            let bg = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipeline.get_bind_group_layout(0), entries: &entries });
             let run = |count: u32| {
                 let mut enc = device.create_command_encoder(&Default::default());
                 {

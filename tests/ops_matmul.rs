@@ -87,7 +87,8 @@ fn matmul_every_transpose_for(profile: DeviceProfile) {
 
 /// SwiftShader's 8 × 8-tiled GEMMs at hatnet-tiny-like shapes, whose workgroups are laid out to
 /// launch the fewest invocations (`gemm_launch`): 6, 12 and 5 row tiles get 2, 4 and 1
-/// invocations along M (32, 16 and 64 along N), with a bias, an activation and a residual.
+/// invocations along M (32, 16 and 64 along N), with a bias, an activation and a residual, each
+/// tile stored in a loop over its blocks (`STORE_LOOP`).
 #[test]
 fn swiftshader_large_gemms_with_least_waste_workgroups() {
     let mut rng = Rng::new(13);
@@ -99,8 +100,11 @@ fn swiftshader_large_gemms_with_least_waste_workgroups() {
         let (residual, residual_t) = cases.input(&mut rng, &[m, n]);
         let epi = Epilogue { bias: Some((bias, BiasAxis::Row)), act: Activation::Gelu, residual: Some(residual), ..Default::default() };
         let y = matmul(&mut cases.g, a, b, false, false, epi).unwrap();
-        let tm = cases.g.nodes.last().unwrap().key.constants().iter().find(|(name, _)| *name == "TM").map(|c| c.1);
+        let key = &cases.g.nodes.last().unwrap().key;
+        let tm = key.constants().iter().find(|(name, _)| *name == "TM").map(|c| c.1);
         assert_eq!(tm, Some(8), "{m}x{k}x{n}: the large tile");
+        // The vec4 kernel's blocks are stored in a loop there too (`tuning::gemm_store_loop`).
+        assert!(key.constants().contains(&("STORE_LOOP", 1)), "{m}x{k}x{n}: {key:?}");
         let name = format!("{m}x{k}x{n}");
         cases.g.output(&name, y);
         let (want, _) = matmul_cpu(&at.data, &at.shape, &bt.data, &bt.shape, false, false, 1.0, Some((&bias_t.data, BiasAxis::Row)), Activation::Gelu, Some(&residual_t.data));

@@ -202,7 +202,7 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
             .with("WG_M", t.wg_m)
             .with("WG_N", t.wg_n)
             .with("K_TAIL", !k.is_multiple_of(4) as u32)
-            .with("STORE_LOOP", tuning::gemm_store_loop(&g.profile, false, t.tm, t.tn) as u32)
+            .with("STORE_LOOP", tuning::gemm_store_loop(&g.profile, t.tm, t.tn) as u32)
             .with("W_TEXTURE", texture.is_some() as u32)
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32),

@@ -268,7 +268,7 @@ fn push_gemm(
         .with("RESIDUAL", epi.residual.is_some() as u32)
         .with("ACT", epi.act as u32)
         .with("K_TAIL", !s.k.is_multiple_of(4) as u32)
-        .with("STORE_LOOP", tuning::gemm_store_loop(&g.profile, kernel == Kernel::MatmulVec4, tiling.tm, tiling.tn) as u32)
+        .with("STORE_LOOP", tuning::gemm_store_loop(&g.profile, tiling.tm, tiling.tn) as u32)
         .with("A_PATCHES", patches.is_some() as u32);
     let p = |v: usize| v as u32;
     let gather = patches.unwrap_or_default();

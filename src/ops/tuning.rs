@@ -64,8 +64,7 @@ pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
 }
 
 /// Whether a register-tiled GEMM stores its tile in a loop over its 4 × 4 blocks (`STORE_LOOP`,
-/// gemm_tile.wgsl) instead of written out: on SwiftShader, for the convolutions and for the
-/// matmuls without the vec4 kernel.
+/// gemm_tile.wgsl) instead of written out: on SwiftShader, for every tile of four blocks or more.
 ///
 /// SwiftShader expands every lane's store, so a written-out epilogue (16 blocks' worth of row
 /// segments, each with its bias, activation, residual and guards) was most of a GEMM pipeline's
@@ -73,12 +72,17 @@ pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
 /// the scalar matmuls 0.13–0.22 s → 0.06–0.07 s each, the 3 × 3 convs 0.21 and 0.09 s → 0.10 and
 /// 0.07 s; the matmuls and convs together 1.46 → 0.88 s. What runs is the same work plus a loop:
 /// the convs' GPU time 1.01, the matmuls' 1.02 (÷ depthwise convs, 3 pairs, `tools/profile_pair.py`).
-/// The vec4 matmuls, which carry most of the FLOPs, keep the written-out epilogue: looping theirs
-/// saved 0.19 s more of creation but cost their GPU time 2–4 %. So do tiles of fewer than four
-/// blocks (the small GEMMs' and convs' 4 × 4 and 8 × 4), which have little epilogue to save: with
-/// the loop, vvt-digits' 7 × 7 stem conv took 1.04 of its time.
-pub fn gemm_store_loop(profile: &DeviceProfile, vec4_kernel: bool, tm: u32, tn: u32) -> bool {
-    profile.is_cpu_like() && !is_lavapipe(profile) && !vec4_kernel && tm * tn >= 64
+/// The vec4 matmuls loop too (session 15): on the AMD EPYC that saved 0.19 s more of creation for
+/// 2–4 % of their GPU time, and was left out; on an Intel Xeon their GPU time measured 0.99–1.01
+/// (÷ an untouched op, the tiny models at 224, 2 pairs), hatnet-tiny's pipelines 1.3–1.4 → 1.2 s
+/// to create natively, and in Chromium its cold start 3.01 → 2.80 s (medians of six page loads
+/// each, alternated; warm 1094 → 1084 ms, the digit models 0.99–1.01): Tint's output for the
+/// written-out epilogue costs SwiftShader more there than naga's does natively, and every page
+/// load compiles it. Tiles of fewer than four blocks (the small GEMMs' and convs' 4 × 4 and
+/// 8 × 4) keep it written out: they have little epilogue to save, and with the loop vvt-digits'
+/// 7 × 7 stem conv took 1.04 of its time.
+pub fn gemm_store_loop(profile: &DeviceProfile, tm: u32, tn: u32) -> bool {
+    profile.is_cpu_like() && !is_lavapipe(profile) && tm * tn >= 64
 }
 
 /// How a workgroup of the register-tiled GEMM (matmul, implicit-GEMM conv) lays its
