@@ -112,7 +112,7 @@ pub struct GemmLaunch {
 /// On SwiftShader the 8 × 8-tiled GEMMs (from [`SMALL_GEMM_FLOPS`]) take the workgroup shape
 /// that launches the fewest invocations instead ([`least_waste_lanes_n`]): hatnet-tiny's 48- and
 /// 96-channel outputs are 6 and 12 row tiles, which 8 rows of invocations covered as 8 and 16,
-/// a quarter of the invocations past the edge (they still run the written-out epilogue there,
+/// a quarter of the invocations past the edge (they still run the epilogue there,
 /// masked). hatnet-tiny's matmuls 0.97 of their GPU time (÷ its attentions, SwiftShader's Vulkan
 /// ICD, Intel Xeon, `tools/profile_pair.py`, 2 × 3 pairs); vvt-, lavit- and accvit-tiny's 0.94–0.98
 /// (÷ LayerNorm, 2 pairs) with their absolute times 0.98–1.02. The smaller tiles keep the rule
