@@ -19,6 +19,9 @@
 //! ```
 use std::time::Instant;
 
+#[path = "common/mod.rs"]
+mod common;
+
 fn kernel(variant: &str, m: u32, n: u32, k: u32) -> String {
     let mut s = String::new();
     s += &format!("const M: u32 = {m}u;\nconst N: u32 = {n}u;\nconst K: u32 = {k}u;\n");
@@ -131,17 +134,7 @@ fn main() {
                 entries.push(wgpu::BindGroupEntry { binding: 3, resource: a_buf.as_entire_binding() });
             }
             let bg = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipeline.get_bind_group_layout(0), entries: &entries });
-            let run = |count: u32| {
-                let mut enc = device.create_command_encoder(&Default::default());
-                {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
-                    pass.set_pipeline(&pipeline);
-                    pass.set_bind_group(0, &bg, &[]);
-                    for _ in 0..count { pass.dispatch_workgroups(n / 64, m.div_ceil(64), 1); }
-                }
-                ctx.queue.submit([enc.finish()]);
-                device.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
-            };
+            let run = |count: u32| common::dispatch_and_wait(&ctx, &pipeline, &bg, (n / 64, m.div_ceil(64)), count);
             run(1);
             let out = readback(&ctx, &c, (m * n) as usize);
             let ok = match &reference { None => { reference = Some(out); "ref".to_string() } Some(r) => format!("maxdiff {:.1e}", r.iter().zip(&out).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max)) };

@@ -12,6 +12,9 @@
 //! ```
 use std::time::Instant;
 
+#[path = "common/mod.rs"]
+mod common;
+
 const BODY: &str = r#"
 @group(0) @binding(0) var<storage, read_write> c: array<vec4<f32>>;
 @compute @workgroup_size(WGX, WGY)
@@ -69,17 +72,7 @@ fn main() {
             if a_tex { entries.push(wgpu::BindGroupEntry { binding: 3, resource: wgpu::BindingResource::TextureView(&ta) }); } else { entries.push(wgpu::BindGroupEntry { binding: 1, resource: sa.as_entire_binding() }); }
             if b_tex { entries.push(wgpu::BindGroupEntry { binding: 4, resource: wgpu::BindingResource::TextureView(&tb) }); } else { entries.push(wgpu::BindGroupEntry { binding: 2, resource: sb.as_entire_binding() }); }
             let bg = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipeline.get_bind_group_layout(0), entries: &entries });
-            let run = |count: u32| {
-                let mut enc = device.create_command_encoder(&Default::default());
-                {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
-                    pass.set_pipeline(&pipeline);
-                    pass.set_bind_group(0, &bg, &[]);
-                    for _ in 0..count { pass.dispatch_workgroups((n / 4).div_ceil(wgx), (m / 4).div_ceil(wgy), 1); }
-                }
-                ctx.queue.submit([enc.finish()]);
-                device.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
-            };
+            let run = |count: u32| common::dispatch_and_wait(&ctx, &pipeline, &bg, ((n / 4).div_ceil(wgx), (m / 4).div_ceil(wgy)), count);
             run(1);
             let mut best = f64::MAX;
             for _ in 0..5 { let t = Instant::now(); run(reps); best = best.min(t.elapsed().as_secs_f64() / reps as f64); }
