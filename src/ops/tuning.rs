@@ -76,9 +76,9 @@ pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
 /// 2–4 % of their GPU time, and was left out; on an Intel Xeon their GPU time measured 0.99–1.01
 /// (÷ an untouched op, the tiny models at 224, 2 pairs), hatnet-tiny's pipelines 1.3–1.4 → 1.2 s
 /// to create natively, and in Chromium its cold start 3.01 → 2.80 s (medians of six page loads
-/// each, alternated; warm 1094 → 1084 ms, the digit models 0.99–1.01): Tint's output for the
-/// written-out epilogue costs SwiftShader more there than naga's does natively, and every page
-/// load compiles it. Tiles of fewer than four blocks (the small GEMMs' and convs' 4 × 4 and
+/// each, alternated; warm 1094 → 1084 ms, the digit models 0.99–1.01): the browser's compile of
+/// the written-out epilogue (Tint's code, not naga's) apparently costs more than the native one,
+/// and every page load pays it. Tiles of fewer than four blocks (the small GEMMs' and convs' 4 × 4 and
 /// 8 × 4) keep it written out: they have little epilogue to save, and with the loop vvt-digits'
 /// 7 × 7 stem conv took 1.04 of its time.
 pub fn gemm_store_loop(profile: &DeviceProfile, tm: u32, tn: u32) -> bool {
