@@ -124,6 +124,25 @@ fn group_norm_random_shapes_match_cpu() {
     }
 }
 
+/// `GroupNorm(x + add)` over groups of more than one chunk on SwiftShader: an add dispatch, then
+/// the plain norm (`tuning::group_norm_fuses_input_add`); the same numbers as the fused kernels.
+#[test]
+fn group_norm_of_a_sum_split_on_swiftshader_matches_cpu() {
+    let mut rng = Rng::new(29);
+    for shape in [vec![1, 4, 96, 96], vec![2, 6, 75, 75]] {
+        let case = GroupNormCase { shape, groups: 1, with_add: true, act: Activation::Silu, offset: 0.0 };
+        run_group_norm_on(&case, common::swiftshader(), &mut rng, 3e-6, 3e-6);
+    }
+    let mut g = Graph::for_profile(common::swiftshader());
+    let x = g.input("x", &[1, 4, 96, 96]);
+    let a = g.input("add", &[1, 4, 96, 96]);
+    let gamma = constant(&mut g, "gamma", &[1.0; 4]);
+    let beta = constant(&mut g, "beta", &[0.0; 4]);
+    group_norm(&mut g, x, 1, gamma, beta, 1e-5, Some(Sum::Input(a)), Activation::None).unwrap();
+    let labels: Vec<&str> = g.nodes.iter().map(|n| n.label.as_str()).collect();
+    assert_eq!(labels.first(), Some(&"add"), "{labels:?}");
+}
+
 /// `residual + act(GroupNorm(x))` in the normalising pass (HAT-Net's inverted residual): scalar
 /// and vec4 kernels, one and several chunks per group, both kernel sets, against the CPU
 /// reference plus the residual.

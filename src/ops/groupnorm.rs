@@ -36,14 +36,6 @@ fn chunking(group_len: usize, max: usize) -> (usize, usize) {
     (group_len.div_ceil(chunks), chunks)
 }
 
-/// Elements per group of `groups` groups over a `[B, C, ..]` input (0 for a shape the op refuses).
-fn group_len_of(shape: &[usize], groups: usize) -> usize {
-    if shape.len() < 3 || groups == 0 {
-        return 0;
-    }
-    shape[1] / groups * shape[2..].iter().product::<usize>()
-}
-
 /// Where a GroupNorm's second operand is added: to its input, or to its output.
 #[derive(Clone, Copy, Debug)]
 pub enum Sum {
@@ -69,16 +61,10 @@ pub fn group_norm(
     sum: Option<Sum>,
     act: Activation,
 ) -> Result<TensorId> {
-    let (x, add, add_mode) = match sum {
-        None => (x, None, 0u32),
-        Some(Sum::Input(t)) if !tuning::group_norm_fuses_input_add(&g.profile, group_len_of(g.shape(x), groups)) => {
-            if g.shape(t) != g.shape(x) {
-                return Err(Error::Graph(format!("group_norm: add has shape {:?}, expected the input's {:?}", g.shape(t), g.shape(x))));
-            }
-            (super::binary::add(g, x, t)?, None, 0)
-        }
-        Some(Sum::Input(t)) => (x, Some(t), 1),
-        Some(Sum::Output(t)) => (x, Some(t), 2),
+    let (add, add_mode) = match sum {
+        None => (None, 0u32),
+        Some(Sum::Input(t)) => (Some(t), 1),
+        Some(Sum::Output(t)) => (Some(t), 2),
     };
     let shape = g.shape(x).to_vec();
     if shape.len() != 3 && shape.len() != 4 {
@@ -106,6 +92,11 @@ pub fn group_norm(
     if group_len >= 1 << 24 {
         return Err(Error::TooLarge(format!("group_norm: groups of {group_len} elements (input {shape:?}) exceed the 2^24 the f32 counts hold exactly")));
     }
+    // GroupNorm(x + add) where the device prefers it unfused: an add dispatch, then the plain norm.
+    let (x, add, add_mode) = match add {
+        Some(t) if add_mode == 1 && !tuning::group_norm_fuses_input_add(&g.profile, group_len) => (super::binary::add(g, x, t)?, None, 0),
+        _ => (x, add, add_mode),
+    };
     // vec4 elements where a channel's run is a multiple of 4: a vec4 never straddles channels.
     let width = if spatial.is_multiple_of(4) { 4 } else { 1 };
     let kernel = if width == 4 { Kernel::GroupNormVec4 } else { Kernel::GroupNorm };
