@@ -113,6 +113,34 @@ fn swiftshader_large_gemms_with_least_waste_workgroups() {
     cases.check();
 }
 
+/// lavapipe's GEMMs of 0.25–4 MFLOP take the 8 × 8 tile (`tuning::LAVAPIPE_MID_GEMM_FLOPS`) with
+/// workgroups fitted to narrow outputs (`gemm_launch`), at accvit-digits-like shapes: 256 tokens
+/// × 16 channels in (qkv, expand; A transposed as from a channel-first map), 16 tokens × 64 → 512
+/// (4 row tiles: invocations along N), 4 tokens × 128 → 512 (one row tile), with a bias, GELU
+/// and a residual; and a GEMM just under the threshold keeps the 4 × 4 tile.
+#[test]
+fn lavapipe_mid_size_gemms_take_the_8x8_tile() {
+    let mut rng = Rng::new(14);
+    let mut cases = Cases::for_profile(common::lavapipe());
+    for (m, k, n, trans_a, tm) in [(256, 16, 192, false, 8), (256, 16, 130, true, 8), (16, 64, 512, false, 8), (4, 128, 516, false, 8), (60, 64, 32, false, 4)] {
+        let (a, at) = cases.input(&mut rng, &stored_shape(&[], m, k, trans_a));
+        let (b, bt) = cases.input(&mut rng, &[n, k]);
+        let (bias, bias_t) = cases.input(&mut rng, &[n]);
+        let (residual, residual_t) = cases.input(&mut rng, &[m, n]);
+        let epi = Epilogue { bias: Some((bias, BiasAxis::Col)), act: Activation::Gelu, residual: Some(residual), ..Default::default() };
+        let y = matmul(&mut cases.g, a, b, trans_a, true, epi).unwrap();
+        let key = &cases.g.nodes.last().unwrap().key;
+        assert!(key.constants().contains(&("TM", tm)), "{m}x{k}x{n}: {key:?}");
+        // The 8 × 8 tile stores its blocks in a loop there (`tuning::gemm_store_loop`), the 4 × 4 written out.
+        assert!(key.constants().contains(&("STORE_LOOP", (tm == 8) as u32)), "{m}x{k}x{n}: {key:?}");
+        let name = format!("{m}x{k}x{n} ta={trans_a}");
+        cases.g.output(&name, y);
+        let (want, _) = matmul_cpu(&at.data, &at.shape, &bt.data, &bt.shape, trans_a, true, 1.0, Some((&bias_t.data, BiasAxis::Col)), Activation::Gelu, Some(&residual_t.data));
+        cases.expected.push((name, want));
+    }
+    cases.check();
+}
+
 /// Each register tile and load width the host can pick, on a shape that is a multiple of 4 but
 /// of no tile, plus the element kernel on a shape with K % 4 != 0 and M, N odd.
 /// On both kernel sets: SwiftShader's stores the element kernel's tile in a loop (`STORE_LOOP`).

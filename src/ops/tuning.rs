@@ -6,7 +6,7 @@
 //!
 //! | choice | CPU-like set | GPU-like set |
 //! |---|---|---|
-//! | matmul / implicit-GEMM conv register tile | lavapipe: 16 × 8 outputs, 8 × 8 invocations; SwiftShader (any other software device): 8 × 8 outputs; 4 × 4 below 4 MFLOP (SwiftShader: in 4 × 4 invocations); lavapipe's convs below 32 MFLOP 8 × 4 (16 × 4 up to 16 channels) | 16 × 8, 4 × 4 below 4 MFLOP, convs from 4 MFLOP (a GPU-tuned set is open work) |
+//! | matmul / implicit-GEMM conv register tile | lavapipe: 16 × 8 outputs, 8 × 8 invocations, 8 × 8 outputs from 0.25 to 4 MFLOP; SwiftShader (any other software device): 8 × 8 outputs; 4 × 4 below 4 MFLOP (lavapipe: below 0.25; SwiftShader: in 4 × 4 invocations); lavapipe's convs below 32 MFLOP 8 × 4 (16 × 4 up to 16 channels) | 16 × 8, 4 × 4 below 4 MFLOP, convs from 4 MFLOP (a GPU-tuned set is open work) |
 //! | GEMM workgroup layout | fitted to narrow outputs (`gemm_launch`: N or M with fewer tiles than the workgroup's side gets only what it needs); SwiftShader's 8 × 8-tiled GEMMs: the layout that launches the fewest invocations | the declared 8 × 8 |
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
@@ -24,6 +24,10 @@ use super::matmul::{MatmulLoads, MatmulTiling};
 
 /// GEMMs of fewer FLOPs than this take the small tile.
 pub const SMALL_GEMM_FLOPS: u64 = 4_000_000;
+
+/// On lavapipe only GEMMs of fewer FLOPs than this take the small tile; from here up to
+/// [`SMALL_GEMM_FLOPS`] they take 8 × 8 outputs in 8 × 8 invocations (see [`matmul_tiling`]).
+pub const LAVAPIPE_MID_GEMM_FLOPS: u64 = 250_000;
 
 /// The register tile and workgroup of the core matmul for a GEMM of `flops` FLOPs. 16 × 8 outputs
 /// per invocation in 8 × 8 workgroups measured fastest on lavapipe (4-row tiles are several
@@ -50,13 +54,24 @@ pub const SMALL_GEMM_FLOPS: u64 = 4_000_000;
 /// (vvt-digits) of their time; 4 invocations 1.04 of 16's. lavapipe pays per workgroup: 16
 /// invocations took its matmuls 1.64–1.72× as long, 256 took 1.03–1.14×. The convolutions' small
 /// tile measured the same either way on SwiftShader (1.05), so it keeps 8 × 8.
+///
+/// On lavapipe the GEMMs from [`LAVAPIPE_MID_GEMM_FLOPS`] (0.25 MFLOP) up to 4 MFLOP take 8 × 8
+/// outputs (session 16): the digit models' are mostly K = 16–128, where the 4 × 4 tile's loads
+/// (half a component per output per k) and its epilogue per 16 outputs outweighed its FMAs, and
+/// the 8 × 8 halves the first. Warm medians (Intel Xeon, `tools/bench_pair.py`, 4 × 100 runs,
+/// before → after): accvit-digits 6.79 → 5.84 ms, lavit-digits 4.45 → 3.85 ms, hatnet-digits
+/// 2.95 → 2.80 ms, vvt-digits 1.13 → 1.15 ms. vvt-digits' GEMMs are mostly under 0.25 MFLOP,
+/// where 8 × 8 took its matmuls 1.3× as long (fewer, emptier workgroups), hence the floor. The
+/// cost is JIT at a first run with Mesa's cache empty: 0.11–0.19 s per 8 × 8 pipeline against
+/// 0.06–0.07 s at 4 × 4; whole-process `wgvit classify` with empty caches accvit-digits 1.14 →
+/// 1.58 s, lavit-digits 0.62 → 0.99 s, hatnet-digits 1.22 → 1.36 s (the target is 2.5 s).
 pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
     let swiftshader = profile.is_cpu_like() && !is_lavapipe(profile);
     if flops < SMALL_GEMM_FLOPS && swiftshader {
         MatmulTiling { wg_m: 4, wg_n: 4, ..SMALL_TILE }
-    } else if flops < SMALL_GEMM_FLOPS {
+    } else if flops < LAVAPIPE_MID_GEMM_FLOPS || (flops < SMALL_GEMM_FLOPS && !is_lavapipe(profile)) {
         SMALL_TILE
-    } else if swiftshader {
+    } else if swiftshader || flops < SMALL_GEMM_FLOPS {
         MatmulTiling { tm: 8, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
     } else {
         MatmulTiling { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
@@ -81,8 +96,17 @@ pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
 /// and every page load pays it. Tiles of fewer than four blocks (the small GEMMs' and convs' 4 × 4 and
 /// 8 × 4) keep it written out: they have little epilogue to save, and with the loop vvt-digits'
 /// 7 × 7 stem conv took 1.04 of its time.
+///
+/// On lavapipe only the mid-size GEMMs' 8 × 8 tile loops: its pipelines with an activation took
+/// 0.17–0.18 s of JIT written out, 0.11 s looped (accvit-digits, `examples/pipeline_compile_times`
+/// with Mesa's cache off), for 1.00–1.01 of the digit models' warm time (Intel Xeon,
+/// `tools/bench_pair.py`, 4 × 100 runs). Its 16 × 8 tile was measured written out and stays so.
 pub fn gemm_store_loop(profile: &DeviceProfile, tm: u32, tn: u32) -> bool {
-    profile.is_cpu_like() && !is_lavapipe(profile) && tm * tn >= 64
+    if is_lavapipe(profile) {
+        tm * tn == 64
+    } else {
+        profile.is_cpu_like() && tm * tn >= 64
+    }
 }
 
 /// How a workgroup of the register-tiled GEMM (matmul, implicit-GEMM conv) lays its
@@ -410,6 +434,12 @@ mod tests {
         // Its fc1 at 4 tokens: one row of tiles, every invocation along N.
         assert_eq!(gemm_launch(&lavapipe, &small, 4, 512), GemmLaunch { lanes_n_log2: 6, tiles_m: 1, tiles_n: 2 });
         assert_eq!(gemm_launch(&lavapipe, &small, 256, 16), GemmLaunch { lanes_n_log2: 2, tiles_m: 4, tiles_n: 1 });
+        // lavapipe's mid-size GEMMs (0.25-4 MFLOP) take 8 x 8 outputs, fitted the same way:
+        // accvit-digits' stage-3 fc1 (16 tokens x 64 -> 512) is 2 row tiles.
+        let mid = matmul_tiling(&lavapipe, 2 * 16 * 64 * 512);
+        assert_eq!((mid.tm, mid.tn), (8, 8));
+        assert_eq!((matmul_tiling(&lavapipe, LAVAPIPE_MID_GEMM_FLOPS - 1).tm, matmul_tiling(&lavapipe, SMALL_GEMM_FLOPS).tm), (4, 16));
+        assert_eq!(gemm_launch(&lavapipe, &mid, 16, 512), GemmLaunch { lanes_n_log2: 5, tiles_m: 1, tiles_n: 2 });
         // 8 rows of tiles: 8 invocations along M, the rest along N.
         assert_eq!(gemm_launch(&lavapipe, &small, 32, 512), GemmLaunch { lanes_n_log2: 3, tiles_m: 1, tiles_n: 16 });
         assert_eq!(gemm_launch(&lavapipe, &small, 8, 512), GemmLaunch { lanes_n_log2: 5, tiles_m: 1, tiles_n: 4 });
