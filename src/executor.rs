@@ -1098,11 +1098,17 @@ impl Executable {
         Ok(())
     }
 
-    /// One compute pass over `steps`.
-    fn record(&self, encoder: &mut wgpu::CommandEncoder, steps: &[Step]) {
+    /// One compute pass over `steps`; with `repeat = Some((i, extra))` `steps[i]` is dispatched
+    /// `extra` more times right after itself ([`Executable::run_repeating`]).
+    fn record(&self, encoder: &mut wgpu::CommandEncoder, steps: &[Step], repeat: Option<(usize, u32)>) {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgvit forward"), timestamp_writes: None });
-        for step in steps {
+        for (i, step) in steps.iter().enumerate() {
             step.dispatch(&mut pass);
+            if let Some((_, extra)) = repeat.filter(|r| r.0 == i) {
+                for _ in 0..extra {
+                    step.dispatch(&mut pass);
+                }
+            }
         }
     }
 
@@ -1139,7 +1145,7 @@ impl Executable {
                 self.pipelines.wait_for(&rest[0].key).await;
             } else {
                 let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgvit forward, first steps") });
-                self.record(&mut encoder, &rest[..missing]);
+                self.record(&mut encoder, &rest[..missing], None);
                 self.ctx.queue.submit([encoder.finish()]);
                 first += missing;
             }
@@ -1151,6 +1157,24 @@ impl Executable {
     /// submits it once and reads back every output (in `Graph::output` order); in the browser,
     /// a first forward whose pipelines still compile submits the compiled runs of steps first.
     pub async fn run(&self, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
+        self.run_with(inputs, None).await
+    }
+
+    /// [`Executable::run`] with step `step` (in [`Executable::step_labels`] order) dispatched
+    /// `extra` more times right after itself, every pipeline compiled first. What for: a step's
+    /// cost as the difference in wall-clock against a plain forward, divided by `extra`
+    /// (`wgvit profile --method repeat`), where a device's timestamps do not attribute time to
+    /// dispatches (lavapipe: see `wgvit profile`). A step reads none of its own outputs, so the
+    /// repeats compute the same values again; the outputs returned are the forward's.
+    pub async fn run_repeating(&self, inputs: &[&HostTensor], step: usize, extra: u32) -> Result<Vec<HostTensor>> {
+        if step >= self.steps.len() {
+            return Err(Error::Invalid(format!("step {step} is out of range: the forward has {} dispatches", self.steps.len())));
+        }
+        self.all_pipelines().await?;
+        self.run_with(inputs, Some((step, extra))).await
+    }
+
+    async fn run_with(&self, inputs: &[&HostTensor], repeat: Option<(usize, u32)>) -> Result<Vec<HostTensor>> {
         self.ctx.check("running a forward")?;
         self.write_inputs(inputs)?;
         let first = self.submit_compiled_prefix().await?;
@@ -1162,7 +1186,9 @@ impl Executable {
             mapped_at_creation: false,
         });
         let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgvit forward") });
-        self.record(&mut encoder, &self.steps[first..]);
+        // `run_repeating` has every pipeline set, so `first` is 0 and its step index holds here.
+        debug_assert!(repeat.is_none() || first == 0);
+        self.record(&mut encoder, &self.steps[first..], repeat);
         let mut dst = 0u64;
         let mut placements = Vec::new();
         for slot in &self.outputs {

@@ -239,6 +239,12 @@ fn profile_reports_time_by_op_kind_and_layer() {
     assert!(total > 0.0, "{stdout}");
     let depth = ok(&["profile", "--model", "toy", "--weights", &fixture("toy/weights.safetensors"), "--runs", "1", "--depth", "3"]);
     assert!(depth.contains("blocks.0.attn") && depth.contains("blocks.1.mlp"), "{depth}");
+    // By repetition: wall-clock differences, the same tables, the plain forward beside them.
+    let repeat = ok(&["profile", "--model", "toy", "--weights", &fixture("toy/weights.safetensors"), "--runs", "2", "--repeat", "3", "--top", "3"]);
+    for needle in ["method: wall-clock of forwards with each dispatch run 3 more times", "attributed to", "a plain forward:", "noise:", "op kind", "matmul", "slowest 3 dispatches"] {
+        assert!(repeat.contains(needle), "profile --repeat output lacks {needle:?}:\n{repeat}");
+    }
+    one_error_line(&["profile", "--model", "toy", "--weights", &fixture("toy/weights.safetensors"), "--repeat", "0"], &["--repeat"]);
 }
 
 #[test]

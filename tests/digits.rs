@@ -104,3 +104,28 @@ fn accvit_digits_matches_the_reference_on_the_heldout_digits() {
 fn lavit_digits_matches_the_reference_on_the_heldout_digits() {
     check_family("lavit");
 }
+
+/// `wgvit profile --repeat` times a dispatch by running it again within the forward, which is
+/// only a measurement of the same forward if no step reads what it writes (no in-place step in
+/// the memory plan): every step of every bundled digit model, dispatched once more, leaves the
+/// logits bit-identical (and the repeat of the last step too, through the readback).
+#[test]
+fn repeating_any_dispatch_leaves_the_digit_models_logits_unchanged() {
+    for family in ["hatnet", "vvt", "accvit", "lavit"] {
+        let id = format!("{family}-digits");
+        let file = format!("assets/models/{id}.safetensors");
+        let weights = Weights::from_bytes(&file, &read(&file)).unwrap();
+        let size = ModelCard::new(&id, &weights).unwrap().input_size();
+        let model = common::engine().load_model(&id, weights).unwrap_or_else(|e| panic!("{e}"));
+        let x = wgvit::tensor::Rng::new(5).tensor(&[1, 3, size.0, size.1], -1.0, 1.0);
+        let exe = pollster::block_on(model.prepare(&x.shape)).unwrap();
+        let plain = pollster::block_on(exe.run(&[&x])).unwrap();
+        let steps = exe.step_labels().count();
+        for (step, label) in exe.step_labels().enumerate() {
+            let repeated = pollster::block_on(exe.run_repeating(&[&x], step, 1)).unwrap();
+            assert_eq!(repeated[0].data, plain[0].data, "{id}: step {step} ({label}) dispatched twice changed the logits");
+        }
+        let err = pollster::block_on(exe.run_repeating(&[&x], steps, 1)).unwrap_err().to_string();
+        assert!(err.contains(&format!("step {steps} is out of range")) && err.contains(&format!("{steps} dispatches")), "{err}");
+    }
+}

@@ -152,6 +152,12 @@ enum Command {
         /// How many of the slowest dispatches to list.
         #[arg(long, default_value_t = 10)]
         top: usize,
+        /// Time each dispatch by repetition instead of GPU timestamps: the wall-clock a forward
+        /// gains when that dispatch runs N more times, divided by N, against plain forwards
+        /// (`--runs` pairs per dispatch, interleaved). For devices whose timestamps do not
+        /// attribute time to dispatches (lavapipe). Slow: two forwards per run per dispatch.
+        #[arg(long, value_name = "N")]
+        repeat: Option<u32>,
     },
     /// Benchmark the compute kernels against the device's measured FMA peak.
     ///
@@ -349,9 +355,12 @@ pub fn main() -> Result<bool> {
             let (id, weights, size, batch) = loaded?;
             crate::bench::bench_model(&id, weights, weights_ms, &size, batch, runs)?
         }
-        Command::Profile { target, runs, depth, top } => {
+        Command::Profile { target, runs, depth, top, repeat } => {
+            if let Some(n) = repeat.filter(|n| !(1..=1000).contains(n)) {
+                return Err(Error::Invalid(format!("--repeat {n}: expected 1 to 1000 extra dispatches of each step")));
+            }
             let (id, weights, size, batch) = target.resolve()?;
-            crate::profile::profile_model(&id, weights, &size, batch, runs.max(1), depth, top)?
+            crate::profile::profile_model(&id, weights, &size, batch, runs.max(1), depth, top, repeat)?
         }
         Command::BenchOps { runs, sweep } => crate::bench::bench_ops(runs, sweep)?,
     }

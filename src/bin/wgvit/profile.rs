@@ -9,6 +9,12 @@
 //! (`blocks.0.1`, `patch_embed.0`; the first component when there is none: `stem`), or its first
 //! `--depth` components. Three tables, each sorted by time: op kinds, layers, and the slowest
 //! dispatches.
+//!
+//! `--repeat N` times each dispatch by wall-clock instead ([`times_by_repetition`]): what a forward
+//! gains when that dispatch runs N more times. lavapipe's timestamps between dispatches do not
+//! say what each costs: they put some dispatches at about 2 µs that cost a tenth of a
+//! millisecond or more, and their sum falls short of the forward. Repetition is slow (two
+//! forwards per run per dispatch) but holds on any device.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -98,7 +104,8 @@ fn print_table(title: &str, rows: &[Row], total: f64, limit: usize) {
     }
 }
 
-pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::InputSize, batch: usize, runs: usize, depth: Option<usize>, top: usize) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::InputSize, batch: usize, runs: usize, depth: Option<usize>, top: usize, repeat: Option<u32>) -> Result<()> {
     let size = input_size.size;
     crate::cli::tune_software_driver(model_id, &weights, &[batch, 3, size.0, size.1]);
     let engine = pollster::block_on(Engine::new())?;
@@ -106,7 +113,9 @@ pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::
     println!("device: {} ({}, {})", info.name, info.backend, info.device_type);
     println!("model:  {model_id}, weights {}, input [{batch}, 3, {}, {}]", weights.file, size.0, size.1);
     let features = engine.ctx.device.features();
-    if features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES) {
+    if let Some(n) = repeat {
+        println!("method: wall-clock of forwards with each dispatch run {n} more times, less plain forwards, ÷ {n} ({runs} pairs per dispatch)");
+    } else if features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES) {
         println!("method: GPU timestamps between the dispatches of the single compute pass");
     } else if features.contains(wgpu::Features::TIMESTAMP_QUERY) {
         println!("method: GPU timestamps around one compute pass per dispatch (no timestamps inside passes here)");
@@ -121,26 +130,44 @@ pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::
     pollster::block_on(exe.run(&[&input]))?;
     let wall = t.elapsed().as_secs_f64();
 
-    let mut samples: Vec<Vec<f64>> = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        samples.push(pollster::block_on(exe.profile(&[&input]))?);
-    }
     let labels: Vec<&str> = exe.step_labels().collect();
-    let times: Vec<f64> = (0..labels.len())
-        .map(|i| {
-            let mut v: Vec<f64> = samples.iter().map(|s| s[i]).collect();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        })
-        .collect();
-    let total: f64 = times.iter().sum();
-    println!(
-        "time:   {:.3} ms in {} dispatches (sum of per-dispatch medians over {runs} profiled runs); \
-         one unprofiled forward: {:.3} ms wall-clock incl. upload and readback",
-        total * 1e3,
-        labels.len(),
-        wall * 1e3
-    );
+    let (times, total) = match repeat {
+        Some(n) => {
+            let (times, plain, spread) = times_by_repetition(&exe, &input, labels.len(), runs, n)?;
+            let total: f64 = times.iter().sum();
+            println!(
+                "time:   {:.3} ms attributed to {} dispatches (medians of {runs} pairs each); \
+                 a plain forward: {:.3} ms wall-clock incl. upload and readback (median of {} forwards)",
+                total * 1e3,
+                labels.len(),
+                plain * 1e3,
+                runs * labels.len()
+            );
+            println!(
+                "noise:  plain forwards spread by {:.3} ms (median absolute deviation), about {:.3} ms per dispatch at {n} repeats: \
+                 smaller times are noise (more --runs or a larger --repeat narrow it)",
+                spread * 1e3,
+                spread * 1e3 / n as f64
+            );
+            (times, total)
+        }
+        None => {
+            let mut samples: Vec<Vec<f64>> = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                samples.push(pollster::block_on(exe.profile(&[&input]))?);
+            }
+            let times: Vec<f64> = (0..labels.len()).map(|i| median(samples.iter().map(|s| s[i]).collect())).collect();
+            let total: f64 = times.iter().sum();
+            println!(
+                "time:   {:.3} ms in {} dispatches (sum of per-dispatch medians over {runs} profiled runs); \
+                 one unprofiled forward: {:.3} ms wall-clock incl. upload and readback",
+                total * 1e3,
+                labels.len(),
+                wall * 1e3
+            );
+            (times, total)
+        }
+    };
     if total == 0.0 {
         println!("note:   every timestamp difference is 0: this device's timestamps are too coarse to time single dispatches");
     }
@@ -154,4 +181,46 @@ pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::
     slowest.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     print_table(&format!("slowest {} dispatches", top.min(slowest.len())), &slowest, total, top);
     Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Seconds per dispatch by repetition: for each step, `runs` pairs of a plain forward and one with
+/// that step dispatched `extra` more times (which goes first alternates), and the difference of
+/// their medians ÷ `extra` (negative where a dispatch costs less than the noise). Also the median
+/// of every plain forward and their median absolute deviation. Wall-clock, so it
+/// holds on devices whose timestamps are not per-dispatch times: on lavapipe (Mesa 22.3) the
+/// timestamps between dispatches gave accvit-digits' first conv and its first expand GEMM about
+/// 2 µs each, where repeating them costs 0.17 and 0.58 ms a time.
+fn times_by_repetition(exe: &wgvit::executor::Executable, input: &wgvit::HostTensor, steps: usize, runs: usize, extra: u32) -> Result<(Vec<f64>, f64, f64)> {
+    let timed = |repeat: Option<usize>| -> Result<f64> {
+        let t = Instant::now();
+        match repeat {
+            Some(step) => pollster::block_on(exe.run_repeating(&[input], step, extra))?,
+            None => pollster::block_on(exe.run(&[input]))?,
+        };
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let mut all_plain = Vec::with_capacity(steps * runs);
+    let mut times = Vec::with_capacity(steps);
+    for step in 0..steps {
+        let (mut plain, mut repeated) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+        for r in 0..runs {
+            if r % 2 == 0 {
+                plain.push(timed(None)?);
+                repeated.push(timed(Some(step))?);
+            } else {
+                repeated.push(timed(Some(step))?);
+                plain.push(timed(None)?);
+            }
+        }
+        all_plain.extend_from_slice(&plain);
+        times.push((median(repeated) - median(plain)) / extra as f64);
+    }
+    let plain = median(all_plain.clone());
+    let spread = median(all_plain.iter().map(|t| (t - plain).abs()).collect());
+    Ok((times, plain, spread))
 }
