@@ -735,7 +735,10 @@ fn pipelines_every_model_creates_fit_webgpu_and_match_their_nodes() {
     }
     let mut failures = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let profiles = [DeviceProfile::gpu_like(), DeviceProfile::cpu_like()];
+    // The CPU-like set as lavapipe and SwiftShader take it too: their own variants (tiles, loops
+    // written out or not, textures) are only built for those adapter names.
+    let named = |name: &str| DeviceProfile { name: name.into(), ..DeviceProfile::cpu_like() };
+    let profiles = [DeviceProfile::gpu_like(), DeviceProfile::cpu_like(), named("llvmpipe (LLVM 15.0.6, 256 bits)"), named("SwiftShader Device (Subzero)")];
     for ((id, weights, shape), profile) in models.iter().flat_map(|m| profiles.clone().map(|p| (m, p))) {
         let spec = wgvit::models::resolve(id, weights).unwrap();
         let g = wgvit::models::build_spec_graph(&spec, weights, shape, profile).unwrap_or_else(|e| panic!("{id} {shape:?}: {e}"));

@@ -63,6 +63,8 @@ override BIAS: bool = false;
 override ACT: u32 = 0u;
 override X_TEXTURE: bool = false;
 override OUT_TEXTURE: bool = false;
+// The run of TP outputs written out with shared input fetches (see `main`), not a loop.
+override RUN_WRITTEN_OUT: bool = false;
 
 const MAX_NB: u32 = 3u;
 
@@ -75,6 +77,14 @@ fn load_x(row_base: u32, ih: i32, iw: i32, cg: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), flat_texel(x_texture, 4u * i), ok);
 #else
     return select(vec4<f32>(0.0), x[i], ok);
+#endif
+}
+
+fn store_out(o: u32, acc: vec4<f32>) {
+#if OUT_TEXTURE
+    textureStore(out_texture, flat_coords(4u * o), activated4(acc));
+#else
+    out[o] = activated4(acc);
 #endif
 }
 
@@ -112,6 +122,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     let row_base = b * params.in_h;
     let ih = i32(oh * S);
+#if RUN_WRITTEN_OUT
+    // The run's TP outputs written out, every input column an offset from one base: the fetches
+    // two outputs share (at S = 2, 11 of an output's 25 with the next one's) are then the same
+    // expression, and the compiler fetches them once. Outputs past the map's edge are computed
+    // from zero-padded reads and not stored.
+    let iw0 = i32(cb * TP * S);
+#for J in 0..TP
+    {
+        let ow = cb * TP + J;
+        let iw = iw0 + i32(J * S);
+        var acc = fma(wc, load_x(row_base, ih, iw, cg), b0);
+#for I in 0..NB
+#for T in 0..8
+        {
+            let tap = select(T, T + 1u, T >= 4u);
+            let dy = (i32(tap / 3u) - 1) * i32(I + 1u);
+            let dx = (i32(tap % 3u) - 1) * i32(I + 1u);
+            acc = fma(wo[I][T], load_x(row_base, ih + dy, iw + dx, cg), acc);
+        }
+#endfor
+#endfor
+        if (ow < params.out_w) {
+            store_out(((b * params.out_h + oh) * params.out_w + ow) * c4 + cg, acc);
+        }
+    }
+#endfor
+#else
     let ow_end = min(cb * TP + TP, params.out_w);
     for (var ow = cb * TP; ow < ow_end; ow++) {
         let iw = i32(ow * S);
@@ -126,11 +163,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
 #endfor
 #endfor
-        let o = ((b * params.out_h + oh) * params.out_w + ow) * c4 + cg;
-#if OUT_TEXTURE
-        textureStore(out_texture, flat_coords(4u * o), activated4(acc));
-#else
-        out[o] = activated4(acc);
-#endif
+        store_out(((b * params.out_h + oh) * params.out_w + ow) * c4 + cg, acc);
     }
+#endif
 }

@@ -13,6 +13,7 @@
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
 //! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions, depthwise or ACC-ViT's atrous convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); SwiftShader: buffers | storage buffers |
 //! | attention (channel loops written out per head size) | lavapipe: 4 query rows per invocation; SwiftShader: 2 rows up to d = 48, else 1; q, k, v from textures where `activation_textures` | 1 row |
+//! | ACC-ViT atrous depthwise conv's run of 4 output columns | lavapipe: written out, shared fetches fetched once | a loop |
 //! | GroupNorm lanes per workgroup | 8 for a group of one chunk, else 32 | 32 |
 //! | GroupNorm chunks | a group of up to 32k elements in one; SwiftShader: `GroupNorm(x + add)` of larger groups as an add and the norm | 4096 elements |
 //! | row reductions (LayerNorm, softmax) | 16 lanes per row for few long rows, else 1 | the same |
@@ -224,6 +225,22 @@ pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64, channels: usize) ->
     } else {
         matmul_tiling(profile, flops)
     }
+}
+
+/// Whether ACC-ViT's atrous depthwise conv writes out its run of output columns
+/// (`RUN_WRITTEN_OUT`, atrous_dwconv.wgsl) instead of looping over it: on lavapipe. Written out,
+/// the input fetches neighbouring outputs share are one expression each and the compiler fetches
+/// them once: at stride 2 an output needs 14 new fetches of its 25 after the first of a run of 4.
+/// lavapipe fetches a texel lane by lane, so the fetches are the kernel's cost: accvit-digits'
+/// atrous convs 0.74–0.79 → 0.49–0.57 ms a forward (`wgvit profile --repeat 5`, Intel Xeon, 4
+/// runs), its warm median 5.77 → 5.57 ms (`tools/bench_pair.py`, 4 × 100 runs). The 3-branch
+/// pipeline takes 0.71 s of JIT instead of 0.21 s, but the first run's compile is spread over
+/// both cores (`driver_warmup`): accvit-digits' whole-process cold start with empty caches
+/// 1.41–1.57 → 1.45–1.60 s (3 pairs). A run of 2 shares less than it loses (0.71–0.75 ms); of 8,
+/// 2.1 s of JIT. SwiftShader compiles every pipeline before the first forward, in the browser
+/// too, and keeps the loop.
+pub fn atrous_dwconv_run_written_out(profile: &DeviceProfile) -> bool {
+    is_lavapipe(profile)
 }
 
 /// Whether matmuls and convolutions read their constant operands (weights) from flat textures

@@ -70,7 +70,8 @@ pub fn atrous_dwconv(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<
             .with("S", u(stride))
             .with("TP", u(TP))
             .with("BIAS", bias.is_some() as u32)
-            .with("ACT", act as u32),
+            .with("ACT", act as u32)
+            .with("RUN_WRITTEN_OUT", crate::ops::tuning::atrous_dwconv_run_written_out(&g.profile) as u32),
         params: Uniform::of(&params::AtrousDwconv { total: u(total), c4: u(c / 4), in_h: u(h), in_w: u(w), out_h: u(oh), out_w: u(ow), col_blocks: u(col_blocks), _pad: 0 }),
         reads: vec![x, weight, bias.unwrap_or(weight)],
         writes: vec![y],
