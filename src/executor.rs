@@ -1163,7 +1163,7 @@ impl Executable {
     /// [`Executable::run`] with step `step` (in [`Executable::step_labels`] order) dispatched
     /// `extra` more times right after itself, every pipeline compiled first. What for: a step's
     /// cost as the difference in wall-clock against a plain forward, divided by `extra`
-    /// (`wgvit profile --method repeat`), where a device's timestamps do not attribute time to
+    /// (`wgvit profile --repeat`), where a device's timestamps do not attribute time to
     /// dispatches (lavapipe: see `wgvit profile`). A step reads none of its own outputs, so the
     /// repeats compute the same values again; the outputs returned are the forward's.
     pub async fn run_repeating(&self, inputs: &[&HostTensor], step: usize, extra: u32) -> Result<Vec<HostTensor>> {
