@@ -80,6 +80,23 @@ fn load_x(row_base: u32, ih: i32, iw: i32, cg: u32) -> vec4<f32> {
 #endif
 }
 
+// Output column iw / S of input row ih: the centre tap (its weights summed over the branches, in
+// `wc`) plus each branch's 8 outer taps, in that order. `wo` is indexed by constants only.
+fn output_at(wo: array<array<vec4<f32>, 8>, MAX_NB>, wc: vec4<f32>, b0: vec4<f32>, row_base: u32, ih: i32, iw: i32, cg: u32) -> vec4<f32> {
+    var acc = fma(wc, load_x(row_base, ih, iw, cg), b0);
+#for I in 0..NB
+#for T in 0..8
+    {
+        let tap = select(T, T + 1u, T >= 4u);
+        let dy = (i32(tap / 3u) - 1) * i32(I + 1u);
+        let dx = (i32(tap % 3u) - 1) * i32(I + 1u);
+        acc = fma(wo[I][T], load_x(row_base, ih + dy, iw + dx, cg), acc);
+    }
+#endfor
+#endfor
+    return acc;
+}
+
 fn store_out(o: u32, acc: vec4<f32>) {
 #if OUT_TEXTURE
     textureStore(out_texture, flat_coords(4u * o), activated4(acc));
@@ -131,18 +148,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #for J in 0..TP
     {
         let ow = cb * TP + J;
-        let iw = iw0 + i32(J * S);
-        var acc = fma(wc, load_x(row_base, ih, iw, cg), b0);
-#for I in 0..NB
-#for T in 0..8
-        {
-            let tap = select(T, T + 1u, T >= 4u);
-            let dy = (i32(tap / 3u) - 1) * i32(I + 1u);
-            let dx = (i32(tap % 3u) - 1) * i32(I + 1u);
-            acc = fma(wo[I][T], load_x(row_base, ih + dy, iw + dx, cg), acc);
-        }
-#endfor
-#endfor
+        let acc = output_at(wo, wc, b0, row_base, ih, iw0 + i32(J * S), cg);
         if (ow < params.out_w) {
             store_out(((b * params.out_h + oh) * params.out_w + ow) * c4 + cg, acc);
         }
@@ -151,18 +157,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
     let ow_end = min(cb * TP + TP, params.out_w);
     for (var ow = cb * TP; ow < ow_end; ow++) {
-        let iw = i32(ow * S);
-        var acc = fma(wc, load_x(row_base, ih, iw, cg), b0);
-#for I in 0..NB
-#for T in 0..8
-        {
-            let tap = select(T, T + 1u, T >= 4u);
-            let dy = (i32(tap / 3u) - 1) * i32(I + 1u);
-            let dx = (i32(tap % 3u) - 1) * i32(I + 1u);
-            acc = fma(wo[I][T], load_x(row_base, ih + dy, iw + dx, cg), acc);
-        }
-#endfor
-#endfor
+        let acc = output_at(wo, wc, b0, row_base, ih, i32(ow * S), cg);
         store_out(((b * params.out_h + oh) * params.out_w + ow) * c4 + cg, acc);
     }
 #endif
