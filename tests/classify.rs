@@ -237,6 +237,10 @@ fn profile_reports_time_by_op_kind_and_layer() {
     // The total is the sum of positive per-dispatch times.
     let total: f64 = stdout.lines().find_map(|l| l.strip_prefix("time:")).and_then(|l| l.split_whitespace().next()).unwrap().parse().unwrap();
     assert!(total > 0.0, "{stdout}");
+    // On lavapipe (the tests' adapter in CI) it points to --repeat.
+    if stdout.contains("device: llvmpipe") {
+        assert!(stdout.contains("--repeat 5 times each by wall-clock"), "{stdout}");
+    }
     let depth = ok(&["profile", "--model", "toy", "--weights", &fixture("toy/weights.safetensors"), "--runs", "1", "--depth", "3"]);
     assert!(depth.contains("blocks.0.attn") && depth.contains("blocks.1.mlp"), "{depth}");
     // By repetition: wall-clock differences, the same tables, the plain forward beside them.
