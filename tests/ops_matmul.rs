@@ -9,7 +9,7 @@ mod common;
 
 use common::{assert_close, run};
 use wgvit::ops::matmul::{linear, matmul, matmul_cpu, matmul_tiled, BiasAxis, Epilogue, MatmulLoads, MatmulTiling};
-use wgvit::kernels::DeviceProfile;
+use wgvit::kernels::{DeviceProfile, PipelineKey};
 use wgvit::ops::Activation;
 use wgvit::tensor::Rng;
 use wgvit::{Graph, HostTensor};
@@ -44,6 +44,23 @@ impl Cases {
         let id = self.g.input(&format!("in{}", self.inputs.len()), shape);
         self.inputs.push(t.clone());
         (id, t)
+    }
+
+    /// `gelu(op(a)·op(b) + bias) + residual` for an `m` × `k` by `k` × `n` GEMM, its operands
+    /// stored transposed as asked and its bias along `bias_axis`, with the CPU reference; the
+    /// pipeline key the graph chose for it.
+    fn fused_gemm(&mut self, rng: &mut Rng, (m, k, n): (usize, usize, usize), trans_a: bool, trans_b: bool, bias_axis: BiasAxis) -> PipelineKey {
+        let (a, at) = self.input(rng, &stored_shape(&[], m, k, trans_a));
+        let (b, bt) = self.input(rng, &stored_shape(&[], k, n, trans_b));
+        let (bias, bias_t) = self.input(rng, &[if matches!(bias_axis, BiasAxis::Row) { m } else { n }]);
+        let (residual, residual_t) = self.input(rng, &[m, n]);
+        let epi = Epilogue { bias: Some((bias, bias_axis)), act: Activation::Gelu, residual: Some(residual), ..Default::default() };
+        let y = matmul(&mut self.g, a, b, trans_a, trans_b, epi).unwrap();
+        let name = format!("{m}x{k}x{n} ta={trans_a} tb={trans_b}");
+        self.g.output(&name, y);
+        let (want, _) = matmul_cpu(&at.data, &at.shape, &bt.data, &bt.shape, trans_a, trans_b, 1.0, Some((&bias_t.data, bias_axis)), Activation::Gelu, Some(&residual_t.data));
+        self.expected.push((name, want));
+        self.g.nodes.last().unwrap().key.clone()
     }
 
     fn check(self) {
@@ -94,21 +111,11 @@ fn swiftshader_large_gemms_with_least_waste_workgroups() {
     let mut rng = Rng::new(13);
     let mut cases = Cases::for_profile(common::swiftshader());
     for (m, k, n) in [(48, 200, 256), (96, 40, 1100), (40, 128, 404)] {
-        let (a, at) = cases.input(&mut rng, &[m, k]);
-        let (b, bt) = cases.input(&mut rng, &[k, n]);
-        let (bias, bias_t) = cases.input(&mut rng, &[m]);
-        let (residual, residual_t) = cases.input(&mut rng, &[m, n]);
-        let epi = Epilogue { bias: Some((bias, BiasAxis::Row)), act: Activation::Gelu, residual: Some(residual), ..Default::default() };
-        let y = matmul(&mut cases.g, a, b, false, false, epi).unwrap();
-        let key = &cases.g.nodes.last().unwrap().key;
+        let key = cases.fused_gemm(&mut rng, (m, k, n), false, false, BiasAxis::Row);
         let tm = key.constants().iter().find(|(name, _)| *name == "TM").map(|c| c.1);
         assert_eq!(tm, Some(8), "{m}x{k}x{n}: the large tile");
         // The vec4 kernel's blocks are stored in a loop there too (`tuning::gemm_store_loop`).
         assert!(key.constants().contains(&("STORE_LOOP", 1)), "{m}x{k}x{n}: {key:?}");
-        let name = format!("{m}x{k}x{n}");
-        cases.g.output(&name, y);
-        let (want, _) = matmul_cpu(&at.data, &at.shape, &bt.data, &bt.shape, false, false, 1.0, Some((&bias_t.data, BiasAxis::Row)), Activation::Gelu, Some(&residual_t.data));
-        cases.expected.push((name, want));
     }
     cases.check();
 }
@@ -123,20 +130,10 @@ fn lavapipe_mid_size_gemms_take_the_8x8_tile() {
     let mut rng = Rng::new(14);
     let mut cases = Cases::for_profile(common::lavapipe());
     for (m, k, n, trans_a, tm) in [(256, 16, 192, false, 8), (256, 16, 130, true, 8), (16, 64, 512, false, 8), (4, 128, 516, false, 8), (60, 64, 32, false, 4)] {
-        let (a, at) = cases.input(&mut rng, &stored_shape(&[], m, k, trans_a));
-        let (b, bt) = cases.input(&mut rng, &[n, k]);
-        let (bias, bias_t) = cases.input(&mut rng, &[n]);
-        let (residual, residual_t) = cases.input(&mut rng, &[m, n]);
-        let epi = Epilogue { bias: Some((bias, BiasAxis::Col)), act: Activation::Gelu, residual: Some(residual), ..Default::default() };
-        let y = matmul(&mut cases.g, a, b, trans_a, true, epi).unwrap();
-        let key = &cases.g.nodes.last().unwrap().key;
+        let key = cases.fused_gemm(&mut rng, (m, k, n), trans_a, true, BiasAxis::Col);
         assert!(key.constants().contains(&("TM", tm)), "{m}x{k}x{n}: {key:?}");
         // The 8 × 8 tile stores its blocks in a loop there (`tuning::gemm_store_loop`), the 4 × 4 written out.
         assert!(key.constants().contains(&("STORE_LOOP", (tm == 8) as u32)), "{m}x{k}x{n}: {key:?}");
-        let name = format!("{m}x{k}x{n} ta={trans_a}");
-        cases.g.output(&name, y);
-        let (want, _) = matmul_cpu(&at.data, &at.shape, &bt.data, &bt.shape, trans_a, true, 1.0, Some((&bias_t.data, BiasAxis::Col)), Activation::Gelu, Some(&residual_t.data));
-        cases.expected.push((name, want));
     }
     cases.check();
 }

@@ -68,11 +68,13 @@ pub const LAVAPIPE_MID_GEMM_FLOPS: u64 = 250_000;
 /// 1.58 s, lavit-digits 0.62 → 0.99 s, hatnet-digits 1.22 → 1.36 s (the target is 2.5 s).
 pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
     let swiftshader = profile.is_cpu_like() && !is_lavapipe(profile);
-    if flops < SMALL_GEMM_FLOPS && swiftshader {
+    let small = flops < SMALL_GEMM_FLOPS;
+    let lavapipe_mid = small && is_lavapipe(profile) && flops >= LAVAPIPE_MID_GEMM_FLOPS;
+    if small && swiftshader {
         MatmulTiling { wg_m: 4, wg_n: 4, ..SMALL_TILE }
-    } else if flops < LAVAPIPE_MID_GEMM_FLOPS || (flops < SMALL_GEMM_FLOPS && !is_lavapipe(profile)) {
+    } else if small && !lavapipe_mid {
         SMALL_TILE
-    } else if swiftshader || flops < SMALL_GEMM_FLOPS {
+    } else if swiftshader || lavapipe_mid {
         MatmulTiling { tm: 8, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
     } else {
         MatmulTiling { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
