@@ -16,7 +16,7 @@ CPU model first. Not part of CI.
 On lavapipe, prefer `--repeat 5 --runs 6` for the bundled digit models: with every workgroup on
 the submitting thread (LP_NUM_THREADS=0) its timestamps do not attribute time to dispatches
 (accvit-digits' first conv and first expand GEMM read about 2 µs each; repeated, they cost 0.18
-and 0.54–0.60 ms). The 224 models' forwards are too noisy for repetition at a few runs.
+and 0.54–0.60 ms on a 2-core Intel Xeon). The 224 models' forwards are too noisy for repetition at a few runs.
 
 Sets LP_NUM_THREADS=0 (the CLI's own choice for the small bundled models on llvmpipe) unless the
 environment sets it, and WGPU_BACKEND=vulkan unless set.

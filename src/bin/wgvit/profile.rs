@@ -197,7 +197,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// of every plain forward and their median absolute deviation. Wall-clock, so it
 /// holds on devices whose timestamps are not per-dispatch times: on lavapipe (Mesa 22.3) the
 /// timestamps between dispatches gave accvit-digits' first conv and its first expand GEMM about
-/// 2 µs each, where repeating them costs 0.17 and 0.58 ms a time.
+/// 2 µs each, where repeating them costs 0.17 and 0.58 ms a time (Intel Xeon, 2 cores).
 fn times_by_repetition(exe: &wgvit::executor::Executable, input: &wgvit::HostTensor, steps: usize, runs: usize, extra: u32) -> Result<(Vec<f64>, f64, f64)> {
     let timed = |repeat: Option<usize>| -> Result<f64> {
         let t = Instant::now();
