@@ -21,7 +21,10 @@
 // texture (flat_texture.wgsl, `Graph::constant_texture`).
 // Bindings: 0 params, 1 x [B, Cin, H, W], 2 weight (storage, or `weight_texture`), 3 bias [Cout]
 // (the host binds x in place of an absent bias; BIAS = false never reads it),
-// 4 out [B, Cout, Ho, Wo].
+// 4 out [B, Cout, Ho, Wo] (with OUT_NHWC [B, Ho, Wo, Cout], or `out_texture` with OUT_TEXTURE).
+// OUT_NHWC (one group, Cout % 4 == 0): the output is channel-last, each pixel's 4 channels of a
+// block one vec4 store, for a channel-last consumer (conv2d_nhwc.wgsl, ACC-ViT's stem on CPU
+// devices); with OUT_TEXTURE (offered under OUT_NHWC) a flat texture.
 // Dispatch: workgroups of WG_N * WG_M invocations (a power of two), each owning TM channels x
 // TN pixels, 2^lanes_n_log2 of them along the pixels (`ops::tuning::gemm_launch`), over
 // batches * tiles_m * tiles_n workgroups folded into (x, y) by `ops::grid`.
@@ -70,7 +73,15 @@ struct Params {
 #endif
 #endif
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
+#if OUT_TEXTURE
+@group(0) @binding(4) var out_texture: texture_storage_2d<rgba32float, write>;
+#else
+#if OUT_NHWC
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+#else
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+#endif
+#endif
 
 override WG_M: u32 = 8u;
 override WG_N: u32 = 8u;
@@ -78,6 +89,10 @@ override BIAS: bool = false;
 override ACT: u32 = 0u;
 // The weight is the texture `weight_texture` (see the header).
 override W_TEXTURE: bool = false;
+// The output is channel-last, [B, Ho, Wo, Cout] (one group, Cout % 4 == 0), and with OUT_TEXTURE
+// a flat texture (see the header).
+override OUT_NHWC: bool = false;
+override OUT_TEXTURE: bool = false;
 
 #if !W_TEXTURE
 #if VEC4
@@ -177,6 +192,7 @@ fn b_block(t: Tile, g: u32, s: KStep, masked: bool) -> mat4x4<f32> {
     return mat4x4<f32>(b_row(t, g, s.r0, s.k), b_row(t, g, s.r1, s.k + 1u), b_row(t, g, s.r2, s.k + 2u), b_row(t, g, s.r3, s.k + 3u));
 }
 
+#if !OUT_NHWC
 // Epilogue for out[batch, m, n .. n+3] (batch = b*groups + g, m the channel within the group).
 fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
     let M = params.m;
@@ -193,13 +209,42 @@ fn store_row(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
         out[o + i] = activated(v[i]);
     }
 }
+#endif
 
+#if OUT_NHWC
+// Epilogue for channels m .. m+3 of pixels n .. n+3 of image `batch`, channel-last: column i of
+// the transposed block is pixel n+i's 4 channels, one vec4 store (M % 4 == 0, so a block is
+// whole along the channels or past them).
+fn store_block(batch: u32, m: u32, n: u32, c: mat4x4<f32>) {
+    let M = params.m;
+    let N = params.n;
+    if (m >= M) {
+        return;
+    }
+    var b4 = vec4<f32>(0.0);
+#if BIAS
+    b4 = vec4<f32>(bias[m], bias[m + 1u], bias[m + 2u], bias[m + 3u]);
+#endif
+    let pixels = transpose(c);
+#for I in 0..4
+    if (n + I < N) {
+        let o = (batch * N + n + I) * M + m;
+#if OUT_TEXTURE
+        textureStore(out_texture, flat_coords(o), activated4(pixels[I] + b4));
+#else
+        out[o >> 2u] = activated4(pixels[I] + b4);
+#endif
+    }
+#endfor
+}
+#else
 fn store_block(batch: u32, m: u32, n: u32, c: mat4x4<f32>) {
     store_row(batch, m, n, c[0]);
     store_row(batch, m + 1u, n, c[1]);
     store_row(batch, m + 2u, n, c[2]);
     store_row(batch, m + 3u, n, c[3]);
 }
+#endif
 
 // Top-left input coordinates (row, column) of output pixels p .. p+3 (clamped to the last pixel).
 fn tile_origin(p: u32) -> array<vec4<i32>, 2> {

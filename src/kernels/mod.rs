@@ -80,6 +80,9 @@ kernels! {
     Conv2dVec4 = "conv2d.wgsl" [VEC4], params::Conv2d;
     /// Depthwise convolution (groups == channels).
     Conv2dDepthwise = "conv2d_depthwise.wgsl" [], params::Conv2dDepthwise;
+    /// Dense convolution on channel-last maps, direct: runs of output columns share their input
+    /// fetches across the taps of a kernel row.
+    Conv2dNhwc = "conv2d_nhwc.wgsl" [], params::Conv2dNhwc;
     LayerNorm = "layernorm.wgsl" [], params::LayerNorm;
     /// layernorm.wgsl with vec4 elements (rows a multiple of 4 long).
     LayerNormVec4 = "layernorm.wgsl" [VEC4], params::LayerNorm;

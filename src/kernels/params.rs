@@ -130,6 +130,12 @@ uniforms! {
         row_blocks: u32, pad_h: u32, pad_w: u32, _p0: u32, _p1: u32,
     }
 
+    /// `conv2d_nhwc.wgsl`
+    pub struct Conv2dNhwc {
+        total: u32, cin4: u32, cout4: u32, in_h: u32, in_w: u32, out_h: u32, out_w: u32, col_blocks: u32,
+        pad_h: u32, pad_w: u32, _p0: u32, _p1: u32,
+    }
+
     /// `layernorm.wgsl`: `c` counts elements of the variant's `V`.
     pub struct LayerNorm { rows: u32, c: u32, eps: f32, _pad: u32 }
 

@@ -9,8 +9,11 @@
 //!
 //! How it maps onto kernels (all activations channel-last `[B, H, W, C]` after the stem, so every
 //! 1×1 conv and Linear is one GEMM over pixels and no layout permute is ever dispatched):
+//! - **Stem.** `bn1` folded into `conv1`, GELU in its epilogue. The stem writes NCHW, except
+//!   where the device runs dense convs channel-last (`ops::tuning::direct_nhwc_convs`, lavapipe):
+//!   there `conv1` stores channel-last and `conv2` is the direct `conv2d_nhwc`.
 //! - **Atrous MBConv.** `pre_norm` and `bn1` are folded into `expand` (exact: a 1×1 conv with no
-//!   padding), GELU in its epilogue; the stem's conv reads NCHW through a transposed GEMM operand.
+//!   padding), GELU in its epilogue; an NCHW stem output is read through a transposed GEMM operand.
 //!   The three dilated depthwise convs (dilation 1, 2, 3, the block's stride), their sum, `bn2`
 //!   (folded into their weights and one bias) and GELU are one `atrous_dwconv` dispatch. SE is a
 //!   token mean, two tiny Linears (SiLU, sigmoid) and a broadcast multiply; `project` carries the
@@ -28,7 +31,8 @@ use crate::error::{Error, Result};
 use crate::explain::{dot, softmax_map, Probe};
 use crate::graph::{Graph, TensorId};
 use crate::ops::binary::mul;
-use crate::ops::conv2d::{conv2d, Conv2dParams};
+use crate::ops::conv2d::{conv2d, conv2d_to_nhwc, Conv2dParams};
+use crate::ops::tuning;
 use crate::ops::family::atrous_attention::{atrous_attention, AtrousAttentionDims, MAX_BRANCHES, MAX_HEAD_DIM, MAX_WINDOW};
 use crate::ops::family::atrous_dwconv::{atrous_dwconv, MAX_BRANCHES as MAX_CONV_DILATIONS};
 use crate::ops::matmul::{matmul, BiasAxis, Epilogue};
@@ -146,7 +150,8 @@ fn lcm(a: usize, b: usize) -> usize {
     a / gcd(a, b) * b
 }
 
-/// A feature map and its layout: the stem output is NCHW, everything after it channel-last.
+/// A feature map and its layout: the stem output is NCHW (or channel-last, see the module
+/// docs), everything after it channel-last.
 #[derive(Clone, Copy, Debug)]
 struct Map {
     t: TensorId,
@@ -217,6 +222,13 @@ impl Builder<'_> {
         let w1 = vb.derived(g, "conv1.weight+stem.bn1", &[c, 3, 3, 3], w1)?;
         let b1 = vb.derived(g, "conv1.bias+stem.bn1", &[c], b1)?;
         let p = |stride: usize| Conv2dParams { stride: (stride, stride), padding: (1, 1), ..Default::default() };
+        if tuning::direct_nhwc_convs(&g.profile) {
+            // Channel-last from the first conv on, for the direct kernel of the second.
+            let x = conv1.op(g, |g| conv2d_to_nhwc(g, input, w1, Some(b1), &p(2), Activation::Gelu))?;
+            let x = nn::conv2d_nhwc(g, &vb.pp("conv2"), x, c, 3, p(1), true, Activation::None)?;
+            let s = g.shape(x).to_vec();
+            return Ok(Map { t: x, nchw: false, b: s[0], h: s[1], w: s[2], c: s[3] });
+        }
         let x = conv1.op(g, |g| conv2d(g, input, w1, Some(b1), &p(2), Activation::Gelu))?;
         let x = nn::conv2d(g, &vb.pp("conv2"), x, c, 3, p(1), true, Activation::None)?;
         let s = g.shape(x).to_vec();

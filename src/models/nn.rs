@@ -150,6 +150,15 @@ pub fn conv2d(g: &mut Graph, vb: &Scope, x: TensorId, cout: usize, k: usize, p: 
     vb.op(g, |g| conv2d_op(g, x, weight, bias, &p, act))
 }
 
+/// [`conv2d`] on a channel-last map `x [B, H, W, Cin]` (one group), writing `[B, Ho, Wo, cout]`
+/// ([`crate::ops::conv2d_nhwc`]).
+pub fn conv2d_nhwc(g: &mut Graph, vb: &Scope, x: TensorId, cout: usize, k: usize, p: Conv2dParams, bias: bool, act: Activation) -> Result<TensorId> {
+    let cin = g.shape(x).get(3).copied().unwrap_or(0);
+    let weight = vb.param(g, "weight", &[cout, cin, k, k])?;
+    let bias = if bias { Some(vb.param(g, "bias", &[cout])?) } else { None };
+    vb.op(g, |g| crate::ops::conv2d_nhwc::conv2d_nhwc(g, x, weight, bias, &p, act))
+}
+
 /// Square-kernel conv parameters: stride, padding and groups (dilation 1).
 pub fn conv_params(stride: usize, padding: usize, groups: usize) -> Conv2dParams {
     Conv2dParams { stride: (stride, stride), padding: (padding, padding), dilation: (1, 1), groups }

@@ -103,7 +103,24 @@ pub fn conv2d(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorI
     if p.groups == s.in_c && s.out_c == s.in_c && kw <= DW_MAX_KW && segment <= DW_MAX_SEGMENT {
         return depthwise(g, x, weight, bias, p, &s, act);
     }
-    implicit_gemm(g, x, weight, bias, p, &s, act)
+    implicit_gemm(g, x, weight, bias, p, &s, act, false)
+}
+
+/// [`conv2d`] writing its output channel-last: x `[B, Cin, H, W]` → `[B, Ho, Wo, Cout]`, for a
+/// channel-last consumer ([`super::conv2d_nhwc`]). Always the implicit GEMM; one group, Cout a
+/// multiple of 4 (a pixel's channels are stored 4 at a time).
+pub fn conv2d_to_nhwc(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, p: &Conv2dParams, act: Activation) -> Result<TensorId> {
+    let s = conv2d_shape(g.shape(x), g.shape(weight), bias.map(|b| g.numel(b)), p)?;
+    if p.groups != 1 || !s.out_c.is_multiple_of(4) {
+        return Err(Error::Graph(format!(
+            "conv2d_to_nhwc: weight {:?}, {p:?}: a channel-last output needs one group and Cout a multiple of 4",
+            g.shape(weight)
+        )));
+    }
+    check_u32("conv2d x", g.numel(x))?;
+    check_u32("conv2d weight", g.numel(weight))?;
+    check_u32("conv2d out", s.batch * s.out_c * s.out_h * s.out_w)?;
+    implicit_gemm(g, x, weight, bias, p, &s, act, true)
 }
 
 fn conv1x1(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, s: &Conv2dShape, act: Activation) -> Result<TensorId> {
@@ -171,7 +188,8 @@ fn weight_rows_padded_to_4(g: &mut Graph, weight: TensorId, rows: usize, taps: u
     g.constant(&key, &[rows, k], std::sync::Arc::new(padded)).map(Some)
 }
 
-fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, p: &Conv2dParams, s: &Conv2dShape, act: Activation) -> Result<TensorId> {
+#[allow(clippy::too_many_arguments)]
+fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, p: &Conv2dParams, s: &Conv2dShape, act: Activation, out_nhwc: bool) -> Result<TensorId> {
     let (kh, kw) = s.kernel;
     let groups = p.groups;
     let m = s.out_c / groups;
@@ -191,7 +209,7 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
     let batches = s.batch * groups;
     let t = tuning::conv_gemm_tiling(&g.profile, 2 * (batches * m * n * taps) as u64, m);
     let launch = tuning::gemm_launch(&g.profile, &t, m, n);
-    let y = g.activation(&[s.batch, s.out_c, s.out_h, s.out_w]);
+    let y = if out_nhwc { g.activation(&[s.batch, s.out_h, s.out_w, s.out_c]) } else { g.activation(&[s.batch, s.out_c, s.out_h, s.out_w]) };
     let c = |v: usize| v as u32;
     g.push(Node {
         label: format!("conv2d{kh}x{kw}"),
@@ -204,6 +222,7 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
             .with("K_TAIL", !k.is_multiple_of(4) as u32)
             .with("STORE_LOOP", tuning::gemm_store_loop(&g.profile, t.tm, t.tn) as u32)
             .with("W_TEXTURE", texture.is_some() as u32)
+            .with("OUT_NHWC", out_nhwc as u32)
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32),
         params: Uniform::of(&params::Conv2d { m: c(m), n: c(n), k: c(k), batches: c(batches), tiles_m: c(launch.tiles_m), tiles_n: c(launch.tiles_n), groups: c(groups), in_c: c(s.in_c / groups), in_h: c(s.in_h), in_w: c(s.in_w), out_w: c(s.out_w), kernel_h: c(kh), kernel_w: c(kw), stride_h: c(p.stride.0), stride_w: c(p.stride.1), pad_h: c(p.padding.0), pad_w: c(p.padding.1), dil_h: c(p.dilation.0), dil_w: c(p.dilation.1), taps: c(taps), lanes_n_log2: launch.lanes_n_log2, _p0: 0, _p1: 0, _p2: 0 }),
@@ -212,6 +231,10 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
         workgroups: grid(batches * launch.tiles_m * launch.tiles_n),
         flops: 2 * (batches * m * n * taps) as u64,
     });
+    if out_nhwc {
+        // Every pixel's channels are whole texels (Cout % 4 == 0).
+        g.offer_texture(3, "OUT_TEXTURE");
+    }
     Ok(y)
 }
 

@@ -22,6 +22,7 @@ pub mod unary;
 pub mod binary;
 pub mod matmul;
 pub mod conv2d;
+pub mod conv2d_nhwc;
 pub mod layernorm;
 pub mod groupnorm;
 pub mod softmax;
