@@ -152,6 +152,7 @@ pub fn conv2d(g: &mut Graph, vb: &Scope, x: TensorId, cout: usize, k: usize, p: 
 
 /// [`conv2d`] on a channel-last map `x [B, H, W, Cin]` (one group), writing `[B, Ho, Wo, cout]`
 /// ([`crate::ops::conv2d_nhwc`]).
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_nhwc(g: &mut Graph, vb: &Scope, x: TensorId, cout: usize, k: usize, p: Conv2dParams, bias: bool, act: Activation) -> Result<TensorId> {
     let cin = g.shape(x).get(3).copied().unwrap_or(0);
     let weight = vb.param(g, "weight", &[cout, cin, k, k])?;
