@@ -138,11 +138,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // Weight vec4s between input channels, and between taps.
     let w_ci = cout4;
     let w_tap = 4u * params.cin4 * cout4;
+    // A zero the driver cannot see through (`nwg.z` is 1) in the channel loop's bound: Mesa
+    // 22.3's lavapipe inlines uniforms that alone decide a loop, and compiles a variant for every
+    // distinct value (gemm_tile.wgsl's `k_opaque_zero`).
+    let cin4 = params.cin4 + nwg.z - 1u;
     for (var i = 0u; i < KH; i++) {
         let ih = i32(oh * SH + i * DH) - i32(params.pad_h);
         let row_ok = (ih >= 0) & (ih < i32(params.in_h));
         let row = b * params.in_h + u32(max(ih, 0));
-        for (var c4 = 0u; c4 < params.cin4; c4++) {
+        for (var c4 = 0u; c4 < cin4; c4++) {
             var span: array<vec4<f32>, SPAN_MAX>;
 #for Q in 0..(TP - 1) * SW + (KW - 1) * DW + 1
             span[Q] = load_x(row, row_ok, iw0 + i32(Q), c4);
