@@ -19,8 +19,11 @@
 // moved to a texture, which the next matmuls read as their A_TEXTURE / B_TEXTURE.
 // Bindings: 0 params (uniform), 1 a (storage, or `a_texture`), 2 b (storage, or `b_texture`),
 // 3 bias (storage, or `bias_texture`; [M] if BIAS == 1, [N] if BIAS == 2), 4 residual (like out),
-// 5 out (storage, or the storage texture `out_texture`). The host binds its placeholder buffer in
-// place of an absent bias or residual.
+// 5 out (storage, or the storage texture `out_texture`); with K_SCALE 5 k_scale and 6 out. The
+// host binds its placeholder buffer in place of an absent bias or residual.
+// K_SCALE (the vec4 kernel, K % 4 == 0): op(a)[t][m, k] is multiplied by k_scale[t, k], a per
+// batch entry scale of the reduction (ACC-ViT's squeeze-excitation folded into the GEMM that
+// follows it, instead of an element-wise pass over A); applied to B's rows in each k step.
 //
 // Loads: with A_VEC4 (B_VEC4) the A (B) block of a k step is four `load_a4` (`load_b4`) along a's
 // (b's) stored contiguous dimension, whichever it is (a transposed operand becomes `transpose()`
@@ -86,11 +89,24 @@ fn load_b4(i: u32) -> vec4<f32> { return b[i >> 2u]; }
 @group(0) @binding(4) var<storage, read> residual: array<vec4<f32>>;
 fn load_residual(i: u32) -> f32 { return residual[i >> 2u][i & 3u]; }
 fn load_residual4(i: u32) -> vec4<f32> { return residual[i >> 2u]; }
+#if K_SCALE
+// The scale of op(a)'s columns per batch entry, [batches, K]; out moves to binding 6.
+@group(0) @binding(5) var<storage, read> k_scale: array<vec4<f32>>;
+#if OUT_TEXTURE
+@group(0) @binding(6) var out_texture: texture_storage_2d<rgba32float, write>;
+#else
+@group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
+#endif
+#else
 #if OUT_TEXTURE
 @group(0) @binding(5) var out_texture: texture_storage_2d<rgba32float, write>;
-fn store_out4(i: u32, v: vec4<f32>) { textureStore(out_texture, flat_coords(i), v); }
 #else
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+#endif
+#endif
+#if OUT_TEXTURE
+fn store_out4(i: u32, v: vec4<f32>) { textureStore(out_texture, flat_coords(i), v); }
+#else
 fn store_out4(i: u32, v: vec4<f32>) { out[i >> 2u] = v; }
 #endif
 #else
@@ -151,6 +167,8 @@ override A_VEC4: bool = false;
 override B_VEC4: bool = false;
 // A's rows are gathered from patches (header).
 override A_PATCHES: bool = false;
+// op(a)[t][m, k] is scaled by k_scale[t, k] (header; the vec4 kernel, K % 4 == 0).
+override K_SCALE: bool = false;
 // 0: no bias, 1: bias[M] along rows, 2: bias[N] along columns.
 override BIAS: u32 = 0u;
 override RESIDUAL: bool = false;
@@ -171,6 +189,10 @@ struct Tile {
 #if !B_VEC4
     // Where each tile column's k = 0 element lies in b (columns clamped; TN / 4 used).
     b_cols: array<vec4<u32>, 2>,
+#endif
+#if K_SCALE
+    // Where the batch entry's k_scale row starts (in vec4s).
+    k_scale_off: u32,
 #endif
 }
 
@@ -318,7 +340,19 @@ fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
 #endif
 }
 
+#if K_SCALE
+// B's rows k .. k+3 scaled by the batch entry's k_scale: the same as scaling A's columns, on the
+// TN / 4 B blocks of a step instead of its TM / 4 A blocks, with one scale load a step.
 fn b_block(t: Tile, g: u32, s: KStep, masked: bool) -> mat4x4<f32> {
+    let b = b_block_loaded(t, g, s, masked);
+    let sc = k_scale[t.k_scale_off + (s.k >> 2u)];
+    return mat4x4<f32>(b[0] * sc.x, b[1] * sc.y, b[2] * sc.z, b[3] * sc.w);
+}
+
+fn b_block_loaded(t: Tile, g: u32, s: KStep, masked: bool) -> mat4x4<f32> {
+#else
+fn b_block(t: Tile, g: u32, s: KStep, masked: bool) -> mat4x4<f32> {
+#endif
     let N = params.n;
     let n = t.n0 + 4u * g;
     let k = s.k;
@@ -452,6 +486,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
 #if !B_VEC4
                  , cols
+#endif
+#if K_SCALE
+                 , p.batch * (params.k >> 2u)
 #endif
     );
     gemm_store(p.batch, t, gemm_accumulate(t));

@@ -534,3 +534,71 @@ fn patch_linear_gathers_from_an_activation_texture() {
     cases.g = promoted;
     cases.check();
 }
+
+/// `matmul_k_scaled`: op(a)'s columns scaled per batch entry (ACC-ViT's squeeze-excitation scale
+/// folded into `project`), against the CPU reference on the scaled a. Every kernel set; sizes
+/// that take the 4 × 4, lavapipe's 8 × 8 and the large tiles; a transposed a; bias, activation and
+/// residual; a batch of 3 whose entries have different scales; on lavapipe the output also moves
+/// to a texture (the scale's binding shifts `out` to binding 6).
+#[test]
+fn matmul_k_scaled_scales_each_batch_entrys_reduction() {
+    for profile in [DeviceProfile::gpu_like(), common::swiftshader(), common::lavapipe()] {
+        let lavapipe = profile.name.starts_with("llvmpipe");
+        let mut rng = Rng::new(53);
+        let mut cases = Cases::for_profile(profile);
+        // (batches, m, k, n, trans_a, act)
+        let combos = [(1, 16, 8, 12, false, Activation::None), (3, 64, 64, 16, false, Activation::Gelu), (2, 36, 32, 20, true, Activation::None), (1, 257, 132, 64, false, Activation::Relu)];
+        for (batches, m, k, n, trans_a, act) in combos {
+            let (a, at) = cases.input(&mut rng, &stored_shape(&[batches], m, k, trans_a));
+            let (w, wt) = cases.input(&mut rng, &[n, k]);
+            let (bias, bias_t) = cases.input(&mut rng, &[n]);
+            let (residual, residual_t) = cases.input(&mut rng, &[batches, m, n]);
+            let (scale, scale_t) = cases.input(&mut rng, &[batches, k]);
+            let epi = Epilogue { bias: Some((bias, BiasAxis::Col)), act, residual: Some(residual), ..Default::default() };
+            let y = wgvit::ops::matmul::matmul_k_scaled(&mut cases.g, a, w, trans_a, true, scale, epi).unwrap();
+            assert!(cases.g.nodes.last().unwrap().key.constants().contains(&("K_SCALE", 1)));
+            // On lavapipe, read through an identity GEMM (exact) that takes a texture, so that
+            // the scaled GEMM's output is no graph output and moves to a texture.
+            let y = if lavapipe {
+                let eye: Vec<f32> = (0..n * n).map(|i| (i / n == i % n) as u32 as f32).collect();
+                let eye = cases.g.constant(&format!("eye{n}"), &[n, n], std::sync::Arc::new(eye)).unwrap();
+                matmul(&mut cases.g, y, eye, false, false, Epilogue::default()).unwrap()
+            } else {
+                y
+            };
+            let name = format!("{} {batches}x{m}x{k}x{n} trans_a {trans_a} {act:?}", cases.g.profile.name);
+            cases.g.output(&name, y);
+            // The reference: every batch entry's a with column kk (row kk when stored transposed) times scale[t, kk].
+            let mut scaled = at.data.clone();
+            for (t, entry) in scaled.chunks_exact_mut(m * k).enumerate() {
+                for (i, v) in entry.iter_mut().enumerate() {
+                    let kk = if trans_a { i / m } else { i % k };
+                    *v *= scale_t.data[t * k + kk];
+                }
+            }
+            let (want, _) = matmul_cpu(&scaled, &at.shape, &wt.data, &wt.shape, trans_a, true, 1.0, Some((&bias_t.data, BiasAxis::Col)), act, Some(&residual_t.data));
+            cases.expected.push((name, want));
+        }
+        if lavapipe {
+            cases.g = cases.g.with_activation_textures();
+            let scaled_to_texture = cases.g.nodes.iter().any(|n| n.key.constants().contains(&("K_SCALE", 1)) && n.key.constants().contains(&("OUT_TEXTURE", 1)));
+            assert!(scaled_to_texture, "a K_SCALE GEMM writes a texture on lavapipe");
+        }
+        cases.check();
+    }
+}
+
+#[test]
+fn matmul_k_scaled_rejects_bad_shapes() {
+    let mut g = Graph::new();
+    let a = g.input("a", &[2, 8, 16]);
+    let w = g.input("w", &[12, 16]);
+    let bad_scale = g.input("s", &[2, 12]);
+    let e = wgvit::ops::matmul::matmul_k_scaled(&mut g, a, w, false, true, bad_scale, Epilogue::default()).unwrap_err().to_string();
+    assert!(e.contains("needs batches × K = 2 × 16 = 32 elements"), "{e}");
+    let a = g.input("a2", &[2, 8, 6]);
+    let w = g.input("w2", &[12, 6]);
+    let scale = g.input("s2", &[2, 6]);
+    let e = wgvit::ops::matmul::matmul_k_scaled(&mut g, a, w, false, true, scale, Epilogue::default()).unwrap_err().to_string();
+    assert!(e.contains("multiples of 4"), "{e}");
+}

@@ -16,8 +16,8 @@
 //!   padding), GELU in its epilogue; an NCHW stem output is read through a transposed GEMM operand.
 //!   The three dilated depthwise convs (dilation 1, 2, 3, the block's stride), their sum, `bn2`
 //!   (folded into their weights and one bias) and GELU are one `atrous_dwconv` dispatch. SE is a
-//!   token mean, two tiny Linears (SiLU, sigmoid) and a broadcast multiply; `project` carries the
-//!   shortcut as its residual. The stride-2 shortcut is `avg_pool 2×2/2` then `shortcut.proj`.
+//!   token mean and two tiny Linears (SiLU, sigmoid); its scale multiplies `project`'s input
+//!   channels inside that GEMM (`matmul_k_scaled`), which carries the shortcut as its residual. The stride-2 shortcut is `avg_pool 2×2/2` then `shortcut.proj`.
 //! - **Atrous attention.** Every branch's `qkv` and the `gate` Linear are one GEMM (weights
 //!   concatenated at load time); `atrous_attention` runs all dilation branches in one dispatch,
 //!   windows addressed by index arithmetic, relative-position bias gathered from its table, gated
@@ -30,12 +30,11 @@
 use crate::error::{Error, Result};
 use crate::explain::{dot, softmax_map, Probe};
 use crate::graph::{Graph, TensorId};
-use crate::ops::binary::mul;
 use crate::ops::conv2d::{conv2d, conv2d_to_nhwc, Conv2dParams};
 use crate::ops::tuning;
 use crate::ops::family::atrous_attention::{atrous_attention, AtrousAttentionDims, MAX_BRANCHES, MAX_HEAD_DIM, MAX_WINDOW};
 use crate::ops::family::atrous_dwconv::{atrous_dwconv, MAX_BRANCHES as MAX_CONV_DILATIONS};
-use crate::ops::matmul::{matmul, BiasAxis, Epilogue};
+use crate::ops::matmul::{matmul, matmul_k_scaled, BiasAxis, Epilogue};
 use crate::ops::pool::{avg_pool2d, mean_tokens};
 use crate::ops::unary::activation;
 use crate::ops::Activation;
@@ -305,11 +304,16 @@ impl Builder<'_> {
         };
         let s = fc(g, &se.pp("fc1"), pooled, mid, rd, Activation::Silu)?;
         let s = fc(g, &se.pp("fc2"), s, rd, mid, Activation::Sigmoid)?;
-        let s = g.reshape(s, &[h.b, 1, mid])?;
-        let scaled = se.op(g, |g| mul(g, tokens, s))?;
-        let h = Map { t: g.reshape(scaled, &[h.b, h.h, h.w, mid])?, ..h };
 
-        self.conv1x1(g, &vb.pp("project"), h, cout, Activation::None, Some(shortcut))
+        // project(x · s) + shortcut: the scale multiplies the GEMM's input channels as it reads
+        // them (`matmul_k_scaled`), so the scaled map is never written.
+        let project = vb.pp("project");
+        let w = project.param(g, "weight", &[cout, mid, 1, 1])?;
+        let w = g.reshape(w, &[cout, mid])?;
+        let bias = project.param(g, "bias", &[cout])?;
+        let epi = Epilogue { bias: Some((bias, BiasAxis::Col)), residual: Some(shortcut), ..Default::default() };
+        let y = project.op(g, |g| matmul_k_scaled(g, tokens, w, false, true, s, epi))?;
+        Ok(Map { t: g.reshape(y, &[h.b, h.h, h.w, cout])?, c: cout, ..h })
     }
 
     /// 2×2/2 average pool: PyTorch's on NCHW; on channel-last maps a one-branch stride-2 atrous

@@ -174,7 +174,33 @@ pub fn matmul_tiled(
     tiling: MatmulTiling,
 ) -> Result<TensorId> {
     let s = matmul_shape(g.shape(a), g.shape(b), trans_a, trans_b)?;
-    push_gemm(g, a, b, &s, trans_a, trans_b, epi, tiling, None)
+    push_gemm(g, a, b, &s, trans_a, trans_b, epi, tiling, None, None)
+}
+
+/// [`matmul`] with op(a)'s columns scaled per batch entry: `op(a)[t][m, k] · k_scale[t, k]`,
+/// `k_scale` of `batches × K` elements. A squeeze-excitation's channel scale folded into the
+/// GEMM that reads the scaled map, instead of an element-wise pass that writes it. Needs the vec4
+/// kernel's shapes (the contiguous dims and N multiples of 4) and K % 4 == 0.
+pub fn matmul_k_scaled(g: &mut Graph, a: TensorId, b: TensorId, trans_a: bool, trans_b: bool, k_scale: TensorId, epi: Epilogue) -> Result<TensorId> {
+    let s = matmul_shape(g.shape(a), g.shape(b), trans_a, trans_b)?;
+    let want = s.batches() * s.k;
+    if g.numel(k_scale) != want {
+        return Err(Error::Graph(format!(
+            "matmul_k_scaled: k_scale of shape {:?} needs batches × K = {} × {} = {want} elements",
+            g.shape(k_scale),
+            s.batches(),
+            s.k
+        )));
+    }
+    if !vec4_compatible(&s, trans_a, trans_b) || !s.k.is_multiple_of(4) {
+        return Err(Error::Graph(format!(
+            "matmul_k_scaled: needs the contiguous dims, N and K to be multiples of 4 (M {}, N {}, K {}, trans_a {trans_a}, trans_b {trans_b})",
+            s.m, s.n, s.k
+        )));
+    }
+    let flops = 2 * (s.batches() * s.m * s.n * s.k) as u64;
+    let tiling = tuning::matmul_tiling(&g.profile, flops);
+    push_gemm(g, a, b, &s, trans_a, trans_b, epi, tiling, None, Some(k_scale))
 }
 
 /// Pushes the GEMM node: `a` is op(a) `[.., M, K]` as stored, or with `patches` the tensor its
@@ -190,6 +216,7 @@ fn push_gemm(
     epi: Epilogue,
     tiling: MatmulTiling,
     patches: Option<PatchGather>,
+    k_scale: Option<TensorId>,
 ) -> Result<TensorId> {
     let out_shape = s.out_shape();
     let out_numel = crate::graph::numel_of(&out_shape);
@@ -269,7 +296,8 @@ fn push_gemm(
         .with("ACT", epi.act as u32)
         .with("K_TAIL", !s.k.is_multiple_of(4) as u32)
         .with("STORE_LOOP", tuning::gemm_store_loop(&g.profile, tiling.tm, tiling.tn) as u32)
-        .with("A_PATCHES", patches.is_some() as u32);
+        .with("A_PATCHES", patches.is_some() as u32)
+        .with("K_SCALE", k_scale.is_some() as u32);
     let p = |v: usize| v as u32;
     let gather = patches.unwrap_or_default();
     g.push(Node {
@@ -278,7 +306,7 @@ fn push_gemm(
         params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(s.batches()), tiles_m: p(launch.tiles_m), tiles_n: p(launch.tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha: epi.alpha, lanes_n_log2: launch.lanes_n_log2,
             patch_cols: gather.cols, patch_area: gather.area, patch_stride_img: gather.stride_img, patch_stride_row: gather.stride_row, patch_stride_col: gather.stride_col,
             patch_k_stride0: gather.k_stride0, patch_k_stride1: gather.k_stride1, patch_k_len1: gather.k_len1, patch_k_len2: gather.k_len2, _p0: 0 }),
-        reads: vec![a_texture.unwrap_or(a), b_texture.unwrap_or(b), bias_texture.or(epi.bias.map(|(t, _)| t)).unwrap_or(filler), epi.residual.unwrap_or(filler)],
+        reads: [a_texture.unwrap_or(a), b_texture.unwrap_or(b), bias_texture.or(epi.bias.map(|(t, _)| t)).unwrap_or(filler), epi.residual.unwrap_or(filler)].into_iter().chain(k_scale).collect(),
         writes: vec![out],
         workgroups: grid(workgroups),
         flops: 2 * (s.batches() * s.m * s.n * s.k) as u64,
@@ -291,7 +319,7 @@ fn push_gemm(
         g.offer_texture(1, "B_TEXTURE");
     }
     if kernel == Kernel::MatmulVec4 {
-        g.offer_texture(4, "OUT_TEXTURE");
+        g.offer_texture(if k_scale.is_some() { 5 } else { 4 }, "OUT_TEXTURE");
     }
     Ok(out)
 }
@@ -408,7 +436,7 @@ pub fn patch_linear(g: &mut Graph, x: TensorId, patches: Patches, weight: Tensor
     let s = MatmulShape { m: rows, n, k, batch_dims: vec![], a_batches: 1, b_batches: 1 };
     let tiling = tuning::matmul_tiling(&g.profile, 2 * (rows * n * k) as u64);
     match patches.gather() {
-        Some(gather) if tiling.loads == MatmulLoads::Auto => push_gemm(g, x, weight, &s, false, true, epi, tiling, Some(gather)),
+        Some(gather) if tiling.loads == MatmulLoads::Auto => push_gemm(g, x, weight, &s, false, true, epi, tiling, Some(gather), None),
         _ => {
             let (view, perm) = patches.view_and_perm();
             let x6 = g.reshape(x, &view)?;
