@@ -50,6 +50,37 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 "#;
 
+/// The same tile with A read as vec4 along k, as the real kernels read it (A_VEC4): per step of 4
+/// k, 8 A vec4 loads and 4 B vec4 loads feed 128 FMAs. `a4(m, k4)` is A[m, 4k4 .. 4k4 + 3].
+const BODY4: &str = r#"
+@group(0) @binding(0) var<storage, read_write> c: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n4 = gid.x % (N / 4u);
+    let m0 = (gid.x / (N / 4u)) * 8u;
+    if (m0 >= M) {
+        return;
+    }
+    var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0); var c3 = vec4<f32>(0.0);
+    var c4 = vec4<f32>(0.0); var c5 = vec4<f32>(0.0); var c6 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0);
+    for (var k4 = 0u; k4 < K / 4u; k4++) {
+        let b = mat4x4<f32>(b4(4u * k4, n4), b4(4u * k4 + 1u, n4), b4(4u * k4 + 2u, n4), b4(4u * k4 + 3u, n4));
+        c0 += b * a4(m0, k4);
+        c1 += b * a4(m0 + 1u, k4);
+        c2 += b * a4(m0 + 2u, k4);
+        c3 += b * a4(m0 + 3u, k4);
+        c4 += b * a4(m0 + 4u, k4);
+        c5 += b * a4(m0 + 5u, k4);
+        c6 += b * a4(m0 + 6u, k4);
+        c7 += b * a4(m0 + 7u, k4);
+    }
+    let o = m0 * (N / 4u) + n4;
+    c[o] = c0; c[o + N / 4u] = c1; c[o + 2u * N / 4u] = c2; c[o + 3u * N / 4u] = c3;
+    c[o + 4u * N / 4u] = c4; c[o + 5u * N / 4u] = c5; c[o + 6u * N / 4u] = c6; c[o + 7u * N / 4u] = c7;
+}
+"#;
+
 /// (name, prelude): how A [M, K] and B [K, N] are declared and read.
 fn variants() -> Vec<(&'static str, String)> {
     let storage_a = "@group(0) @binding(1) var<storage, read> sa: array<f32>;\nfn a(m: u32, k: u32) -> f32 { return sa[m * K + k]; }\n";
@@ -59,8 +90,22 @@ fn variants() -> Vec<(&'static str, String)> {
     let texture_b = "@group(0) @binding(4) var tb: texture_2d<f32>;\nfn b4(k: u32, n4: u32) -> vec4<f32> { return textureLoad(tb, vec2<u32>(n4, k), 0); }\n";
     // A 64 KiB uniform holds 32 rows of A: rows wrap (the arithmetic, not the data, is measured).
     let uniform_a = "@group(0) @binding(5) var<uniform> ua: array<vec4<f32>, 4096>;\nfn a(m: u32, k: u32) -> f32 { return ua[((m % 32u) * K + k) / 4u][k % 4u]; }\n";
+    // A 64 KiB uniform holds 32 rows of B (the same wrap).
+    let uniform_b = "@group(0) @binding(6) var<uniform> ub: array<vec4<f32>, 4096>;\nfn b4(k: u32, n4: u32) -> vec4<f32> { return ub[((k % 32u) * (N / 4u) + n4)]; }\n";
+    let storage_a4 = "@group(0) @binding(1) var<storage, read> sa4: array<vec4<f32>>;\nfn a4(m: u32, k4: u32) -> vec4<f32> { return sa4[m * (K / 4u) + k4]; }\n";
+    let texture_a4 = "@group(0) @binding(3) var ta: texture_2d<f32>;\nfn a4(m: u32, k4: u32) -> vec4<f32> { return textureLoad(ta, vec2<u32>(k4, m), 0); }\n";
+    let uniform_a4 = "@group(0) @binding(5) var<uniform> ua: array<vec4<f32>, 4096>;\nfn a4(m: u32, k4: u32) -> vec4<f32> { return ua[(m % 32u) * (K / 4u) + k4]; }\n";
     vec![
+        ("vec4 A: A storage, B storage", format!("{storage_a4}{storage_b}")),
+        ("vec4 A: A storage, B texture", format!("{storage_a4}{texture_b}")),
+        ("vec4 A: A storage, B uniform (32 rows)", format!("{storage_a4}{uniform_b}")),
+        ("vec4 A: A texture, B texture", format!("{texture_a4}{texture_b}")),
+        ("vec4 A: A texture, B uniform (32 rows)", format!("{texture_a4}{uniform_b}")),
+        ("vec4 A: A uniform (32 rows), B texture", format!("{uniform_a4}{texture_b}")),
+        ("vec4 A: A uniform (32 rows), B uniform (32 rows)", format!("{uniform_a4}{uniform_b}")),
         ("A storage, B storage (today's kernels)", format!("{storage_a}{storage_b}")),
+        ("A storage, B uniform (32 rows)", format!("{storage_a}{uniform_b}")),
+        ("A texture, B uniform (32 rows)", format!("{texture_a}{uniform_b}")),
         ("A storage, B texture", format!("{storage_a}{texture_b}")),
         ("A texture, B storage", format!("{texture_a}{storage_b}")),
         ("A texture, B texture", format!("{texture_a}{texture_b}")),
@@ -96,7 +141,10 @@ fn main() {
     let invocations = (M / 8) * (N / 4);
     let flops = 2.0 * M as f64 * N as f64 * K as f64;
     for (name, prelude) in variants() {
-        let source = format!("const M: u32 = {M}u;\nconst N: u32 = {N}u;\nconst K: u32 = {K}u;\n{prelude}{BODY}");
+        let body = if name.starts_with("vec4 A") { BODY4 } else { BODY };
+        let label = name;
+        let name = name.trim_start_matches("vec4 A: ");
+        let source = format!("const M: u32 = {M}u;\nconst N: u32 = {N}u;\nconst K: u32 = {K}u;\n{prelude}{body}");
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(source.into()) });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(name),
@@ -122,6 +170,9 @@ fn main() {
         if name.starts_with("A uniform") {
             entries.push(wgpu::BindGroupEntry { binding: 5, resource: ua.as_entire_binding() });
         }
+        if name.contains("B uniform") {
+            entries.push(wgpu::BindGroupEntry { binding: 6, resource: ua.as_entire_binding() });
+        }
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });
         let run = || {
             let mut encoder = device.create_command_encoder(&Default::default());
@@ -141,6 +192,6 @@ fn main() {
             run();
             best = best.min(t.elapsed().as_secs_f64());
         }
-        println!("{name:<40} {:8.2} ms  {:6.2} GFLOP/s", best * 1e3, flops / best / 1e9);
+        println!("{label:<52} {:8.2} ms  {:6.2} GFLOP/s", best * 1e3, flops / best / 1e9);
     }
 }

@@ -18,7 +18,8 @@
 // K = taps rounded up to 4, so it too takes VEC4 without the masked k step; the im2col reads of
 // taps past `taps` are masked to 0.
 // With W_TEXTURE (software devices, a constant weight, K % 4 == 0) the weight is a flat rgba32float
-// texture (flat_texture.wgsl, `Graph::constant_texture`).
+// texture (flat_texture.wgsl, `Graph::constant_texture`); with W_UNIFORM (lavapipe, a constant
+// weight of at most 64 KiB, K % 4 == 0) a uniform buffer (`Graph::constant_uniform`).
 // Bindings: 0 params, 1 x [B, Cin, H, W], 2 weight (storage, or `weight_texture`), 3 bias [Cout]
 // (the host binds x in place of an absent bias; BIAS = false never reads it),
 // 4 out [B, Cout, Ho, Wo] (with OUT_NHWC [B, Ho, Wo, Cout], or `out_texture` with OUT_TEXTURE).
@@ -66,10 +67,15 @@ struct Params {
 #if W_TEXTURE
 @group(0) @binding(2) var weight_texture: texture_2d<f32>;
 #else
+#if W_UNIFORM
+// At most 64 KiB, in a uniform buffer of exactly that size (graph::UNIFORM_WINDOW_BYTES).
+@group(0) @binding(2) var<uniform> weight_uniform: array<vec4<f32>, 4096>;
+#else
 #if VEC4
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
 #else
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
+#endif
 #endif
 #endif
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -87,14 +93,16 @@ override WG_M: u32 = 8u;
 override WG_N: u32 = 8u;
 override BIAS: bool = false;
 override ACT: u32 = 0u;
-// The weight is the texture `weight_texture` (see the header).
+// The weight is the texture `weight_texture`, or the uniform buffer `weight_uniform` (header).
 override W_TEXTURE: bool = false;
+override W_UNIFORM: bool = false;
 // The output is channel-last, [B, Ho, Wo, Cout] (one group, Cout % 4 == 0), and with OUT_TEXTURE
 // a flat texture (see the header).
 override OUT_NHWC: bool = false;
 override OUT_TEXTURE: bool = false;
 
-#if !W_TEXTURE
+#let W_BOUND_ELSEWHERE = W_TEXTURE + W_UNIFORM
+#if !W_BOUND_ELSEWHERE
 #if VEC4
 fn load_w(i: u32) -> f32 { return weight[i >> 2u][i & 3u]; }
 fn load_w4(i: u32) -> vec4<f32> { return weight[i >> 2u]; }
@@ -156,6 +164,10 @@ fn a_row(t: Tile, m: u32, k: u32, masked: bool) -> vec4<f32> {
     // K % 4 == 0, so no step is masked.
     return flat_texel(weight_texture, t.a_off + min(m, params.m - 1u) * params.k + k);
 #else
+#if W_UNIFORM
+    // K % 4 == 0, so no step is masked.
+    return weight_uniform[(t.a_off + min(m, params.m - 1u) * params.k + k) >> 2u];
+#else
     let K = params.k;
     let base = t.a_off + min(m, params.m - 1u) * K;
     if (!masked) {
@@ -165,6 +177,7 @@ fn a_row(t: Tile, m: u32, k: u32, masked: bool) -> vec4<f32> {
     let i = base + min(kk, vec4<u32>(K - 1u));
     let w = vec4<f32>(load_w(i.x), load_w(i.y), load_w(i.z), load_w(i.w));
     return select(vec4<f32>(0.0), w, kk < vec4<u32>(K));
+#endif
 #endif
 }
 

@@ -13,11 +13,13 @@
 // implicit-GEMM tile loads one value per 8 FMAs.
 //
 // Bindings: 0 params, 1 x [B, H, W, Cin] (vec4 over channels, or `x_texture`), 2 w [KH, KW,
-// Cin, Cout] (vec4 over output channels, or `w_texture`), 3 bias [Cout] (w is bound there when
-// BIAS is false), 4 out [B, Ho, Wo, Cout] (or `out_texture`). Cin % 4 == 0 and Cout % 4 == 0
-// (the host checks). With X_TEXTURE / W_TEXTURE / OUT_TEXTURE the tensor is a flat
-// rgba32float texture (flat_texture.wgsl): a constant weight on software devices, activations
-// `Graph::with_activation_textures` moved to textures on lavapipe.
+// Cin, Cout] (vec4 over output channels, or `w_texture` / `w_uniform`), 3 bias [Cout] (the host
+// binds its placeholder there when BIAS is false), 4 out [B, Ho, Wo, Cout] (or `out_texture`).
+// Cin % 4 == 0 and Cout % 4 == 0 (the host checks). With X_TEXTURE / W_TEXTURE / OUT_TEXTURE the
+// tensor is a flat rgba32float texture (flat_texture.wgsl): a constant weight on software
+// devices, activations `Graph::with_activation_textures` moved to textures on lavapipe. With
+// W_UNIFORM (lavapipe, a constant weight of at most 64 KiB, `Graph::constant_uniform`) the weight
+// is a uniform buffer.
 // Dispatch: one invocation per (b, oh, run of TP columns, group of 4 output channels), the
 // channel group fastest (neighbours fetch the same input texels), `total` in all, WG per
 // workgroup, ceil(total / WG) workgroups folded into (x, y) by `ops::grid`.
@@ -51,7 +53,12 @@ struct Params {
 #if W_TEXTURE
 @group(0) @binding(2) var w_texture: texture_2d<f32>;
 #else
+#if W_UNIFORM
+// At most 64 KiB, in a uniform buffer of exactly that size (graph::UNIFORM_WINDOW_BYTES).
+@group(0) @binding(2) var<uniform> w_uniform: array<vec4<f32>, 4096>;
+#else
 @group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
+#endif
 #endif
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 #if OUT_TEXTURE
@@ -73,6 +80,7 @@ override BIAS: bool = false;
 override ACT: u32 = 0u;
 override X_TEXTURE: bool = false;
 override W_TEXTURE: bool = false;
+override W_UNIFORM: bool = false;
 override OUT_TEXTURE: bool = false;
 
 // Capacities (the host keeps TP and the span within them).
@@ -98,7 +106,11 @@ fn load_w(i: u32) -> vec4<f32> {
 #if W_TEXTURE
     return flat_texel(w_texture, 4u * i);
 #else
+#if W_UNIFORM
+    return w_uniform[i];
+#else
     return w[i];
+#endif
 #endif
 }
 

@@ -14,9 +14,13 @@
 // (or a texture).
 // With A_TEXTURE / B_TEXTURE (software devices, under A_VEC4 / B_VEC4: a constant operand, or on
 // lavapipe an activation moved to a texture) or BIAS_TEXTURE it is read from a flat rgba32float
-// texture (flat_texture.wgsl) instead of a storage buffer, whatever the kernel's storage type. With OUT_TEXTURE (the vec4 kernel only) out
-// is a flat texture written at `flat_coords`: an activation `Graph::with_activation_textures`
-// moved to a texture, which the next matmuls read as their A_TEXTURE / B_TEXTURE.
+// texture (flat_texture.wgsl) instead of a storage buffer, whatever the kernel's storage type.
+// With A_UNIFORM / B_UNIFORM (lavapipe, under A_VEC4 / B_VEC4: a constant operand of at most 64
+// KiB, `Graph::constant_uniform`) it is a uniform buffer, which lavapipe reads with one gather
+// where a texel fetch takes the sampler's path (`examples/load_paths.rs`).
+// With OUT_TEXTURE (the vec4 kernel only) out is a flat texture written at `flat_coords`: an
+// activation `Graph::with_activation_textures` moved to a texture, which the next matmuls read
+// as their A_TEXTURE / B_TEXTURE.
 // Bindings: 0 params (uniform), 1 a (storage, or `a_texture`), 2 b (storage, or `b_texture`),
 // 3 bias (storage, or `bias_texture`; [M] if BIAS == 1, [N] if BIAS == 2), 4 residual (like out),
 // 5 out (storage, or the storage texture `out_texture`); with K_SCALE 5 k_scale and 6 out. The
@@ -75,13 +79,17 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 
+// An operand in a texture or a uniform buffer is not a storage buffer.
+#let A_BOUND_ELSEWHERE = A_TEXTURE + A_UNIFORM
+#let B_BOUND_ELSEWHERE = B_TEXTURE + B_UNIFORM
+
 #if VEC4
-#if !A_TEXTURE
+#if !A_BOUND_ELSEWHERE
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 fn load_a(i: u32) -> f32 { return a[i >> 2u][i & 3u]; }
 fn load_a4(i: u32) -> vec4<f32> { return a[i >> 2u]; }
 #endif
-#if !B_TEXTURE
+#if !B_BOUND_ELSEWHERE
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 fn load_b(i: u32) -> f32 { return b[i >> 2u][i & 3u]; }
 fn load_b4(i: u32) -> vec4<f32> { return b[i >> 2u]; }
@@ -110,12 +118,12 @@ fn store_out4(i: u32, v: vec4<f32>) { textureStore(out_texture, flat_coords(i), 
 fn store_out4(i: u32, v: vec4<f32>) { out[i >> 2u] = v; }
 #endif
 #else
-#if !A_TEXTURE
+#if !A_BOUND_ELSEWHERE
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 fn load_a(i: u32) -> f32 { return a[i]; }
 fn load_a4(i: u32) -> vec4<f32> { return vec4<f32>(a[i], a[i + 1u], a[i + 2u], a[i + 3u]); }
 #endif
-#if !B_TEXTURE
+#if !B_BOUND_ELSEWHERE
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 fn load_b(i: u32) -> f32 { return b[i]; }
 fn load_b4(i: u32) -> vec4<f32> { return vec4<f32>(b[i], b[i + 1u], b[i + 2u], b[i + 3u]); }
@@ -145,6 +153,19 @@ fn load_a(i: u32) -> f32 { return flat_elem(a_texture, i); }
 fn load_a4(i: u32) -> vec4<f32> { return flat_texel(a_texture, i); }
 #endif
 
+#if A_UNIFORM
+// A constant of at most 64 KiB in a uniform buffer of exactly that size (graph::UNIFORM_WINDOW_BYTES).
+@group(0) @binding(1) var<uniform> a_uniform: array<vec4<f32>, 4096>;
+fn load_a(i: u32) -> f32 { return a_uniform[i >> 2u][i & 3u]; }
+fn load_a4(i: u32) -> vec4<f32> { return a_uniform[i >> 2u]; }
+#endif
+
+#if B_UNIFORM
+@group(0) @binding(2) var<uniform> b_uniform: array<vec4<f32>, 4096>;
+fn load_b(i: u32) -> f32 { return b_uniform[i >> 2u][i & 3u]; }
+fn load_b4(i: u32) -> vec4<f32> { return b_uniform[i >> 2u]; }
+#endif
+
 #if B_TEXTURE
 @group(0) @binding(2) var b_texture: texture_2d<f32>;
 fn load_b(i: u32) -> f32 { return flat_elem(b_texture, i); }
@@ -158,6 +179,9 @@ override TRANS_B: bool = false;
 // a, b or the bias is a flat texture (flat_texture.wgsl): `a_texture`, `b_texture`, `bias_texture`.
 override A_TEXTURE: bool = false;
 override B_TEXTURE: bool = false;
+// a or b is a constant in a uniform buffer (`a_uniform`, `b_uniform`; header).
+override A_UNIFORM: bool = false;
+override B_UNIFORM: bool = false;
 override BIAS_TEXTURE: bool = false;
 // The vec4 kernel's output is a flat texture, written as a storage texture (`out_texture`).
 override OUT_TEXTURE: bool = false;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::graph::{Bindings, Graph, StorageKind, TensorId};
+use crate::graph::{Bindings, ConstantBinding, Graph, StorageKind, TensorId, UNIFORM_WINDOW_BYTES};
 use crate::kernels::PipelineKey;
 use crate::plan::{align_up, plan_graph, MemoryPlan};
 use crate::tensor::HostTensor;
@@ -223,8 +223,9 @@ fn shader_module(device: &wgpu::Device, name: &str, source: String) -> wgpu::Sha
 }
 
 /// Every kernel's bindings, all in group 0: 0 the uniform params, then `reads` read-only storage
-/// buffers or sampled rgba32float textures (`bindings.textures`), then `writes` read-write
-/// storage buffers or write-only rgba32float storage textures.
+/// buffers, sampled rgba32float textures (`bindings.textures`) or uniform buffers
+/// (`bindings.uniforms`), then `writes` read-write storage buffers or write-only rgba32float
+/// storage textures.
 fn binding_layout(device: &wgpu::Device, bindings: Bindings) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
     let entry = |binding: usize, ty: wgpu::BindingType| wgpu::BindGroupLayoutEntry { binding: binding as u32, visibility: wgpu::ShaderStages::COMPUTE, ty, count: None };
     let buffer = |ty: wgpu::BufferBindingType| wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None };
@@ -242,6 +243,7 @@ fn binding_layout(device: &wgpu::Device, bindings: Bindings) -> (wgpu::BindGroup
     entries.extend((0..bindings.reads + bindings.writes).map(|i| {
         let read = i < bindings.reads;
         let ty = match (bindings.is_texture(i), read) {
+            _ if bindings.is_uniform(i) => buffer(wgpu::BufferBindingType::Uniform),
             (true, true) => texture,
             (true, false) => storage_texture,
             (false, read) => buffer(wgpu::BufferBindingType::Storage { read_only: read }),
@@ -385,6 +387,12 @@ mod driver_warmup {
         let storage: Vec<wgpu::Buffer> = (0..8)
             .map(|_| device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 256, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false }))
             .collect();
+        let uniform_window = device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: crate::graph::UNIFORM_WINDOW_BYTES as u64,
+            usage: wgpu::BufferUsages::UNIFORM,
+            mapped_at_creation: false,
+        });
         // By size and by whether a write binds it: one dispatch may not sample a texture and
         // write it as storage.
         let mut textures: HashMap<([u32; 2], bool), wgpu::TextureView> = HashMap::new();
@@ -416,6 +424,7 @@ mod driver_warmup {
                 binding: 1 + i as u32,
                 resource: match texture_sizes.get(i).copied().flatten() {
                     Some(size) => wgpu::BindingResource::TextureView(&textures[&(size, i >= bindings.reads)]),
+                    None if bindings.is_uniform(i) => uniform_window.as_entire_binding(),
                     None => b.as_entire_binding(),
                 },
             }));
@@ -517,6 +526,7 @@ mod browser_async {
         for i in 0..bindings.reads + bindings.writes {
             let read = i < bindings.reads;
             entries.push(&match (bindings.is_texture(i), read) {
+                _ if bindings.is_uniform(i) => buffer_entry(1 + i, "uniform"),
                 (true, true) => texture_entry(1 + i),
                 (true, false) => storage_texture_entry(1 + i),
                 (false, read) => buffer_entry(1 + i, if read { "read-only-storage" } else { "storage" }),
@@ -638,6 +648,24 @@ impl ConstantCache {
         let view = Arc::new(texture.create_view(&Default::default()));
         self.textures.lock().unwrap().insert(key.to_string(), view.clone());
         Ok(view)
+    }
+
+    /// The constant `data` (at most [`UNIFORM_WINDOW_BYTES`], checked by the graph) as a uniform
+    /// buffer of that size, zeros after the data: kernels declare the binding at that size.
+    fn get_or_upload_uniform(&self, ctx: &GpuContext, key: &str, data: &[f32]) -> Result<Arc<wgpu::Buffer>> {
+        if let Some(b) = self.buffers.lock().unwrap().get(key) {
+            return Ok(b.clone());
+        }
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(key),
+            size: UNIFORM_WINDOW_BYTES as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(data));
+        let buffer = Arc::new(buffer);
+        self.buffers.lock().unwrap().insert(key.to_string(), buffer.clone());
+        Ok(buffer)
     }
 
     fn get_or_upload(&self, ctx: &GpuContext, key: &str, data: &[f32]) -> Result<Arc<wgpu::Buffer>> {
@@ -884,14 +912,20 @@ impl Executable {
         let mut constant_buffer: HashMap<usize, Arc<wgpu::Buffer>> = HashMap::new();
         let mut constant_texture: HashMap<usize, Arc<wgpu::TextureView>> = HashMap::new();
         for (s, storage) in graph.storages.iter().enumerate() {
-            if let StorageKind::Constant { key, data, texture } = &storage.kind {
+            if let StorageKind::Constant { key, data, binding } = &storage.kind {
                 if live[s].is_none() {
                     continue;
                 }
-                if *texture {
-                    constant_texture.insert(s, constants.get_or_upload_texture(ctx, key, data)?);
-                } else {
-                    constant_buffer.insert(s, constants.get_or_upload(ctx, key, data)?);
+                match binding {
+                    ConstantBinding::Texture => {
+                        constant_texture.insert(s, constants.get_or_upload_texture(ctx, key, data)?);
+                    }
+                    ConstantBinding::Uniform => {
+                        constant_buffer.insert(s, constants.get_or_upload_uniform(ctx, key, data)?);
+                    }
+                    ConstantBinding::Buffer => {
+                        constant_buffer.insert(s, constants.get_or_upload(ctx, key, data)?);
+                    }
                 }
             }
         }
@@ -927,6 +961,11 @@ impl Executable {
             let nb = graph.bindings(node).storage_buffers();
             if nb > max_bindings.min(8) {
                 return Err(Error::Graph(format!("node '{}' binds {nb} storage buffers (limit 8)", node.label)));
+            }
+            // Binding 0 (the parameters) is a uniform buffer too.
+            let nu = graph.bindings(node).uniform_buffers() + 1;
+            if nu > limits.max_uniform_buffers_per_shader_stage as usize {
+                return Err(Error::Graph(format!("node '{}' binds {nu} uniform buffers (limit {})", node.label, limits.max_uniform_buffers_per_shader_stage)));
             }
             if node.workgroups.iter().any(|&w| w > max_wg) {
                 return Err(Error::Graph(format!(
@@ -971,7 +1010,7 @@ impl Executable {
                     entries.push(wgpu::BindGroupEntry { binding: 1 + b as u32, resource: wgpu::BindingResource::TextureView(view) });
                     continue;
                 }
-                let bytes = align_up((graph.storages[s].numel as u64 * 4).max(4), 4);
+                let bytes = if graph.is_uniform(*t) { UNIFORM_WINDOW_BYTES as u64 } else { align_up((graph.storages[s].numel as u64 * 4).max(4), 4) };
                 if bytes > max_binding {
                     return Err(Error::TooLarge(format!(
                         "node '{}': tensor of {bytes} bytes is over the per-binding limit {max_binding}",

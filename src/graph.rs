@@ -44,13 +44,30 @@ pub enum StorageKind {
     Input { name: String },
     /// Read-only parameters: uploaded once per model and shared by every graph of that model,
     /// found again by `key` (the checkpoint name, or a derived name such as a folded conv).
-    /// With `texture`, uploaded as a flat texture instead of a buffer ([`Graph::constant_texture`]).
-    Constant { key: String, data: Arc<Vec<f32>>, texture: bool },
+    /// `binding` says how kernels read it: a storage buffer, a flat texture
+    /// ([`Graph::constant_texture`]) or a uniform buffer ([`Graph::constant_uniform`]).
+    Constant { key: String, data: Arc<Vec<f32>>, binding: ConstantBinding },
     /// Produced by a node; lives in the planned arena: a slot buffer, or with `texture` a slot
     /// texture (flat, like a constant texture) that its producer writes as a storage texture
     /// and its consumers read with texel fetches ([`Graph::with_activation_textures`]).
     Activation { texture: bool },
 }
+
+/// How kernels read a constant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConstantBinding {
+    /// A read-only storage buffer.
+    Buffer,
+    /// A flat rgba32float texture ([`texture_extent`]).
+    Texture,
+    /// A uniform buffer of [`UNIFORM_WINDOW_BYTES`], the constant at its start, zeros after it.
+    Uniform,
+}
+
+/// The size of every constant bound as a uniform buffer ([`Graph::constant_uniform`]): WebGPU's
+/// default `maxUniformBufferBindingSize`. Kernels declare such a binding as
+/// `array<vec4<f32>, 4096>`, and a binding must be at least as large as what the shader declares.
+pub const UNIFORM_WINDOW_BYTES: usize = 65536;
 
 #[derive(Clone, Debug)]
 pub struct Storage {
@@ -80,14 +97,15 @@ pub struct Node {
 }
 
 /// A node's bind-group layout: binding 0 the uniform, then `reads` read-only bindings (each a
-/// storage buffer, or a sampled texture where bit i of `textures` is set), then `writes`
-/// (each a read_write storage buffer, or a write-only rgba32float storage texture where bit
-/// `reads + j` is set).
+/// storage buffer, a sampled texture where bit i of `textures` is set, or a uniform buffer where
+/// bit i of `uniforms` is set), then `writes` (each a read_write storage buffer, or a write-only
+/// rgba32float storage texture where bit `reads + j` of `textures` is set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Bindings {
     pub reads: usize,
     pub writes: usize,
     pub textures: u32,
+    pub uniforms: u32,
 }
 
 impl Bindings {
@@ -96,9 +114,20 @@ impl Bindings {
         self.textures >> i & 1 == 1
     }
 
-    /// Storage buffers bound (textures do not count against the storage-buffer limit).
+    /// Whether binding `i` (a read) is a uniform buffer.
+    pub fn is_uniform(&self, i: usize) -> bool {
+        self.uniforms >> i & 1 == 1
+    }
+
+    /// Storage buffers bound (textures and uniform buffers do not count against the
+    /// storage-buffer limit).
     pub fn storage_buffers(&self) -> usize {
-        self.reads + self.writes - self.textures.count_ones() as usize
+        self.reads + self.writes - self.textures.count_ones() as usize - self.uniforms.count_ones() as usize
+    }
+
+    /// Uniform buffers bound besides binding 0's parameters.
+    pub fn uniform_buffers(&self) -> usize {
+        self.uniforms.count_ones() as usize
     }
 }
 
@@ -168,7 +197,7 @@ impl Graph {
                 data.len()
             )));
         }
-        Ok(self.new_tensor(shape, StorageKind::Constant { key: key.to_string(), data, texture: false }))
+        Ok(self.new_tensor(shape, StorageKind::Constant { key: key.to_string(), data, binding: ConstantBinding::Buffer }))
     }
 
     /// The constant `t` (numel % 4 == 0) as a flat texture ([`texture_extent`]): kernels read 4
@@ -182,13 +211,33 @@ impl Graph {
         if !self.fits_texture(data.len()) {
             return None;
         }
-        let existing = self.tensors.iter().position(|d| {
-            matches!(&self.storages[d.storage].kind, StorageKind::Constant { key: k, texture: true, .. } if *k == key) && d.shape == shape
-        });
-        if let Some(i) = existing {
-            return Some(TensorId(i));
+        Some(self.bound_constant(&shape, key, data, ConstantBinding::Texture))
+    }
+
+    /// The constant `t` (numel % 4 == 0, at most [`UNIFORM_WINDOW_BYTES`] and the device's
+    /// `maxUniformBufferBindingSize`) as a uniform buffer: kernels index it as an
+    /// `array<vec4<f32>, 4096>`. On lavapipe a uniform-buffer load is one gather across the SIMD
+    /// lanes, where a texel fetch takes the sampler's path and a storage load a loop over the
+    /// lanes (`examples/load_paths.rs`). `None` when `t` is not a constant or is too large.
+    pub fn constant_uniform(&mut self, t: TensorId) -> Option<TensorId> {
+        let shape = self.shape(t).to_vec();
+        let (key, data) = self.constant_data(t).map(|(k, d)| (format!("{k}#uniform"), d.clone()))?;
+        let limit = UNIFORM_WINDOW_BYTES.min(self.profile.limits.max_uniform_buffer_binding_size as usize);
+        if data.is_empty() || !data.len().is_multiple_of(4) || data.len() * 4 > limit {
+            return None;
         }
-        Some(self.new_tensor(&shape, StorageKind::Constant { key, data, texture: true }))
+        Some(self.bound_constant(&shape, key, data, ConstantBinding::Uniform))
+    }
+
+    /// The constant `key` bound as `binding`, one tensor per key and shape in a graph.
+    fn bound_constant(&mut self, shape: &[usize], key: String, data: Arc<Vec<f32>>, binding: ConstantBinding) -> TensorId {
+        let existing = self.tensors.iter().position(|d| {
+            matches!(&self.storages[d.storage].kind, StorageKind::Constant { key: k, binding: b, .. } if *k == key && *b == binding) && d.shape == shape
+        });
+        match existing {
+            Some(i) => TensorId(i),
+            None => self.new_tensor(shape, StorageKind::Constant { key, data, binding }),
+        }
     }
 
     fn fits_texture(&self, numel: usize) -> bool {
@@ -200,7 +249,12 @@ impl Graph {
     /// Whether `t` is bound as a texture (a [`Graph::constant_texture`], or an activation
     /// [`Graph::with_activation_textures`] moved to a texture).
     pub fn is_texture(&self, t: TensorId) -> bool {
-        matches!(self.storages[self.tensors[t.0].storage].kind, StorageKind::Constant { texture: true, .. } | StorageKind::Activation { texture: true })
+        matches!(self.storages[self.tensors[t.0].storage].kind, StorageKind::Constant { binding: ConstantBinding::Texture, .. } | StorageKind::Activation { texture: true })
+    }
+
+    /// Whether `t` is bound as a uniform buffer (a [`Graph::constant_uniform`]).
+    pub fn is_uniform(&self, t: TensorId) -> bool {
+        matches!(self.storages[self.tensors[t.0].storage].kind, StorageKind::Constant { binding: ConstantBinding::Uniform, .. })
     }
 
     /// Width and height in texels of the texture `t` is bound as, if it is one
@@ -211,15 +265,16 @@ impl Graph {
 
     /// How `node` binds its tensors: the layout of its bind group.
     pub fn bindings(&self, node: &Node) -> Bindings {
-        let textures = node.reads.iter().chain(&node.writes).enumerate().filter(|(_, &t)| self.is_texture(t)).fold(0u32, |m, (i, _)| m | 1 << i);
-        Bindings { reads: node.reads.len(), writes: node.writes.len(), textures }
+        let mask = |bound: &dyn Fn(TensorId) -> bool| node.reads.iter().chain(&node.writes).enumerate().filter(|(_, &t)| bound(t)).fold(0u32, |m, (i, _)| m | 1 << i);
+        let (textures, uniforms) = (mask(&|t| self.is_texture(t)), mask(&|t| self.is_uniform(t)));
+        Bindings { reads: node.reads.len(), writes: node.writes.len(), textures, uniforms }
     }
 
     /// The key and values of `t` when it is a constant held in a buffer (or a view of one), for
     /// ops that derive another constant from it.
     pub fn constant_data(&self, t: TensorId) -> Option<(&str, &Arc<Vec<f32>>)> {
         match &self.storages[self.tensors[t.0].storage].kind {
-            StorageKind::Constant { key, data, texture: false } => Some((key.as_str(), data)),
+            StorageKind::Constant { key, data, binding: ConstantBinding::Buffer } => Some((key.as_str(), data)),
             _ => None,
         }
     }
@@ -323,7 +378,7 @@ impl Graph {
     pub fn placeholder(&mut self) -> TensorId {
         const KEY: &str = "wgvit.placeholder";
         let found = self.tensors.iter().position(|d| matches!(&self.storages[d.storage].kind, StorageKind::Constant { key, .. } if key == KEY));
-        found.map(TensorId).unwrap_or_else(|| self.new_tensor(&[4], StorageKind::Constant { key: KEY.into(), data: Arc::new(vec![0.0; 4]), texture: false }))
+        found.map(TensorId).unwrap_or_else(|| self.new_tensor(&[4], StorageKind::Constant { key: KEY.into(), data: Arc::new(vec![0.0; 4]), binding: ConstantBinding::Buffer }))
     }
 
     /// This graph with every activation that only offered bindings touch moved to a texture

@@ -15,7 +15,8 @@ use wgvit::{Graph, HostTensor};
 
 /// On the default kernel set and on lavapipe's, which writes out each invocation's run of 4
 /// output columns (`RUN_WRITTEN_OUT`, `tuning::atrous_dwconv_run_written_out`): the widths leave
-/// runs of 1 to 3 columns at the edge.
+/// runs of 1 to 3 columns at the edge. Odd cases take constant weights, which lavapipe reads
+/// from uniform buffers.
 #[test]
 fn atrous_dwconv_matches_cpu_on_random_shapes() {
     for profile in [wgvit::kernels::DeviceProfile::default(), common::lavapipe()] {
@@ -41,16 +42,32 @@ fn atrous_dwconv_matches_cpu_for(profile: wgvit::kernels::DeviceProfile) {
         let w = rng.tensor(&[nb, 3, 3, c], -0.5, 0.5);
         let bias = rng.tensor(&[c], -0.5, 0.5);
         let mut g = Graph::for_profile(profile.clone());
-        let (xi, wi) = (g.input("x", &shape), g.input("w", &w.shape));
-        let bi = with_bias.then(|| g.input("b", &[c]));
+        // Every other case with constant weights (as the model loads them): lavapipe then reads
+        // them, and the bias, from uniform buffers (`W_UNIFORM`).
+        let constant = i % 2 == 1;
+        let xi = g.input("x", &shape);
+        let mut tensor = |g: &mut Graph, name: &str, t: &HostTensor| {
+            if constant {
+                g.constant(name, &t.shape, std::sync::Arc::new(t.data.clone())).unwrap()
+            } else {
+                g.input(name, &t.shape)
+            }
+        };
+        let wi = tensor(&mut g, "w", &w);
+        let bi = with_bias.then(|| tensor(&mut g, "b", &bias));
         let y = atrous_dwconv(&mut g, xi, wi, bi, stride, act).unwrap();
-        assert!(g.nodes.last().unwrap().key.constants().contains(&("RUN_WRITTEN_OUT", written_out)), "{}", profile.name);
+        let key = g.nodes.last().unwrap().key.clone();
+        assert!(key.constants().contains(&("RUN_WRITTEN_OUT", written_out)), "{}", profile.name);
+        assert!(key.constants().contains(&("W_UNIFORM", (constant && written_out == 1) as u32)), "{}: {key:?}", profile.name);
         g.output("y", y);
         let (oh, ow) = (out_side(shape[1], stride), out_side(shape[2], stride));
         assert_eq!(g.shape(y), [shape[0], oh, ow, c]);
-        let mut inputs = vec![&x, &w];
-        if with_bias {
-            inputs.push(&bias);
+        let mut inputs = vec![&x];
+        if !constant {
+            inputs.push(&w);
+            if with_bias {
+                inputs.push(&bias);
+            }
         }
         let out = run(&g, &inputs);
         let want = atrous_dwconv_cpu(&x.data, shape, &w.data, nb, with_bias.then_some(&bias.data[..]), stride, act);

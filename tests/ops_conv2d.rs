@@ -128,8 +128,9 @@ fn conv2d_constant_weights_with_odd_rows_take_the_vec4_kernel() {
     }
     cases[1].act = Activation::Gelu;
     for c in &cases {
-        // Software devices read the (padded) constant weight through a texture.
-        for (profile, texture) in [(DeviceProfile::gpu_like(), 0), (DeviceProfile::cpu_like(), 1)] {
+        // Software devices read the (padded) constant weight through a texture; lavapipe, the
+        // weight being under 64 KiB, through a uniform buffer (`check` runs all three).
+        for (profile, texture, uniform) in [(DeviceProfile::gpu_like(), 0, 0), (DeviceProfile::cpu_like(), 1, 0), (common::lavapipe(), 0, 1)] {
             let mut g = Graph::for_profile(profile);
             let x = g.input("x", &c.x);
             let w_shape = [c.cout, c.x[1] / c.p.groups, c.kernel.0, c.kernel.1];
@@ -138,6 +139,7 @@ fn conv2d_constant_weights_with_odd_rows_take_the_vec4_kernel() {
             let key = &g.nodes.last().unwrap().key;
             assert_eq!(key.kernel, wgvit::kernels::Kernel::Conv2dVec4, "{:?}", c.x);
             assert!(key.constants().contains(&("K_TAIL", 0)) && key.constants().contains(&("W_TEXTURE", texture)), "{key:?}");
+            assert!(key.constants().contains(&("W_UNIFORM", uniform)), "{key:?}");
         }
     }
     check(&cases, 23);

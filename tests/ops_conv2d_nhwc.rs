@@ -65,6 +65,9 @@ fn check_direct(cases: &[Case], seed: u64) {
             });
             let y = conv2d_nhwc(&mut g, xi, wi, bi, &c.p, c.act).unwrap();
             let node = g.nodes.last().unwrap();
+            // lavapipe reads a constant weight (all of these under 64 KiB) from a uniform buffer.
+            let uniform = c.constant_weight && profile.name.starts_with("llvmpipe");
+            assert!(node.key.constants().contains(&("W_UNIFORM", uniform as u32)), "{:?}", node.key);
             let name = format!("{}: x{:?} cout {} k{:?} {:?} bias {} {:?} [{} {:?}]", profile.name, c.x, c.cout, c.kernel, c.p, c.bias, c.act, node.label, node.key.constants());
             let (want, shape) = conv2d_nhwc_cpu(&xt.data, c.x, &wt.data, &w_shape, c.bias.then_some(bt.data.as_slice()), &c.p, c.act);
             assert_eq!(g.shape(y), shape.as_slice(), "{name}");

@@ -602,3 +602,50 @@ fn matmul_k_scaled_rejects_bad_shapes() {
     let e = wgvit::ops::matmul::matmul_k_scaled(&mut g, a, w, false, true, scale, Epilogue::default()).unwrap_err().to_string();
     assert!(e.contains("multiples of 4"), "{e}");
 }
+
+/// On lavapipe a constant operand of at most 64 KiB is read from a uniform buffer
+/// (`Graph::constant_uniform`, `A_UNIFORM` / `B_UNIFORM`) instead of a texture: weights as B
+/// (linears) and as A (row-bias GEMMs, stored plain and transposed, and with N = 49 on the
+/// element kernel); larger ones keep their texture, K % 4 != 0 its buffer. Values against the
+/// CPU reference, and the bindings' kinds.
+#[test]
+fn small_constant_operands_come_from_uniform_buffers_on_lavapipe() {
+    use std::sync::Arc;
+    let mut rng = Rng::new(61);
+    let mut cases = Cases::for_profile(common::lavapipe());
+    // (rows, k, n, uniform, texture): 24 KiB; 80 KiB (over the window: a texture); K = 30.
+    for (rows, k, n, uniform, texture) in [(98, 64, 96, true, false), (37, 128, 160, false, true), (9, 30, 12, false, false)] {
+        let (x, xt) = cases.input(&mut rng, &[rows, k]);
+        let wt = rng.tensor(&[n, k], -1.0, 1.0);
+        let w = cases.g.constant(&format!("w{n}"), &[n, k], Arc::new(wt.data.clone())).unwrap();
+        let y = linear(&mut cases.g, x, w, None, Activation::Gelu).unwrap();
+        let node = cases.g.nodes.last().unwrap();
+        let c = node.key.constants();
+        assert!(c.contains(&("B_UNIFORM", uniform as u32)) && c.contains(&("B_TEXTURE", texture as u32)), "{rows}x{k}x{n}: {c:?}");
+        assert_eq!(cases.g.is_uniform(node.reads[1]), uniform);
+        let name = format!("linear {rows}x{k} -> {n}");
+        cases.g.output(&name, y);
+        let (want, _) = matmul_cpu(&xt.data, &[rows, k], &wt.data, &[n, k], false, true, 1.0, None, Activation::Gelu, None);
+        cases.expected.push((name, want));
+    }
+    // A constant A: [M, K] plain (vec4 kernel, and the element kernel at N = 49) and [K, M] transposed.
+    let (m, k) = (300, 36);
+    let wt = rng.tensor(&[m, k], -1.0, 1.0);
+    let w = cases.g.constant("wa", &[m, k], Arc::new(wt.data.clone())).unwrap();
+    let w_tt = rng.tensor(&[k, m], -1.0, 1.0);
+    let w_t = cases.g.constant("wa_t", &[k, m], Arc::new(w_tt.data.clone())).unwrap();
+    let biast = rng.tensor(&[m], -1.0, 1.0);
+    let bias = cases.g.constant("ba", &[m], Arc::new(biast.data.clone())).unwrap();
+    let row_bias = Some((&biast.data[..], BiasAxis::Row));
+    for (name, n, trans_a) in [("w · x", 40, false), ("w · x, N = 49", 49, false), ("w_tᵀ · x", 40, true)] {
+        let (x, xt) = cases.input(&mut rng, &[k, n]);
+        let a = if trans_a { w_t } else { w };
+        let y = matmul(&mut cases.g, a, x, trans_a, false, Epilogue { bias: Some((bias, BiasAxis::Row)), ..Default::default() }).unwrap();
+        assert!(cases.g.nodes.last().unwrap().key.constants().contains(&("A_UNIFORM", 1)), "{name}");
+        cases.g.output(name, y);
+        let (a_data, a_shape) = if trans_a { (&w_tt.data, [k, m]) } else { (&wt.data, [m, k]) };
+        let (want, _) = matmul_cpu(a_data, &a_shape, &xt.data, &[k, n], trans_a, false, 1.0, row_bias, Activation::None, None);
+        cases.expected.push((name.into(), want));
+    }
+    cases.check();
+}

@@ -273,7 +273,10 @@ fn footprint(module: &Module) -> Result<Footprint, Vec<String>> {
             // A sampled texture (`Graph::constant_texture`) takes a read's place.
             AddressSpace::Handle if !seen_read_write => {}
             AddressSpace::Handle => problems.push(format!("texture `{var}` comes after a read_write binding")),
-            other => problems.push(format!("`{var}` is in {other:?}; only storage buffers and textures follow params")),
+            // So does a uniform buffer (`Graph::constant_uniform`).
+            AddressSpace::Uniform if !seen_read_write => {}
+            AddressSpace::Uniform => problems.push(format!("uniform `{var}` comes after a read_write binding")),
+            other => problems.push(format!("`{var}` is in {other:?}; only storage buffers, textures and uniform buffers follow params")),
         }
     }
     if !problems.is_empty() {
@@ -443,6 +446,7 @@ fn check_node(node: &wgvit::graph::Node, bindings: wgvit::graph::Bindings) -> Re
         let expected = match *binding {
             0 => "uniform",
             b if b <= reads && bindings.is_texture(b as usize - 1) => "texture",
+            b if b <= reads && bindings.is_uniform(b as usize - 1) => "uniform",
             b if b <= reads => "read-only storage",
             b if b <= reads + writes => "read_write storage",
             _ => "nothing (past the node's reads and writes)",
@@ -456,6 +460,10 @@ fn check_node(node: &wgvit::graph::Node, bindings: wgvit::graph::Bindings) -> Re
         };
         if expected != found {
             problems.push(format!("binding {binding} `{var}` is {found}, the node's layout has {expected} ({reads} reads, {writes} writes)"));
+        }
+        // A constant in a uniform buffer is bound as a window of exactly this size.
+        if *binding > 0 && matches!(space, AddressSpace::Uniform) && *size != wgvit::graph::UNIFORM_WINDOW_BYTES as u32 {
+            problems.push(format!("uniform `{var}` is {size} bytes; constants are bound as {} B windows", wgvit::graph::UNIFORM_WINDOW_BYTES));
         }
         let uniform_bytes = (node.params.words.len().max(4).div_ceil(4) * 16) as u32;
         if *binding == 0 && *size > uniform_bytes {

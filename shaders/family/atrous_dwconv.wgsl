@@ -8,8 +8,10 @@
 // GELU. With NB = 1, S = 2 and a 2×2 box of ¼ in the lower-right taps it is a 2×2/2 average pool.
 //
 // Bindings: 0 params, 1 x [B, H, W, C] (vec4 over channels), 2 w [NB, 3, 3, C] (tap-major, the
-// channels innermost so a vec4 of four channels is one load), 3 bias [C] (w is bound there when
-// BIAS is false), 4 out [B, Ho, Wo, C]. C % 4 == 0 (checked by the host).
+// channels innermost so a vec4 of four channels is one load), 3 bias [C] (the host binds its
+// placeholder there when BIAS is false), 4 out [B, Ho, Wo, C]. C % 4 == 0 (checked by the host).
+// With W_UNIFORM (lavapipe, constants of at most 64 KiB, `Graph::constant_uniform`) w and the
+// bias are uniform buffers: one gather across the SIMD lanes there instead of a loop over them.
 // Dispatch: one invocation per (b, oh, run of TP output columns, group of 4 channels), channel
 // group fastest (neighbouring invocations read neighbouring 16-byte vectors of the same pixel),
 // `total` in all, WG per workgroup, ceil(total / WG) workgroups folded into (x, y) by `ops::grid`.
@@ -44,8 +46,18 @@ struct Params {
 #else
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 #endif
+#if W_UNIFORM
+// Each at most 64 KiB, in uniform buffers of exactly that size (graph::UNIFORM_WINDOW_BYTES).
+@group(0) @binding(2) var<uniform> w: array<vec4<f32>, 4096>;
+#if BIAS
+@group(0) @binding(3) var<uniform> bias: array<vec4<f32>, 4096>;
+#else
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
+#endif
+#else
 @group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
+#endif
 #if OUT_TEXTURE
 @group(0) @binding(4) var out_texture: texture_storage_2d<rgba32float, write>;
 #else
@@ -63,6 +75,8 @@ override BIAS: bool = false;
 override ACT: u32 = 0u;
 override X_TEXTURE: bool = false;
 override OUT_TEXTURE: bool = false;
+// The weights and the bias are uniform buffers (header).
+override W_UNIFORM: bool = false;
 // The run of TP outputs written out with shared input fetches (see `main`), not a loop.
 override RUN_WRITTEN_OUT: bool = false;
 

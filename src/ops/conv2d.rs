@@ -204,8 +204,9 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
         Some(w) => (w, taps.next_multiple_of(4)),
         None => (weight, taps),
     };
-    // A constant weight read through a flat texture where the device prefers it.
-    let texture = if tuning::constant_textures(&g.profile) && k.is_multiple_of(4) { g.constant_texture(weight) } else { None };
+    // A constant weight read through a uniform buffer or a flat texture where the device prefers it.
+    let uniform = if tuning::constant_uniforms(&g.profile) && k.is_multiple_of(4) { g.constant_uniform(weight) } else { None };
+    let texture = if tuning::constant_textures(&g.profile) && k.is_multiple_of(4) && uniform.is_none() { g.constant_texture(weight) } else { None };
     let batches = s.batch * groups;
     let t = tuning::conv_gemm_tiling(&g.profile, 2 * (batches * m * n * taps) as u64, m);
     let launch = tuning::gemm_launch(&g.profile, &t, m, n);
@@ -222,11 +223,12 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
             .with("K_TAIL", !k.is_multiple_of(4) as u32)
             .with("STORE_LOOP", tuning::gemm_store_loop(&g.profile, t.tm, t.tn) as u32)
             .with("W_TEXTURE", texture.is_some() as u32)
+            .with("W_UNIFORM", uniform.is_some() as u32)
             .with("OUT_NHWC", out_nhwc as u32)
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32),
         params: Uniform::of(&params::Conv2d { m: c(m), n: c(n), k: c(k), batches: c(batches), tiles_m: c(launch.tiles_m), tiles_n: c(launch.tiles_n), groups: c(groups), in_c: c(s.in_c / groups), in_h: c(s.in_h), in_w: c(s.in_w), out_w: c(s.out_w), kernel_h: c(kh), kernel_w: c(kw), stride_h: c(p.stride.0), stride_w: c(p.stride.1), pad_h: c(p.padding.0), pad_w: c(p.padding.1), dil_h: c(p.dilation.0), dil_w: c(p.dilation.1), taps: c(taps), lanes_n_log2: launch.lanes_n_log2, _p0: 0, _p1: 0, _p2: 0 }),
-        reads: vec![x, texture.unwrap_or(weight), bias.unwrap_or(x)],
+        reads: vec![x, texture.or(uniform).unwrap_or(weight), bias.unwrap_or(x)],
         writes: vec![y],
         workgroups: grid(batches * launch.tiles_m * launch.tiles_n),
         flops: 2 * (batches * m * n * taps) as u64,

@@ -49,7 +49,9 @@ pub fn conv2d_nhwc(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Te
     check_u32("conv2d_nhwc invocations", total + WG as usize)?;
 
     let taps_last = taps_outermost(g, weight, &s)?;
-    let texture = if tuning::constant_textures(&g.profile) { g.constant_texture(taps_last) } else { None };
+    let uniform = if tuning::constant_uniforms(&g.profile) { g.constant_uniform(taps_last) } else { None };
+    let texture = if tuning::constant_textures(&g.profile) && uniform.is_none() { g.constant_texture(taps_last) } else { None };
+    let filler = g.placeholder();
     let y = g.activation(&[b, s.out_h, s.out_w, s.out_c]);
     let u = |v: usize| v as u32;
     g.push(Node {
@@ -64,6 +66,7 @@ pub fn conv2d_nhwc(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Te
             .with("DW", u(p.dilation.1))
             .with("TP", u(run))
             .with("W_TEXTURE", texture.is_some() as u32)
+            .with("W_UNIFORM", uniform.is_some() as u32)
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32),
         params: Uniform::of(&params::Conv2dNhwc {
@@ -80,7 +83,7 @@ pub fn conv2d_nhwc(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Te
             _p0: 0,
             _p1: 0,
         }),
-        reads: vec![x, texture.unwrap_or(taps_last), bias.unwrap_or(taps_last)],
+        reads: vec![x, texture.or(uniform).unwrap_or(taps_last), bias.unwrap_or(filler)],
         writes: vec![y],
         workgroups: grid(total.div_ceil(WG as usize)),
         flops: 2 * (b * s.out_h * s.out_w * s.out_c * cin * kh * kw) as u64,

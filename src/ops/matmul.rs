@@ -271,9 +271,13 @@ fn push_gemm(
     // Constant operands (weights) read through flat textures where the device prefers it. Only
     // with vec4 block loads, whose offsets are all multiples of 4 (a texel); a bias's loads are
     // (`constant_texture` takes only whole texels).
+    // On lavapipe, one of at most 64 KiB from a uniform buffer instead.
     let textured = tuning::constant_textures(&g.profile);
-    let a_texture = if textured && a_vec4 { g.constant_texture(a) } else { None };
-    let b_texture = if textured && b_vec4 { g.constant_texture(b) } else { None };
+    let uniforms = tuning::constant_uniforms(&g.profile);
+    let a_uniform = if uniforms && a_vec4 { g.constant_uniform(a) } else { None };
+    let b_uniform = if uniforms && b_vec4 { g.constant_uniform(b) } else { None };
+    let a_texture = if textured && a_vec4 && a_uniform.is_none() { g.constant_texture(a) } else { None };
+    let b_texture = if textured && b_vec4 && b_uniform.is_none() { g.constant_texture(b) } else { None };
     let bias_texture = if textured { epi.bias.and_then(|(t, _)| g.constant_texture(t)) } else { None };
     let filler = g.placeholder();
     let out = g.activation(&out_shape);
@@ -288,6 +292,8 @@ fn push_gemm(
         .with("TRANS_B", trans_b as u32)
         .with("A_TEXTURE", a_texture.is_some() as u32)
         .with("B_TEXTURE", b_texture.is_some() as u32)
+        .with("A_UNIFORM", a_uniform.is_some() as u32)
+        .with("B_UNIFORM", b_uniform.is_some() as u32)
         .with("BIAS_TEXTURE", bias_texture.is_some() as u32)
         .with("A_VEC4", a_vec4 as u32)
         .with("B_VEC4", b_vec4 as u32)
@@ -306,16 +312,16 @@ fn push_gemm(
         params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(s.batches()), tiles_m: p(launch.tiles_m), tiles_n: p(launch.tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha: epi.alpha, lanes_n_log2: launch.lanes_n_log2,
             patch_cols: gather.cols, patch_area: gather.area, patch_stride_img: gather.stride_img, patch_stride_row: gather.stride_row, patch_stride_col: gather.stride_col,
             patch_k_stride0: gather.k_stride0, patch_k_stride1: gather.k_stride1, patch_k_len1: gather.k_len1, patch_k_len2: gather.k_len2, _p0: 0 }),
-        reads: [a_texture.unwrap_or(a), b_texture.unwrap_or(b), bias_texture.or(epi.bias.map(|(t, _)| t)).unwrap_or(filler), epi.residual.unwrap_or(filler)].into_iter().chain(k_scale).collect(),
+        reads: [a_texture.or(a_uniform).unwrap_or(a), b_texture.or(b_uniform).unwrap_or(b), bias_texture.or(epi.bias.map(|(t, _)| t)).unwrap_or(filler), epi.residual.unwrap_or(filler)].into_iter().chain(k_scale).collect(),
         writes: vec![out],
         workgroups: grid(workgroups),
         flops: 2 * (s.batches() * s.m * s.n * s.k) as u64,
     });
     // An activation operand in vec4 blocks, and the vec4 kernel's output, may be a texture.
-    if a_vec4 && a_texture.is_none() {
+    if a_vec4 && a_texture.is_none() && a_uniform.is_none() {
         g.offer_texture(0, "A_TEXTURE");
     }
-    if b_vec4 && b_texture.is_none() {
+    if b_vec4 && b_texture.is_none() && b_uniform.is_none() {
         g.offer_texture(1, "B_TEXTURE");
     }
     if kernel == Kernel::MatmulVec4 {

@@ -272,6 +272,19 @@ pub fn constant_textures(profile: &DeviceProfile) -> bool {
     profile.is_cpu_like()
 }
 
+/// Whether a kernel reads a constant operand of at most 64 KiB from a uniform buffer
+/// (`Graph::constant_uniform`) where it can, rather than from a texture: on lavapipe. There a
+/// uniform-buffer load is one gather across the SIMD lanes; a texel fetch takes the sampler's
+/// path. `examples/load_paths.rs` (an 8 × 4 register tile, A in vec4s along k, M = N = K = 512,
+/// Intel Xeon, ms): A and B textures 18.7, B uniform 15.2, both uniform 13.2; SwiftShader the
+/// other way (33.5, 41.7, 64.7), so it keeps textures. The digit models' GEMM weights, the
+/// direct and implicit convs' weights and the atrous convs' weights and biases all fit:
+/// accvit-digits 0.97 of its warm time for the GEMMs, 0.98 more for the convs (`tools/bench_pair.py`,
+/// 4 × 100 runs, Intel Xeon), hatnet-digits 0.98, lavit-digits 0.99, vvt-digits 1.00.
+pub fn constant_uniforms(profile: &DeviceProfile) -> bool {
+    is_lavapipe(profile)
+}
+
 /// Whether activations that only texture-capable bindings touch live in flat textures
 /// (`Graph::with_activation_textures`): the producing kernel writes a storage texture, the
 /// consumers fetch texels. lavapipe only. With the real matmul kernel at the tiny models' GEMM

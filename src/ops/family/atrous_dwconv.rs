@@ -9,7 +9,7 @@
 //! `(H − 1) / S + 1` because its padding equals its dilation; with stride 2 the centre tap of
 //! output `(i, j)` is input `(2i, 2j)`.
 
-use super::{check_u32, grid, params, Activation, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
+use super::{check_u32, grid, params, tuning, Activation, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 /// Most branches (dilations 1 ..= 3) the kernel holds weights for.
@@ -60,6 +60,18 @@ pub fn atrous_dwconv(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<
     let total = b * oh * col_blocks * (c / 4);
     check_u32("atrous_dwconv x", g.numel(x))?;
     check_u32("atrous_dwconv invocations", total + WG as usize)?;
+    // On lavapipe the weights and the bias from uniform buffers, when both are constants that fit.
+    let (weight, bias, uniform) = match tuning::constant_uniforms(&g.profile).then(|| g.constant_uniform(weight)).flatten() {
+        Some(w) => match bias {
+            None => (w, None, true),
+            Some(t) => match g.constant_uniform(t) {
+                Some(bu) => (w, Some(bu), true),
+                None => (weight, bias, false),
+            },
+        },
+        None => (weight, bias, false),
+    };
+    let filler = g.placeholder();
     let y = g.activation(&[b, oh, ow, c]);
     let u = |v: usize| v as u32;
     g.push(Node {
@@ -71,9 +83,10 @@ pub fn atrous_dwconv(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<
             .with("TP", u(TP))
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32)
-            .with("RUN_WRITTEN_OUT", crate::ops::tuning::atrous_dwconv_run_written_out(&g.profile) as u32),
+            .with("RUN_WRITTEN_OUT", tuning::atrous_dwconv_run_written_out(&g.profile) as u32)
+            .with("W_UNIFORM", uniform as u32),
         params: Uniform::of(&params::AtrousDwconv { total: u(total), c4: u(c / 4), in_h: u(h), in_w: u(w), out_h: u(oh), out_w: u(ow), col_blocks: u(col_blocks), _pad: 0 }),
-        reads: vec![x, weight, bias.unwrap_or(weight)],
+        reads: vec![x, weight, bias.unwrap_or(filler)],
         writes: vec![y],
         workgroups: grid(total.div_ceil(WG as usize)),
         flops: 2 * (b * oh * ow * c * (8 * nb + 1)) as u64,
