@@ -10,7 +10,10 @@
 // `c` counts V elements, ELEMS floats each.
 // Bindings: 0 params, 1 x [rows, c] (read), 2 gamma [c] (read), 3 beta [c] (read),
 //           4 y [rows, c] (write; with Y_TEXTURE a write-only flat rgba32float storage texture).
-//           A layer without affine binds constant ones / zeros.
+//           A layer without affine binds constant ones / zeros. With X_UNIFORM / AFFINE_UNIFORM
+//           (VEC4, lavapipe) x (`Graph::with_activation_uniforms`), and gamma and beta (constants,
+//           `Graph::constant_uniform`), are uniform buffers of 64 KiB: one gather across the SIMD
+//           lanes there, where a storage load is a loop over them.
 // Dispatch: ceil(rows / (WG / LANES)) workgroups folded into (x, y) by `ops::grid`.
 //   LANES invocations share one row (LANES a power of two dividing WG); LANES = 1 means every
 //   invocation loops over a whole row alone — no barriers and no workgroup memory traffic, which
@@ -27,9 +30,18 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+#if X_UNIFORM
+@group(0) @binding(1) var<uniform> x: array<vec4<f32>, 4096>;
+#else
 @group(0) @binding(1) var<storage, read> x: array<V>;
+#endif
+#if AFFINE_UNIFORM
+@group(0) @binding(2) var<uniform> gamma: array<vec4<f32>, 4096>;
+@group(0) @binding(3) var<uniform> beta: array<vec4<f32>, 4096>;
+#else
 @group(0) @binding(2) var<storage, read> gamma: array<V>;
 @group(0) @binding(3) var<storage, read> beta: array<V>;
+#endif
 #if Y_TEXTURE
 @group(0) @binding(4) var y_texture: texture_storage_2d<rgba32float, write>;
 #else
@@ -41,6 +53,9 @@ override LANES: u32 = 1u;
 // y is a flat texture (VEC4 only), written as a storage texture: an activation
 // `Graph::with_activation_textures` moved to a texture, read by matmuls as A_TEXTURE / B_TEXTURE.
 override Y_TEXTURE: bool = false;
+// x, and gamma and beta, are uniform buffers (VEC4 only; header).
+override X_UNIFORM: bool = false;
+override AFFINE_UNIFORM: bool = false;
 
 
 @compute @workgroup_size(WG)

@@ -16,8 +16,10 @@
 // lavapipe an activation moved to a texture) or BIAS_TEXTURE it is read from a flat rgba32float
 // texture (flat_texture.wgsl) instead of a storage buffer, whatever the kernel's storage type.
 // With A_UNIFORM / B_UNIFORM (lavapipe, under A_VEC4 / B_VEC4: a constant operand of at most 64
-// KiB, `Graph::constant_uniform`) it is a uniform buffer, which lavapipe reads with one gather
-// where a texel fetch takes the sampler's path (`examples/load_paths.rs`).
+// KiB, `Graph::constant_uniform`, or an activation as small, `Graph::with_activation_uniforms`)
+// it is a uniform buffer of 64 KiB, which lavapipe reads with one gather where a texel fetch
+// takes the sampler's path (`examples/load_paths.rs`); RESIDUAL_UNIFORM (the vec4 kernel) reads
+// the residual so.
 // With OUT_TEXTURE (the vec4 kernel only) out is a flat texture written at `flat_coords`: an
 // activation `Graph::with_activation_textures` moved to a texture, which the next matmuls read
 // as their A_TEXTURE / B_TEXTURE.
@@ -94,7 +96,11 @@ fn load_a4(i: u32) -> vec4<f32> { return a[i >> 2u]; }
 fn load_b(i: u32) -> f32 { return b[i >> 2u][i & 3u]; }
 fn load_b4(i: u32) -> vec4<f32> { return b[i >> 2u]; }
 #endif
+#if RESIDUAL_UNIFORM
+@group(0) @binding(4) var<uniform> residual: array<vec4<f32>, 4096>;
+#else
 @group(0) @binding(4) var<storage, read> residual: array<vec4<f32>>;
+#endif
 fn load_residual(i: u32) -> f32 { return residual[i >> 2u][i & 3u]; }
 fn load_residual4(i: u32) -> vec4<f32> { return residual[i >> 2u]; }
 #if K_SCALE
@@ -182,6 +188,8 @@ override B_TEXTURE: bool = false;
 // a or b is a constant in a uniform buffer (`a_uniform`, `b_uniform`; header).
 override A_UNIFORM: bool = false;
 override B_UNIFORM: bool = false;
+// The residual is a uniform buffer (the vec4 kernel: an activation of at most 64 KiB).
+override RESIDUAL_UNIFORM: bool = false;
 override BIAS_TEXTURE: bool = false;
 // The vec4 kernel's output is a flat texture, written as a storage texture (`out_texture`).
 override OUT_TEXTURE: bool = false;

@@ -9,6 +9,9 @@
 //     output alone (no barriers; right for many outputs), more for few long reductions.
 //
 // Bindings: 0 params, 1 x (read), 2 y (write). Fields of Params a mode does not use are 0.
+// With X_UNIFORM (MODE 1, lavapipe: an activation of at most 64 KiB,
+// `Graph::with_activation_uniforms`) x is a uniform buffer: one gather across the SIMD lanes
+// there, where a storage load is a loop over them.
 // Dispatch: MODE 0: ceil(n / WG) workgroups; MODE 1: ceil(n / (WG / LANES)); folded into (x, y).
 // Workgroup memory: WG f32 (partial sums, MODE 1 with LANES > 1) = 256 B at WG = 64.
 
@@ -32,12 +35,20 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+#if X_UNIFORM
+@group(0) @binding(1) var<uniform> x_uniform: array<vec4<f32>, 4096>;
+fn load_x(i: u32) -> f32 { return x_uniform[i >> 2u][i & 3u]; }
+#else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+fn load_x(i: u32) -> f32 { return x[i]; }
+#endif
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
 override WG: u32 = 64u;
 override MODE: u32 = 0u;
 override LANES: u32 = 1u;
+// x is a uniform buffer of 64 KiB (MODE 1; header).
+override X_UNIFORM: bool = false;
 
 var<workgroup> partial: array<f32, WG>;
 
@@ -59,7 +70,7 @@ fn avg_pool(o: u32) {
     for (var h = hs; h < he; h++) {
         let row = (plane * params.in_h + h) * params.in_w;
         for (var w = ws; w < we; w++) {
-            s += x[row + w];
+            s += load_x(row + w);
         }
     }
     let count = select((he - hs) * (we - ws), padded_count, params.count_include_pad != 0u);
@@ -86,7 +97,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var s = 0.0;
     if (in_range) {
         for (var k = lane; k < params.len; k += LANES) {
-            s += x[base + k * inner];
+            s += load_x(base + k * inner);
         }
     }
     if (LANES > 1u) {

@@ -451,14 +451,18 @@ mod driver_warmup {
     }
 }
 
-/// `graph` as the device runs it: with its activations in textures where the device wants them
-/// (`ops::tuning::activation_textures`), which changes the pipelines' bindings and defines.
+/// `graph` as the device runs it: with its small activations read as uniform buffers and the
+/// rest in textures where the device wants them (`ops::tuning::activation_uniforms`,
+/// `activation_textures`), which changes the pipelines' bindings and defines.
 fn for_device(graph: &Graph) -> std::borrow::Cow<'_, Graph> {
-    if crate::ops::tuning::activation_textures(&graph.profile) {
-        std::borrow::Cow::Owned(graph.with_activation_textures())
-    } else {
-        std::borrow::Cow::Borrowed(graph)
+    let mut g = std::borrow::Cow::Borrowed(graph);
+    if crate::ops::tuning::activation_uniforms(&graph.profile) {
+        g = std::borrow::Cow::Owned(g.with_activation_uniforms());
     }
+    if crate::ops::tuning::activation_textures(&graph.profile) {
+        g = std::borrow::Cow::Owned(g.with_activation_textures());
+    }
+    g
 }
 
 /// Every node's pipeline key and bindings, in graph order.
@@ -873,6 +877,14 @@ impl Executable {
         // per slot of the activations in textures
         let (plan, slot_of) = plan_graph(graph, &live, false);
         let max_binding = limits.max_storage_buffer_binding_size;
+        // A slot an activation read as a uniform buffer lives in is bound as a window of
+        // UNIFORM_WINDOW_BYTES from its start, so it is at least that large.
+        let mut uniform_slot = vec![false; plan.slot_bytes.len()];
+        for (s, storage) in graph.storages.iter().enumerate() {
+            if let (StorageKind::Activation { uniform_reads: true, .. }, Some(slot)) = (&storage.kind, slot_of[s]) {
+                uniform_slot[slot] = true;
+            }
+        }
         let slots: Vec<wgpu::Buffer> = plan
             .slot_bytes
             .iter()
@@ -881,10 +893,11 @@ impl Executable {
                 if bytes > max_binding.min(limits.max_buffer_size) {
                     return Err(Error::PlanTooLarge { needed: bytes, limit: max_binding.min(limits.max_buffer_size) });
                 }
+                let (size, uniform) = if uniform_slot[i] { (bytes.max(UNIFORM_WINDOW_BYTES as u64), wgpu::BufferUsages::UNIFORM) } else { (bytes, wgpu::BufferUsages::empty()) };
                 Ok(ctx.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(&format!("wgvit activations {i}")),
-                    size: bytes,
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                    size,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC | uniform,
                     mapped_at_creation: false,
                 }))
             })
@@ -1010,7 +1023,8 @@ impl Executable {
                     entries.push(wgpu::BindGroupEntry { binding: 1 + b as u32, resource: wgpu::BindingResource::TextureView(view) });
                     continue;
                 }
-                let bytes = if graph.is_uniform(*t) { UNIFORM_WINDOW_BYTES as u64 } else { align_up((graph.storages[s].numel as u64 * 4).max(4), 4) };
+                let read_as_uniform = b < node.reads.len() && graph.is_uniform(*t);
+                let bytes = if read_as_uniform { UNIFORM_WINDOW_BYTES as u64 } else { align_up((graph.storages[s].numel as u64 * 4).max(4), 4) };
                 if bytes > max_binding {
                     return Err(Error::TooLarge(format!(
                         "node '{}': tensor of {bytes} bytes is over the per-binding limit {max_binding}",

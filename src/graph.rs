@@ -49,8 +49,10 @@ pub enum StorageKind {
     Constant { key: String, data: Arc<Vec<f32>>, binding: ConstantBinding },
     /// Produced by a node; lives in the planned arena: a slot buffer, or with `texture` a slot
     /// texture (flat, like a constant texture) that its producer writes as a storage texture
-    /// and its consumers read with texel fetches ([`Graph::with_activation_textures`]).
-    Activation { texture: bool },
+    /// and its consumers read with texel fetches ([`Graph::with_activation_textures`]). With
+    /// `uniform_reads` (at most [`UNIFORM_WINDOW_BYTES`]) its consumers bind its slot buffer as a
+    /// uniform buffer of that size ([`Graph::with_activation_uniforms`]).
+    Activation { texture: bool, uniform_reads: bool },
 }
 
 /// How kernels read a constant.
@@ -149,15 +151,18 @@ pub struct Graph {
     pub profile: DeviceProfile,
     /// Bindings whose kernel can take a texture instead of a buffer there, and the `override`
     /// that switches it ([`Graph::offer_texture`], used by [`Graph::with_activation_textures`]).
-    pub texture_offers: Vec<TextureOffer>,
+    pub texture_offers: Vec<BindingOffer>,
+    /// Read bindings whose kernel can take a uniform buffer there ([`Graph::offer_uniform`], used
+    /// by [`Graph::with_activation_uniforms`]).
+    pub uniform_offers: Vec<BindingOffer>,
     label_prefix: String,
 }
 
 /// Binding `binding` (reads first, then writes) of node `node` can be a flat rgba32float texture
-/// (a sampled texture for a read, a write-only storage texture for a write) when the node's key
-/// sets `define` to 1.
+/// (a sampled texture for a read, a write-only storage texture for a write; a texture offer), or
+/// a uniform buffer (a read; a uniform offer), when the node's key sets `define` to 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TextureOffer {
+pub struct BindingOffer {
     pub node: usize,
     pub binding: usize,
     pub define: &'static str,
@@ -222,8 +227,7 @@ impl Graph {
     pub fn constant_uniform(&mut self, t: TensorId) -> Option<TensorId> {
         let shape = self.shape(t).to_vec();
         let (key, data) = self.constant_data(t).map(|(k, d)| (format!("{k}#uniform"), d.clone()))?;
-        let limit = UNIFORM_WINDOW_BYTES.min(self.profile.limits.max_uniform_buffer_binding_size as usize);
-        if data.is_empty() || !data.len().is_multiple_of(4) || data.len() * 4 > limit {
+        if !self.fits_uniform(data.len()) {
             return None;
         }
         Some(self.bound_constant(&shape, key, data, ConstantBinding::Uniform))
@@ -249,12 +253,22 @@ impl Graph {
     /// Whether `t` is bound as a texture (a [`Graph::constant_texture`], or an activation
     /// [`Graph::with_activation_textures`] moved to a texture).
     pub fn is_texture(&self, t: TensorId) -> bool {
-        matches!(self.storages[self.tensors[t.0].storage].kind, StorageKind::Constant { binding: ConstantBinding::Texture, .. } | StorageKind::Activation { texture: true })
+        matches!(self.storages[self.tensors[t.0].storage].kind, StorageKind::Constant { binding: ConstantBinding::Texture, .. } | StorageKind::Activation { texture: true, .. })
     }
 
-    /// Whether `t` is bound as a uniform buffer (a [`Graph::constant_uniform`]).
+    /// Whether a kernel that reads `t` binds it as a uniform buffer (a [`Graph::constant_uniform`],
+    /// or an activation [`Graph::with_activation_uniforms`] moved there; its producer still
+    /// writes a storage buffer).
     pub fn is_uniform(&self, t: TensorId) -> bool {
-        matches!(self.storages[self.tensors[t.0].storage].kind, StorageKind::Constant { binding: ConstantBinding::Uniform, .. })
+        matches!(
+            self.storages[self.tensors[t.0].storage].kind,
+            StorageKind::Constant { binding: ConstantBinding::Uniform, .. } | StorageKind::Activation { uniform_reads: true, .. }
+        )
+    }
+
+    fn fits_uniform(&self, numel: usize) -> bool {
+        let limit = UNIFORM_WINDOW_BYTES.min(self.profile.limits.max_uniform_buffer_binding_size as usize);
+        numel > 0 && numel.is_multiple_of(4) && numel * 4 <= limit
     }
 
     /// Width and height in texels of the texture `t` is bound as, if it is one
@@ -265,8 +279,10 @@ impl Graph {
 
     /// How `node` binds its tensors: the layout of its bind group.
     pub fn bindings(&self, node: &Node) -> Bindings {
-        let mask = |bound: &dyn Fn(TensorId) -> bool| node.reads.iter().chain(&node.writes).enumerate().filter(|(_, &t)| bound(t)).fold(0u32, |m, (i, _)| m | 1 << i);
-        let (textures, uniforms) = (mask(&|t| self.is_texture(t)), mask(&|t| self.is_uniform(t)));
+        let mask = |ts: &mut dyn Iterator<Item = &TensorId>, bound: &dyn Fn(TensorId) -> bool| ts.enumerate().filter(|(_, &t)| bound(t)).fold(0u32, |m, (i, _)| m | 1 << i);
+        let textures = mask(&mut node.reads.iter().chain(&node.writes), &|t| self.is_texture(t));
+        // Only reads: the producer of an activation read as a uniform writes its storage buffer.
+        let uniforms = mask(&mut node.reads.iter(), &|t| self.is_uniform(t));
         Bindings { reads: node.reads.len(), writes: node.writes.len(), textures, uniforms }
     }
 
@@ -281,7 +297,7 @@ impl Graph {
 
     /// A fresh activation, to be written by the node that creates it.
     pub fn activation(&mut self, shape: &[usize]) -> TensorId {
-        self.new_tensor(shape, StorageKind::Activation { texture: false })
+        self.new_tensor(shape, StorageKind::Activation { texture: false, uniform_reads: false })
     }
 
     /// Reshape as a view: same storage, same element order, new shape.
@@ -367,10 +383,17 @@ impl Graph {
     }
 
     /// Binding `binding` of the node pushed last can be a texture under `define` (see
-    /// [`TextureOffer`]).
+    /// [`BindingOffer`]).
     pub fn offer_texture(&mut self, binding: usize, define: &'static str) {
         let node = self.nodes.len() - 1;
-        self.texture_offers.push(TextureOffer { node, binding, define });
+        self.texture_offers.push(BindingOffer { node, binding, define });
+    }
+
+    /// Read binding `binding` of the node pushed last can be a uniform buffer of
+    /// [`UNIFORM_WINDOW_BYTES`] under `define` (see [`BindingOffer`]).
+    pub fn offer_uniform(&mut self, binding: usize, define: &'static str) {
+        let node = self.nodes.len() - 1;
+        self.uniform_offers.push(BindingOffer { node, binding, define });
     }
 
     /// A 4-element constant that kernels bind where an optional operand is absent (never read):
@@ -388,18 +411,43 @@ impl Graph {
     /// lavapipe, where a texel fetch is a vectorised gather and a storage-buffer load a loop over
     /// the SIMD lanes).
     pub fn with_activation_textures(&self) -> Graph {
+        self.with_activations_bound(&self.texture_offers, |g, storage| g.fits_texture(storage.numel), StorageKind::Activation { texture: true, uniform_reads: false }, true)
+    }
+
+    /// This graph with every activation of at most [`UNIFORM_WINDOW_BYTES`] whose every read is
+    /// an offered uniform binding read as a uniform buffer (the offers' defines set on those
+    /// nodes); its producer writes its slot buffer as before. Graph outputs keep their buffers.
+    /// The executor asks for it before the textures where the device wants it
+    /// (`ops::tuning::activation_uniforms`: lavapipe, where a uniform-buffer load is one gather
+    /// and a texel fetch takes the sampler's path).
+    pub fn with_activation_uniforms(&self) -> Graph {
+        self.with_activations_bound(&self.uniform_offers, |g, storage| g.fits_uniform(storage.numel), StorageKind::Activation { texture: false, uniform_reads: true }, false)
+    }
+
+    /// Moves to `kind` every plain buffer activation that fits (`fits`), is no graph output, and
+    /// whose every use (with `writes_too`, else every read) is in `offers`; sets the offers'
+    /// defines on those nodes. A write under `writes_too == false` keeps its storage binding.
+    fn with_activations_bound(&self, offers: &[BindingOffer], fits: impl Fn(&Graph, &Storage) -> bool, kind: StorageKind, writes_too: bool) -> Graph {
         let mut g = self.clone();
         let mut uses: Vec<Vec<(usize, usize)>> = vec![Vec::new(); g.storages.len()];
+        let mut reads: Vec<usize> = vec![0; g.storages.len()];
         for (i, node) in g.nodes.iter().enumerate() {
-            for (b, t) in node.reads.iter().chain(&node.writes).enumerate() {
+            for (b, t) in node.reads.iter().enumerate() {
                 uses[g.tensors[t.0].storage].push((i, b));
+                reads[g.tensors[t.0].storage] += 1;
+            }
+            if writes_too {
+                for (b, t) in node.writes.iter().enumerate() {
+                    uses[g.tensors[t.0].storage].push((i, node.reads.len() + b));
+                }
             }
         }
         let outputs: std::collections::HashSet<usize> = g.outputs.iter().map(|(_, t)| g.tensors[t.0].storage).collect();
-        let offers: std::collections::HashMap<(usize, usize), &'static str> = g.texture_offers.iter().map(|o| ((o.node, o.binding), o.define)).collect();
+        let offers: std::collections::HashMap<(usize, usize), &'static str> = offers.iter().map(|o| ((o.node, o.binding), o.define)).collect();
         let mut promoted: Vec<(usize, Vec<(usize, &'static str)>)> = Vec::new();
         for (s, storage) in g.storages.iter().enumerate() {
-            if !matches!(storage.kind, StorageKind::Activation { texture: false }) || outputs.contains(&s) || uses[s].is_empty() || !g.fits_texture(storage.numel) {
+            let plain = matches!(storage.kind, StorageKind::Activation { texture: false, uniform_reads: false });
+            if !plain || outputs.contains(&s) || uses[s].is_empty() || (!writes_too && reads[s] == 0) || !fits(&g, storage) {
                 continue;
             }
             let defines: Option<Vec<(usize, &'static str)>> = uses[s].iter().map(|&(i, b)| offers.get(&(i, b)).map(|&d| (i, d))).collect();
@@ -408,7 +456,7 @@ impl Graph {
             }
         }
         for (s, defines) in promoted {
-            g.storages[s].kind = StorageKind::Activation { texture: true };
+            g.storages[s].kind = kind.clone();
             for (i, define) in defines {
                 g.nodes[i].key = g.nodes[i].key.clone().with(define, 1);
             }

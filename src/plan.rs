@@ -84,7 +84,7 @@ pub fn plan_graph(graph: &Graph, live: &[Option<(usize, usize)>], textures: bool
     for (s, storage) in graph.storages.iter().enumerate() {
         let in_texture = match storage.kind {
             StorageKind::Constant { .. } => continue,
-            StorageKind::Activation { texture } => texture,
+            StorageKind::Activation { texture, .. } => texture,
             StorageKind::Input { .. } => false,
         };
         if in_texture != textures {

@@ -105,7 +105,7 @@ fn attention_reads_q_k_v_from_activation_textures() {
 
     let promoted = g.with_activation_textures();
     let storage = &promoted.storages[promoted.tensors[qkv.0].storage];
-    assert!(matches!(storage.kind, StorageKind::Activation { texture: true }), "the projection moves to a texture");
+    assert!(matches!(storage.kind, StorageKind::Activation { texture: true, .. }), "the projection moves to a texture");
     let attention_node = promoted.nodes.iter().find(|n| n.label == "attention").unwrap();
     let defines: Vec<(&str, u32)> = attention_node.key.constants().iter().copied().filter(|(k, _)| k.ends_with("_TEXTURE")).collect();
     for define in ["Q_TEXTURE", "K_TEXTURE", "V_TEXTURE"] {

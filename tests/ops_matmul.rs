@@ -432,7 +432,7 @@ fn activations_between_matmuls_and_norms_move_to_textures() {
     g.output("mlp", y);
 
     let promoted = g.with_activation_textures();
-    let in_texture = |t: wgvit::TensorId| matches!(promoted.storages[promoted.tensors[t.0].storage].kind, StorageKind::Activation { texture: true });
+    let in_texture = |t: wgvit::TensorId| matches!(promoted.storages[promoted.tensors[t.0].storage].kind, StorageKind::Activation { texture: true, .. });
     assert!(in_texture(xn) && in_texture(h) && in_texture(h2), "the norm's output and the hidden");
     assert!(!in_texture(y) && !promoted.is_texture(x), "the output and the input stay buffers");
     let defines: Vec<Vec<(&str, u32)>> = promoted.nodes.iter().map(|n| n.key.constants().iter().copied().filter(|(k, _)| k.ends_with("_TEXTURE")).collect()).collect();
@@ -647,5 +647,106 @@ fn small_constant_operands_come_from_uniform_buffers_on_lavapipe() {
         let (want, _) = matmul_cpu(a_data, &a_shape, &xt.data, &[k, n], trans_a, false, 1.0, row_bias, Activation::None, None);
         cases.expected.push((name.into(), want));
     }
+    cases.check();
+}
+
+/// An activation of at most 64 KiB that only uniform-capable bindings read is read as a uniform
+/// buffer (`Graph::with_activation_uniforms`, which the executor applies on lavapipe before the
+/// textures): q·kᵀ's two operands (one of them B), its output as the next GEMM's A, and a hidden
+/// read by a transposed A. One over 64 KiB and one also read by a kernel without the offer (an
+/// element-wise add) stay as they were; the producers still write storage buffers. The promoted
+/// graph, run as it is, matches the CPU reference.
+#[test]
+fn small_activations_read_by_matmuls_become_uniform_buffers() {
+    use wgvit::graph::StorageKind;
+    let mut rng = Rng::new(67);
+    let mut cases = Cases::for_profile(common::lavapipe());
+    let (x, xt) = cases.input(&mut rng, &[40, 24]);
+    let (w, wt) = cases.input(&mut rng, &[36, 24]);
+    // Small values: its products are chained two GEMMs deep.
+    let big_t = rng.tensor(&[160, 128], -0.1, 0.1);
+    let big_in = cases.g.input("big", &big_t.shape);
+    cases.inputs.push(big_t.clone());
+    let g = &mut cases.g;
+    let q = matmul(g, x, w, false, true, Epilogue::default()).unwrap(); // [40, 36]: 5.6 KiB
+    let logits = matmul(g, q, q, false, true, Epilogue { alpha: 0.5, ..Default::default() }).unwrap(); // [40, 40]
+    let gram = matmul(g, logits, logits, true, false, Epilogue::default()).unwrap(); // A transposed
+    let big = matmul(g, big_in, big_in, true, false, Epilogue::default()).unwrap(); // [128, 128]: 64 KiB
+    let big2 = matmul(g, big, big, false, false, Epilogue::default()).unwrap(); // exactly the window
+    let huge = matmul(g, big_in, big_in, false, true, Epilogue::default()).unwrap(); // [160, 160]: 100 KiB
+    let huge_out = matmul(g, huge, huge, false, false, Epilogue::default()).unwrap();
+    let shared = matmul(g, x, w, false, true, Epilogue::default()).unwrap();
+    let added = wgvit::ops::binary::add(g, shared, q).unwrap(); // `shared` and `q` also read by an add
+    for (name, t) in [("gram", gram), ("big2", big2), ("huge_out", huge_out), ("added", added)] {
+        g.output(name, t);
+    }
+    let promoted = g.with_activation_uniforms();
+    let uniform = |t: wgvit::TensorId| matches!(promoted.storages[promoted.tensors[t.0].storage].kind, StorageKind::Activation { uniform_reads: true, .. });
+    assert!(uniform(logits) && uniform(big), "the small operands");
+    assert!(!uniform(q) && !uniform(shared), "read by the add too");
+    assert!(!uniform(huge), "over 64 KiB");
+    assert!(!uniform(gram) && !uniform(big2), "graph outputs");
+    for (i, node) in promoted.nodes.iter().enumerate() {
+        let b = promoted.bindings(node);
+        assert!(!b.is_uniform(node.reads.len()) && b.writes == 1, "node {i}: writes stay storage: {b:?}");
+    }
+    let logits_node = &promoted.nodes[2];
+    assert!(logits_node.key.constants().contains(&("A_UNIFORM", 1)) && promoted.bindings(logits_node).is_uniform(0) && promoted.bindings(logits_node).is_uniform(1));
+
+    let (q_want, _) = matmul_cpu(&xt.data, &[40, 24], &wt.data, &[36, 24], false, true, 1.0, None, Activation::None, None);
+    let (l_want, _) = matmul_cpu(&q_want, &[40, 36], &q_want, &[40, 36], false, true, 0.5, None, Activation::None, None);
+    let (gram_want, _) = matmul_cpu(&l_want, &[40, 40], &l_want, &[40, 40], true, false, 1.0, None, Activation::None, None);
+    let (big_want, _) = matmul_cpu(&big_t.data, &[160, 128], &big_t.data, &[160, 128], true, false, 1.0, None, Activation::None, None);
+    let (big2_want, _) = matmul_cpu(&big_want, &[128, 128], &big_want, &[128, 128], false, false, 1.0, None, Activation::None, None);
+    let (huge_want, _) = matmul_cpu(&big_t.data, &[160, 128], &big_t.data, &[160, 128], false, true, 1.0, None, Activation::None, None);
+    let (huge_out_want, _) = matmul_cpu(&huge_want, &[160, 160], &huge_want, &[160, 160], false, false, 1.0, None, Activation::None, None);
+    let added_want: Vec<f32> = q_want.iter().map(|v| 2.0 * v).collect();
+    for (name, want) in [("gram", gram_want), ("big2", big2_want), ("huge_out", huge_out_want), ("added", added_want)] {
+        cases.expected.push((name.into(), want));
+    }
+    cases.g = promoted;
+    cases.check();
+}
+
+/// The other uniform reads on lavapipe: a LayerNorm's input (`X_UNIFORM`) and its constant gamma
+/// and beta (`AFFINE_UNIFORM`), a GEMM's residual (`RESIDUAL_UNIFORM`) and a token mean's input
+/// (`X_UNIFORM`): x → LayerNorm → linear (+ x) → mean over tokens, against the CPU.
+#[test]
+fn norms_residuals_and_means_read_small_activations_as_uniform_buffers() {
+    use std::sync::Arc;
+    use wgvit::graph::StorageKind;
+    use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
+    use wgvit::ops::pool::{mean_tokens, mean_tokens_cpu};
+    let mut rng = Rng::new(71);
+    let mut cases = Cases::for_profile(common::lavapipe());
+    let (rows, c) = (24, 32);
+    let (x0, x0t) = cases.input(&mut rng, &[rows, c]);
+    let gt = rng.tensor(&[c], 0.5, 1.5);
+    let bt = rng.tensor(&[c], -0.5, 0.5);
+    let wt = rng.tensor(&[c, c], -1.0, 1.0);
+    let g = &mut cases.g;
+    let (gamma, beta, w) = (g.constant("gamma", &[c], Arc::new(gt.data.clone())).unwrap(), g.constant("beta", &[c], Arc::new(bt.data.clone())).unwrap(), g.constant("w", &[c, c], Arc::new(wt.data.clone())).unwrap());
+    // x = 2 · x0, through a GEMM so that x is an activation.
+    let two: Vec<f32> = (0..c * c).map(|i| if i / c == i % c { 2.0 } else { 0.0 }).collect();
+    let two = g.constant("two", &[c, c], Arc::new(two)).unwrap();
+    let x = matmul(g, x0, two, false, false, Epilogue::default()).unwrap();
+    let xn = layer_norm(g, x, Some(gamma), Some(beta), 1e-5).unwrap();
+    let y = matmul(g, xn, w, false, true, Epilogue { residual: Some(x), ..Default::default() }).unwrap();
+    let y3 = g.reshape(y, &[1, rows, c]).unwrap();
+    let mean = mean_tokens(g, y3).unwrap();
+    g.output("mean", mean);
+    let promoted = g.with_activation_uniforms();
+    let uniform = |t: wgvit::TensorId| matches!(promoted.storages[promoted.tensors[t.0].storage].kind, StorageKind::Activation { uniform_reads: true, .. });
+    assert!(uniform(x) && uniform(xn) && uniform(y), "x (norm and residual), the norm's output, the GEMM's output");
+    let defines = |i: usize| promoted.nodes[i].key.constants().to_vec();
+    assert!(defines(1).contains(&("X_UNIFORM", 1)) && defines(1).contains(&("AFFINE_UNIFORM", 1)), "{:?}", defines(1));
+    assert!(defines(2).contains(&("A_UNIFORM", 1)) && defines(2).contains(&("RESIDUAL_UNIFORM", 1)), "{:?}", defines(2));
+    assert!(defines(3).contains(&("X_UNIFORM", 1)), "{:?}", defines(3));
+
+    let xt: Vec<f32> = x0t.data.iter().map(|v| 2.0 * v).collect();
+    let xn_want = layer_norm_cpu(&xt, c, &gt.data, &bt.data, 1e-5);
+    let (y_want, _) = matmul_cpu(&xn_want, &[rows, c], &wt.data, &[c, c], false, true, 1.0, None, Activation::None, Some(&xt));
+    cases.expected.push(("mean".into(), mean_tokens_cpu(&y_want, 1, rows, c)));
+    cases.g = promoted;
     cases.check();
 }

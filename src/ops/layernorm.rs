@@ -50,10 +50,15 @@ pub fn layer_norm(g: &mut Graph, x: TensorId, gamma: Option<TensorId>, beta: Opt
     // vec4 elements where the rows allow: a quarter of the loads.
     let (kernel, width) = if c.is_multiple_of(4) { (Kernel::LayerNormVec4, 4) } else { (Kernel::LayerNorm, 1) };
     let lanes = tuning::row_lanes(&g.profile, rows, c);
+    // On lavapipe gamma and beta from uniform buffers, when both are constants that fit.
+    let affine_uniform = (kernel == Kernel::LayerNormVec4 && tuning::constant_uniforms(&g.profile))
+        .then(|| g.constant_uniform(gamma).zip(g.constant_uniform(beta)))
+        .flatten();
+    let (gamma, beta) = affine_uniform.unwrap_or((gamma, beta));
     let y = g.activation(&shape);
     g.push(Node {
         label: "layer_norm".into(),
-        key: PipelineKey::new(kernel).with("WG", WG as u32).with("LANES", lanes as u32),
+        key: PipelineKey::new(kernel).with("WG", WG as u32).with("LANES", lanes as u32).with("AFFINE_UNIFORM", affine_uniform.is_some() as u32),
         params: Uniform::of(&params::LayerNorm { rows: rows as u32, c: (c / width) as u32, eps, _pad: 0 }),
         reads: vec![x, gamma, beta],
         writes: vec![y],
@@ -63,6 +68,7 @@ pub fn layer_norm(g: &mut Graph, x: TensorId, gamma: Option<TensorId>, beta: Opt
     // Rows of whole vec4s may be stored to a flat texture, for the matmuls that read them.
     if kernel == Kernel::LayerNormVec4 {
         g.offer_texture(3, "Y_TEXTURE");
+        g.offer_uniform(0, "X_UNIFORM");
     }
     Ok(y)
 }

@@ -317,15 +317,21 @@ fn push_gemm(
         workgroups: grid(workgroups),
         flops: 2 * (s.batches() * s.m * s.n * s.k) as u64,
     });
-    // An activation operand in vec4 blocks, and the vec4 kernel's output, may be a texture.
+    // An activation operand in vec4 blocks may be a texture, or when small a uniform buffer; the
+    // vec4 kernel's output may be a texture.
     if a_vec4 && a_texture.is_none() && a_uniform.is_none() {
         g.offer_texture(0, "A_TEXTURE");
+        g.offer_uniform(0, "A_UNIFORM");
     }
     if b_vec4 && b_texture.is_none() && b_uniform.is_none() {
         g.offer_texture(1, "B_TEXTURE");
+        g.offer_uniform(1, "B_UNIFORM");
     }
     if kernel == Kernel::MatmulVec4 {
         g.offer_texture(if k_scale.is_some() { 5 } else { 4 }, "OUT_TEXTURE");
+        if epi.residual.is_some() {
+            g.offer_uniform(3, "RESIDUAL_UNIFORM");
+        }
     }
     Ok(out)
 }

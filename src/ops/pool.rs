@@ -72,6 +72,7 @@ fn strided_mean(g: &mut Graph, label: &str, x: TensorId, out_shape: &[usize], le
         workgroups: grid(outputs.div_ceil(WG / lanes)),
         flops: g.numel(x) as u64,
     });
+    g.offer_uniform(0, "X_UNIFORM");
     Ok(y)
 }
 

@@ -285,6 +285,17 @@ pub fn constant_uniforms(profile: &DeviceProfile) -> bool {
     is_lavapipe(profile)
 }
 
+/// Whether activations of at most 64 KiB that only uniform-capable bindings read are read as
+/// uniform buffers (`Graph::with_activation_uniforms`, before the textures): on lavapipe, for
+/// the reason of [`constant_uniforms`]; their producers still write storage buffers. Offered
+/// by the GEMMs' vec4 operands and residual, LayerNorm's input and the token mean's input.
+/// Warm, against the same binary without (`tools/bench_pair.py`, 4 × 100 runs, Intel Xeon): the
+/// GEMM operands alone lavit-digits 0.84, accvit-digits 0.92, hatnet-digits 0.99, vvt-digits
+/// 1.00; with the norms, residuals and means accvit-digits another 0.94.
+pub fn activation_uniforms(profile: &DeviceProfile) -> bool {
+    is_lavapipe(profile)
+}
+
 /// Whether activations that only texture-capable bindings touch live in flat textures
 /// (`Graph::with_activation_textures`): the producing kernel writes a storage texture, the
 /// consumers fetch texels. lavapipe only. With the real matmul kernel at the tiny models' GEMM

@@ -38,7 +38,7 @@ pub fn promoted_to_textures(g: &Graph, tensors: &[wgvit::TensorId], node_prefix:
     use wgvit::graph::StorageKind;
     let promoted = g.with_activation_textures();
     for t in tensors {
-        assert!(matches!(promoted.storages[promoted.tensors[t.0].storage].kind, StorageKind::Activation { texture: true }), "{case}: tensor {t:?} moves to a texture");
+        assert!(matches!(promoted.storages[promoted.tensors[t.0].storage].kind, StorageKind::Activation { texture: true, .. }), "{case}: tensor {t:?} moves to a texture");
     }
     let node = promoted.nodes.iter().find(|n| n.label.starts_with(node_prefix)).unwrap_or_else(|| panic!("{case}: no node {node_prefix}…"));
     for define in defines {
