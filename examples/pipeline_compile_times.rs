@@ -56,8 +56,8 @@ fn main() -> wgvit::Result<()> {
     let wanted = |label: &str| only.as_deref().is_none_or(|o| label.contains(o));
     for node in graph.nodes.iter().filter(|n| wanted(&n.label) && seen.insert((n.key.clone(), n.params.words.clone()))) {
         let mut single = Graph::for_profile(profile.clone());
-        // Reads the key binds as textures (constant weights on software devices) stay textures,
-        // of zeros; the rest become zero inputs.
+        // Reads the key binds as textures (constant weights on software devices) or uniform
+        // buffers (small constants on lavapipe) stay so, of zeros; the rest become zero inputs.
         let mut inputs: Vec<HostTensor> = Vec::new();
         let mut reads = Vec::new();
         for (i, &t) in node.reads.iter().enumerate() {
@@ -65,6 +65,9 @@ fn main() -> wgvit::Result<()> {
             if graph.is_texture(t) {
                 let zeros = single.constant(&format!("texture{i}"), &shape, Arc::new(vec![0.0; graph.numel(t)]))?;
                 reads.push(single.constant_texture(zeros).expect("the original graph holds it as a texture"));
+            } else if graph.is_uniform(t) {
+                let zeros = single.constant(&format!("uniform{i}"), &shape, Arc::new(vec![0.0; graph.numel(t)]))?;
+                reads.push(single.constant_uniform(zeros).expect("the original graph holds it as a uniform buffer"));
             } else {
                 reads.push(single.input(&format!("in{i}"), &shape));
                 inputs.push(HostTensor::zeros(shape));

@@ -8,8 +8,8 @@
 // invocation owns a run of TP output columns of one row and 4 output channels: per kernel row
 // and group of 4 input channels it fetches the run's input span once, (TP − 1)·SW + (KW − 1)·DW
 // + 1 vec4s (one texel each: channels are innermost), and each of the KW taps' 4 × 4 weight
-// blocks once, and feeds them to all TP outputs. A 3×3 stride-1 conv with TP = 32 fetches 34 +
-// 12 vec4s per kernel row and 4 input channels for 1536 FMAs, one per 33; the 16 × 4
+// blocks once, and feeds them to all TP outputs. A 3×3 stride-1 conv with TP = 16 fetches 18 +
+// 12 vec4s per kernel row and 4 input channels for 768 FMAs, one per 26; the 16 × 4
 // implicit-GEMM tile loads one value per 8 FMAs.
 //
 // Bindings: 0 params, 1 x [B, H, W, Cin] (vec4 over channels, or `x_texture`), 2 w [KH, KW,
@@ -84,7 +84,7 @@ override W_UNIFORM: bool = false;
 override OUT_TEXTURE: bool = false;
 
 // Capacities (the host keeps TP and the span within them).
-const TP_MAX: u32 = 32u;
+const TP_MAX: u32 = 16u;
 const SPAN_MAX: u32 = 40u;
 
 // x[row, iw, channels 4·c4 .. 4·c4 + 3], zero outside the map (`row` = b·H + ih, valid when

@@ -90,8 +90,11 @@ fn conv2d_nhwc_geometries() {
         // Widths the run does not divide (a last run of 5 and of 1 columns), two images.
         case([2, 9, 37, 8], 12, (3, 3), (1, 1), (1, 1), (1, 1)),
         case([1, 5, 33, 4], 4, (3, 3), (1, 1), (1, 1), (1, 1)),
-        // Stride 2: the run is cut to 19 columns so its span fits (2 · 18 + 3 = 39 ≤ 40).
+        // Stride 2.
         case([1, 11, 64, 8], 20, (3, 3), (2, 2), (1, 1), (1, 1)),
+        // A wide dilated row at stride 2: the run is cut to 14 columns so that its span fits
+        // (13 · 2 + 13 = 39 ≤ 40).
+        case([1, 3, 70, 4], 8, (1, 7), (1, 2), (0, 6), (1, 2)),
         // Larger, dilated and non-square kernels, asymmetric padding and stride.
         case([1, 13, 15, 12], 8, (5, 5), (1, 1), (2, 2), (1, 1)),
         case([1, 12, 14, 4], 8, (3, 3), (1, 1), (2, 2), (2, 2)),
@@ -114,16 +117,18 @@ fn conv2d_nhwc_geometries() {
 #[test]
 fn conv2d_nhwc_runs_fit_the_registers() {
     let mut g = Graph::for_profile(common::lavapipe());
-    let run_of = |g: &mut Graph, w: usize, stride: usize| {
+    let run_of = |g: &mut Graph, w: usize, stride: usize, dilation: usize| {
         let x = g.input("x", &[1, 4, w, 4]);
-        let wt = g.constant(&format!("w{w}.{stride}"), &[4, 4, 3, 3], Arc::new(vec![0.0; 144])).unwrap();
-        let p = Conv2dParams { stride: (stride, stride), padding: (1, 1), ..Default::default() };
+        let wt = g.constant(&format!("w{w}.{stride}.{dilation}"), &[4, 4, 1, 7], Arc::new(vec![0.0; 112])).unwrap();
+        let p = Conv2dParams { stride: (stride, stride), padding: (0, 3 * dilation), dilation: (1, dilation), ..Default::default() };
         conv2d_nhwc(g, x, wt, None, &p, Activation::None).unwrap();
         g.nodes.last().unwrap().key.constants().iter().find(|c| c.0 == "TP").unwrap().1
     };
-    assert_eq!(run_of(&mut g, 7, 1), 7);
-    assert_eq!(run_of(&mut g, 100, 1), MAX_RUN as u32);
-    assert_eq!(run_of(&mut g, 100, 2), 19);
+    assert_eq!(run_of(&mut g, 7, 1, 1), 7);
+    assert_eq!(run_of(&mut g, 100, 1, 1), MAX_RUN as u32);
+    // A kernel row spanning 13 columns (7 taps, dilation 2) leaves 27 of the 40 for a run's steps.
+    assert_eq!(run_of(&mut g, 100, 2, 2), 14);
+    assert_eq!(run_of(&mut g, 100, 1, 2), MAX_RUN as u32);
 }
 
 /// The implicit GEMM storing channel-last, a pixel's 4 channels at a time: an RGB stem (27 taps,

@@ -15,8 +15,10 @@ use crate::error::{Error, Result};
 
 const WG: u32 = 64;
 /// Most output columns an invocation owns, and most input columns its span holds (the shader's
-/// `TP_MAX`, `SPAN_MAX`).
-pub const MAX_RUN: usize = 32;
+/// `TP_MAX`, `SPAN_MAX`). Runs of 32 fetch less (accvit-digits' second stem conv 0.33 against
+/// 0.42 ms with its weights in a texture) but cost lavapipe 0.6 s of JIT against 0.25 s, and
+/// with the weights in a uniform buffer the forward was no faster (1.01, Intel Xeon).
+pub const MAX_RUN: usize = 16;
 const MAX_SPAN: usize = 40;
 
 /// `y = act(conv2d(x, weight) + bias)` with `x [B, H, W, Cin]` and `y [B, Ho, Wo, Cout]`.

@@ -248,13 +248,13 @@ pub fn atrous_dwconv_run_written_out(profile: &DeviceProfile) -> bool {
 
 /// Whether a model's dense convs run channel-last on the direct kernel (`conv2d_nhwc.wgsl`)
 /// where it has the choice (ACC-ViT's stem): on lavapipe. There a load is the cost, and the
-/// direct kernel fetches each input vec4 once per kernel row for a run of 32 output columns
-/// where the implicit GEMM gathers every im2col element alone. accvit-digits' second stem conv
-/// (16 → 16 channels, 32 × 32) took 0.33 ms a forward instead of 0.68 (`wgvit profile --repeat
-/// 5`, Intel Xeon, 2 cores); a run of 16 columns 0.42–0.44, of 8 0.53, of 4 0.80. The first
-/// conv then stores channel-last into a texture (`OUT_NHWC`): 0.16–0.18 → 0.20–0.24 ms.
-/// SwiftShader gained nothing (accvit-digits 1.00 of its warm time through its Vulkan ICD) and
-/// keeps the NCHW stem.
+/// direct kernel fetches each input vec4 once per kernel row for a run of output columns where
+/// the implicit GEMM gathers every im2col element alone. accvit-digits' second stem conv (16 → 16
+/// channels, 32 × 32, weights from a texture) took 0.42–0.44 ms a forward instead of 0.68
+/// (`wgvit profile --repeat 5`, Intel Xeon, 2 cores) with runs of 16 columns; of 32 0.33 ms, of 8
+/// 0.53, of 4 0.80. The first conv then stores channel-last into a texture (`OUT_NHWC`):
+/// 0.16–0.18 → 0.20–0.24 ms. accvit-digits 0.96 of its warm time. SwiftShader gained nothing
+/// (1.00 through its Vulkan ICD) and keeps the NCHW stem.
 pub fn direct_nhwc_convs(profile: &DeviceProfile) -> bool {
     is_lavapipe(profile)
 }
