@@ -451,11 +451,15 @@ mod driver_warmup {
     }
 }
 
-/// `graph` as the device runs it: with its small activations read as uniform buffers and the
-/// rest in textures where the device wants them (`ops::tuning::activation_uniforms`,
-/// `activation_textures`), which changes the pipelines' bindings and defines.
+/// `graph` as the device runs it: no uniform constant splitting a pipeline, its small
+/// activations read as uniform buffers and the rest in textures where the device wants them
+/// (`ops::tuning::constant_uniforms`, `activation_uniforms`, `activation_textures`), which
+/// changes the pipelines' bindings and defines.
 fn for_device(graph: &Graph) -> std::borrow::Cow<'_, Graph> {
     let mut g = std::borrow::Cow::Borrowed(graph);
+    if crate::ops::tuning::constant_uniforms(&graph.profile) {
+        g = std::borrow::Cow::Owned(g.without_split_uniform_constants());
+    }
     if crate::ops::tuning::activation_uniforms(&graph.profile) {
         g = std::borrow::Cow::Owned(g.with_activation_uniforms());
     }

@@ -414,6 +414,38 @@ impl Graph {
         self.with_activations_bound(&self.texture_offers, |g, storage| g.fits_texture(storage.numel), StorageKind::Activation { texture: true, uniform_reads: false }, true)
     }
 
+    /// This graph with no constant read from a uniform buffer where that would split a pipeline:
+    /// when nodes of one kernel and overrides read a constant operand, some from uniform buffers
+    /// and some (too large for one) from textures, they all read it from textures and share one
+    /// pipeline. ACC-ViT's and LaViT's last stages have weights over 64 KiB; with their GEMM kinds
+    /// split in two, lavapipe spent 0.5 s more JIT compiling accvit-digits' first forward
+    /// (cold start 2.0 → 2.4 s with empty caches) for 1–3 % of its warm time. The executor asks for
+    /// it on lavapipe (`ops::tuning::constant_uniforms`).
+    pub fn without_split_uniform_constants(&self) -> Graph {
+        let mut g = self.clone();
+        // (the uniform define, the texture define, the read binding): a GEMM's A and B.
+        for (uniform, texture, read) in [("A_UNIFORM", "A_TEXTURE", 0), ("B_UNIFORM", "B_TEXTURE", 1)] {
+            let kind = |key: &crate::kernels::PipelineKey| key.clone().with(uniform, 0).with(texture, 0);
+            let textured: std::collections::HashSet<_> = g.nodes.iter().filter(|n| n.key.constants().contains(&(texture, 1))).map(|n| kind(&n.key)).collect();
+            for i in 0..g.nodes.len() {
+                let node = &g.nodes[i];
+                if !node.key.constants().contains(&(uniform, 1)) || !textured.contains(&kind(&node.key)) {
+                    continue;
+                }
+                let t = node.reads[read];
+                let shape = self.shape(t).to_vec();
+                let StorageKind::Constant { key, data, .. } = &g.storages[g.tensors[t.0].storage].kind else { continue };
+                let (key, data) = (key.trim_end_matches("#uniform").to_string(), data.clone());
+                let Ok(plain) = g.constant(&key, &shape, data) else { continue };
+                let Some(as_texture) = g.constant_texture(plain) else { continue };
+                let node = &mut g.nodes[i];
+                node.reads[read] = as_texture;
+                node.key = node.key.clone().with(uniform, 0).with(texture, 1);
+            }
+        }
+        g
+    }
+
     /// This graph with every activation of at most [`UNIFORM_WINDOW_BYTES`] whose every read is
     /// an offered uniform binding read as a uniform buffer (the offers' defines set on those
     /// nodes); its producer writes its slot buffer as before. Graph outputs keep their buffers.

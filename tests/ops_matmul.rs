@@ -750,3 +750,36 @@ fn norms_residuals_and_means_read_small_activations_as_uniform_buffers() {
     cases.g = promoted;
     cases.check();
 }
+
+/// `Graph::without_split_uniform_constants` (applied by the executor on lavapipe): two linears of
+/// one kind, one weight under 64 KiB (a uniform buffer) and one over (a texture), both end up
+/// reading textures under one pipeline key; a kind with only small weights keeps its uniform
+/// buffers. The rewritten graph matches the CPU.
+#[test]
+fn gemms_of_one_kind_do_not_split_their_pipeline_over_uniform_weights() {
+    use std::sync::Arc;
+    let mut rng = Rng::new(73);
+    let mut cases = Cases::for_profile(common::lavapipe());
+    let mut expect = |cases: &mut Cases, rows: usize, k: usize, n: usize, act: Activation| {
+        let (x, xt) = cases.input(&mut rng, &[rows, k]);
+        let wt = rng.tensor(&[n, k], -1.0, 1.0);
+        let w = cases.g.constant(&format!("w{n}x{k}{act:?}"), &[n, k], Arc::new(wt.data.clone())).unwrap();
+        let y = linear(&mut cases.g, x, w, None, act).unwrap();
+        let name = format!("{rows}x{k} -> {n} {act:?}");
+        cases.g.output(&name, y);
+        let (want, _) = matmul_cpu(&xt.data, &[rows, k], &wt.data, &[n, k], false, true, 1.0, None, act, None);
+        cases.expected.push((name, want));
+    };
+    // One kind (GELU, the same tile): 24 KiB and 80 KiB weights. Another (no activation): 24 KiB only.
+    expect(&mut cases, 98, 64, 96, Activation::Gelu);
+    expect(&mut cases, 97, 128, 160, Activation::Gelu);
+    expect(&mut cases, 98, 64, 96, Activation::None);
+    let b = |g: &Graph, i: usize| (g.nodes[i].key.constants().contains(&("B_UNIFORM", 1)), g.nodes[i].key.constants().contains(&("B_TEXTURE", 1)));
+    assert_eq!([b(&cases.g, 0), b(&cases.g, 1), b(&cases.g, 2)], [(true, false), (false, true), (true, false)], "as built");
+    let unified = cases.g.without_split_uniform_constants();
+    assert_eq!([b(&unified, 0), b(&unified, 1), b(&unified, 2)], [(false, true), (false, true), (true, false)], "unified");
+    assert_eq!(unified.nodes[0].key, unified.nodes[1].key, "one pipeline");
+    assert!(unified.is_texture(unified.nodes[0].reads[1]) && unified.is_uniform(unified.nodes[2].reads[1]));
+    cases.g = unified;
+    cases.check();
+}

@@ -11,7 +11,9 @@
 // channels innermost so a vec4 of four channels is one load), 3 bias [C] (the host binds its
 // placeholder there when BIAS is false), 4 out [B, Ho, Wo, C]. C % 4 == 0 (checked by the host).
 // With W_UNIFORM (lavapipe, constants of at most 64 KiB, `Graph::constant_uniform`) w and the
-// bias are uniform buffers: one gather across the SIMD lanes there instead of a loop over them.
+// bias are uniform buffers: one gather across the SIMD lanes there instead of a loop over them;
+// with X_UNIFORM (lavapipe, one branch: the 2×2 average pool, whose inputs are ACC-ViT's stage
+// inputs, at most 64 KiB in the digit model) x is one too (`Graph::with_activation_uniforms`).
 // Dispatch: one invocation per (b, oh, run of TP output columns, group of 4 channels), channel
 // group fastest (neighbouring invocations read neighbouring 16-byte vectors of the same pixel),
 // `total` in all, WG per workgroup, ceil(total / WG) workgroups folded into (x, y) by `ops::grid`.
@@ -44,7 +46,11 @@ struct Params {
 #if X_TEXTURE
 @group(0) @binding(1) var x_texture: texture_2d<f32>;
 #else
+#if X_UNIFORM
+@group(0) @binding(1) var<uniform> x: array<vec4<f32>, 4096>;
+#else
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+#endif
 #endif
 #if W_UNIFORM
 // Each at most 64 KiB, in uniform buffers of exactly that size (graph::UNIFORM_WINDOW_BYTES).
@@ -77,6 +83,8 @@ override X_TEXTURE: bool = false;
 override OUT_TEXTURE: bool = false;
 // The weights and the bias are uniform buffers (header).
 override W_UNIFORM: bool = false;
+// x is a uniform buffer (an activation of at most 64 KiB; header).
+override X_UNIFORM: bool = false;
 // The run of TP outputs written out with shared input fetches (see `main`), not a loop.
 override RUN_WRITTEN_OUT: bool = false;
 

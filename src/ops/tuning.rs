@@ -241,9 +241,11 @@ pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64, channels: usize) ->
 /// 1.41–1.57 → 1.45–1.60 s (3 pairs). A run of 2 shares less than it loses (0.71–0.75 ms); of 8,
 /// 2.1 s of JIT. SwiftShader keeps the loop: written out, accvit-digits took 0.97 of its warm
 /// time through its Vulkan ICD, but the 3-branch pipeline 0.47 s to create instead of 0.18 s,
-/// which every page load pays before its first forward.
-pub fn atrous_dwconv_run_written_out(profile: &DeviceProfile) -> bool {
-    is_lavapipe(profile)
+/// which every page load pays before its first forward. The one-branch conv (ACC-ViT's 2×2
+/// average pool, a few µs of work) keeps the loop: written out, it took 0.2 s of JIT for
+/// nothing measurable warm (1.00).
+pub fn atrous_dwconv_run_written_out(profile: &DeviceProfile, branches: usize) -> bool {
+    is_lavapipe(profile) && branches > 1
 }
 
 /// Whether a model's dense convs run channel-last on the direct kernel (`conv2d_nhwc.wgsl`)

@@ -83,7 +83,7 @@ pub fn atrous_dwconv(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<
             .with("TP", u(TP))
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32)
-            .with("RUN_WRITTEN_OUT", tuning::atrous_dwconv_run_written_out(&g.profile) as u32)
+            .with("RUN_WRITTEN_OUT", tuning::atrous_dwconv_run_written_out(&g.profile, nb) as u32)
             .with("W_UNIFORM", uniform as u32),
         params: Uniform::of(&params::AtrousDwconv { total: u(total), c4: u(c / 4), in_h: u(h), in_w: u(w), out_h: u(oh), out_w: u(ow), col_blocks: u(col_blocks), _pad: 0 }),
         reads: vec![x, weight, bias.unwrap_or(filler)],
@@ -94,6 +94,12 @@ pub fn atrous_dwconv(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<
     // Channel-last with C % 4 == 0: every vec4 of channels is one texel of a flat texture.
     g.offer_texture(0, "X_TEXTURE");
     g.offer_texture(3, "OUT_TEXTURE");
+    // One branch (the average pool) only: the three-branch conv's input is over 64 KiB at the
+    // first stages, and a uniform variant for the later ones would be a second pipeline of the
+    // model's costliest JIT (0.84 s on lavapipe).
+    if nb == 1 {
+        g.offer_uniform(0, "X_UNIFORM");
+    }
     Ok(y)
 }
 
