@@ -46,7 +46,7 @@ fn atrous_dwconv_matches_cpu_for(profile: wgvit::kernels::DeviceProfile) {
         // them, and the bias, from uniform buffers (`W_UNIFORM`).
         let constant = i % 2 == 1;
         let xi = g.input("x", &shape);
-        let mut tensor = |g: &mut Graph, name: &str, t: &HostTensor| {
+        let tensor = |g: &mut Graph, name: &str, t: &HostTensor| {
             if constant {
                 g.constant(name, &t.shape, std::sync::Arc::new(t.data.clone())).unwrap()
             } else {
