@@ -21,13 +21,13 @@
 // W_UNIFORM (lavapipe, a constant weight of at most 64 KiB, `Graph::constant_uniform`) the weight
 // is a uniform buffer.
 // Dispatch: one invocation per (b, oh, run of TP columns, group of 4 output channels), the
-// channel group fastest (neighbours fetch the same input texels), `total` in all, WG per
-// workgroup, ceil(total / WG) workgroups folded into (x, y) by `ops::grid`.
+// channel group fastest (neighbours fetch the same input texels; lib/channel_runs.wgsl), `total`
+// in all, WG per workgroup, ceil(total / WG) workgroups folded into (x, y) by `ops::grid`.
 // Registers: TP accumulator vec4s, the span (≤ SPAN_MAX vec4s), 4 weight vec4s; every loop
 // over them is written out by the preprocessor (`#for`), so every index is a constant (a rolled
 // index would put the array in scratch memory, a per-lane loop on CPU devices). The kernel-row
 // and input-channel loops stay rolled. Workgroup memory: none.
-// requires: activations, flat_texture
+// requires: activations, flat_texture, channel_runs
 
 struct Params {
     total: u32,      // invocations: B * Ho * col_blocks * Cout/4
@@ -114,28 +114,18 @@ fn load_w(i: u32) -> vec4<f32> {
 #endif
 }
 
-fn store_out(o: u32, v: vec4<f32>) {
-#if OUT_TEXTURE
-    textureStore(out_texture, flat_coords(4u * o), activated4(v));
-#else
-    out[o] = activated4(v);
-#endif
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let idx = (wid.x + wid.y * nwg.x) * WG + lid;
-    if (idx >= params.total) {
+    let cout4 = params.cout4;
+    let at = run_position(wid, nwg, lid, cout4);
+    if (!at.valid) {
         return;
     }
-    let cout4 = params.cout4;
-    let co4 = idx % cout4;
-    var r = idx / cout4;
-    let cb = r % params.col_blocks;
-    r = r / params.col_blocks;
-    let oh = r % params.out_h;
-    let b = r / params.out_h;
+    let b = at.b;
+    let oh = at.oh;
+    let cb = at.cb;
+    let co4 = at.cg;
 
     var b0 = vec4<f32>(0.0);
 #if BIAS

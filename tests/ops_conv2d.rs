@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_close, run};
+use common::{assert_close, run, run_and_compare};
 use wgvit::models::torch_layout::fold_batchnorm;
 use wgvit::ops::conv2d::{conv2d, conv2d_cpu, Conv2dParams};
 use wgvit::kernels::DeviceProfile;
@@ -79,11 +79,7 @@ fn check_on(cases: &[Case], seed: u64, profile: DeviceProfile) {
         g.output(&name, y);
         expected.push((name, want));
     }
-    let refs: Vec<&HostTensor> = inputs.iter().collect();
-    let out = run(&g, &refs);
-    for ((name, want), got) in expected.iter().zip(&out) {
-        assert_close(name, &got.data, want, ATOL, RTOL);
-    }
+    run_and_compare(&g, &inputs, &expected, ATOL, RTOL);
 }
 
 /// Dense and grouped convolutions (the implicit-GEMM kernel and the 1x1 matmul path).

@@ -11,7 +11,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{assert_close, run};
+use common::{assert_close, run, run_and_compare};
 use wgvit::kernels::DeviceProfile;
 use wgvit::ops::conv2d::{conv2d_cpu, conv2d_to_nhwc, Conv2dParams};
 use wgvit::ops::conv2d_nhwc::{conv2d_nhwc, conv2d_nhwc_cpu, MAX_RUN};
@@ -74,18 +74,14 @@ fn check_direct(cases: &[Case], seed: u64) {
             g.output(&name, y);
             expected.push((name, want));
         }
-        let refs: Vec<&HostTensor> = inputs.iter().collect();
-        let out = run(&g, &refs);
-        for ((name, want), got) in expected.iter().zip(&out) {
-            assert_close(name, &got.data, want, ATOL, RTOL);
-        }
+        run_and_compare(&g, &inputs, &expected, ATOL, RTOL);
     }
 }
 
 #[test]
 fn conv2d_nhwc_geometries() {
     let mut cases = vec![
-        // ACC-ViT-micro's second stem conv: one run of 32 columns per row.
+        // ACC-ViT-micro's second stem conv: two runs of 16 columns per row.
         case([1, 32, 32, 16], 16, (3, 3), (1, 1), (1, 1), (1, 1)),
         // Widths the run does not divide (a last run of 5 and of 1 columns), two images.
         case([2, 9, 37, 8], 12, (3, 3), (1, 1), (1, 1), (1, 1)),

@@ -7,7 +7,6 @@
 
 mod common;
 
-use common::{assert_close, run};
 use wgvit::ops::matmul::{linear, matmul, matmul_cpu, matmul_tiled, BiasAxis, Epilogue, MatmulLoads, MatmulTiling};
 use wgvit::kernels::{DeviceProfile, PipelineKey};
 use wgvit::ops::Activation;
@@ -64,12 +63,7 @@ impl Cases {
     }
 
     fn check(self) {
-        let Cases { g, inputs, expected } = self;
-        let refs: Vec<&HostTensor> = inputs.iter().collect();
-        let out = run(&g, &refs);
-        for ((name, want), got) in expected.iter().zip(&out) {
-            assert_close(name, &got.data, want, ATOL, RTOL);
-        }
+        common::run_and_compare(&self.g, &self.inputs, &self.expected, ATOL, RTOL);
     }
 }
 

@@ -16,7 +16,8 @@
 // inputs, at most 64 KiB in the digit model) x is one too (`Graph::with_activation_uniforms`).
 // Dispatch: one invocation per (b, oh, run of TP output columns, group of 4 channels), channel
 // group fastest (neighbouring invocations read neighbouring 16-byte vectors of the same pixel),
-// `total` in all, WG per workgroup, ceil(total / WG) workgroups folded into (x, y) by `ops::grid`.
+// `total` in all (lib/channel_runs.wgsl), WG per workgroup, ceil(total / WG) workgroups folded
+// into (x, y) by `ops::grid`.
 // Registers: the NB·9 ≤ 27 weight vec4s of the channel group, loaded once and reused for the TP
 // outputs of the run; the preprocessor writes their loops out (`#for`: NB is an override), so
 // every index is a constant and they stay in registers (a rolled index would put them in scratch
@@ -29,7 +30,7 @@
 // OUT_TEXTURE each output vec4 is one texel store. Bindings 1 and 4 are then `x_texture` and
 // `out_texture`.
 // Workgroup memory: none.
-// requires: activations, flat_texture
+// requires: activations, flat_texture, channel_runs
 
 struct Params {
     total: u32,      // invocations: B * Ho * col_blocks * C4
@@ -119,28 +120,18 @@ fn output_at(wo: array<array<vec4<f32>, 8>, MAX_NB>, wc: vec4<f32>, b0: vec4<f32
     return acc;
 }
 
-fn store_out(o: u32, acc: vec4<f32>) {
-#if OUT_TEXTURE
-    textureStore(out_texture, flat_coords(4u * o), activated4(acc));
-#else
-    out[o] = activated4(acc);
-#endif
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let idx = (wid.x + wid.y * nwg.x) * WG + lid;
-    if (idx >= params.total) {
+    let c4 = params.c4;
+    let at = run_position(wid, nwg, lid, c4);
+    if (!at.valid) {
         return;
     }
-    let c4 = params.c4;
-    let cg = idx % c4;
-    var r = idx / c4;
-    let cb = r % params.col_blocks;
-    r = r / params.col_blocks;
-    let oh = r % params.out_h;
-    let b = r / params.out_h;
+    let b = at.b;
+    let oh = at.oh;
+    let cb = at.cb;
+    let cg = at.cg;
 
     // Weights of this channel group: 8 outer taps per branch, plus the shared centre.
     var wo: array<array<vec4<f32>, 8>, MAX_NB>;

@@ -33,6 +33,7 @@
 /// The library files kernels may require, by name.
 const LIBRARY: &[(&str, &str)] = &[
     ("activations", include_str!("../../shaders/lib/activations.wgsl")),
+    ("channel_runs", include_str!("../../shaders/lib/channel_runs.wgsl")),
     ("elem", include_str!("../../shaders/lib/elem.wgsl")),
     ("flat_texture", include_str!("../../shaders/lib/flat_texture.wgsl")),
     ("gemm_tile", include_str!("../../shaders/lib/gemm_tile.wgsl")),

@@ -54,6 +54,16 @@ pub fn run(g: &Graph, inputs: &[&HostTensor]) -> Vec<HostTensor> {
     pollster::block_on(exe.run(inputs)).unwrap_or_else(|err| panic!("run: {err}"))
 }
 
+/// Runs `g` with `inputs` (graph-input order) and asserts each output, in order, close to its
+/// `expected` values ([`assert_close`]), naming it.
+pub fn run_and_compare(g: &Graph, inputs: &[HostTensor], expected: &[(String, Vec<f32>)], atol: f32, rtol: f32) {
+    let refs: Vec<&HostTensor> = inputs.iter().collect();
+    let out = run(g, &refs);
+    for ((name, want), got) in expected.iter().zip(&out) {
+        assert_close(name, &got.data, want, atol, rtol);
+    }
+}
+
 /// Asserts `max |got - want| <= atol + rtol * |want|` element-wise, naming the first bad index.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
