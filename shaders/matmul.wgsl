@@ -19,7 +19,7 @@
 // KiB, `Graph::constant_uniform`, or an activation as small, `Graph::with_activation_uniforms`)
 // it is a uniform buffer of 64 KiB, which lavapipe reads with one gather where a texel fetch
 // takes the sampler's path (`examples/load_paths.rs`); RESIDUAL_UNIFORM (the vec4 kernel) reads
-// the residual so.
+// the residual so, BIAS_UNIFORM a constant bias.
 // With OUT_TEXTURE (the vec4 kernel only) out is a flat texture written at `flat_coords`: an
 // activation `Graph::with_activation_textures` moved to a texture, which the next matmuls read
 // as their A_TEXTURE / B_TEXTURE.
@@ -147,10 +147,16 @@ fn store_out(i: u32, v: f32) { out[i] = v; }
 @group(0) @binding(3) var bias_texture: texture_2d<f32>;
 fn load_bias4(i: u32, len: u32) -> vec4<f32> { return flat_texel(bias_texture, i); }
 #else
+#if BIAS_UNIFORM
+// A uniform buffer of 64 KiB holds the bias and zeros after it.
+@group(0) @binding(3) var<uniform> bias_uniform: array<vec4<f32>, 4096>;
+fn load_bias4(i: u32, len: u32) -> vec4<f32> { return bias_uniform[i >> 2u]; }
+#else
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 fn load_bias4(i: u32, len: u32) -> vec4<f32> {
     return vec4<f32>(bias[min(i, len - 1u)], bias[min(i + 1u, len - 1u)], bias[min(i + 2u, len - 1u)], bias[min(i + 3u, len - 1u)]);
 }
+#endif
 #endif
 
 #if A_TEXTURE
@@ -191,6 +197,8 @@ override B_UNIFORM: bool = false;
 // The residual is a uniform buffer (the vec4 kernel: an activation of at most 64 KiB).
 override RESIDUAL_UNIFORM: bool = false;
 override BIAS_TEXTURE: bool = false;
+// The bias is a uniform buffer (lavapipe; header).
+override BIAS_UNIFORM: bool = false;
 // The vec4 kernel's output is a flat texture, written as a storage texture (`out_texture`).
 override OUT_TEXTURE: bool = false;
 // An operand's k-step blocks as vec4 (over either variant: over the scalar one, `load_a4` /

@@ -598,9 +598,9 @@ fn matmul_k_scaled_rejects_bad_shapes() {
 }
 
 /// On lavapipe a constant operand of at most 64 KiB is read from a uniform buffer
-/// (`Graph::constant_uniform`, `A_UNIFORM` / `B_UNIFORM`) instead of a texture: weights as B
-/// (linears) and as A (row-bias GEMMs, stored plain and transposed, and with N = 49 on the
-/// element kernel); larger ones keep their texture, K % 4 != 0 its buffer. Values against the
+/// (`Graph::constant_uniform`, `A_UNIFORM` / `B_UNIFORM`, `BIAS_UNIFORM`) instead of a texture:
+/// weights as B (linears) and as A (row-bias GEMMs, stored plain and transposed, and with N = 49
+/// on the element kernel), and their bias; larger ones keep their texture, K % 4 != 0 its buffer. Values against the
 /// CPU reference, and the bindings' kinds.
 #[test]
 fn small_constant_operands_come_from_uniform_buffers_on_lavapipe() {
@@ -635,7 +635,8 @@ fn small_constant_operands_come_from_uniform_buffers_on_lavapipe() {
         let (x, xt) = cases.input(&mut rng, &[k, n]);
         let a = if trans_a { w_t } else { w };
         let y = matmul(&mut cases.g, a, x, trans_a, false, Epilogue { bias: Some((bias, BiasAxis::Row)), ..Default::default() }).unwrap();
-        assert!(cases.g.nodes.last().unwrap().key.constants().contains(&("A_UNIFORM", 1)), "{name}");
+        let c = cases.g.nodes.last().unwrap().key.constants();
+        assert!(c.contains(&("A_UNIFORM", 1)) && c.contains(&("BIAS_UNIFORM", 1)) && c.contains(&("BIAS_TEXTURE", 0)), "{name}: {c:?}");
         cases.g.output(name, y);
         let (a_data, a_shape) = if trans_a { (&w_tt.data, [k, m]) } else { (&wt.data, [m, k]) };
         let (want, _) = matmul_cpu(a_data, &a_shape, &xt.data, &[k, n], trans_a, false, 1.0, row_bias, Activation::None, None);

@@ -278,7 +278,8 @@ fn push_gemm(
     let b_uniform = if uniforms && b_vec4 { g.constant_uniform(b) } else { None };
     let a_texture = if textured && a_vec4 && a_uniform.is_none() { g.constant_texture(a) } else { None };
     let b_texture = if textured && b_vec4 && b_uniform.is_none() { g.constant_texture(b) } else { None };
-    let bias_texture = if textured { epi.bias.and_then(|(t, _)| g.constant_texture(t)) } else { None };
+    let bias_uniform = if uniforms { epi.bias.and_then(|(t, _)| g.constant_uniform(t)) } else { None };
+    let bias_texture = if textured && bias_uniform.is_none() { epi.bias.and_then(|(t, _)| g.constant_texture(t)) } else { None };
     let filler = g.placeholder();
     let out = g.activation(&out_shape);
     let launch = tuning::gemm_launch(&g.profile, &tiling, s.m, s.n);
@@ -295,6 +296,7 @@ fn push_gemm(
         .with("A_UNIFORM", a_uniform.is_some() as u32)
         .with("B_UNIFORM", b_uniform.is_some() as u32)
         .with("BIAS_TEXTURE", bias_texture.is_some() as u32)
+        .with("BIAS_UNIFORM", bias_uniform.is_some() as u32)
         .with("A_VEC4", a_vec4 as u32)
         .with("B_VEC4", b_vec4 as u32)
         .with("BIAS", bias_code)
@@ -312,7 +314,7 @@ fn push_gemm(
         params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(s.batches()), tiles_m: p(launch.tiles_m), tiles_n: p(launch.tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha: epi.alpha, lanes_n_log2: launch.lanes_n_log2,
             patch_cols: gather.cols, patch_area: gather.area, patch_stride_img: gather.stride_img, patch_stride_row: gather.stride_row, patch_stride_col: gather.stride_col,
             patch_k_stride0: gather.k_stride0, patch_k_stride1: gather.k_stride1, patch_k_len1: gather.k_len1, patch_k_len2: gather.k_len2, _p0: 0 }),
-        reads: [a_texture.or(a_uniform).unwrap_or(a), b_texture.or(b_uniform).unwrap_or(b), bias_texture.or(epi.bias.map(|(t, _)| t)).unwrap_or(filler), epi.residual.unwrap_or(filler)].into_iter().chain(k_scale).collect(),
+        reads: [a_texture.or(a_uniform).unwrap_or(a), b_texture.or(b_uniform).unwrap_or(b), bias_texture.or(bias_uniform).or(epi.bias.map(|(t, _)| t)).unwrap_or(filler), epi.residual.unwrap_or(filler)].into_iter().chain(k_scale).collect(),
         writes: vec![out],
         workgroups: grid(workgroups),
         flops: 2 * (s.batches() * s.m * s.n * s.k) as u64,
