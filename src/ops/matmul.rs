@@ -17,8 +17,11 @@
 //! storing, so any shape is exact; k is never over-read (a masked last step takes K % 4).
 //!
 //! Absent bias/residual bindings are filled with the graph's placeholder (never read), keeping the
-//! bind-group layout at 4 reads + 1 write for every variant. An activation operand read in vec4
-//! blocks and the vec4 kernel's output may move to textures (`Graph::with_activation_textures`).
+//! bind-group layout at 4 reads + 1 write for every variant but [`matmul_k_scaled`]'s (a fifth
+//! read, the scale). An activation operand read in vec4 blocks and the vec4 kernel's output may
+//! move to textures (`Graph::with_activation_textures`); on lavapipe a small activation operand or
+//! residual may be read as a uniform buffer (`Graph::with_activation_uniforms`), and so may a
+//! small constant operand or bias (`Graph::constant_uniform`).
 
 use super::{check_u32, grid, params, tuning, Activation, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};

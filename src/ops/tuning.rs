@@ -279,10 +279,13 @@ pub fn constant_textures(profile: &DeviceProfile) -> bool {
 /// uniform-buffer load is one gather across the SIMD lanes; a texel fetch takes the sampler's
 /// path. `examples/load_paths.rs` (an 8 × 4 register tile, A in vec4s along k, M = N = K = 512,
 /// Intel Xeon, ms): A and B textures 18.7, B uniform 15.2, both uniform 13.2; SwiftShader the
-/// other way (33.5, 41.7, 64.7), so it keeps textures. The digit models' GEMM weights, the
-/// direct and implicit convs' weights and the atrous convs' weights and biases all fit:
-/// accvit-digits 0.97 of its warm time for the GEMMs, 0.98 more for the convs (`tools/bench_pair.py`,
-/// 4 × 100 runs, Intel Xeon), hatnet-digits 0.98, lavit-digits 0.99, vvt-digits 1.00.
+/// other way (33.5, 41.7, 64.7), so it keeps textures. Most of the digit models' GEMM weights
+/// and biases, the direct and implicit convs' weights and the atrous convs' weights and biases
+/// fit: accvit-digits 0.97 of its warm time for the GEMM weights, 0.98 more for the convs', 0.98–0.99
+/// more for the GEMM biases (`tools/bench_pair.py`, 4 × 100 runs, Intel Xeon); hatnet-digits 0.98,
+/// lavit-digits 0.99, vvt-digits 1.00 for the GEMM weights. GEMMs of one kind whose weights do
+/// not all fit read them all from textures (`Graph::without_split_uniform_constants`): a second
+/// pipeline per kind cost more cold start than its warm gain.
 pub fn constant_uniforms(profile: &DeviceProfile) -> bool {
     is_lavapipe(profile)
 }
@@ -290,7 +293,9 @@ pub fn constant_uniforms(profile: &DeviceProfile) -> bool {
 /// Whether activations of at most 64 KiB that only uniform-capable bindings read are read as
 /// uniform buffers (`Graph::with_activation_uniforms`, before the textures): on lavapipe, for
 /// the reason of [`constant_uniforms`]; their producers still write storage buffers. Offered
-/// by the GEMMs' vec4 operands and residual, LayerNorm's input and the token mean's input.
+/// by the GEMMs' vec4 operands and residual, LayerNorm's input, the token mean's input and the
+/// one-branch atrous conv's (the average pool's) input: kernels every instance of which in the
+/// bundled models can take it, so that no pipeline splits in two.
 /// Warm, against the same binary without (`tools/bench_pair.py`, 4 × 100 runs, Intel Xeon): the
 /// GEMM operands alone lavit-digits 0.84, accvit-digits 0.92, hatnet-digits 0.99, vvt-digits
 /// 1.00; with the norms, residuals and means accvit-digits another 0.94.
