@@ -661,41 +661,33 @@ impl ConstantCache {
     /// The constant `data` (at most [`UNIFORM_WINDOW_BYTES`], checked by the graph) as a uniform
     /// buffer of that size, zeros after the data: kernels declare the binding at that size.
     fn get_or_upload_uniform(&self, ctx: &GpuContext, key: &str, data: &[f32]) -> Result<Arc<wgpu::Buffer>> {
-        if let Some(b) = self.buffers.lock().unwrap().get(key) {
-            return Ok(b.clone());
-        }
-        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(key),
-            size: UNIFORM_WINDOW_BYTES as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        ctx.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(data));
-        let buffer = Arc::new(buffer);
-        self.buffers.lock().unwrap().insert(key.to_string(), buffer.clone());
-        Ok(buffer)
+        Ok(self.get_or_upload_buffer(ctx, key, data, UNIFORM_WINDOW_BYTES as u64, wgpu::BufferUsages::UNIFORM))
     }
 
     fn get_or_upload(&self, ctx: &GpuContext, key: &str, data: &[f32]) -> Result<Arc<wgpu::Buffer>> {
-        if let Some(b) = self.buffers.lock().unwrap().get(key) {
-            return Ok(b.clone());
-        }
         let bytes = (data.len() * 4) as u64;
         let limit = ctx.limits().max_storage_buffer_binding_size;
         if bytes > limit {
             return Err(Error::TensorTooLarge { file: "(model)".into(), tensor: key.into(), bytes, limit });
         }
-        let size = align_up(bytes.max(16), 16);
+        Ok(self.get_or_upload_buffer(ctx, key, data, align_up(bytes.max(16), 16), wgpu::BufferUsages::STORAGE))
+    }
+
+    /// The buffer cached under `key`, else a new one of `size` bytes for `usage`, `data` at its start.
+    fn get_or_upload_buffer(&self, ctx: &GpuContext, key: &str, data: &[f32], size: u64, usage: wgpu::BufferUsages) -> Arc<wgpu::Buffer> {
+        if let Some(b) = self.buffers.lock().unwrap().get(key) {
+            return b.clone();
+        }
         let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(key),
             size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            usage: usage | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         ctx.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(data));
         let buffer = Arc::new(buffer);
         self.buffers.lock().unwrap().insert(key.to_string(), buffer.clone());
-        Ok(buffer)
+        buffer
     }
 }
 

@@ -66,6 +66,18 @@ pub enum ConstantBinding {
     Uniform,
 }
 
+impl ConstantBinding {
+    /// What a constant's key carries after its source's when it is bound so (the device-side
+    /// cache keeps each binding of a constant apart).
+    fn key_suffix(self) -> &'static str {
+        match self {
+            ConstantBinding::Buffer => "",
+            ConstantBinding::Texture => "#texture",
+            ConstantBinding::Uniform => "#uniform",
+        }
+    }
+}
+
 /// The size of every constant bound as a uniform buffer ([`Graph::constant_uniform`]): WebGPU's
 /// default `maxUniformBufferBindingSize`. Kernels declare such a binding as
 /// `array<vec4<f32>, 4096>`, and a binding must be at least as large as what the shader declares.
@@ -211,12 +223,7 @@ impl Graph {
     /// per-lane loop in lavapipe and SwiftShader). `None` when `t` is not a constant or does not
     /// fit the device's texture limit. One texture per constant and graph.
     pub fn constant_texture(&mut self, t: TensorId) -> Option<TensorId> {
-        let shape = self.shape(t).to_vec();
-        let (key, data) = self.constant_data(t).map(|(k, d)| (format!("{k}#texture"), d.clone()))?;
-        if !self.fits_texture(data.len()) {
-            return None;
-        }
-        Some(self.bound_constant(&shape, key, data, ConstantBinding::Texture))
+        self.constant_bound_as(t, ConstantBinding::Texture)
     }
 
     /// The constant `t` (numel % 4 == 0, at most [`UNIFORM_WINDOW_BYTES`] and the device's
@@ -225,23 +232,33 @@ impl Graph {
     /// lanes, where a texel fetch takes the sampler's path and a storage load a loop over the
     /// lanes (`examples/load_paths.rs`). `None` when `t` is not a constant or is too large.
     pub fn constant_uniform(&mut self, t: TensorId) -> Option<TensorId> {
-        let shape = self.shape(t).to_vec();
-        let (key, data) = self.constant_data(t).map(|(k, d)| (format!("{k}#uniform"), d.clone()))?;
-        if !self.fits_uniform(data.len()) {
-            return None;
-        }
-        Some(self.bound_constant(&shape, key, data, ConstantBinding::Uniform))
+        self.constant_bound_as(t, ConstantBinding::Uniform)
     }
 
-    /// The constant `key` bound as `binding`, one tensor per key and shape in a graph.
-    fn bound_constant(&mut self, shape: &[usize], key: String, data: Arc<Vec<f32>>, binding: ConstantBinding) -> TensorId {
+    /// The constant `t`, however it is bound, bound as `binding` when it fits: one tensor per
+    /// source key, binding and shape in a graph (`w`, `w#texture`, `w#uniform`).
+    fn constant_bound_as(&mut self, t: TensorId, binding: ConstantBinding) -> Option<TensorId> {
+        let shape = self.shape(t).to_vec();
+        let StorageKind::Constant { key, data, binding: bound } = &self.storages[self.tensors[t.0].storage].kind else {
+            return None;
+        };
+        let fits = match binding {
+            ConstantBinding::Buffer => true,
+            ConstantBinding::Texture => self.fits_texture(data.len()),
+            ConstantBinding::Uniform => self.fits_uniform(data.len()),
+        };
+        if !fits {
+            return None;
+        }
+        let source = key.strip_suffix(bound.key_suffix()).unwrap_or(key);
+        let (key, data) = (format!("{source}{}", binding.key_suffix()), data.clone());
         let existing = self.tensors.iter().position(|d| {
             matches!(&self.storages[d.storage].kind, StorageKind::Constant { key: k, binding: b, .. } if *k == key && *b == binding) && d.shape == shape
         });
-        match existing {
+        Some(match existing {
             Some(i) => TensorId(i),
-            None => self.new_tensor(shape, StorageKind::Constant { key, data, binding }),
-        }
+            None => self.new_tensor(&shape, StorageKind::Constant { key, data, binding }),
+        })
     }
 
     fn fits_texture(&self, numel: usize) -> bool {
@@ -432,12 +449,7 @@ impl Graph {
                 if !node.key.constants().contains(&(uniform, 1)) || !textured.contains(&kind(&node.key)) {
                     continue;
                 }
-                let t = node.reads[read];
-                let shape = self.shape(t).to_vec();
-                let StorageKind::Constant { key, data, .. } = &g.storages[g.tensors[t.0].storage].kind else { continue };
-                let (key, data) = (key.trim_end_matches("#uniform").to_string(), data.clone());
-                let Ok(plain) = g.constant(&key, &shape, data) else { continue };
-                let Some(as_texture) = g.constant_texture(plain) else { continue };
+                let Some(as_texture) = g.constant_texture(node.reads[read]) else { continue };
                 let node = &mut g.nodes[i];
                 node.reads[read] = as_texture;
                 node.key = node.key.clone().with(uniform, 0).with(texture, 1);

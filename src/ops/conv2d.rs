@@ -18,7 +18,7 @@
 //! Padding reads as zero. [`conv2d_cpu`] is the f64-accumulating reference the tests use.
 
 use super::matmul::{matmul, BiasAxis, Epilogue};
-use super::{check_u32, grid, params, tuning, Activation, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
+use super::{check_u32, grid, params, tuning, Activation, ConstantBinding, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 /// Stride, padding, dilation (each `(h, w)`) and groups of a 2-D convolution.
@@ -91,10 +91,7 @@ const DW_MAX_SEGMENT: usize = 32;
 
 /// y = act(conv2d(x, weight) + bias); x [B, Cin, H, W] → [B, Cout, Ho, Wo].
 pub fn conv2d(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, p: &Conv2dParams, act: Activation) -> Result<TensorId> {
-    let s = conv2d_shape(g.shape(x), g.shape(weight), bias.map(|b| g.numel(b)), p)?;
-    check_u32("conv2d x", g.numel(x))?;
-    check_u32("conv2d weight", g.numel(weight))?;
-    check_u32("conv2d out", s.batch * s.out_c * s.out_h * s.out_w)?;
+    let s = checked_shape(g, x, weight, bias, p)?;
     let (kh, kw) = s.kernel;
     if (kh, kw) == (1, 1) && p.stride == (1, 1) && p.padding == (0, 0) && p.groups == 1 {
         return conv1x1(g, x, weight, bias, &s, act);
@@ -110,17 +107,23 @@ pub fn conv2d(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorI
 /// channel-last consumer ([`super::conv2d_nhwc`]). Always the implicit GEMM; one group, Cout a
 /// multiple of 4 (a pixel's channels are stored 4 at a time).
 pub fn conv2d_to_nhwc(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, p: &Conv2dParams, act: Activation) -> Result<TensorId> {
-    let s = conv2d_shape(g.shape(x), g.shape(weight), bias.map(|b| g.numel(b)), p)?;
+    let s = checked_shape(g, x, weight, bias, p)?;
     if p.groups != 1 || !s.out_c.is_multiple_of(4) {
         return Err(Error::Graph(format!(
             "conv2d_to_nhwc: weight {:?}, {p:?}: a channel-last output needs one group and Cout a multiple of 4",
             g.shape(weight)
         )));
     }
+    implicit_gemm(g, x, weight, bias, p, &s, act, true)
+}
+
+/// [`conv2d_shape`] of the operands, every tensor within the kernels' u32 indices.
+fn checked_shape(g: &Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, p: &Conv2dParams) -> Result<Conv2dShape> {
+    let s = conv2d_shape(g.shape(x), g.shape(weight), bias.map(|b| g.numel(b)), p)?;
     check_u32("conv2d x", g.numel(x))?;
     check_u32("conv2d weight", g.numel(weight))?;
     check_u32("conv2d out", s.batch * s.out_c * s.out_h * s.out_w)?;
-    implicit_gemm(g, x, weight, bias, p, &s, act, true)
+    Ok(s)
 }
 
 fn conv1x1(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, s: &Conv2dShape, act: Activation) -> Result<TensorId> {
@@ -205,8 +208,7 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
         None => (weight, taps),
     };
     // A constant weight read through a uniform buffer or a flat texture where the device prefers it.
-    let uniform = if tuning::constant_uniforms(&g.profile) && k.is_multiple_of(4) { g.constant_uniform(weight) } else { None };
-    let texture = if tuning::constant_textures(&g.profile) && k.is_multiple_of(4) && uniform.is_none() { g.constant_texture(weight) } else { None };
+    let (weight_read, weight_bound) = super::constant_operand(g, weight, k.is_multiple_of(4));
     let batches = s.batch * groups;
     let t = tuning::conv_gemm_tiling(&g.profile, 2 * (batches * m * n * taps) as u64, m);
     let launch = tuning::gemm_launch(&g.profile, &t, m, n);
@@ -222,13 +224,13 @@ fn implicit_gemm(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Tens
             .with("WG_N", t.wg_n)
             .with("K_TAIL", !k.is_multiple_of(4) as u32)
             .with("STORE_LOOP", tuning::gemm_store_loop(&g.profile, t.tm, t.tn) as u32)
-            .with("W_TEXTURE", texture.is_some() as u32)
-            .with("W_UNIFORM", uniform.is_some() as u32)
+            .with("W_TEXTURE", (weight_bound == ConstantBinding::Texture) as u32)
+            .with("W_UNIFORM", (weight_bound == ConstantBinding::Uniform) as u32)
             .with("OUT_NHWC", out_nhwc as u32)
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32),
         params: Uniform::of(&params::Conv2d { m: c(m), n: c(n), k: c(k), batches: c(batches), tiles_m: c(launch.tiles_m), tiles_n: c(launch.tiles_n), groups: c(groups), in_c: c(s.in_c / groups), in_h: c(s.in_h), in_w: c(s.in_w), out_w: c(s.out_w), kernel_h: c(kh), kernel_w: c(kw), stride_h: c(p.stride.0), stride_w: c(p.stride.1), pad_h: c(p.padding.0), pad_w: c(p.padding.1), dil_h: c(p.dilation.0), dil_w: c(p.dilation.1), taps: c(taps), lanes_n_log2: launch.lanes_n_log2, _p0: 0, _p1: 0, _p2: 0 }),
-        reads: vec![x, texture.or(uniform).unwrap_or(weight), bias.unwrap_or(x)],
+        reads: vec![x, weight_read, bias.unwrap_or(x)],
         writes: vec![y],
         workgroups: grid(batches * launch.tiles_m * launch.tiles_n),
         flops: 2 * (batches * m * n * taps) as u64,

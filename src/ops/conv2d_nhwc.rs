@@ -10,7 +10,7 @@
 //! weight is re-laid on the host, a computed one by a permute.
 
 use super::conv2d::{conv2d_shape, Conv2dParams};
-use super::{check_u32, grid, layout, params, tuning, Activation, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
+use super::{check_u32, grid, layout, params, Activation, ConstantBinding, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 const WG: u32 = 64;
@@ -51,8 +51,7 @@ pub fn conv2d_nhwc(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Te
     check_u32("conv2d_nhwc invocations", total + WG as usize)?;
 
     let taps_last = taps_outermost(g, weight, &s)?;
-    let uniform = if tuning::constant_uniforms(&g.profile) { g.constant_uniform(taps_last) } else { None };
-    let texture = if tuning::constant_textures(&g.profile) && uniform.is_none() { g.constant_texture(taps_last) } else { None };
+    let (weight_read, weight_bound) = super::constant_operand(g, taps_last, true);
     let filler = g.placeholder();
     let y = g.activation(&[b, s.out_h, s.out_w, s.out_c]);
     let u = |v: usize| v as u32;
@@ -67,8 +66,8 @@ pub fn conv2d_nhwc(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Te
             .with("DH", u(p.dilation.0))
             .with("DW", u(p.dilation.1))
             .with("TP", u(run))
-            .with("W_TEXTURE", texture.is_some() as u32)
-            .with("W_UNIFORM", uniform.is_some() as u32)
+            .with("W_TEXTURE", (weight_bound == ConstantBinding::Texture) as u32)
+            .with("W_UNIFORM", (weight_bound == ConstantBinding::Uniform) as u32)
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32),
         params: Uniform::of(&params::Conv2dNhwc {
@@ -85,7 +84,7 @@ pub fn conv2d_nhwc(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Te
             _p0: 0,
             _p1: 0,
         }),
-        reads: vec![x, texture.or(uniform).unwrap_or(taps_last), bias.unwrap_or(filler)],
+        reads: vec![x, weight_read, bias.unwrap_or(filler)],
         writes: vec![y],
         workgroups: grid(total.div_ceil(WG as usize)),
         flops: 2 * (b * s.out_h * s.out_w * s.out_c * cin * kh * kw) as u64,

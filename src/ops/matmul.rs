@@ -23,7 +23,7 @@
 //! residual may be read as a uniform buffer (`Graph::with_activation_uniforms`), and so may a
 //! small constant operand or bias (`Graph::constant_uniform`).
 
-use super::{check_u32, grid, params, tuning, Activation, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
+use super::{check_u32, grid, params, tuning, Activation, ConstantBinding, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 /// Which dimension a bias vector runs along.
@@ -271,19 +271,16 @@ fn push_gemm(
     if patches.is_some() && (trans_a || !a_vec4 || s.batches() != 1 || !s.k.is_multiple_of(4)) {
         return Err(Error::Graph(format!("matmul: gathered patches need vec4 A loads, K % 4 == 0 and one batch (K {}, loads {:?})", s.k, tiling.loads)));
     }
-    // Constant operands (weights) read through flat textures where the device prefers it. Only
-    // with vec4 block loads, whose offsets are all multiples of 4 (a texel); a bias's loads are
-    // (`constant_texture` takes only whole texels).
-    // On lavapipe, one of at most 64 KiB from a uniform buffer instead.
-    let textured = tuning::constant_textures(&g.profile);
-    let uniforms = tuning::constant_uniforms(&g.profile);
-    let a_uniform = if uniforms && a_vec4 { g.constant_uniform(a) } else { None };
-    let b_uniform = if uniforms && b_vec4 { g.constant_uniform(b) } else { None };
-    let a_texture = if textured && a_vec4 && a_uniform.is_none() { g.constant_texture(a) } else { None };
-    let b_texture = if textured && b_vec4 && b_uniform.is_none() { g.constant_texture(b) } else { None };
-    let bias_uniform = if uniforms { epi.bias.and_then(|(t, _)| g.constant_uniform(t)) } else { None };
-    let bias_texture = if textured && bias_uniform.is_none() { epi.bias.and_then(|(t, _)| g.constant_texture(t)) } else { None };
+    // Constant operands (weights) from uniform buffers or flat textures where the device prefers
+    // it. Only with vec4 block loads, whose offsets are all multiples of 4 (a texel); a bias's
+    // loads are (both take only whole vec4s).
+    let (a_read, a_bound) = super::constant_operand(g, a, a_vec4);
+    let (b_read, b_bound) = super::constant_operand(g, b, b_vec4);
     let filler = g.placeholder();
+    let (bias_read, bias_bound) = match epi.bias {
+        Some((t, _)) => super::constant_operand(g, t, true),
+        None => (filler, ConstantBinding::Buffer),
+    };
     let out = g.activation(&out_shape);
     let launch = tuning::gemm_launch(&g.profile, &tiling, s.m, s.n);
     let workgroups = s.batches() * launch.tiles_m * launch.tiles_n;
@@ -294,12 +291,12 @@ fn push_gemm(
         .with("WG_N", tiling.wg_n)
         .with("TRANS_A", trans_a as u32)
         .with("TRANS_B", trans_b as u32)
-        .with("A_TEXTURE", a_texture.is_some() as u32)
-        .with("B_TEXTURE", b_texture.is_some() as u32)
-        .with("A_UNIFORM", a_uniform.is_some() as u32)
-        .with("B_UNIFORM", b_uniform.is_some() as u32)
-        .with("BIAS_TEXTURE", bias_texture.is_some() as u32)
-        .with("BIAS_UNIFORM", bias_uniform.is_some() as u32)
+        .with("A_TEXTURE", (a_bound == ConstantBinding::Texture) as u32)
+        .with("B_TEXTURE", (b_bound == ConstantBinding::Texture) as u32)
+        .with("A_UNIFORM", (a_bound == ConstantBinding::Uniform) as u32)
+        .with("B_UNIFORM", (b_bound == ConstantBinding::Uniform) as u32)
+        .with("BIAS_TEXTURE", (bias_bound == ConstantBinding::Texture) as u32)
+        .with("BIAS_UNIFORM", (bias_bound == ConstantBinding::Uniform) as u32)
         .with("A_VEC4", a_vec4 as u32)
         .with("B_VEC4", b_vec4 as u32)
         .with("BIAS", bias_code)
@@ -317,18 +314,18 @@ fn push_gemm(
         params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(s.batches()), tiles_m: p(launch.tiles_m), tiles_n: p(launch.tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha: epi.alpha, lanes_n_log2: launch.lanes_n_log2,
             patch_cols: gather.cols, patch_area: gather.area, patch_stride_img: gather.stride_img, patch_stride_row: gather.stride_row, patch_stride_col: gather.stride_col,
             patch_k_stride0: gather.k_stride0, patch_k_stride1: gather.k_stride1, patch_k_len1: gather.k_len1, patch_k_len2: gather.k_len2, _p0: 0 }),
-        reads: [a_texture.or(a_uniform).unwrap_or(a), b_texture.or(b_uniform).unwrap_or(b), bias_texture.or(bias_uniform).or(epi.bias.map(|(t, _)| t)).unwrap_or(filler), epi.residual.unwrap_or(filler)].into_iter().chain(k_scale).collect(),
+        reads: [a_read, b_read, bias_read, epi.residual.unwrap_or(filler)].into_iter().chain(k_scale).collect(),
         writes: vec![out],
         workgroups: grid(workgroups),
         flops: 2 * (s.batches() * s.m * s.n * s.k) as u64,
     });
     // An activation operand in vec4 blocks may be a texture, or when small a uniform buffer; the
     // vec4 kernel's output may be a texture.
-    if a_vec4 && a_texture.is_none() && a_uniform.is_none() {
+    if a_vec4 && a_bound == ConstantBinding::Buffer {
         g.offer_texture(0, "A_TEXTURE");
         g.offer_uniform(0, "A_UNIFORM");
     }
-    if b_vec4 && b_texture.is_none() && b_uniform.is_none() {
+    if b_vec4 && b_bound == ConstantBinding::Buffer {
         g.offer_texture(1, "B_TEXTURE");
         g.offer_uniform(1, "B_UNIFORM");
     }

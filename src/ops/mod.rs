@@ -13,7 +13,7 @@
 //! shader recovers its linear workgroup index as `wid.x + wid.y * nwg.x` and returns early past
 //! the end, so any shape stays within `maxComputeWorkgroupsPerDimension`.
 
-pub use crate::graph::{Graph, Node, TensorId};
+pub use crate::graph::{ConstantBinding, Graph, Node, TensorId};
 pub use crate::kernels::{params, Kernel, PipelineKey, Uniform};
 
 pub mod tuning;
@@ -78,6 +78,28 @@ pub fn grid(workgroups: usize) -> [u32; 3] {
     let y = n.div_ceil(max);
     let x = n.div_ceil(y);
     [x as u32, y as u32, 1]
+}
+
+/// Where a kernel reads operand `t` from: the tensor to bind and how it is bound. A constant
+/// moves, when the kernel has the path (`vec4_path`: it reads the operand in whole vec4s), to a
+/// uniform buffer on lavapipe if it fits one (`tuning::constant_uniforms`), else to a flat
+/// texture on software devices (`tuning::constant_textures`); anything else stays the storage
+/// buffer it is. The kernel's `*_UNIFORM` / `*_TEXTURE` defines follow the binding.
+pub fn constant_operand(g: &mut Graph, t: TensorId, vec4_path: bool) -> (TensorId, ConstantBinding) {
+    if !vec4_path {
+        return (t, ConstantBinding::Buffer);
+    }
+    if tuning::constant_uniforms(&g.profile) {
+        if let Some(u) = g.constant_uniform(t) {
+            return (u, ConstantBinding::Uniform);
+        }
+    }
+    if tuning::constant_textures(&g.profile) {
+        if let Some(tex) = g.constant_texture(t) {
+            return (tex, ConstantBinding::Texture);
+        }
+    }
+    (t, ConstantBinding::Buffer)
 }
 
 /// Checks that the product of shapes fits the u32 indices every kernel uses.
