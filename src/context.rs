@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::kernels::device::{kernels_from_env, DeviceProfile};
 
+pub mod store_probe;
+
 /// Below this many FLOPs per dispatch on average, a graph runs faster on llvmpipe with every
 /// workgroup executed on the submitting thread (see [`prefer_inline_software_driver`]).
 pub const INLINE_DRIVER_FLOPS_PER_DISPATCH: u64 = 1_000_000;
@@ -65,6 +67,10 @@ impl std::fmt::Display for DeviceInfo {
             self.shader_f16, self.timestamp_query, self.profile.subgroups
         )?;
         writeln!(f, "kernels:   {} (WGVIT_KERNELS=cpu|gpu forces a set)", self.profile.kernels.name())?;
+        if crate::ops::tuning::activation_textures(&self.profile) {
+            let stores = if self.profile.texture_stores_costly { "costly (activations in textures only where read often)" } else { "cheap" };
+            writeln!(f, "texture stores: {stores} ({}=costly|cheap skips the probe)", store_probe::TEXTURE_STORES_ENV)?;
+        }
         writeln!(f, "limits:")?;
         writeln!(f, "  max_storage_buffer_binding_size      {}", l.max_storage_buffer_binding_size)?;
         writeln!(f, "  max_buffer_size                      {}", l.max_buffer_size)?;
@@ -125,7 +131,10 @@ impl GpuContext {
             .await
             .map_err(|e| Error::RequestDevice { adapter: ainfo.name.clone(), reason: e.to_string() })?;
         // Subgroups are the adapter's (no kernel requests them yet); the rest is what the device has.
-        let profile = DeviceProfile::for_adapter(&ainfo, device.features() | (features & wgpu::Features::SUBGROUP), device.limits(), kernels);
+        let mut profile = DeviceProfile::for_adapter(&ainfo, device.features() | (features & wgpu::Features::SUBGROUP), device.limits(), kernels);
+        if crate::ops::tuning::activation_textures(&profile) {
+            profile.texture_stores_costly = store_probe::texture_stores_costly(&device, &queue)?;
+        }
         let info = DeviceInfo {
             name: ainfo.name.clone(),
             backend: format!("{:?}", ainfo.backend),

@@ -464,7 +464,7 @@ fn for_device(graph: &Graph) -> std::borrow::Cow<'_, Graph> {
         g = std::borrow::Cow::Owned(g.with_activation_uniforms());
     }
     if crate::ops::tuning::activation_textures(&graph.profile) {
-        g = std::borrow::Cow::Owned(g.with_activation_textures());
+        g = std::borrow::Cow::Owned(g.with_activation_textures(crate::ops::tuning::texture_min_fetches(&graph.profile)));
     }
     g
 }

@@ -178,6 +178,10 @@ pub struct BindingOffer {
     pub node: usize,
     pub binding: usize,
     pub define: &'static str,
+    /// For a texture read: how many times the kernel fetches each texel of it (over the whole
+    /// dispatch; `u32::MAX` where it is not estimated and the texture always pays). Weighed by
+    /// [`Graph::with_activation_textures`] against the cost of storing the texture.
+    pub fetches_per_texel: u32,
 }
 
 impl Graph {
@@ -402,15 +406,21 @@ impl Graph {
     /// Binding `binding` of the node pushed last can be a texture under `define` (see
     /// [`BindingOffer`]).
     pub fn offer_texture(&mut self, binding: usize, define: &'static str) {
+        self.offer_texture_fetched(binding, define, u32::MAX);
+    }
+
+    /// [`Graph::offer_texture`] for a read binding whose kernel fetches each texel
+    /// `fetches_per_texel` times (a GEMM operand: once per tile of the other dimension).
+    pub fn offer_texture_fetched(&mut self, binding: usize, define: &'static str, fetches_per_texel: u32) {
         let node = self.nodes.len() - 1;
-        self.texture_offers.push(BindingOffer { node, binding, define });
+        self.texture_offers.push(BindingOffer { node, binding, define, fetches_per_texel });
     }
 
     /// Read binding `binding` of the node pushed last can be a uniform buffer of
     /// [`UNIFORM_WINDOW_BYTES`] under `define` (see [`BindingOffer`]).
     pub fn offer_uniform(&mut self, binding: usize, define: &'static str) {
         let node = self.nodes.len() - 1;
-        self.uniform_offers.push(BindingOffer { node, binding, define });
+        self.uniform_offers.push(BindingOffer { node, binding, define, fetches_per_texel: u32::MAX });
     }
 
     /// A 4-element constant that kernels bind where an optional operand is absent (never read):
@@ -427,8 +437,13 @@ impl Graph {
     /// for it where the device wants activations in textures (`ops::tuning::activation_textures`:
     /// lavapipe, where a texel fetch is a vectorised gather and a storage-buffer load a loop over
     /// the SIMD lanes).
-    pub fn with_activation_textures(&self) -> Graph {
-        self.with_activations_bound(&self.texture_offers, |g, storage| g.fits_texture(storage.numel), StorageKind::Activation { texture: true, uniform_reads: false }, true)
+    ///
+    /// An activation moves only if its readers fetch each texel at least `min_fetches` times in
+    /// all (the offers' `fetches_per_texel`; `ops::tuning::texture_min_fetches`: more than 0 where
+    /// texture stores are costly, and a texel fetch saves a little over a buffer load while each
+    /// texel stored costs much more).
+    pub fn with_activation_textures(&self, min_fetches: u64) -> Graph {
+        self.with_activations_bound(&self.texture_offers, |g, storage| g.fits_texture(storage.numel), StorageKind::Activation { texture: true, uniform_reads: false }, true, min_fetches)
     }
 
     /// This graph with no constant read from a uniform buffer where that would split a pipeline:
@@ -465,13 +480,15 @@ impl Graph {
     /// (`ops::tuning::activation_uniforms`: lavapipe, where a uniform-buffer load is one gather
     /// and a texel fetch takes the sampler's path).
     pub fn with_activation_uniforms(&self) -> Graph {
-        self.with_activations_bound(&self.uniform_offers, |g, storage| g.fits_uniform(storage.numel), StorageKind::Activation { texture: false, uniform_reads: true }, false)
+        self.with_activations_bound(&self.uniform_offers, |g, storage| g.fits_uniform(storage.numel), StorageKind::Activation { texture: false, uniform_reads: true }, false, 0)
     }
 
     /// Moves to `kind` every plain buffer activation that fits (`fits`), is no graph output, and
     /// whose every use (with `writes_too`, else every read) is in `offers`; sets the offers'
     /// defines on those nodes. A write under `writes_too == false` keeps its storage binding.
-    fn with_activations_bound(&self, offers: &[BindingOffer], fits: impl Fn(&Graph, &Storage) -> bool, kind: StorageKind, writes_too: bool) -> Graph {
+    /// An activation whose reads' offers fetch fewer than `min_fetches` times per texel in all
+    /// stays.
+    fn with_activations_bound(&self, offers: &[BindingOffer], fits: impl Fn(&Graph, &Storage) -> bool, kind: StorageKind, writes_too: bool, min_fetches: u64) -> Graph {
         let mut g = self.clone();
         let mut uses: Vec<Vec<(usize, usize)>> = vec![Vec::new(); g.storages.len()];
         let mut reads: Vec<usize> = vec![0; g.storages.len()];
@@ -487,17 +504,20 @@ impl Graph {
             }
         }
         let outputs: std::collections::HashSet<usize> = g.outputs.iter().map(|(_, t)| g.tensors[t.0].storage).collect();
-        let offers: std::collections::HashMap<(usize, usize), &'static str> = offers.iter().map(|o| ((o.node, o.binding), o.define)).collect();
+        let offers: std::collections::HashMap<(usize, usize), &BindingOffer> = offers.iter().map(|o| ((o.node, o.binding), o)).collect();
         let mut promoted: Vec<(usize, Vec<(usize, &'static str)>)> = Vec::new();
         for (s, storage) in g.storages.iter().enumerate() {
             let plain = matches!(storage.kind, StorageKind::Activation { texture: false, uniform_reads: false });
             if !plain || outputs.contains(&s) || uses[s].is_empty() || (!writes_too && reads[s] == 0) || !fits(&g, storage) {
                 continue;
             }
-            let defines: Option<Vec<(usize, &'static str)>> = uses[s].iter().map(|&(i, b)| offers.get(&(i, b)).map(|&d| (i, d))).collect();
-            if let Some(defines) = defines {
-                promoted.push((s, defines));
+            let Some(used) = uses[s].iter().map(|&(i, b)| offers.get(&(i, b)).copied()).collect::<Option<Vec<&BindingOffer>>>() else { continue };
+            let is_read = |o: &&&BindingOffer| o.binding < g.nodes[o.node].reads.len();
+            let fetches: u64 = used.iter().filter(is_read).map(|o| o.fetches_per_texel as u64).sum();
+            if fetches < min_fetches {
+                continue;
             }
+            promoted.push((s, used.iter().map(|o| (o.node, o.define)).collect::<Vec<_>>()));
         }
         for (s, defines) in promoted {
             g.storages[s].kind = kind.clone();

@@ -103,7 +103,7 @@ fn attention_reads_q_k_v_from_activation_textures() {
     let o = attention_strided(&mut g, operand(0), operand(1), operand(2), None, &dm, scale, &OutputSpec::merged(&dm)).unwrap();
     g.output("o", o);
 
-    let promoted = g.with_activation_textures();
+    let promoted = g.with_activation_textures(0);
     let storage = &promoted.storages[promoted.tensors[qkv.0].storage];
     assert!(matches!(storage.kind, StorageKind::Activation { texture: true, .. }), "the projection moves to a texture");
     let attention_node = promoted.nodes.iter().find(|n| n.label == "attention").unwrap();

@@ -425,7 +425,7 @@ fn activations_between_matmuls_and_norms_move_to_textures() {
     let y = matmul(g, h2, w2, false, true, Epilogue { residual: Some(x), ..Default::default() }).unwrap();
     g.output("mlp", y);
 
-    let promoted = g.with_activation_textures();
+    let promoted = g.with_activation_textures(0);
     let in_texture = |t: wgvit::TensorId| matches!(promoted.storages[promoted.tensors[t.0].storage].kind, StorageKind::Activation { texture: true, .. });
     assert!(in_texture(xn) && in_texture(h) && in_texture(h2), "the norm's output and the hidden");
     assert!(!in_texture(y) && !promoted.is_texture(x), "the output and the input stay buffers");
@@ -516,7 +516,7 @@ fn patch_linear_gathers_from_an_activation_texture() {
     let xn4 = g.reshape(xn, &patches.source_shape()).unwrap();
     let y = patch_linear(g, xn4, patches, w, None).unwrap();
     g.output("patches of a LayerNorm", y);
-    let promoted = g.with_activation_textures();
+    let promoted = g.with_activation_textures(0);
     assert!(promoted.is_texture(xn), "the norm's output");
     let gather = promoted.nodes.last().unwrap().key.constants();
     assert!(gather.contains(&("A_PATCHES", 1)) && gather.contains(&("A_TEXTURE", 1)), "{gather:?}");
@@ -574,7 +574,7 @@ fn matmul_k_scaled_scales_each_batch_entrys_reduction() {
             cases.expected.push((name, want));
         }
         if lavapipe {
-            cases.g = cases.g.with_activation_textures();
+            cases.g = cases.g.with_activation_textures(0);
             let scaled_to_texture = cases.g.nodes.iter().any(|n| n.key.constants().contains(&("K_SCALE", 1)) && n.key.constants().contains(&("OUT_TEXTURE", 1)));
             assert!(scaled_to_texture, "a K_SCALE GEMM writes a texture on lavapipe");
         }
@@ -777,4 +777,41 @@ fn gemms_of_one_kind_do_not_split_their_pipeline_over_uniform_weights() {
     assert!(unified.is_texture(unified.nodes[0].reads[1]) && unified.is_uniform(unified.nodes[2].reads[1]));
     cases.g = unified;
     cases.check();
+}
+
+/// Where texture stores are costly (`DeviceProfile::texture_stores_costly`, measured by
+/// `context::store_probe`), an activation moves to a texture only when its readers fetch each
+/// texel at least `tuning::texture_min_fetches` times: an MLP shaped like LaViT's, LayerNorm →
+/// fc1 (64 → 512, GELU) → fc2 (512 → 64). fc1 fetches each texel of the norm's output once per
+/// 8-column tile of its 512 columns (64 times), so the norm writes a texture; fc2 fetches the
+/// hidden once per tile of 64 columns (8 times), so fc1 stores it in a buffer. With cheap stores
+/// both move. Values against the CPU reference either way.
+#[test]
+fn costly_texture_stores_keep_rarely_fetched_activations_in_buffers() {
+    use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
+    use wgvit::ops::tuning::texture_min_fetches;
+    let (rows, c, hidden) = (48, 64, 512);
+    for costly in [true, false] {
+        let mut rng = Rng::new(if costly { 71 } else { 72 });
+        let profile = DeviceProfile { texture_stores_costly: costly, ..common::lavapipe() };
+        let mut cases = Cases::for_profile(profile);
+        let (x, xt) = cases.input(&mut rng, &[rows, c]);
+        let (w1, w1t) = cases.input(&mut rng, &[hidden, c]);
+        let (w2, w2t) = cases.input(&mut rng, &[c, hidden]);
+        let g = &mut cases.g;
+        let xn = layer_norm(g, x, None, None, 1e-5).unwrap();
+        let h = linear(g, xn, w1, None, Activation::Gelu).unwrap();
+        let y = linear(g, h, w2, None, Activation::None).unwrap();
+        let case = format!("MLP, texture stores costly: {costly}");
+        g.output(&case, y);
+        let promoted = g.with_activation_textures(texture_min_fetches(&g.profile));
+        assert!(promoted.is_texture(xn), "{case}: the norm's output, fetched 64 times a texel, is a texture");
+        assert_eq!(promoted.is_texture(h), !costly, "{case}: the hidden, fetched 8 times a texel");
+        let xn_want = layer_norm_cpu(&xt.data, c, &[], &[], 1e-5);
+        let (h_want, _) = matmul_cpu(&xn_want, &[rows, c], &w1t.data, &[hidden, c], false, true, 1.0, None, Activation::Gelu, None);
+        let (want, _) = matmul_cpu(&h_want, &[rows, hidden], &w2t.data, &[c, hidden], false, true, 1.0, None, Activation::None, None);
+        cases.expected.push((case, want));
+        cases.g = promoted;
+        cases.check();
+    }
 }

@@ -112,6 +112,16 @@ fn every_shader_validates_with_webgpu_baseline_capabilities() {
     });
 }
 
+/// The texel-store probe (`context::store_probe`) is created by no op: both its variants here.
+#[test]
+fn the_store_probe_validates_storing_a_buffer_and_a_texture() {
+    for out_texture in [0, 1] {
+        let (source, module, _) = load_for(&Kernel::StoreProbe, &[("OUT_TEXTURE", out_texture)]).unwrap_or_else(|e| panic!("{e}"));
+        validate(&Kernel::StoreProbe, &source, &module, Capabilities::default(), "WebGPU baseline capabilities").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(source.contains("var out_texture: texture_storage_2d"), out_texture == 1, "OUT_TEXTURE = {out_texture}");
+    }
+}
+
 fn has_override(module: &Module, name: &str) -> bool {
     module.overrides.iter().any(|(_, o)| o.name.as_deref() == Some(name))
 }

@@ -71,7 +71,7 @@ async fn a_matmul_chain_through_activation_textures_matches_cpu() {
     let h = linear(&mut g, xi, w1i, None, Activation::Gelu).unwrap();
     let y = linear(&mut g, h, w2i, None, Activation::None).unwrap();
     g.output("y", y);
-    let g = g.with_activation_textures();
+    let g = g.with_activation_textures(0);
     assert!(g.is_texture(h) && !g.is_texture(y), "the hidden in a texture, the output in a buffer");
     let out = e.compile(&g, &ConstantCache::new()).await.unwrap().run(&[&x]).await.unwrap();
     let (hw, _) = matmul_cpu(&x.data, &[rows, k], &w1.data, &[hidden, k], false, true, 1.0, None, Activation::Gelu, None);

@@ -64,6 +64,11 @@ pub struct DeviceProfile {
     pub subgroups: bool,
     pub timestamps: bool,
     pub kernels: KernelSet,
+    /// A texel stored into a storage texture costs over twice what one stored into a storage
+    /// buffer does (`kernels::probe`, measured when a lavapipe device opens; false elsewhere).
+    /// Activations then move to textures only where their readers fetch each texel often
+    /// (`ops::tuning::texture_min_fetches`).
+    pub texture_stores_costly: bool,
 }
 
 impl Default for DeviceProfile {
@@ -85,6 +90,7 @@ impl DeviceProfile {
             subgroups: false,
             timestamps: false,
             kernels: KernelSet::for_device_type(device_type),
+            texture_stores_costly: false,
         }
     }
 
@@ -112,6 +118,7 @@ impl DeviceProfile {
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             kernels: kernels_override.unwrap_or(KernelSet::for_device_type(info.device_type)),
+            texture_stores_costly: false,
         }
     }
 

@@ -107,6 +107,9 @@ uniforms! {
     /// `fma_peak.wgsl`
     pub struct FmaPeak { iters: u32, _p0: u32, _p1: u32, _p2: u32 }
 
+    /// `store_probe.wgsl`
+    pub struct StoreProbe { texels: u32, _p0: u32, _p1: u32, _p2: u32 }
+
     /// `matmul.wgsl`
     pub struct Matmul {
         m: u32, n: u32, k: u32, batches: u32, tiles_m: u32, tiles_n: u32, a_batches: u32, b_batches: u32,

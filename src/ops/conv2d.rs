@@ -170,7 +170,9 @@ fn depthwise(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId
     // textures (lavapipe: the 1x1 convs or linears around an MLP's depthwise conv write and read
     // them).
     if s.in_w.is_multiple_of(4) {
-        g.offer_texture(0, "X_TEXTURE");
+        // An input row is fetched once per kernel row that reads it, its column blocks' segments
+        // overlapping: about 2 texels per texel advanced.
+        g.offer_texture_fetched(0, "X_TEXTURE", (2 * kh / (p.stride.0 * p.stride.1)).max(1) as u32);
     }
     if s.out_w.is_multiple_of(4) {
         g.offer_texture(3, "OUT_TEXTURE");

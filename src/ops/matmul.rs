@@ -321,12 +321,14 @@ fn push_gemm(
     });
     // An activation operand in vec4 blocks may be a texture, or when small a uniform buffer; the
     // vec4 kernel's output may be a texture.
+    // Each operand texel is fetched once per tile along the other side of the output.
+    let tiles = |len: usize, tile: u32| len.div_ceil(tile as usize).min(u32::MAX as usize) as u32;
     if a_vec4 && a_bound == ConstantBinding::Buffer {
-        g.offer_texture(0, "A_TEXTURE");
+        g.offer_texture_fetched(0, "A_TEXTURE", tiles(s.n, tiling.tn));
         g.offer_uniform(0, "A_UNIFORM");
     }
     if b_vec4 && b_bound == ConstantBinding::Buffer {
-        g.offer_texture(1, "B_TEXTURE");
+        g.offer_texture_fetched(1, "B_TEXTURE", tiles(s.m, tiling.tm));
         g.offer_uniform(1, "B_UNIFORM");
     }
     if kernel == Kernel::MatmulVec4 {

@@ -11,7 +11,7 @@
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
-//! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions, depthwise or ACC-ViT's atrous convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); SwiftShader: buffers | storage buffers |
+//! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions, depthwise or ACC-ViT's atrous convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); where the host makes texture stores costly (`context::store_probe`) only those fetched at least 64 times a texel, or read by an attention or a channel-last conv (`texture_min_fetches`); SwiftShader: buffers | storage buffers |
 //! | attention (channel loops written out per head size) | lavapipe: 4 query rows per invocation; SwiftShader: 2 rows up to d = 48, else 1; q, k, v from textures where `activation_textures` | 1 row |
 //! | ACC-ViT atrous depthwise conv's run of 4 output columns | lavapipe: written out, shared fetches fetched once | a loop |
 //! | GroupNorm lanes per workgroup | 8 for a group of one chunk, else 32 | 32 |
@@ -311,9 +311,31 @@ pub fn activation_uniforms(profile: &DeviceProfile) -> bool {
 /// ms, 1536×384·384×784 58 → 40 ms), and writing a storage texture costs about what a buffer
 /// store does: warm lavit-tiny 0.80, accvit-tiny 0.75, vvt-tiny 0.81 of the time. SwiftShader
 /// gained nothing overall (natively: lavit-digits 0.87, vvt-digits 1.02, accvit-digits
-/// 1.03–1.17; in Chromium 1.00, 0.92, 1.21), so it keeps its activations in buffers.
+/// 1.03–1.17; in Chromium 1.00, 0.92, 1.21), so it keeps its activations in buffers. Where the
+/// host makes texture stores costly (`DeviceProfile::texture_stores_costly`) only activations
+/// fetched often move ([`texture_min_fetches`]).
 pub fn activation_textures(profile: &DeviceProfile) -> bool {
     is_lavapipe(profile)
+}
+
+/// How many times in all an activation's readers must fetch each of its texels for it to move to
+/// a texture (`Graph::with_activation_textures`): 0 (every time they can) unless texture stores
+/// are costly on this device (`DeviceProfile::texture_stores_costly`, `kernels::probe`), then 64.
+/// Intel Xeon (Sapphire Rapids, 2 cores), lavapipe: a texel stored costs about 6.5 ns more than
+/// into a buffer (`examples/store_paths.rs`); LaViT-tiny's fc1 (3136 × 64 → 512, its output fc2's A)
+/// took 15.4 ms storing a texture against 8.5 ms storing a buffer, while fc2 (3136 × 512 → 64,
+/// 8 fetches per texel) read it in 7.5 against 8.5 ms: about 0.3 ns saved per fetch. Measured
+/// thresholds on the tiny models (`tools/bench_pair.py`): 24 lost on hatnet-tiny, 64 and 200 did
+/// as well on LaViT (0.95–0.98); the depthwise convs' inputs (about 2·kh fetches a texel) in
+/// buffers gained hatnet-tiny 0.95 more (GPU time), vvt-tiny 0.92. Attention inputs stay textures
+/// (`ops::attention`: buffers cost hatnet-digits 0.37 s of JIT), and so do the channel-last convs'
+/// (ACC-ViT's atrous convs: 1.00–1.02 warm in buffers).
+pub fn texture_min_fetches(profile: &DeviceProfile) -> u64 {
+    if profile.texture_stores_costly {
+        64
+    } else {
+        0
+    }
 }
 
 /// Mesa's lavapipe (the adapter llvmpipe), the native software device; SwiftShader is the

@@ -36,7 +36,7 @@ pub fn swiftshader() -> wgvit::kernels::DeviceProfile {
 /// define of `defines` set; `case` names the case in the messages.
 pub fn promoted_to_textures(g: &Graph, tensors: &[wgvit::TensorId], node_prefix: &str, defines: &[&str], case: &str) -> Graph {
     use wgvit::graph::StorageKind;
-    let promoted = g.with_activation_textures();
+    let promoted = g.with_activation_textures(0);
     for t in tensors {
         assert!(matches!(promoted.storages[promoted.tensors[t.0].storage].kind, StorageKind::Activation { texture: true, .. }), "{case}: tensor {t:?} moves to a texture");
     }

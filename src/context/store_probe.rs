@@ -1,0 +1,182 @@
+//! Measurements a device's profile takes when it opens, for choices the driver and adapter names
+//! do not settle.
+//!
+//! **Texel stores** (`shaders/store_probe.wgsl`). On lavapipe (Mesa 22.3) a texel fetch is a
+//! vectorised gather and a storage-buffer load a loop over the SIMD lanes, so activations that
+//! GEMMs and convs read live in textures (`Graph::with_activation_textures`). Their producers then
+//! store texels through the image path, whose cost depends on the host CPU: in the GEMMs of the
+//! AMD EPYC of sessions 10–14 about what a buffer store cost; on an Intel Xeon (Sapphire Rapids,
+//! 2 cores) 3.2–4.3 times as much (this probe, `examples/store_paths.rs`: about 2.7 against 9.2 ns
+//! a texel), and LaViT-tiny's fc1 took 15.4 ms storing its output as a texture against 8.5 ms as
+//! a buffer. There a texture pays only where its readers fetch each texel many times
+//! (`ops::tuning::texture_min_fetches`). The probe stores 2^18 texels both ways, in rounds of one
+//! run each, and calls texture stores costly when they take over twice as long
+//! ([`StoreTimes::ratio`]): on that Xeon about 90 ms at a cold start with empty caches (mostly
+//! compiling the two kernels), 40 ms once Mesa's shader cache holds them.
+
+#[cfg(not(target_arch = "wasm32"))]
+use crate::kernels::{params, Kernel, Uniform};
+
+/// `WGVIT_TEXTURE_STORES=costly|cheap` skips the probe (reproducible kernel choices, tests).
+pub const TEXTURE_STORES_ENV: &str = "WGVIT_TEXTURE_STORES";
+
+/// Timed rounds of the probe.
+pub const ROUNDS: usize = 7;
+
+/// Texture stores are costly when they take more than this many times a buffer store.
+pub const COSTLY_TEXTURE_STORE_RATIO: f64 = 2.0;
+
+/// Whether texel stores into a storage texture are costly on this device: what
+/// [`TEXTURE_STORES_ENV`] says, else measured ([`texel_store_seconds`]; never in the browser,
+/// whose device keeps its activations in buffers anyway).
+pub fn texture_stores_costly(device: &wgpu::Device, queue: &wgpu::Queue) -> crate::Result<bool> {
+    if let Some(costly) = texture_stores_from_env()? {
+        return Ok(costly);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let t = texel_store_seconds(device, queue);
+        log::info!("texel stores: {:.2} ns into a buffer, {:.2} ns into a texture, {:.2} times", t.buffer * 1e9, t.texture * 1e9, t.ratio);
+        Ok(t.ratio > COSTLY_TEXTURE_STORE_RATIO)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = (device, queue);
+        Ok(false)
+    }
+}
+
+/// What [`TEXTURE_STORES_ENV`] says, if set: `Some(true)` for `costly`, `Some(false)` for `cheap`.
+fn texture_stores_from_env() -> crate::Result<Option<bool>> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(v) = std::env::var_os(TEXTURE_STORES_ENV) {
+        return parse_texture_stores(&v.to_string_lossy());
+    }
+    Ok(None)
+}
+
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+fn parse_texture_stores(value: &str) -> crate::Result<Option<bool>> {
+    match value.trim() {
+        "" => Ok(None),
+        "costly" => Ok(Some(true)),
+        "cheap" => Ok(Some(false)),
+        other => Err(crate::Error::Invalid(format!("{TEXTURE_STORES_ENV}={other:?}: expected `costly` or `cheap` (or unset: measure)"))),
+    }
+}
+
+/// What a texel stored into a storage buffer and into a storage texture costs (one untimed run
+/// each, then [`ROUNDS`] rounds of one run each).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn texel_store_seconds(device: &wgpu::Device, queue: &wgpu::Queue) -> StoreTimes {
+    const TEXELS: u32 = 1 << 18;
+    const WG: u32 = 64;
+    const PER_INVOCATION: u32 = 16;
+    let width = crate::graph::FLAT_TEXTURE_WIDTH as u32;
+    let params = Uniform::of(&params::StoreProbe { texels: TEXELS, ..Default::default() });
+    let params_buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("wgvit store probe params"),
+        size: 4 * params.words.len() as u64,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    queue.write_buffer(&params_buffer, 0, bytemuck::cast_slice(&params.words));
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("wgvit store probe"),
+        size: TEXELS as u64 * 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let texture = device.create_texture(&wgpu::TextureDescriptor {
+        label: Some("wgvit store probe"),
+        size: wgpu::Extent3d { width, height: TEXELS / width, depth_or_array_layers: 1 },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Float,
+        usage: wgpu::TextureUsages::STORAGE_BINDING,
+        view_formats: &[],
+    });
+    let view = texture.create_view(&Default::default());
+    // Both variants compiled, then timed in alternation (ROUNDS after one untimed round).
+    let dispatch = |out_texture: bool| {
+        let source = Kernel::StoreProbe.source_for(&[("OUT_TEXTURE", out_texture as u32), ("WG", WG)]);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("store_probe"), source: wgpu::ShaderSource::Wgsl(source.into()) });
+        let constants = [("OUT_TEXTURE", out_texture as u32 as f64), ("WG", WG as f64)];
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("store_probe"),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, zero_initialize_workgroup_memory: false },
+            cache: None,
+        });
+        let target = if out_texture { wgpu::BindingResource::TextureView(&view) } else { buffer.as_entire_binding() };
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("store_probe"),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &[wgpu::BindGroupEntry { binding: 0, resource: params_buffer.as_entire_binding() }, wgpu::BindGroupEntry { binding: 1, resource: target }],
+        });
+        (pipeline, bind_group)
+    };
+    let run = |(pipeline, bind_group): &(wgpu::ComputePipeline, wgpu::BindGroup)| {
+        let start = std::time::Instant::now();
+        let mut encoder = device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, bind_group, &[]);
+            pass.dispatch_workgroups((TEXELS / PER_INVOCATION).div_ceil(WG), 1, 1);
+        }
+        queue.submit([encoder.finish()]);
+        let _ = device.poll(wgpu::PollType::wait_indefinitely());
+        start.elapsed().as_secs_f64()
+    };
+    let variants = [dispatch(false), dispatch(true)];
+    let mut best = [f64::MAX; 2];
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    for round in 0..=ROUNDS {
+        // Which variant goes first alternates (ABBA).
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut times = [0.0; 2];
+        for v in order {
+            times[v] = run(&variants[v]);
+        }
+        if round > 0 {
+            best = [best[0].min(times[0]), best[1].min(times[1])];
+            ratios.push(times[1] / times[0]);
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    let ratio = ratios[ROUNDS / 2].max(best[1] / best[0]);
+    StoreTimes { buffer: best[0] / TEXELS as f64, texture: best[1] / TEXELS as f64, ratio }
+}
+
+/// [`texel_store_seconds`]' result.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreTimes {
+    /// Seconds per texel stored into a storage buffer, and into a storage texture (the best run).
+    pub buffer: f64,
+    pub texture: f64,
+    /// How many times a buffer store a texture store costs: the larger of two estimates, each
+    /// robust to one way a busy host slows the buffer's short runs and hides the difference
+    /// (measured on 2 cores). The median over the rounds of texture / buffer time, a round's two
+    /// runs back to back: Mesa writing its shader cache after a cold compile slowed every run by
+    /// up to 1.9x, so the best buffer run was slow too. And the best texture run over the best
+    /// buffer run: another process busy on one core left the medians at 2.0, the best runs at 3.9.
+    pub ratio: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_names_costly_or_cheap_stores_or_nothing() {
+        assert_eq!(parse_texture_stores("costly").unwrap(), Some(true));
+        assert_eq!(parse_texture_stores(" cheap\n").unwrap(), Some(false));
+        assert_eq!(parse_texture_stores("").unwrap(), None);
+        let err = parse_texture_stores("fast").unwrap_err().to_string();
+        assert!(err.contains("WGVIT_TEXTURE_STORES") && err.contains("\"fast\"") && err.contains("costly"), "{err}");
+    }
+}
