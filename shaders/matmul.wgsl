@@ -228,7 +228,11 @@ struct Tile {
 #endif
 #if !B_VEC4
     // Where each tile column's k = 0 element lies in b (columns clamped; TN / 4 used).
+#if TN > 8
+    b_cols: array<vec4<u32>, 4>,
+#else
     b_cols: array<vec4<u32>, 2>,
+#endif
 #endif
 #if K_SCALE
     // Where the batch entry's k_scale row starts (in vec4s).
@@ -513,7 +517,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endfor
 #endif
 #if !B_VEC4
+#if TN > 8
+    var cols: array<vec4<u32>, 4>;
+#else
     var cols: array<vec4<u32>, 2>;
+#endif
 #for G in 0..TN / 4
     cols[G] = b_col_offsets(b_off, p.n0 + 4u * G);
 #endfor

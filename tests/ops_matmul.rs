@@ -134,16 +134,17 @@ fn lavapipe_mid_size_gemms_take_the_8x8_tile() {
 
 /// Each register tile and load width the host can pick, on a shape that is a multiple of 4 but
 /// of no tile, plus the element kernel on a shape with K % 4 != 0 and M, N odd.
-/// On both kernel sets: SwiftShader's stores the element kernel's tile in a loop (`STORE_LOOP`).
+/// On both kernel sets and lavapipe's: the software devices store some tiles in a loop
+/// (`STORE_LOOP`: SwiftShader's of 4 blocks or more, lavapipe's of 4 exactly).
 #[test]
 fn matmul_every_tiling_and_load_width() {
-    for profile in [DeviceProfile::gpu_like(), common::swiftshader()] {
+    for profile in [DeviceProfile::gpu_like(), common::swiftshader(), common::lavapipe()] {
         matmul_every_tiling_and_load_width_for(profile);
     }
 }
 
 fn matmul_every_tiling_and_load_width_for(profile: DeviceProfile) {
-    let swiftshader = profile.name.contains("SwiftShader");
+    let cpu_like = profile.is_cpu_like();
     let mut rng = Rng::new(12);
     let mut cases = Cases::for_profile(profile);
     let (m, k, n) = (68, 44, 36);
@@ -156,6 +157,11 @@ fn matmul_every_tiling_and_load_width_for(profile: DeviceProfile) {
         (12, 8, MatmulLoads::Vec4FromScalars, (false, true)),
         (16, 4, MatmulLoads::Vec4, (true, false)),
         (16, 8, MatmulLoads::Scalar, (false, true)),
+        // lavapipe's tile from 32 MFLOP, and its other loads and transposes (N = 36: a partial
+        // last column tile).
+        (16, 16, MatmulLoads::Vec4, (false, true)),
+        (16, 16, MatmulLoads::Scalar, (true, false)),
+        (12, 16, MatmulLoads::Vec4FromScalars, (true, true)),
     ];
     for (tm, tn, loads, (ta, tb)) in configs {
         let (a, at) = cases.input(&mut rng, &stored_shape(&[], m, k, ta));
@@ -176,7 +182,7 @@ fn matmul_every_tiling_and_load_width_for(profile: DeviceProfile) {
     let bad = matmul_tiled(&mut cases.g, a, b, false, true, Epilogue::default(), MatmulTiling { loads: MatmulLoads::Vec4, ..Default::default() });
     assert!(bad.is_err(), "vec4 loads on a K x M = 39 x 16 transposed operand must be refused");
     let looped: Vec<u32> = cases.g.nodes.iter().filter(|n| n.key.constants().contains(&("STORE_LOOP", 1))).map(|n| n.key.constants().iter().find(|c| c.0 == "TM").unwrap().1).collect();
-    assert_eq!(!looped.is_empty(), swiftshader, "element kernels with a store loop (their TM): {looped:?}");
+    assert_eq!(!looped.is_empty(), cpu_like, "kernels with a store loop (their TM): {looped:?}");
     cases.check();
 }
 

@@ -13,7 +13,8 @@
 // row k+j); `masked` asks for zeros at k >= K; and `store_block(batch, m, n, c)` (the epilogue of
 // one 4 x 4 block: column i of c is C[m + i, n..n+3]; it skips what lies past M or N).
 //
-// Tile: TM x TN outputs (TM in {4, 8, 12, 16}, TN in {4, 8}) as (TM/4) x (TN/4) 4x4 blocks
+// Tile: TM x TN outputs (TM in {4, 8, 12, 16}, TN in {4, 8, 16}; STORE_LOOP only up to 8
+// blocks) as (TM/4) x (TN/4) 4x4 blocks
 // (`mat4x4`, column i = output row i of the block). One k step loads TM x 4 of A and 4 x TN of
 // B and does TM*TN*4 FMAs. Why so tall: on lavapipe every storage load is a loop over the SIMD
 // lanes (about ten FMAs' worth per float) while spilled accumulators are plain SIMD moves, so
@@ -60,10 +61,10 @@ fn tile_position(wid: vec3<u32>, nwg: vec3<u32>, lane: u32) -> TilePosition {
 
 // c<q><g>: rows 4q..4q+3 (the columns of the mat4x4) by output columns 4g..4g+3 (components).
 struct Acc {
-    c00: mat4x4<f32>, c01: mat4x4<f32>,
-    c10: mat4x4<f32>, c11: mat4x4<f32>,
-    c20: mat4x4<f32>, c21: mat4x4<f32>,
-    c30: mat4x4<f32>, c31: mat4x4<f32>,
+    c00: mat4x4<f32>, c01: mat4x4<f32>, c02: mat4x4<f32>, c03: mat4x4<f32>,
+    c10: mat4x4<f32>, c11: mat4x4<f32>, c12: mat4x4<f32>, c13: mat4x4<f32>,
+    c20: mat4x4<f32>, c21: mat4x4<f32>, c22: mat4x4<f32>, c23: mat4x4<f32>,
+    c30: mat4x4<f32>, c31: mat4x4<f32>, c32: mat4x4<f32>, c33: mat4x4<f32>,
 }
 
 // One k step (k .. k+3) over the whole register tile. The tile's blocks are `#if`ed by TM and
@@ -73,16 +74,28 @@ fn gemm_step(acc: ptr<function, Acc>, t: Tile, s: KStep, masked: bool) {
 #if TN > 4
     let b1 = b_block(t, 1u, s, masked);
 #endif
+#if TN > 8
+    let b2 = b_block(t, 2u, s, masked);
+    let b3 = b_block(t, 3u, s, masked);
+#endif
     let a0 = a_block(t, 0u, s, masked);
     (*acc).c00 = mad((*acc).c00, a0, b0);
 #if TN > 4
     (*acc).c01 = mad((*acc).c01, a0, b1);
+#endif
+#if TN > 8
+    (*acc).c02 = mad((*acc).c02, a0, b2);
+    (*acc).c03 = mad((*acc).c03, a0, b3);
 #endif
 #if TM > 4
     let a1 = a_block(t, 1u, s, masked);
     (*acc).c10 = mad((*acc).c10, a1, b0);
 #if TN > 4
     (*acc).c11 = mad((*acc).c11, a1, b1);
+#endif
+#if TN > 8
+    (*acc).c12 = mad((*acc).c12, a1, b2);
+    (*acc).c13 = mad((*acc).c13, a1, b3);
 #endif
 #endif
 #if TM > 8
@@ -91,12 +104,20 @@ fn gemm_step(acc: ptr<function, Acc>, t: Tile, s: KStep, masked: bool) {
 #if TN > 4
     (*acc).c21 = mad((*acc).c21, a2, b1);
 #endif
+#if TN > 8
+    (*acc).c22 = mad((*acc).c22, a2, b2);
+    (*acc).c23 = mad((*acc).c23, a2, b3);
+#endif
 #endif
 #if TM > 12
     let a3 = a_block(t, 3u, s, masked);
     (*acc).c30 = mad((*acc).c30, a3, b0);
 #if TN > 4
     (*acc).c31 = mad((*acc).c31, a3, b1);
+#endif
+#if TN > 8
+    (*acc).c32 = mad((*acc).c32, a3, b2);
+    (*acc).c33 = mad((*acc).c33, a3, b3);
 #endif
 #endif
 }
@@ -188,10 +209,18 @@ fn gemm_store(batch: u32, t: Tile, acc: Acc) {
 #if TN > 4
     gemm_store_block(batch, t, 0u, 1u, acc.c01);
 #endif
+#if TN > 8
+    gemm_store_block(batch, t, 0u, 2u, acc.c02);
+    gemm_store_block(batch, t, 0u, 3u, acc.c03);
+#endif
 #if TM > 4
     gemm_store_block(batch, t, 1u, 0u, acc.c10);
 #if TN > 4
     gemm_store_block(batch, t, 1u, 1u, acc.c11);
+#endif
+#if TN > 8
+    gemm_store_block(batch, t, 1u, 2u, acc.c12);
+    gemm_store_block(batch, t, 1u, 3u, acc.c13);
 #endif
 #endif
 #if TM > 8
@@ -199,11 +228,19 @@ fn gemm_store(batch: u32, t: Tile, acc: Acc) {
 #if TN > 4
     gemm_store_block(batch, t, 2u, 1u, acc.c21);
 #endif
+#if TN > 8
+    gemm_store_block(batch, t, 2u, 2u, acc.c22);
+    gemm_store_block(batch, t, 2u, 3u, acc.c23);
+#endif
 #endif
 #if TM > 12
     gemm_store_block(batch, t, 3u, 0u, acc.c30);
 #if TN > 4
     gemm_store_block(batch, t, 3u, 1u, acc.c31);
+#endif
+#if TN > 8
+    gemm_store_block(batch, t, 3u, 2u, acc.c32);
+    gemm_store_block(batch, t, 3u, 3u, acc.c33);
 #endif
 #endif
 }

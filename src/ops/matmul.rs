@@ -71,7 +71,7 @@ pub enum MatmulLoads {
 pub struct MatmulTiling {
     /// Output rows per invocation: 4, 8, 12 or 16.
     pub tm: u32,
-    /// Output columns per invocation: 4 or 8.
+    /// Output columns per invocation: 4, 8 or 16.
     pub tn: u32,
     /// Invocations per workgroup along M and N (`wg_m * wg_n <= 256`).
     pub wg_m: u32,
@@ -247,8 +247,8 @@ fn push_gemm(
             return Err(Error::Graph(format!("matmul: residual of shape {:?} does not match the output {out_shape:?}", g.shape(r))));
         }
     }
-    if !matches!(tiling.tm, 4 | 8 | 12 | 16) || !matches!(tiling.tn, 4 | 8) || !tiling.wg_n.is_power_of_two() || !tiling.wg_m.is_power_of_two() || tiling.wg_m * tiling.wg_n > 256 {
-        return Err(Error::Graph(format!("matmul: unsupported tiling {tiling:?} (tm in {{4, 8, 12, 16}}, tn in {{4, 8}}, wg_m and wg_n powers of two, wg_m * wg_n <= 256)")));
+    if !matches!(tiling.tm, 4 | 8 | 12 | 16) || !matches!(tiling.tn, 4 | 8 | 16) || !tiling.wg_n.is_power_of_two() || !tiling.wg_m.is_power_of_two() || tiling.wg_m * tiling.wg_n > 256 {
+        return Err(Error::Graph(format!("matmul: unsupported tiling {tiling:?} (tm in {{4, 8, 12, 16}}, tn in {{4, 8, 16}}, wg_m and wg_n powers of two, wg_m * wg_n <= 256)")));
     }
     let fits_vec4 = vec4_compatible(s, trans_a, trans_b);
     let (a_contig, b_contig) = (if trans_a { s.m } else { s.k }, if trans_b { s.k } else { s.n });

@@ -6,7 +6,7 @@
 //!
 //! | choice | CPU-like set | GPU-like set |
 //! |---|---|---|
-//! | matmul / implicit-GEMM conv register tile | lavapipe: 16 × 8 outputs, 8 × 8 invocations, 8 × 8 outputs from 0.25 to 4 MFLOP; SwiftShader (any other software device): 8 × 8 outputs; 4 × 4 below 4 MFLOP (lavapipe: below 0.25; SwiftShader: in 4 × 4 invocations); lavapipe's convs below 32 MFLOP 8 × 4 (16 × 4 up to 16 channels) | 16 × 8, 4 × 4 below 4 MFLOP, convs from 4 MFLOP (a GPU-tuned set is open work) |
+//! | matmul / implicit-GEMM conv register tile | lavapipe: 16 × 8 outputs, 8 × 8 invocations, 8 × 8 outputs from 0.25 to 4 MFLOP, matmuls 16 × 16 from 32 MFLOP; SwiftShader (any other software device): 8 × 8 outputs; 4 × 4 below 4 MFLOP (lavapipe: below 0.25; SwiftShader: in 4 × 4 invocations); lavapipe's convs below 32 MFLOP 8 × 4 (16 × 4 up to 16 channels) | 16 × 8, 4 × 4 below 4 MFLOP, convs from 4 MFLOP (a GPU-tuned set is open work) |
 //! | GEMM workgroup layout | fitted to narrow outputs (`gemm_launch`: N or M with fewer tiles than the workgroup's side gets only what it needs); SwiftShader's 8 × 8-tiled GEMMs: the layout that launches the fewest invocations | the declared 8 × 8 |
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
@@ -76,10 +76,27 @@ pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
         SMALL_TILE
     } else if swiftshader || lavapipe_mid {
         MatmulTiling { tm: 8, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
+    } else if is_lavapipe(profile) && flops >= LAVAPIPE_LARGE_GEMM_FLOPS {
+        MatmulTiling { tm: 16, tn: 16, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
     } else {
         MatmulTiling { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
     }
 }
+
+/// On lavapipe GEMMs of at least this many FLOPs take 16 × 16 outputs per invocation (the tiny
+/// models' at 224; no digit model has one). A k step then loads 16 A rows and 16 B columns (as
+/// vec4 blocks) for 1024 FMAs instead of 16 and 8 for 512, and lavapipe's loads, gathers lane by
+/// lane, are what its GEMMs wait on; the 256 accumulators spill, but a spill is a plain vector
+/// move. `wgvit bench-ops --sweep` (Intel Xeon, 2 cores, in one run): 384×96·96×3136 26.1 →
+/// 33.2–36.4 GFLOP/s (28 → 36–39 % of the FMA peak), 3136×64·64×256ᵀ 25.7 → 32.2–33.3;
+/// 3136×384·384×1536ᵀ 38.5 GFLOP/s (41 %). Warm (`tools/bench_pair.py`, 3 × 6 runs): lavit-tiny
+/// 0.87–0.90, accvit-tiny 0.87–0.90, vvt-tiny 0.85–0.86, hatnet-tiny 0.87–0.91 of their time.
+/// The cost is JIT: a 16 × 16 GEMM pipeline takes lavapipe about 0.3–0.5 s to compile, and a
+/// 224 model's first forward with Mesa's cache empty took 1.1–2.0 s longer (lavit-tiny 6.9 →
+/// 8.0 s, hatnet-tiny 5.1 → 6.9 s, vvt-tiny 4.4 → 6.1 s, accvit-tiny 5.5 → 7.6 s). A 16 × 32 or
+/// 32 × 16 tile ran a 512³ microkernel 1.2 and 1.1 times as fast again, for 0.9–1.4 s of JIT per
+/// pipeline.
+pub const LAVAPIPE_LARGE_GEMM_FLOPS: u64 = 32_000_000;
 
 /// Whether a register-tiled GEMM stores its tile in a loop over its 4 × 4 blocks (`STORE_LOOP`,
 /// gemm_tile.wgsl) instead of written out: on SwiftShader, for every tile of four blocks or more.
@@ -105,7 +122,10 @@ pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
 /// with Mesa's cache off), for 1.00–1.01 of the digit models' warm time (Intel Xeon,
 /// `tools/bench_pair.py`, 4 × 100 runs). Its 16 × 8 tile was measured written out and stays so.
 pub fn gemm_store_loop(profile: &DeviceProfile, tm: u32, tn: u32) -> bool {
-    if is_lavapipe(profile) {
+    // The loop moves at most 8 blocks (gemm_tile.wgsl).
+    if tm * tn > 128 {
+        false
+    } else if is_lavapipe(profile) {
         tm * tn == 64
     } else {
         profile.is_cpu_like() && tm * tn >= 64
@@ -225,7 +245,9 @@ pub fn conv_gemm_tiling(profile: &DeviceProfile, flops: u64, channels: usize) ->
     } else if (is_lavapipe(profile) && flops < SMALL_CONV_FLOPS) || (profile.is_cpu_like() && flops < SMALL_GEMM_FLOPS) {
         SMALL_CONV_TILE
     } else {
-        matmul_tiling(profile, flops)
+        // conv2d.wgsl's tiles are at most 8 pixels wide.
+        let t = matmul_tiling(profile, flops);
+        MatmulTiling { tn: t.tn.min(8), ..t }
     }
 }
 
@@ -529,11 +551,16 @@ mod tests {
         // 8 rows of tiles: 8 invocations along M, the rest along N.
         assert_eq!(gemm_launch(&lavapipe, &small, 32, 512), GemmLaunch { lanes_n_log2: 3, tiles_m: 1, tiles_n: 16 });
         assert_eq!(gemm_launch(&lavapipe, &small, 8, 512), GemmLaunch { lanes_n_log2: 5, tiles_m: 1, tiles_n: 4 });
-        // Wide and tall outputs keep the declared 8 x 8: lavapipe's 16 x 8 tile, SwiftShader's
-        // (any other software device's) 8 x 8.
-        let large = matmul_tiling(&lavapipe, u64::MAX);
+        // Wide and tall outputs keep the declared 8 x 8: lavapipe's 16 x 8 tile (16 x 16 from 32
+        // MFLOP; a conv's stays 8 pixels wide), SwiftShader's (any other software device's) 8 x 8.
+        let large = matmul_tiling(&lavapipe, LAVAPIPE_LARGE_GEMM_FLOPS - 1);
         assert_eq!((large.tm, large.tn), (16, 8));
         assert_eq!(gemm_launch(&lavapipe, &large, 3136, 1536), GemmLaunch { lanes_n_log2: 3, tiles_m: 25, tiles_n: 24 });
+        let huge = matmul_tiling(&lavapipe, LAVAPIPE_LARGE_GEMM_FLOPS);
+        assert_eq!((huge.tm, huge.tn), (16, 16));
+        assert_eq!(gemm_launch(&lavapipe, &huge, 3136, 1536), GemmLaunch { lanes_n_log2: 3, tiles_m: 25, tiles_n: 12 });
+        assert_eq!(conv_gemm_tiling(&lavapipe, u64::MAX, 96).tn, 8);
+        assert!(!gemm_store_loop(&lavapipe, 16, 16) && !gemm_store_loop(&DeviceProfile::cpu_like(), 16, 16));
         let swiftshader = DeviceProfile { name: "SwiftShader Device (Subzero)".into(), ..DeviceProfile::cpu_like() };
         let large = matmul_tiling(&swiftshader, u64::MAX);
         assert_eq!((large.tm, large.tn), (8, 8));

@@ -201,7 +201,7 @@ pub fn bench_ops(runs: usize, sweep: bool) -> Result<()> {
         }
     }
     if sweep {
-        for (tm, tn) in [(8, 8), (12, 8), (16, 8), (16, 4)] {
+        for (tm, tn) in [(8, 8), (12, 8), (16, 8), (16, 4), (16, 16)] {
             for (wg_m, wg_n) in [(8, 8), (4, 16), (2, 32)] {
                 let tiling = MatmulTiling { tm, tn, wg_m, wg_n, loads: MatmulLoads::Vec4 };
                 matmul_case(&engine, &report, &mut rng, (384, 96, 3136), false, false, tiling, runs)?;
