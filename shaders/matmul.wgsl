@@ -30,6 +30,10 @@
 // K_SCALE (the vec4 kernel, K % 4 == 0): op(a)[t][m, k] is multiplied by k_scale[t, k], a per
 // batch entry scale of the reduction (ACC-ViT's squeeze-excitation folded into the GEMM that
 // follows it, instead of an element-wise pass over A); applied to B's rows in each k step.
+// K_SPLIT (one batch of a and b, K % 4 == 0, no residual or activation): the reduction is split
+// in chunks of k_chunk, batch entry t of out takes chunk t (`ops::matmul`: GEMMs with too few
+// tiles to keep the cores busy; a mean over the entries, with alpha and the bias scaled to
+// match, finishes them).
 //
 // Loads: with A_VEC4 (B_VEC4) the A (B) block of a k step is four `load_a4` (`load_b4`) along a's
 // (b's) stored contiguous dimension, whichever it is (a transposed operand becomes `transpose()`
@@ -76,7 +80,8 @@ struct Params {
     patch_k_stride1: u32,
     patch_k_len1: u32,
     patch_k_len2: u32,
-    _p0: u32,
+    // K_SPLIT: the reduction's share of each batch entry (a multiple of 4).
+    k_chunk: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -238,6 +243,11 @@ struct Tile {
     // Where the batch entry's k_scale row starts (in vec4s).
     k_scale_off: u32,
 #endif
+#if K_SPLIT
+    // The tile's share of the reduction: k_begin .. k_end (gemm_tile.wgsl).
+    k_begin: u32,
+    k_end: u32,
+#endif
 }
 
 struct KStep {
@@ -257,7 +267,16 @@ fn clamped4(i: u32, len: u32) -> vec4<u32> {
 
 #if A_PATCHES
 fn k_first(t: Tile) -> KStep {
+#if K_SPLIT
+    // k_begin's place in a patch (k_begin % 4 == 0 and patch_k_len2 % 4 == 0: k2 steps by 4).
+    let k2 = t.k_begin % params.patch_k_len2;
+    let k01 = t.k_begin / params.patch_k_len2;
+    let k1 = k01 % params.patch_k_len1;
+    let k0 = k01 / params.patch_k_len1;
+    return KStep(t.k_begin, k1, k2, k0 * params.patch_k_stride0 + k1 * params.patch_k_stride1 + k2);
+#else
     return KStep(0u, 0u, 0u, 0u);
+#endif
 }
 
 fn k_advance(s: KStep) -> KStep {
@@ -284,7 +303,11 @@ fn patch_origins(m: u32) -> vec4<u32> {
 }
 #else
 fn k_first(t: Tile) -> KStep {
+#if K_SPLIT
+    return KStep(t.k_begin);
+#else
     return KStep(0u);
+#endif
 }
 
 fn k_advance(s: KStep) -> KStep {
@@ -537,6 +560,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
 #if K_SCALE
                  , p.batch * (params.k >> 2u)
+#endif
+#if K_SPLIT
+                 , p.batch * params.k_chunk, min((p.batch + 1u) * params.k_chunk, params.k)
 #endif
     );
     gemm_store(p.batch, t, gemm_accumulate(t));

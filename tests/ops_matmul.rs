@@ -821,3 +821,44 @@ fn costly_texture_stores_keep_rarely_fetched_activations_in_buffers() {
         cases.check();
     }
 }
+
+/// On lavapipe a GEMM from 4 MFLOP whose tiles fill fewer than two workgroups splits its
+/// reduction (`K_SPLIT`): the shares' batch entries, scaled and with the bias, then their mean.
+/// LaViT's spatial-reduction conv (8 × 8 patches of a channel-last map: M = 16, K = 4096, N = 64,
+/// 16 shares), a plain GEMM with a row bias and a transposed b (K = 2000 in 7 shares, the last
+/// one shorter), and one with an activation, which must not split. Values against the CPU
+/// reference.
+#[test]
+fn few_tile_gemms_split_their_reduction_on_lavapipe() {
+    use wgvit::ops::layout::permute_cpu;
+    use wgvit::ops::matmul::{patch_linear, Patches};
+    let mut rng = Rng::new(77);
+    let mut cases = Cases::for_profile(common::lavapipe());
+    let patches = Patches { batch: 1, h: 32, w: 32, c: 64, p: 8, channels_last: true };
+    let (x, xt) = cases.input(&mut rng, &patches.source_shape());
+    let (w, wt) = cases.input(&mut rng, &[64, patches.patch_len()]);
+    let (bias, biast) = cases.input(&mut rng, &[64]);
+    let y = patch_linear(&mut cases.g, x, patches, w, Some(bias)).unwrap();
+    cases.g.output("patches", y);
+    let (view, perm) = patches.view_and_perm();
+    let a = permute_cpu(&xt.data, &view, &perm);
+    let (want, _) = matmul_cpu(&a, &[patches.rows(), patches.patch_len()], &wt.data, &[64, patches.patch_len()], false, true, 1.0, Some((&biast.data, BiasAxis::Col)), Activation::None, None);
+    cases.expected.push(("patches".into(), want));
+
+    let (m, k, n) = (24, 2000, 48);
+    for (act, name) in [(Activation::None, "row bias"), (Activation::Gelu, "row bias, GELU")] {
+        let (a, at) = cases.input(&mut rng, &[m, k]);
+        let (b, bt) = cases.input(&mut rng, &[n, k]);
+        let (bias, biast) = cases.input(&mut rng, &[m]);
+        let epi = Epilogue { alpha: 0.5, bias: Some((bias, BiasAxis::Row)), act, ..Default::default() };
+        let y = matmul(&mut cases.g, a, b, false, true, epi).unwrap();
+        cases.g.output(name, y);
+        let (want, _) = matmul_cpu(&at.data, &at.shape, &bt.data, &bt.shape, false, true, 0.5, Some((&biast.data, BiasAxis::Row)), act, None);
+        cases.expected.push((name.into(), want));
+    }
+    // The params' fourth word is the launch's batch count: the shares where K_SPLIT is set.
+    let split: Vec<(bool, u32)> = cases.g.nodes.iter().filter(|n| n.label == "matmul").map(|n| (n.key.constants().contains(&("K_SPLIT", 1)), n.params.words[3])).collect();
+    assert_eq!(split, [(true, 16), (true, 7), (false, 1)], "which GEMMs split, in how many shares");
+    assert_eq!(cases.g.nodes.iter().filter(|n| n.label == "mean_tokens").count(), 2, "one mean per split GEMM");
+    cases.check();
+}

@@ -28,6 +28,8 @@ override TM: u32 = 16u;
 override TN: u32 = 8u;
 // K % 4 != 0: compile the masked last k step (dead code otherwise).
 override K_TAIL: bool = true;
+// The includer's tiles take a share of the reduction each (`Tile.k_begin`, `k_end`; matmul.wgsl).
+override K_SPLIT: bool = false;
 // The epilogue in a loop over the tile's blocks instead of written out (`gemm_store`).
 override STORE_LOOP: bool = false;
 
@@ -122,12 +124,18 @@ fn gemm_step(acc: ptr<function, Acc>, t: Tile, s: KStep, masked: bool) {
 #endif
 }
 
-// The whole reduction for tile `t`: full k steps, then one masked step for K % 4 leftovers.
+// The whole reduction for tile `t`: full k steps, then one masked step for K % 4 leftovers. With
+// K_SPLIT only the tile's share, `t.k_begin` .. `t.k_end` (whole steps: `k_first` starts there).
 fn gemm_accumulate(t: Tile) -> Acc {
     var acc: Acc;
     var s = k_first(t);
+#if K_SPLIT
+    let k_full = t.k_end + k_opaque_zero;
+    for (var k = t.k_begin; k < k_full; k += 4u) {
+#else
     let k_full = (params.k & ~3u) + k_opaque_zero;
     for (var k = 0u; k < k_full; k += 4u) {
+#endif
         gemm_step(&acc, t, s, false);
         s = k_advance(s);
     }

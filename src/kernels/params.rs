@@ -116,7 +116,9 @@ uniforms! {
         alpha: f32, lanes_n_log2: u32,
         // A_PATCHES: A's rows gathered from non-overlapping patches (`ops::matmul::Patches`).
         patch_cols: u32, patch_area: u32, patch_stride_img: u32, patch_stride_row: u32, patch_stride_col: u32,
-        patch_k_stride0: u32, patch_k_stride1: u32, patch_k_len1: u32, patch_k_len2: u32, _p0: u32,
+        patch_k_stride0: u32, patch_k_stride1: u32, patch_k_len1: u32, patch_k_len2: u32,
+        // K_SPLIT: each batch entry's share of the reduction.
+        k_chunk: u32,
     }
 
     /// `conv2d.wgsl`: the implicit GEMM's extents and launch, then the convolution's geometry.

@@ -281,9 +281,19 @@ fn push_gemm(
         Some((t, _)) => super::constant_operand(g, t, true),
         None => (filler, ConstantBinding::Buffer),
     };
-    let out = g.activation(&out_shape);
     let launch = tuning::gemm_launch(&g.profile, &tiling, s.m, s.n);
-    let workgroups = s.batches() * launch.tiles_m * launch.tiles_n;
+    // A GEMM with too few tiles to keep the cores busy and a long reduction splits it: batch
+    // entry t of a [splits, M, N] result takes the t-th share of K, scaled by `splits` with the
+    // bias added, and their mean is the product (no activation or residual to apply after).
+    let tiles = s.m.div_ceil(tiling.tm as usize) * s.n.div_ceil(tiling.tn as usize);
+    let splittable = s.batches() == 1 && s.k.is_multiple_of(4) && epi.act == Activation::None && epi.residual.is_none() && k_scale.is_none();
+    let splits = if splittable { tuning::gemm_k_splits(&g.profile, tiles, s.k, 2 * (s.m * s.n * s.k) as u64) } else { 1 };
+    let k_chunk = (s.k.div_ceil(splits)).next_multiple_of(4);
+    let splits = s.k.div_ceil(k_chunk);
+    let batches = if splits > 1 { splits } else { s.batches() };
+    let out = if splits > 1 { g.activation(&[splits, s.m, s.n]) } else { g.activation(&out_shape) };
+    let alpha = epi.alpha * splits as f32;
+    let workgroups = batches * launch.tiles_m * launch.tiles_n;
     let key = PipelineKey::new(kernel)
         .with("TM", tiling.tm)
         .with("TN", tiling.tn)
@@ -305,15 +315,16 @@ fn push_gemm(
         .with("K_TAIL", !s.k.is_multiple_of(4) as u32)
         .with("STORE_LOOP", tuning::gemm_store_loop(&g.profile, tiling.tm, tiling.tn) as u32)
         .with("A_PATCHES", patches.is_some() as u32)
-        .with("K_SCALE", k_scale.is_some() as u32);
+        .with("K_SCALE", k_scale.is_some() as u32)
+        .with("K_SPLIT", (splits > 1) as u32);
     let p = |v: usize| v as u32;
     let gather = patches.unwrap_or_default();
     g.push(Node {
         label: "matmul".into(),
         key,
-        params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(s.batches()), tiles_m: p(launch.tiles_m), tiles_n: p(launch.tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha: epi.alpha, lanes_n_log2: launch.lanes_n_log2,
+        params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(batches), tiles_m: p(launch.tiles_m), tiles_n: p(launch.tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha, lanes_n_log2: launch.lanes_n_log2,
             patch_cols: gather.cols, patch_area: gather.area, patch_stride_img: gather.stride_img, patch_stride_row: gather.stride_row, patch_stride_col: gather.stride_col,
-            patch_k_stride0: gather.k_stride0, patch_k_stride1: gather.k_stride1, patch_k_len1: gather.k_len1, patch_k_len2: gather.k_len2, _p0: 0 }),
+            patch_k_stride0: gather.k_stride0, patch_k_stride1: gather.k_stride1, patch_k_len1: gather.k_len1, patch_k_len2: gather.k_len2, k_chunk: p(k_chunk) }),
         reads: [a_read, b_read, bias_read, epi.residual.unwrap_or(filler)].into_iter().chain(k_scale).collect(),
         writes: vec![out],
         workgroups: grid(workgroups),
@@ -336,6 +347,11 @@ fn push_gemm(
         if epi.residual.is_some() {
             g.offer_uniform(3, "RESIDUAL_UNIFORM");
         }
+    }
+    if splits > 1 {
+        let shares = g.reshape(out, &[1, splits, s.m * s.n])?;
+        let product = super::pool::mean_tokens(g, shares)?;
+        return g.reshape(product, &out_shape);
     }
     Ok(out)
 }

@@ -83,6 +83,20 @@ pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
     }
 }
 
+/// Into how many shares a GEMM of `tiles` register tiles splits its reduction of length `k`
+/// (`ops::matmul`: the shares' mean, one dispatch more): on lavapipe, a GEMM from
+/// [`SMALL_GEMM_FLOPS`] whose tiles fill fewer than two workgroups of 64 invocations, into enough
+/// shares for four, each of at least 256 of K. LaViT's spatial-reduction convs (patches of 8 × 8
+/// or 4 × 4 by 64–128 channels, to 49 tokens) are such GEMMs: 32 invocations over a K of 4096
+/// kept one core busy, and half its SIMD lanes.
+pub fn gemm_k_splits(profile: &DeviceProfile, tiles: usize, k: usize, flops: u64) -> usize {
+    const WORKGROUP: usize = 64;
+    if !is_lavapipe(profile) || flops < SMALL_GEMM_FLOPS || tiles >= 2 * WORKGROUP {
+        return 1;
+    }
+    (4 * WORKGROUP).div_ceil(tiles).min(k / 256).max(1)
+}
+
 /// On lavapipe GEMMs of at least this many FLOPs take 16 × 16 outputs per invocation (the tiny
 /// models' at 224; no digit model has one). A k step then loads 16 A rows and 16 B columns (as
 /// vec4 blocks) for 1024 FMAs instead of 16 and 8 for 512, and lavapipe's loads, gathers lane by
@@ -561,6 +575,13 @@ mod tests {
         assert_eq!(gemm_launch(&lavapipe, &huge, 3136, 1536), GemmLaunch { lanes_n_log2: 3, tiles_m: 25, tiles_n: 12 });
         assert_eq!(conv_gemm_tiling(&lavapipe, u64::MAX, 96).tn, 8);
         assert!(!gemm_store_loop(&lavapipe, 16, 16) && !gemm_store_loop(&DeviceProfile::cpu_like(), 16, 16));
+        // LaViT-tiny's first spatial reduction (49 tokens x 4096 -> 64: 32 tiles of 16 x 8) in
+        // 8 shares; enough tiles, a small GEMM or another device: none; K caps the shares.
+        assert_eq!(gemm_k_splits(&lavapipe, 32, 4096, 25_000_000), 8);
+        assert_eq!(gemm_k_splits(&lavapipe, 128, 4096, 25_000_000), 1);
+        assert_eq!(gemm_k_splits(&lavapipe, 32, 4096, SMALL_GEMM_FLOPS - 1), 1);
+        assert_eq!(gemm_k_splits(&DeviceProfile::cpu_like(), 32, 4096, 25_000_000), 1);
+        assert_eq!(gemm_k_splits(&lavapipe, 8, 1000, 25_000_000), 3);
         let swiftshader = DeviceProfile { name: "SwiftShader Device (Subzero)".into(), ..DeviceProfile::cpu_like() };
         let large = matmul_tiling(&swiftshader, u64::MAX);
         assert_eq!((large.tm, large.tn), (8, 8));
