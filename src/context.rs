@@ -133,7 +133,7 @@ impl GpuContext {
         // Subgroups are the adapter's (no kernel requests them yet); the rest is what the device has.
         let mut profile = DeviceProfile::for_adapter(&ainfo, device.features() | (features & wgpu::Features::SUBGROUP), device.limits(), kernels);
         if crate::ops::tuning::activation_textures(&profile) {
-            profile.texture_stores_costly = store_probe::texture_stores_costly(&device, &queue)?;
+            profile.texture_stores_costly = store_probe::texture_stores_costly(&device, &queue).await?;
         }
         let info = DeviceInfo {
             name: ainfo.name.clone(),

@@ -29,13 +29,21 @@ pub const COSTLY_TEXTURE_STORE_RATIO: f64 = 2.0;
 /// Whether texel stores into a storage texture are costly on this device: what
 /// [`TEXTURE_STORES_ENV`] says, else measured ([`texel_store_seconds`]; never in the browser,
 /// whose device keeps its activations in buffers anyway).
-pub fn texture_stores_costly(device: &wgpu::Device, queue: &wgpu::Queue) -> crate::Result<bool> {
+/// A probe the device refuses (an error in its scope) counts as cheap stores, with a warning:
+/// the choice is about speed, never about results.
+pub async fn texture_stores_costly(device: &wgpu::Device, queue: &wgpu::Queue) -> crate::Result<bool> {
     if let Some(costly) = texture_stores_from_env()? {
         return Ok(costly);
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let t = texel_store_seconds(device, queue);
+        if let Some(e) = memory.pop().await.or(validation.pop().await) {
+            log::warn!("the texel-store probe failed ({e}); texture stores taken as cheap");
+            return Ok(false);
+        }
         log::info!("texel stores: {:.2} ns into a buffer, {:.2} ns into a texture, {:.2} times", t.buffer * 1e9, t.texture * 1e9, t.ratio);
         Ok(t.ratio > COSTLY_TEXTURE_STORE_RATIO)
     }

@@ -109,7 +109,8 @@ pub fn gemm_k_splits(profile: &DeviceProfile, tiles: usize, k: usize, flops: u64
 /// 224 model's first forward with Mesa's cache empty took 1.1–2.0 s longer (lavit-tiny 6.9 →
 /// 8.0 s, hatnet-tiny 5.1 → 6.9 s, vvt-tiny 4.4 → 6.1 s, accvit-tiny 5.5 → 7.6 s). A 16 × 32 or
 /// 32 × 16 tile ran a 512³ microkernel 1.2 and 1.1 times as fast again, for 0.9–1.4 s of JIT per
-/// pipeline.
+/// pipeline, but 16 × 32 took LaViT-tiny 1.01–1.05 of its GPU time (its last stages' GEMMs have
+/// too few tiles for it).
 pub const LAVAPIPE_LARGE_GEMM_FLOPS: u64 = 32_000_000;
 
 /// Whether a register-tiled GEMM stores its tile in a loop over its 4 × 4 blocks (`STORE_LOOP`,
@@ -356,7 +357,7 @@ pub fn activation_textures(profile: &DeviceProfile) -> bool {
 
 /// How many times in all an activation's readers must fetch each of its texels for it to move to
 /// a texture (`Graph::with_activation_textures`): 0 (every time they can) unless texture stores
-/// are costly on this device (`DeviceProfile::texture_stores_costly`, `kernels::probe`), then 64.
+/// are costly on this device (`DeviceProfile::texture_stores_costly`, `context::store_probe`), then 64.
 /// Intel Xeon (Sapphire Rapids, 2 cores), lavapipe: a texel stored costs about 6.5 ns more than
 /// into a buffer (`examples/store_paths.rs`); LaViT-tiny's fc1 (3136 × 64 → 512, its output fc2's A)
 /// took 15.4 ms storing a texture against 8.5 ms storing a buffer, while fc2 (3136 × 512 → 64,
