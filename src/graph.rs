@@ -511,9 +511,9 @@ impl Graph {
             if !plain || outputs.contains(&s) || uses[s].is_empty() || (!writes_too && reads[s] == 0) || !fits(&g, storage) {
                 continue;
             }
-            let Some(used) = uses[s].iter().map(|&(i, b)| offers.get(&(i, b)).copied()).collect::<Option<Vec<&BindingOffer>>>() else { continue };
-            let is_read = |o: &&&BindingOffer| o.binding < g.nodes[o.node].reads.len();
-            let fetches: u64 = used.iter().filter(is_read).map(|o| o.fetches_per_texel as u64).sum();
+            let Some(used) = uses[s].iter().map(|u| offers.get(u).copied()).collect::<Option<Vec<&BindingOffer>>>() else { continue };
+            // Bindings past a node's reads are its writes, which fetch nothing.
+            let fetches: u64 = used.iter().filter(|o| o.binding < g.nodes[o.node].reads.len()).map(|o| o.fetches_per_texel as u64).sum();
             if fetches < min_fetches {
                 continue;
             }

@@ -287,8 +287,9 @@ fn push_gemm(
     // bias added, and their mean is the product (no activation or residual to apply after).
     let tile_count = s.m.div_ceil(tiling.tm as usize) * s.n.div_ceil(tiling.tn as usize);
     let splittable = s.batches() == 1 && s.k.is_multiple_of(4) && epi.act == Activation::None && epi.residual.is_none() && k_scale.is_none();
-    let splits = if splittable { tuning::gemm_k_splits(&g.profile, tile_count, s.k, 2 * (s.m * s.n * s.k) as u64) } else { 1 };
-    let k_chunk = (s.k.div_ceil(splits)).next_multiple_of(4);
+    let wanted = if splittable { tuning::gemm_k_splits(&g.profile, tile_count, s.k, 2 * (s.m * s.n * s.k) as u64) } else { 1 };
+    // Shares are whole k steps, so rounding the share up to 4 can leave fewer of them.
+    let k_chunk = s.k.div_ceil(wanted).next_multiple_of(4);
     let splits = s.k.div_ceil(k_chunk);
     let batches = if splits > 1 { splits } else { s.batches() };
     let out = if splits > 1 { g.activation(&[splits, s.m, s.n]) } else { g.activation(&out_shape) };
