@@ -239,6 +239,21 @@ impl Graph {
         self.constant_bound_as(t, ConstantBinding::Uniform)
     }
 
+    /// [`Graph::constant_uniform`] for a constant of any length, for kernels that read it element
+    /// by element (`[i >> 2u][i & 3u]`): the window's zeros complete its last vec4. ACC-ViT's
+    /// bias tables hold (2·7 − 1)² = 169 entries per branch and head.
+    pub fn constant_uniform_elements(&mut self, t: TensorId) -> Option<TensorId> {
+        let numel = self.numel(t);
+        if numel.is_multiple_of(4) {
+            return self.constant_uniform(t);
+        }
+        let (key, data) = self.constant_data(t)?;
+        let (key, mut padded) = (key.to_string(), data.to_vec());
+        padded.resize(numel.next_multiple_of(4), 0.0);
+        let whole = self.constant(&format!("{key}#vec4"), &[padded.len()], Arc::new(padded)).ok()?;
+        self.constant_uniform(whole)
+    }
+
     /// The constant `t`, however it is bound, bound as `binding` when it fits: one tensor per
     /// source key, binding and shape in a graph (`w`, `w#texture`, `w#uniform`).
     fn constant_bound_as(&mut self, t: TensorId, binding: ConstantBinding) -> Option<TensorId> {

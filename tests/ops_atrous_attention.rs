@@ -11,6 +11,7 @@ use common::{assert_close, run};
 use wgvit::models::torch_layout::atrous_attention_table as table_from_torch;
 use wgvit::ops::family::atrous_attention::{atrous_attention, atrous_attention_cpu, AtrousAttentionDims};
 use wgvit::tensor::Rng;
+use wgvit::kernels::DeviceProfile;
 use wgvit::Graph;
 
 fn dims(batch: usize, h: usize, w: usize, channels: usize, heads: usize, branches: usize, window: usize) -> AtrousAttentionDims {
@@ -28,7 +29,9 @@ fn atrous_attention_matches_cpu_on_random_shapes() {
         dims(1, 16, 16, 64, 1, 2, 8),  // largest window and head dim
         dims(1, 56, 56, 8, 1, 4, 7),   // four branches, dilation 8
     ];
-    for (i, dm) in cases.iter().enumerate() {
+    // The GPU set (one query per invocation) and lavapipe's (four from 4 MFLOP: cases 0, 1, 4, 5,
+    // the last invocation of a 7 × 7 window owning one real query and three past the window).
+    for ((i, dm), profile) in cases.iter().enumerate().flat_map(|c| [(c, DeviceProfile::default()), (c, common::lavapipe())]) {
         let qkv = rng.tensor(&[dm.batch, dm.h, dm.w, dm.qkv_row()], -1.0, 1.0);
         let mut qkv = qkv;
         // Gate logits over a wider range (a peaked softmax), padding lanes left random.
@@ -39,16 +42,17 @@ fn atrous_attention_matches_cpu_on_random_shapes() {
         }
         let table = rng.tensor(&[dm.branches, dm.heads, dm.table_len()], -2.0, 2.0);
         let scale = (dm.head_dim() as f32).powf(-0.5);
-        let mut g = Graph::new();
+        let mut g = Graph::for_profile(profile);
         let (qi, ti) = (g.input("qkv", &qkv.shape), g.input("table", &table.shape));
         let o = atrous_attention(&mut g, qi, ti, dm, scale).unwrap();
         g.output("o", o);
         assert_eq!(g.shape(o), [dm.batch, dm.h, dm.w, dm.out_row()]);
+        let queries = g.nodes[0].key.constants().iter().find(|(name, _)| *name == "QB").map(|&(_, v)| v);
         let t = std::time::Instant::now();
         let out = run(&g, &[&qkv, &table]);
         let elapsed = t.elapsed();
         let want = atrous_attention_cpu(&qkv.data, &table.data, dm, scale);
-        assert_close(&format!("case {i} {dm:?} ({elapsed:.2?})"), &out[0].data, &want, 1e-5, 1e-5);
+        assert_close(&format!("case {i} {dm:?}, {} with {queries:?} queries per invocation ({elapsed:.2?})", g.profile.name), &out[0].data, &want, 1e-5, 1e-5);
     }
 }
 
@@ -85,6 +89,40 @@ fn atrous_attention_cpu_windows_follow_the_spec_partition() {
                 assert!((mr - mean(r)).abs() < 1e-4 && (ms - mean(s)).abs() < 1e-4, "({r}, {s}) branch {br}: {mr}, {ms}");
             }
         }
+    }
+}
+
+/// On lavapipe qkv, the output of the GEMM before the attention, moves to a texture (each texel
+/// fetched by the 49 queries of its window) and the constant bias table to a uniform buffer:
+/// three branches at 28 × 28 (four queries per invocation) and two at 14 × 14 (one), each with
+/// its qkv GEMM from a random token map, against the CPU GEMM and attention.
+#[test]
+fn atrous_attention_reads_its_qkv_from_a_texture_and_its_table_from_a_uniform_on_lavapipe() {
+    use wgvit::ops::matmul::{linear, matmul_cpu};
+    use wgvit::ops::Activation;
+    let mut rng = Rng::new(23);
+    for (dm, want_queries) in [(dims(1, 28, 28, 32, 1, 3, 7), 4), (dims(1, 14, 14, 16, 2, 2, 7), 1)] {
+        let case = format!("{dm:?}");
+        let (rows, c, row_in) = (dm.batch * dm.h * dm.w, dm.channels, dm.qkv_row());
+        let x = rng.tensor(&[dm.batch, dm.h, dm.w, c], -1.0, 1.0);
+        let w_in = rng.tensor(&[row_in, c], -0.5, 0.5);
+        let table = rng.tensor(&[dm.branches, dm.heads, dm.table_len()], -2.0, 2.0);
+        let scale = (dm.head_dim() as f32).powf(-0.5);
+        let mut g = Graph::for_profile(common::lavapipe());
+        let xi = g.input("x", &x.shape);
+        let wi = g.constant("w_in", &w_in.shape, std::sync::Arc::new(w_in.data.clone())).unwrap();
+        let ti = g.constant("table", &table.shape, std::sync::Arc::new(table.data.clone())).unwrap();
+        let qkv = linear(&mut g, xi, wi, None, Activation::None).unwrap();
+        let o = atrous_attention(&mut g, qkv, ti, &dm, scale).unwrap();
+        g.output("o", o);
+        let promoted = common::promoted_to_textures(&g, &[qkv], "atrous_attention", &["QKV_TEXTURE", "TABLE_UNIFORM"], &case);
+        let node = promoted.nodes.iter().find(|n| n.label.starts_with("atrous_attention")).unwrap();
+        assert!(promoted.is_uniform(node.reads[1]), "{case}: the table is read from a uniform buffer");
+        assert!(node.key.constants().contains(&("QB", want_queries)), "{case}: {want_queries} queries per invocation in {:?}", node.key.constants());
+        let out = run(&g, &[&x]);
+        let (qkv_want, _) = matmul_cpu(&x.data, &[rows, c], &w_in.data, &[row_in, c], false, true, 1.0, None, Activation::None, None);
+        let want = atrous_attention_cpu(&qkv_want, &table.data, &dm, scale);
+        assert_close(&case, &out[0].data, &want, 1e-5, 1e-5);
     }
 }
 

@@ -21,16 +21,28 @@
 // Bindings: 0 params, 1 qkv (read), 2 table (read), 3 out (write); qkv and out as vec4 (every
 // channel offset is a multiple of 4: the host checks C, hd % 4 == 0 and pads the gate to 4).
 // Dispatch: one workgroup per (image, branch, window, head) — every branch has H·W / WIN² windows —
-// folded into (x, y) by `ops::grid`; one invocation per query token (WG = WIN² rounded up to 8).
-// k/v addresses depend only on the workgroup, so each k/v load is a broadcast across it.
+// folded into (x, y) by `ops::grid`; one invocation per QB consecutive query tokens of the window
+// (WG = ceil(WIN² / QB) rounded up to 8; the last invocation's tokens past WIN² recompute token
+// WIN² − 1 and are never stored). k/v addresses depend only on the workgroup, so each k/v load is
+// a broadcast across it, and each feeds the invocation's QB queries: on lavapipe, where loads
+// and not FMAs bound the kernel, QB = 4 (`ops::tuning::atrous_attention_queries`).
 // Softmax: online (running max m and sum l), rescaled once per key row of the window: a row's WIN
 // scores go to a register array. The loops over channels (D4) and a key row (WIN) are written
 // out by the preprocessor (`#for`), so every array index is a constant: SwiftShader does not
 // unroll loops itself. The key-row loop stays a loop.
-// Registers: q and the accumulator as D4 vec4 each (head dim hd = 4·D4 ≤ 64).
+// Registers: q and the accumulator as QB·D4 vec4 each (head dim hd = 4·D4 ≤ 64), QB·WIN scores.
 // The gate is on when nb > 1 (a uniform branch, not an override: one pipeline serves every
 // branch count; lavapipe JIT-compiles each pipeline at its first dispatch, 0.45 s for this one).
 // Workgroup memory: none (on CPU devices barriers cost more than re-reading cached k/v rows).
+//
+// With QKV_TEXTURE (lavapipe: `Graph::with_activation_textures` moved qkv to a flat texture, which
+// its GEMM stores) every q/k/v vec4 is one texel fetch, a gather across the SIMD lanes, where a
+// storage load is a loop over them in Mesa 22.3 (broadcast address or not). Each k/v texel is
+// fetched ceil(WIN² / QB) times, too few to pay for the texture store where stores are costly
+// (the GEMM's store cost accvit-tiny more than its four-query attention gained). With
+// TABLE_UNIFORM (lavapipe, the table a constant of at most 64 KiB) the bias comes from a uniform
+// buffer, one gather.
+// requires: flat_texture
 
 struct Params {
     batch: u32,
@@ -52,16 +64,36 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+#if QKV_TEXTURE
+@group(0) @binding(1) var qkv_texture: texture_2d<f32>;
+// The vec4 of qkv at vec4 index i.
+fn qkv4(i: u32) -> vec4<f32> { return flat_texel(qkv_texture, i << 2u); }
+#else
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;
+fn qkv4(i: u32) -> vec4<f32> { return qkv[i]; }
+#endif
+#if TABLE_UNIFORM
+// A uniform buffer of 64 KiB (graph::UNIFORM_WINDOW_BYTES) holds the table and zeros after it.
+@group(0) @binding(2) var<uniform> table_uniform: array<vec4<f32>, 4096>;
+fn table_at(i: u32) -> f32 { return table_uniform[i >> 2u][i & 3u]; }
+#else
 @group(0) @binding(2) var<storage, read> table: array<f32>;
+fn table_at(i: u32) -> f32 { return table[i]; }
+#endif
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
 
 override WG: u32 = 56u;
 override WIN: u32 = 7u;
 override D4: u32 = 8u;
+// qkv is a flat texture, the table a uniform buffer (header).
+override QKV_TEXTURE: bool = false;
+override TABLE_UNIFORM: bool = false;
+// Query tokens per invocation: 1 .. MAX_QB (header).
+override QB: u32 = 1u;
 
 const MAX_D4: u32 = 16u;
 const MAX_WIN: u32 = 8u;
+const MAX_QB: u32 = 4u;
 // Finite stand-in for -inf: exp(NEG - s) is 0 without inf - inf.
 const NEG: f32 = -3.0e38;
 
@@ -69,7 +101,8 @@ const NEG: f32 = -3.0e38;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let wg = wid.x + wid.y * nwg.x;
-    if (wg >= params.batch * params.nb * params.wins * params.heads || lid >= WIN * WIN) {
+    let q0 = lid * QB;
+    if (wg >= params.batch * params.nb * params.wins * params.heads || q0 >= WIN * WIN) {
         return;
     }
     let h = wg % params.heads;
@@ -79,84 +112,122 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let br = r % params.nb;
     let b = r / params.nb;
 
-    // Window origin and this invocation's query token.
+    // Window origin.
     let d = 1u << br;
     let wr = wi / params.wins_w;
     let wc = wi % params.wins_w;
     let r0 = (wr / d) * WIN * d + wr % d;
     let c0 = (wc / d) * WIN * d + wc % d;
-    let u = lid / WIN;
-    let v = lid % WIN;
     let img = b * params.h;
-    let qpix = (img + r0 + u * d) * params.w + c0 + v * d;
 
     let c4 = params.c / 4u;
     let qoff = br * 3u * c4 + h * D4;
-    let q_at = qpix * params.row_in4 + qoff;
-    var qr: array<vec4<f32>, MAX_D4>;
+    let side = 2u * WIN - 1u;
+    // Per query token (u, v): its pixel, and the table index of its bias towards key (0, 0);
+    // towards key (u', v') it is u'·side + v' lower.
+    var qpix: array<u32, MAX_QB>;
+    var bias_at: array<u32, MAX_QB>;
+    var qr: array<vec4<f32>, MAX_QB * MAX_D4>;
+    var acc: array<vec4<f32>, MAX_QB * MAX_D4>;
+    var m: array<f32, MAX_QB>;
+    var l: array<f32, MAX_QB>;
+#for RR in 0..QB
+    {
+        let qi = min(q0 + RR, WIN * WIN - 1u);
+        let u = qi / WIN;
+        let v = qi % WIN;
+        qpix[RR] = (img + r0 + u * d) * params.w + c0 + v * d;
+        bias_at[RR] = (br * params.heads + h) * side * side + (u + WIN - 1u) * side + v + WIN - 1u;
+        let q_at = qpix[RR] * params.row_in4 + qoff;
 #for C in 0..D4
-    qr[C] = qkv[q_at + C] * params.scale;
+        qr[RR * MAX_D4 + C] = qkv4(q_at + C) * params.scale;
+        acc[RR * MAX_D4 + C] = vec4<f32>(0.0);
 #endfor
-    var acc: array<vec4<f32>, MAX_D4>;
-#for C in 0..D4
-    acc[C] = vec4<f32>(0.0);
+        m[RR] = NEG;
+        l[RR] = 0.0;
+    }
 #endfor
 
-    let side = 2u * WIN - 1u;
-    let table_base = (br * params.heads + h) * side * side + v + WIN - 1u;
     let kstep = d * params.row_in4;
-    var m = NEG;
-    var l = 0.0;
     for (var up = 0u; up < WIN; up++) {
         let k_row = ((img + r0 + up * d) * params.w + c0) * params.row_in4 + qoff + c4;
-        let bias_row = table_base + (u + WIN - 1u - up) * side;
-        var s: array<f32, MAX_WIN>;
+        let bias_up = up * side;
+        var s: array<f32, MAX_QB * MAX_WIN>;
         var row_max = m;
 #for VP in 0..WIN
         {
             let k_at = k_row + VP * kstep;
-            var dot4 = vec4<f32>(0.0);
-#for C in 0..D4
-            dot4 = fma(qr[C], qkv[k_at + C], dot4);
+            var dot4: array<vec4<f32>, MAX_QB>;
+#for RR in 0..QB
+            dot4[RR] = vec4<f32>(0.0);
 #endfor
-            s[VP] = dot4.x + dot4.y + dot4.z + dot4.w + table[bias_row - VP];
-            row_max = max(row_max, s[VP]);
+#for C in 0..D4
+            {
+                let kv = qkv4(k_at + C);
+#for RR in 0..QB
+                dot4[RR] = fma(qr[RR * MAX_D4 + C], kv, dot4[RR]);
+#endfor
+            }
+#endfor
+#for RR in 0..QB
+            {
+                let sv = dot4[RR].x + dot4[RR].y + dot4[RR].z + dot4[RR].w + table_at(bias_at[RR] - bias_up - VP);
+                s[RR * MAX_WIN + VP] = sv;
+                row_max[RR] = max(row_max[RR], sv);
+            }
+#endfor
         }
 #endfor
-        let correction = exp(m - row_max);
-        m = row_max;
-        l *= correction;
+#for RR in 0..QB
+        {
+            let correction = exp(m[RR] - row_max[RR]);
+            m[RR] = row_max[RR];
+            l[RR] *= correction;
 #for C in 0..D4
-        acc[C] *= correction;
+            acc[RR * MAX_D4 + C] *= correction;
+#endfor
+        }
 #endfor
 #for VP in 0..WIN
         {
-            let p = exp(s[VP] - m);
-            l += p;
+            var p: array<f32, MAX_QB>;
+#for RR in 0..QB
+            p[RR] = exp(s[RR * MAX_WIN + VP] - m[RR]);
+            l[RR] += p[RR];
+#endfor
             let v_at = k_row + VP * kstep + c4;
 #for C in 0..D4
-            acc[C] = fma(vec4<f32>(p), qkv[v_at + C], acc[C]);
+            {
+                let vv = qkv4(v_at + C);
+#for RR in 0..QB
+                acc[RR * MAX_D4 + C] = fma(vec4<f32>(p[RR]), vv, acc[RR * MAX_D4 + C]);
+#endfor
+            }
 #endfor
         }
 #endfor
     }
 
-    var f = 1.0 / l;
-    if (params.nb > 1u) {
-        // Softmax over the nb gate logits of this pixel (lanes past nb read as -inf -> weight 0).
-        let nb = params.nb;
-        let valid = vec4<bool>(true, nb > 1u, nb > 2u, nb > 3u);
-        let logits = select(vec4<f32>(NEG), qkv[qpix * params.row_in4 + params.gate4], valid);
-        let gm = max(max(logits.x, logits.y), max(logits.z, logits.w));
-        let e = exp(logits - gm);
-        let gate = e / (e.x + e.y + e.z + e.w);
-        f = gate[br] * f;
-        if (br == 0u && h == 0u) {
-            out[qpix * params.row_out4 + nb * c4] = gate;
+#for RR in 0..QB
+    if (q0 + RR < WIN * WIN) {
+        var f = 1.0 / l[RR];
+        if (params.nb > 1u) {
+            // Softmax over the nb gate logits of this pixel (lanes past nb read as -inf -> weight 0).
+            let nb = params.nb;
+            let valid = vec4<bool>(true, nb > 1u, nb > 2u, nb > 3u);
+            let logits = select(vec4<f32>(NEG), qkv4(qpix[RR] * params.row_in4 + params.gate4), valid);
+            let gm = max(max(logits.x, logits.y), max(logits.z, logits.w));
+            let e = exp(logits - gm);
+            let gate = e / (e.x + e.y + e.z + e.w);
+            f = gate[br] * f;
+            if (br == 0u && h == 0u) {
+                out[qpix[RR] * params.row_out4 + nb * c4] = gate;
+            }
         }
-    }
-    let o_at = qpix * params.row_out4 + br * c4 + h * D4;
+        let o_at = qpix[RR] * params.row_out4 + br * c4 + h * D4;
 #for C in 0..D4
-    out[o_at + C] = acc[C] * f;
+        out[o_at + C] = acc[RR * MAX_D4 + C] * f;
+#endfor
+    }
 #endfor
 }

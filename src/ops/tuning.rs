@@ -439,6 +439,18 @@ pub fn attention_variant(profile: &DeviceProfile, head_dim: usize) -> AttentionV
     }
 }
 
+/// Query tokens one ACC-ViT atrous-attention invocation owns (`family/atrous_attention.wgsl`):
+/// 4 on lavapipe from [`SMALL_GEMM_FLOPS`], so that each k and v texel fetched feeds four
+/// queries; 1 elsewhere, and for small attentions, whose bigger code lavapipe's JIT would pay
+/// for more than the fetches save.
+pub fn atrous_attention_queries(profile: &DeviceProfile, flops: u64) -> usize {
+    if is_lavapipe(profile) && flops >= SMALL_GEMM_FLOPS {
+        4
+    } else {
+        1
+    }
+}
+
 /// Token quads (4 tokens each) one VVT vicinity_apply invocation owns, for an apply of `flops`
 /// FLOPs: 4 (a 16 × 8 register tile), except for small applies on CPU-like devices, which take 1.
 /// The big tile's code cost lavapipe 2.5 s to JIT-compile for vvt-digits, the small one's 1.0 s;

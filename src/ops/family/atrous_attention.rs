@@ -24,7 +24,7 @@
 //!   gated sum of the projected branches, in one GEMM.
 //! - `table` `[nb, heads, (2·win − 1)²]` (a PyTorch `[(2·win − 1)², heads]` table transposed).
 
-use super::{check_u32, grid, params, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
+use super::{check_u32, grid, params, tuning, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 /// Most branches (dilations 1, 2, 4, 8): the gate logits are one vec4.
@@ -119,21 +119,30 @@ pub fn atrous_attention(g: &mut Graph, qkv: TensorId, table: TensorId, dims: &At
     check_u32("atrous_attention out", batch * h * w * dims.out_row())?;
     let wins = (h / win) * (w / win);
     let workgroups = batch * nb * wins * heads;
+    let flops = (batch * nb * h * w * heads * win * win * (4 * dims.head_dim() + 4)) as u64;
+    let queries = tuning::atrous_attention_queries(&g.profile, flops);
     let hd = dims.head_dim();
     let out = g.activation(&[batch, h, w, dims.out_row()]);
+    // The bias table from a uniform buffer where the device prefers it (lavapipe; header).
+    let uniform_table = if tuning::constant_uniforms(&g.profile) { g.constant_uniform_elements(table) } else { None };
     let u = |v: usize| v as u32;
     g.push(Node {
         label: format!("atrous_attention{nb}"),
         key: PipelineKey::new(Kernel::AtrousAttention)
-            .with("WG", u((win * win).next_multiple_of(8)))
+            .with("WG", u((win * win).div_ceil(queries).next_multiple_of(8)))
+            .with("QB", u(queries))
             .with("WIN", u(win))
-            .with("D4", u(hd / 4)),
+            .with("D4", u(hd / 4))
+            .with("QKV_TEXTURE", 0)
+            .with("TABLE_UNIFORM", uniform_table.is_some() as u32),
         params: Uniform::of(&params::AtrousAttention { batch: u(batch), h: u(h), w: u(w), c: u(c), heads: u(heads), hd: u(hd), nb: u(nb), wins_w: u(w / win), wins: u(wins), row_in4: u(dims.qkv_row() / 4), row_out4: u(dims.out_row() / 4), gate4: u(nb * 3 * c / 4), scale, _p0: 0, _p1: 0, _p2: 0 }),
-        reads: vec![qkv, table],
+        reads: vec![qkv, uniform_table.unwrap_or(table)],
         writes: vec![out],
         workgroups: grid(workgroups),
-        flops: (batch * nb * h * w * heads * win * win * (4 * hd + 4)) as u64,
+        flops,
     });
+    // A k or v texel is fetched once by each invocation of its window: ceil(WIN² / QB) times.
+    g.offer_texture_fetched(0, "QKV_TEXTURE", u((win * win).div_ceil(queries)));
     Ok(out)
 }
 
