@@ -50,6 +50,13 @@
 // patch_stride_col (computed once per tile row); k walks (k0, k1, k2) with k2 innermost and
 // contiguous (patch_k_len2 % 4 == 0), offset k0 * patch_k_stride0 + k1 * patch_k_stride1 + k2,
 // advanced by counters in the KStep instead of divisions.
+// A_PATCH_PAD (under A_PATCHES, a token map): the patches overlap and reach past the map, a conv
+// of any kernel, stride and zero padding on a channel-last map (`ops::matmul::ConvPatches`):
+// patch origins are taken in padded coordinates (patch_stride_row and _col step by the conv's
+// stride), each row also carries its origin's padded (y, x), and a k step's block of each row
+// is read only where y + ky and x + kx fall inside the map (pad <= . < size + pad), at the
+// origin plus the step's offset less patch_pad_offset (pad rows and pad columns); zeros
+// elsewhere. Every channel run of 4 lies in one pixel, so a block is all in or all out.
 // Edges: rows/columns past M/N are clamped when loading (every read is in bounds and real data)
 // and skipped when storing; k past K is never read (zeros in the masked last step).
 // Dispatch: workgroups of WG_N * WG_M invocations (a power of two), each owning TM x TN
@@ -82,6 +89,12 @@ struct Params {
     patch_k_len2: u32,
     // K_SPLIT: the reduction's share of each batch entry (a multiple of 4).
     k_chunk: u32,
+    // A_PATCH_PAD (header): the padding, the map's height and width, and the offset of the
+    // padded origin's first real element (pad · (W·C + C)).
+    patch_pad: u32,
+    patch_h: u32,
+    patch_w: u32,
+    patch_pad_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -210,8 +223,9 @@ override OUT_TEXTURE: bool = false;
 // `load_b4` are four element loads, or one texel fetch from a texture).
 override A_VEC4: bool = false;
 override B_VEC4: bool = false;
-// A's rows are gathered from patches (header).
+// A's rows are gathered from patches (header), overlapping and padded with A_PATCH_PAD.
 override A_PATCHES: bool = false;
+override A_PATCH_PAD: bool = false;
 // op(a)[t][m, k] is scaled by k_scale[t, k] (header; the vec4 kernel, K % 4 == 0).
 override K_SCALE: bool = false;
 // 0: no bias, 1: bias[M] along rows, 2: bias[N] along columns.
@@ -230,6 +244,10 @@ struct Tile {
     // Per tile row, 4 rows per vec4 (TM / 4 used): its patch origin in a (A_PATCHES), or where
     // its k = 0 element lies in a, rows clamped into the matrix (element loads, !A_VEC4).
     a_rows: array<vec4<u32>, 4>,
+#endif
+#if A_PATCH_PAD
+    // Per tile row, its patch origin's padded (y, x) as y << 16 | x.
+    a_pix: array<vec4<u32>, 4>,
 #endif
 #if !B_VEC4
     // Where each tile column's k = 0 element lies in b (columns clamped; TN / 4 used).
@@ -254,6 +272,7 @@ struct KStep {
     k: u32,
 #if A_PATCHES
     // k = (k0 * patch_k_len1 + k1) * patch_k_len2 + k2, and its offset in a patch.
+    k0: u32,
     k1: u32,
     k2: u32,
     offset: u32,
@@ -273,13 +292,14 @@ fn k_first(t: Tile) -> KStep {
     let k01 = t.k_begin / params.patch_k_len2;
     let k1 = k01 % params.patch_k_len1;
     let k0 = k01 / params.patch_k_len1;
-    return KStep(t.k_begin, k1, k2, k0 * params.patch_k_stride0 + k1 * params.patch_k_stride1 + k2);
+    return KStep(t.k_begin, k0, k1, k2, k0 * params.patch_k_stride0 + k1 * params.patch_k_stride1 + k2);
 #else
-    return KStep(0u, 0u, 0u, 0u);
+    return KStep(0u, 0u, 0u, 0u, 0u);
 #endif
 }
 
 fn k_advance(s: KStep) -> KStep {
+    var k0 = s.k0;
     var k1 = s.k1;
     var k2 = s.k2 + 4u;
     var offset = s.offset + 4u;
@@ -289,8 +309,9 @@ fn k_advance(s: KStep) -> KStep {
     offset = select(offset, offset - params.patch_k_len2 + params.patch_k_stride1, wrap2);
     let wrap1 = k1 == params.patch_k_len1;
     k1 = select(k1, 0u, wrap1);
+    k0 = select(k0, k0 + 1u, wrap1);
     offset = select(offset, offset - params.patch_k_len1 * params.patch_k_stride1 + params.patch_k_stride0, wrap1);
-    return KStep(s.k + 4u, k1, k2, offset);
+    return KStep(s.k + 4u, k0, k1, k2, offset);
 }
 
 // Patch origins of rows m .. m+3 (clamped into the matrix).
@@ -300,6 +321,15 @@ fn patch_origins(m: u32) -> vec4<u32> {
     let r = mc % params.patch_area;
     return img * params.patch_stride_img + (r / params.patch_cols) * params.patch_stride_row
         + (r % params.patch_cols) * params.patch_stride_col;
+}
+
+// Padded (y, x) of the patch origins of rows m .. m+3 (clamped), as y << 16 | x: the origin
+// strides over a row are the conv's stride times W·C and C.
+fn patch_pixels(m: u32) -> vec4<u32> {
+    let r = clamped4(m, params.m) % params.patch_area;
+    let step = params.patch_stride_col / params.patch_k_stride1;
+    let y = (r / params.patch_cols) * step;
+    return (y << vec4<u32>(16u)) | ((r % params.patch_cols) * step);
 }
 #else
 fn k_first(t: Tile) -> KStep {
@@ -369,8 +399,19 @@ fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
 #if A_PATCHES
     // K % 4 == 0 (the host checks): no step is masked.
     let rows = t.a_rows[q];
+#if A_PATCH_PAD
+    let pad = vec4<u32>(params.patch_pad);
+    let y = (t.a_pix[q] >> vec4<u32>(16u)) + vec4<u32>(s.k0);
+    let x = (t.a_pix[q] & vec4<u32>(0xffffu)) + vec4<u32>(s.k1);
+    let inside = (y >= pad) & (y < pad + vec4<u32>(params.patch_h)) & (x >= pad) & (x < pad + vec4<u32>(params.patch_w));
+    let at = select(vec4<u32>(0u), rows + vec4<u32>(s.offset - params.patch_pad_offset), inside);
+    let zero = vec4<f32>(0.0);
+    return mat4x4<f32>(select(zero, load_a4(at.x), inside.x), select(zero, load_a4(at.y), inside.y),
+                       select(zero, load_a4(at.z), inside.z), select(zero, load_a4(at.w), inside.w));
+#else
     return mat4x4<f32>(load_a4(rows.x + s.offset), load_a4(rows.y + s.offset), load_a4(rows.z + s.offset),
                        load_a4(rows.w + s.offset));
+#endif
 #else
     let M = params.m;
     let m = t.m0 + 4u * q;
@@ -539,6 +580,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
 #endfor
 #endif
+#if A_PATCH_PAD
+    var pix: array<vec4<u32>, 4>;
+#for Q in 0..TM / 4
+    pix[Q] = patch_pixels(p.m0 + 4u * Q);
+#endfor
+#endif
 #if !B_VEC4
 #if TN > 8
     var cols: array<vec4<u32>, 4>;
@@ -554,6 +601,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let t = Tile(p.m0, p.n0, a_off, b_off
 #if A_ROWS
                  , rows
+#endif
+#if A_PATCH_PAD
+                 , pix
 #endif
 #if !B_VEC4
                  , cols

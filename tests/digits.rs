@@ -1,10 +1,19 @@
 //! The bundled digit models (assets/models, made by tools/train_digits.py) on the 2,000 held-out
 //! digits of their split (tests/fixtures/digits/heldout.safetensors, u8 [2000, 28, 28]), run
 //! through the engine's own image preprocessing (PIL-exact bicubic resize, the metadata's
-//! normalisation) in batches. Per family: the logits equal the PyTorch reference's
-//! (tests/fixtures/digits/<family>-logits.safetensors, the same f16 weights in f32) to 1e-4,
-//! the predicted digits equal the reference's on at least 99.9% of the images, and the accuracy
-//! is at least 97%.
+//! normalisation) in batches. Per family, against the PyTorch reference's float64 logits
+//! (tests/fixtures/digits/<family>-logits.safetensors, of the same f16 weights): every image's
+//! logits within 2.5e-4 and those of at least 99.5% of the images (all but 10) within 1e-5; the
+//! predicted digits equal the reference's on at least 99.9% of the images; the accuracy at least
+//! 97%.
+//!
+//! Why two bounds: a few images sit where VVT's clamps turn f32 rounding into visible changes
+//! (`clampmag` lifts a magnitude under 1e-4 to 1e-4 with its sign, and z = 1 / (φ_q·ksum + 1e-4)
+//! is near 1e4). The same four, 915, 1277, 1101 and 1664, are the worst with every f32
+//! forward measured: PyTorch's own (3.4e-5 and 3.6e-5 for 915 and 1277, eager, NCHW or
+//! channels-last), the engine with its direct patch-embed convs (2.2e-5 for 915) and with them
+//! as GEMMs over gathered patches (1.1e-4 for 915, 3.1e-5 for 1277). Every other image of every
+//! family is within 4.5e-6, so a wrong kernel shows in the bulk bound.
 
 mod common;
 
@@ -71,16 +80,28 @@ fn check_family(family: &str) {
     }
 
     let n = labels.len();
-    let (mut same, mut correct, mut max_diff) = (0, 0, 0f32);
+    let (mut same, mut correct) = (0, 0);
+    // Each image's largest logit difference, with its index.
+    let mut diffs: Vec<(f32, usize)> = Vec::with_capacity(n);
     for i in 0..n {
         let (g, w) = (&got[i * 10..(i + 1) * 10], &want[i * 10..(i + 1) * 10]);
-        max_diff = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(max_diff, f32::max);
+        diffs.push((g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max), i));
         same += usize::from(argmax(g) == argmax(w));
         correct += usize::from(argmax(g) == labels[i] as usize);
     }
+    diffs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let max_diff = diffs[0].0;
+    let outliers: Vec<&(f32, usize)> = diffs.iter().take_while(|d| !(d.0 <= 1e-5)).collect();
     let (agree, accuracy) = (same as f64 / n as f64, correct as f64 / n as f64);
-    eprintln!("{id}: {n} held-out digits at {}x{}: accuracy {:.2}%, agreement with the reference {:.2}%, max |logit diff| {max_diff:.2e}", size.0, size.1, 100.0 * accuracy, 100.0 * agree);
-    assert!(max_diff <= 1e-4, "{id}: logits differ from the PyTorch reference by {max_diff:e} (> 1e-4)");
+    eprintln!(
+        "{id}: {n} held-out digits at {}x{}: accuracy {:.2}%, agreement with the reference {:.2}%, max |logit diff| {max_diff:.2e}, over 1e-5 (|diff|, image): {outliers:?}",
+        size.0,
+        size.1,
+        100.0 * accuracy,
+        100.0 * agree
+    );
+    assert!(max_diff <= 2.5e-4, "{id}: image {}'s logits differ from the PyTorch reference by {max_diff:e} (> 2.5e-4)", diffs[0].1);
+    assert!(outliers.len() <= n / 200, "{id}: {} images' logits differ from the PyTorch reference by more than 1e-5 (at most {} may): {outliers:?}", outliers.len(), n / 200);
     assert!(agree >= 0.999, "{id}: predictions equal the reference's on {same}/{n} digits (< 99.9%)");
     assert!(accuracy >= 0.97, "{id}: held-out accuracy {correct}/{n} (< 97%)");
 }

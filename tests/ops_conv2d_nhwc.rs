@@ -65,9 +65,15 @@ fn check_direct(cases: &[Case], seed: u64) {
             });
             let y = conv2d_nhwc(&mut g, xi, wi, bi, &c.p, c.act).unwrap();
             let node = g.nodes.last().unwrap();
-            // lavapipe reads a constant weight (all of these under 64 KiB) from a uniform buffer.
-            let uniform = c.constant_weight && profile.name.starts_with("llvmpipe");
-            assert!(node.key.constants().contains(&("W_UNIFORM", uniform as u32)), "{:?}", node.key);
+            if node.label.starts_with("conv2d_nhwc") {
+                // lavapipe reads a constant weight (all of these under 64 KiB) from a uniform buffer.
+                let uniform = c.constant_weight && profile.name.starts_with("llvmpipe");
+                assert!(node.key.constants().contains(&("W_UNIFORM", uniform as u32)), "{:?}", node.key);
+            } else {
+                // lavapipe runs the convs from 4 MFLOP as the GEMM over gathered patches.
+                let flops = 2 * c.x[0] * c.x[1] * c.x[2] * c.cout * c.x[3] * c.kernel.0 * c.kernel.1 / (c.p.stride.0 * c.p.stride.1);
+                assert!(profile.name.starts_with("llvmpipe") && flops >= 3_000_000 && node.key.constants().contains(&("A_PATCHES", 1)), "{:?}", node.key);
+            }
             let name = format!("{}: x{:?} cout {} k{:?} {:?} bias {} {:?} [{} {:?}]", profile.name, c.x, c.cout, c.kernel, c.p, c.bias, c.act, node.label, node.key.constants());
             let (want, shape) = conv2d_nhwc_cpu(&xt.data, c.x, &wt.data, &w_shape, c.bias.then_some(bt.data.as_slice()), &c.p, c.act);
             assert_eq!(g.shape(y), shape.as_slice(), "{name}");
@@ -164,12 +170,20 @@ fn conv2d_to_nhwc_matches_the_nchw_conv() {
 }
 
 /// ACC-ViT's stem as lavapipe runs it: the implicit GEMM writes its channel-last output into a
-/// flat texture (`OUT_TEXTURE`) and the direct conv reads it as texels (`X_TEXTURE`) and writes
-/// its own output to one, which a 1×1 conv (a GEMM over pixels) reads.
+/// flat texture (`OUT_TEXTURE`) and the second conv reads it as texels and writes its own
+/// output to one, which a 1×1 conv (a GEMM over pixels) reads. The second conv is the direct
+/// kernel (`X_TEXTURE`) at 8 channels (1.2 MFLOP), the GEMM over gathered patches (`A_TEXTURE`)
+/// at 16 (4.7 MFLOP).
 #[test]
 fn stem_convs_chain_through_activation_textures_on_lavapipe() {
+    for (c, second_node, second_reads) in [(8, "conv2d_nhwc", "X_TEXTURE"), (16, "matmul", "A_TEXTURE")] {
+        stem_chain(c, second_node, second_reads);
+    }
+}
+
+fn stem_chain(c: usize, second_node: &str, second_reads: &str) {
     let mut rng = Rng::new(41);
-    let (c, hidden) = (16, 32);
+    let hidden = 32;
     let x = rng.tensor(&[1, 3, 64, 64], -1.0, 1.0);
     let w1 = rng.tensor(&[c, 3, 3, 3], -0.5, 0.5);
     let w2 = rng.tensor(&[c, c, 3, 3], -0.5, 0.5);
@@ -185,7 +199,7 @@ fn stem_convs_chain_through_activation_textures_on_lavapipe() {
     let tokens = g.reshape(second, &[32 * 32, c]).unwrap();
     let y = wgvit::ops::matmul::matmul(&mut g, tokens, w3i, false, true, Default::default()).unwrap();
     g.output("y", y);
-    let promoted = common::promoted_to_textures(&g, &[first, second], "conv2d_nhwc", &["X_TEXTURE", "OUT_TEXTURE"], "stem");
+    let promoted = common::promoted_to_textures(&g, &[first, second], second_node, &[second_reads, "OUT_TEXTURE"], &format!("stem of {c} channels"));
     let first_node = promoted.nodes.iter().find(|n| n.label.starts_with("conv2d3x3")).unwrap();
     assert!(first_node.key.constants().contains(&("OUT_TEXTURE", 1)), "{:?}", first_node.key);
 
@@ -194,7 +208,54 @@ fn stem_convs_chain_through_activation_textures_on_lavapipe() {
     let b = permute_cpu(&b, &b_shape, &[0, 2, 3, 1]);
     let (want, _) = wgvit::ops::matmul::matmul_cpu(&b, &[32 * 32, c], &w3.data, &w3.shape, false, true, 1.0, None, Activation::None, None);
     let out = run(&promoted, &[&x]);
-    assert_close("stem", &out[0].data, &want, ATOL, RTOL);
+    assert_close(&format!("stem of {c} channels"), &out[0].data, &want, ATOL, RTOL);
+}
+
+/// `conv_patches_gemm`: channel-last convs as one GEMM whose rows the kernel gathers from
+/// overlapping, zero-padded patches, on lavapipe's profile (16 × 16 tiles from 32 MFLOP, split
+/// reductions for few tiles): VVT's 3 × 3 stride-2 patch embeds, ACC-ViT's 3 × 3 stride-1 stem
+/// conv, a 7 × 7 stride-4 conv with padding 3, non-square and 1 × 1 kernels, a map smaller than
+/// the kernel's reach, two images with odd sizes, activations; the 28 → 14 patch embed at 320
+/// channels has 4 × 20 tiles and splits K = 2880. Values against the CPU conv.
+#[test]
+fn conv_patches_gemm_matches_the_conv() {
+    use wgvit::ops::matmul::conv_patches_gemm;
+    // ([B, H, W, C], Cout, (kh, kw), stride, pad, act)
+    let cases = [
+        ([1, 28, 28, 32], 64, (3, 3), 2, 1, Activation::None),
+        ([1, 14, 14, 320], 64, (3, 3), 2, 1, Activation::None),
+        ([1, 16, 16, 16], 16, (3, 3), 1, 1, Activation::Gelu),
+        ([1, 23, 21, 8], 12, (7, 7), 4, 3, Activation::None),
+        ([2, 9, 11, 4], 8, (1, 3), 1, 1, Activation::Relu),
+        ([1, 2, 3, 4], 8, (3, 3), 1, 1, Activation::None),
+        ([1, 6, 6, 12], 4, (1, 1), 2, 0, Activation::None),
+        ([2, 7, 5, 8], 16, (3, 3), 2, 2, Activation::Silu),
+    ];
+    let mut rng = Rng::new(43);
+    for (i, &(xs, cout, (kh, kw), stride, pad, act)) in cases.iter().enumerate() {
+        let c = xs[3];
+        let w_shape = [cout, c, kh, kw];
+        let x = rng.tensor(&xs, -1.0, 1.0);
+        let wt = rng.tensor(&w_shape, -1.0, 1.0);
+        let bias = rng.tensor(&[cout], -1.0, 1.0);
+        // The weight in the patches' (ky, kx, c) order.
+        let rows = permute_cpu(&wt.data, &w_shape, &[0, 2, 3, 1]);
+        let mut g = Graph::for_profile(common::lavapipe());
+        let xi = g.input("x", &xs);
+        let wi = g.constant("w", &[cout, kh * kw * c], Arc::new(rows)).unwrap();
+        let bi = g.input("b", &[cout]);
+        let y = conv_patches_gemm(&mut g, xi, (kh, kw), stride, pad, wi, Some(bi), act).unwrap().expect("the gather applies");
+        let gemm = g.nodes.iter().find(|n| n.label == "matmul").unwrap();
+        assert!(gemm.key.constants().contains(&("A_PATCH_PAD", (pad > 0) as u32)), "{:?}", gemm.key);
+        let split = gemm.key.constants().contains(&("K_SPLIT", 1));
+        g.output("y", y);
+        let p = Conv2dParams { stride: (stride, stride), padding: (pad, pad), ..Default::default() };
+        let (want, ws) = conv2d_nhwc_cpu(&x.data, xs, &wt.data, &w_shape, Some(&bias.data), &p, act);
+        assert_eq!(g.shape(y), [ws[0] * ws[1] * ws[2], ws[3]]);
+        let out = run(&g, &[&x, &bias]);
+        assert_close(&format!("case {i}: x {xs:?} cout {cout} k {kh}x{kw} stride {stride} pad {pad} {act:?} (split {split})"), &out[0].data, &want, ATOL, RTOL);
+        assert_eq!(split, i == 1, "case {i}: only the 14 × 14 → 7 × 7 conv at 320 channels splits its reduction");
+    }
 }
 
 #[test]

@@ -119,6 +119,8 @@ uniforms! {
         patch_k_stride0: u32, patch_k_stride1: u32, patch_k_len1: u32, patch_k_len2: u32,
         // K_SPLIT: each batch entry's share of the reduction.
         k_chunk: u32,
+        // A_PATCH_PAD: padded, overlapping patches of a channel-last map (`ops::matmul::conv_patches_gemm`).
+        patch_pad: u32, patch_h: u32, patch_w: u32, patch_pad_offset: u32,
     }
 
     /// `conv2d.wgsl`: the implicit GEMM's extents and launch, then the convolution's geometry.

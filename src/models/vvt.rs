@@ -3,7 +3,9 @@
 //! tools/reference/vvt.py.
 //!
 //! Four stages of PVTv2-style overlapping patch embedding (conv 7×7/s4 then 3×3/s2, LayerNorm
-//! eps 1e-5), blocks `t += attn(LN(t))`, `t += MixFFN(LN(t))` (eps 1e-6), a stage LayerNorm, then
+//! eps 1e-5; on lavapipe the 3×3 ones read the previous stage's tokens as a channel-last map,
+//! as GEMMs over gathered patches, `ops::tuning::conv_nhwc_as_gemm`, with no permute either
+//! side), blocks `t += attn(LN(t))`, `t += MixFFN(LN(t))` (eps 1e-6), a stage LayerNorm, then
 //! the token mean and the head. Tokens are channels-last `[B, N, C]`, `n = row·W + col`.
 //!
 //! Attention (ops::vicinity_attention): SE gate `s = σ(W₂ relu(W₁ mean(u)))`; q/k/v from ONE
@@ -130,11 +132,37 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// The kernel and stride of `patch_embed{stage + 1}`'s conv.
+    fn patch_conv(stage: usize) -> (usize, usize) {
+        if stage == 0 {
+            (7, 4)
+        } else {
+            (3, 2)
+        }
+    }
+
+    /// Whether `patch_embed{stage + 1}` (stage ≥ 1) reads the previous stage's tokens, a map of
+    /// `h × w`, channel-last: where its conv runs as the GEMM over gathered patches.
+    fn channel_last_embed(&self, g: &Graph, stage: usize, batch: usize, (h, w): (usize, usize)) -> bool {
+        let (k, stride) = Self::patch_conv(stage);
+        let (cin, cout) = (self.cfg.dims[stage - 1], self.cfg.dims[stage]);
+        let (ho, wo) = ((h + 2 * (k / 2) - k) / stride + 1, (w + 2 * (k / 2) - k) / stride + 1);
+        let flops = 2 * (batch * ho * wo * cout * cin * k * k) as u64;
+        cin.is_multiple_of(4) && cout.is_multiple_of(4) && crate::ops::tuning::conv_nhwc_as_gemm(&g.profile, flops)
+    }
+
     /// `patch_embed{i}`: conv, tokens `[B, N, C]`, LayerNorm (eps 1e-5). Returns the tokens.
-    fn patch_embed(&self, g: &mut Graph, vb: &Scope, stage: usize, x: TensorId) -> Result<TensorId> {
-        let (k, stride) = if stage == 0 { (7, 4) } else { (3, 2) };
+    /// `x` is NCHW, or channel-last `[B, H, W, C]` where [`Builder::channel_last_embed`] says.
+    fn patch_embed(&self, g: &mut Graph, vb: &Scope, stage: usize, x: TensorId, channel_last: bool) -> Result<TensorId> {
+        let (k, stride) = Self::patch_conv(stage);
         let b = g.shape(x)[0];
         let c = self.cfg.dims[stage];
+        if channel_last {
+            let y = nn::conv2d_nhwc(g, &vb.pp("proj"), x, c, k, conv_params(stride, k / 2, 1), true, Activation::None)?;
+            let [h, w] = [g.shape(y)[1], g.shape(y)[2]];
+            let tokens = g.reshape(y, &[b, h * w, c])?;
+            return nn::layer_norm(g, &vb.pp("norm"), tokens, PATCH_EPS);
+        }
         let y = nn::conv2d(g, &vb.pp("proj"), x, c, k, conv_params(stride, k / 2, 1), true, Activation::None)?;
         let [h, w] = [g.shape(y)[2], g.shape(y)[3]];
         let tokens = vb.op(g, |g| permute(g, y, &[0, 2, 3, 1]))?;
@@ -324,8 +352,9 @@ pub fn build_with(g: &mut Graph, root: &Scope, input: TensorId, id: &str, cfg: &
     let bld = Builder { cfg, opts: *opts, max_binding };
     let mut x = input;
     let mut t = input;
+    let mut channel_last = false;
     for (stage, &(sh, sw)) in sizes.iter().enumerate() {
-        t = bld.patch_embed(g, &root.pp(format!("patch_embed{}", stage + 1)), stage, x)?;
+        t = bld.patch_embed(g, &root.pp(format!("patch_embed{}", stage + 1)), stage, x, channel_last)?;
         debug_assert_eq!(g.shape(t), [batch, sh * sw, cfg.dims[stage]]);
         g.tap(&format!("patch_embed{}", stage + 1), t);
         let trig = g.constant(&format!("vvt.angles.{sh}x{sw}"), &[sh * sw, 4], Arc::new(angle_table(sh, sw)))?;
@@ -338,8 +367,13 @@ pub fn build_with(g: &mut Graph, root: &Scope, input: TensorId, id: &str, cfg: &
         t = nn::layer_norm(g, &norm, t, BLOCK_EPS)?;
         g.tap(norm.prefix(), t);
         if stage < 3 {
-            let map = norm.op(g, |g| permute(g, t, &[0, 2, 1]))?;
-            x = g.reshape(map, &[batch, cfg.dims[stage], sh, sw])?;
+            channel_last = bld.channel_last_embed(g, stage + 1, batch, (sh, sw));
+            x = if channel_last {
+                g.reshape(t, &[batch, sh, sw, cfg.dims[stage]])?
+            } else {
+                let map = norm.op(g, |g| permute(g, t, &[0, 2, 1]))?;
+                g.reshape(map, &[batch, cfg.dims[stage], sh, sw])?
+            };
         }
     }
     let pooled = root.op(g, |g| mean_tokens(g, t))?;

@@ -10,7 +10,8 @@
 //! weight is re-laid on the host, a computed one by a permute.
 
 use super::conv2d::{conv2d_shape, Conv2dParams};
-use super::{check_u32, grid, layout, params, Activation, ConstantBinding, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
+use super::matmul::conv_patches_gemm;
+use super::{check_u32, grid, layout, params, tuning, Activation, ConstantBinding, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};
 
 const WG: u32 = 64;
@@ -38,6 +39,15 @@ pub fn conv2d_nhwc(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Te
         return Err(bad(format!("Cin = {cin} and Cout = {} must be multiples of 4 (channels move as vec4s)", s.out_c)));
     }
     let (kh, kw) = s.kernel;
+    let flops = 2 * (b * s.out_h * s.out_w * s.out_c * cin * kh * kw) as u64;
+    // One stride and padding for both axes, no dilation: the GEMM's patch gather can take it.
+    let square = p.stride.0 == p.stride.1 && p.padding.0 == p.padding.1 && p.dilation == (1, 1);
+    if square && tuning::conv_nhwc_as_gemm(&g.profile, flops) {
+        let rows = taps_inner(g, weight, &s)?;
+        if let Some(y) = conv_patches_gemm(g, x, (kh, kw), p.stride.0, p.padding.0, rows, bias, act)? {
+            return g.reshape(y, &[b, s.out_h, s.out_w, s.out_c]);
+        }
+    }
     // The longest run whose span fits the kernel's registers.
     let tap_span = (kw - 1) * p.dilation.1 + 1;
     if tap_span > MAX_SPAN {
@@ -87,12 +97,35 @@ pub fn conv2d_nhwc(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Te
         reads: vec![x, weight_read, bias.unwrap_or(filler)],
         writes: vec![y],
         workgroups: grid(total.div_ceil(WG as usize)),
-        flops: 2 * (b * s.out_h * s.out_w * s.out_c * cin * kh * kw) as u64,
+        flops,
     });
     // Channel-last with Cin, Cout % 4 == 0: every vec4 of channels is one texel of a flat texture.
     g.offer_texture(0, "X_TEXTURE");
     g.offer_texture(3, "OUT_TEXTURE");
     Ok(y)
+}
+
+/// `weight [Cout, Cin, kh, kw]` as `[Cout, kh·kw·Cin]` (a patch's (ky, kx, c) order, one row per
+/// output channel): on the host for a constant, else a permute.
+fn taps_inner(g: &mut Graph, weight: TensorId, s: &super::conv2d::Conv2dShape) -> Result<TensorId> {
+    let (kh, kw) = s.kernel;
+    let (cout, cin) = (s.out_c, s.in_c);
+    let Some((key, data)) = g.constant_data(weight) else {
+        let permuted = layout::permute(g, weight, &[0, 2, 3, 1])?;
+        return g.reshape(permuted, &[cout, kh * kw * cin]);
+    };
+    let mut out = vec![0f32; data.len()];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for i in 0..kh {
+                for j in 0..kw {
+                    out[((co * kh + i) * kw + j) * cin + ci] = data[((co * cin + ci) * kh + i) * kw + j];
+                }
+            }
+        }
+    }
+    let key = format!("{key}#taps_inner");
+    g.constant(&key, &[cout, kh * kw * cin], std::sync::Arc::new(out))
 }
 
 /// `weight [Cout, Cin, kh, kw]` as `[kh, kw, Cin, Cout]`: on the host for a constant, else a permute.

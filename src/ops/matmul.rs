@@ -316,6 +316,7 @@ fn push_gemm(
         .with("K_TAIL", !s.k.is_multiple_of(4) as u32)
         .with("STORE_LOOP", tuning::gemm_store_loop(&g.profile, tiling.tm, tiling.tn) as u32)
         .with("A_PATCHES", patches.is_some() as u32)
+        .with("A_PATCH_PAD", patches.is_some_and(|p| p.pad > 0) as u32)
         .with("K_SCALE", k_scale.is_some() as u32)
         .with("K_SPLIT", (splits > 1) as u32);
     let p = |v: usize| v as u32;
@@ -325,7 +326,8 @@ fn push_gemm(
         key,
         params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(batches), tiles_m: p(launch.tiles_m), tiles_n: p(launch.tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha, lanes_n_log2: launch.lanes_n_log2,
             patch_cols: gather.cols, patch_area: gather.area, patch_stride_img: gather.stride_img, patch_stride_row: gather.stride_row, patch_stride_col: gather.stride_col,
-            patch_k_stride0: gather.k_stride0, patch_k_stride1: gather.k_stride1, patch_k_len1: gather.k_len1, patch_k_len2: gather.k_len2, k_chunk: p(k_chunk) }),
+            patch_k_stride0: gather.k_stride0, patch_k_stride1: gather.k_stride1, patch_k_len1: gather.k_len1, patch_k_len2: gather.k_len2, k_chunk: p(k_chunk),
+            patch_pad: gather.pad, patch_h: gather.h, patch_w: gather.w, patch_pad_offset: gather.pad_offset }),
         reads: [a_read, b_read, bias_read, epi.residual.unwrap_or(filler)].into_iter().chain(k_scale).collect(),
         writes: vec![out],
         workgroups: grid(workgroups),
@@ -383,6 +385,12 @@ struct PatchGather {
     k_stride1: u32,
     k_len1: u32,
     k_len2: u32,
+    /// Zero padding around the map (`A_PATCH_PAD` when > 0), the map's height and width, and
+    /// the offset of a padded origin's first real element.
+    pad: u32,
+    h: u32,
+    w: u32,
+    pad_offset: u32,
 }
 
 impl Patches {
@@ -439,6 +447,7 @@ impl Patches {
             k_stride1: u(k1)?,
             k_len1: u(p)?,
             k_len2: u(len2)?,
+            ..Default::default()
         })
     }
 }
@@ -478,6 +487,55 @@ pub fn patch_linear(g: &mut Graph, x: TensorId, patches: Patches, weight: Tensor
             matmul(g, a, weight, false, true, epi)
         }
     }
+}
+
+/// A conv over a channel-last map `x [B, H, W, C]` (kernel `kh × kw`, one stride and one zero
+/// padding for both axes, no dilation, one group) as one GEMM whose A rows are its patches,
+/// gathered by the kernel itself (`A_PATCHES`; `A_PATCH_PAD` when padded, reading zeros outside
+/// the map): row (image, oy, ox), element (ky, kx, c), against `weight [N, kh·kw·C]` in that
+/// order, plus the bias and `act`. Returns `[B·Ho·Wo, N]`, or `None` where the gather does not
+/// apply (C % 4 != 0, a padded map side of 2^16 or more, or offsets past 32 bits).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_patches_gemm(g: &mut Graph, x: TensorId, (kh, kw): (usize, usize), stride: usize, pad: usize, weight: TensorId, bias: Option<TensorId>, act: Activation) -> Result<Option<TensorId>> {
+    let &[b, h, w, c] = g.shape(x) else {
+        return Err(Error::Graph(format!("conv_patches_gemm: x {:?} must be [B, H, W, C]", g.shape(x))));
+    };
+    let k = kh * kw * c;
+    let (Some(ho), Some(wo)) = ((h + 2 * pad).checked_sub(kh).map(|v| v / stride.max(1) + 1), (w + 2 * pad).checked_sub(kw).map(|v| v / stride.max(1) + 1)) else {
+        return Err(Error::Graph(format!("conv_patches_gemm: a {kh} × {kw} kernel does not fit the map {h} × {w} padded by {pad}")));
+    };
+    if stride == 0 || g.shape(weight).len() != 2 || g.shape(weight)[1] != k {
+        return Err(Error::Graph(format!("conv_patches_gemm: weight {:?} must be [out, {k}] and the stride ({stride}) positive", g.shape(weight))));
+    }
+    let u = |v: usize| u32::try_from(v).ok();
+    let fits_pixels = h + 2 * pad < 1 << 16 && w + 2 * pad < 1 << 16;
+    let gather = (|| {
+        Some(PatchGather {
+            cols: u(wo)?,
+            area: u(ho * wo)?,
+            stride_img: u(h * w * c)?,
+            stride_row: u(stride * w * c)?,
+            stride_col: u(stride * c)?,
+            k_stride0: u(w * c)?,
+            k_stride1: u(c)?,
+            k_len1: u(kw)?,
+            k_len2: u(c)?,
+            pad: u(pad)?,
+            h: u(h)?,
+            w: u(w)?,
+            pad_offset: u(pad * (w * c + c))?,
+        })
+    })();
+    let rows = b * ho * wo;
+    let n = g.shape(weight)[0];
+    let tiling = tuning::matmul_tiling(&g.profile, 2 * (rows * n * k) as u64);
+    let (Some(gather), true, true, MatmulLoads::Auto) = (gather, c.is_multiple_of(4), fits_pixels, tiling.loads) else {
+        return Ok(None);
+    };
+    check_u32("conv_patches_gemm x", b * (h + 2 * pad) * (w + 2 * pad) * c)?;
+    let epi = Epilogue { bias: bias.map(|t| (t, BiasAxis::Col)), act, ..Default::default() };
+    let s = MatmulShape { m: rows, n, k, batch_dims: vec![], a_batches: 1, b_batches: 1 };
+    push_gemm(g, x, weight, &s, false, true, epi, tiling, Some(gather), None).map(Some)
 }
 
 /// `nn.Linear`: x [.., K] · weightᵀ (weight [N, K]) + bias [N] → [.., N], then `act`.

@@ -439,6 +439,14 @@ pub fn attention_variant(profile: &DeviceProfile, head_dim: usize) -> AttentionV
     }
 }
 
+/// Whether a channel-last conv of `flops` FLOPs (`ops::conv2d_nhwc`) runs as the GEMM with its
+/// patches gathered in the kernel (`ops::matmul::conv_patches_gemm`) rather than the direct
+/// kernel: on lavapipe from [`SMALL_GEMM_FLOPS`], where the GEMM's register tile feeds 1024
+/// FMAs from 32 vec4 loads.
+pub fn conv_nhwc_as_gemm(profile: &DeviceProfile, flops: u64) -> bool {
+    is_lavapipe(profile) && flops >= SMALL_GEMM_FLOPS
+}
+
 /// Query tokens one ACC-ViT atrous-attention invocation owns (`family/atrous_attention.wgsl`):
 /// 4 on lavapipe from [`SMALL_GEMM_FLOPS`], so that each k and v texel fetched feeds four
 /// queries; 1 elsewhere, and for small attentions, whose bigger code lavapipe's JIT would pay
