@@ -14,6 +14,10 @@
 // outer loop and sharing them across output rows measured 2x slower). lavapipe unrolled these
 // loops itself; SwiftShader does not, and runs such a loop about 10x slower than its unrolled
 // code.
+// With ALL_ROWS (lavapipe, when the tile's rows fit the registers: `ops::tuning`) the kernel-row
+// loop is written out too: the (TH − 1)·SH + (KH − 1)·DH + 1 input row segments the tile reads are
+// each loaded once and feed every (output row, kernel row) pair that reads them, so a 3x3
+// stride-1 tile costs 6 · 6 = 36 loads and its 9 weights for 144 FMAs, not 72 and 9.
 // Padding is read as 0: out-of-range rows/columns read index 0 (in bounds) and are replaced.
 //
 // With X_TEXTURE (lavapipe: an activation `Graph::with_activation_textures` moved to a flat
@@ -28,7 +32,8 @@
 // Dispatch: one invocation per (b, c, row block, column block), `tiles` in all, WG per
 // workgroup, ceil(tiles / WG) workgroups folded into (x, y) by `ops::grid`.
 // Workgroup memory: none. Registers: KW <= 7 weights, a segment of <= 32 floats (<= 9 texels
-// with X_TEXTURE), TH vec4s.
+// with X_TEXTURE), TH vec4s; with ALL_ROWS KH <= ALL_KH_MAX rows of weights and up to ROWS_MAX
+// segments.
 // requires: activations, flat_texture
 
 struct Params {
@@ -76,15 +81,20 @@ override ACT: u32 = 0u;
 override X_TEXTURE: bool = false;
 override OUT_TEXTURE: bool = false;
 override XS: u32 = 0u;
+// Every input row of the tile loaded once (header).
+override ALL_ROWS: bool = false;
 
 // Capacities (the host keeps KW <= K_MAX and the segment within SEG_MAX).
 const K_MAX: u32 = 7u;
 const SEG_MAX: u32 = 32u;
 const SEG_TEXELS_MAX: u32 = 9u;
+// ALL_ROWS capacities (the host checks them): kernel rows, and the input rows of a tile.
+const ALL_KH_MAX: u32 = 3u;
+const ROWS_MAX: u32 = 9u;
 
-// One kernel row i applied to one output row: sum_j w[j] * x[ih, iw0 + j*DW + {0, SW, 2SW, 3SW}],
-// from one load per input column of the row segment (zeros outside the image).
-fn row_taps(x_plane: u32, ih: i32, iw0: i32, w: array<f32, K_MAX>) -> vec4<f32> {
+// The input row segment x[ih, iw0 .. iw0 + 3*SW + (KW-1)*DW], one load per column (zeros
+// outside the image).
+fn row_segment(x_plane: u32, ih: i32, iw0: i32) -> array<f32, SEG_MAX> {
     let row_ok = (ih >= 0) & (ih < i32(params.in_h));
     var seg: array<f32, SEG_MAX>;
 #if X_TEXTURE
@@ -107,11 +117,21 @@ fn row_taps(x_plane: u32, ih: i32, iw0: i32, w: array<f32, K_MAX>) -> vec4<f32> 
 #endif
     }
 #endfor
+    return seg;
+}
+
+// One kernel row applied to one output row: sum_j w[j] * seg[j*DW + {0, SW, 2SW, 3SW}].
+fn taps(seg: array<f32, SEG_MAX>, w: array<f32, K_MAX>) -> vec4<f32> {
     var sum = vec4<f32>(0.0);
 #for J in 0..KW
     sum = fma(vec4<f32>(w[J]), vec4<f32>(seg[J * DW], seg[J * DW + SW], seg[J * DW + 2u * SW], seg[J * DW + 3u * SW]), sum);
 #endfor
     return sum;
+}
+
+// One kernel row i applied to one output row (row_segment, then taps).
+fn row_taps(x_plane: u32, ih: i32, iw0: i32, w: array<f32, K_MAX>) -> vec4<f32> {
+    return taps(row_segment(x_plane, ih, iw0), w);
 }
 
 // Activation and store of out[plane, oh, ow0 .. ow0+3], skipping what lies past the edges.
@@ -153,6 +173,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
+#if ALL_ROWS
+    var w_all: array<array<f32, K_MAX>, ALL_KH_MAX>;
+#for I in 0..KH
+#for J in 0..KW
+    w_all[I][J] = weight[(c * KH + I) * KW + J];
+#endfor
+#endfor
+    var rows: array<array<f32, SEG_MAX>, ROWS_MAX>;
+#for R in 0..(TH - 1) * SH + (KH - 1) * DH + 1
+    rows[R] = row_segment(x_plane, ih0 + i32(R), iw0);
+#endfor
+#for I in 0..KH
+    acc0 += taps(rows[I * DH], w_all[I]);
+#if TH > 1
+    acc1 += taps(rows[SH + I * DH], w_all[I]);
+#endif
+#if TH > 2
+    acc2 += taps(rows[2u * SH + I * DH], w_all[I]);
+#endif
+#if TH > 3
+    acc3 += taps(rows[3u * SH + I * DH], w_all[I]);
+#endif
+#endfor
+#else
     for (var i = 0u; i < KH; i++) {
         var w: array<f32, K_MAX>;
 #for J in 0..KW
@@ -170,6 +214,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         acc3 += row_taps(x_plane, ih + i32(3u * SH), iw0, w);
 #endif
     }
+#endif
 
     var b = 0.0;
 #if BIAS

@@ -186,6 +186,23 @@ fn conv2d_depthwise_geometries() {
     check(&cases, 22);
 }
 
+/// On lavapipe a depthwise conv of at most 3 kernel rows whose 4-row tile reads at most 9 input
+/// rows loads each of them once (`ALL_ROWS`: 3 × 3 at stride 1 and 2, dilation 2); a 5 × 5 and a
+/// 3 × 3 at stride 2 and dilation 3 (13 rows) keep the kernel-row loop. Their values are checked
+/// by `conv2d_depthwise_geometries` on lavapipe's profile.
+#[test]
+fn lavapipe_depthwise_convs_load_each_input_row_once_when_it_fits() {
+    for (kernel, stride, dilation, all_rows) in [(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 2, 1), (5, 1, 1, 0), (3, 2, 3, 0)] {
+        let mut g = Graph::for_profile(common::lavapipe());
+        let x = g.input("x", &[1, 8, 16, 16]);
+        let w = g.input("w", &[8, 1, kernel, kernel]);
+        let p = Conv2dParams { stride: (stride, stride), padding: (dilation * (kernel / 2), dilation * (kernel / 2)), dilation: (dilation, dilation), groups: 8 };
+        conv2d(&mut g, x, w, None, &p, Activation::None).unwrap();
+        let key = &g.nodes.last().unwrap().key;
+        assert!(key.constants().contains(&("ALL_ROWS", all_rows)), "{kernel}x{kernel} stride {stride} dilation {dilation}: {key:?}");
+    }
+}
+
 #[test]
 fn conv2d_rejects_bad_shapes() {
     let mut g = Graph::new();

@@ -88,6 +88,9 @@ const DW_WG: u32 = 64;
 const DW_ROWS: usize = 4;
 const DW_MAX_KW: usize = 7;
 const DW_MAX_SEGMENT: usize = 32;
+/// With every input row of a tile in registers (`ALL_ROWS`): most kernel rows and input rows.
+const DW_ALL_ROWS_MAX_KH: usize = 3;
+const DW_ALL_ROWS_MAX_ROWS: usize = 9;
 
 /// y = act(conv2d(x, weight) + bias); x [B, Cin, H, W] → [B, Cout, Ho, Wo].
 pub fn conv2d(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, p: &Conv2dParams, act: Activation) -> Result<TensorId> {
@@ -146,6 +149,8 @@ fn depthwise(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId
     check_u32("conv2d depthwise tiles", tiles)?;
     let y = g.activation(&[s.batch, s.out_c, s.out_h, s.out_w]);
     let c = |v: usize| v as u32;
+    let tile_rows = (rows - 1) * p.stride.0 + (kh - 1) * p.dilation.0 + 1;
+    let all_rows = tuning::depthwise_all_rows(&g.profile) && kh <= DW_ALL_ROWS_MAX_KH && tile_rows <= DW_ALL_ROWS_MAX_ROWS;
     g.push(Node {
         label: format!("conv2d_dw{kh}x{kw}"),
         key: PipelineKey::new(Kernel::Conv2dDepthwise)
@@ -159,7 +164,8 @@ fn depthwise(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId
             .with("TH", c(rows))
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32)
-            .with("XS", c((4 - p.padding.1 % 4) % 4)),
+            .with("XS", c((4 - p.padding.1 % 4) % 4))
+            .with("ALL_ROWS", all_rows as u32),
         params: Uniform::of(&params::Conv2dDepthwise { tiles: c(tiles), channels: c(s.out_c), in_h: c(s.in_h), in_w: c(s.in_w), out_h: c(s.out_h), out_w: c(s.out_w), col_blocks: c(col_blocks), row_blocks: c(row_blocks), pad_h: c(p.padding.0), pad_w: c(p.padding.1), _p0: 0, _p1: 0 }),
         reads: vec![x, weight, bias.unwrap_or(weight)],
         writes: vec![y],

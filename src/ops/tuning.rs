@@ -439,6 +439,13 @@ pub fn attention_variant(profile: &DeviceProfile, head_dim: usize) -> AttentionV
     }
 }
 
+/// Whether a depthwise conv loads each input row of its tile once, for every output row and
+/// kernel row that reads it (`ALL_ROWS` in conv2d_depthwise.wgsl), rather than once per kernel
+/// row of each output row: on lavapipe, where each storage load is a loop over the SIMD lanes.
+pub fn depthwise_all_rows(profile: &DeviceProfile) -> bool {
+    is_lavapipe(profile)
+}
+
 /// Whether a channel-last conv of `flops` FLOPs (`ops::conv2d_nhwc`) runs as the GEMM with its
 /// patches gathered in the kernel (`ops::matmul::conv_patches_gemm`) rather than the direct
 /// kernel: on lavapipe from [`SMALL_GEMM_FLOPS`], where the GEMM's register tile feeds 1024
