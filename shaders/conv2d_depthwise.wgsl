@@ -57,8 +57,21 @@ struct Params {
 #else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 #endif
+#if W_UNIFORM
+// A constant of at most 64 KiB in a uniform buffer of that size (graph::UNIFORM_WINDOW_BYTES).
+@group(0) @binding(2) var<uniform> weight_uniform: array<vec4<f32>, 4096>;
+fn weight_at(i: u32) -> f32 { return weight_uniform[i >> 2u][i & 3u]; }
+#else
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
+fn weight_at(i: u32) -> f32 { return weight[i]; }
+#endif
+#if BIAS_UNIFORM
+@group(0) @binding(3) var<uniform> bias_uniform: array<vec4<f32>, 4096>;
+fn bias_at(i: u32) -> f32 { return bias_uniform[i >> 2u][i & 3u]; }
+#else
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
+fn bias_at(i: u32) -> f32 { return bias[i]; }
+#endif
 #if OUT_TEXTURE
 @group(0) @binding(4) var out_texture: texture_storage_2d<rgba32float, write>;
 #else
@@ -83,6 +96,10 @@ override OUT_TEXTURE: bool = false;
 override XS: u32 = 0u;
 // Every input row of the tile loaded once (header).
 override ALL_ROWS: bool = false;
+// The weight and the bias are constants in uniform buffers (lavapipe: one gather across the SIMD
+// lanes, where a storage load is a loop over them).
+override W_UNIFORM: bool = false;
+override BIAS_UNIFORM: bool = false;
 
 // Capacities (the host keeps KW <= K_MAX and the segment within SEG_MAX).
 const K_MAX: u32 = 7u;
@@ -177,7 +194,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var w_all: array<array<f32, K_MAX>, ALL_KH_MAX>;
 #for I in 0..KH
 #for J in 0..KW
-    w_all[I][J] = weight[(c * KH + I) * KW + J];
+    w_all[I][J] = weight_at((c * KH + I) * KW + J);
 #endfor
 #endfor
     var rows: array<array<f32, SEG_MAX>, ROWS_MAX>;
@@ -200,7 +217,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = 0u; i < KH; i++) {
         var w: array<f32, K_MAX>;
 #for J in 0..KW
-        w[J] = weight[(c * KH + i) * KW + J];
+        w[J] = weight_at((c * KH + i) * KW + J);
 #endfor
         let ih = ih0 + i32(i * DH);
         acc0 += row_taps(x_plane, ih, iw0, w);
@@ -218,7 +235,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     var b = 0.0;
 #if BIAS
-    b = bias[c];
+    b = bias_at(c);
 #endif
     store_row(plane, oh0, ow0, acc0 + b);
 #if TH > 1

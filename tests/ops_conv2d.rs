@@ -188,18 +188,32 @@ fn conv2d_depthwise_geometries() {
 
 /// On lavapipe a depthwise conv of at most 3 kernel rows whose 4-row tile reads at most 9 input
 /// rows loads each of them once (`ALL_ROWS`: 3 × 3 at stride 1 and 2, dilation 2); a 5 × 5 and a
-/// 3 × 3 at stride 2 and dilation 3 (13 rows) keep the kernel-row loop. Their values are checked
-/// by `conv2d_depthwise_geometries` on lavapipe's profile.
+/// 3 × 3 at stride 2 and dilation 3 (13 rows) keep the kernel-row loop. Constant weights and
+/// biases come from uniform buffers (`W_UNIFORM`, `BIAS_UNIFORM`; 6 channels: 54 weights, a
+/// length no multiple of 4 for the bias). Values against the CPU conv.
 #[test]
 fn lavapipe_depthwise_convs_load_each_input_row_once_when_it_fits() {
+    let mut rng = Rng::new(29);
+    let c = 6;
     for (kernel, stride, dilation, all_rows) in [(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 2, 1), (5, 1, 1, 0), (3, 2, 3, 0)] {
+        let x = rng.tensor(&[1, c, 13, 16], -1.0, 1.0);
+        let w = rng.tensor(&[c, 1, kernel, kernel], -1.0, 1.0);
+        let b = rng.tensor(&[c], -1.0, 1.0);
         let mut g = Graph::for_profile(common::lavapipe());
-        let x = g.input("x", &[1, 8, 16, 16]);
-        let w = g.input("w", &[8, 1, kernel, kernel]);
-        let p = Conv2dParams { stride: (stride, stride), padding: (dilation * (kernel / 2), dilation * (kernel / 2)), dilation: (dilation, dilation), groups: 8 };
-        conv2d(&mut g, x, w, None, &p, Activation::None).unwrap();
-        let key = &g.nodes.last().unwrap().key;
-        assert!(key.constants().contains(&("ALL_ROWS", all_rows)), "{kernel}x{kernel} stride {stride} dilation {dilation}: {key:?}");
+        let xi = g.input("x", &x.shape);
+        let wi = g.constant("w", &w.shape, std::sync::Arc::new(w.data.clone())).unwrap();
+        let bi = g.constant("b", &b.shape, std::sync::Arc::new(b.data.clone())).unwrap();
+        let p = Conv2dParams { stride: (stride, stride), padding: (dilation * (kernel / 2), dilation * (kernel / 2)), dilation: (dilation, dilation), groups: c };
+        let y = conv2d(&mut g, xi, wi, Some(bi), &p, Activation::Gelu).unwrap();
+        let case = format!("{kernel}x{kernel} stride {stride} dilation {dilation}");
+        let key = g.nodes.last().unwrap().key.clone();
+        for (define, value) in [("ALL_ROWS", all_rows), ("W_UNIFORM", 1), ("BIAS_UNIFORM", 1)] {
+            assert!(key.constants().contains(&(define, value)), "{case}: {define} = {value} in {key:?}");
+        }
+        g.output("y", y);
+        let (want, _) = conv2d_cpu(&x.data, &x.shape, &w.data, &w.shape, Some(&b.data), &p, Activation::Gelu);
+        let out = run(&g, &[&x]);
+        assert_close(&case, &out[0].data, &want, ATOL, RTOL);
     }
 }
 

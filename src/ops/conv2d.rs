@@ -151,6 +151,10 @@ fn depthwise(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId
     let c = |v: usize| v as u32;
     let tile_rows = (rows - 1) * p.stride.0 + (kh - 1) * p.dilation.0 + 1;
     let all_rows = tuning::depthwise_all_rows(&g.profile) && kh <= DW_ALL_ROWS_MAX_KH && tile_rows <= DW_ALL_ROWS_MAX_ROWS;
+    // Constant weights and biases from uniform buffers where the device prefers it.
+    let uniform = |g: &mut Graph, t: TensorId| if tuning::constant_uniforms(&g.profile) { g.constant_uniform_elements(t) } else { None };
+    let weight_uniform = uniform(g, weight);
+    let bias_uniform = bias.and_then(|t| uniform(g, t));
     g.push(Node {
         label: format!("conv2d_dw{kh}x{kw}"),
         key: PipelineKey::new(Kernel::Conv2dDepthwise)
@@ -165,9 +169,11 @@ fn depthwise(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId
             .with("BIAS", bias.is_some() as u32)
             .with("ACT", act as u32)
             .with("XS", c((4 - p.padding.1 % 4) % 4))
-            .with("ALL_ROWS", all_rows as u32),
+            .with("ALL_ROWS", all_rows as u32)
+            .with("W_UNIFORM", weight_uniform.is_some() as u32)
+            .with("BIAS_UNIFORM", bias_uniform.is_some() as u32),
         params: Uniform::of(&params::Conv2dDepthwise { tiles: c(tiles), channels: c(s.out_c), in_h: c(s.in_h), in_w: c(s.in_w), out_h: c(s.out_h), out_w: c(s.out_w), col_blocks: c(col_blocks), row_blocks: c(row_blocks), pad_h: c(p.padding.0), pad_w: c(p.padding.1), _p0: 0, _p1: 0 }),
-        reads: vec![x, weight, bias.unwrap_or(weight)],
+        reads: vec![x, weight_uniform.unwrap_or(weight), bias_uniform.or(bias).unwrap_or(weight)],
         writes: vec![y],
         workgroups: grid(tiles.div_ceil(DW_WG as usize)),
         flops: 2 * (s.batch * s.out_c * s.out_h * s.out_w * kh * kw) as u64,
