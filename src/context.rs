@@ -13,7 +13,7 @@ use crate::kernels::device::{kernels_from_env, DeviceProfile};
 pub mod store_probe;
 
 /// Below this many FLOPs per dispatch on average, a graph runs faster on llvmpipe with every
-/// workgroup executed on the submitting thread (see [`prefer_inline_software_driver`]).
+/// workgroup executed on the submitting thread (see [`choose_software_driver_threads`]).
 pub const INLINE_DRIVER_FLOPS_PER_DISPATCH: u64 = 1_000_000;
 
 /// Mesa's llvmpipe (lavapipe) runs each dispatch's workgroups on a pool of one thread per core,
@@ -25,18 +25,37 @@ pub const INLINE_DRIVER_FLOPS_PER_DISPATCH: u64 = 1_000_000;
 /// (hatnet-tiny 865–906 → 1132–1501 ms, accvit-micro at 224 113 → 181 ms).
 ///
 /// So for a graph whose dispatches average under [`INLINE_DRIVER_FLOPS_PER_DISPATCH`] this sets
-/// `LP_NUM_THREADS=0`, unless the variable is already set (the user's choice wins). Only
-/// llvmpipe reads it, when its device is created: call this before the process's first
-/// [`GpuContext::new`], while no other thread runs (it changes the environment). Returns whether
-/// it set the variable.
+/// `LP_NUM_THREADS=0`.
+///
+/// A larger graph gets two threads per core. With one per core (llvmpipe's default), the
+/// 224² models' warm forwards switched between two speeds within one process on the 2-core
+/// Intel Xeon of session 19: hatnet-tiny 250–270 or 355–380 ms, lavit-tiny 155–165 or 200–230
+/// ms. With four threads on the two cores the slow mode did not appear (`tools/bench_pair.py`, 3
+/// rounds × 8 runs, medians: hatnet-tiny 0.73, lavit-tiny 0.79, accvit-tiny 0.96, vvt-tiny 0.99);
+/// eight threads did no better than four.
+///
+/// The variable is left alone where it is already set (the user's choice wins). Only llvmpipe
+/// reads it, when its device is created: call this before the process's first
+/// [`GpuContext::new`], while no other thread runs (it changes the environment). Returns the
+/// thread count it set (0: every workgroup on the submitting thread), `None` when it set none.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn prefer_inline_software_driver(graph: &crate::graph::Graph) -> bool {
-    let dispatches = graph.nodes.len().max(1) as u64;
-    if std::env::var_os("LP_NUM_THREADS").is_some() || graph.total_flops() / dispatches >= INLINE_DRIVER_FLOPS_PER_DISPATCH {
-        return false;
+pub fn choose_software_driver_threads(graph: &crate::graph::Graph) -> Option<usize> {
+    if std::env::var_os("LP_NUM_THREADS").is_some() {
+        return None;
     }
-    std::env::set_var("LP_NUM_THREADS", "0");
-    true
+    let threads = software_driver_threads(graph, std::thread::available_parallelism().map_or(1, |n| n.get()));
+    std::env::set_var("LP_NUM_THREADS", threads.to_string());
+    Some(threads)
+}
+
+/// The llvmpipe thread count [`choose_software_driver_threads`] sets for `graph` on `cores` cores.
+pub fn software_driver_threads(graph: &crate::graph::Graph, cores: usize) -> usize {
+    let dispatches = graph.nodes.len().max(1) as u64;
+    if graph.total_flops() / dispatches < INLINE_DRIVER_FLOPS_PER_DISPATCH {
+        0
+    } else {
+        2 * cores.max(1)
+    }
 }
 
 /// What the adapter is and what it offers; printed by `wgvit info`.

@@ -176,7 +176,7 @@ fn a_closed_stdout_is_not_a_panic() {
 }
 
 /// On lavapipe a model of small dispatches runs every workgroup on the submitting thread, unless
-/// the user set LP_NUM_THREADS (`wgvit::context::prefer_inline_software_driver`).
+/// the user set LP_NUM_THREADS (`wgvit::context::choose_software_driver_threads`).
 #[test]
 fn small_models_run_inline_on_llvmpipe_unless_the_user_chose() {
     let inline = wgvit(&["bench", "--model", "vvt-digits", "--runs", "2"]);
@@ -187,6 +187,22 @@ fn small_models_run_inline_on_llvmpipe_unless_the_user_chose() {
     }
     let chosen = wgvit_with_env(&["bench", "--model", "vvt-digits", "--runs", "2"], &[("LP_NUM_THREADS", std::ffi::OsStr::new("2"))]);
     assert!(chosen.status.success() && !text(&chosen.stdout).contains("driver:"), "{}", text(&chosen.stdout));
+}
+
+/// The thread count the CLI gives llvmpipe: 0 (inline) for a graph of small dispatches, two per
+/// core for a graph whose dispatches average 1 MFLOP or more.
+#[test]
+fn llvmpipe_threads_follow_the_dispatch_size() {
+    use wgvit::context::software_driver_threads;
+    use wgvit::ops::matmul::{matmul, Epilogue};
+    for (side, cores, want) in [(16, 2, 0), (128, 2, 4), (128, 8, 16)] {
+        let mut g = wgvit::Graph::new();
+        let a = g.input("a", &[side, side]);
+        let b = g.input("b", &[side, side]);
+        let y = matmul(&mut g, a, b, false, false, Epilogue::default()).unwrap();
+        g.output("y", y);
+        assert_eq!(software_driver_threads(&g, cores), want, "a {side}³ GEMM on {cores} cores");
+    }
 }
 
 /// The pipeline cache is written under XDG_CACHE_HOME and read by the next process; a corrupt or

@@ -260,13 +260,15 @@ pub fn bench_ops(runs: usize, sweep: bool) -> Result<()> {
 /// or [`Weights::synthetic`]), which took `weights_ms`.
 pub fn bench_model(model_id: &str, weights: Weights, weights_ms: f64, input_size: &crate::cli::InputSize, batch: usize, runs: usize) -> Result<()> {
     let size = input_size.size;
-    let inline = crate::cli::tune_software_driver(model_id, &weights, &[batch, 3, size.0, size.1]);
+    let threads = crate::cli::tune_software_driver(model_id, &weights, &[batch, 3, size.0, size.1]);
     let (engine, engine_ms) = wgvit::time::timed(|| pollster::block_on(Engine::new()));
     let engine = engine?;
     let info = engine.info();
     println!("device: {} ({}, {}), kernels {}", info.name, info.backend, info.device_type, info.profile.kernels.name());
-    if inline && info.name.contains("llvmpipe") {
-        println!("driver: LP_NUM_THREADS=0, workgroups on the submitting thread (small dispatches; set LP_NUM_THREADS to choose)");
+    match threads {
+        Some(0) if info.name.contains("llvmpipe") => println!("driver: LP_NUM_THREADS=0, workgroups on the submitting thread (small dispatches; set LP_NUM_THREADS to choose)"),
+        Some(n) if info.name.contains("llvmpipe") => println!("driver: LP_NUM_THREADS={n}, two threads per core (set LP_NUM_THREADS to choose)"),
+        _ => {}
     }
     println!("model:  {model_id}, weights {}, input [{batch}, 3, {}, {}]", weights.file, size.0, size.1);
     let shape = [batch, 3, size.0, size.1];

@@ -286,16 +286,15 @@ pub fn explain_size(e: Error, model: &wgvit::Model, batch: usize, size: &InputSi
     ))
 }
 
-/// Before the engine exists: lets llvmpipe run a graph of small dispatches (the digit models) on
-/// the calling thread, `wgvit::context::prefer_inline_software_driver`; true when it did. The
-/// graph is built on the host for the decision (no GPU); a model that cannot be built is left to
-/// report its error later.
-pub fn tune_software_driver(id: &str, weights: &Weights, shape: &[usize]) -> bool {
-    let Ok(spec) = wgvit::models::resolve(id, weights) else { return false };
-    match wgvit::models::build_spec_graph(&spec, weights, shape, wgvit::kernels::DeviceProfile::cpu_like()) {
-        Ok(graph) => wgvit::context::prefer_inline_software_driver(&graph),
-        Err(_) => false,
-    }
+/// Before the engine exists: chooses llvmpipe's threads for the model's graph,
+/// `wgvit::context::choose_software_driver_threads` (a graph of small dispatches, the digit
+/// models, on the calling thread; a larger one on two threads per core); the count it set, if
+/// any. The graph is built on the host for the decision (no GPU); a model that cannot be built
+/// is left to report its error later.
+pub fn tune_software_driver(id: &str, weights: &Weights, shape: &[usize]) -> Option<usize> {
+    let spec = wgvit::models::resolve(id, weights).ok()?;
+    let graph = wgvit::models::build_spec_graph(&spec, weights, shape, wgvit::kernels::DeviceProfile::cpu_like()).ok()?;
+    wgvit::context::choose_software_driver_threads(&graph)
 }
 
 /// The weights at `path` or of the bundled model `model` (and `true`), else random weights for
