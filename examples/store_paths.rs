@@ -2,8 +2,8 @@
 //! (`wgvit::context::store_probe`), printed with the host CPU, a few times over.
 //!
 //! Why: an activation that its consumers read faster from a texture (`tuning::activation_textures`)
-//! has to be written as one. Where that costs over twice a buffer store, only the activations
-//! whose readers fetch each texel often move (`tuning::texture_min_fetches`).
+//! has to be written as one. Where that costs over twice a buffer store, activations are stored
+//! to buffers and copied into textures instead (`tuning::copied_textures`).
 //!
 //! ```sh
 //! WGPU_BACKEND=vulkan cargo run --release --example store_paths

@@ -464,7 +464,12 @@ fn for_device(graph: &Graph) -> std::borrow::Cow<'_, Graph> {
         g = std::borrow::Cow::Owned(g.with_activation_uniforms());
     }
     if crate::ops::tuning::activation_textures(&graph.profile) {
-        g = std::borrow::Cow::Owned(g.with_activation_textures(crate::ops::tuning::texture_min_fetches(&graph.profile)));
+        g = std::borrow::Cow::Owned(match crate::ops::tuning::copied_textures(&graph.profile) {
+            // The rest as before: those read by kernels that always take a texture (attentions,
+            // channel-last convs) or fetched often, stored by their producers.
+            Some(rule) => g.with_activation_textures_copied(rule.min_fetches, rule.min_texels).with_activation_textures(crate::ops::tuning::texture_min_fetches(&graph.profile)),
+            None => g.with_activation_textures(crate::ops::tuning::texture_min_fetches(&graph.profile)),
+        });
     }
     g
 }
@@ -705,8 +710,10 @@ pub fn rgba32f_texture(device: &wgpu::Device, queue: &wgpu::Queue, label: Option
 
 /// An rgba32float 2-D texture a kernel writes as a storage texture and later kernels read with
 /// `textureLoad`: an activation in a flat texture (`Graph::with_activation_textures`).
+/// Also a copy destination: an activation copied from its producer's buffer
+/// (`Graph::with_activation_textures_copied`).
 pub fn rgba32f_storage_texture(device: &wgpu::Device, label: Option<&str>, size: [u32; 2]) -> wgpu::Texture {
-    rgba32f(device, label, size, wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING)
+    rgba32f(device, label, size, wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST)
 }
 
 fn rgba32f(device: &wgpu::Device, label: Option<&str>, [width, height]: [u32; 2], usage: wgpu::TextureUsages) -> wgpu::Texture {
@@ -783,6 +790,9 @@ pub struct GraphStats {
     /// What the activations would take with one buffer each.
     pub unshared_bytes: u64,
     pub constant_bytes: u64,
+    /// Activations copied from a buffer into a texture between compute passes
+    /// (`Graph::with_activation_textures_copied`).
+    pub texture_copies: usize,
 }
 
 struct Step {
@@ -793,6 +803,38 @@ struct Step {
     pipeline: std::sync::OnceLock<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
+    /// Activations copied from a slot buffer into a slot texture right after this step
+    /// (`Graph::with_activation_textures_copied`).
+    copies: Vec<TextureSlotCopy>,
+}
+
+/// `texels` rgba32float texels from the start of `buffer` into the flat texture `texture`.
+struct TextureSlotCopy {
+    buffer: wgpu::Buffer,
+    texture: wgpu::Texture,
+    texels: u32,
+}
+
+impl TextureSlotCopy {
+    /// The whole rows of the flat texture, then the last row's first texels.
+    fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        let width = crate::graph::FLAT_TEXTURE_WIDTH as u32;
+        let (rows, rest) = (self.texels / width, self.texels % width);
+        let mut copy = |row: u32, extent: [u32; 2]| {
+            let offset = row as u64 * width as u64 * 16;
+            encoder.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo { buffer: &self.buffer, layout: wgpu::TexelCopyBufferLayout { offset, bytes_per_row: Some(width * 16), rows_per_image: None } },
+                wgpu::TexelCopyTextureInfo { texture: &self.texture, mip_level: 0, origin: wgpu::Origin3d { x: 0, y: row, z: 0 }, aspect: wgpu::TextureAspect::All },
+                wgpu::Extent3d { width: extent[0], height: extent[1], depth_or_array_layers: 1 },
+            );
+        };
+        if rows > 0 {
+            copy(0, [width, rows]);
+        }
+        if rest > 0 {
+            copy(rows, [rest, 1]);
+        }
+    }
 }
 
 impl Step {
@@ -1055,11 +1097,19 @@ impl Executable {
         times.bind_groups_ms += now_ms() - bind_start;
         // In the browser only those already compiled: the first forward starts with them.
         pipelines.create_ready(ctx, &keys, &mut times).await?;
+        let mut copies: Vec<Vec<TextureSlotCopy>> = (0..graph.nodes.len()).map(|_| Vec::new()).collect();
+        for copy in &graph.texture_copies {
+            let (Some(buffer), Some(texture)) = (slot_of[copy.from], texture_slot_of[copy.to]) else {
+                return Err(Error::Graph(format!("a texture copy after node '{}' has no slot to copy from or to", graph.nodes[copy.after].label)));
+            };
+            let texels = (graph.storages[copy.from].numel / 4) as u32;
+            copies[copy.after].push(TextureSlotCopy { buffer: slots[buffer].clone(), texture: texture_slots[texture].texture().clone(), texels });
+        }
         let steps: Vec<Step> = keys
             .into_iter()
-            .zip(graph.nodes.iter().zip(bind_groups))
-            .map(|(key, (node, bind_group))| {
-                let step = Step { label: node.label.clone(), key, pipeline: std::sync::OnceLock::new(), bind_group, workgroups: node.workgroups };
+            .zip(graph.nodes.iter().zip(bind_groups).zip(copies))
+            .map(|(key, ((node, bind_group), copies))| {
+                let step = Step { label: node.label.clone(), key, pipeline: std::sync::OnceLock::new(), bind_group, workgroups: node.workgroups, copies };
                 step.take_pipeline(pipelines);
                 step
             })
@@ -1099,6 +1149,7 @@ impl Executable {
             planned_bytes: plan.planned_bytes + texture_bytes,
             unshared_bytes: plan.unshared_bytes + texture_plan.unshared_bytes,
             constant_bytes: constant_buffer.values().map(|b| b.size()).sum(),
+            texture_copies: graph.texture_copies.len(),
         };
         Ok(Self {
             ctx: ctx.clone(),
@@ -1149,15 +1200,26 @@ impl Executable {
 
     /// One compute pass over `steps`; with `repeat = Some((i, extra))` `steps[i]` is dispatched
     /// `extra` more times right after itself ([`Executable::run_repeating`]).
+    /// A step followed by texture copies ends its pass: the copies go between passes.
     fn record(&self, encoder: &mut wgpu::CommandEncoder, steps: &[Step], repeat: Option<(usize, u32)>) {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgvit forward"), timestamp_writes: None });
-        for (i, step) in steps.iter().enumerate() {
-            step.dispatch(&mut pass);
-            if let Some((_, extra)) = repeat.filter(|r| r.0 == i) {
-                for _ in 0..extra {
+        let mut start = 0;
+        while start < steps.len() {
+            let end = steps[start..].iter().position(|s| !s.copies.is_empty()).map_or(steps.len(), |p| start + p + 1);
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgvit forward"), timestamp_writes: None });
+                for (i, step) in steps.iter().enumerate().take(end).skip(start) {
                     step.dispatch(&mut pass);
+                    if let Some((_, extra)) = repeat.filter(|r| r.0 == i) {
+                        for _ in 0..extra {
+                            step.dispatch(&mut pass);
+                        }
+                    }
                 }
             }
+            for copy in &steps[end - 1].copies {
+                copy.encode(encoder);
+            }
+            start = end;
         }
     }
 
@@ -1319,13 +1381,23 @@ impl Executable {
                     .collect();
                 let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgvit profile") });
                 if inside {
-                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgvit forward"), timestamp_writes: None });
-                    for (set, chunk) in sets.iter().zip(&chunks) {
-                        for (i, step) in chunk.iter().enumerate() {
-                            pass.write_timestamp(set, 2 * i as u32);
-                            step.dispatch(&mut pass);
-                            pass.write_timestamp(set, 2 * i as u32 + 1);
+                    // As `record`: a step followed by texture copies ends its pass.
+                    let mut start = 0;
+                    while start < self.steps.len() {
+                        let end = self.steps[start..].iter().position(|s| !s.copies.is_empty()).map_or(self.steps.len(), |p| start + p + 1);
+                        {
+                            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgvit forward"), timestamp_writes: None });
+                            for (j, step) in self.steps.iter().enumerate().take(end).skip(start) {
+                                let (set, i) = (&sets[j / per_set], (j % per_set) as u32);
+                                pass.write_timestamp(set, 2 * i);
+                                step.dispatch(&mut pass);
+                                pass.write_timestamp(set, 2 * i + 1);
+                            }
                         }
+                        for copy in &self.steps[end - 1].copies {
+                            copy.encode(&mut encoder);
+                        }
+                        start = end;
                     }
                 } else {
                     for (set, chunk) in sets.iter().zip(&chunks) {
@@ -1339,6 +1411,10 @@ impl Executable {
                                 }),
                             });
                             step.dispatch(&mut pass);
+                            drop(pass);
+                            for copy in &step.copies {
+                                copy.encode(&mut encoder);
+                            }
                         }
                     }
                 }

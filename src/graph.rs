@@ -167,7 +167,20 @@ pub struct Graph {
     /// Read bindings whose kernel can take a uniform buffer there ([`Graph::offer_uniform`], used
     /// by [`Graph::with_activation_uniforms`]).
     pub uniform_offers: Vec<BindingOffer>,
+    /// Activations copied from their producer's buffer into a texture their readers fetch from
+    /// ([`Graph::with_activation_textures_copied`]).
+    pub texture_copies: Vec<TextureCopy>,
     label_prefix: String,
+}
+
+/// Right after node `after`, the executor copies storage `from` (an activation in a slot buffer,
+/// which the node wrote) into storage `to` (an activation in a slot texture), which later nodes
+/// read in its place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextureCopy {
+    pub after: usize,
+    pub from: usize,
+    pub to: usize,
 }
 
 /// Binding `binding` (reads first, then writes) of node `node` can be a flat rgba32float texture
@@ -454,11 +467,60 @@ impl Graph {
     /// the SIMD lanes).
     ///
     /// An activation moves only if its readers fetch each texel at least `min_fetches` times in
-    /// all (the offers' `fetches_per_texel`; `ops::tuning::texture_min_fetches`: more than 0 where
-    /// texture stores are costly, and a texel fetch saves a little over a buffer load while each
-    /// texel stored costs much more).
+    /// all (the offers' `fetches_per_texel`; `ops::tuning::texture_min_fetches`). Where texture
+    /// stores are costly the executor asks for [`Graph::with_activation_textures_copied`] first,
+    /// then this for the activations left.
     pub fn with_activation_textures(&self, min_fetches: u64) -> Graph {
         self.with_activations_bound(&self.texture_offers, |g, storage| g.fits_texture(storage.numel), StorageKind::Activation { texture: true, uniform_reads: false }, true, min_fetches)
+    }
+
+    /// [`Graph::with_activation_textures`] for a device where a texture store costs more than a
+    /// buffer store and a copy (`DeviceProfile::texture_stores_costly`): an activation of at
+    /// least `min_texels` texels whose every read is an offered texture binding, fetched at least
+    /// `min_fetches` times a texel in all, stays in its producer's buffer, and the executor
+    /// copies it into a texture right after the producer ([`TextureCopy`]); the readers read the
+    /// texture (their offers' defines set). The producer needs no texture offer. Graph outputs
+    /// and activations written by more than one node stay as they are.
+    pub fn with_activation_textures_copied(&self, min_fetches: u64, min_texels: usize) -> Graph {
+        let mut g = self.clone();
+        let mut reads: Vec<Vec<(usize, usize)>> = vec![Vec::new(); g.storages.len()];
+        let mut writers: Vec<Vec<usize>> = vec![Vec::new(); g.storages.len()];
+        for (i, node) in g.nodes.iter().enumerate() {
+            for (b, t) in node.reads.iter().enumerate() {
+                reads[g.tensors[t.0].storage].push((i, b));
+            }
+            for t in &node.writes {
+                writers[g.tensors[t.0].storage].push(i);
+            }
+        }
+        let outputs: std::collections::HashSet<usize> = g.outputs.iter().map(|(_, t)| g.tensors[t.0].storage).collect();
+        let offers: std::collections::HashMap<(usize, usize), &BindingOffer> = self.texture_offers.iter().map(|o| ((o.node, o.binding), o)).collect();
+        for s in 0..g.storages.len() {
+            let storage = &g.storages[s];
+            let plain = matches!(storage.kind, StorageKind::Activation { texture: false, uniform_reads: false });
+            let &[producer] = writers[s].as_slice() else { continue };
+            if !plain || outputs.contains(&s) || reads[s].is_empty() || !g.fits_texture(storage.numel) {
+                continue;
+            }
+            let Some(used) = reads[s].iter().map(|u| offers.get(u).copied()).collect::<Option<Vec<&BindingOffer>>>() else { continue };
+            if used.iter().map(|o| o.fetches_per_texel as u64).sum::<u64>() < min_fetches {
+                continue;
+            }
+            if storage.numel / 4 < min_texels {
+                continue;
+            }
+            let numel = storage.numel;
+            g.storages.push(Storage { numel, kind: StorageKind::Activation { texture: true, uniform_reads: false } });
+            let to = g.storages.len() - 1;
+            for (&(node, binding), offer) in reads[s].iter().zip(&used) {
+                let shape = g.tensors[g.nodes[node].reads[binding].0].shape.clone();
+                g.tensors.push(TensorDesc { shape, storage: to });
+                g.nodes[node].reads[binding] = TensorId(g.tensors.len() - 1);
+                g.nodes[node].key = g.nodes[node].key.clone().with(offer.define, 1);
+            }
+            g.texture_copies.push(TextureCopy { after: producer, from: s, to });
+        }
+        g
     }
 
     /// This graph with no constant read from a uniform buffer where that would split a pipeline:
@@ -566,12 +628,16 @@ impl Graph {
                 touch(self.tensors[t.0].storage, i);
             }
         }
+        for copy in &self.texture_copies {
+            touch(copy.from, copy.after);
+            touch(copy.to, copy.after);
+        }
         for (_, t) in &self.outputs {
             touch(self.tensors[t.0].storage, end);
         }
         // An activation read before it is written would be garbage: refuse the graph.
         let mut written = vec![false; self.storages.len()];
-        for node in &self.nodes {
+        for (i, node) in self.nodes.iter().enumerate() {
             for t in &node.reads {
                 let s = self.tensors[t.0].storage;
                 if matches!(self.storages[s].kind, StorageKind::Activation { .. }) && !written[s] {
@@ -584,6 +650,12 @@ impl Graph {
                     return Err(Error::Graph(format!("node '{}' writes to an input or constant", node.label)));
                 }
                 written[s] = true;
+            }
+            for copy in self.texture_copies.iter().filter(|c| c.after == i) {
+                if !written[copy.from] {
+                    return Err(Error::Graph(format!("a texture copy after node '{}' copies a tensor no node wrote", node.label)));
+                }
+                written[copy.to] = true;
             }
         }
         for (name, t) in &self.outputs {

@@ -785,9 +785,10 @@ fn gemms_of_one_kind_do_not_split_their_pipeline_over_uniform_weights() {
     cases.check();
 }
 
-/// Where texture stores are costly (`DeviceProfile::texture_stores_costly`, measured by
-/// `context::store_probe`), an activation moves to a texture only when its readers fetch each
-/// texel at least `tuning::texture_min_fetches` times: an MLP shaped like LaViT's, LayerNorm →
+/// The producers' texture stores (`Graph::with_activation_textures`) with session 18's rule for
+/// costly stores: an activation moves to a texture only when its readers fetch each texel at
+/// least `tuning::texture_min_fetches` times (the executor now copies instead there: the next
+/// test). An MLP shaped like LaViT's, LayerNorm →
 /// fc1 (64 → 512, GELU) → fc2 (512 → 64). fc1 fetches each texel of the norm's output once per
 /// 8-column tile of its 512 columns (64 times), so the norm writes a texture; fc2 fetches the
 /// hidden once per tile of 64 columns (8 times), so fc1 stores it in a buffer. With cheap stores
@@ -820,6 +821,52 @@ fn costly_texture_stores_keep_rarely_fetched_activations_in_buffers() {
         cases.g = promoted;
         cases.check();
     }
+}
+
+/// Where texture stores are costly, activations are written to buffers and copied into textures
+/// after their producer (`Graph::with_activation_textures_copied`, `tuning::copied_textures`):
+/// LayerNorm (500 × 64) → fc1 (64 → 512, GELU) → fc2 (512 → 16) → fc3 (16 → 64). fc1 fetches each
+/// texel of the norm's output (8000 texels: 31 rows of the flat texture and 64 texels of a last
+/// one, copied in two parts) 32 or 64 times: copied. fc2 fetches the hidden once per tile of its
+/// 16 columns: too few, it stays a buffer; fc2's output (2000 texels) is under the least size.
+/// The executor splits its compute pass at the copy. Values against the CPU reference, compiled
+/// for lavapipe's profile with costly stores.
+#[test]
+fn costly_texture_stores_copy_often_fetched_activations_into_textures() {
+    use wgvit::graph::StorageKind;
+    use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
+    use wgvit::ops::tuning::copied_textures;
+    let (rows, c, hidden, narrow) = (500, 64, 512, 16);
+    let mut rng = Rng::new(73);
+    let profile = DeviceProfile { texture_stores_costly: true, ..common::lavapipe() };
+    let rule = copied_textures(&profile).expect("costly stores copy");
+    let mut cases = Cases::for_profile(profile);
+    let (x, xt) = cases.input(&mut rng, &[rows, c]);
+    let (w1, w1t) = cases.input(&mut rng, &[hidden, c]);
+    let (w2, w2t) = cases.input(&mut rng, &[narrow, hidden]);
+    let (w3, w3t) = cases.input(&mut rng, &[c, narrow]);
+    let g = &mut cases.g;
+    let xn = layer_norm(g, x, None, None, 1e-5).unwrap();
+    let h = linear(g, xn, w1, None, Activation::Gelu).unwrap();
+    let z = linear(g, h, w2, None, Activation::None).unwrap();
+    let y = linear(g, z, w3, None, Activation::None).unwrap();
+    g.output("MLP with copied textures", y);
+    let copied = g.with_activation_textures_copied(rule.min_fetches, rule.min_texels);
+    let storage = |t: wgvit::TensorId| g.tensors[t.0].storage;
+    assert_eq!(copied.texture_copies.len(), 1, "{:?}", copied.texture_copies);
+    let copy = copied.texture_copies[0];
+    assert_eq!((copy.from, copy.after), (storage(xn), 0), "the norm's output, after the norm");
+    assert!(matches!(copied.storages[copy.to].kind, StorageKind::Activation { texture: true, .. }));
+    let fc1 = &copied.nodes[1];
+    assert!(copied.is_texture(fc1.reads[0]) && fc1.key.constants().contains(&("A_TEXTURE", 1)), "fc1 reads the copy: {:?}", fc1.key);
+    assert!(!fc1.key.constants().contains(&("OUT_TEXTURE", 1)) && !copied.is_texture(copied.nodes[0].writes[0]), "no producer stores a texture");
+    assert!(!copied.is_texture(copied.nodes[2].reads[0]), "fc2's A, fetched twice a texel, stays a buffer");
+    let xn_want = layer_norm_cpu(&xt.data, c, &[], &[], 1e-5);
+    let (h_want, _) = matmul_cpu(&xn_want, &[rows, c], &w1t.data, &[hidden, c], false, true, 1.0, None, Activation::Gelu, None);
+    let (z_want, _) = matmul_cpu(&h_want, &[rows, hidden], &w2t.data, &[narrow, hidden], false, true, 1.0, None, Activation::None, None);
+    let (want, _) = matmul_cpu(&z_want, &[rows, narrow], &w3t.data, &[c, narrow], false, true, 1.0, None, Activation::None, None);
+    cases.expected.push(("MLP with copied textures".into(), want));
+    cases.check();
 }
 
 /// On lavapipe a GEMM from 4 MFLOP whose tiles fill fewer than two workgroups splits its

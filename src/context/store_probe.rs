@@ -8,8 +8,8 @@
 //! AMD EPYC of sessions 10–14 about what a buffer store cost; on an Intel Xeon (Sapphire Rapids,
 //! 2 cores) 3.2–4.3 times as much (this probe, `examples/store_paths.rs`: about 2.7 against 9.2 ns
 //! a texel), and LaViT-tiny's fc1 took 15.4 ms storing its output as a texture against 8.5 ms as
-//! a buffer. There a texture pays only where its readers fetch each texel many times
-//! (`ops::tuning::texture_min_fetches`). The probe stores 2^18 texels both ways, in rounds of one
+//! a buffer. There activations are stored to buffers and copied into textures
+//! (`ops::tuning::copied_textures`: `copy_buffer_to_texture` about 1.1 ns a texel). The probe stores 2^18 texels both ways, in rounds of one
 //! run each, and calls texture stores costly when they take over twice as long
 //! ([`StoreTimes::ratio`]): on that Xeon about 90 ms at a cold start with empty caches (mostly
 //! compiling the two kernels), 40 ms once Mesa's shader cache holds them.

@@ -66,8 +66,8 @@ pub struct DeviceProfile {
     pub kernels: KernelSet,
     /// A texel stored into a storage texture costs over twice what one stored into a storage
     /// buffer does (`kernels::probe`, measured when a lavapipe device opens; false elsewhere).
-    /// Activations then move to textures only where their readers fetch each texel often
-    /// (`ops::tuning::texture_min_fetches`).
+    /// Activations then move to textures by a copy after their producer
+    /// (`ops::tuning::copied_textures`).
     pub texture_stores_costly: bool,
 }
 

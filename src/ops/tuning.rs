@@ -11,7 +11,7 @@
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
-//! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions, depthwise or ACC-ViT's atrous convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); where the host makes texture stores costly (`context::store_probe`) only those fetched at least 64 times a texel, or read by an attention or a channel-last conv (`texture_min_fetches`); SwiftShader: buffers | storage buffers |
+//! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions, depthwise or ACC-ViT's atrous convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); where the host makes texture stores costly (`context::store_probe`) written to buffers and copied into textures after their producer, those of at least 4096 texels fetched at least 8 times a texel (`copied_textures`); SwiftShader: buffers | storage buffers |
 //! | attention (channel loops written out per head size) | lavapipe: 4 query rows per invocation; SwiftShader: 2 rows up to d = 48, else 1; q, k, v from textures where `activation_textures` | 1 row |
 //! | ACC-ViT atrous depthwise conv's run of 4 output columns | lavapipe: written out, shared fetches fetched once | a loop |
 //! | GroupNorm lanes per workgroup | 8 for a group of one chunk, else 32 | 32 |
@@ -349,30 +349,50 @@ pub fn activation_uniforms(profile: &DeviceProfile) -> bool {
 /// store does: warm lavit-tiny 0.80, accvit-tiny 0.75, vvt-tiny 0.81 of the time. SwiftShader
 /// gained nothing overall (natively: lavit-digits 0.87, vvt-digits 1.02, accvit-digits
 /// 1.03–1.17; in Chromium 1.00, 0.92, 1.21), so it keeps its activations in buffers. Where the
-/// host makes texture stores costly (`DeviceProfile::texture_stores_costly`) only activations
-/// fetched often move ([`texture_min_fetches`]).
+/// host makes texture stores costly (`DeviceProfile::texture_stores_costly`) they are copied
+/// into textures after their producer instead ([`copied_textures`]).
 pub fn activation_textures(profile: &DeviceProfile) -> bool {
     is_lavapipe(profile)
 }
 
-/// How many times in all an activation's readers must fetch each of its texels for it to move to
-/// a texture (`Graph::with_activation_textures`): 0 (every time they can) unless texture stores
-/// are costly on this device (`DeviceProfile::texture_stores_costly`, `context::store_probe`), then 64.
-/// Intel Xeon (Sapphire Rapids, 2 cores), lavapipe: a texel stored costs about 6.5 ns more than
-/// into a buffer (`examples/store_paths.rs`); LaViT-tiny's fc1 (3136 × 64 → 512, its output fc2's A)
-/// took 15.4 ms storing a texture against 8.5 ms storing a buffer, while fc2 (3136 × 512 → 64,
-/// 8 fetches per texel) read it in 7.5 against 8.5 ms: about 0.3 ns saved per fetch. Measured
-/// thresholds on the tiny models (`tools/bench_pair.py`): 24 lost on hatnet-tiny, 64 and 200 did
-/// as well on LaViT (0.95–0.98); the depthwise convs' inputs (about 2·kh fetches a texel) in
-/// buffers gained hatnet-tiny 0.95 more (GPU time), vvt-tiny 0.92. Attention inputs stay textures
-/// (`ops::attention`: buffers cost hatnet-digits 0.37 s of JIT), and so do the channel-last convs'
-/// (ACC-ViT's atrous convs: 1.00–1.02 warm in buffers).
+/// How many times in all an activation's readers must fetch each of its texels for its producer
+/// to store it as a texture (`Graph::with_activation_textures`): 0, every time they can, where
+/// texture stores are cheap. Where they are costly (`DeviceProfile::texture_stores_costly`,
+/// `context::store_probe`) the executor copies the large ones instead ([`copied_textures`]) and
+/// the rest move by this rule at 64: fetched that often, or read by a kernel that always takes a
+/// texture (Intel Xeon, lavapipe: a texel stored into a texture about 6.5 ns more than into a
+/// buffer; LaViT-tiny's fc1 took 15.4 ms storing a texture against 8.5 ms storing a buffer, and
+/// fc2 read it in 7.5 against 8.5 ms).
 pub fn texture_min_fetches(profile: &DeviceProfile) -> u64 {
     if profile.texture_stores_costly {
         64
     } else {
         0
     }
+}
+
+/// Which activations are copied into textures from their producer's buffer
+/// (`Graph::with_activation_textures_copied`) rather than stored as textures by their producer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopiedTextures {
+    /// The least fetches per texel, summed over the readers.
+    pub min_fetches: u64,
+    /// The least texels: below it a copy's pass boundary costs more than the fetches save.
+    pub min_texels: usize,
+}
+
+/// Where texture stores are costly (`DeviceProfile::texture_stores_costly`), activations move to
+/// textures by a copy after their producer: on the Intel Xeon of session 19 a texel stored into a
+/// storage buffer cost 2.5 ns, into a storage texture 8.7 ns, and `copy_buffer_to_texture` 1.1 ns
+/// (both cores for the stores, the copy alone). Thresholds measured on the tiny and digit models
+/// (`tools/bench_pair.py`): 8 fetches did better than 4 and 16 (1.00–1.05 against 8); without a
+/// least size hatnet-digits lost 1.06 (every copy ends a compute pass). The activations left
+/// then take session 18's rule ([`texture_min_fetches`]: stored by their producer when fetched 64
+/// times a texel, or read by a kernel that always takes a texture): without it accvit-digits'
+/// first forward paid 0.7 s more JIT for its convs' and atrous kernels' buffer reads (cold start
+/// 1.7 → 2.4 s). `None` elsewhere: the producers store the textures.
+pub fn copied_textures(profile: &DeviceProfile) -> Option<CopiedTextures> {
+    profile.texture_stores_costly.then_some(CopiedTextures { min_fetches: 8, min_texels: 4096 })
 }
 
 /// Mesa's lavapipe (the adapter llvmpipe), the native software device; SwiftShader is the

@@ -300,7 +300,8 @@ pub fn bench_model(model_id: &str, weights: Weights, weights_ms: f64, input_size
     println!("        building: {}", exe.times.summary());
     println!("warm:   median {median:.2} ms, min {:.2} ms, max {:.2} ms over {} runs", times[0], times[times.len() - 1], times.len());
     println!("        {:.2} images/s, {:.3} GFLOP per forward, {:.2} GFLOP/s", batch as f64 * 1e3 / median, s.flops as f64 / 1e9, s.flops as f64 / 1e6 / median);
-    println!("graph:  {} dispatches per forward (one submission), {} pipelines", s.dispatches, s.pipelines);
+    let copies = if s.texture_copies > 0 { format!(", {} texture copies between passes", s.texture_copies) } else { String::new() };
+    println!("graph:  {} dispatches per forward (one submission{copies}), {} pipelines", s.dispatches, s.pipelines);
     println!(
         "memory: activations {:.2} MiB planned ({:.2} MiB without sharing), weights {:.2} MiB",
         mib(s.planned_bytes),

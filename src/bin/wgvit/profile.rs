@@ -129,6 +129,13 @@ pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::
     // Only now (the graph accepted the shape) is the random input allocated.
     let input = Rng::new(1).tensor(&shape, -1.0, 1.0);
     pollster::block_on(exe.run(&[&input]))?; // warm-up
+    if repeat.is_none() && exe.stats.texture_copies > 0 {
+        println!(
+            "note:   {} activations are copied into textures between compute passes; the copies are not timed, and lavapipe's timestamps \
+             across a pass boundary put time nowhere (the dispatches' sum falls short of the forward): --repeat times them by wall-clock",
+            exe.stats.texture_copies
+        );
+    }
     let t = Instant::now();
     pollster::block_on(exe.run(&[&input]))?;
     let wall = t.elapsed().as_secs_f64();
