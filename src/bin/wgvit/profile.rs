@@ -116,7 +116,7 @@ pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::
     if let Some(n) = repeat {
         println!("method: wall-clock of forwards with each dispatch run {n} more times, less plain forwards, ÷ {n} ({runs} pairs per dispatch)");
     } else if features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES) {
-        println!("method: GPU timestamps between the dispatches of the single compute pass");
+        println!("method: GPU timestamps between the dispatches of the forward's compute pass");
         if info.name.starts_with("llvmpipe") {
             println!("note:   lavapipe's timestamps misattribute time between dispatches (some read about 2 µs that cost far more); --repeat 5 times each by wall-clock");
         }
