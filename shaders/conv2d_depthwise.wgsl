@@ -27,7 +27,8 @@
 // floats is 3 texel fetches instead of 6 storage loads (a loop over the SIMD lanes there). With
 // OUT_TEXTURE (offered when Wo % 4 == 0) each output row segment is one texel store.
 //
-// Bindings: 0 params, 1 x [B, C, H, W] (or `x_texture`), 2 weight [C, 1, KH, KW], 3 bias [C] (the
+// Bindings: 0 params, 1 x [B, C, H, W] (or `x_texture`), 2 weight [C, 1, KH, KW] (or
+// `weight_uniform`), 3 bias [C] (or `bias_uniform`; the
 // weight is bound in its place when BIAS is false), 4 out [B, C, Ho, Wo] (or `out_texture`).
 // Dispatch: one invocation per (b, c, row block, column block), `tiles` in all, WG per
 // workgroup, ceil(tiles / WG) workgroups folded into (x, y) by `ops::grid`.

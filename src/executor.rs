@@ -1198,9 +1198,9 @@ impl Executable {
         Ok(())
     }
 
-    /// One compute pass over `steps`; with `repeat = Some((i, extra))` `steps[i]` is dispatched
+    /// The compute pass over `steps`, split after each step followed by texture copies (the
+    /// copies go between passes); with `repeat = Some((i, extra))` `steps[i]` is dispatched
     /// `extra` more times right after itself ([`Executable::run_repeating`]).
-    /// A step followed by texture copies ends its pass: the copies go between passes.
     fn record(&self, encoder: &mut wgpu::CommandEncoder, steps: &[Step], repeat: Option<(usize, u32)>) {
         let mut start = 0;
         while start < steps.len() {
@@ -1264,7 +1264,7 @@ impl Executable {
         }
     }
 
-    /// Uploads `inputs` (in graph-input order), records one command buffer with one compute pass,
+    /// Uploads `inputs` (in graph-input order), records one command buffer with one compute pass (split only at texture copies),
     /// submits it once and reads back every output (in `Graph::output` order); in the browser,
     /// a first forward whose pipelines still compile submits the compiled runs of steps first.
     pub async fn run(&self, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {

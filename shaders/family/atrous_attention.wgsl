@@ -18,7 +18,8 @@
 // `table` [nb, heads, (2·WIN − 1)²]: the relative-position bias, gathered in the loop:
 // bias(query (u, v), key (u', v')) = table[i, h, (u − u' + WIN − 1)·(2·WIN − 1) + v − v' + WIN − 1].
 //
-// Bindings: 0 params, 1 qkv (read), 2 table (read), 3 out (write); qkv and out as vec4 (every
+// Bindings: 0 params, 1 qkv (read; `qkv_texture` with QKV_TEXTURE), 2 table (read;
+// `table_uniform` with TABLE_UNIFORM), 3 out (write); qkv and out as vec4 (every
 // channel offset is a multiple of 4: the host checks C, hd % 4 == 0 and pads the gate to 4).
 // Dispatch: one workgroup per (image, branch, window, head) — every branch has H·W / WIN² windows —
 // folded into (x, y) by `ops::grid`; one invocation per QB consecutive query tokens of the window

@@ -60,7 +60,7 @@ pub fn conv2d_nhwc(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Te
     check_u32("conv2d_nhwc out", b * s.out_h * s.out_w * s.out_c)?;
     check_u32("conv2d_nhwc invocations", total + WG as usize)?;
 
-    let taps_last = taps_outermost(g, weight, &s)?;
+    let taps_last = taps_outermost(g, weight)?;
     let (weight_read, weight_bound) = super::constant_operand(g, taps_last, true);
     let filler = g.placeholder();
     let y = g.activation(&[b, s.out_h, s.out_w, s.out_c]);
@@ -106,47 +106,28 @@ pub fn conv2d_nhwc(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Te
 }
 
 /// `weight [Cout, Cin, kh, kw]` as `[Cout, kh·kw·Cin]` (a patch's (ky, kx, c) order, one row per
-/// output channel): on the host for a constant, else a permute.
+/// output channel).
 fn taps_inner(g: &mut Graph, weight: TensorId, s: &super::conv2d::Conv2dShape) -> Result<TensorId> {
-    let (kh, kw) = s.kernel;
-    let (cout, cin) = (s.out_c, s.in_c);
-    let Some((key, data)) = g.constant_data(weight) else {
-        let permuted = layout::permute(g, weight, &[0, 2, 3, 1])?;
-        return g.reshape(permuted, &[cout, kh * kw * cin]);
-    };
-    let mut out = vec![0f32; data.len()];
-    for co in 0..cout {
-        for ci in 0..cin {
-            for i in 0..kh {
-                for j in 0..kw {
-                    out[((co * kh + i) * kw + j) * cin + ci] = data[((co * cin + ci) * kh + i) * kw + j];
-                }
-            }
-        }
-    }
-    let key = format!("{key}#taps_inner");
-    g.constant(&key, &[cout, kh * kw * cin], std::sync::Arc::new(out))
+    let rows = permuted_weight(g, weight, &[0, 2, 3, 1], "taps_inner")?;
+    g.reshape(rows, &[s.out_c, s.kernel.0 * s.kernel.1 * s.in_c])
 }
 
-/// `weight [Cout, Cin, kh, kw]` as `[kh, kw, Cin, Cout]`: on the host for a constant, else a permute.
-fn taps_outermost(g: &mut Graph, weight: TensorId, s: &super::conv2d::Conv2dShape) -> Result<TensorId> {
-    let (kh, kw) = s.kernel;
-    let (cout, cin) = (s.out_c, s.in_c);
+/// `weight [Cout, Cin, kh, kw]` as `[kh, kw, Cin, Cout]`.
+fn taps_outermost(g: &mut Graph, weight: TensorId) -> Result<TensorId> {
+    permuted_weight(g, weight, &[2, 3, 1, 0], "taps_outermost")
+}
+
+/// `weight` permuted by `perm`: on the host for a constant (a derived constant, `{key}#{name}`),
+/// else by a permute on the device.
+fn permuted_weight(g: &mut Graph, weight: TensorId, perm: &[usize; 4], name: &str) -> Result<TensorId> {
+    let shape = g.shape(weight).to_vec();
     let Some((key, data)) = g.constant_data(weight) else {
-        return layout::permute(g, weight, &[2, 3, 1, 0]);
+        return layout::permute(g, weight, perm);
     };
-    let mut out = vec![0f32; data.len()];
-    for co in 0..cout {
-        for ci in 0..cin {
-            for i in 0..kh {
-                for j in 0..kw {
-                    out[((i * kw + j) * cin + ci) * cout + co] = data[((co * cin + ci) * kh + i) * kw + j];
-                }
-            }
-        }
-    }
-    let key = format!("{key}#taps_outermost");
-    g.constant(&key, &[kh, kw, cin, cout], std::sync::Arc::new(out))
+    let out = layout::permute_cpu(data, &shape, perm);
+    let permuted: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let key = format!("{key}#{name}");
+    g.constant(&key, &permuted, std::sync::Arc::new(out))
 }
 
 /// CPU reference of [`conv2d_nhwc`]: the NCHW reference on permuted copies.
