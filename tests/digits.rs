@@ -91,6 +91,7 @@ fn check_family(family: &str) {
     }
     diffs.sort_by(|a, b| b.0.total_cmp(&a.0));
     let max_diff = diffs[0].0;
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // a NaN must count as an outlier
     let outliers: Vec<&(f32, usize)> = diffs.iter().take_while(|d| !(d.0 <= 1e-5)).collect();
     let (agree, accuracy) = (same as f64 / n as f64, correct as f64 / n as f64);
     eprintln!(
