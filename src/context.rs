@@ -87,7 +87,7 @@ impl std::fmt::Display for DeviceInfo {
         )?;
         writeln!(f, "kernels:   {} (WGVIT_KERNELS=cpu|gpu forces a set)", self.profile.kernels.name())?;
         if crate::ops::tuning::activation_textures(&self.profile) {
-            let stores = if self.profile.texture_stores_costly { "costly (activations in textures only where read often)" } else { "cheap" };
+            let stores = if self.profile.texture_stores_costly { "costly (activations copied into textures after their producer)" } else { "cheap" };
             writeln!(f, "texture stores: {stores} ({}=costly|cheap skips the probe)", store_probe::TEXTURE_STORES_ENV)?;
         }
         writeln!(f, "limits:")?;
