@@ -859,6 +859,20 @@ impl Step {
     }
 }
 
+/// The runs of `steps` that share a compute pass: each ends at a step followed by texture copies
+/// (which go between passes) or at the last step.
+fn pass_runs(steps: &[Step]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        (start < steps.len()).then(|| {
+            let end = steps[start..].iter().position(|s| !s.copies.is_empty()).map_or(steps.len(), |p| start + p + 1);
+            let run = start..end;
+            start = end;
+            run
+        })
+    })
+}
+
 /// Where a graph input or output lives: its slot buffer (from offset 0).
 struct Slot {
     name: String,
@@ -1202,12 +1216,10 @@ impl Executable {
     /// copies go between passes); with `repeat = Some((i, extra))` `steps[i]` is dispatched
     /// `extra` more times right after itself ([`Executable::run_repeating`]).
     fn record(&self, encoder: &mut wgpu::CommandEncoder, steps: &[Step], repeat: Option<(usize, u32)>) {
-        let mut start = 0;
-        while start < steps.len() {
-            let end = steps[start..].iter().position(|s| !s.copies.is_empty()).map_or(steps.len(), |p| start + p + 1);
+        for run in pass_runs(steps) {
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgvit forward"), timestamp_writes: None });
-                for (i, step) in steps.iter().enumerate().take(end).skip(start) {
+                for (i, step) in steps.iter().enumerate().take(run.end).skip(run.start) {
                     step.dispatch(&mut pass);
                     if let Some((_, extra)) = repeat.filter(|r| r.0 == i) {
                         for _ in 0..extra {
@@ -1216,10 +1228,9 @@ impl Executable {
                     }
                 }
             }
-            for copy in &steps[end - 1].copies {
+            for copy in &steps[run.end - 1].copies {
                 copy.encode(encoder);
             }
-            start = end;
         }
     }
 
@@ -1381,23 +1392,19 @@ impl Executable {
                     .collect();
                 let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgvit profile") });
                 if inside {
-                    // As `record`: a step followed by texture copies ends its pass.
-                    let mut start = 0;
-                    while start < self.steps.len() {
-                        let end = self.steps[start..].iter().position(|s| !s.copies.is_empty()).map_or(self.steps.len(), |p| start + p + 1);
+                    for run in pass_runs(&self.steps) {
                         {
                             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgvit forward"), timestamp_writes: None });
-                            for (j, step) in self.steps.iter().enumerate().take(end).skip(start) {
+                            for (j, step) in self.steps.iter().enumerate().take(run.end).skip(run.start) {
                                 let (set, i) = (&sets[j / per_set], (j % per_set) as u32);
                                 pass.write_timestamp(set, 2 * i);
                                 step.dispatch(&mut pass);
                                 pass.write_timestamp(set, 2 * i + 1);
                             }
                         }
-                        for copy in &self.steps[end - 1].copies {
+                        for copy in &self.steps[run.end - 1].copies {
                             copy.encode(&mut encoder);
                         }
-                        start = end;
                     }
                 } else {
                     for (set, chunk) in sets.iter().zip(&chunks) {

@@ -482,41 +482,20 @@ impl Graph {
     /// texture (their offers' defines set). The producer needs no texture offer. Graph outputs
     /// and activations written by more than one node stay as they are.
     pub fn with_activation_textures_copied(&self, min_fetches: u64, min_texels: usize) -> Graph {
+        let copied = self.fully_offered(&self.texture_offers, |g, storage| g.fits_texture(storage.numel) && storage.numel / 4 >= min_texels, false, min_fetches);
         let mut g = self.clone();
-        let mut reads: Vec<Vec<(usize, usize)>> = vec![Vec::new(); g.storages.len()];
-        let mut writers: Vec<Vec<usize>> = vec![Vec::new(); g.storages.len()];
-        for (i, node) in g.nodes.iter().enumerate() {
-            for (b, t) in node.reads.iter().enumerate() {
-                reads[g.tensors[t.0].storage].push((i, b));
-            }
-            for t in &node.writes {
-                writers[g.tensors[t.0].storage].push(i);
-            }
-        }
-        let outputs: std::collections::HashSet<usize> = g.outputs.iter().map(|(_, t)| g.tensors[t.0].storage).collect();
-        let offers: std::collections::HashMap<(usize, usize), &BindingOffer> = self.texture_offers.iter().map(|o| ((o.node, o.binding), o)).collect();
-        for s in 0..g.storages.len() {
-            let storage = &g.storages[s];
-            let plain = matches!(storage.kind, StorageKind::Activation { texture: false, uniform_reads: false });
-            let &[producer] = writers[s].as_slice() else { continue };
-            if !plain || outputs.contains(&s) || reads[s].is_empty() || !g.fits_texture(storage.numel) {
-                continue;
-            }
-            let Some(used) = reads[s].iter().map(|u| offers.get(u).copied()).collect::<Option<Vec<&BindingOffer>>>() else { continue };
-            if used.iter().map(|o| o.fetches_per_texel as u64).sum::<u64>() < min_fetches {
-                continue;
-            }
-            if storage.numel / 4 < min_texels {
-                continue;
-            }
-            let numel = storage.numel;
-            g.storages.push(Storage { numel, kind: StorageKind::Activation { texture: true, uniform_reads: false } });
+        for (s, used) in copied {
+            let writes_s = |node: &Node| node.writes.iter().any(|t| self.tensors[t.0].storage == s);
+            let producers: Vec<usize> = self.nodes.iter().enumerate().filter(|(_, n)| writes_s(n)).map(|(i, _)| i).collect();
+            let &[producer] = producers.as_slice() else { continue };
+            g.storages.push(Storage { numel: self.storages[s].numel, kind: StorageKind::Activation { texture: true, uniform_reads: false } });
             let to = g.storages.len() - 1;
-            for (&(node, binding), offer) in reads[s].iter().zip(&used) {
-                let shape = g.tensors[g.nodes[node].reads[binding].0].shape.clone();
+            for offer in used {
+                let read = &mut g.nodes[offer.node].reads[offer.binding];
+                let shape = g.tensors[read.0].shape.clone();
                 g.tensors.push(TensorDesc { shape, storage: to });
-                g.nodes[node].reads[binding] = TensorId(g.tensors.len() - 1);
-                g.nodes[node].key = g.nodes[node].key.clone().with(offer.define, 1);
+                *read = TensorId(g.tensors.len() - 1);
+                g.nodes[offer.node].key = g.nodes[offer.node].key.clone().with(offer.define, 1);
             }
             g.texture_copies.push(TextureCopy { after: producer, from: s, to });
         }
@@ -566,43 +545,50 @@ impl Graph {
     /// An activation whose reads' offers fetch fewer than `min_fetches` times per texel in all
     /// stays.
     fn with_activations_bound(&self, offers: &[BindingOffer], fits: impl Fn(&Graph, &Storage) -> bool, kind: StorageKind, writes_too: bool, min_fetches: u64) -> Graph {
+        let promoted = self.fully_offered(offers, fits, writes_too, min_fetches);
         let mut g = self.clone();
-        let mut uses: Vec<Vec<(usize, usize)>> = vec![Vec::new(); g.storages.len()];
-        let mut reads: Vec<usize> = vec![0; g.storages.len()];
-        for (i, node) in g.nodes.iter().enumerate() {
+        for (s, used) in promoted {
+            g.storages[s].kind = kind.clone();
+            for offer in used {
+                g.nodes[offer.node].key = g.nodes[offer.node].key.clone().with(offer.define, 1);
+            }
+        }
+        g
+    }
+
+    /// The plain buffer activations, no graph output, that `fits` and that some node reads, whose
+    /// every read (and with `writes_too` every write) is a binding of `offers` and whose readers
+    /// fetch each texel at least `min_fetches` times in all; each with the offers of its uses.
+    fn fully_offered<'a>(&self, offers: &'a [BindingOffer], fits: impl Fn(&Graph, &Storage) -> bool, writes_too: bool, min_fetches: u64) -> Vec<(usize, Vec<&'a BindingOffer>)> {
+        let mut uses: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.storages.len()];
+        let mut reads: Vec<usize> = vec![0; self.storages.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
             for (b, t) in node.reads.iter().enumerate() {
-                uses[g.tensors[t.0].storage].push((i, b));
-                reads[g.tensors[t.0].storage] += 1;
+                uses[self.tensors[t.0].storage].push((i, b));
+                reads[self.tensors[t.0].storage] += 1;
             }
             if writes_too {
                 for (b, t) in node.writes.iter().enumerate() {
-                    uses[g.tensors[t.0].storage].push((i, node.reads.len() + b));
+                    uses[self.tensors[t.0].storage].push((i, node.reads.len() + b));
                 }
             }
         }
-        let outputs: std::collections::HashSet<usize> = g.outputs.iter().map(|(_, t)| g.tensors[t.0].storage).collect();
+        let outputs: std::collections::HashSet<usize> = self.outputs.iter().map(|(_, t)| self.tensors[t.0].storage).collect();
         let offers: std::collections::HashMap<(usize, usize), &BindingOffer> = offers.iter().map(|o| ((o.node, o.binding), o)).collect();
-        let mut promoted: Vec<(usize, Vec<(usize, &'static str)>)> = Vec::new();
-        for (s, storage) in g.storages.iter().enumerate() {
+        let mut found = Vec::new();
+        for (s, storage) in self.storages.iter().enumerate() {
             let plain = matches!(storage.kind, StorageKind::Activation { texture: false, uniform_reads: false });
-            if !plain || outputs.contains(&s) || uses[s].is_empty() || (!writes_too && reads[s] == 0) || !fits(&g, storage) {
+            if !plain || outputs.contains(&s) || uses[s].is_empty() || (!writes_too && reads[s] == 0) || !fits(self, storage) {
                 continue;
             }
             let Some(used) = uses[s].iter().map(|u| offers.get(u).copied()).collect::<Option<Vec<&BindingOffer>>>() else { continue };
             // Bindings past a node's reads are its writes, which fetch nothing.
-            let fetches: u64 = used.iter().filter(|o| o.binding < g.nodes[o.node].reads.len()).map(|o| o.fetches_per_texel as u64).sum();
-            if fetches < min_fetches {
-                continue;
-            }
-            promoted.push((s, used.iter().map(|o| (o.node, o.define)).collect::<Vec<_>>()));
-        }
-        for (s, defines) in promoted {
-            g.storages[s].kind = kind.clone();
-            for (i, define) in defines {
-                g.nodes[i].key = g.nodes[i].key.clone().with(define, 1);
+            let fetches: u64 = used.iter().filter(|o| o.binding < self.nodes[o.node].reads.len()).map(|o| o.fetches_per_texel as u64).sum();
+            if fetches >= min_fetches {
+                found.push((s, used));
             }
         }
-        g
+        found
     }
 
     pub fn total_flops(&self) -> u64 {

@@ -145,10 +145,8 @@ impl Builder<'_> {
     /// `h × w`, channel-last: where its conv runs as the GEMM over gathered patches.
     fn channel_last_embed(&self, g: &Graph, stage: usize, batch: usize, (h, w): (usize, usize)) -> bool {
         let (k, stride) = Self::patch_conv(stage);
-        let (cin, cout) = (self.cfg.dims[stage - 1], self.cfg.dims[stage]);
-        let (ho, wo) = ((h + 2 * (k / 2) - k) / stride + 1, (w + 2 * (k / 2) - k) / stride + 1);
-        let flops = 2 * (batch * ho * wo * cout * cin * k * k) as u64;
-        cin.is_multiple_of(4) && cout.is_multiple_of(4) && crate::ops::tuning::conv_nhwc_as_gemm(&g.profile, flops)
+        let x = [batch, h, w, self.cfg.dims[stage - 1]];
+        crate::ops::conv2d_nhwc::runs_as_patch_gemm(&g.profile, x, self.cfg.dims[stage], (k, k), &conv_params(stride, k / 2, 1))
     }
 
     /// `patch_embed{i}`: conv, tokens `[B, N, C]`, LayerNorm (eps 1e-5). Returns the tokens.

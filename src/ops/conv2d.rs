@@ -152,9 +152,8 @@ fn depthwise(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId
     let tile_rows = (rows - 1) * p.stride.0 + (kh - 1) * p.dilation.0 + 1;
     let all_rows = tuning::depthwise_all_rows(&g.profile) && kh <= DW_ALL_ROWS_MAX_KH && tile_rows <= DW_ALL_ROWS_MAX_ROWS;
     // Constant weights and biases from uniform buffers where the device prefers it.
-    let uniform = |g: &mut Graph, t: TensorId| if tuning::constant_uniforms(&g.profile) { g.constant_uniform_elements(t) } else { None };
-    let weight_uniform = uniform(g, weight);
-    let bias_uniform = bias.and_then(|t| uniform(g, t));
+    let weight_uniform = super::constant_uniform_scalars(g, weight);
+    let bias_uniform = bias.and_then(|t| super::constant_uniform_scalars(g, t));
     g.push(Node {
         label: format!("conv2d_dw{kh}x{kw}"),
         key: PipelineKey::new(Kernel::Conv2dDepthwise)

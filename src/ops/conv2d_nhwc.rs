@@ -40,9 +40,7 @@ pub fn conv2d_nhwc(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Te
     }
     let (kh, kw) = s.kernel;
     let flops = 2 * (b * s.out_h * s.out_w * s.out_c * cin * kh * kw) as u64;
-    // One stride and padding for both axes, no dilation: the GEMM's patch gather can take it.
-    let square = p.stride.0 == p.stride.1 && p.padding.0 == p.padding.1 && p.dilation == (1, 1);
-    if square && tuning::conv_nhwc_as_gemm(&g.profile, flops) {
+    if runs_as_patch_gemm(&g.profile, [b, h, w, cin], s.out_c, s.kernel, p) {
         let rows = taps_inner(g, weight, &s)?;
         if let Some(y) = conv_patches_gemm(g, x, (kh, kw), p.stride.0, p.padding.0, rows, bias, act)? {
             return g.reshape(y, &[b, s.out_h, s.out_w, s.out_c]);
@@ -103,6 +101,17 @@ pub fn conv2d_nhwc(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<Te
     g.offer_texture(0, "X_TEXTURE");
     g.offer_texture(3, "OUT_TEXTURE");
     Ok(y)
+}
+
+/// Whether [`conv2d_nhwc`] runs a conv of `x [B, H, W, Cin]` to `cout` channels with `kernel` and
+/// `p` as the GEMM over its gathered patches (`tuning::conv_nhwc_as_gemm`): the GEMM's gather
+/// takes one stride and one padding for both axes and no dilation. False for shapes the conv
+/// refuses. A model that can lay its map out either way asks it first (VVT's patch embeds).
+pub fn runs_as_patch_gemm(profile: &crate::kernels::DeviceProfile, [b, h, w, cin]: [usize; 4], cout: usize, (kh, kw): (usize, usize), p: &Conv2dParams) -> bool {
+    let square = p.stride.0 == p.stride.1 && p.padding.0 == p.padding.1 && p.dilation == (1, 1) && p.groups == 1;
+    let Ok(s) = conv2d_shape(&[b, cin, h, w], &[cout, cin, kh, kw], None, p) else { return false };
+    let flops = 2 * (b * s.out_h * s.out_w * cout * cin * kh * kw) as u64;
+    square && cin.is_multiple_of(4) && cout.is_multiple_of(4) && tuning::conv_nhwc_as_gemm(profile, flops)
 }
 
 /// `weight [Cout, Cin, kh, kw]` as `[Cout, kh·kw·Cin]` (a patch's (ky, kx, c) order, one row per

@@ -80,6 +80,17 @@ pub fn grid(workgroups: usize) -> [u32; 3] {
     [x as u32, y as u32, 1]
 }
 
+/// A constant operand `t` that a kernel reads element by element, as a uniform buffer where the
+/// device prefers one (`tuning::constant_uniforms`: lavapipe) and it fits
+/// (`Graph::constant_uniform_elements`, any length); `None` to keep the storage buffer.
+pub fn constant_uniform_scalars(g: &mut Graph, t: TensorId) -> Option<TensorId> {
+    if tuning::constant_uniforms(&g.profile) {
+        g.constant_uniform_elements(t)
+    } else {
+        None
+    }
+}
+
 /// Where a kernel reads operand `t` from: the tensor to bind and how it is bound. A constant
 /// moves, when the kernel has the path (`vec4_path`: it reads the operand in whole vec4s), to a
 /// uniform buffer on lavapipe if it fits one (`tuning::constant_uniforms`), else to a flat

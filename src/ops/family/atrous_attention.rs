@@ -124,7 +124,7 @@ pub fn atrous_attention(g: &mut Graph, qkv: TensorId, table: TensorId, dims: &At
     let hd = dims.head_dim();
     let out = g.activation(&[batch, h, w, dims.out_row()]);
     // The bias table from a uniform buffer where the device prefers it (lavapipe; header).
-    let uniform_table = if tuning::constant_uniforms(&g.profile) { g.constant_uniform_elements(table) } else { None };
+    let uniform_table = super::constant_uniform_scalars(g, table);
     let u = |v: usize| v as u32;
     g.push(Node {
         label: format!("atrous_attention{nb}"),

@@ -4,7 +4,7 @@
 //!   sub-grids, and the summed dilated depthwise convolutions of the atrous MBConv.
 //! - [`attention_downsample`] (LaViT): the residual attention carried from one stage to the next.
 
-pub use super::{check_u32, grid, params, tuning, Activation, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
+pub use super::{check_u32, constant_uniform_scalars, grid, params, tuning, Activation, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 
 pub mod atrous_attention;
 pub mod atrous_dwconv;
