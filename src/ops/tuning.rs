@@ -7,7 +7,7 @@
 //! | choice | CPU-like set | GPU-like set |
 //! |---|---|---|
 //! | matmul / implicit-GEMM conv register tile | lavapipe: 16 × 8 outputs, 8 × 8 invocations, 8 × 8 outputs from 0.25 to 4 MFLOP, matmuls 16 × 16 from 32 MFLOP; SwiftShader (any other software device): 8 × 8 outputs; 4 × 4 below 4 MFLOP (lavapipe: below 0.25; SwiftShader: in 4 × 4 invocations); lavapipe's convs below 32 MFLOP 8 × 4 (16 × 4 up to 16 channels) | 16 × 8, 4 × 4 below 4 MFLOP, convs from 4 MFLOP (a GPU-tuned set is open work) |
-//! | GEMM workgroup layout | fitted to narrow outputs (`gemm_launch`: N or M with fewer tiles than the workgroup's side gets only what it needs); SwiftShader's 8 × 8-tiled GEMMs: the layout that launches the fewest invocations | the declared 8 × 8 |
+//! | GEMM workgroup layout | fitted to narrow outputs (`gemm_launch`: N or M with fewer tiles than the workgroup's side gets only what it needs); SwiftShader's 8 × 8-tiled GEMMs and lavapipe's 16-row tiles: the layout that launches the fewest invocations | the declared 8 × 8 |
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
@@ -80,6 +80,26 @@ pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
         MatmulTiling { tm: 16, tn: 16, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
     } else {
         MatmulTiling { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
+    }
+}
+
+/// The least outputs per invocation from which a CPU-like device's GEMM takes the workgroup shape
+/// that launches the fewest invocations ([`least_waste_lanes_n`]) rather than the narrow-output
+/// rule: 64 (the 8 × 8 tile) on SwiftShader; on lavapipe 128, the 16 × 8 and 16 × 16 tiles of the
+/// models at 224. Their channel counts are rarely multiples of the declared workgroup's 128 rows:
+/// VVT-tiny's 3136 × 144 qkv GEMM (`m` tokens by `n` outputs, 16 × 16 tiles) launched 50
+/// workgroups of 8 × 8 invocations and now 35 of 32 along M by 2 along N, hatnet-tiny's 48-channel projections 13
+/// workgroups whose invocations covered 64 rows and now 12 covering 48. Warm on lavapipe (Intel
+/// Xeon, `tools/bench_pair.py`, 4 × 8 runs): vvt-tiny 0.93 of its time, hatnet-tiny 0.99,
+/// accvit-tiny 0.99, lavit-tiny 0.98 (3 × 6). With the 8 × 8 tile too, lavit-digits took 1.08 of
+/// its time (4 × 100 runs; the other digit models 0.99–1.00), so the mid-size tile keeps the
+/// narrow rule there. Counting the workgroups in rounds of four (lavapipe's threads here) as well
+/// measured the same (0.97–1.01).
+fn least_waste_min_outputs(profile: &DeviceProfile) -> u32 {
+    if is_lavapipe(profile) {
+        128
+    } else {
+        64
     }
 }
 
@@ -171,8 +191,9 @@ pub struct GemmLaunch {
 /// outputs"). The cost: fewer workgroups for a narrow GEMM, which a threaded device (SwiftShader)
 /// spreads over fewer cores; a floor on the count measured within noise there, so there is none.
 ///
-/// On SwiftShader the 8 × 8-tiled GEMMs (from [`SMALL_GEMM_FLOPS`]) take the workgroup shape
-/// that launches the fewest invocations instead ([`least_waste_lanes_n`]): hatnet-tiny's 48- and
+/// On SwiftShader the 8 × 8-tiled GEMMs (from [`SMALL_GEMM_FLOPS`]), on lavapipe those of 16-row
+/// tiles ([`least_waste_min_outputs`]), take the workgroup shape that launches the fewest
+/// invocations instead ([`least_waste_lanes_n`]): hatnet-tiny's 48- and
 /// 96-channel outputs are 6 and 12 row tiles, which 8 rows of invocations covered as 8 and 16,
 /// a quarter of the invocations past the edge (they still run the epilogue there,
 /// masked). hatnet-tiny's matmuls 0.97 of their GPU time (÷ its attentions, SwiftShader's Vulkan
@@ -187,7 +208,7 @@ pub fn gemm_launch(profile: &DeviceProfile, tiling: &MatmulTiling, m: usize, n: 
     let declared_n = tiling.wg_n as usize;
     let lanes_n = if !profile.is_cpu_like() {
         declared_n
-    } else if !is_lavapipe(profile) && tiling.tm * tiling.tn >= 64 {
+    } else if tiling.tm * tiling.tn >= least_waste_min_outputs(profile) {
         least_waste_lanes_n(lanes, m.div_ceil(tiling.tm as usize), n.div_ceil(tiling.tn as usize), declared_n)
     } else if needed_n < declared_n {
         needed_n
@@ -613,14 +634,20 @@ mod tests {
         // 8 rows of tiles: 8 invocations along M, the rest along N.
         assert_eq!(gemm_launch(&lavapipe, &small, 32, 512), GemmLaunch { lanes_n_log2: 3, tiles_m: 1, tiles_n: 16 });
         assert_eq!(gemm_launch(&lavapipe, &small, 8, 512), GemmLaunch { lanes_n_log2: 5, tiles_m: 1, tiles_n: 4 });
-        // Wide and tall outputs keep the declared 8 x 8: lavapipe's 16 x 8 tile (16 x 16 from 32
-        // MFLOP; a conv's stays 8 pixels wide), SwiftShader's (any other software device's) 8 x 8.
+        // lavapipe's 16 x 8 tile (16 x 16 from 32 MFLOP; a conv's stays 8 pixels wide) launches
+        // the fewest invocations: 3136 tokens are 196 row tiles, covered exactly by 4 invocations
+        // along M where the declared 8 x 8 would launch 200.
         let large = matmul_tiling(&lavapipe, LAVAPIPE_LARGE_GEMM_FLOPS - 1);
         assert_eq!((large.tm, large.tn), (16, 8));
-        assert_eq!(gemm_launch(&lavapipe, &large, 3136, 1536), GemmLaunch { lanes_n_log2: 3, tiles_m: 25, tiles_n: 24 });
+        assert_eq!(gemm_launch(&lavapipe, &large, 3136, 1536), GemmLaunch { lanes_n_log2: 4, tiles_m: 49, tiles_n: 12 });
         let huge = matmul_tiling(&lavapipe, LAVAPIPE_LARGE_GEMM_FLOPS);
         assert_eq!((huge.tm, huge.tn), (16, 16));
-        assert_eq!(gemm_launch(&lavapipe, &huge, 3136, 1536), GemmLaunch { lanes_n_log2: 3, tiles_m: 25, tiles_n: 12 });
+        assert_eq!(gemm_launch(&lavapipe, &huge, 3136, 1536), GemmLaunch { lanes_n_log2: 4, tiles_m: 49, tiles_n: 6 });
+        // vvt-tiny's qkv (3136 tokens -> 144: 9 column tiles), 2 invocations along N instead of
+        // 8 of which 7 cover one column tile; hatnet-tiny's 48 channels (3 row tiles) by 3136
+        // pixels: one invocation along M instead of 4.
+        assert_eq!(gemm_launch(&lavapipe, &huge, 3136, 144), GemmLaunch { lanes_n_log2: 1, tiles_m: 7, tiles_n: 5 });
+        assert_eq!(gemm_launch(&lavapipe, &huge, 48, 3136), GemmLaunch { lanes_n_log2: 6, tiles_m: 3, tiles_n: 4 });
         assert_eq!(conv_gemm_tiling(&lavapipe, u64::MAX, 96).tn, 8);
         assert!(!gemm_store_loop(&lavapipe, 16, 16) && !gemm_store_loop(&DeviceProfile::cpu_like(), 16, 16));
         // LaViT-tiny's first spatial reduction (49 tokens x 4096 -> 64: 32 tiles of 16 x 8) in
