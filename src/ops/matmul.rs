@@ -528,7 +528,7 @@ pub fn conv_patches_gemm(g: &mut Graph, x: TensorId, (kh, kw): (usize, usize), s
     })();
     let rows = b * ho * wo;
     let n = g.shape(weight)[0];
-    let tiling = tuning::matmul_tiling(&g.profile, 2 * (rows * n * k) as u64);
+    let tiling = tuning::conv_patches_tiling(&g.profile, 2 * (rows * n * k) as u64);
     let (Some(gather), true, true, MatmulLoads::Auto) = (gather, c.is_multiple_of(4), fits_pixels, tiling.loads) else {
         return Ok(None);
     };

@@ -32,7 +32,7 @@ pub const LAVAPIPE_MID_GEMM_FLOPS: u64 = 250_000;
 
 /// The register tile and workgroup of the core matmul for a GEMM of `flops` FLOPs. 16 × 8 outputs
 /// per invocation in 8 × 8 workgroups measured fastest on lavapipe (4-row tiles are several
-/// times slower there on large GEMMs). Below [`SMALL_GEMM_FLOPS`] the dispatch, not the
+/// times slower there on large GEMMs), then 16 × 16 ([`LAVAPIPE_LARGE_GEMM_FLOPS`]). Below [`SMALL_GEMM_FLOPS`] the dispatch, not the
 /// arithmetic, is the cost, and a 4 × 4 tile compiles far faster: lavapipe JIT-compiles at the
 /// first dispatch, and hatnet-digits' first forward took 11.5 s with 16 × 8 tiles against 5.2 s
 /// with 4 × 4 (empty shader cache, AMD EPYC host).
@@ -131,7 +131,28 @@ pub fn gemm_k_splits(profile: &DeviceProfile, tiles: usize, k: usize, flops: u64
 /// 32 × 16 tile ran a 512³ microkernel 1.2 and 1.1 times as fast again, for 0.9–1.4 s of JIT per
 /// pipeline, but 16 × 32 took LaViT-tiny 1.01–1.05 of its GPU time (its last stages' GEMMs have
 /// too few tiles for it).
-pub const LAVAPIPE_LARGE_GEMM_FLOPS: u64 = 32_000_000;
+///
+/// Session 20 moved the threshold from 32 to 4 MFLOP, where the small tile ends: once the
+/// workgroups launch the fewest invocations (`gemm_launch`), the 4–32 MFLOP GEMMs of the tiny
+/// models' later stages ran faster with 16 × 16 too. Warm (Intel Xeon, `tools/bench_pair.py`, 3 ×
+/// 6 runs, 32 → 8 MFLOP and 8 → 4): lavit-tiny 0.93 and 0.97, accvit-tiny 0.97 and 0.97,
+/// hatnet-tiny 0.95 and 1.01, vvt-tiny 1.00 and 1.00. Convs as GEMMs over padded patches keep
+/// 16 × 8 below [`SMALL_CONV_FLOPS`] ([`conv_patches_tiling`]).
+pub const LAVAPIPE_LARGE_GEMM_FLOPS: u64 = SMALL_GEMM_FLOPS;
+
+/// The register tile of a conv run as the GEMM over its padded patches
+/// (`ops::matmul::conv_patches_gemm`): the matmul's, but on lavapipe 16 × 8 below
+/// [`SMALL_CONV_FLOPS`]. accvit-digits' second stem conv (19 MFLOP) with 16 × 16 took its
+/// whole-process cold start with empty caches from 1.76–1.78 to 1.92–1.94 s (the larger tile's
+/// JIT) for 0.99 of its warm time.
+pub fn conv_patches_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
+    let tiling = matmul_tiling(profile, flops);
+    if is_lavapipe(profile) && flops < SMALL_CONV_FLOPS && tiling.tn > 8 {
+        MatmulTiling { tn: 8, ..tiling }
+    } else {
+        tiling
+    }
+}
 
 /// Whether a register-tiled GEMM stores its tile in a loop over its 4 × 4 blocks (`STORE_LOOP`,
 /// gemm_tile.wgsl) instead of written out: on SwiftShader, for every tile of four blocks or more.
@@ -637,8 +658,10 @@ mod tests {
         // lavapipe's 16 x 8 tile (16 x 16 from 32 MFLOP; a conv's stays 8 pixels wide) launches
         // the fewest invocations: 3136 tokens are 196 row tiles, covered exactly by 4 invocations
         // along M where the declared 8 x 8 would launch 200.
-        let large = matmul_tiling(&lavapipe, LAVAPIPE_LARGE_GEMM_FLOPS - 1);
+        let large = conv_patches_tiling(&lavapipe, SMALL_CONV_FLOPS - 1);
         assert_eq!((large.tm, large.tn), (16, 8));
+        assert_eq!(LAVAPIPE_LARGE_GEMM_FLOPS, SMALL_GEMM_FLOPS);
+        assert_eq!(conv_patches_tiling(&lavapipe, SMALL_CONV_FLOPS).tn, 16);
         assert_eq!(gemm_launch(&lavapipe, &large, 3136, 1536), GemmLaunch { lanes_n_log2: 4, tiles_m: 49, tiles_n: 12 });
         let huge = matmul_tiling(&lavapipe, LAVAPIPE_LARGE_GEMM_FLOPS);
         assert_eq!((huge.tm, huge.tn), (16, 16));
