@@ -268,6 +268,7 @@ fn push_gemm(
         MatmulLoads::Vec4FromScalars => (Kernel::Matmul, true, true),
         MatmulLoads::Vec4 => (Kernel::MatmulVec4, true, true),
     };
+    let tiling = tuning::gemm_tile_for_kernel(&g.profile, tiling, kernel, 2 * (s.batches() * s.m * s.n * s.k) as u64);
     if patches.is_some() && (trans_a || !a_vec4 || s.batches() != 1 || !s.k.is_multiple_of(4)) {
         return Err(Error::Graph(format!("matmul: gathered patches need vec4 A loads, K % 4 == 0 and one batch (K {}, loads {:?})", s.k, tiling.loads)));
     }
