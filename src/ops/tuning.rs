@@ -6,7 +6,7 @@
 //!
 //! | choice | CPU-like set | GPU-like set |
 //! |---|---|---|
-//! | matmul / implicit-GEMM conv register tile | lavapipe: 16 × 8 outputs, 8 × 8 invocations, 8 × 8 outputs from 0.25 to 4 MFLOP, matmuls 16 × 16 from 32 MFLOP; SwiftShader (any other software device): 8 × 8 outputs; 4 × 4 below 4 MFLOP (lavapipe: below 0.25; SwiftShader: in 4 × 4 invocations); lavapipe's convs below 32 MFLOP 8 × 4 (16 × 4 up to 16 channels) | 16 × 8, 4 × 4 below 4 MFLOP, convs from 4 MFLOP (a GPU-tuned set is open work) |
+//! | matmul / implicit-GEMM conv register tile | lavapipe: 16 × 8 outputs, 8 × 8 invocations, 8 × 8 outputs from 0.25 to 4 MFLOP, matmuls 16 × 16 from 4 MFLOP (the element-wise kernel and convs over padded patches from 32); SwiftShader (any other software device): 8 × 8 outputs; 4 × 4 below 4 MFLOP (lavapipe: below 0.25; SwiftShader: in 4 × 4 invocations); lavapipe's convs below 32 MFLOP 8 × 4 (16 × 4 up to 16 channels) | 16 × 8, 4 × 4 below 4 MFLOP, convs from 4 MFLOP (a GPU-tuned set is open work) |
 //! | GEMM workgroup layout | fitted to narrow outputs (`gemm_launch`: N or M with fewer tiles than the workgroup's side gets only what it needs); SwiftShader's 8 × 8-tiled GEMMs and lavapipe's 16-row tiles: the layout that launches the fewest invocations | the declared 8 × 8 |
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
@@ -31,11 +31,11 @@ pub const SMALL_GEMM_FLOPS: u64 = 4_000_000;
 pub const LAVAPIPE_MID_GEMM_FLOPS: u64 = 250_000;
 
 /// The register tile and workgroup of the core matmul for a GEMM of `flops` FLOPs. 16 × 8 outputs
-/// per invocation in 8 × 8 workgroups measured fastest on lavapipe (4-row tiles are several
-/// times slower there on large GEMMs), then 16 × 16 ([`LAVAPIPE_LARGE_GEMM_FLOPS`]). Below [`SMALL_GEMM_FLOPS`] the dispatch, not the
-/// arithmetic, is the cost, and a 4 × 4 tile compiles far faster: lavapipe JIT-compiles at the
-/// first dispatch, and hatnet-digits' first forward took 11.5 s with 16 × 8 tiles against 5.2 s
-/// with 4 × 4 (empty shader cache, AMD EPYC host).
+/// per invocation in 8 × 8 workgroups measured fastest on lavapipe (4-row tiles are several times
+/// slower there on large GEMMs), then 16 × 16 ([`LAVAPIPE_LARGE_GEMM_FLOPS`]). Below
+/// [`SMALL_GEMM_FLOPS`] the dispatch, not the arithmetic, is the cost, and a 4 × 4 tile compiles
+/// far faster: lavapipe JIT-compiles at the first dispatch, and hatnet-digits' first forward took
+/// 11.5 s with 16 × 8 tiles against 5.2 s with 4 × 4 (empty shader cache, AMD EPYC host).
 ///
 /// Other software devices (SwiftShader, the browser's) take 8 × 8: SwiftShader compiles a
 /// pipeline when it is created, and a 16 × 8 GEMM took it 1.2–2.8 s, 0.8–1.2 s at 8 × 8, while the
@@ -88,8 +88,9 @@ pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
 /// rule: 64 (the 8 × 8 tile) on SwiftShader; on lavapipe 128, the 16 × 8 and 16 × 16 tiles of the
 /// models at 224. Their channel counts are rarely multiples of the declared workgroup's 128 rows:
 /// VVT-tiny's 3136 × 144 qkv GEMM (`m` tokens by `n` outputs, 16 × 16 tiles) launched 50
-/// workgroups of 8 × 8 invocations and now 35 of 32 along M by 2 along N, hatnet-tiny's 48-channel projections 13
-/// workgroups whose invocations covered 64 rows and now 12 covering 48. Warm on lavapipe (Intel
+/// workgroups of 8 × 8 invocations and now 35 of 32 along M by 2 along N, hatnet-tiny's
+/// 48-channel projections 13 workgroups whose invocations covered 64 rows and now 12 covering 48.
+/// Warm on lavapipe (Intel
 /// Xeon, `tools/bench_pair.py`, 4 × 8 runs): vvt-tiny 0.93 of its time, hatnet-tiny 0.99,
 /// accvit-tiny 0.99, lavit-tiny 0.98 (3 × 6). With the 8 × 8 tile too, lavit-digits took 1.08 of
 /// its time (4 × 100 runs; the other digit models 0.99–1.00), so the mid-size tile keeps the
@@ -230,8 +231,7 @@ pub struct GemmLaunch {
 ///
 /// On SwiftShader the 8 × 8-tiled GEMMs (from [`SMALL_GEMM_FLOPS`]), on lavapipe those of 16-row
 /// tiles ([`least_waste_min_outputs`]), take the workgroup shape that launches the fewest
-/// invocations instead ([`least_waste_lanes_n`]): hatnet-tiny's 48- and
-/// 96-channel outputs are 6 and 12 row tiles, which 8 rows of invocations covered as 8 and 16,
+/// invocations instead ([`least_waste_lanes_n`]): hatnet-tiny's 48- and 96-channel outputs are 6 and 12 row tiles, which 8 rows of invocations covered as 8 and 16,
 /// a quarter of the invocations past the edge (they still run the epilogue there,
 /// masked). hatnet-tiny's matmuls 0.97 of their GPU time (÷ its attentions, SwiftShader's Vulkan
 /// ICD, Intel Xeon, `tools/profile_pair.py`, 2 × 3 pairs); vvt-, lavit- and accvit-tiny's 0.94–0.98
@@ -671,14 +671,13 @@ mod tests {
         // 8 rows of tiles: 8 invocations along M, the rest along N.
         assert_eq!(gemm_launch(&lavapipe, &small, 32, 512), GemmLaunch { lanes_n_log2: 3, tiles_m: 1, tiles_n: 16 });
         assert_eq!(gemm_launch(&lavapipe, &small, 8, 512), GemmLaunch { lanes_n_log2: 5, tiles_m: 1, tiles_n: 4 });
-        // lavapipe's 16 x 8 tile (16 x 16 from 32 MFLOP; a conv's stays 8 pixels wide) launches
-        // the fewest invocations: 3136 tokens are 196 row tiles, covered exactly by 4 invocations
-        // along M where the declared 8 x 8 would launch 200.
+        // lavapipe's 16-row tiles launch the fewest invocations: 3136 tokens are 196 row tiles,
+        // covered exactly by 4 invocations along M where the declared 8 x 8 would launch 200.
+        // 16 x 8 (a padded-patch conv below 32 MFLOP; an implicit-GEMM conv stays 8 pixels wide):
         let large = conv_patches_tiling(&lavapipe, SMALL_CONV_FLOPS - 1);
         assert_eq!((large.tm, large.tn), (16, 8));
         assert_eq!(LAVAPIPE_LARGE_GEMM_FLOPS, SMALL_GEMM_FLOPS);
         assert_eq!(conv_patches_tiling(&lavapipe, SMALL_CONV_FLOPS).tn, 16);
-
         assert_eq!(gemm_launch(&lavapipe, &large, 3136, 1536), GemmLaunch { lanes_n_log2: 4, tiles_m: 49, tiles_n: 12 });
         let huge = matmul_tiling(&lavapipe, LAVAPIPE_LARGE_GEMM_FLOPS);
         assert_eq!((huge.tm, huge.tn), (16, 16));
