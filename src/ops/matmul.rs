@@ -154,7 +154,7 @@ pub fn matmul_shape(a_shape: &[usize], b_shape: &[usize], trans_a: bool, trans_b
 pub fn matmul(g: &mut Graph, a: TensorId, b: TensorId, trans_a: bool, trans_b: bool, epi: Epilogue) -> Result<TensorId> {
     let s = matmul_shape(g.shape(a), g.shape(b), trans_a, trans_b)?;
     let flops = 2 * (s.batches() * s.m * s.n * s.k) as u64;
-    let tiling = tuning::matmul_tiling(&g.profile, flops);
+    let tiling = tuning::gemm_tiling(&g.profile, flops, vec4_compatible(&s, trans_a, trans_b));
     matmul_tiled(g, a, b, trans_a, trans_b, epi, tiling)
 }
 
@@ -268,7 +268,6 @@ fn push_gemm(
         MatmulLoads::Vec4FromScalars => (Kernel::Matmul, true, true),
         MatmulLoads::Vec4 => (Kernel::MatmulVec4, true, true),
     };
-    let tiling = tuning::gemm_tile_for_kernel(&g.profile, tiling, kernel, 2 * (s.batches() * s.m * s.n * s.k) as u64);
     if patches.is_some() && (trans_a || !a_vec4 || s.batches() != 1 || !s.k.is_multiple_of(4)) {
         return Err(Error::Graph(format!("matmul: gathered patches need vec4 A loads, K % 4 == 0 and one batch (K {}, loads {:?})", s.k, tiling.loads)));
     }
@@ -477,7 +476,7 @@ pub fn patch_linear(g: &mut Graph, x: TensorId, patches: Patches, weight: Tensor
     }
     let epi = Epilogue { bias: bias.map(|t| (t, BiasAxis::Col)), ..Default::default() };
     let s = MatmulShape { m: rows, n, k, batch_dims: vec![], a_batches: 1, b_batches: 1 };
-    let tiling = tuning::matmul_tiling(&g.profile, 2 * (rows * n * k) as u64);
+    let tiling = tuning::gemm_tiling(&g.profile, 2 * (rows * n * k) as u64, vec4_compatible(&s, false, true));
     match patches.gather() {
         Some(gather) if tiling.loads == MatmulLoads::Auto => push_gemm(g, x, weight, &s, false, true, epi, tiling, Some(gather), None),
         _ => {

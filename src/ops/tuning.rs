@@ -136,34 +136,41 @@ pub fn gemm_k_splits(profile: &DeviceProfile, tiles: usize, k: usize, flops: u64
 /// Session 20 moved the threshold from 32 to 4 MFLOP, where the small tile ends: once the
 /// workgroups launch the fewest invocations (`gemm_launch`), the 4–32 MFLOP GEMMs of the tiny
 /// models' later stages ran faster with 16 × 16 too, except on the element-wise kernel
-/// ([`gemm_tile_for_kernel`]), and convs over padded patches keep 16 × 8 below
+/// ([`gemm_tiling`]), and convs over padded patches keep 16 × 8 below
 /// [`SMALL_CONV_FLOPS`] ([`conv_patches_tiling`]). Warm against 32 MFLOP (Intel Xeon,
 /// `tools/bench_pair.py`, 5 × 8 runs): hatnet-tiny 0.97, accvit-tiny 0.98, lavit-tiny 1.00,
 /// vvt-tiny 1.00 (3 × 6). The cost is JIT at a first run with Mesa's cache empty: hatnet-tiny's
 /// first forward 5.3 → 6.5 s, lavit-tiny's 6.9 → 7.7 s.
 pub const LAVAPIPE_LARGE_GEMM_FLOPS: u64 = SMALL_GEMM_FLOPS;
 
-/// `tiling` for a GEMM of `flops` FLOPs on `kernel`: on lavapipe the element-wise kernel
+/// The register tile of an automatically tiled GEMM of `flops` FLOPs, on the vec4 kernel or not
+/// (`ops::matmul::vec4_compatible`): [`matmul_tiling`]'s, but on lavapipe the element-wise kernel
 /// (`Kernel::Matmul`: N or an operand's contiguous dimension not a multiple of 4, e.g. LaViT's
-/// attention over 49 tokens) takes 16 × 16 only from [`SMALL_CONV_FLOPS`], else 16 × 8. Its
+/// attention over 49 tokens) keeps 16 × 8 below [`SMALL_CONV_FLOPS`] ([`jit_bound_tile`]). Its
 /// loads and stores are element by element, and lavapipe writes each out as a loop over the SIMD
 /// lanes, so its 16 × 16 pipelines are far larger: with them lavit-tiny's first forward with
 /// Mesa's cache empty took 13.2 s instead of 6.9 s.
-pub fn gemm_tile_for_kernel(profile: &DeviceProfile, tiling: MatmulTiling, kernel: Kernel, flops: u64) -> MatmulTiling {
-    if is_lavapipe(profile) && kernel == Kernel::Matmul && tiling.tn > 8 && flops < SMALL_CONV_FLOPS {
-        MatmulTiling { tn: 8, ..tiling }
-    } else {
+pub fn gemm_tiling(profile: &DeviceProfile, flops: u64, vec4_kernel: bool) -> MatmulTiling {
+    let tiling = matmul_tiling(profile, flops);
+    if vec4_kernel {
         tiling
+    } else {
+        jit_bound_tile(profile, tiling, flops)
     }
 }
 
 /// The register tile of a conv run as the GEMM over its padded patches
-/// (`ops::matmul::conv_patches_gemm`): the matmul's, but on lavapipe 16 × 8 below
-/// [`SMALL_CONV_FLOPS`]. accvit-digits' second stem conv (19 MFLOP) with 16 × 16 took its
-/// whole-process cold start with empty caches from 1.76–1.78 to 1.92–1.94 s (the larger tile's
-/// JIT) for 0.99 of its warm time.
+/// (`ops::matmul::conv_patches_gemm`): [`matmul_tiling`]'s, but 16 × 8 below [`SMALL_CONV_FLOPS`]
+/// on lavapipe ([`jit_bound_tile`]). accvit-digits' second stem conv (19 MFLOP) with 16 × 16 took
+/// its whole-process cold start with empty caches from 1.76–1.78 to 1.92–1.94 s (the larger
+/// tile's JIT) for 0.99 of its warm time.
 pub fn conv_patches_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
-    let tiling = matmul_tiling(profile, flops);
+    jit_bound_tile(profile, matmul_tiling(profile, flops), flops)
+}
+
+/// `tiling` with at most 8 columns below [`SMALL_CONV_FLOPS`] on lavapipe: for GEMM kinds whose
+/// 16 × 16 pipelines cost more JIT at the first forward than they save warm there.
+fn jit_bound_tile(profile: &DeviceProfile, tiling: MatmulTiling, flops: u64) -> MatmulTiling {
     if is_lavapipe(profile) && flops < SMALL_CONV_FLOPS && tiling.tn > 8 {
         MatmulTiling { tn: 8, ..tiling }
     } else {
@@ -682,9 +689,9 @@ mod tests {
         let huge = matmul_tiling(&lavapipe, LAVAPIPE_LARGE_GEMM_FLOPS);
         assert_eq!((huge.tm, huge.tn), (16, 16));
         // The element-wise kernel keeps 16 x 8 below 32 MFLOP (its 16 x 16 pipelines' JIT).
-        assert_eq!(gemm_tile_for_kernel(&lavapipe, huge, Kernel::Matmul, SMALL_CONV_FLOPS - 1).tn, 8);
-        assert_eq!(gemm_tile_for_kernel(&lavapipe, huge, Kernel::Matmul, SMALL_CONV_FLOPS).tn, 16);
-        assert_eq!(gemm_tile_for_kernel(&lavapipe, huge, Kernel::MatmulVec4, SMALL_GEMM_FLOPS).tn, 16);
+        assert_eq!(gemm_tiling(&lavapipe, SMALL_CONV_FLOPS - 1, false).tn, 8);
+        assert_eq!(gemm_tiling(&lavapipe, SMALL_CONV_FLOPS, false).tn, 16);
+        assert_eq!(gemm_tiling(&lavapipe, SMALL_GEMM_FLOPS, true).tn, 16);
         assert_eq!(gemm_launch(&lavapipe, &huge, 3136, 1536), GemmLaunch { lanes_n_log2: 4, tiles_m: 49, tiles_n: 6 });
         // vvt-tiny's qkv (3136 tokens -> 144: 9 column tiles), 2 invocations along N instead of
         // 8 of which 7 cover one column tile; hatnet-tiny's 48 channels (3 row tiles) by 3136
