@@ -15,6 +15,13 @@ the Vulkan ICD Chromium ships (`/usr/lib/chromium/vk_swiftshader_icd.json`, or `
 same device and JIT as in the browser, outside it. Use wall-clock there: SwiftShader's GPU
 timestamps are not per-dispatch times (`tools/profile_pair.py` is for lavapipe).
 
+`--before-env VAR=VALUE` / `--after-env VAR=VALUE` (repeatable) set variables for one side only,
+so one binary can be paired with itself under another driver or driver setting, e.g. Mesa 25's
+lavapipe unpacked as in `../shared/ENV.md`:
+
+    python3 tools/bench_pair.py target/release/wgvit target/release/wgvit \
+        --after-env VK_ICD_FILENAMES=/tmp/mesa25/lvp.json --models hatnet-tiny --runs 8
+
 Prints the CPU model first. Not part of CI.
 """
 
@@ -45,6 +52,21 @@ def bench(binary: str, model: str, runs: int, env: dict[str, str]) -> tuple[floa
     sys.exit(f"{binary} bench --model {model} printed no warm line (exit {out.returncode}):\n{out.stderr[-2000:]}")
 
 
+def side_env(base: dict[str, str], assignments: list[str], flag: str) -> dict[str, str]:
+    """`base` with one side's VAR=VALUE assignments applied."""
+    env = dict(base)
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name:
+            sys.exit(f"{flag}: expected VAR=VALUE, got {assignment!r}")
+        env[name] = value
+    return env
+
+
+def describe(assignments: list[str]) -> str:
+    return f" (with {' '.join(assignments)})" if assignments else ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("before")
@@ -54,6 +76,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--swiftshader", action="store_true", help="run on Chromium's SwiftShader Vulkan ICD")
     ap.add_argument("--icd", default=SWIFTSHADER_ICD, help="the SwiftShader ICD manifest (with --swiftshader)")
+    ap.add_argument("--before-env", action="append", default=[], metavar="VAR=VALUE", help="an environment variable for the before side only (repeatable)")
+    ap.add_argument("--after-env", action="append", default=[], metavar="VAR=VALUE", help="an environment variable for the after side only (repeatable)")
     args = ap.parse_args()
 
     env = dict(os.environ)
@@ -62,9 +86,10 @@ def main() -> None:
         if not Path(args.icd).is_file():
             sys.exit(f"--swiftshader: no ICD manifest at {args.icd} (install Chromium, or pass --icd PATH)")
         env["VK_ICD_FILENAMES"] = args.icd
+    envs = {"before": side_env(env, args.before_env, "--before-env"), "after": side_env(env, args.after_env, "--after-env")}
     device = "SwiftShader (Chromium's Vulkan ICD)" if args.swiftshader else "the default Vulkan adapter (lavapipe without a GPU)"
     print(f"CPU: {cpu_model()}; device: {device}; {args.rounds} interleaved rounds × {args.runs} warm runs")
-    print(f"before = {args.before}, after = {args.after}\n")
+    print(f"before = {args.before}{describe(args.before_env)}, after = {args.after}{describe(args.after_env)}\n")
     for model in args.models.split(","):
         results: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
         for r in range(args.rounds):
@@ -72,7 +97,7 @@ def main() -> None:
             # binary run first (vvt-digits, the 2-core AMD EPYC), so the order alternates.
             pair = (("before", args.before), ("after", args.after))
             for which, binary in pair if r % 2 == 0 else pair[::-1]:
-                med, low = bench(binary, model, args.runs, env)
+                med, low = bench(binary, model, args.runs, envs[which])
                 results[which].append((med, low))
                 print(f"round {r + 1} {model:<16} {which:<6} median {med:8.2f} ms  min {low:8.2f} ms", flush=True)
         b_med = statistics.median(m for m, _ in results["before"])
