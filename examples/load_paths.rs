@@ -95,7 +95,14 @@ fn variants() -> Vec<(&'static str, String)> {
     let storage_a4 = "@group(0) @binding(1) var<storage, read> sa4: array<vec4<f32>>;\nfn a4(m: u32, k4: u32) -> vec4<f32> { return sa4[m * (K / 4u) + k4]; }\n";
     let texture_a4 = "@group(0) @binding(3) var ta: texture_2d<f32>;\nfn a4(m: u32, k4: u32) -> vec4<f32> { return textureLoad(ta, vec2<u32>(k4, m), 0); }\n";
     let uniform_a4 = "@group(0) @binding(5) var<uniform> ua: array<vec4<f32>, 4096>;\nfn a4(m: u32, k4: u32) -> vec4<f32> { return ua[(m % 32u) * (K / 4u) + k4]; }\n";
+    // Read-only storage textures ("images"): llvmpipe's image-load path instead of the
+    // sampler's texel fetch.
+    let image_a4 = "@group(0) @binding(7) var ia: texture_storage_2d<rgba32float, read>;\nfn a4(m: u32, k4: u32) -> vec4<f32> { return textureLoad(ia, vec2<u32>(k4, m)); }\n";
+    let image_b = "@group(0) @binding(8) var ib: texture_storage_2d<rgba32float, read>;\nfn b4(k: u32, n4: u32) -> vec4<f32> { return textureLoad(ib, vec2<u32>(n4, k)); }\n";
     vec![
+        ("vec4 A: A image, B image", format!("{image_a4}{image_b}")),
+        ("vec4 A: A texture, B image", format!("{texture_a4}{image_b}")),
+        ("vec4 A: A image, B texture", format!("{image_a4}{texture_b}")),
         ("vec4 A: A storage, B storage", format!("{storage_a4}{storage_b}")),
         ("vec4 A: A storage, B texture", format!("{storage_a4}{texture_b}")),
         ("vec4 A: A storage, B uniform (32 rows)", format!("{storage_a4}{uniform_b}")),
@@ -137,6 +144,14 @@ fn main() {
     };
     let ta = texture(K / 4, M);
     let tb = texture(N / 4, K);
+    let image = |w: u32, h: u32| {
+        let t = wgvit::executor::rgba32f_storage_texture(device, None, [w, h]);
+        let layout = wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(w * 16), rows_per_image: Some(h) };
+        ctx.queue.write_texture(t.as_image_copy(), bytemuck::cast_slice(&fill[..(w * h * 4) as usize]), layout, t.size());
+        t.create_view(&Default::default())
+    };
+    let ia = image(K / 4, M);
+    let ib = image(N / 4, K);
 
     let invocations = (M / 8) * (N / 4);
     let flops = 2.0 * M as f64 * N as f64 * K as f64;
@@ -166,6 +181,12 @@ fn main() {
         }
         if name.contains("B texture") {
             entries.push(wgpu::BindGroupEntry { binding: 4, resource: wgpu::BindingResource::TextureView(&tb) });
+        }
+        if name.starts_with("A image") {
+            entries.push(wgpu::BindGroupEntry { binding: 7, resource: wgpu::BindingResource::TextureView(&ia) });
+        }
+        if name.contains("B image") {
+            entries.push(wgpu::BindGroupEntry { binding: 8, resource: wgpu::BindingResource::TextureView(&ib) });
         }
         if name.starts_with("A uniform") {
             entries.push(wgpu::BindGroupEntry { binding: 5, resource: ua.as_entire_binding() });
