@@ -72,17 +72,41 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 #if VEC4
 #if Q_TEXTURE
-@group(0) @binding(1) var q_texture: texture_2d<f32>;
+@group(0) @binding(1) var q_texture: FlatTexture;
+// Elements i .. i+3 (i a multiple of 4) of `q_texture` (flat_texture.wgsl).
+fn q_texture_at(i: u32) -> vec4<f32> {
+#if FLAT_IMAGE
+    return textureLoad(q_texture, flat_coords(i));
+#else
+    return textureLoad(q_texture, flat_coords(i), 0);
+#endif
+}
 #else
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 #endif
 #if K_TEXTURE
-@group(0) @binding(2) var k_texture: texture_2d<f32>;
+@group(0) @binding(2) var k_texture: FlatTexture;
+// Elements i .. i+3 (i a multiple of 4) of `k_texture` (flat_texture.wgsl).
+fn k_texture_at(i: u32) -> vec4<f32> {
+#if FLAT_IMAGE
+    return textureLoad(k_texture, flat_coords(i));
+#else
+    return textureLoad(k_texture, flat_coords(i), 0);
+#endif
+}
 #else
 @group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
 #endif
 #if V_TEXTURE
-@group(0) @binding(3) var v_texture: texture_2d<f32>;
+@group(0) @binding(3) var v_texture: FlatTexture;
+// Elements i .. i+3 (i a multiple of 4) of `v_texture` (flat_texture.wgsl).
+fn v_texture_at(i: u32) -> vec4<f32> {
+#if FLAT_IMAGE
+    return textureLoad(v_texture, flat_coords(i));
+#else
+    return textureLoad(v_texture, flat_coords(i), 0);
+#endif
+}
 #else
 @group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
 #endif
@@ -162,7 +186,7 @@ fn cursor_next(c: TokenCursor, w: View) -> TokenCursor {
 // channels are one vec4 and none lies past d.
 fn load_q4(row: u32, ch: u32) -> vec4<f32> {
 #if Q_TEXTURE
-    return flat_texel(q_texture, row + ch);
+    return q_texture_at(row + ch);
 #else
     return q[(row + ch) >> 2u];
 #endif
@@ -170,7 +194,7 @@ fn load_q4(row: u32, ch: u32) -> vec4<f32> {
 
 fn load_k4(row: u32, ch: u32) -> vec4<f32> {
 #if K_TEXTURE
-    return flat_texel(k_texture, row + ch);
+    return k_texture_at(row + ch);
 #else
     return k[(row + ch) >> 2u];
 #endif
@@ -178,7 +202,7 @@ fn load_k4(row: u32, ch: u32) -> vec4<f32> {
 
 fn load_v4(row: u32, ch: u32) -> vec4<f32> {
 #if V_TEXTURE
-    return flat_texel(v_texture, row + ch);
+    return v_texture_at(row + ch);
 #else
     return v[(row + ch) >> 2u];
 #endif

@@ -65,7 +65,15 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 #if W_TEXTURE
-@group(0) @binding(2) var weight_texture: texture_2d<f32>;
+@group(0) @binding(2) var weight_texture: FlatTexture;
+// Elements i .. i+3 (i a multiple of 4) of `weight_texture` (flat_texture.wgsl).
+fn weight_texture_at(i: u32) -> vec4<f32> {
+#if FLAT_IMAGE
+    return textureLoad(weight_texture, flat_coords(i));
+#else
+    return textureLoad(weight_texture, flat_coords(i), 0);
+#endif
+}
 #else
 #if W_UNIFORM
 // At most 64 KiB, in a uniform buffer of exactly that size (graph::UNIFORM_WINDOW_BYTES).
@@ -162,7 +170,7 @@ fn k_advance(s: KStep) -> KStep {
 fn a_row(t: Tile, m: u32, k: u32, masked: bool) -> vec4<f32> {
 #if W_TEXTURE
     // K % 4 == 0, so no step is masked.
-    return flat_texel(weight_texture, t.a_off + min(m, params.m - 1u) * params.k + k);
+    return weight_texture_at(t.a_off + min(m, params.m - 1u) * params.k + k);
 #else
 #if W_UNIFORM
     // K % 4 == 0, so no step is masked.

@@ -54,7 +54,15 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 #if X_TEXTURE
-@group(0) @binding(1) var x_texture: texture_2d<f32>;
+@group(0) @binding(1) var x_texture: FlatTexture;
+// Elements i .. i+3 (i a multiple of 4) of `x_texture` (flat_texture.wgsl).
+fn x_texture_at(i: u32) -> vec4<f32> {
+#if FLAT_IMAGE
+    return textureLoad(x_texture, flat_coords(i));
+#else
+    return textureLoad(x_texture, flat_coords(i), 0);
+#endif
+}
 #else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 #endif
@@ -121,7 +129,7 @@ fn row_segment(x_plane: u32, ih: i32, iw0: i32) -> array<f32, SEG_MAX> {
     let first = i32(x_plane) + ih * i32(params.in_w) + iw0 - i32(XS);
     var texels: array<vec4<f32>, SEG_TEXELS_MAX>;
 #for T in 0..(XS + 3 * SW + (KW - 1) * DW + 4) / 4
-    texels[T] = flat_texel(x_texture, u32(max(first + 4 * i32(T), 0)));
+    texels[T] = x_texture_at(u32(max(first + 4 * i32(T), 0)));
 #endfor
 #endif
 #for Q in 0..3 * SW + (KW - 1) * DW + 1

@@ -46,12 +46,28 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 #if X_TEXTURE
-@group(0) @binding(1) var x_texture: texture_2d<f32>;
+@group(0) @binding(1) var x_texture: FlatTexture;
+// Elements i .. i+3 (i a multiple of 4) of `x_texture` (flat_texture.wgsl).
+fn x_texture_at(i: u32) -> vec4<f32> {
+#if FLAT_IMAGE
+    return textureLoad(x_texture, flat_coords(i));
+#else
+    return textureLoad(x_texture, flat_coords(i), 0);
+#endif
+}
 #else
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 #endif
 #if W_TEXTURE
-@group(0) @binding(2) var w_texture: texture_2d<f32>;
+@group(0) @binding(2) var w_texture: FlatTexture;
+// Elements i .. i+3 (i a multiple of 4) of `w_texture` (flat_texture.wgsl).
+fn w_texture_at(i: u32) -> vec4<f32> {
+#if FLAT_IMAGE
+    return textureLoad(w_texture, flat_coords(i));
+#else
+    return textureLoad(w_texture, flat_coords(i), 0);
+#endif
+}
 #else
 #if W_UNIFORM
 // At most 64 KiB, in a uniform buffer of exactly that size (graph::UNIFORM_WINDOW_BYTES).
@@ -95,7 +111,7 @@ fn load_x(row: u32, row_ok: bool, iw: i32, c4: u32) -> vec4<f32> {
     let ok = row_ok & (iw >= 0) & (iw < i32(params.in_w));
     let i = select(0u, (row * params.in_w + u32(iw)) * params.cin4 + c4, ok);
 #if X_TEXTURE
-    return select(vec4<f32>(0.0), flat_texel(x_texture, 4u * i), ok);
+    return select(vec4<f32>(0.0), x_texture_at(4u * i), ok);
 #else
     return select(vec4<f32>(0.0), x[i], ok);
 #endif
@@ -104,7 +120,7 @@ fn load_x(row: u32, row_ok: bool, iw: i32, c4: u32) -> vec4<f32> {
 // Output channels 4·co4 .. 4·co4 + 3 of weight row i (in vec4s: ((kh·KW + kw)·Cin + ci)·Cout/4 + co4).
 fn load_w(i: u32) -> vec4<f32> {
 #if W_TEXTURE
-    return flat_texel(w_texture, 4u * i);
+    return w_texture_at(4u * i);
 #else
 #if W_UNIFORM
     return w_uniform[i];

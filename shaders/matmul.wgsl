@@ -162,8 +162,16 @@ fn store_out(i: u32, v: f32) { out[i] = v; }
 // bias[i .. i+3] for i % 4 == 0, of a bias of `len` elements (past the end: never stored). A
 // texture holds the bias's whole texels (`Graph::constant_texture`), so i + 3 is in it.
 #if BIAS_TEXTURE
-@group(0) @binding(3) var bias_texture: texture_2d<f32>;
-fn load_bias4(i: u32, len: u32) -> vec4<f32> { return flat_texel(bias_texture, i); }
+@group(0) @binding(3) var bias_texture: FlatTexture;
+// Elements i .. i+3 (i a multiple of 4) of `bias_texture` (flat_texture.wgsl).
+fn bias_texture_at(i: u32) -> vec4<f32> {
+#if FLAT_IMAGE
+    return textureLoad(bias_texture, flat_coords(i));
+#else
+    return textureLoad(bias_texture, flat_coords(i), 0);
+#endif
+}
+fn load_bias4(i: u32, len: u32) -> vec4<f32> { return bias_texture_at(i); }
 #else
 #if BIAS_UNIFORM
 // A uniform buffer of 64 KiB holds the bias and zeros after it.
@@ -178,9 +186,17 @@ fn load_bias4(i: u32, len: u32) -> vec4<f32> {
 #endif
 
 #if A_TEXTURE
-@group(0) @binding(1) var a_texture: texture_2d<f32>;
-fn load_a(i: u32) -> f32 { return flat_elem(a_texture, i); }
-fn load_a4(i: u32) -> vec4<f32> { return flat_texel(a_texture, i); }
+@group(0) @binding(1) var a_texture: FlatTexture;
+// Elements i .. i+3 (i a multiple of 4) of `a_texture` (flat_texture.wgsl).
+fn a_texture_at(i: u32) -> vec4<f32> {
+#if FLAT_IMAGE
+    return textureLoad(a_texture, flat_coords(i));
+#else
+    return textureLoad(a_texture, flat_coords(i), 0);
+#endif
+}
+fn load_a(i: u32) -> f32 { return a_texture_at(i & ~3u)[i & 3u]; }
+fn load_a4(i: u32) -> vec4<f32> { return a_texture_at(i); }
 #endif
 
 #if A_UNIFORM
@@ -197,9 +213,17 @@ fn load_b4(i: u32) -> vec4<f32> { return b_uniform[i >> 2u]; }
 #endif
 
 #if B_TEXTURE
-@group(0) @binding(2) var b_texture: texture_2d<f32>;
-fn load_b(i: u32) -> f32 { return flat_elem(b_texture, i); }
-fn load_b4(i: u32) -> vec4<f32> { return flat_texel(b_texture, i); }
+@group(0) @binding(2) var b_texture: FlatTexture;
+// Elements i .. i+3 (i a multiple of 4) of `b_texture` (flat_texture.wgsl).
+fn b_texture_at(i: u32) -> vec4<f32> {
+#if FLAT_IMAGE
+    return textureLoad(b_texture, flat_coords(i));
+#else
+    return textureLoad(b_texture, flat_coords(i), 0);
+#endif
+}
+fn load_b(i: u32) -> f32 { return b_texture_at(i & ~3u)[i & 3u]; }
+fn load_b4(i: u32) -> vec4<f32> { return b_texture_at(i); }
 #endif
 
 override WG_M: u32 = 8u;

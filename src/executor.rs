@@ -240,10 +240,16 @@ fn binding_layout(device: &wgpu::Device, bindings: Bindings) -> (wgpu::BindGroup
         format: wgpu::TextureFormat::Rgba32Float,
         view_dimension: wgpu::TextureViewDimension::D2,
     };
+    let image = wgpu::BindingType::StorageTexture {
+        access: wgpu::StorageTextureAccess::ReadOnly,
+        format: wgpu::TextureFormat::Rgba32Float,
+        view_dimension: wgpu::TextureViewDimension::D2,
+    };
     entries.extend((0..bindings.reads + bindings.writes).map(|i| {
         let read = i < bindings.reads;
         let ty = match (bindings.is_texture(i), read) {
             _ if bindings.is_uniform(i) => buffer(wgpu::BufferBindingType::Uniform),
+            (true, true) if bindings.images => image,
             (true, true) => texture,
             (true, false) => storage_texture,
             (false, read) => buffer(wgpu::BufferBindingType::Storage { read_only: read }),
@@ -470,6 +476,9 @@ fn for_device(graph: &Graph) -> std::borrow::Cow<'_, Graph> {
             Some(rule) => g.with_activation_textures_copied(rule.min_fetches, rule.min_texels).with_activation_textures(crate::ops::tuning::texture_min_fetches(&graph.profile)),
             None => g.with_activation_textures(crate::ops::tuning::texture_min_fetches(&graph.profile)),
         });
+    }
+    if crate::ops::tuning::flat_texture_images(&graph.profile) {
+        g = std::borrow::Cow::Owned(g.with_flat_texture_images(graph.profile.limits.max_storage_textures_per_shader_stage));
     }
     g
 }
@@ -699,7 +708,9 @@ impl ConstantCache {
 /// An rgba32float 2-D texture of `width` × `height` texels, read by kernels with `textureLoad`,
 /// filled from `data` (row-major, 4 floats a texel, all `width · height · 4` of them) if given.
 pub fn rgba32f_texture(device: &wgpu::Device, queue: &wgpu::Queue, label: Option<&str>, size: [u32; 2], data: Option<&[f32]>) -> wgpu::Texture {
-    let texture = rgba32f(device, label, size, wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST);
+    // Also a storage binding: kernels may read it as a read-only storage texture
+    // (`Graph::with_flat_texture_images`).
+    let texture = rgba32f(device, label, size, wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST);
     if let Some(data) = data {
         let [width, height] = size;
         let layout = wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(width * 16), rows_per_image: Some(height) };

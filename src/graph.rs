@@ -120,6 +120,9 @@ pub struct Bindings {
     pub writes: usize,
     pub textures: u32,
     pub uniforms: u32,
+    /// Read textures are read-only rgba32float storage textures, not sampled ones (the node's
+    /// `FLAT_IMAGE`, [`Graph::with_flat_texture_images`]).
+    pub images: bool,
 }
 
 impl Bindings {
@@ -172,6 +175,10 @@ pub struct Graph {
     pub texture_copies: Vec<TextureCopy>,
     label_prefix: String,
 }
+
+/// The define under which a kernel reads its flat textures as read-only storage textures
+/// ([`Graph::with_flat_texture_images`]).
+pub const FLAT_IMAGE: &str = "FLAT_IMAGE";
 
 /// Right after node `after`, the executor copies storage `from` (an activation in a slot buffer,
 /// which the node wrote) into storage `to` (an activation in a slot texture), which later nodes
@@ -332,7 +339,8 @@ impl Graph {
         let textures = mask(&mut node.reads.iter().chain(&node.writes), &|t| self.is_texture(t));
         // Only reads: the producer of an activation read as a uniform writes its storage buffer.
         let uniforms = mask(&mut node.reads.iter(), &|t| self.is_uniform(t));
-        Bindings { reads: node.reads.len(), writes: node.writes.len(), textures, uniforms }
+        let images = node.key.constants().contains(&(FLAT_IMAGE, 1));
+        Bindings { reads: node.reads.len(), writes: node.writes.len(), textures, uniforms, images }
     }
 
     /// The key and values of `t` when it is a constant held in a buffer (or a view of one), for
@@ -342,6 +350,23 @@ impl Graph {
             StorageKind::Constant { key, data, binding: ConstantBinding::Buffer } => Some((key.as_str(), data)),
             _ => None,
         }
+    }
+
+    /// This graph with every kernel that reads a flat texture reading it as a read-only storage
+    /// texture instead of a sampled one ([`FLAT_IMAGE`] in flat_texture.wgsl, storage-texture
+    /// bindings), where its textures, read and written, number at most `max_storage_textures`
+    /// (the device's per-stage limit). The executor asks for it where
+    /// `ops::tuning::flat_texture_images` says so, after every texture is placed.
+    pub fn with_flat_texture_images(&self, max_storage_textures: u32) -> Graph {
+        let mut g = self.clone();
+        for node in &mut g.nodes {
+            let bindings = self.bindings(node);
+            let reads_textures = bindings.textures & ((1u32 << bindings.reads) - 1) != 0;
+            if reads_textures && bindings.textures.count_ones() <= max_storage_textures {
+                node.key = node.key.clone().with(FLAT_IMAGE, 1);
+            }
+        }
+        g
     }
 
     /// A fresh activation, to be written by the node that creates it.

@@ -470,6 +470,60 @@ fn activations_between_matmuls_and_norms_move_to_textures() {
     cases.check();
 }
 
+/// On lavapipe kernels read their flat textures as read-only storage textures
+/// (`Graph::with_flat_texture_images`, `FLAT_IMAGE`): the MLP above with its weights in constant
+/// textures and its hidden activations in activation textures. The GEMMs, which read textures,
+/// take `FLAT_IMAGE` and storage-texture bindings; the LayerNorm, which reads none, keeps its
+/// key; a kernel binding more textures than the device's limit keeps sampled ones. The promoted
+/// graph matches the CPU reference on the device.
+#[test]
+fn flat_textures_are_read_as_read_only_storage_textures_on_lavapipe() {
+    use std::sync::Arc;
+    use wgvit::graph::FLAT_IMAGE;
+    use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
+    use wgvit::ops::tuning;
+    let profile = DeviceProfile { limits: wgpu::Limits { max_storage_textures_per_shader_stage: 8, ..Default::default() }, ..common::lavapipe() };
+    assert!(tuning::flat_texture_images(&profile) && !tuning::flat_texture_images(&common::swiftshader()) && !tuning::flat_texture_images(&DeviceProfile::gpu_like()));
+    let mut rng = Rng::new(29);
+    let (rows, c, hidden) = (41, 20, 84);
+    let mut cases = Cases::for_profile(profile);
+    let (x, xt) = cases.input(&mut rng, &[rows, c]);
+    let w1t = rng.tensor(&[hidden, c], -1.0, 1.0);
+    let b1t = rng.tensor(&[hidden], -1.0, 1.0);
+    let w2t = rng.tensor(&[c, hidden], -0.5, 0.5);
+    let g = &mut cases.g;
+    let w1 = g.constant("fc1.weight", &[hidden, c], Arc::new(w1t.data.clone())).unwrap();
+    let b1 = g.constant("fc1.bias", &[hidden], Arc::new(b1t.data.clone())).unwrap();
+    let w2 = g.constant("fc2.weight", &[c, hidden], Arc::new(w2t.data.clone())).unwrap();
+    let xn = layer_norm(g, x, None, None, 1e-5).unwrap();
+    let h = linear(g, xn, w1, Some(b1), Activation::Gelu).unwrap();
+    let h2 = g.reshape(h, &[rows, hidden]).unwrap();
+    let y = matmul(g, h2, w2, false, true, Epilogue { residual: Some(x), ..Default::default() }).unwrap();
+    g.output("mlp", y);
+
+    let textured = g.with_activation_textures(0);
+    let images = textured.with_flat_texture_images(8);
+    let flat_image = |g: &Graph, i: usize| g.nodes[i].key.constants().contains(&(FLAT_IMAGE, 1));
+    assert_eq!(images.nodes.len(), 3);
+    assert!(!flat_image(&images, 0) && !images.bindings(&images.nodes[0]).images, "the LayerNorm reads no texture: {:?}", images.nodes[0].key);
+    for i in [1, 2] {
+        let b = images.bindings(&images.nodes[i]);
+        assert!(flat_image(&images, i) && b.images && b.is_texture(0), "{}: {:?} {b:?}", images.nodes[i].label, images.nodes[i].key);
+    }
+    // fc1 binds its input and its output as textures (its small weight is a uniform buffer):
+    // under a limit of one storage texture it keeps a sampled one.
+    assert_eq!(images.bindings(&images.nodes[1]).textures.count_ones(), 2);
+    let limited = textured.with_flat_texture_images(1);
+    assert!(!flat_image(&limited, 1) && !limited.bindings(&limited.nodes[1]).images, "{:?}", limited.nodes[1].key);
+
+    let xn_want = layer_norm_cpu(&xt.data, c, &[], &[], 1e-5);
+    let (h_want, _) = matmul_cpu(&xn_want, &[rows, c], &w1t.data, &[hidden, c], false, true, 1.0, Some((&b1t.data, BiasAxis::Col)), Activation::Gelu, None);
+    let (want, _) = matmul_cpu(&h_want, &[rows, hidden], &w2t.data, &[c, hidden], false, true, 1.0, None, Activation::None, Some(&xt.data));
+    cases.expected.push(("LayerNorm → fc1 → fc2 through read-only storage textures".into(), want));
+    cases.g = images;
+    cases.check();
+}
+
 /// A conv with kernel = stride = p as one GEMM over gathered patches (`patch_linear`): images
 /// (NCHW, patch order (c, ky, kx)) and token maps (channel-last, (ky, kx, c)), patch counts that
 /// leave partial register tiles, odd N (the element-store kernel), both kernel sets. Layouts whose

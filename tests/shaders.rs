@@ -458,6 +458,7 @@ fn check_node(node: &wgvit::graph::Node, bindings: wgvit::graph::Bindings) -> Re
             b if b <= reads && bindings.is_texture(b as usize - 1) => "texture",
             b if b <= reads && bindings.is_uniform(b as usize - 1) => "uniform",
             b if b <= reads => "read-only storage",
+            b if b <= reads + writes && bindings.is_texture(b as usize - 1) => "texture",
             b if b <= reads + writes => "read_write storage",
             _ => "nothing (past the node's reads and writes)",
         };
@@ -759,11 +760,17 @@ fn pipelines_every_model_creates_fit_webgpu_and_match_their_nodes() {
     let profiles = [DeviceProfile::gpu_like(), DeviceProfile::cpu_like(), named("llvmpipe (LLVM 15.0.6, 256 bits)"), named("SwiftShader Device (Subzero)")];
     for ((id, weights, shape), profile) in models.iter().flat_map(|m| profiles.clone().map(|p| (m, p))) {
         let spec = wgvit::models::resolve(id, weights).unwrap();
+        let lavapipe = profile.name.starts_with("llvmpipe");
         let g = wgvit::models::build_spec_graph(&spec, weights, shape, profile).unwrap_or_else(|e| panic!("{id} {shape:?}: {e}"));
-        for node in &g.nodes {
-            if seen.insert((node.key.clone(), g.bindings(node), node.params.words.len())) {
-                if let Err(e) = check_node(node, g.bindings(node)) {
-                    failures.push(format!("{id}: {e}"));
+        // lavapipe's graphs also as the executor runs them: activations in textures, every
+        // texture read as a read-only storage texture (`FLAT_IMAGE`).
+        let graphs = if lavapipe { vec![g.with_activation_textures(0).with_flat_texture_images(u32::MAX), g] } else { vec![g] };
+        for g in &graphs {
+            for node in &g.nodes {
+                if seen.insert((node.key.clone(), g.bindings(node), node.params.words.len())) {
+                    if let Err(e) = check_node(node, g.bindings(node)) {
+                        failures.push(format!("{id}: {e}"));
+                    }
                 }
             }
         }

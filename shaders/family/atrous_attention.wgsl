@@ -66,9 +66,17 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 #if QKV_TEXTURE
-@group(0) @binding(1) var qkv_texture: texture_2d<f32>;
+@group(0) @binding(1) var qkv_texture: FlatTexture;
+// Elements i .. i+3 (i a multiple of 4) of `qkv_texture` (flat_texture.wgsl).
+fn qkv_texture_at(i: u32) -> vec4<f32> {
+#if FLAT_IMAGE
+    return textureLoad(qkv_texture, flat_coords(i));
+#else
+    return textureLoad(qkv_texture, flat_coords(i), 0);
+#endif
+}
 // The vec4 of qkv at vec4 index i.
-fn qkv4(i: u32) -> vec4<f32> { return flat_texel(qkv_texture, i << 2u); }
+fn qkv4(i: u32) -> vec4<f32> { return qkv_texture_at(i << 2u); }
 #else
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;
 fn qkv4(i: u32) -> vec4<f32> { return qkv[i]; }

@@ -45,7 +45,15 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 #if X_TEXTURE
-@group(0) @binding(1) var x_texture: texture_2d<f32>;
+@group(0) @binding(1) var x_texture: FlatTexture;
+// Elements i .. i+3 (i a multiple of 4) of `x_texture` (flat_texture.wgsl).
+fn x_texture_at(i: u32) -> vec4<f32> {
+#if FLAT_IMAGE
+    return textureLoad(x_texture, flat_coords(i));
+#else
+    return textureLoad(x_texture, flat_coords(i), 0);
+#endif
+}
 #else
 #if X_UNIFORM
 @group(0) @binding(1) var<uniform> x: array<vec4<f32>, 4096>;
@@ -97,7 +105,7 @@ fn load_x(row_base: u32, ih: i32, iw: i32, cg: u32) -> vec4<f32> {
     let ok = (ih >= 0) & (ih < i32(params.in_h)) & (iw >= 0) & (iw < i32(params.in_w));
     let i = select(0u, (row_base + u32(ih)) * params.in_w + u32(iw), ok) * params.c4 + cg;
 #if X_TEXTURE
-    return select(vec4<f32>(0.0), flat_texel(x_texture, 4u * i), ok);
+    return select(vec4<f32>(0.0), x_texture_at(4u * i), ok);
 #else
     return select(vec4<f32>(0.0), x[i], ok);
 #endif

@@ -15,12 +15,16 @@ fn flat_coords(i: u32) -> vec2<u32> {
     return vec2<u32>(j & ((1u << FLAT_WIDTH_LOG2) - 1u), j >> FLAT_WIDTH_LOG2);
 }
 
-// Elements i .. i+3 (i a multiple of 4).
-fn flat_texel(t: texture_2d<f32>, i: u32) -> vec4<f32> {
-    return textureLoad(t, flat_coords(i), 0);
-}
-
-// Element i.
-fn flat_elem(t: texture_2d<f32>, i: u32) -> f32 {
-    return flat_texel(t, i & ~3u)[i & 3u];
-}
+// With FLAT_IMAGE (lavapipe, `ops::tuning::flat_texture_images`) a flat texture is bound as a
+// read-only storage texture: llvmpipe loads an image texel without the sampler's set-up, about
+// twice as fast (`examples/load_paths.rs`). A kernel declares each flat texture as `FlatTexture`
+// and reads it through an accessor of its own next to the declaration, `fn <name>_at(i: u32) ->
+// vec4<f32>` (elements i .. i+3, i a multiple of 4), whose `#if FLAT_IMAGE` picks the
+// `textureLoad` form: a storage texture cannot be a function argument everywhere (naga's MSL
+// writer rejects one), so no shared function takes the texture.
+override FLAT_IMAGE: bool = false;
+#if FLAT_IMAGE
+alias FlatTexture = texture_storage_2d<rgba32float, read>;
+#else
+alias FlatTexture = texture_2d<f32>;
+#endif

@@ -12,6 +12,7 @@
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
 //! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions, depthwise or ACC-ViT's atrous convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); where the host makes texture stores costly (`context::store_probe`) written to buffers and copied into textures after their producer, those of at least 4096 texels fetched at least 8 times a texel (`copied_textures`); SwiftShader: buffers | storage buffers |
+//! | how flat textures are read | lavapipe: as read-only storage textures (`flat_texture_images`), where a kernel's textures fit the storage-texture limit; elsewhere sampled (`textureLoad` with a level) | sampled |
 //! | attention (channel loops written out per head size) | lavapipe: 4 query rows per invocation; SwiftShader: 2 rows up to d = 48, else 1; q, k, v from textures where `activation_textures` | 1 row |
 //! | ACC-ViT atrous depthwise conv's run of 4 output columns | lavapipe: written out, shared fetches fetched once | a loop |
 //! | GroupNorm lanes per workgroup | 8 for a group of one chunk, else 32 | 32 |
@@ -458,6 +459,16 @@ pub struct CopiedTextures {
 /// 1.7 → 2.4 s). `None` elsewhere: the producers store the textures.
 pub fn copied_textures(profile: &DeviceProfile) -> Option<CopiedTextures> {
     profile.texture_stores_costly.then_some(CopiedTextures { min_fetches: 8, min_texels: 4096 })
+}
+
+/// Whether kernels read their flat textures (constants and activations in textures) as read-only
+/// storage textures (`texture_storage_2d<rgba32float, read>`) instead of sampled ones
+/// (`Graph::with_flat_texture_images`, for the kernels whose textures fit the device's
+/// storage-texture limit): on lavapipe. llvmpipe (Mesa 22.3) loads an image texel without the
+/// sampler's set-up: `examples/load_paths.rs` (an 8 × 4 tile, A and B as vec4 texels, Intel Xeon)
+/// ran 16.4 ms with sampled textures and 8.5 ms with images.
+pub fn flat_texture_images(profile: &DeviceProfile) -> bool {
+    is_lavapipe(profile)
 }
 
 /// Mesa's lavapipe (the adapter llvmpipe), the native software device; SwiftShader is the
