@@ -11,7 +11,7 @@
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
-//! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions, depthwise or ACC-ViT's atrous convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); where the host makes texture stores costly (`context::store_probe`) written to buffers and copied into textures after their producer, those of at least 4096 texels fetched at least 8 times a texel (`copied_textures`); SwiftShader: buffers | storage buffers |
+//! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions, depthwise or ACC-ViT's atrous convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); where the host makes texture stores costly (`context::store_probe`) written to buffers and copied into textures after their producer, those of at least 4096 texels fetched at least 4 times a texel (`copied_textures`); SwiftShader: buffers | storage buffers |
 //! | how flat textures are read | lavapipe: as read-only storage textures (`flat_texture_images`), where a kernel's textures fit the storage-texture limit; elsewhere sampled (`textureLoad` with a level) | sampled |
 //! | attention (channel loops written out per head size) | lavapipe: 4 query rows per invocation; SwiftShader: 2 rows up to d = 48, else 1; q, k, v from textures where `activation_textures` | 1 row |
 //! | ACC-ViT atrous depthwise conv's run of 4 output columns | lavapipe: written out, shared fetches fetched once | a loop |
@@ -452,13 +452,17 @@ pub struct CopiedTextures {
 /// storage buffer cost 2.5 ns, into a storage texture 8.7 ns, and `copy_buffer_to_texture` 1.1 ns
 /// (both cores for the stores, the copy alone). Thresholds measured on the tiny and digit models
 /// (`tools/bench_pair.py`): 8 fetches did better than 4 and 16 (1.00–1.05 against 8); without a
-/// least size hatnet-digits lost 1.06 (every copy ends a compute pass). The activations left
+/// least size hatnet-digits lost 1.06 (every copy ends a compute pass). Since kernels read their
+/// textures as images ([`flat_texture_images`], session 21) a fetch costs half what it did, and 4
+/// does better (Intel Xeon, 3 × 8 runs, against 8): hatnet-tiny 0.96, vvt-tiny 0.93, accvit-tiny
+/// 0.94, lavit-tiny 0.98, the digit models 0.99–1.04 (4 × 100); 2 took hatnet-tiny 1.07 of 4's
+/// time, 6 accvit-tiny 1.06 and lavit-tiny 1.04. The activations left
 /// then take session 18's rule ([`texture_min_fetches`]: stored by their producer when fetched 64
 /// times a texel, or read by a kernel that always takes a texture): without it accvit-digits'
 /// first forward paid 0.7 s more JIT for its convs' and atrous kernels' buffer reads (cold start
 /// 1.7 → 2.4 s). `None` elsewhere: the producers store the textures.
 pub fn copied_textures(profile: &DeviceProfile) -> Option<CopiedTextures> {
-    profile.texture_stores_costly.then_some(CopiedTextures { min_fetches: 8, min_texels: 4096 })
+    profile.texture_stores_costly.then_some(CopiedTextures { min_fetches: 4, min_texels: 4096 })
 }
 
 /// Whether kernels read their flat textures (constants and activations in textures) as read-only
