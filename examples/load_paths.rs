@@ -103,6 +103,8 @@ fn variants() -> Vec<(&'static str, String)> {
         ("vec4 A: A image, B image", format!("{image_a4}{image_b}")),
         ("vec4 A: A texture, B image", format!("{texture_a4}{image_b}")),
         ("vec4 A: A image, B texture", format!("{image_a4}{texture_b}")),
+        ("vec4 A: A image, B uniform (32 rows)", format!("{image_a4}{uniform_b}")),
+        ("vec4 A: A uniform (32 rows), B image", format!("{uniform_a4}{image_b}")),
         ("vec4 A: A storage, B storage", format!("{storage_a4}{storage_b}")),
         ("vec4 A: A storage, B texture", format!("{storage_a4}{texture_b}")),
         ("vec4 A: A storage, B uniform (32 rows)", format!("{storage_a4}{uniform_b}")),
