@@ -253,3 +253,44 @@ fn group_norm_rejects_bad_shapes() {
     let err = group_norm(&mut g, x, 2, gamma, beta, 1e-5, Some(Sum::Input(other)), Activation::None).unwrap_err().to_string();
     assert!(err.contains("add"), "{err}");
 }
+
+/// A GroupNorm of several chunks has one producer of its output, the normalisation (the
+/// statistics pass binds the statistics in y's place), so where texture stores are costly its
+/// output moves to a texture by a copy after that node, for a GEMM that fetches it often
+/// (HAT-Net's norms before qkv and conv1.1 on lavapipe). Values against the CPU reference.
+#[test]
+fn a_chunked_group_norms_output_is_copied_into_a_texture_for_its_gemm() {
+    use wgvit::graph::StorageKind;
+    use wgvit::ops::matmul::{matmul, matmul_cpu, Epilogue};
+    use wgvit::ops::tuning::copied_textures;
+    let mut rng = Rng::new(31);
+    let (c, hw, cout) = (48, 56 * 56, 96);
+    let shape = [1, c, 56, 56];
+    let profile = wgvit::kernels::DeviceProfile { texture_stores_costly: true, ..common::lavapipe() };
+    let rule = copied_textures(&profile).expect("costly stores copy");
+    let x = rng.tensor(&shape, -2.0, 2.0);
+    let w = rng.vec(cout * c, -0.5, 0.5);
+    let gamma = rng.vec(c, 0.5, 1.5);
+    let beta = rng.vec(c, -0.5, 0.5);
+    let mut g = Graph::for_profile(profile);
+    let xi = g.input("x", &shape);
+    let (gi, bi) = (constant(&mut g, "gamma", &gamma), constant(&mut g, "beta", &beta));
+    let wi = constant(&mut g, "w", &w);
+    let wi = g.reshape(wi, &[cout, c]).unwrap();
+    let y = group_norm(&mut g, xi, 1, gi, bi, 1e-6, None, Activation::None).unwrap();
+    let tokens = g.reshape(y, &[c, hw]).unwrap();
+    let z = matmul(&mut g, wi, tokens, false, false, Epilogue::default()).unwrap();
+    g.output("z", z);
+    let labels: Vec<&str> = g.nodes.iter().map(|n| n.label.as_str()).collect();
+    assert_eq!(labels[..2], ["group_norm.stats", "group_norm"], "two passes: {labels:?}");
+    let copied = g.with_activation_textures_copied(rule.min_fetches, rule.min_texels);
+    let storage = g.tensors[y.0].storage;
+    assert_eq!(copied.texture_copies.len(), 1, "{:?}", copied.texture_copies);
+    let copy = copied.texture_copies[0];
+    assert_eq!((copy.from, copy.after), (storage, 1), "y, after the normalisation");
+    assert!(matches!(copied.storages[copy.to].kind, StorageKind::Activation { texture: true, .. }));
+    let out = run(&copied, &[&x]);
+    let normed = group_norm_cpu(&x.data, None, 1, c, 1, &gamma, &beta, 1e-6, Activation::None);
+    let (want, _) = matmul_cpu(&w, &[cout, c], &normed, &[c, hw], false, false, 1.0, None, Activation::None, None);
+    assert_close("GroupNorm → GEMM through a copied texture", &out[0].data, &want, 1e-4, 1e-4);
+}

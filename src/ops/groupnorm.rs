@@ -145,7 +145,10 @@ pub fn group_norm(
         key: key(0),
         params: uniform.clone(),
         reads: reads.clone(),
-        writes: vec![stats, y],
+        // The statistics pass never touches y: its binding takes the statistics again, so y has
+        // one producer, the normalisation, and can be copied into a texture after it
+        // (`Graph::with_activation_textures_copied`).
+        writes: vec![stats, stats],
         workgroups: grid(num_chunks),
         flops: 4 * n as u64,
     });
