@@ -26,7 +26,7 @@
 //   when ADD = 2, and x bound again when ADD = 0),
 //   3 gamma [C] (read), 4 beta [C] (read), 5 stats [B * G * chunks_per_group, 2] (read_write:
 //   written by phase 0, read by phase 1), 6 y [B, C, S] (read_write; written by phase 1 only:
-//   the host binds `stats` there again for phase 0, so that y has one producer).
+//   for phase 0 the host binds a 4-float scratch buffer there, so that y has one producer).
 // Dispatch: B * G * chunks_per_group workgroups (both phases) folded into (x, y) by `ops::grid`.
 // Workgroup memory: 3 x WG f32 (count, mean, M2) = 384 B at WG = 32 (3 KiB at the largest WG, 256).
 // requires: elem

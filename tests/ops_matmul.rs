@@ -423,21 +423,13 @@ fn matmul_reads_constant_operands_through_textures_on_cpu_like_devices() {
     }
 }
 
-/// An activation that only texture-capable bindings touch moves to a flat texture
-/// (`Graph::with_activation_textures`, which the executor applies on lavapipe): LayerNorm → fc1
-/// (GELU) → fc2 (+ x), the transformer MLP. The norm's output and the hidden move to textures (the
-/// norm and fc1 write storage textures, fc1 and fc2 fetch texels); x (also a residual) and the
-/// graph output stay in buffers; the promoted graph, run as it is, matches the CPU reference.
-#[test]
-fn activations_between_matmuls_and_norms_move_to_textures() {
+/// The transformer MLP `x + fc2(gelu(fc1(LayerNorm(x))))` on `rows` tokens of `c` channels with
+/// constant weights, built into `cases` with its CPU reference pushed as the expected output:
+/// (x, the norm's output, the hidden, the hidden reshaped, the output).
+fn mlp_case(cases: &mut Cases, rng: &mut Rng, (rows, c, hidden): (usize, usize, usize), name: &str) -> [wgvit::TensorId; 5] {
     use std::sync::Arc;
-    use wgvit::graph::StorageKind;
-    use wgvit::kernels::DeviceProfile;
     use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
-    let mut rng = Rng::new(23);
-    let (rows, c, hidden) = (37, 24, 96);
-    let mut cases = Cases { g: Graph::for_profile(DeviceProfile::cpu_like()), inputs: Vec::new(), expected: Vec::new() };
-    let (x, xt) = cases.input(&mut rng, &[rows, c]);
+    let (x, xt) = cases.input(rng, &[rows, c]);
     let w1t = rng.tensor(&[hidden, c], -1.0, 1.0);
     let b1t = rng.tensor(&[hidden], -1.0, 1.0);
     let w2t = rng.tensor(&[c, hidden], -0.5, 0.5);
@@ -449,9 +441,27 @@ fn activations_between_matmuls_and_norms_move_to_textures() {
     let h = linear(g, xn, w1, Some(b1), Activation::Gelu).unwrap();
     let h2 = g.reshape(h, &[rows, hidden]).unwrap();
     let y = matmul(g, h2, w2, false, true, Epilogue { residual: Some(x), ..Default::default() }).unwrap();
-    g.output("mlp", y);
+    g.output(name, y);
+    let xn_want = layer_norm_cpu(&xt.data, c, &[], &[], 1e-5);
+    let (h_want, _) = matmul_cpu(&xn_want, &[rows, c], &w1t.data, &[hidden, c], false, true, 1.0, Some((&b1t.data, BiasAxis::Col)), Activation::Gelu, None);
+    let (want, _) = matmul_cpu(&h_want, &[rows, hidden], &w2t.data, &[c, hidden], false, true, 1.0, None, Activation::None, Some(&xt.data));
+    cases.expected.push((name.into(), want));
+    [x, xn, h, h2, y]
+}
 
-    let promoted = g.with_activation_textures(0);
+/// An activation that only texture-capable bindings touch moves to a flat texture
+/// (`Graph::with_activation_textures`, which the executor applies on lavapipe): LayerNorm → fc1
+/// (GELU) → fc2 (+ x), the transformer MLP. The norm's output and the hidden move to textures (the
+/// norm and fc1 write storage textures, fc1 and fc2 fetch texels); x (also a residual) and the
+/// graph output stay in buffers; the promoted graph, run as it is, matches the CPU reference.
+#[test]
+fn activations_between_matmuls_and_norms_move_to_textures() {
+    use wgvit::graph::StorageKind;
+    let mut rng = Rng::new(23);
+    let mut cases = Cases { g: Graph::for_profile(DeviceProfile::cpu_like()), inputs: Vec::new(), expected: Vec::new() };
+    let [x, xn, h, h2, y] = mlp_case(&mut cases, &mut rng, (37, 24, 96), "LayerNorm → fc1 → fc2 through textures");
+
+    let promoted = cases.g.with_activation_textures(0);
     let in_texture = |t: wgvit::TensorId| matches!(promoted.storages[promoted.tensors[t.0].storage].kind, StorageKind::Activation { texture: true, .. });
     assert!(in_texture(xn) && in_texture(h) && in_texture(h2), "the norm's output and the hidden");
     assert!(!in_texture(y) && !promoted.is_texture(x), "the output and the input stay buffers");
@@ -461,11 +471,6 @@ fn activations_between_matmuls_and_norms_move_to_textures() {
     assert!(defines[2].contains(&("A_TEXTURE", 1)) && !defines[2].contains(&("OUT_TEXTURE", 1)), "{:?}", defines[2]);
     let b = promoted.bindings(&promoted.nodes[1]);
     assert!(b.is_texture(0) && b.is_texture(4) && !b.is_texture(3), "fc1: a and out textures (the weight and bias too), the placeholder for its residual a buffer: {b:?}");
-
-    let xn_want = layer_norm_cpu(&xt.data, c, &[], &[], 1e-5);
-    let (h_want, _) = matmul_cpu(&xn_want, &[rows, c], &w1t.data, &[hidden, c], false, true, 1.0, Some((&b1t.data, BiasAxis::Col)), Activation::Gelu, None);
-    let (want, _) = matmul_cpu(&h_want, &[rows, hidden], &w2t.data, &[c, hidden], false, true, 1.0, None, Activation::None, Some(&xt.data));
-    cases.expected.push(("LayerNorm → fc1 → fc2 through textures".into(), want));
     cases.g = promoted;
     cases.check();
 }
@@ -478,30 +483,15 @@ fn activations_between_matmuls_and_norms_move_to_textures() {
 /// graph matches the CPU reference on the device.
 #[test]
 fn flat_textures_are_read_as_read_only_storage_textures_on_lavapipe() {
-    use std::sync::Arc;
     use wgvit::graph::FLAT_IMAGE;
-    use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
     use wgvit::ops::tuning;
     let profile = DeviceProfile { limits: wgpu::Limits { max_storage_textures_per_shader_stage: 8, ..Default::default() }, ..common::lavapipe() };
     assert!(tuning::flat_texture_images(&profile) && !tuning::flat_texture_images(&common::swiftshader()) && !tuning::flat_texture_images(&DeviceProfile::gpu_like()));
     let mut rng = Rng::new(29);
-    let (rows, c, hidden) = (41, 20, 84);
     let mut cases = Cases::for_profile(profile);
-    let (x, xt) = cases.input(&mut rng, &[rows, c]);
-    let w1t = rng.tensor(&[hidden, c], -1.0, 1.0);
-    let b1t = rng.tensor(&[hidden], -1.0, 1.0);
-    let w2t = rng.tensor(&[c, hidden], -0.5, 0.5);
-    let g = &mut cases.g;
-    let w1 = g.constant("fc1.weight", &[hidden, c], Arc::new(w1t.data.clone())).unwrap();
-    let b1 = g.constant("fc1.bias", &[hidden], Arc::new(b1t.data.clone())).unwrap();
-    let w2 = g.constant("fc2.weight", &[c, hidden], Arc::new(w2t.data.clone())).unwrap();
-    let xn = layer_norm(g, x, None, None, 1e-5).unwrap();
-    let h = linear(g, xn, w1, Some(b1), Activation::Gelu).unwrap();
-    let h2 = g.reshape(h, &[rows, hidden]).unwrap();
-    let y = matmul(g, h2, w2, false, true, Epilogue { residual: Some(x), ..Default::default() }).unwrap();
-    g.output("mlp", y);
+    mlp_case(&mut cases, &mut rng, (41, 20, 84), "LayerNorm → fc1 → fc2 through read-only storage textures");
 
-    let textured = g.with_activation_textures(0);
+    let textured = cases.g.with_activation_textures(0);
     let images = textured.with_flat_texture_images(8);
     let flat_image = |g: &Graph, i: usize| g.nodes[i].key.constants().contains(&(FLAT_IMAGE, 1));
     assert_eq!(images.nodes.len(), 3);
@@ -515,11 +505,6 @@ fn flat_textures_are_read_as_read_only_storage_textures_on_lavapipe() {
     assert_eq!(images.bindings(&images.nodes[1]).textures.count_ones(), 2);
     let limited = textured.with_flat_texture_images(1);
     assert!(!flat_image(&limited, 1) && !limited.bindings(&limited.nodes[1]).images, "{:?}", limited.nodes[1].key);
-
-    let xn_want = layer_norm_cpu(&xt.data, c, &[], &[], 1e-5);
-    let (h_want, _) = matmul_cpu(&xn_want, &[rows, c], &w1t.data, &[hidden, c], false, true, 1.0, Some((&b1t.data, BiasAxis::Col)), Activation::Gelu, None);
-    let (want, _) = matmul_cpu(&h_want, &[rows, hidden], &w2t.data, &[c, hidden], false, true, 1.0, None, Activation::None, Some(&xt.data));
-    cases.expected.push(("LayerNorm → fc1 → fc2 through read-only storage textures".into(), want));
     cases.g = images;
     cases.check();
 }

@@ -255,7 +255,7 @@ fn group_norm_rejects_bad_shapes() {
 }
 
 /// A GroupNorm of several chunks has one producer of its output, the normalisation (the
-/// statistics pass binds the statistics in y's place), so where texture stores are costly its
+/// statistics pass binds a scratch activation in y's place), so where texture stores are costly its
 /// output moves to a texture by a copy after that node, for a GEMM that fetches it often
 /// (HAT-Net's norms before qkv and conv1.1 on lavapipe). Values against the CPU reference.
 #[test]

@@ -140,15 +140,17 @@ pub fn group_norm(
         });
         return Ok(y);
     }
+    let unwritten = g.activation(&[4]);
     g.push(Node {
         label: "group_norm.stats".into(),
         key: key(0),
         params: uniform.clone(),
         reads: reads.clone(),
-        // The statistics pass never touches y: its binding takes the statistics again, so y has
-        // one producer, the normalisation, and can be copied into a texture after it
+        // The statistics pass never touches y: its binding takes a 4-float scratch activation
+        // (not the statistics again: WebGPU rejects two writable bindings of one buffer range),
+        // so y has one producer, the normalisation, and can be copied into a texture after it
         // (`Graph::with_activation_textures_copied`).
-        writes: vec![stats, stats],
+        writes: vec![stats, unwritten],
         workgroups: grid(num_chunks),
         flops: 4 * n as u64,
     });
