@@ -361,7 +361,8 @@ impl Graph {
         let mut g = self.clone();
         for node in &mut g.nodes {
             let bindings = self.bindings(node);
-            let reads_textures = bindings.textures & ((1u32 << bindings.reads) - 1) != 0;
+            let read_mask = 1u32.checked_shl(bindings.reads as u32).map_or(u32::MAX, |bit| bit - 1);
+            let reads_textures = bindings.textures & read_mask != 0;
             if reads_textures && bindings.textures.count_ones() <= max_storage_textures {
                 node.key = node.key.clone().with(FLAT_IMAGE, 1);
             }

@@ -140,7 +140,7 @@ pub fn group_norm(
         });
         return Ok(y);
     }
-    let unwritten = g.activation(&[4]);
+    let scratch = g.activation(&[4]);
     g.push(Node {
         label: "group_norm.stats".into(),
         key: key(0),
@@ -150,7 +150,7 @@ pub fn group_norm(
         // (not the statistics again: WebGPU rejects two writable bindings of one buffer range),
         // so y has one producer, the normalisation, and can be copied into a texture after it
         // (`Graph::with_activation_textures_copied`).
-        writes: vec![stats, unwritten],
+        writes: vec![stats, scratch],
         workgroups: grid(num_chunks),
         flops: 4 * n as u64,
     });
