@@ -223,9 +223,10 @@ fn shader_module(device: &wgpu::Device, name: &str, source: String) -> wgpu::Sha
 }
 
 /// Every kernel's bindings, all in group 0: 0 the uniform params, then `reads` read-only storage
-/// buffers, sampled rgba32float textures (`bindings.textures`) or uniform buffers
-/// (`bindings.uniforms`), then `writes` read-write storage buffers or write-only rgba32float
-/// storage textures.
+/// buffers, rgba32float textures (`bindings.textures`: sampled, or read-only storage textures
+/// where `bindings.images`) or uniform buffers (`bindings.uniforms`), then `writes` read-write
+/// storage buffers or write-only rgba32float storage textures. The browser's asynchronous
+/// pipeline requests build the same layout in `browser_async::request`.
 fn binding_layout(device: &wgpu::Device, bindings: Bindings) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
     let entry = |binding: usize, ty: wgpu::BindingType| wgpu::BindGroupLayoutEntry { binding: binding as u32, visibility: wgpu::ShaderStages::COMPUTE, ty, count: None };
     let buffer = |ty: wgpu::BufferBindingType| wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None };
@@ -536,8 +537,8 @@ mod browser_async {
         object(&[("binding", (binding as u32).into()), ("visibility", 4u32.into()), ("texture", texture.into())]).into()
     }
 
-    fn storage_texture_entry(binding: usize) -> JsValue {
-        let texture = object(&[("access", "write-only".into()), ("format", "rgba32float".into()), ("viewDimension", "2d".into())]);
+    fn storage_texture_entry(binding: usize, access: &str) -> JsValue {
+        let texture = object(&[("access", access.into()), ("format", "rgba32float".into()), ("viewDimension", "2d".into())]);
         object(&[("binding", (binding as u32).into()), ("visibility", 4u32.into()), ("storageTexture", texture.into())]).into()
     }
 
@@ -549,8 +550,9 @@ mod browser_async {
             let read = i < bindings.reads;
             entries.push(&match (bindings.is_texture(i), read) {
                 _ if bindings.is_uniform(i) => buffer_entry(1 + i, "uniform"),
+                (true, true) if bindings.images => storage_texture_entry(1 + i, "read-only"),
                 (true, true) => texture_entry(1 + i),
-                (true, false) => storage_texture_entry(1 + i),
+                (true, false) => storage_texture_entry(1 + i, "write-only"),
                 (false, read) => buffer_entry(1 + i, if read { "read-only-storage" } else { "storage" }),
             });
         }

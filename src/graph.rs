@@ -111,8 +111,8 @@ pub struct Node {
 }
 
 /// A node's bind-group layout: binding 0 the uniform, then `reads` read-only bindings (each a
-/// storage buffer, a sampled texture where bit i of `textures` is set, or a uniform buffer where
-/// bit i of `uniforms` is set), then `writes` (each a read_write storage buffer, or a write-only
+/// storage buffer, a texture where bit i of `textures` is set — sampled, or a read-only storage
+/// texture where `images` —, or a uniform buffer where bit i of `uniforms` is set), then `writes` (each a read_write storage buffer, or a write-only
 /// rgba32float storage texture where bit `reads + j` of `textures` is set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Bindings {
