@@ -14,7 +14,6 @@ use crate::error::{Error, Result};
 use crate::explain::{dot, softmax_map, Probe};
 use crate::graph::{Graph, TensorId};
 use crate::ops::attention::{attention_strided, AttentionDims, Operand, OutputSpec, View};
-use crate::ops::binary::add;
 use crate::ops::groupnorm::Sum;
 use crate::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
 use crate::ops::pool::{avg_pool2d, mean_spatial};
@@ -191,7 +190,7 @@ impl Builder<'_> {
                 softmax_map((hw, hw, heads), query, |_| (0..hw).collect(), |head, q, k| scale as f64 * dot(at(0, head, q), at(1, head, k)))
             }));
             let dims = AttentionDims { batch: b, heads, nq: hw, nk: hw, d, dv: d };
-            let out = OutputSpec { shape: vec![b, c, h, w], view: nchw_out };
+            let out = OutputSpec::new(vec![b, c, h, w], nchw_out);
             let o = vb.op(g, |g| attention_strided(
                 g,
                 Operand::new(qkv.tensor, qkv.view(0, d)),
@@ -227,7 +226,7 @@ impl Builder<'_> {
             None,
             &dims,
             scale,
-            &OutputSpec { shape: vec![b, c, h, w], view: cell(0, c * hw, (1, hw)) },
+            &OutputSpec::new(vec![b, c, h, w], cell(0, c * hw, (1, hw))),
         ))?;
         g.probe(Probe::new(format!("{}.local", vb.prefix()), (h, w), (h, w), true, vec![qkv.tensor], move |t, query| {
             let at = |part: usize, head: usize, p: usize| (0..d).map(move |ch| t[0][qkv.index(p, part * c + head * d + ch)]);
@@ -253,7 +252,8 @@ impl Builder<'_> {
             softmax_map((hw, m, heads), query, |_| (0..m).collect(), |head, p, j| scale as f64 * dot(q_at(head, p), k_at(head, j)))
         }));
         let dims = AttentionDims { batch: b, heads, nq: hw, nk: m, d, dv: d };
-        let global = vb.pp("global").op(g, |g| attention_strided(
+        // global + grid_x, the sum formed as the attention stores its output.
+        let merged = vb.pp("global").op(g, |g| attention_strided(
             g,
             Operand::new(q.tensor, q.view(0, d)),
             Operand::new(kv.tensor, kv.view(0, d)),
@@ -261,9 +261,8 @@ impl Builder<'_> {
             None,
             &dims,
             scale,
-            &OutputSpec { shape: vec![b, c, h, w], view: nchw_out },
+            &OutputSpec::new(vec![b, c, h, w], nchw_out).plus(grid_x),
         ))?;
-        let merged = vb.op(g, |g| add(g, global, grid_x))?;
         self.pointwise(g, &vb.pp("proj"), merged, c, true, Activation::None, Some(x))
     }
 
