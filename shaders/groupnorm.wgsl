@@ -17,6 +17,12 @@
 // M = Ma + Mb + d² na nb / n — only differences of nearby means, never E[v²] - E[v]², so a large
 // common offset keeps full precision. Counts are f32, exact for groups < 2^24 (checked on the host).
 //
+// CHANNELS_LAST (one group only): x is [B, S, C], channels innermost, and group b is image b's
+// whole run of S * C elements; V element j of it holds channels (j mod C/ELEMS) * ELEMS onwards.
+// The statistics are the same sums; only the channel of an element differs. HAT-Net runs its
+// last stage token-major where the token count is not a multiple of 4, so that its GEMMs read
+// channels as vec4 (`models::hatnet`).
+//
 // Element type V from lib/elem.wgsl: f32, or vec4<f32> (VEC4) when S is a multiple of 4 (a vec4 never
 // straddles two channels). Every length in params and below counts V elements; counts of floats
 // convert with ELEMS.
@@ -34,7 +40,7 @@
 struct Params {
     group_len: u32,           // (C / G) * S
     spatial: u32,             // S
-    channels_per_group: u32,  // C / G
+    channels_per_group: u32,  // C / G (CHANNELS_LAST: C / ELEMS, the V elements of a pixel)
     groups: u32,              // G
     chunk_len: u32,
     chunks_per_group: u32,
@@ -54,6 +60,7 @@ override WG: u32 = 256u;
 override PHASE: u32 = 0u;
 override ADD: u32 = 0u;
 override ACT: u32 = 0u;
+override CHANNELS_LAST: bool = false;
 
 var<workgroup> counts: array<f32, WG>;
 var<workgroup> means: array<f32, WG>;
@@ -74,6 +81,25 @@ fn merge(a: Moments, b: Moments) -> Moments {
     let wb = b.n / n;
     return Moments(n, a.mean + d * wb, a.m2 + b.m2 + d * d * a.n * wb);
 }
+
+#if CHANNELS_LAST
+// The gamma and beta of V element `c` of a pixel: ELEMS consecutive channels.
+fn gamma_v(c: u32) -> V {
+#if VEC4
+    return vec4<f32>(gamma[4u * c], gamma[4u * c + 1u], gamma[4u * c + 2u], gamma[4u * c + 3u]);
+#else
+    return gamma[c];
+#endif
+}
+
+fn beta_v(c: u32) -> V {
+#if VEC4
+    return vec4<f32>(beta[4u * c], beta[4u * c + 1u], beta[4u * c + 2u], beta[4u * c + 3u]);
+#else
+    return beta[c];
+#endif
+}
+#endif
 
 fn value(i: u32) -> V {
 #if ADD == 1
@@ -163,6 +189,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let mean = total.mean;
     let rstd = 1.0 / sqrt(total.m2 / total.n + params.eps);
 
+#if CHANNELS_LAST
+    // The first channel of V element start + k (over ELEMS), tracked incrementally as k steps by
+    // WG: integer division per element is slow on CPU devices (no vector divide).
+    let run = params.channels_per_group;
+    let run_step = WG % run;
+    var c = (start + lid) % run;
+    for (var k = lid; k < len; k += WG) {
+        let i = base + k;
+        y[i] = output(i, (value(i) - splat(mean)) * (splat(rstd) * gamma_v(c)) + beta_v(c));
+        c += run_step;
+        if (c >= run) {
+            c -= run;
+        }
+    }
+#else
     // The channel of element start + k, tracked incrementally as k steps by WG: integer division
     // per element is slow on CPU devices (no vector divide).
     let spatial = params.spatial;
@@ -180,4 +221,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             c += 1u;
         }
     }
+#endif
 }

@@ -8,7 +8,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{assert_close, run};
-use wgvit::ops::groupnorm::{group_norm, group_norm_cpu, Sum};
+use wgvit::ops::groupnorm::{group_norm, group_norm_channels_last, group_norm_cpu, Sum};
+use wgvit::ops::layout::permute_cpu;
 use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
 use wgvit::ops::Activation;
 use wgvit::tensor::Rng;
@@ -171,6 +172,46 @@ fn group_norm_residual_matches_cpu() {
             let normed = group_norm_cpu(&x.data, None, b, c, groups, &gamma, &beta, 1e-6, act);
             let want: Vec<f32> = normed.iter().zip(&residual.data).map(|(n, r)| n + r).collect();
             assert_close(&format!("group_norm + residual {shape:?} G={groups} {act:?} on {}", profile.name), &out[0].data, &want, 3e-6, 3e-6);
+        }
+    }
+}
+
+/// GroupNorm(1, C) of a channel-last map `[B, H, W, C]` (HAT-Net's token-major last stage):
+/// the NCHW reference on the permuted map, permuted back. C a multiple of 4 (the vec4 kernel) or
+/// not, one chunk or several, with an input sum, a residual or neither; both kernel sets.
+#[test]
+fn group_norm_channels_last_matches_cpu() {
+    let mut rng = Rng::new(31);
+    let cases: [([usize; 4], Option<bool>, Activation); 5] = [
+        ([1, 7, 7, 16], None, Activation::None),           // vec4, one chunk
+        ([2, 7, 7, 12], Some(false), Activation::Silu),    // input sum
+        ([1, 7, 7, 6], Some(true), Activation::None),      // scalar, residual
+        ([1, 33, 31, 20], Some(true), Activation::None),   // vec4, several chunks, residual
+        ([2, 13, 11, 9], None, Activation::Gelu),          // scalar, several chunks
+    ];
+    for profile in [wgvit::kernels::DeviceProfile::default(), wgvit::kernels::DeviceProfile::cpu_like()] {
+        for &(shape, residual, act) in &cases {
+            let [b, h, w, c] = shape;
+            let x = rng.tensor(&shape, -2.0, 2.0);
+            let other = rng.tensor(&shape, -1.0, 1.0);
+            let gamma = rng.vec(c, 0.5, 1.5);
+            let beta = rng.vec(c, -0.5, 0.5);
+            let mut g = Graph::for_profile(profile.clone());
+            let (xi, oi) = (g.input("x", &shape), g.input("other", &shape));
+            let (gi, bi) = (constant(&mut g, "gamma", &gamma), constant(&mut g, "beta", &beta));
+            let sum = residual.map(|r| if r { Sum::Output(oi) } else { Sum::Input(oi) });
+            let y = group_norm_channels_last(&mut g, xi, gi, bi, 1e-6, sum, act).unwrap();
+            g.output("y", y);
+            let out = run(&g, &[&x, &other]);
+            let nchw = |t: &[f32]| permute_cpu(t, &shape, &[0, 3, 1, 2]);
+            let (x_nchw, other_nchw) = (nchw(&x.data), nchw(&other.data));
+            let added = (residual == Some(false)).then_some(&other_nchw[..]);
+            let mut want = group_norm_cpu(&x_nchw, added, b, c, 1, &gamma, &beta, 1e-6, act);
+            if residual == Some(true) {
+                want.iter_mut().zip(&other_nchw).for_each(|(y, r)| *y += r);
+            }
+            let want = permute_cpu(&want, &[b, c, h, w], &[0, 2, 3, 1]);
+            assert_close(&format!("channel-last group_norm {shape:?} {residual:?} {act:?} on {}", profile.name), &out[0].data, &want, 3e-6, 3e-6);
         }
     }
 }

@@ -61,6 +61,27 @@ pub fn group_norm(
     sum: Option<Sum>,
     act: Activation,
 ) -> Result<TensorId> {
+    group_norm_layout(g, x, groups, gamma, beta, eps, sum, act, false)
+}
+
+/// [`group_norm`] with one group of a channel-last map: `x [B, ..., C]` (any rank from 3, the
+/// channels innermost), statistics over each image, gamma and beta along the last axis.
+pub fn group_norm_channels_last(g: &mut Graph, x: TensorId, gamma: TensorId, beta: TensorId, eps: f32, sum: Option<Sum>, act: Activation) -> Result<TensorId> {
+    group_norm_layout(g, x, 1, gamma, beta, eps, sum, act, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn group_norm_layout(
+    g: &mut Graph,
+    x: TensorId,
+    groups: usize,
+    gamma: TensorId,
+    beta: TensorId,
+    eps: f32,
+    sum: Option<Sum>,
+    act: Activation,
+    channels_last: bool,
+) -> Result<TensorId> {
     let (add, add_mode) = match sum {
         None => (None, 0u32),
         Some(Sum::Input(t)) => (Some(t), 1),
@@ -68,10 +89,15 @@ pub fn group_norm(
     };
     let shape = g.shape(x).to_vec();
     if shape.len() != 3 && shape.len() != 4 {
-        return Err(Error::Graph(format!("group_norm: input must be [B, C, H, W] or [B, C, N], got {shape:?}")));
+        let expected = if channels_last { "[B, H, W, C] or [B, N, C]" } else { "[B, C, H, W] or [B, C, N]" };
+        return Err(Error::Graph(format!("group_norm: input must be {expected}, got {shape:?}")));
     }
-    let (b, c) = (shape[0], shape[1]);
-    let spatial: usize = shape[2..].iter().product();
+    let b = shape[0];
+    let (c, spatial) = if channels_last {
+        (shape[shape.len() - 1], shape[1..shape.len() - 1].iter().product())
+    } else {
+        (shape[1], shape[2..].iter().product::<usize>())
+    };
     if groups == 0 || c % groups != 0 || b * c * spatial == 0 {
         return Err(Error::Graph(format!("group_norm: {groups} groups cannot split input {shape:?} (C must be a multiple of G, no empty dims)")));
     }
@@ -98,7 +124,8 @@ pub fn group_norm(
         _ => (x, add, add_mode),
     };
     // vec4 elements where a channel's run is a multiple of 4: a vec4 never straddles channels.
-    let width = if spatial.is_multiple_of(4) { 4 } else { 1 };
+    // Channel-last, where C is: a vec4 never straddles pixels.
+    let width = if (if channels_last { c } else { spatial }).is_multiple_of(4) { 4 } else { 1 };
     let kernel = if width == 4 { Kernel::GroupNormVec4 } else { Kernel::GroupNorm };
     let (chunk_len, chunks_per_group) = chunking(group_len / width, tuning::group_norm_chunk(&g.profile, group_len) / width);
     let num_chunks = b * groups * chunks_per_group;
@@ -107,8 +134,8 @@ pub fn group_norm(
     let y = g.activation(&shape);
     let uniform = Uniform::of(&params::GroupNorm {
         group_len: (group_len / width) as u32,
-        spatial: (spatial / width) as u32,
-        channels_per_group: (c / groups) as u32,
+        spatial: if channels_last { spatial as u32 } else { (spatial / width) as u32 },
+        channels_per_group: if channels_last { (c / width) as u32 } else { (c / groups) as u32 },
         groups: groups as u32,
         chunk_len: chunk_len as u32,
         chunks_per_group: chunks_per_group as u32,
@@ -123,6 +150,8 @@ pub fn group_norm(
             // plain one, and shares that pipeline.
             .with("ADD", if phase == 0 && add_mode == 2 { 0 } else { add_mode })
             .with("ACT", if phase == 0 { 0 } else { act as u32 })
+            // The statistics never look at the channel: phase 0 shares the NCHW pipeline.
+            .with("CHANNELS_LAST", (phase != 0 && channels_last) as u32)
     };
     // Both phases bind the same tensors (one module, one binding layout); phase 0 writes only
     // `stats`, phase 1 reads `stats` and writes `y`. A group of one chunk takes one dispatch
