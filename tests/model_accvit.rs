@@ -22,19 +22,6 @@ fn weights() -> Weights {
     Weights::from_bytes("accvit-micro/weights.safetensors", &fixture("weights.safetensors")).unwrap()
 }
 
-/// The engine's channel-last stage maps `[B, H, W, C]` as the contract's NCHW.
-fn nhwc_to_nchw(t: &HostTensor) -> HostTensor {
-    let [b, h, w, c] = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]];
-    let mut data = vec![0f32; t.data.len()];
-    for (i, &v) in t.data.iter().enumerate() {
-        let (ch, r) = (i % c, i / c);
-        let (x, r) = (r % w, r / w);
-        let (y, n) = (r % h, r / h);
-        data[((n * c + ch) * h + y) * w + x] = v;
-    }
-    HostTensor { shape: vec![b, c, h, w], data }
-}
-
 #[test]
 fn accvit_micro_logits_and_every_stage_match_the_contract() {
     let weights = weights();
@@ -54,7 +41,7 @@ fn accvit_micro_logits_and_every_stage_match_the_contract() {
         } else {
             continue; // `stem` is not stored (the largest map); stage0 covers it
         };
-        let got = if name.starts_with("stage") { nhwc_to_nchw(got) } else { got.clone() };
+        let got = if name.starts_with("stage") { common::nhwc_to_nchw(got) } else { got.clone() };
         assert_eq!(got.shape, want.shape, "{name}");
         let diff = got.max_abs_diff(&want);
         let peak = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));

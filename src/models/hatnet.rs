@@ -7,6 +7,12 @@
 //! (the cell partition is index arithmetic in the attention kernel's views: no permute copies),
 //! `g = GN(x + local)`, then attention of `q(g)` to the r×r average-pooled, normalised `kv(.)`
 //! tokens, plus `g`. Stage 3 is plain multi-head attention over all tokens.
+//!
+//! A plain-attention stage whose token count is not a multiple of 4 (stage 3 at 224: 7 × 7) runs
+//! token-major, `[B, H, W, C]` ([`Builder::token_major_block`]): NCHW rows of 49 tokens would
+//! leave its GEMMs reading the map one float at a time, where channel rows load as vec4s. One
+//! permute enters it; the GroupNorms run channel-last and the depthwise conv is the channel-last
+//! 3 × 3 kernel. The stage's tap (`stage3`) is then channel-last.
 //! `attn.proj_norm.*` is in every checkpoint but unused by the official forward: it is accepted
 //! and ignored.
 
@@ -14,12 +20,15 @@ use crate::error::{Error, Result};
 use crate::explain::{dot, softmax_map, Probe};
 use crate::graph::{Graph, TensorId};
 use crate::ops::attention::{attention_strided, AttentionDims, Operand, OutputSpec, View};
-use crate::ops::groupnorm::Sum;
+use crate::ops::family::atrous_dwconv::atrous_dwconv;
+use crate::ops::groupnorm::{group_norm_channels_last, Sum};
+use crate::ops::layout::permute;
 use crate::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
-use crate::ops::pool::{avg_pool2d, mean_spatial};
+use crate::ops::pool::{avg_pool2d, mean_spatial, mean_tokens};
 use crate::ops::Activation;
 
 use super::nn::{self, conv_params, Scope};
+use super::torch_layout::atrous_dwconv_weights;
 
 const EPS: f32 = 1e-6;
 
@@ -280,6 +289,88 @@ impl Builder<'_> {
     }
 }
 
+impl Builder<'_> {
+    /// Whether `stage` runs token-major on an `h × w` map (see the module docs): plain attention
+    /// (grid 1), a token count that NCHW rows would not load as vec4s, and the shapes the
+    /// channel-last kernels take (3 × 3 depthwise, channels and heads in vec4s).
+    fn token_major_stage(&self, stage: usize, c: usize, h: usize, w: usize) -> bool {
+        let hidden = c * self.cfg.expansions[stage];
+        self.cfg.grid_sizes[stage] == 1
+            && !(h * w).is_multiple_of(4)
+            && self.cfg.kernels[stage] == 3
+            && self.cfg.head_dim.is_multiple_of(4)
+            && c.is_multiple_of(4)
+            && hidden.is_multiple_of(4)
+    }
+
+    fn group_norm_tokens(&self, g: &mut Graph, vb: &Scope, x: TensorId, sum: Option<Sum>) -> Result<TensorId> {
+        let c = *g.shape(x).last().unwrap_or(&0);
+        let gamma = vb.param(g, "weight", &[c])?;
+        let beta = vb.param(g, "bias", &[c])?;
+        vb.op(g, |g| group_norm_channels_last(g, x, gamma, beta, EPS, sum, Activation::None))
+    }
+
+    /// A 1×1 conv on token-major `x [B, N, Cin]`: `x · Wᵀ` with the bias, activation and residual
+    /// (`[B, N, cout]`) fused.
+    #[allow(clippy::too_many_arguments)]
+    fn pointwise_tokens(&self, g: &mut Graph, vb: &Scope, x: TensorId, cout: usize, bias: bool, act: Activation, residual: Option<TensorId>) -> Result<TensorId> {
+        let cin = *g.shape(x).last().unwrap_or(&0);
+        let weight = vb.param(g, "weight", &[cout, cin, 1, 1])?;
+        let weight = g.reshape(weight, &[cout, cin])?;
+        let bias = if bias { Some((vb.param(g, "bias", &[cout])?, BiasAxis::Col)) } else { None };
+        vb.op(g, |g| matmul(g, x, weight, false, true, Epilogue { alpha: 1.0, bias, act, residual }))
+    }
+
+    /// [`Builder::block`] of a plain-attention stage on a token-major map `x [B, H, W, C]`.
+    fn token_major_block(&self, g: &mut Graph, vb: &Scope, stage: usize, x: TensorId) -> Result<TensorId> {
+        let [b, h, w, c] = dims4(g.shape(x));
+        let hw = h * w;
+        let d = self.cfg.head_dim;
+        let heads = c / d;
+        let scale = (d as f32).powf(-0.5);
+        let tokens = g.reshape(x, &[b, hw, c])?;
+
+        // x + proj(MHSA(GN(x))).
+        let attn = vb.pp("attn");
+        attn.ignore("proj_norm.weight");
+        attn.ignore("proj_norm.bias");
+        let t = self.group_norm_tokens(g, &attn.pp("norm"), tokens, None)?;
+        let qkv = self.pointwise_tokens(g, &attn.pp("qkv"), t, 3 * c, true, Activation::None, None)?;
+        let qkv = Projection { tensor: qkv, tokens: hw, row: 3 * c, token_major: true };
+        g.probe(Probe::new(attn.prefix(), (h, w), (h, w), true, vec![qkv.tensor], move |t, query| {
+            let at = |part: usize, head: usize, p: usize| (0..d).map(move |ch| t[0][qkv.index(p, part * c + head * d + ch)]);
+            softmax_map((hw, hw, heads), query, |_| (0..hw).collect(), |head, q, k| scale as f64 * dot(at(0, head, q), at(1, head, k)))
+        }));
+        let dims = AttentionDims { batch: b, heads, nq: hw, nk: hw, d, dv: d };
+        let o = attn.op(g, |g| attention_strided(
+            g,
+            Operand::new(qkv.tensor, qkv.view(0, d)),
+            Operand::new(qkv.tensor, qkv.view(c, d)),
+            Operand::new(qkv.tensor, qkv.view(2 * c, d)),
+            None,
+            &dims,
+            scale,
+            &OutputSpec::merged(&dims),
+        ))?;
+        let x = self.pointwise_tokens(g, &attn.pp("proj"), o, c, true, Activation::None, Some(tokens))?;
+
+        // x + GN(conv1x1(SiLU(dw(SiLU(conv1x1(GN(x))))))).
+        let conv = vb.pp("conv");
+        let hidden = c * self.cfg.expansions[stage];
+        let t = self.group_norm_tokens(g, &conv.pp("conv1.0"), x, None)?;
+        let t = self.pointwise_tokens(g, &conv.pp("conv1.1"), t, hidden, false, Activation::Silu, None)?;
+        let t = g.reshape(t, &[b, h, w, hidden])?;
+        let dw = conv.pp("conv2.0");
+        let weight = dw.tensor("weight", &[hidden, 1, 3, 3])?;
+        let weight = dw.derived(g, "conv2.0.weight#channels_last", &[1, 3, 3, hidden], atrous_dwconv_weights(&[&weight], hidden, &[]))?;
+        let t = dw.op(g, |g| atrous_dwconv(g, t, weight, None, 1, Activation::Silu))?;
+        let t = g.reshape(t, &[b, hw, hidden])?;
+        let t = self.pointwise_tokens(g, &conv.pp("conv3.0"), t, c, false, Activation::None, None)?;
+        let x = self.group_norm_tokens(g, &conv.pp("conv3.1"), t, Some(Sum::Output(x)))?;
+        g.reshape(x, &[b, h, w, c])
+    }
+}
+
 /// An attention operand from [`Builder::project`]: `row` channels for each of `tokens` positions,
 /// token-major (`[B, tokens, row]`) or the NCHW map (`[B, row, tokens]`).
 #[derive(Clone, Copy)]
@@ -349,18 +440,36 @@ pub fn build(g: &mut Graph, root: &Scope, input: TensorId, id: &str, cfg: &HatNe
     let x = b.group_norm(g, &embed.pp(1), x, None, Activation::Silu)?;
     let mut x = nn::conv2d(g, &embed.pp(3), x, dims[0], 3, conv_params(2, 1, 1), true, Activation::None)?;
     g.tap("patch_embed", x);
+    let mut last_token_major = false;
     for stage in 0..4 {
         if stage > 0 {
             let ds = root.pp(format!("ds{}", stage + 1));
             let y = nn::conv2d(g, &ds.pp("conv"), x, dims[stage], 3, conv_params(2, 1, 1), true, Activation::None)?;
             x = b.group_norm(g, &ds.pp("norm"), y, None, Activation::None)?;
         }
+        let [_, c, h, w] = dims4(g.shape(x));
+        let token_major = b.token_major_stage(stage, c, h, w);
+        if token_major {
+            x = root.pp(format!("stage{stage}")).op(g, |g| permute(g, x, &[0, 2, 3, 1]))?;
+        }
         for j in 0..cfg.depths[stage] {
-            x = b.block(g, &root.pp("blocks").pp(stage).pp(j), stage, x)?;
+            let vb = root.pp("blocks").pp(stage).pp(j);
+            x = if token_major { b.token_major_block(g, &vb, stage, x)? } else { b.block(g, &vb, stage, x)? };
         }
         g.tap(&format!("stage{stage}"), x);
+        last_token_major = token_major;
+        if token_major && stage < 3 {
+            // The next stage's strided conv reads NCHW.
+            x = root.pp(format!("stage{stage}")).op(g, |g| permute(g, x, &[0, 3, 1, 2]))?;
+        }
     }
-    let pooled = root.op(g, |g| mean_spatial(g, x))?;
+    let pooled = if last_token_major {
+        let [n, h, w, c] = dims4(g.shape(x));
+        let tokens = g.reshape(x, &[n, h * w, c])?;
+        root.op(g, |g| mean_tokens(g, tokens))?
+    } else {
+        root.op(g, |g| mean_spatial(g, x))?
+    };
     g.tap("pre_logits", pooled);
     let head = root.pp("classifier.1");
     let classes = nn::head_classes(&head);

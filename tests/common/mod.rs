@@ -81,3 +81,16 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
     }
     eprintln!("{what}: max abs diff {:.3e} at {}", worst.1, worst.0);
 }
+
+/// The engine's channel-last stage maps `[B, H, W, C]` as the contract's NCHW.
+pub fn nhwc_to_nchw(t: &HostTensor) -> HostTensor {
+    let [b, h, w, c] = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]];
+    let mut data = vec![0f32; t.data.len()];
+    for (i, &v) in t.data.iter().enumerate() {
+        let (ch, r) = (i % c, i / c);
+        let (x, r) = (r % w, r / w);
+        let (y, n) = (r % h, r / h);
+        data[((n * c + ch) * h + y) * w + x] = v;
+    }
+    HostTensor { shape: vec![b, c, h, w], data }
+}
