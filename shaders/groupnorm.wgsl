@@ -22,6 +22,9 @@
 // The statistics are the same sums; only the channel of an element differs. HAT-Net runs its
 // last stage token-major where the token count is not a multiple of 4, so that its GEMMs read
 // channels as vec4 (`models::hatnet`).
+// OUT_TRANSPOSED (one group, x [B, C, S] or [B, S, C]): y is written in the other layout, [B, S, C]
+// or [B, C, S], as an array of floats (each V's ELEMS floats stored one by one): a norm between
+// an NCHW map and a channel-last conv, or back, with no permute dispatch.
 //
 // Element type V from lib/elem.wgsl: f32, or vec4<f32> (VEC4) when S is a multiple of 4 (a vec4 never
 // straddles two channels). Every length in params and below counts V elements; counts of floats
@@ -54,13 +57,18 @@ struct Params {
 @group(0) @binding(3) var<storage, read> gamma: array<f32>;
 @group(0) @binding(4) var<storage, read> beta: array<f32>;
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;
+#if OUT_TRANSPOSED
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+#else
 @group(0) @binding(6) var<storage, read_write> y: array<V>;
+#endif
 
 override WG: u32 = 256u;
 override PHASE: u32 = 0u;
 override ADD: u32 = 0u;
 override ACT: u32 = 0u;
 override CHANNELS_LAST: bool = false;
+override OUT_TRANSPOSED: bool = false;
 
 var<workgroup> counts: array<f32, WG>;
 var<workgroup> means: array<f32, WG>;
@@ -97,6 +105,21 @@ fn beta_v(c: u32) -> V {
     return vec4<f32>(beta[4u * c], beta[4u * c + 1u], beta[4u * c + 2u], beta[4u * c + 3u]);
 #else
     return beta[c];
+#endif
+}
+#endif
+
+#if OUT_TRANSPOSED
+// The ELEMS floats of one V at y[first], y[first + stride], ...: the transposed layout's
+// neighbours along the axis that V runs along.
+fn store_strided(first: u32, stride: u32, v: V) {
+#if VEC4
+    y[first] = v.x;
+    y[first + stride] = v.y;
+    y[first + 2u * stride] = v.z;
+    y[first + 3u * stride] = v.w;
+#else
+    y[first] = v;
 #endif
 }
 #endif
@@ -195,12 +218,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let run = params.channels_per_group;
     let run_step = WG % run;
     var c = (start + lid) % run;
+#if OUT_TRANSPOSED
+    // [B, C, S] out: channel ELEMS·c of pixel p at image_base + ELEMS·c·S + p.
+    let pixels = params.spatial;
+    let pixel_step = WG / run;
+    var p = (start + lid) / run;
+    let image_base = group * params.group_len * u32(ELEMS);
+#endif
     for (var k = lid; k < len; k += WG) {
         let i = base + k;
-        y[i] = output(i, (value(i) - splat(mean)) * (splat(rstd) * gamma_v(c)) + beta_v(c));
+        let v = output(i, (value(i) - splat(mean)) * (splat(rstd) * gamma_v(c)) + beta_v(c));
+#if OUT_TRANSPOSED
+        store_strided(image_base + c * u32(ELEMS) * pixels + p, pixels, v);
+        p += pixel_step;
+#else
+        y[i] = v;
+#endif
         c += run_step;
         if (c >= run) {
             c -= run;
+#if OUT_TRANSPOSED
+            p += 1u;
+#endif
         }
     }
 #else
@@ -211,9 +250,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let offset_step = WG % spatial;
     var c = (group % params.groups) * params.channels_per_group + (start + lid) / spatial;
     var offset = (start + lid) % spatial;
+#if OUT_TRANSPOSED
+    // [B, S, C] out (one group, so c is the channel within the image): float ELEMS·offset + e of
+    // channel c at image_base + (ELEMS·offset + e)·C + c.
+    let channels = params.channels_per_group;
+    let image_base = group * params.group_len * u32(ELEMS);
+#endif
     for (var k = lid; k < len; k += WG) {
         let i = base + k;
-        y[i] = output(i, (value(i) - splat(mean)) * splat(rstd * gamma[c]) + splat(beta[c]));
+        let v = output(i, (value(i) - splat(mean)) * splat(rstd * gamma[c]) + splat(beta[c]));
+#if OUT_TRANSPOSED
+        store_strided(image_base + offset * u32(ELEMS) * channels + c, channels, v);
+#else
+        y[i] = v;
+#endif
         offset += offset_step;
         c += channel_step;
         if (offset >= spatial) {

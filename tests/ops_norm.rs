@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{assert_close, run};
-use wgvit::ops::groupnorm::{group_norm, group_norm_channels_last, group_norm_cpu, Sum};
+use wgvit::ops::groupnorm::{group_norm, group_norm_channels_last, group_norm_cpu, group_norm_relayout, Layout, Sum};
 use wgvit::ops::layout::permute_cpu;
 use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
 use wgvit::ops::Activation;
@@ -214,6 +214,59 @@ fn group_norm_channels_last_matches_cpu() {
             assert_close(&format!("channel-last group_norm {shape:?} {residual:?} {act:?} on {}", profile.name), &out[0].data, &want, 3e-6, 3e-6);
         }
     }
+}
+
+/// GroupNorm(1, C) that reads one layout and writes the other (HAT-Net's norms around its
+/// channel-last downsampling convs): NCHW → channel-last and back, vec4 and scalar elements, one
+/// chunk and several, with a residual in the input's layout; both kernel sets.
+#[test]
+fn group_norm_transposes_between_layouts() {
+    let mut rng = Rng::new(37);
+    // (NCHW shape, input channel-last, residual)
+    let cases: [([usize; 4], bool, bool); 6] = [
+        ([1, 12, 8, 8], false, true),   // vec4 along pixels, one chunk
+        ([2, 6, 7, 7], false, false),   // scalar
+        ([1, 20, 32, 33], false, true), // vec4, several chunks
+        ([1, 16, 7, 7], true, false),   // vec4 along channels
+        ([2, 6, 5, 9], true, true),     // scalar
+        ([1, 24, 30, 31], true, false), // vec4, several chunks
+    ];
+    for profile in [wgvit::kernels::DeviceProfile::default(), wgvit::kernels::DeviceProfile::cpu_like()] {
+        for &(nchw, from_channels_last, with_residual) in &cases {
+            let [b, c, h, w] = nchw;
+            let x_nchw = rng.tensor(&nchw, -2.0, 2.0);
+            let residual_nchw = rng.tensor(&nchw, -1.0, 1.0);
+            let gamma = rng.vec(c, 0.5, 1.5);
+            let beta = rng.vec(c, -0.5, 0.5);
+            let mut want = group_norm_cpu(&x_nchw.data, None, b, c, 1, &gamma, &beta, 1e-6, Activation::Silu);
+            if with_residual {
+                want.iter_mut().zip(&residual_nchw.data).for_each(|(y, r)| *y += r);
+            }
+            let to_channels_last = |t: &[f32]| permute_cpu(t, &nchw, &[0, 2, 3, 1]);
+            let (input, output, in_shape, x, residual, want) = if from_channels_last {
+                (Layout::ChannelsLast, Layout::Nchw, vec![b, h, w, c], to_channels_last(&x_nchw.data), to_channels_last(&residual_nchw.data), want)
+            } else {
+                (Layout::Nchw, Layout::ChannelsLast, nchw.to_vec(), x_nchw.data.clone(), residual_nchw.data.clone(), to_channels_last(&want))
+            };
+            let mut g = Graph::for_profile(profile.clone());
+            let (xi, ri) = (g.input("x", &in_shape), g.input("residual", &in_shape));
+            let (gi, bi) = (constant(&mut g, "gamma", &gamma), constant(&mut g, "beta", &beta));
+            let sum = with_residual.then_some(Sum::Output(ri));
+            let y = group_norm_relayout(&mut g, xi, gi, bi, 1e-6, sum, Activation::Silu, input, output).unwrap();
+            g.output("y", y);
+            let host = |data: Vec<f32>| HostTensor { shape: in_shape.clone(), data };
+            let out = run(&g, &[&host(x), &host(residual)]);
+            let out_shape = if from_channels_last { nchw.to_vec() } else { vec![b, h, w, c] };
+            assert_eq!(out[0].shape, out_shape);
+            assert_close(&format!("group_norm {input:?} -> {output:?} {nchw:?} residual {with_residual} on {}", profile.name), &out[0].data, &want, 3e-6, 3e-6);
+        }
+    }
+    let mut g = Graph::new();
+    let x = g.input("x", &[1, 8, 16]);
+    let gamma = constant(&mut g, "gamma", &[1.0; 8]);
+    let beta = constant(&mut g, "beta", &[0.0; 8]);
+    let err = group_norm_relayout(&mut g, x, gamma, beta, 1e-6, None, Activation::None, Layout::Nchw, Layout::ChannelsLast).unwrap_err().to_string();
+    assert!(err.contains("4-D") && err.contains("[1, 8, 16]"), "{err}");
 }
 
 #[test]

@@ -61,13 +61,33 @@ pub fn group_norm(
     sum: Option<Sum>,
     act: Activation,
 ) -> Result<TensorId> {
-    group_norm_layout(g, x, groups, gamma, beta, eps, sum, act, false)
+    group_norm_layout(g, x, groups, gamma, beta, eps, sum, act, Layout::Nchw, Layout::Nchw)
 }
 
-/// [`group_norm`] with one group of a channel-last map: `x [B, ..., C]` (any rank from 3, the
+/// A map's memory layout: channels outermost after the batch, or innermost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `[B, C, H, W]` or `[B, C, N]`.
+    Nchw,
+    /// `[B, H, W, C]` or `[B, N, C]`.
+    ChannelsLast,
+}
+
+/// [`group_norm`] with one group of a channel-last map: `x [B, H, W, C]` or `[B, N, C]` (the
 /// channels innermost), statistics over each image, gamma and beta along the last axis.
 pub fn group_norm_channels_last(g: &mut Graph, x: TensorId, gamma: TensorId, beta: TensorId, eps: f32, sum: Option<Sum>, act: Activation) -> Result<TensorId> {
-    group_norm_layout(g, x, 1, gamma, beta, eps, sum, act, true)
+    group_norm_layout(g, x, 1, gamma, beta, eps, sum, act, Layout::ChannelsLast, Layout::ChannelsLast)
+}
+
+/// GroupNorm(1, C) of a map `x [B, C, H, W]` (`input` NCHW) or `[B, H, W, C]`, written in the
+/// `output` layout: where they differ the norm also transposes (`OUT_TRANSPOSED`). A summand
+/// (`sum`) has x's shape and layout.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_relayout(g: &mut Graph, x: TensorId, gamma: TensorId, beta: TensorId, eps: f32, sum: Option<Sum>, act: Activation, input: Layout, output: Layout) -> Result<TensorId> {
+    if input != output && g.shape(x).len() != 4 {
+        return Err(Error::Graph(format!("group_norm: a transposing norm needs a 4-D map, got {:?}", g.shape(x))));
+    }
+    group_norm_layout(g, x, 1, gamma, beta, eps, sum, act, input, output)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -80,8 +100,11 @@ fn group_norm_layout(
     eps: f32,
     sum: Option<Sum>,
     act: Activation,
-    channels_last: bool,
+    input: Layout,
+    output: Layout,
 ) -> Result<TensorId> {
+    let channels_last = input == Layout::ChannelsLast;
+    let transposed = input != output;
     let (add, add_mode) = match sum {
         None => (None, 0u32),
         Some(Sum::Input(t)) => (Some(t), 1),
@@ -131,7 +154,13 @@ fn group_norm_layout(
     let num_chunks = b * groups * chunks_per_group;
     let lanes = tuning::group_norm_lanes(&g.profile, chunks_per_group);
     let stats = g.activation(&[num_chunks, 2]);
-    let y = g.activation(&shape);
+    let y = if !transposed {
+        g.activation(&shape)
+    } else if channels_last {
+        g.activation(&[b, c, shape[1], shape[2]])
+    } else {
+        g.activation(&[b, shape[2], shape[3], c])
+    };
     let uniform = Uniform::of(&params::GroupNorm {
         group_len: (group_len / width) as u32,
         spatial: if channels_last { spatial as u32 } else { (spatial / width) as u32 },
@@ -152,6 +181,7 @@ fn group_norm_layout(
             .with("ACT", if phase == 0 { 0 } else { act as u32 })
             // The statistics never look at the channel: phase 0 shares the NCHW pipeline.
             .with("CHANNELS_LAST", (phase != 0 && channels_last) as u32)
+            .with("OUT_TRANSPOSED", (phase != 0 && transposed) as u32)
     };
     // Both phases bind the same tensors (one module, one binding layout); phase 0 writes only
     // `stats`, phase 1 reads `stats` and writes `y`. A group of one chunk takes one dispatch
