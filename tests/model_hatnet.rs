@@ -6,7 +6,8 @@
 mod common;
 
 use wgvit::executor::ConstantCache;
-use wgvit::models::build_graph;
+use wgvit::kernels::DeviceProfile;
+use wgvit::models::{build_graph, build_spec_graph, resolve};
 use wgvit::weights::read_tensor;
 use wgvit::{Error, Weights};
 
@@ -20,17 +21,29 @@ fn fixture(name: &str) -> Vec<u8> {
 fn hatnet_micro_logits_and_every_stage_match_the_reference() {
     let weights = Weights::from_bytes("hatnet-micro/weights.safetensors", &fixture("weights.safetensors")).unwrap();
     let input = read_tensor("input.safetensors", &fixture("input.safetensors"), "input").unwrap();
-    let mut graph = build_graph("hatnet-micro", &weights, &input.shape).unwrap();
+    // The default graph, and lavapipe's: channel-last downsampling convs between the stages.
+    for profile in [DeviceProfile::default(), common::lavapipe()] {
+        eprintln!("graph for {}", profile.name);
+        check_micro_against_the_reference(&weights, &input, profile);
+    }
+}
+
+fn check_micro_against_the_reference(weights: &Weights, input: &wgvit::HostTensor, profile: DeviceProfile) {
+    let spec = resolve("hatnet-micro", weights).unwrap();
+    let mut graph = build_spec_graph(&spec, weights, &input.shape, profile).unwrap();
     graph.promote_taps();
     let names: Vec<String> = graph.outputs.iter().map(|(n, _)| n.clone()).collect();
-    let outputs = common::run(&graph, &[&input]);
+    let outputs = common::run(&graph, &[input]);
 
     let stages = fixture("intermediates.safetensors");
     for (name, got) in names.iter().zip(&outputs) {
         let (file, key) = if name == "logits" { (fixture("logits.safetensors"), "logits") } else { (stages.clone(), name.as_str()) };
         let want = read_tensor(name, &file, key).unwrap();
-        // The last stage at 224 (7 × 7 tokens) runs token-major: its tap is channel-last.
-        let got = if name == "stage3" && got.shape.len() == 4 && got.shape[3] == want.shape[1] { common::nhwc_to_nchw(got) } else { got.clone() };
+        // A stage that runs token-major, or whose output feeds a channel-last downsampling conv
+        // (lavapipe), taps its map channel-last: [B, H, W, C] against the reference's NCHW.
+        let ws = &want.shape;
+        let channel_last = got.shape.len() == 4 && got.shape != *ws && got.shape == [ws[0], ws[2], ws[3], ws[1]];
+        let got = if channel_last { common::nhwc_to_nchw(got) } else { got.clone() };
         assert_eq!(got.shape, want.shape, "{name}");
         let diff = got.max_abs_diff(&want);
         eprintln!("{name:12} max abs diff {diff:.3e}");

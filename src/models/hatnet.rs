@@ -21,10 +21,11 @@ use crate::explain::{dot, softmax_map, Probe};
 use crate::graph::{Graph, TensorId};
 use crate::ops::attention::{attention_strided, AttentionDims, Operand, OutputSpec, View};
 use crate::ops::family::atrous_dwconv::atrous_dwconv;
-use crate::ops::groupnorm::{group_norm_channels_last, Sum};
+use crate::ops::groupnorm::{group_norm_channels_last, group_norm_relayout, Layout, Sum};
 use crate::ops::layout::permute;
 use crate::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
 use crate::ops::pool::{avg_pool2d, mean_spatial, mean_tokens};
+use crate::ops::conv2d_nhwc::runs_as_patch_gemm;
 use crate::ops::Activation;
 
 use super::nn::{self, conv_params, Scope};
@@ -132,6 +133,15 @@ impl Builder<'_> {
         nn::group_norm(g, vb, x, 1, EPS, sum, act)
     }
 
+    /// GroupNorm(1, C) of a 4-D map in layout `input`, written in layout `output`.
+    fn group_norm_relayout(&self, g: &mut Graph, vb: &Scope, x: TensorId, sum: Option<Sum>, input: Layout, output: Layout) -> Result<TensorId> {
+        let shape = g.shape(x);
+        let c = if input == Layout::Nchw { shape[1] } else { shape[shape.len() - 1] };
+        let gamma = vb.param(g, "weight", &[c])?;
+        let beta = vb.param(g, "bias", &[c])?;
+        vb.op(g, |g| group_norm_relayout(g, x, gamma, beta, EPS, sum, Activation::None, input, output))
+    }
+
     /// 1×1 conv as a GEMM `W[Cout, Cin] · x[b][Cin, H·W]` with the bias, activation and residual
     /// fused into its epilogue.
     fn pointwise(&self, g: &mut Graph, vb: &Scope, x: TensorId, cout: usize, bias: bool, act: Activation, residual: Option<TensorId>) -> Result<TensorId> {
@@ -172,12 +182,13 @@ impl Builder<'_> {
         Ok(Projection { tensor, tokens, row: cout, token_major })
     }
 
-    fn block(&self, g: &mut Graph, vb: &Scope, stage: usize, x: TensorId) -> Result<TensorId> {
+    /// A block on an NCHW map; its output in layout `out`.
+    fn block(&self, g: &mut Graph, vb: &Scope, stage: usize, x: TensorId, out: Layout) -> Result<TensorId> {
         let attn = vb.pp("attn");
         attn.ignore("proj_norm.weight");
         attn.ignore("proj_norm.bias");
         let x = self.attention(g, &attn, stage, x)?;
-        self.inverted_residual(g, &vb.pp("conv"), stage, x)
+        self.inverted_residual(g, &vb.pp("conv"), stage, x, out)
     }
 
     /// `x + H-MHSA(x)` (the residual is fused into the projection).
@@ -276,7 +287,7 @@ impl Builder<'_> {
     }
 
     /// `x + GN(conv1x1(SiLU(dw(SiLU(conv1x1(GN(x)))))))`.
-    fn inverted_residual(&self, g: &mut Graph, vb: &Scope, stage: usize, x: TensorId) -> Result<TensorId> {
+    fn inverted_residual(&self, g: &mut Graph, vb: &Scope, stage: usize, x: TensorId, out: Layout) -> Result<TensorId> {
         let c = g.shape(x)[1];
         let hidden = c * self.cfg.expansions[stage];
         let k = self.cfg.kernels[stage];
@@ -284,8 +295,9 @@ impl Builder<'_> {
         let t = self.pointwise(g, &vb.pp("conv1.1"), t, hidden, false, Activation::Silu, None)?;
         let t = nn::conv2d(g, &vb.pp("conv2.0"), t, hidden, k, conv_params(1, k / 2, hidden), false, Activation::Silu)?;
         let t = self.pointwise(g, &vb.pp("conv3.0"), t, c, false, Activation::None, None)?;
-        // x + GN(t): the residual is added in the norm's own pass.
-        self.group_norm(g, &vb.pp("conv3.1"), t, Some(Sum::Output(x)), Activation::None)
+        // x + GN(t): the residual is added in the norm's own pass, which also writes the layout
+        // the next op reads.
+        self.group_norm_relayout(g, &vb.pp("conv3.1"), t, Some(Sum::Output(x)), Layout::Nchw, out)
     }
 }
 
@@ -321,8 +333,9 @@ impl Builder<'_> {
         vb.op(g, |g| matmul(g, x, weight, false, true, Epilogue { alpha: 1.0, bias, act, residual }))
     }
 
-    /// [`Builder::block`] of a plain-attention stage on a token-major map `x [B, H, W, C]`.
-    fn token_major_block(&self, g: &mut Graph, vb: &Scope, stage: usize, x: TensorId) -> Result<TensorId> {
+    /// [`Builder::block`] of a plain-attention stage on a token-major map `x [B, H, W, C]`; its
+    /// output in layout `out`.
+    fn token_major_block(&self, g: &mut Graph, vb: &Scope, stage: usize, x: TensorId, out: Layout) -> Result<TensorId> {
         let [b, h, w, c] = dims4(g.shape(x));
         let hw = h * w;
         let d = self.cfg.head_dim;
@@ -366,8 +379,8 @@ impl Builder<'_> {
         let t = dw.op(g, |g| atrous_dwconv(g, t, weight, None, 1, Activation::Silu))?;
         let t = g.reshape(t, &[b, hw, hidden])?;
         let t = self.pointwise_tokens(g, &conv.pp("conv3.0"), t, c, false, Activation::None, None)?;
-        let x = self.group_norm_tokens(g, &conv.pp("conv3.1"), t, Some(Sum::Output(x)))?;
-        g.reshape(x, &[b, h, w, c])
+        let (t, x) = (g.reshape(t, &[b, h, w, c])?, g.reshape(x, &[b, h, w, c])?);
+        self.group_norm_relayout(g, &conv.pp("conv3.1"), t, Some(Sum::Output(x)), Layout::ChannelsLast, out)
     }
 }
 
@@ -440,30 +453,43 @@ pub fn build(g: &mut Graph, root: &Scope, input: TensorId, id: &str, cfg: &HatNe
     let x = b.group_norm(g, &embed.pp(1), x, None, Activation::Silu)?;
     let mut x = nn::conv2d(g, &embed.pp(3), x, dims[0], 3, conv_params(2, 1, 1), true, Activation::None)?;
     g.tap("patch_embed", x);
-    let mut last_token_major = false;
+    // A downsampling conv that the device runs as a GEMM over gathered channel-last patches
+    // (`runs_as_patch_gemm`: lavapipe, from 4 MFLOP) reads a channel-last map: the norms on
+    // either side write and read that layout (the stage's last block writes its output so), and
+    // the conv loads channels as vec4s instead of gathering NCHW pixels one float at a time.
+    let (sides_h, sides_w) = (stage_sides(shape[2]), stage_sides(shape[3]));
+    let mut channels_last_into = [false; 4];
+    for stage in 1..4 {
+        let input = [shape[0], sides_h[stage - 1], sides_w[stage - 1], dims[stage - 1]];
+        channels_last_into[stage] = runs_as_patch_gemm(&g.profile, input, dims[stage], (3, 3), &conv_params(2, 1, 1));
+    }
+    let mut layout = Layout::Nchw;
     for stage in 0..4 {
+        let token_major = b.token_major_stage(stage, dims[stage], sides_h[stage], sides_w[stage]);
+        let stage_layout = if token_major { Layout::ChannelsLast } else { Layout::Nchw };
         if stage > 0 {
             let ds = root.pp(format!("ds{}", stage + 1));
-            let y = nn::conv2d(g, &ds.pp("conv"), x, dims[stage], 3, conv_params(2, 1, 1), true, Activation::None)?;
-            x = b.group_norm(g, &ds.pp("norm"), y, None, Activation::None)?;
-        }
-        let [_, c, h, w] = dims4(g.shape(x));
-        let token_major = b.token_major_stage(stage, c, h, w);
-        if token_major {
+            let y = if layout == Layout::ChannelsLast {
+                nn::conv2d_nhwc(g, &ds.pp("conv"), x, dims[stage], 3, conv_params(2, 1, 1), true, Activation::None)?
+            } else {
+                nn::conv2d(g, &ds.pp("conv"), x, dims[stage], 3, conv_params(2, 1, 1), true, Activation::None)?
+            };
+            x = b.group_norm_relayout(g, &ds.pp("norm"), y, None, layout, stage_layout)?;
+        } else if token_major {
             x = root.pp(format!("stage{stage}")).op(g, |g| permute(g, x, &[0, 2, 3, 1]))?;
         }
+        // The stage's last block writes the layout the next downsampling conv reads.
+        let out_layout = if stage < 3 && channels_last_into[stage + 1] { Layout::ChannelsLast } else { stage_layout };
         for j in 0..cfg.depths[stage] {
             let vb = root.pp("blocks").pp(stage).pp(j);
-            x = if token_major { b.token_major_block(g, &vb, stage, x)? } else { b.block(g, &vb, stage, x)? };
+            let out = if j + 1 == cfg.depths[stage] { out_layout } else { stage_layout };
+            x = if token_major { b.token_major_block(g, &vb, stage, x, out)? } else { b.block(g, &vb, stage, x, out)? };
         }
+        layout = out_layout;
+        // In the layout the stage wrote: NCHW, or channel-last [B, H, W, C].
         g.tap(&format!("stage{stage}"), x);
-        last_token_major = token_major;
-        if token_major && stage < 3 {
-            // The next stage's strided conv reads NCHW.
-            x = root.pp(format!("stage{stage}")).op(g, |g| permute(g, x, &[0, 3, 1, 2]))?;
-        }
     }
-    let pooled = if last_token_major {
+    let pooled = if layout == Layout::ChannelsLast {
         let [n, h, w, c] = dims4(g.shape(x));
         let tokens = g.reshape(x, &[n, h * w, c])?;
         root.op(g, |g| mean_tokens(g, tokens))?
