@@ -375,7 +375,7 @@ impl Builder<'_> {
         let t = g.reshape(t, &[b, h, w, hidden])?;
         let dw = conv.pp("conv2.0");
         let weight = dw.tensor("weight", &[hidden, 1, 3, 3])?;
-        let weight = dw.derived(g, "conv2.0.weight#channels_last", &[1, 3, 3, hidden], atrous_dwconv_weights(&[&weight], hidden, &[]))?;
+        let weight = dw.derived(g, "weight#channels_last", &[1, 3, 3, hidden], atrous_dwconv_weights(&[&weight], hidden, &[]))?;
         let t = dw.op(g, |g| atrous_dwconv(g, t, weight, None, 1, Activation::Silu))?;
         let t = g.reshape(t, &[b, hw, hidden])?;
         let t = self.pointwise_tokens(g, &conv.pp("conv3.0"), t, c, false, Activation::None, None)?;

@@ -17,6 +17,10 @@
 //! MixFFN runs channel-major so that the depthwise conv needs no permute: `fc1` is computed as
 //! `W₁·uᵀ` → `[B, Hd, N]` (= NCHW `[B, Hd, H, W]`), the 3×3 depthwise conv fuses the exact GELU,
 //! and `fc2` reads that map transposed, adding its bias and the residual in the GEMM epilogue.
+//! Where the token count is not a multiple of 4 (the last stage at 224: 7 × 7) it runs
+//! token-major instead: `fc1` as `u·W₁ᵀ` → `[B, N, Hd]`, the channel-last 3×3 depthwise conv
+//! (`atrous_dwconv`, one branch), `fc2` as `·W₂ᵀ`. Channel-major, `fc2` would read the hidden map
+//! along rows of N tokens one float at a time; token-major, its channels load as vec4s.
 //! When the hidden map would exceed [`BuildOptions::mlp_band_bytes`] (vvt-tiny at 896² needs
 //! 154 MB, over WebGPU's 128 MiB per binding) the MixFFN runs in horizontal bands of token rows,
 //! each recomputing one halo row above and below for the 3×3 conv.
@@ -28,6 +32,7 @@ use crate::explain::Probe;
 use crate::graph::{Graph, TensorId};
 use crate::ops::binary::add;
 use crate::ops::conv2d::conv2d;
+use crate::ops::family::atrous_dwconv::atrous_dwconv;
 use crate::ops::family::vicinity_attention::{angle_table, vicinity_attention, vicinity_gate, QkvColumns, VicinityDims};
 use crate::ops::layout::{concat, permute, slice};
 use crate::ops::matmul::{matmul, BiasAxis, Epilogue};
@@ -35,6 +40,7 @@ use crate::ops::pool::mean_tokens;
 use crate::ops::Activation;
 
 use super::nn::{self, conv_params, Scope};
+use super::torch_layout::atrous_dwconv_weights;
 
 /// Block and stage norms; the patch-embedding norms use PyTorch's default.
 const BLOCK_EPS: f32 = 1e-6;
@@ -216,14 +222,24 @@ impl Builder<'_> {
         let (fc1, dw, fc2) = (vb.pp("fc1"), vb.pp("dwconv.dwconv"), vb.pp("fc2"));
         let w1 = fc1.param(g, "weight", &[hd, c])?;
         let b1 = fc1.param(g, "bias", &[hd])?;
-        let wd = dw.param(g, "weight", &[hd, 1, 3, 3])?;
         let bd = dw.param(g, "bias", &[hd])?;
         let w2 = fc2.param(g, "weight", &[c, hd])?;
         let b2 = fc2.param(g, "bias", &[c])?;
         let row_bytes = b * hd * w * 4;
         // One band of `rows` output rows (plus its halo) must fit the budget.
         let rows = if row_bytes * h <= self.opts.mlp_band_bytes { h } else { (self.opts.mlp_band_bytes / row_bytes).saturating_sub(2).max(1) };
+        if rows >= h && !n.is_multiple_of(4) && c.is_multiple_of(4) && hd.is_multiple_of(4) {
+            let hid = fc1.op(g, |g| matmul(g, u, w1, false, true, Epilogue { bias: Some((b1, BiasAxis::Col)), ..Default::default() }))?;
+            let hid = g.reshape(hid, &[b, h, w, hd])?;
+            let taps = dw.tensor("weight", &[hd, 1, 3, 3])?;
+            let taps = dw.derived(g, "weight#channels_last", &[1, 3, 3, hd], atrous_dwconv_weights(&[&taps], hd, &[]))?;
+            let hid = dw.op(g, |g| atrous_dwconv(g, hid, taps, Some(bd), 1, Activation::Gelu))?;
+            let hid = g.reshape(hid, &[b, n, hd])?;
+            let epi = Epilogue { bias: Some((b2, BiasAxis::Col)), residual: Some(residual), ..Default::default() };
+            return fc2.op(g, |g| matmul(g, hid, w2, false, true, epi));
+        }
         // `at` labels the nodes: the MixFFN itself, or one of its bands (`mlp.band<r0>`).
+        let wd = dw.param(g, "weight", &[hd, 1, 3, 3])?;
         let branch = |g: &mut Graph, at: &Scope, x: TensorId, rows: usize, res: Option<TensorId>| -> Result<TensorId> {
             let m = g.shape(x)[1];
             let hid = at.pp("fc1").op(g, |g| matmul(g, w1, x, false, true, Epilogue { bias: Some((b1, BiasAxis::Row)), ..Default::default() }))?;
