@@ -13,8 +13,7 @@
 // requires: flat_texture
 // Bindings: 0 params (uniform), 1 q, 2 k, 3 v (storage; under VEC4 each may be a flat texture,
 // Q_TEXTURE / K_TEXTURE / V_TEXTURE), 4 bias (read; when HAS_BIAS = 0 any tensor is bound
-// there and never read), 5 residual (read, shaped and addressed like out; when HAS_RESIDUAL = 0
-// any tensor is bound there and never read), 6 out (write).
+// there and never read), 5 out (write).
 // Dispatch: one invocation per (dv chunk, batch·head, group of QB consecutive query rows), rows
 // fastest, WG invocations per workgroup whatever the shape (one pipeline serves every sequence
 // length: a workgroup may span several batch·head entries), the workgroup count folded into
@@ -117,8 +116,7 @@ fn v_texture_at(i: u32) -> vec4<f32> {
 @group(0) @binding(3) var<storage, read> v: array<f32>;
 #endif
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 override WG: u32 = 64u;
 // D4 = ceil(d / 4) and DV4 = ceil(min(dv, 64) / 4), the trip counts of the channel loops (written
@@ -126,10 +124,6 @@ override WG: u32 = 64u;
 override D4: u32 = 16u;
 override DV4: u32 = 16u;
 override HAS_BIAS: bool = false;
-// out = attention + residual, the residual read where out is written: HAT-Net's sum of its
-// global attention and the grid attention's normalised map, without an add dispatch that reads
-// both maps and writes a third.
-override HAS_RESIDUAL: bool = false;
 // q, k or v (VEC4 only) is a flat texture (flat_texture.wgsl): on lavapipe an activation
 // `Graph::with_activation_textures` moved to a texture, read with one texel fetch per vec4.
 override Q_TEXTURE: bool = false;
@@ -246,12 +240,7 @@ fn store_channels(o_row: u32, dv0: u32, c: u32, y: vec4<f32>) {
     {
         let ch = c * 4u + E;
         if (dv0 + ch < params.dv) {
-            let i = o_row + ch * params.o.sc;
-#if HAS_RESIDUAL
-            out[i] = y[E] + residual[i];
-#else
-            out[i] = y[E];
-#endif
+            out[o_row + ch * params.o.sc] = y[E];
         }
     }
 #endfor

@@ -8,11 +8,15 @@
 //! `g = GN(x + local)`, then attention of `q(g)` to the r×r average-pooled, normalised `kv(.)`
 //! tokens, plus `g`. Stage 3 is plain multi-head attention over all tokens.
 //!
-//! A plain-attention stage whose token count is not a multiple of 4 (stage 3 at 224: 7 × 7) runs
-//! token-major, `[B, H, W, C]` ([`Builder::token_major_block`]): NCHW rows of 49 tokens would
-//! leave its GEMMs reading the map one float at a time, where channel rows load as vec4s. One
-//! permute enters it; the GroupNorms run channel-last and the depthwise conv is the channel-last
-//! 3 × 3 kernel. The stage's tap (`stage3`) is then channel-last.
+//! Layouts other than NCHW, where they load better:
+//! - A plain-attention stage whose token count is not a multiple of 4 (stage 3 at 224: 7 × 7)
+//!   runs token-major, `[B, H, W, C]` ([`Builder::token_major_block`]): NCHW rows of 49 tokens
+//!   would leave its GEMMs reading the map one float at a time, where channel rows load as vec4s.
+//!   Its GroupNorms run channel-last and its depthwise conv is the channel-last 3 × 3 kernel.
+//! - A downsampling conv that the device runs as a GEMM over gathered channel-last patches
+//!   (lavapipe) reads a channel-last map.
+//! - The GroupNorms on either side change the layout as they write (no permute dispatch), and a
+//!   stage's tap (`stage<s>`) is in the layout the stage wrote.
 //! `attn.proj_norm.*` is in every checkpoint but unused by the official forward: it is accepted
 //! and ignored.
 
@@ -20,12 +24,13 @@ use crate::error::{Error, Result};
 use crate::explain::{dot, softmax_map, Probe};
 use crate::graph::{Graph, TensorId};
 use crate::ops::attention::{attention_strided, AttentionDims, Operand, OutputSpec, View};
+use crate::ops::binary::add;
 use crate::ops::family::atrous_dwconv::atrous_dwconv;
 use crate::ops::groupnorm::{group_norm_channels_last, group_norm_relayout, Layout, Sum};
 use crate::ops::layout::permute;
+use crate::ops::conv2d_nhwc::runs_as_patch_gemm;
 use crate::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
 use crate::ops::pool::{avg_pool2d, mean_spatial, mean_tokens};
-use crate::ops::conv2d_nhwc::runs_as_patch_gemm;
 use crate::ops::Activation;
 
 use super::nn::{self, conv_params, Scope};
@@ -210,7 +215,7 @@ impl Builder<'_> {
                 softmax_map((hw, hw, heads), query, |_| (0..hw).collect(), |head, q, k| scale as f64 * dot(at(0, head, q), at(1, head, k)))
             }));
             let dims = AttentionDims { batch: b, heads, nq: hw, nk: hw, d, dv: d };
-            let out = OutputSpec::new(vec![b, c, h, w], nchw_out);
+            let out = OutputSpec { shape: vec![b, c, h, w], view: nchw_out };
             let o = vb.op(g, |g| attention_strided(
                 g,
                 Operand::new(qkv.tensor, qkv.view(0, d)),
@@ -246,7 +251,7 @@ impl Builder<'_> {
             None,
             &dims,
             scale,
-            &OutputSpec::new(vec![b, c, h, w], cell(0, c * hw, (1, hw))),
+            &OutputSpec { shape: vec![b, c, h, w], view: cell(0, c * hw, (1, hw)) },
         ))?;
         g.probe(Probe::new(format!("{}.local", vb.prefix()), (h, w), (h, w), true, vec![qkv.tensor], move |t, query| {
             let at = |part: usize, head: usize, p: usize| (0..d).map(move |ch| t[0][qkv.index(p, part * c + head * d + ch)]);
@@ -272,8 +277,7 @@ impl Builder<'_> {
             softmax_map((hw, m, heads), query, |_| (0..m).collect(), |head, p, j| scale as f64 * dot(q_at(head, p), k_at(head, j)))
         }));
         let dims = AttentionDims { batch: b, heads, nq: hw, nk: m, d, dv: d };
-        // global + grid_x, the sum formed as the attention stores its output.
-        let merged = vb.pp("global").op(g, |g| attention_strided(
+        let global = vb.pp("global").op(g, |g| attention_strided(
             g,
             Operand::new(q.tensor, q.view(0, d)),
             Operand::new(kv.tensor, kv.view(0, d)),
@@ -281,8 +285,9 @@ impl Builder<'_> {
             None,
             &dims,
             scale,
-            &OutputSpec::new(vec![b, c, h, w], nchw_out).plus(grid_x),
+            &OutputSpec { shape: vec![b, c, h, w], view: nchw_out },
         ))?;
+        let merged = vb.op(g, |g| add(g, global, grid_x))?;
         self.pointwise(g, &vb.pp("proj"), merged, c, true, Activation::None, Some(x))
     }
 

@@ -175,36 +175,23 @@ impl Operand {
 }
 
 /// The output: a fresh tensor of `shape`, each `(b, h, query, channel)` written at `view`. The
-/// view must cover every element of `shape` exactly once (checked at build time). With a
-/// `residual` (a tensor of `shape`), each element written is the attention plus the residual's
-/// element at the same place.
+/// view must cover every element of `shape` exactly once (checked at build time).
 #[derive(Clone, Debug)]
 pub struct OutputSpec {
     pub shape: Vec<usize>,
     pub view: View,
-    pub residual: Option<TensorId>,
 }
 
 impl OutputSpec {
-    /// `shape`, written at `view`, no residual.
-    pub fn new(shape: Vec<usize>, view: View) -> Self {
-        Self { shape, view, residual: None }
-    }
-
     /// `[B, heads, nq, dv]`.
     pub fn heads(dims: &AttentionDims) -> Self {
-        Self::new(vec![dims.batch, dims.heads, dims.nq, dims.dv], View::contiguous(dims.heads, dims.nq, dims.dv))
+        Self { shape: vec![dims.batch, dims.heads, dims.nq, dims.dv], view: View::contiguous(dims.heads, dims.nq, dims.dv) }
     }
 
     /// Heads merged back into channels: `[B, nq, heads·dv]`, what an output projection reads.
     pub fn merged(dims: &AttentionDims) -> Self {
         let row = dims.heads * dims.dv;
-        Self::new(vec![dims.batch, dims.nq, row], View::tokens(row, dims.nq, 0, dims.dv))
-    }
-
-    /// This output with `residual` added to every element.
-    pub fn plus(self, residual: TensorId) -> Self {
-        Self { residual: Some(residual), ..self }
+        Self { shape: vec![dims.batch, dims.nq, row], view: View::tokens(row, dims.nq, 0, dims.dv) }
     }
 }
 
@@ -298,11 +285,6 @@ pub fn attention_strided(
         )));
     }
     check_output_coverage(&out.shape, &out.view, dims)?;
-    if let Some(r) = out.residual {
-        if g.shape(r) != out.shape.as_slice() {
-            return Err(Error::Graph(format!("attention: the residual has shape {:?}, expected the output's {:?}", g.shape(r), out.shape)));
-        }
-    }
 
     let rows = batch * heads * nq;
     let dv4 = dv.min(DV_CHUNK).div_ceil(4);
@@ -334,14 +316,9 @@ pub fn attention_strided(
         bias: bias_view.uniform(),
         o: out.view.uniform(),
     };
-    // An absent bias or residual binds the placeholder, not q: q's storage may then move to a
-    // texture.
+    // An absent bias binds the placeholder, not q: q's storage may then move to a texture.
     let bias_tensor = match bias {
         Some(b) => b.tensor,
-        None => g.placeholder(),
-    };
-    let residual_tensor = match out.residual {
-        Some(r) => r,
         None => g.placeholder(),
     };
     g.push(Node {
@@ -349,10 +326,9 @@ pub fn attention_strided(
         // Every attention kernel is specialised for its head size (its channel loops are
         // written out).
         key: PipelineKey::new(kernel).with("D4", d.div_ceil(4) as u32).with("DV4", dv4 as u32).with("WG", WG as u32).with("HAS_BIAS", bias.is_some() as u32)
-            .with("HAS_RESIDUAL", out.residual.is_some() as u32)
             .with("STORE_LOOP", variant.store_loop as u32),
         params: Uniform::of(&uniform),
-        reads: vec![q.tensor, k.tensor, v.tensor, bias_tensor, residual_tensor],
+        reads: vec![q.tensor, k.tensor, v.tensor, bias_tensor],
         writes: vec![o],
         workgroups: grid(workgroups),
         flops,
