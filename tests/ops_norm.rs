@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{assert_close, run};
-use wgvit::ops::groupnorm::{group_norm, group_norm_channels_last, group_norm_cpu, group_norm_relayout, Layout, Sum};
+use wgvit::ops::groupnorm::{group_norm, group_norm_cpu, group_norm_relayout, Layout, Sum};
 use wgvit::ops::layout::permute_cpu;
 use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
 use wgvit::ops::Activation;
@@ -200,7 +200,7 @@ fn group_norm_channels_last_matches_cpu() {
             let (xi, oi) = (g.input("x", &shape), g.input("other", &shape));
             let (gi, bi) = (constant(&mut g, "gamma", &gamma), constant(&mut g, "beta", &beta));
             let sum = residual.map(|r| if r { Sum::Output(oi) } else { Sum::Input(oi) });
-            let y = group_norm_channels_last(&mut g, xi, gi, bi, 1e-6, sum, act).unwrap();
+            let y = group_norm_relayout(&mut g, xi, gi, bi, 1e-6, sum, act, Layout::ChannelsLast, Layout::ChannelsLast).unwrap();
             g.output("y", y);
             let out = run(&g, &[&x, &other]);
             let nchw = |t: &[f32]| permute_cpu(t, &shape, &[0, 3, 1, 2]);

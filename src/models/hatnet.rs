@@ -26,7 +26,7 @@ use crate::graph::{Graph, TensorId};
 use crate::ops::attention::{attention_strided, AttentionDims, Operand, OutputSpec, View};
 use crate::ops::binary::add;
 use crate::ops::family::atrous_dwconv::atrous_dwconv;
-use crate::ops::groupnorm::{group_norm_channels_last, group_norm_relayout, Layout, Sum};
+use crate::ops::groupnorm::{group_norm_relayout, Layout, Sum};
 use crate::ops::layout::permute;
 use crate::ops::conv2d_nhwc::runs_as_patch_gemm;
 use crate::ops::matmul::{linear, matmul, BiasAxis, Epilogue};
@@ -138,7 +138,8 @@ impl Builder<'_> {
         nn::group_norm(g, vb, x, 1, EPS, sum, act)
     }
 
-    /// GroupNorm(1, C) of a 4-D map in layout `input`, written in layout `output`.
+    /// GroupNorm(1, C) of a map in layout `input`, written in layout `output` (4-D where they
+    /// differ).
     fn group_norm_relayout(&self, g: &mut Graph, vb: &Scope, x: TensorId, sum: Option<Sum>, input: Layout, output: Layout) -> Result<TensorId> {
         let shape = g.shape(x);
         let c = if input == Layout::Nchw { shape[1] } else { shape[shape.len() - 1] };
@@ -320,13 +321,6 @@ impl Builder<'_> {
             && hidden.is_multiple_of(4)
     }
 
-    fn group_norm_tokens(&self, g: &mut Graph, vb: &Scope, x: TensorId, sum: Option<Sum>) -> Result<TensorId> {
-        let c = *g.shape(x).last().unwrap_or(&0);
-        let gamma = vb.param(g, "weight", &[c])?;
-        let beta = vb.param(g, "bias", &[c])?;
-        vb.op(g, |g| group_norm_channels_last(g, x, gamma, beta, EPS, sum, Activation::None))
-    }
-
     /// A 1×1 conv on token-major `x [B, N, Cin]`: `x · Wᵀ` with the bias, activation and residual
     /// (`[B, N, cout]`) fused.
     #[allow(clippy::too_many_arguments)]
@@ -352,7 +346,7 @@ impl Builder<'_> {
         let attn = vb.pp("attn");
         attn.ignore("proj_norm.weight");
         attn.ignore("proj_norm.bias");
-        let t = self.group_norm_tokens(g, &attn.pp("norm"), tokens, None)?;
+        let t = self.group_norm_relayout(g, &attn.pp("norm"), tokens, None, Layout::ChannelsLast, Layout::ChannelsLast)?;
         let qkv = self.pointwise_tokens(g, &attn.pp("qkv"), t, 3 * c, true, Activation::None, None)?;
         let qkv = Projection { tensor: qkv, tokens: hw, row: 3 * c, token_major: true };
         g.probe(Probe::new(attn.prefix(), (h, w), (h, w), true, vec![qkv.tensor], move |t, query| {
@@ -375,7 +369,7 @@ impl Builder<'_> {
         // x + GN(conv1x1(SiLU(dw(SiLU(conv1x1(GN(x))))))).
         let conv = vb.pp("conv");
         let hidden = c * self.cfg.expansions[stage];
-        let t = self.group_norm_tokens(g, &conv.pp("conv1.0"), x, None)?;
+        let t = self.group_norm_relayout(g, &conv.pp("conv1.0"), x, None, Layout::ChannelsLast, Layout::ChannelsLast)?;
         let t = self.pointwise_tokens(g, &conv.pp("conv1.1"), t, hidden, false, Activation::Silu, None)?;
         let t = g.reshape(t, &[b, h, w, hidden])?;
         let dw = conv.pp("conv2.0");
@@ -474,6 +468,11 @@ pub fn build(g: &mut Graph, root: &Scope, input: TensorId, id: &str, cfg: &HatNe
         let stage_layout = if token_major { Layout::ChannelsLast } else { Layout::Nchw };
         if stage > 0 {
             let ds = root.pp(format!("ds{}", stage + 1));
+            if layout == Layout::ChannelsLast && !dims[stage].is_multiple_of(4) {
+                // A token-major stage before a conv the channel-last kernels cannot take.
+                x = ds.op(g, |g| permute(g, x, &[0, 3, 1, 2]))?;
+                layout = Layout::Nchw;
+            }
             let y = if layout == Layout::ChannelsLast {
                 nn::conv2d_nhwc(g, &ds.pp("conv"), x, dims[stage], 3, conv_params(2, 1, 1), true, Activation::None)?
             } else {

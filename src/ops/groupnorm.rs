@@ -73,15 +73,10 @@ pub enum Layout {
     ChannelsLast,
 }
 
-/// [`group_norm`] with one group of a channel-last map: `x [B, H, W, C]` or `[B, N, C]` (the
-/// channels innermost), statistics over each image, gamma and beta along the last axis.
-pub fn group_norm_channels_last(g: &mut Graph, x: TensorId, gamma: TensorId, beta: TensorId, eps: f32, sum: Option<Sum>, act: Activation) -> Result<TensorId> {
-    group_norm_layout(g, x, 1, gamma, beta, eps, sum, act, Layout::ChannelsLast, Layout::ChannelsLast)
-}
-
-/// GroupNorm(1, C) of a map `x [B, C, H, W]` (`input` NCHW) or `[B, H, W, C]`, written in the
-/// `output` layout: where they differ the norm also transposes (`OUT_TRANSPOSED`). A summand
-/// (`sum`) has x's shape and layout.
+/// GroupNorm(1, C) of a map `x` in layout `input` (`[B, C, H, W]` or `[B, C, N]`, or channel-last
+/// `[B, H, W, C]` or `[B, N, C]`: statistics over each image, gamma and beta along the channel
+/// axis), written in layout `output`: where they differ (4-D maps only) the norm also transposes
+/// (`OUT_TRANSPOSED`). A summand (`sum`) has x's shape and layout.
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_relayout(g: &mut Graph, x: TensorId, gamma: TensorId, beta: TensorId, eps: f32, sum: Option<Sum>, act: Activation, input: Layout, output: Layout) -> Result<TensorId> {
     if input != output && g.shape(x).len() != 4 {
