@@ -17,6 +17,7 @@
 //!   (lavapipe) reads a channel-last map.
 //! - The GroupNorms on either side change the layout as they write (no permute dispatch), and a
 //!   stage's tap (`stage<s>`) is in the layout the stage wrote.
+//!
 //! `attn.proj_norm.*` is in every checkpoint but unused by the official forward: it is accepted
 //! and ignored.
 
