@@ -92,19 +92,18 @@ fn merge(a: Moments, b: Moments) -> Moments {
 
 #if CHANNELS_LAST
 // The gamma and beta of V element `c` of a pixel: ELEMS consecutive channels.
-fn gamma_v(c: u32) -> V {
-#if VEC4
-    return vec4<f32>(gamma[4u * c], gamma[4u * c + 1u], gamma[4u * c + 2u], gamma[4u * c + 3u]);
-#else
-    return gamma[c];
-#endif
+struct AffineV {
+    gamma: V,
+    beta: V,
 }
 
-fn beta_v(c: u32) -> V {
+fn affine_v(c: u32) -> AffineV {
 #if VEC4
-    return vec4<f32>(beta[4u * c], beta[4u * c + 1u], beta[4u * c + 2u], beta[4u * c + 3u]);
+    let i = 4u * c;
+    return AffineV(vec4<f32>(gamma[i], gamma[i + 1u], gamma[i + 2u], gamma[i + 3u]),
+                   vec4<f32>(beta[i], beta[i + 1u], beta[i + 2u], beta[i + 3u]));
 #else
-    return beta[c];
+    return AffineV(gamma[c], beta[c]);
 #endif
 }
 #endif
@@ -227,7 +226,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
     for (var k = lid; k < len; k += WG) {
         let i = base + k;
-        let v = output(i, (value(i) - splat(mean)) * (splat(rstd) * gamma_v(c)) + beta_v(c));
+        let affine = affine_v(c);
+        let v = output(i, (value(i) - splat(mean)) * (splat(rstd) * affine.gamma) + affine.beta);
 #if OUT_TRANSPOSED
         store_strided(image_base + c * u32(ELEMS) * pixels + p, pixels, v);
         p += pixel_step;

@@ -212,22 +212,7 @@ impl Builder<'_> {
         let nchw_out = View::strided(0, c * hw, d * hw, 1, hw);
 
         if grid == 1 {
-            g.probe(Probe::new(vb.prefix(), (h, w), (h, w), true, vec![qkv.tensor], move |t, query| {
-                let at = |part: usize, head: usize, p: usize| (0..d).map(move |ch| t[0][qkv.index(p, part * c + head * d + ch)]);
-                softmax_map((hw, hw, heads), query, |_| (0..hw).collect(), |head, q, k| scale as f64 * dot(at(0, head, q), at(1, head, k)))
-            }));
-            let dims = AttentionDims { batch: b, heads, nq: hw, nk: hw, d, dv: d };
-            let out = OutputSpec { shape: vec![b, c, h, w], view: nchw_out };
-            let o = vb.op(g, |g| attention_strided(
-                g,
-                Operand::new(qkv.tensor, qkv.view(0, d)),
-                Operand::new(qkv.tensor, qkv.view(c, d)),
-                Operand::new(qkv.tensor, qkv.view(2 * c, d)),
-                None,
-                &dims,
-                scale,
-                &out,
-            ))?;
+            let o = self.all_token_attention(g, vb, qkv, (h, w), &OutputSpec { shape: vec![b, c, h, w], view: nchw_out })?;
             return self.pointwise(g, &vb.pp("proj"), o, c, true, Activation::None, Some(x));
         }
 
@@ -309,6 +294,29 @@ impl Builder<'_> {
 }
 
 impl Builder<'_> {
+    /// Multi-head attention of every token of an `h × w` map to every token, q, k and v read from
+    /// the packed `qkv` projection (either layout), written as `out` says; with its probe.
+    fn all_token_attention(&self, g: &mut Graph, vb: &Scope, qkv: Projection, (h, w): (usize, usize), out: &OutputSpec) -> Result<TensorId> {
+        let (hw, c, d) = (h * w, qkv.row / 3, self.cfg.head_dim);
+        let heads = c / d;
+        let scale = (d as f32).powf(-0.5);
+        g.probe(Probe::new(vb.prefix(), (h, w), (h, w), true, vec![qkv.tensor], move |t, query| {
+            let at = |part: usize, head: usize, p: usize| (0..d).map(move |ch| t[0][qkv.index(p, part * c + head * d + ch)]);
+            softmax_map((hw, hw, heads), query, |_| (0..hw).collect(), |head, q, k| scale as f64 * dot(at(0, head, q), at(1, head, k)))
+        }));
+        let dims = AttentionDims { batch: out.shape[0], heads, nq: hw, nk: hw, d, dv: d };
+        vb.op(g, |g| attention_strided(
+            g,
+            Operand::new(qkv.tensor, qkv.view(0, d)),
+            Operand::new(qkv.tensor, qkv.view(c, d)),
+            Operand::new(qkv.tensor, qkv.view(2 * c, d)),
+            None,
+            &dims,
+            scale,
+            out,
+        ))
+    }
+
     /// Whether `stage` runs token-major on an `h × w` map (see the module docs): plain attention
     /// (grid 1), a token count that NCHW rows would not load as vec4s, and the shapes the
     /// channel-last kernels take (3 × 3 depthwise, channels and heads in vec4s).
@@ -338,9 +346,6 @@ impl Builder<'_> {
     fn token_major_block(&self, g: &mut Graph, vb: &Scope, stage: usize, x: TensorId, out: Layout) -> Result<TensorId> {
         let [b, h, w, c] = dims4(g.shape(x));
         let hw = h * w;
-        let d = self.cfg.head_dim;
-        let heads = c / d;
-        let scale = (d as f32).powf(-0.5);
         let tokens = g.reshape(x, &[b, hw, c])?;
 
         // x + proj(MHSA(GN(x))).
@@ -350,21 +355,8 @@ impl Builder<'_> {
         let t = self.group_norm_relayout(g, &attn.pp("norm"), tokens, None, Layout::ChannelsLast, Layout::ChannelsLast)?;
         let qkv = self.pointwise_tokens(g, &attn.pp("qkv"), t, 3 * c, true, Activation::None, None)?;
         let qkv = Projection { tensor: qkv, tokens: hw, row: 3 * c, token_major: true };
-        g.probe(Probe::new(attn.prefix(), (h, w), (h, w), true, vec![qkv.tensor], move |t, query| {
-            let at = |part: usize, head: usize, p: usize| (0..d).map(move |ch| t[0][qkv.index(p, part * c + head * d + ch)]);
-            softmax_map((hw, hw, heads), query, |_| (0..hw).collect(), |head, q, k| scale as f64 * dot(at(0, head, q), at(1, head, k)))
-        }));
-        let dims = AttentionDims { batch: b, heads, nq: hw, nk: hw, d, dv: d };
-        let o = attn.op(g, |g| attention_strided(
-            g,
-            Operand::new(qkv.tensor, qkv.view(0, d)),
-            Operand::new(qkv.tensor, qkv.view(c, d)),
-            Operand::new(qkv.tensor, qkv.view(2 * c, d)),
-            None,
-            &dims,
-            scale,
-            &OutputSpec::merged(&dims),
-        ))?;
+        let dims = AttentionDims { batch: b, heads: c / self.cfg.head_dim, nq: hw, nk: hw, d: self.cfg.head_dim, dv: self.cfg.head_dim };
+        let o = self.all_token_attention(g, &attn, qkv, (h, w), &OutputSpec::merged(&dims))?;
         let x = self.pointwise_tokens(g, &attn.pp("proj"), o, c, true, Activation::None, Some(tokens))?;
 
         // x + GN(conv1x1(SiLU(dw(SiLU(conv1x1(GN(x))))))).
