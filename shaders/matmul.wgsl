@@ -58,7 +58,9 @@
 // origin plus the step's offset less patch_pad_offset (pad rows and pad columns); zeros
 // elsewhere. Every channel run of 4 lies in one pixel, so a block is all in or all out.
 // Edges: rows/columns past M/N are clamped when loading (every read is in bounds and real data)
-// and skipped when storing; k past K is never read (zeros in the masked last step).
+// and skipped when storing; k past K is never read (zeros in the masked last step). Padded
+// columns (b_n < N, `ops::matmul::matmul_padded_columns`): B is loaded as its b_n stored
+// columns, clamped the same way, so the output's columns past b_n repeat stored ones.
 // Dispatch: workgroups of WG_N * WG_M invocations (a power of two), each owning TM x TN
 // outputs, 2^lanes_n_log2 of them along N and the rest along M (the host fits the workgroup's
 // tile to the GEMM: `ops::tuning::gemm_launch`); the batches * tiles_m * tiles_n workgroups
@@ -95,6 +97,12 @@ struct Params {
     patch_h: u32,
     patch_w: u32,
     patch_pad_offset: u32,
+    // Columns of op(b) as stored (b's rows with TRANS_B): n, or fewer when the output's columns
+    // are padded (`ops::matmul::matmul_padded_columns`; header: Edges).
+    b_n: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -383,7 +391,7 @@ fn load_a_strided4(i: u32, stride: u32) -> vec4<f32> {
 
 #if !B_VEC4
 fn b_col_offsets(b_off: u32, n: u32) -> vec4<u32> {
-    let nc = clamped4(n, params.n);
+    let nc = clamped4(n, params.b_n);
     return vec4<u32>(b_off) + select(nc, nc * params.k, TRANS_B);
 }
 
@@ -404,9 +412,9 @@ fn a_elem(t: Tile, m: u32, kk: u32) -> f32 {
 
 // op(b)[kk, n], n clamped, zero when kk >= K.
 fn b_elem(t: Tile, kk: u32, n: u32) -> f32 {
-    let nc = min(n, params.n - 1u);
+    let nc = min(n, params.b_n - 1u);
     let kc = min(kk, params.k - 1u);
-    let i = select(t.b_off + kc * params.n + nc, t.b_off + nc * params.k + kc, TRANS_B);
+    let i = select(t.b_off + kc * params.b_n + nc, t.b_off + nc * params.k + kc, TRANS_B);
     return select(0.0, load_b(i), kk < params.k);
 }
 
@@ -485,7 +493,8 @@ fn b_block_loaded(t: Tile, g: u32, s: KStep, masked: bool) -> mat4x4<f32> {
 #else
 fn b_block(t: Tile, g: u32, s: KStep, masked: bool) -> mat4x4<f32> {
 #endif
-    let N = params.n;
+    // op(b)'s stored columns (fewer than the output's when those are padded).
+    let N = params.b_n;
     let n = t.n0 + 4u * g;
     let k = s.k;
 #if K_TAIL
@@ -593,7 +602,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     // (With A_PATCHES there is one batch entry, so a_off is 0.)
     let a_off = (p.batch % params.a_batches) * params.m * params.k;
-    let b_off = (p.batch % params.b_batches) * params.k * params.n;
+    let b_off = (p.batch % params.b_batches) * params.k * params.b_n;
 #if A_ROWS
     var rows: array<vec4<u32>, 4>;
 #for Q in 0..TM / 4

@@ -1,8 +1,10 @@
 // softmax.wgsl — y = softmax(scale * x) over the last dim: max-subtracted, exp, divided by the sum.
 //
-// x is `rows` rows of `len` contiguous elements. Three sweeps over a row: the max of scale * x;
-// e = exp(scale * x - max) stored into y while summing; y *= 1 / sum. So exp runs once per
-// element, and no exp argument is positive (no overflow for any input range).
+// x is `rows` rows of `len` contiguous elements, of which the first `valid` take part (the
+// rest is padding: `ops::softmax::softmax_padded`, LaViT's keys padded to a multiple of 4; y is 0
+// there, whatever x holds). Three sweeps over a row: the max of scale * x; e = exp(scale * x -
+// max) stored into y while summing; y *= 1 / sum. So exp runs once per element, and no exp
+// argument is positive (no overflow for any input range).
 //
 // Bindings: 0 params, 1 x [rows, len] (read), 2 y [rows, len] (write).
 // Dispatch: ceil(rows / (WG / LANES)) workgroups folded into (x, y) by `ops::grid`.
@@ -18,7 +20,7 @@ struct Params {
     rows: u32,
     len: u32,
     scale: f32,
-    _pad: u32,
+    valid: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -36,6 +38,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // Rows past the end keep running (with no work) because every lane must reach the barriers.
     let in_range = row < params.rows;
     let len = params.len;
+    let valid = params.valid;
     let base = row * len;
     let scale = params.scale;
 
@@ -43,7 +46,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // its exp(-huge) term vanishes in the combination below.
     var m = -3.0e38;
     if (in_range) {
-        for (var k = lane; k < len; k += LANES) {
+        for (var k = lane; k < valid; k += LANES) {
             m = max(m, scale * x[base + k]);
         }
     }
@@ -51,7 +54,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     var s = 0.0;
     if (in_range) {
-        for (var k = lane; k < len; k += LANES) {
+        for (var k = lane; k < valid; k += LANES) {
             let e = exp(scale * x[base + k] - m);
             y[base + k] = e;
             s += e;
@@ -61,8 +64,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let inv = 1.0 / s;
 
     if (in_range) {
-        for (var k = lane; k < len; k += LANES) {
+        for (var k = lane; k < valid; k += LANES) {
             y[base + k] *= inv;
+        }
+        for (var k = valid + lane; k < len; k += LANES) {
+            y[base + k] = 0.0;
         }
     }
 }

@@ -968,3 +968,43 @@ fn few_tile_gemms_split_their_reduction_on_lavapipe() {
     assert_eq!(cases.g.nodes.iter().filter(|n| n.label == "mean_tokens").count(), 2, "one mean per split GEMM");
     cases.check();
 }
+
+/// `matmul_padded_columns`: b stored as rows `[.., N, K]`, the output's rows padded to a multiple
+/// of 4 columns past N, each padding column a copy of column N − 1. Batched b (LaViT's keys and
+/// values: weight · tokensᵀ with a row bias), a transposed a, K % 4 != 0 (the element kernel's
+/// masked step), with the padding making the vec4 kernel possible and without it; every kernel set,
+/// constant weights through textures and uniforms on lavapipe.
+#[test]
+fn matmul_padded_columns_repeats_the_last_column() {
+    for profile in [DeviceProfile::gpu_like(), common::swiftshader(), common::lavapipe()] {
+        let mut rng = Rng::new(61);
+        let mut cases = Cases::for_profile(profile);
+        // (a batches, b batches, m, k, n, columns, trans_a, row bias)
+        let combos = [(1, 2, 64, 64, 49, 52, false, true), (1, 1, 40, 36, 9, 12, false, true), (3, 3, 20, 24, 9, 12, true, false), (1, 1, 12, 30, 13, 16, false, false), (1, 1, 8, 16, 7, 7, false, true)];
+        for (a_batches, b_batches, m, k, n, columns, trans_a, row_bias) in combos {
+            let a_batch_dims = if a_batches > 1 { vec![a_batches] } else { vec![] };
+            let (a, at) = cases.input(&mut rng, &stored_shape(&a_batch_dims, m, k, trans_a));
+            let (b, bt) = cases.input(&mut rng, &[b_batches, n, k]);
+            let bias = row_bias.then(|| cases.input(&mut rng, &[m]));
+            let epi = Epilogue { bias: bias.as_ref().map(|(t, _)| (*t, BiasAxis::Row)), ..Default::default() };
+            let y = wgvit::ops::matmul::matmul_padded_columns(&mut cases.g, a, b, trans_a, epi, columns).unwrap();
+            let batches = a_batches.max(b_batches);
+            assert_eq!(cases.g.shape(y), [batches, m, columns]);
+            let vec4 = cases.g.nodes.last().unwrap().key.kernel == wgvit::kernels::Kernel::MatmulVec4;
+            assert_eq!(vec4, columns % 4 == 0 && k % 4 == 0 && (!trans_a || m % 4 == 0), "{m}x{k}x{n} padded to {columns}: the vec4 kernel where the padding allows it");
+            let name = format!("{} {batches}x{m}x{k}x{n} to {columns} trans_a {trans_a}", cases.g.profile.name);
+            cases.g.output(&name, y);
+            let (product, _) = matmul_cpu(&at.data, &at.shape, &bt.data, &bt.shape, trans_a, true, 1.0, bias.as_ref().map(|(_, t)| (t.data.as_slice(), BiasAxis::Row)), Activation::None, None);
+            let want: Vec<f32> = product.chunks(n).flat_map(|row| (0..columns).map(move |j| row[j.min(n - 1)])).collect();
+            cases.expected.push((name, want));
+        }
+        if cases.g.profile.name.starts_with("llvmpipe") {
+            cases.g = cases.g.with_activation_textures(0);
+        }
+        cases.check();
+    }
+    let mut g = Graph::new();
+    let (a, b) = (g.input("a", &[8, 16]), g.input("b", &[9, 16]));
+    let e = wgvit::ops::matmul::matmul_padded_columns(&mut g, a, b, false, Epilogue::default(), 8).unwrap_err().to_string();
+    assert!(e.contains("8 columns cannot hold the product's 9"), "{e}");
+}

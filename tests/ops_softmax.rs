@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_close, run};
-use wgvit::ops::softmax::{softmax, softmax_cpu};
+use wgvit::ops::softmax::{softmax, softmax_cpu, softmax_padded};
 use wgvit::tensor::Rng;
 use wgvit::Graph;
 
@@ -42,4 +42,35 @@ fn softmax_is_stable_for_large_inputs() {
     let mut rng = Rng::new(32);
     check(&[9, 50], 100.0, 200.0, 1.0, &mut rng);
     check(&[3, 300], -200.0, 200.0, 0.2, &mut rng);
+}
+
+/// `softmax_padded`: the first `valid` elements of each row are a softmax, the rest 0 whatever
+/// the input holds there (huge, or the row's largest value); too many or no valid elements are
+/// refused.
+#[test]
+fn softmax_padded_ignores_and_zeroes_the_padding() {
+    let mut rng = Rng::new(33);
+    for (rows, valid, len, scale) in [(70, 49, 52, 1.0), (5, 9, 12, 0.5), (3, 7, 7, -1.0), (2, 1, 4, 1.0), (64, 300, 304, 0.125)] {
+        let mut x = rng.tensor(&[rows, len], -4.0, 4.0);
+        for (r, row) in x.data.chunks_mut(len).enumerate() {
+            for v in &mut row[valid..] {
+                *v = if r % 2 == 0 { 1.0e30 } else { 5.0 };
+            }
+        }
+        let mut g = Graph::new();
+        let xi = g.input("x", &[rows, len]);
+        let y = softmax_padded(&mut g, xi, scale, valid).unwrap();
+        g.output("y", y);
+        let out = run(&g, &[&x]);
+        let valid_rows: Vec<f32> = x.data.chunks(len).flat_map(|row| row[..valid].iter().copied()).collect();
+        let softmaxed = softmax_cpu(&valid_rows, valid, scale);
+        let want: Vec<f32> = softmaxed.chunks(valid).flat_map(|row| row.iter().copied().chain(std::iter::repeat_n(0.0, len - valid))).collect();
+        assert_close(&format!("softmax_padded {rows}x{len}, {valid} valid"), &out[0].data, &want, 1e-7, 2e-5);
+    }
+    let mut g = Graph::new();
+    let xi = g.input("x", &[4, 8]);
+    for bad in [0, 9] {
+        let e = softmax_padded(&mut g, xi, 1.0, bad).unwrap_err().to_string();
+        assert!(e.contains(&format!("{bad} valid elements in rows of 8")), "{e}");
+    }
 }

@@ -121,6 +121,8 @@ uniforms! {
         k_chunk: u32,
         // A_PATCH_PAD: padded, overlapping patches of a channel-last map (`ops::matmul::conv_patches_gemm`).
         patch_pad: u32, patch_h: u32, patch_w: u32, patch_pad_offset: u32,
+        // op(b)'s stored columns: n, or fewer under padded output columns (`ops::matmul::matmul_padded_columns`).
+        b_n: u32, _p0: u32, _p1: u32, _p2: u32,
     }
 
     /// `conv2d.wgsl`: the implicit GEMM's extents and launch, then the convolution's geometry.
@@ -153,7 +155,7 @@ uniforms! {
     }
 
     /// `softmax.wgsl`
-    pub struct Softmax { rows: u32, len: u32, scale: f32, _pad: u32 }
+    pub struct Softmax { rows: u32, len: u32, scale: f32, valid: u32 }
 
     /// `pool.wgsl` (MODE 0 reads the window geometry, MODE 1 `inner` and `len`).
     pub struct Pool {

@@ -95,6 +95,9 @@ pub struct MatmulShape {
     pub batch_dims: Vec<usize>,
     pub a_batches: usize,
     pub b_batches: usize,
+    /// Columns of op(b) as stored: `n`, or fewer when the output's columns are padded
+    /// ([`matmul_padded_columns`]).
+    pub b_n: usize,
 }
 
 impl MatmulShape {
@@ -147,6 +150,7 @@ pub fn matmul_shape(a_shape: &[usize], b_shape: &[usize], trans_a: bool, trans_b
         batch_dims,
         a_batches: a_batch.iter().product(),
         b_batches: b_batch.iter().product(),
+        b_n: n,
     })
 }
 
@@ -162,8 +166,24 @@ pub fn matmul(g: &mut Graph, a: TensorId, b: TensorId, trans_a: bool, trans_b: b
 /// multiple of 4 floats, i.e. the stored contiguous dimension of a and of b, and N, are % 4.
 pub fn vec4_compatible(s: &MatmulShape, trans_a: bool, trans_b: bool) -> bool {
     let a_contig = if trans_a { s.m } else { s.k };
-    let b_contig = if trans_b { s.k } else { s.n };
+    let b_contig = if trans_b { s.k } else { s.b_n };
     a_contig.is_multiple_of(4) && b_contig.is_multiple_of(4) && s.n.is_multiple_of(4)
+}
+
+/// [`matmul`] with `b` stored as rows (`b [.., N, K]`, op(b) = bᵀ) and the output's rows padded
+/// to `columns` ≥ N: `[.., M, columns]`, where every column past N repeats column N − 1. The
+/// product's columns then start at multiples of 4 whatever N is, so the GEMMs that read it load
+/// whole vec4s (LaViT's keys and values: 49 reduced tokens padded to 52). A column bias and a
+/// residual are output-shaped (`columns` wide).
+pub fn matmul_padded_columns(g: &mut Graph, a: TensorId, b: TensorId, trans_a: bool, epi: Epilogue, columns: usize) -> Result<TensorId> {
+    let mut s = matmul_shape(g.shape(a), g.shape(b), trans_a, true)?;
+    if columns < s.n {
+        return Err(Error::Graph(format!("matmul_padded_columns: {columns} columns cannot hold the product's {}", s.n)));
+    }
+    (s.b_n, s.n) = (s.n, columns);
+    let flops = 2 * (s.batches() * s.m * s.n * s.k) as u64;
+    let tiling = tuning::gemm_tiling(&g.profile, flops, vec4_compatible(&s, trans_a, true));
+    push_gemm(g, a, b, &s, trans_a, true, epi, tiling, None, None)
 }
 
 /// [`matmul`] with an explicit kernel configuration (benchmarks, tuning).
@@ -327,7 +347,7 @@ fn push_gemm(
         params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(batches), tiles_m: p(launch.tiles_m), tiles_n: p(launch.tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha, lanes_n_log2: launch.lanes_n_log2,
             patch_cols: gather.cols, patch_area: gather.area, patch_stride_img: gather.stride_img, patch_stride_row: gather.stride_row, patch_stride_col: gather.stride_col,
             patch_k_stride0: gather.k_stride0, patch_k_stride1: gather.k_stride1, patch_k_len1: gather.k_len1, patch_k_len2: gather.k_len2, k_chunk: p(k_chunk),
-            patch_pad: gather.pad, patch_h: gather.h, patch_w: gather.w, patch_pad_offset: gather.pad_offset }),
+            patch_pad: gather.pad, patch_h: gather.h, patch_w: gather.w, patch_pad_offset: gather.pad_offset, b_n: p(s.b_n), _p0: 0, _p1: 0, _p2: 0 }),
         reads: [a_read, b_read, bias_read, epi.residual.unwrap_or(filler)].into_iter().chain(k_scale).collect(),
         writes: vec![out],
         workgroups: grid(workgroups),
@@ -475,7 +495,7 @@ pub fn patch_linear(g: &mut Graph, x: TensorId, patches: Patches, weight: Tensor
         return Err(bad(format!("weight {:?} must be [out, {k}]", g.shape(weight))));
     }
     let epi = Epilogue { bias: bias.map(|t| (t, BiasAxis::Col)), ..Default::default() };
-    let s = MatmulShape { m: rows, n, k, batch_dims: vec![], a_batches: 1, b_batches: 1 };
+    let s = MatmulShape { m: rows, n, k, batch_dims: vec![], a_batches: 1, b_batches: 1, b_n: n };
     let tiling = tuning::gemm_tiling(&g.profile, 2 * (rows * n * k) as u64, vec4_compatible(&s, false, true));
     match patches.gather() {
         Some(gather) if tiling.loads == MatmulLoads::Auto => push_gemm(g, x, weight, &s, false, true, epi, tiling, Some(gather), None),
@@ -534,7 +554,7 @@ pub fn conv_patches_gemm(g: &mut Graph, x: TensorId, (kh, kw): (usize, usize), s
     };
     check_u32("conv_patches_gemm x", b * (h + 2 * pad) * (w + 2 * pad) * c)?;
     let epi = Epilogue { bias: bias.map(|t| (t, BiasAxis::Col)), act, ..Default::default() };
-    let s = MatmulShape { m: rows, n, k, batch_dims: vec![], a_batches: 1, b_batches: 1 };
+    let s = MatmulShape { m: rows, n, k, batch_dims: vec![], a_batches: 1, b_batches: 1, b_n: n };
     push_gemm(g, x, weight, &s, false, true, epi, tiling, Some(gather), None).map(Some)
 }
 

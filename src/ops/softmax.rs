@@ -11,11 +11,21 @@ const WG: usize = 64;
 
 /// `softmax(scale * x)` over the last dim of x.
 pub fn softmax(g: &mut Graph, x: TensorId, scale: f32) -> Result<TensorId> {
+    let len = g.shape(x).last().copied().unwrap_or(0);
+    softmax_padded(g, x, scale, len)
+}
+
+/// [`softmax`] over the first `valid` elements of each row; the rest of the row is padding and
+/// its outputs are 0 (LaViT's attention rows, whose keys are padded to a multiple of 4).
+pub fn softmax_padded(g: &mut Graph, x: TensorId, scale: f32, valid: usize) -> Result<TensorId> {
     let shape = g.shape(x).to_vec();
     let len = match shape.last() {
         Some(&l) if l > 0 => l,
         _ => return Err(Error::Graph(format!("softmax: input shape {shape:?} has no non-empty last dim"))),
     };
+    if valid == 0 || valid > len {
+        return Err(Error::Graph(format!("softmax: {valid} valid elements in rows of {len} (input {shape:?})")));
+    }
     let n = g.numel(x);
     check_u32("softmax", n)?;
     let rows = n / len;
@@ -24,7 +34,7 @@ pub fn softmax(g: &mut Graph, x: TensorId, scale: f32) -> Result<TensorId> {
     g.push(Node {
         label: "softmax".into(),
         key: PipelineKey::new(Kernel::Softmax).with("WG", WG as u32).with("LANES", lanes as u32),
-        params: Uniform::of(&params::Softmax { rows: rows as u32, len: len as u32, scale, _pad: 0 }),
+        params: Uniform::of(&params::Softmax { rows: rows as u32, len: len as u32, scale, valid: valid as u32 }),
         reads: vec![x],
         writes: vec![y],
         workgroups: grid(rows.div_ceil(WG / lanes)),
