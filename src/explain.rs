@@ -185,8 +185,9 @@ pub fn softmax_map(
     maps
 }
 
-/// The per-head maps of stored probabilities `[heads, nq, nk]`.
-pub fn probability_map(probs: &[f32], (nq, nk, heads): (usize, usize, usize), query: Option<usize>) -> Vec<Vec<f64>> {
+/// The per-head maps of stored probabilities `[heads, nq, row]`: the first `nk` of a row are its
+/// keys, the rest padding (LaViT pads its keys to a multiple of 4).
+pub fn probability_map(probs: &[f32], (nq, nk, heads): (usize, usize, usize), row: usize, query: Option<usize>) -> Vec<Vec<f64>> {
     let queries: Vec<usize> = match query {
         Some(q) => vec![q],
         None => (0..nq).collect(),
@@ -196,8 +197,8 @@ pub fn probability_map(probs: &[f32], (nq, nk, heads): (usize, usize, usize), qu
         .map(|h| {
             let mut map = vec![0f64; nk];
             for &q in &queries {
-                let row = &probs[(h * nq + q) * nk..][..nk];
-                map.iter_mut().zip(row).for_each(|(m, &p)| *m += weight * p as f64);
+                let keys = &probs[(h * nq + q) * row..][..nk];
+                map.iter_mut().zip(keys).for_each(|(m, &p)| *m += weight * p as f64);
             }
             map
         })

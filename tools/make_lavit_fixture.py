@@ -14,7 +14,7 @@ is built and initialised exactly as `contract.py --family lavit` does it (same s
     float16 and stored as F16, which halves the files; the golden outputs are computed from the
     rounded values, so they are exact for what is stored (the engine widens F16 to f32 on load).
 
-Writes into DIR (default tests/fixtures/lavit-<variant>):
+Writes into DIR (default tests/fixtures/lavit-<variant>, or lavit-<variant>-<S> at another size):
   weights.safetensors        the contract's state_dict names, F16 or F32 (metadata: wgvit.model, wgvit.input_size)
   input.safetensors          `input` [1, 3, S, S], seeded N(0, 1) as contract.py does
   logits.safetensors         `logits` [1, 1000], the contract's forward in float64, stored as f32
@@ -22,8 +22,10 @@ Writes into DIR (default tests/fixtures/lavit-<variant>):
                              tokens [1, N, C] and `stage{m}.attn` the attention matrix the stage
                              carries out [1, H, N, M] (post-softmax after a VA layer, pre-softmax
                              after an LA layer); `pre_logits` [1, C] (input of `head`)
-The micro variants run at 64x64 (the CI fixtures); the full variants only at the size their
-weights were made for (224), e.g. `--variant tiny --size 224 --dtype f32 --out /tmp/lavit-tiny`.
+The micro variants run at 64x64 (the CI fixtures), and `micro` also at 96x96 (`--size 96`: 3 x 3
+= 9 keys in every stage, which the engine pads to 12 key slots, as it pads the full variants' 49
+keys to 52); the full variants only at the size their weights were made for (224), e.g.
+`--variant tiny --size 224 --dtype f32 --out /tmp/lavit-tiny`.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def main() -> None:
     if args.variant not in lavit.VARIANTS:
         raise SystemExit(f"unknown variant '{args.variant}' (known: {', '.join(sorted(lavit.VARIANTS))})")
     size = args.size or lavit.default_size(args.variant)
-    out = args.out or ROOT / "tests" / "fixtures" / f"lavit-{args.variant}"
+    suffix = "" if size == lavit.default_size(args.variant) else f"-{size}"
+    out = args.out or ROOT / "tests" / "fixtures" / f"lavit-{args.variant}{suffix}"
 
     model = build(args.variant, size, args.seed)
     if args.dtype == "f16":

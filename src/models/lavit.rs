@@ -19,15 +19,17 @@
 //! avoids every permute: `q`, `k`, `v` are projected as `W·xᵀ` → `[B, H, d, L]` (the `kv` weight
 //! split into its k and v halves once on the host), the logits are `(qᵀ)ᵀ·k` with the scale and
 //! the downsampled residual in the GEMM epilogue, the output is `v·softmax(.)ᵀ` → `[B, C, N]`,
-//! which `proj` reads through its transposed-A load (bias and the layer's residual fused).
-//! An LA layer's Θ is a GEMM over the stored rows (`P·W_θᵀ + b_θ`); with Ψ, Θ and Ψ are computed
-//! transposed (`[B·H, M, N]`, so the N×N GEMM gets vec4 loads — M = 49 is not a multiple of 4)
-//! and copied back once. Measured on lavapipe (lavit-tiny, 224, `wgvit profile`): a fused
-//! per-query-row kernel (scores or Θ + softmax + ·V in one dispatch, storing the matrix) spent
-//! 190 ms in the 8 attention cores, these GEMMs and softmaxes 35 ms — on a CPU device only the
-//! register-tiled GEMM reaches a useful FLOP rate (~1 GFLOP/s per-row vs 5–15 GFLOP/s).
+//! which `proj` reads through its transposed-A load (bias and the layer's residual fused). A row
+//! of keys is padded to a multiple of 4 key slots (49 → 52 at 224: [`key_slots`]), so that every
+//! GEMM over it loads vec4s; the stored matrix and the `stage{m}.attn` taps are `[B, H, N, S]`
+//! for S slots. An LA layer's Θ is a GEMM over the stored rows (`P·W_θᵀ + b_θ`), Ψ one more per
+//! head (`W_ψ·T + b_ψ`, over rows of key slots). Measured on lavapipe (lavit-tiny, 224, `wgvit
+//! profile`): a fused per-query-row kernel (scores or Θ + softmax + ·V in one dispatch, storing
+//! the matrix) spent 190 ms in the 8 attention cores, these GEMMs and softmaxes 35 ms — on a CPU
+//! device only the register-tiled GEMM reaches a useful FLOP rate (~1 GFLOP/s per-row vs 5–15
+//! GFLOP/s).
 //!
-//! The stored matrix `[B, H, N, M]` (a VA layer's probabilities, an LA layer's transformed
+//! The stored matrix `[B, H, N, S]` (a VA layer's probabilities, an LA layer's transformed
 //! logits) is an ordinary planned activation: it stays on the GPU, live from the layer that
 //! writes it to the last one that reads it (the next layer, or the next stage's first).
 //!
@@ -39,10 +41,9 @@ use crate::explain::{probability_map, Probe};
 use crate::graph::{Graph, TensorId};
 use crate::ops::binary::add;
 use crate::ops::family::attention_downsample::attention_downsample;
-use crate::ops::layout::permute;
-use crate::ops::matmul::{matmul, patch_linear, BiasAxis, Epilogue, Patches};
+use crate::ops::matmul::{matmul, matmul_padded_columns, patch_linear, BiasAxis, Epilogue, Patches};
 use crate::ops::pool::mean_tokens;
-use crate::ops::softmax::softmax;
+use crate::ops::softmax::softmax_padded;
 use crate::ops::Activation;
 use crate::weights::Weights;
 
@@ -238,9 +239,10 @@ impl Builder<'_> {
 
     /// `nn.Linear` `vb` producing transposed, head-major output: `W · xᵀ + b` → `[B, out, L]` for
     /// tokens `x [B, L, Cin]`, i.e. `[B, heads, d, L]` (what the attention GEMMs read without a
-    /// permute). `rows` picks a row block of the weight (the k or v half of `kv`): a derived
-    /// constant sliced once on the host.
-    fn linear_t(&self, g: &mut Graph, vb: &Scope, x: TensorId, out: usize, rows: Option<(usize, usize)>) -> Result<TensorId> {
+    /// permute), its rows padded to `columns` ≥ L (the key slots: padding repeats token L − 1).
+    /// `rows` picks a row block of the weight (the k or v half of `kv`): a derived constant sliced
+    /// once on the host.
+    fn linear_t(&self, g: &mut Graph, vb: &Scope, x: TensorId, out: usize, rows: Option<(usize, usize)>, columns: usize) -> Result<TensorId> {
         let cin = *g.shape(x).last().unwrap_or(&0);
         let (weight, bias) = match rows {
             None => (vb.param(g, "weight", &[out, cin])?, vb.param(g, "bias", &[out])?),
@@ -255,7 +257,7 @@ impl Builder<'_> {
             }
         };
         let epi = Epilogue { alpha: 1.0, bias: Some((bias, BiasAxis::Row)), act: Activation::None, residual: None };
-        vb.op(g, |g| matmul(g, weight, x, false, true, epi))
+        vb.op(g, |g| matmul_padded_columns(g, weight, x, false, epi, columns))
     }
 
     /// One layer `vb` = `stages.m.layers.l`: `x + proj(attention(norm1(x)))`, then
@@ -269,6 +271,7 @@ impl Builder<'_> {
         let a = vb.pp("attn");
         let reduced = self.reduce(g, &a.pp("reduce"), xn, map, self.cfg.sr_ratios[m])?;
         let keys = g.shape(reduced)[1];
+        let slots = key_slots(keys);
         let (stored, probs, v_t) = if l == 0 {
             self.vanilla_attention(g, &a, xn, reduced, map, heads, carried)?
         } else {
@@ -282,10 +285,11 @@ impl Builder<'_> {
         }
         // The map of the attention this layer applies: a VA layer's probabilities (what it
         // stores), an LA layer's softmax of its transformed T.
-        g.probe(Probe::new(a.prefix(), (map.h, map.w), key_grid, true, vec![probs], move |t, query| probability_map(t[0], (n, keys, heads), query)));
+        g.probe(Probe::new(a.prefix(), (map.h, map.w), key_grid, true, vec![probs], move |t, query| probability_map(t[0], (n, keys, heads), slots, query)));
         // out = softmax(.)·v, computed transposed: v_t [B·H, d, M] · probsᵀ → [B·H, d, N] =
-        // [B, C, N], which `proj` reads as tokens through its transposed-A load.
-        let v_t = g.reshape(v_t, &[b * heads, c / heads, keys])?;
+        // [B, C, N], which `proj` reads as tokens through its transposed-A load (the padded
+        // slots' zero probabilities meet finite values).
+        let v_t = g.reshape(v_t, &[b * heads, c / heads, slots])?;
         let o_t = a.op(g, |g| matmul(g, v_t, probs, false, true, Epilogue::default()))?;
         let o_t = g.reshape(o_t, &[b, c, n])?;
         let proj = a.pp("proj");
@@ -297,7 +301,7 @@ impl Builder<'_> {
         let xn = self.layer_norm(g, &vb.pp("norm2"), x)?;
         let hidden = nn::linear(g, &vb.pp("mlp.fc1"), xn, self.cfg.mlp_ratios[m] * c, true, Activation::Gelu, None)?;
         let x = nn::linear(g, &vb.pp("mlp.fc2"), hidden, c, true, Activation::None, Some(x))?;
-        Ok((x, g.reshape(stored, &[b, heads, n, keys])?))
+        Ok((x, g.reshape(stored, &[b, heads, n, slots])?))
     }
 
     /// VA: `A = softmax(q·kᵀ/√d + γ_h·D(carried))` (D only when a previous stage exists). Returns
@@ -305,25 +309,25 @@ impl Builder<'_> {
     #[allow(clippy::too_many_arguments)]
     fn vanilla_attention(&self, g: &mut Graph, a: &Scope, xn: TensorId, reduced: TensorId, map: Map, heads: usize, carried: Option<TensorId>) -> Result<(TensorId, TensorId, TensorId)> {
         let (bh, c, n, keys) = (self.batch * heads, map.c, map.h * map.w, g.shape(reduced)[1]);
-        let hd = c / heads;
-        let q_t = self.linear_t(g, &a.pp("q"), xn, c, None)?;
-        let k_t = self.linear_t(g, &a.pp("kv"), reduced, c, Some((0, 2 * c)))?;
-        let v_t = self.linear_t(g, &a.pp("kv"), reduced, c, Some((c, 2 * c)))?;
+        let (hd, slots) = (c / heads, key_slots(keys));
+        let q_t = self.linear_t(g, &a.pp("q"), xn, c, None, n)?;
+        let k_t = self.linear_t(g, &a.pp("kv"), reduced, c, Some((0, 2 * c)), slots)?;
+        let v_t = self.linear_t(g, &a.pp("kv"), reduced, c, Some((c, 2 * c)), slots)?;
         let residual = match carried {
             Some(prev) => {
                 let weight = a.param(g, "res_down.weight", &[1, 1, 2, 2])?;
                 let bias = a.param(g, "res_down.bias", &[1])?;
                 let gamma = a.param(g, "res_gamma", &[heads])?;
                 let d = a.op(g, |g| attention_downsample(g, prev, (map.h, map.w), weight, bias, gamma))?;
-                Some(g.reshape(d, &[bh, n, keys])?)
+                Some(g.reshape(d, &[bh, n, slots])?)
             }
             None => None,
         };
         let q_t = g.reshape(q_t, &[bh, hd, n])?;
-        let k_t = g.reshape(k_t, &[bh, hd, keys])?;
+        let k_t = g.reshape(k_t, &[bh, hd, slots])?;
         let epi = Epilogue { alpha: (hd as f32).powf(-0.5), bias: None, act: Activation::None, residual };
         let logits = a.op(g, |g| matmul(g, q_t, k_t, true, false, epi))?;
-        let probs = a.op(g, |g| softmax(g, logits, 1.0))?;
+        let probs = a.op(g, |g| softmax_padded(g, logits, 1.0, keys))?;
         Ok((probs, probs, v_t))
     }
 
@@ -331,32 +335,53 @@ impl Builder<'_> {
     /// an LA layer stores T, pre-softmax.
     fn less_attention(&self, g: &mut Graph, a: &Scope, reduced: TensorId, map: Map, heads: usize, prev: TensorId) -> Result<(TensorId, TensorId, TensorId)> {
         let (bh, c, n, keys) = (self.batch * heads, map.c, map.h * map.w, g.shape(reduced)[1]);
-        let v_t = self.linear_t(g, &a.pp("v"), reduced, c, None)?;
+        let slots = key_slots(keys);
+        let v_t = self.linear_t(g, &a.pp("v"), reduced, c, None, slots)?;
         let theta = a.pp("theta");
-        let theta_w = theta.param(g, "weight", &[keys, keys])?;
-        let theta_bias = theta.param(g, "bias", &[keys])?;
+        let (theta_w, theta_bias) = padded_transform(g, &theta, keys, slots)?;
+        let rows = g.reshape(prev, &[bh * n, slots])?;
+        let epi = Epilogue { alpha: 1.0, bias: Some((theta_bias, BiasAxis::Col)), act: Activation::None, residual: None };
+        let t = theta.op(g, |g| matmul(g, rows, theta_w, false, true, epi))?;
+        let t = g.reshape(t, &[bh, n, slots])?;
         let t = if self.cfg.psi {
-            // Θ then Ψ, both computed transposed ([B·H, M, N]): the N×N GEMM then has unit-stride
-            // rows that are multiples of 4 (vec4 loads, ~2.3x faster on lavapipe; M = 49 is not a
-            // multiple of 4); one copy back to [B·H, N, M].
+            // Ψ along the queries: Ψ · T per head, whose rows of key slots load as vec4s.
             let psi = a.pp("psi");
             let psi_w = psi.param(g, "weight", &[n, n])?;
             let psi_bias = psi.param(g, "bias", &[n])?;
-            let epi = Epilogue { alpha: 1.0, bias: Some((theta_bias, BiasAxis::Row)), act: Activation::None, residual: None };
-            let t1 = theta.op(g, |g| matmul(g, theta_w, prev, false, true, epi))?;
-            let t1 = g.reshape(t1, &[bh, keys, n])?;
-            let epi = Epilogue { alpha: 1.0, bias: Some((psi_bias, BiasAxis::Col)), act: Activation::None, residual: None };
-            let t = psi.op(g, |g| matmul(g, t1, psi_w, false, true, epi))?;
-            psi.op(g, |g| permute(g, t, &[0, 2, 1]))?
+            let epi = Epilogue { alpha: 1.0, bias: Some((psi_bias, BiasAxis::Row)), act: Activation::None, residual: None };
+            psi.op(g, |g| matmul(g, psi_w, t, false, false, epi))?
         } else {
-            let rows = g.reshape(prev, &[bh * n, keys])?;
-            let epi = Epilogue { alpha: 1.0, bias: Some((theta_bias, BiasAxis::Col)), act: Activation::None, residual: None };
-            let t = theta.op(g, |g| matmul(g, rows, theta_w, false, true, epi))?;
-            g.reshape(t, &[bh, n, keys])?
+            t
         };
-        let probs = a.op(g, |g| softmax(g, t, 1.0))?;
+        let probs = a.op(g, |g| softmax_padded(g, t, 1.0, keys))?;
         Ok((t, probs, v_t))
     }
+}
+
+/// The key slots of an attention row: the keys padded to a multiple of 4, so that every GEMM
+/// over a row of keys (the logits' columns, Θ, ·v) loads whole vec4s. At 224 every stage has
+/// 49 keys, which took those GEMMs to the element-wise kernel; 52 slots take the vec4 kernel.
+/// The padding's keys and values repeat the last key's (finite: `matmul_padded_columns`), the
+/// softmax gives them probability 0 (`softmax_padded`), and Θ's padded rows and columns are
+/// zeros ([`padded_transform`]), so what a slot past the keys holds never reaches a real one.
+fn key_slots(keys: usize) -> usize {
+    keys.next_multiple_of(4)
+}
+
+/// `vb`'s `weight [keys, keys]` and `bias [keys]` (Θ) zero-padded to `slots`: constants derived
+/// once on the host; the checkpoint's own tensors where no padding is needed.
+fn padded_transform(g: &mut Graph, vb: &Scope, keys: usize, slots: usize) -> Result<(TensorId, TensorId)> {
+    if slots == keys {
+        return Ok((vb.param(g, "weight", &[keys, keys])?, vb.param(g, "bias", &[keys])?));
+    }
+    let (w, bias) = (vb.tensor("weight", &[keys, keys])?, vb.tensor("bias", &[keys])?);
+    let mut wp = vec![0f32; slots * slots];
+    for (row, src) in wp.chunks_mut(slots).zip(w.chunks(keys)) {
+        row[..keys].copy_from_slice(src);
+    }
+    let mut bp = bias.to_vec();
+    bp.resize(slots, 0.0);
+    Ok((vb.derived(g, &format!("weight:slots{slots}"), &[slots, slots], wp)?, vb.derived(g, &format!("bias:slots{slots}"), &[slots], bp)?))
 }
 
 /// Appends LaViT model `id` with configuration `cfg` to `g`, its parameters read through `root`;
