@@ -60,7 +60,9 @@
 // Edges: rows/columns past M/N are clamped when loading (every read is in bounds and real data)
 // and skipped when storing; k past K is never read (zeros in the masked last step). Padded
 // columns (b_n < N, `ops::matmul::matmul_padded_columns`): B is loaded as its b_n stored
-// columns, clamped the same way, so the output's columns past b_n repeat stored ones.
+// columns, clamped the same way, so the output's columns past b_n repeat stored ones. The
+// first rows (a_m > M, `ops::matmul::matmul_first_rows`): A is addressed as its a_m stored rows
+// and only the first M are stored.
 // Dispatch: workgroups of WG_N * WG_M invocations (a power of two), each owning TM x TN
 // outputs, 2^lanes_n_log2 of them along N and the rest along M (the host fits the workgroup's
 // tile to the GEMM: `ops::tuning::gemm_launch`); the batches * tiles_m * tiles_n workgroups
@@ -100,7 +102,9 @@ struct Params {
     // Columns of op(b) as stored (b's rows with TRANS_B): n, or fewer when the output's columns
     // are padded (`ops::matmul::matmul_padded_columns`; header: Edges).
     b_n: u32,
-    _p0: u32,
+    // Rows of op(a) as stored (a's columns with TRANS_A): m, or more when only the first m rows
+    // are wanted (`ops::matmul::matmul_first_rows`; the rest are never read into the output).
+    a_m: u32,
     _p1: u32,
     _p2: u32,
 }
@@ -406,7 +410,7 @@ fn load_b_strided4(i: u32, stride: u32) -> vec4<f32> {
 fn a_elem(t: Tile, m: u32, kk: u32) -> f32 {
     let mc = min(m, params.m - 1u);
     let kc = min(kk, params.k - 1u);
-    let i = select(t.a_off + mc * params.k + kc, t.a_off + kc * params.m + mc, TRANS_A);
+    let i = select(t.a_off + mc * params.k + kc, t.a_off + kc * params.a_m + mc, TRANS_A);
     return select(0.0, load_a(i), kk < params.k);
 }
 
@@ -446,6 +450,8 @@ fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
 #endif
 #else
     let M = params.m;
+    // op(a)'s stored rows: a's row length under TRANS_A (at least M).
+    let A_M = params.a_m;
     let m = t.m0 + 4u * q;
     let k = s.k;
 #if K_TAIL
@@ -455,10 +461,10 @@ fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
 #endif
 #if A_VEC4
 #if TRANS_A
-    // M % 4 == 0: a group of 4 rows is wholly in range or wholly past the edge.
-    let base = t.a_off + min(m, M - 4u);
-    return transpose(mat4x4<f32>(load_a4(base + k * M), load_a4(base + (k + 1u) * M),
-                                 load_a4(base + (k + 2u) * M), load_a4(base + (k + 3u) * M)));
+    // A_M % 4 == 0: a group of 4 stored rows is wholly in range or wholly past the edge.
+    let base = t.a_off + min(m, A_M - 4u);
+    return transpose(mat4x4<f32>(load_a4(base + k * A_M), load_a4(base + (k + 1u) * A_M),
+                                 load_a4(base + (k + 2u) * A_M), load_a4(base + (k + 3u) * A_M)));
 #else
     let K = params.k;
     let base = t.a_off + k;
@@ -470,9 +476,9 @@ fn a_block(t: Tile, q: u32, s: KStep, masked: bool) -> mat4x4<f32> {
     // K % 4 != 0, or a transposed one whose M % 4 != 0): an add per load, no clamps.
     let r = t.a_rows[q];
 #if TRANS_A
-    let o = k * M;
-    return mat4x4<f32>(load_a_strided4(r.x + o, M), load_a_strided4(r.y + o, M),
-                       load_a_strided4(r.z + o, M), load_a_strided4(r.w + o, M));
+    let o = k * A_M;
+    return mat4x4<f32>(load_a_strided4(r.x + o, A_M), load_a_strided4(r.y + o, A_M),
+                       load_a_strided4(r.z + o, A_M), load_a_strided4(r.w + o, A_M));
 #else
     return mat4x4<f32>(load_a4(r.x + k), load_a4(r.y + k), load_a4(r.z + k), load_a4(r.w + k));
 #endif
@@ -601,7 +607,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     // (With A_PATCHES there is one batch entry, so a_off is 0.)
-    let a_off = (p.batch % params.a_batches) * params.m * params.k;
+    let a_off = (p.batch % params.a_batches) * params.a_m * params.k;
     let b_off = (p.batch % params.b_batches) * params.k * params.b_n;
 #if A_ROWS
     var rows: array<vec4<u32>, 4>;

@@ -1008,3 +1008,37 @@ fn matmul_padded_columns_repeats_the_last_column() {
     let e = wgvit::ops::matmul::matmul_padded_columns(&mut g, a, b, false, Epilogue::default(), 8).unwrap_err().to_string();
     assert!(e.contains("8 columns cannot hold the product's 9"), "{e}");
 }
+
+/// `matmul_first_rows`: op(a) = aᵀ stored `[.., K, M']`, only its first `rows` rows multiplied
+/// and stored, with a row bias and a residual of the output's shape; on the vec4 kernel where M'
+/// allows it (LaViT's 49 queries stored in 52 slots) and on the element kernel; every kernel set.
+#[test]
+fn matmul_first_rows_reads_past_the_padding() {
+    for profile in [DeviceProfile::gpu_like(), common::swiftshader(), common::lavapipe()] {
+        let mut rng = Rng::new(62);
+        let mut cases = Cases::for_profile(profile);
+        // (batches, stored rows M', rows, k, n, trans_b)
+        let combos = [(2, 52, 49, 64, 48, true), (1, 12, 9, 20, 16, false), (3, 16, 13, 8, 24, true), (1, 11, 7, 12, 8, true), (1, 8, 8, 16, 12, false)];
+        for (batches, stored, rows, k, n, trans_b) in combos {
+            let (a, at) = cases.input(&mut rng, &[batches, k, stored]);
+            let (b, bt) = cases.input(&mut rng, &stored_shape(&[], k, n, trans_b));
+            let (bias, bias_t) = cases.input(&mut rng, &[rows]);
+            let (residual, residual_t) = cases.input(&mut rng, &[batches, rows, n]);
+            let epi = Epilogue { bias: Some((bias, BiasAxis::Row)), residual: Some(residual), ..Default::default() };
+            let y = wgvit::ops::matmul::matmul_first_rows(&mut cases.g, a, b, trans_b, epi, rows).unwrap();
+            assert_eq!(cases.g.shape(y), [batches, rows, n]);
+            let vec4 = cases.g.nodes.last().unwrap().key.kernel == wgvit::kernels::Kernel::MatmulVec4;
+            assert_eq!(vec4, stored % 4 == 0 && n % 4 == 0 && (!trans_b || k % 4 == 0), "{rows} of {stored} rows: the vec4 kernel where the stored rows allow it");
+            let name = format!("{} {batches}x{rows}/{stored}x{k}x{n} trans_b {trans_b}", cases.g.profile.name);
+            cases.g.output(&name, y);
+            let first: Vec<f32> = at.data.chunks(stored).flat_map(|row| row[..rows].iter().copied()).collect();
+            let (want, _) = matmul_cpu(&first, &[batches, k, rows], &bt.data, &bt.shape, true, trans_b, 1.0, Some((&bias_t.data, BiasAxis::Row)), Activation::None, Some(&residual_t.data));
+            cases.expected.push((name, want));
+        }
+        cases.check();
+    }
+    let mut g = Graph::new();
+    let (a, b) = (g.input("a", &[8, 12]), g.input("b", &[8, 4]));
+    let e = wgvit::ops::matmul::matmul_first_rows(&mut g, a, b, false, Epilogue::default(), 13).unwrap_err().to_string();
+    assert!(e.contains("13 of op(a)'s 12 rows"), "{e}");
+}

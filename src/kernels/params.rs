@@ -121,8 +121,9 @@ uniforms! {
         k_chunk: u32,
         // A_PATCH_PAD: padded, overlapping patches of a channel-last map (`ops::matmul::conv_patches_gemm`).
         patch_pad: u32, patch_h: u32, patch_w: u32, patch_pad_offset: u32,
-        // op(b)'s stored columns: n, or fewer under padded output columns (`ops::matmul::matmul_padded_columns`).
-        b_n: u32, _p0: u32, _p1: u32, _p2: u32,
+        // op(b)'s stored columns: n, or fewer under padded output columns (`ops::matmul::matmul_padded_columns`);
+        // op(a)'s stored rows: m, or more when only the first are wanted (`ops::matmul::matmul_first_rows`).
+        b_n: u32, a_m: u32, _p1: u32, _p2: u32,
     }
 
     /// `conv2d.wgsl`: the implicit GEMM's extents and launch, then the convolution's geometry.

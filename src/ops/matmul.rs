@@ -98,6 +98,9 @@ pub struct MatmulShape {
     /// Columns of op(b) as stored: `n`, or fewer when the output's columns are padded
     /// ([`matmul_padded_columns`]).
     pub b_n: usize,
+    /// Rows of op(a) as stored: `m`, or more when only the first `m` are wanted
+    /// ([`matmul_first_rows`]).
+    pub a_m: usize,
 }
 
 impl MatmulShape {
@@ -151,6 +154,7 @@ pub fn matmul_shape(a_shape: &[usize], b_shape: &[usize], trans_a: bool, trans_b
         a_batches: a_batch.iter().product(),
         b_batches: b_batch.iter().product(),
         b_n: n,
+        a_m: m,
     })
 }
 
@@ -165,7 +169,7 @@ pub fn matmul(g: &mut Graph, a: TensorId, b: TensorId, trans_a: bool, trans_b: b
 /// Whether the vec4 kernel may run on these shapes: every vec4 the kernel touches must start at a
 /// multiple of 4 floats, i.e. the stored contiguous dimension of a and of b, and N, are % 4.
 pub fn vec4_compatible(s: &MatmulShape, trans_a: bool, trans_b: bool) -> bool {
-    let a_contig = if trans_a { s.m } else { s.k };
+    let a_contig = if trans_a { s.a_m } else { s.k };
     let b_contig = if trans_b { s.k } else { s.b_n };
     a_contig.is_multiple_of(4) && b_contig.is_multiple_of(4) && s.n.is_multiple_of(4)
 }
@@ -184,6 +188,22 @@ pub fn matmul_padded_columns(g: &mut Graph, a: TensorId, b: TensorId, trans_a: b
     let flops = 2 * (s.batches() * s.m * s.n * s.k) as u64;
     let tiling = tuning::gemm_tiling(&g.profile, flops, vec4_compatible(&s, trans_a, true));
     push_gemm(g, a, b, &s, trans_a, true, epi, tiling, None, None)
+}
+
+/// [`matmul`] over the first `rows` rows of op(a), `a` stored transposed (`a [.., K, M']`,
+/// op(a) = aᵀ, M' ≥ `rows`): `[.., rows, N]`. The product of a GEMM whose output rows were padded
+/// ([`matmul_padded_columns`]) read back without its padding, with vec4 loads along the padded
+/// rows (LaViT's 49 queries of its last stage, stored as 52). A row bias and a residual are
+/// output-shaped (`rows` long).
+pub fn matmul_first_rows(g: &mut Graph, a: TensorId, b: TensorId, trans_b: bool, epi: Epilogue, rows: usize) -> Result<TensorId> {
+    let mut s = matmul_shape(g.shape(a), g.shape(b), true, trans_b)?;
+    if rows == 0 || rows > s.m {
+        return Err(Error::Graph(format!("matmul_first_rows: {rows} of op(a)'s {} rows", s.m)));
+    }
+    (s.a_m, s.m) = (s.m, rows);
+    let flops = 2 * (s.batches() * s.m * s.n * s.k) as u64;
+    let tiling = tuning::gemm_tiling(&g.profile, flops, vec4_compatible(&s, true, trans_b));
+    push_gemm(g, a, b, &s, true, trans_b, epi, tiling, None, None)
 }
 
 /// [`matmul`] with an explicit kernel configuration (benchmarks, tuning).
@@ -271,7 +291,7 @@ fn push_gemm(
         return Err(Error::Graph(format!("matmul: unsupported tiling {tiling:?} (tm in {{4, 8, 12, 16}}, tn in {{4, 8, 16}}, wg_m and wg_n powers of two, wg_m * wg_n <= 256)")));
     }
     let fits_vec4 = vec4_compatible(s, trans_a, trans_b);
-    let (a_contig, b_contig) = (if trans_a { s.m } else { s.k }, if trans_b { s.k } else { s.n });
+    let (a_contig, b_contig) = (if trans_a { s.a_m } else { s.k }, if trans_b { s.k } else { s.b_n });
     // The kernel (storage as f32 or vec4) and whether each operand's k-step blocks load as vec4.
     // Without the vec4 kernel (N or one operand odd) an operand whose contiguous dim is % 4 still
     // takes vec4 blocks: four element loads from a buffer, one texel fetch from a texture.
@@ -347,7 +367,7 @@ fn push_gemm(
         params: Uniform::of(&params::Matmul { m: p(s.m), n: p(s.n), k: p(s.k), batches: p(batches), tiles_m: p(launch.tiles_m), tiles_n: p(launch.tiles_n), a_batches: p(s.a_batches), b_batches: p(s.b_batches), alpha, lanes_n_log2: launch.lanes_n_log2,
             patch_cols: gather.cols, patch_area: gather.area, patch_stride_img: gather.stride_img, patch_stride_row: gather.stride_row, patch_stride_col: gather.stride_col,
             patch_k_stride0: gather.k_stride0, patch_k_stride1: gather.k_stride1, patch_k_len1: gather.k_len1, patch_k_len2: gather.k_len2, k_chunk: p(k_chunk),
-            patch_pad: gather.pad, patch_h: gather.h, patch_w: gather.w, patch_pad_offset: gather.pad_offset, b_n: p(s.b_n), _p0: 0, _p1: 0, _p2: 0 }),
+            patch_pad: gather.pad, patch_h: gather.h, patch_w: gather.w, patch_pad_offset: gather.pad_offset, b_n: p(s.b_n), a_m: p(s.a_m), _p1: 0, _p2: 0 }),
         reads: [a_read, b_read, bias_read, epi.residual.unwrap_or(filler)].into_iter().chain(k_scale).collect(),
         writes: vec![out],
         workgroups: grid(workgroups),
@@ -495,7 +515,7 @@ pub fn patch_linear(g: &mut Graph, x: TensorId, patches: Patches, weight: Tensor
         return Err(bad(format!("weight {:?} must be [out, {k}]", g.shape(weight))));
     }
     let epi = Epilogue { bias: bias.map(|t| (t, BiasAxis::Col)), ..Default::default() };
-    let s = MatmulShape { m: rows, n, k, batch_dims: vec![], a_batches: 1, b_batches: 1, b_n: n };
+    let s = MatmulShape { m: rows, n, k, batch_dims: vec![], a_batches: 1, b_batches: 1, b_n: n, a_m: rows };
     let tiling = tuning::gemm_tiling(&g.profile, 2 * (rows * n * k) as u64, vec4_compatible(&s, false, true));
     match patches.gather() {
         Some(gather) if tiling.loads == MatmulLoads::Auto => push_gemm(g, x, weight, &s, false, true, epi, tiling, Some(gather), None),
@@ -554,7 +574,7 @@ pub fn conv_patches_gemm(g: &mut Graph, x: TensorId, (kh, kw): (usize, usize), s
     };
     check_u32("conv_patches_gemm x", b * (h + 2 * pad) * (w + 2 * pad) * c)?;
     let epi = Epilogue { bias: bias.map(|t| (t, BiasAxis::Col)), act, ..Default::default() };
-    let s = MatmulShape { m: rows, n, k, batch_dims: vec![], a_batches: 1, b_batches: 1, b_n: n };
+    let s = MatmulShape { m: rows, n, k, batch_dims: vec![], a_batches: 1, b_batches: 1, b_n: n, a_m: rows };
     push_gemm(g, x, weight, &s, false, true, epi, tiling, Some(gather), None).map(Some)
 }
 
