@@ -87,6 +87,9 @@ fn lavit_micro_at_96_with_padded_key_slots_matches_the_contract() {
     let graph = build_graph("lavit-micro", &weights("micro-96"), &[1, 3, 96, 96]).unwrap();
     let carried = graph.taps.iter().find(|(name, _)| name == "stage0.attn").expect("the stage taps").1;
     assert_eq!(graph.shape(carried), [1, 1, 576, 12], "stage 0 carries 576 queries by 12 key slots");
+    // With 9 keys and a last stage of 9 queries in slots of 12, every GEMM loads vec4s.
+    let element_wise: Vec<&str> = graph.nodes.iter().filter(|n| n.key.kernel == wgvit::kernels::Kernel::Matmul).map(|n| n.label.as_str()).collect();
+    assert!(element_wise.is_empty(), "element-wise GEMMs: {element_wise:?}");
     check_variant("micro-96");
 }
 
@@ -184,3 +187,4 @@ fn lavit_missing_and_misshapen_tensors_are_named() {
     let err = build_graph("lavit-micro", &Weights::from_tensors("bad.safetensors", tensors), &[1, 3, 64, 64]).unwrap_err().to_string();
     assert!(err.contains("stages.0.layers.1.attn.v.weight") && err.contains("[16, 16]"), "{err}");
 }
+

@@ -20,9 +20,9 @@
 //! split into its k and v halves once on the host), the logits are `(qᵀ)ᵀ·k` with the scale and
 //! the downsampled residual in the GEMM epilogue, the output is `v·softmax(.)ᵀ` → `[B, C, N]`,
 //! which `proj` reads through its transposed-A load (bias and the layer's residual fused). A row
-//! of keys is padded to a multiple of 4 key slots (49 → 52 at 224: [`key_slots`]), so that every
-//! GEMM over it loads vec4s; the stored matrix and the `stage{m}.attn` taps are `[B, H, N, S]`
-//! for S slots. An LA layer's Θ is a GEMM over the stored rows (`P·W_θᵀ + b_θ`), Ψ one more per
+//! of keys is padded to a multiple of 4 key slots (49 → 52 at 224: [`vec4_slots`]), and so are
+//! the head-major queries (the last stage's 49), so that every GEMM over them loads vec4s; the
+//! stored matrix and the `stage{m}.attn` taps are `[B, H, N, S]` for S slots. An LA layer's Θ is a GEMM over the stored rows (`P·W_θᵀ + b_θ`), Ψ one more per
 //! head (`W_ψ·T + b_ψ`, over rows of key slots). Measured on lavapipe (lavit-tiny, 224, `wgvit
 //! profile`): a fused per-query-row kernel (scores or Θ + softmax + ·V in one dispatch, storing
 //! the matrix) spent 190 ms in the 8 attention cores, these GEMMs and softmaxes 35 ms — on a CPU
@@ -41,7 +41,7 @@ use crate::explain::{probability_map, Probe};
 use crate::graph::{Graph, TensorId};
 use crate::ops::binary::add;
 use crate::ops::family::attention_downsample::attention_downsample;
-use crate::ops::matmul::{matmul, matmul_padded_columns, patch_linear, BiasAxis, Epilogue, Patches};
+use crate::ops::matmul::{matmul, matmul_first_rows, matmul_padded_columns, patch_linear, BiasAxis, Epilogue, Patches};
 use crate::ops::pool::mean_tokens;
 use crate::ops::softmax::softmax_padded;
 use crate::ops::Activation;
@@ -271,7 +271,7 @@ impl Builder<'_> {
         let a = vb.pp("attn");
         let reduced = self.reduce(g, &a.pp("reduce"), xn, map, self.cfg.sr_ratios[m])?;
         let keys = g.shape(reduced)[1];
-        let slots = key_slots(keys);
+        let slots = vec4_slots(keys);
         let (stored, probs, v_t) = if l == 0 {
             self.vanilla_attention(g, &a, xn, reduced, map, heads, carried)?
         } else {
@@ -286,17 +286,19 @@ impl Builder<'_> {
         // The map of the attention this layer applies: a VA layer's probabilities (what it
         // stores), an LA layer's softmax of its transformed T.
         g.probe(Probe::new(a.prefix(), (map.h, map.w), key_grid, true, vec![probs], move |t, query| probability_map(t[0], (n, keys, heads), slots, query)));
-        // out = softmax(.)·v, computed transposed: v_t [B·H, d, M] · probsᵀ → [B·H, d, N] =
-        // [B, C, N], which `proj` reads as tokens through its transposed-A load (the padded
-        // slots' zero probabilities meet finite values).
+        // out = softmax(.)·v, computed transposed: v_t [B·H, d, S] · probsᵀ → [B·H, d, Nq] =
+        // [B, C, Nq] (the padded key slots' zero probabilities meet finite values; the queries
+        // padded to Nq slots as `q` was), which `proj` reads as tokens through its transposed-A
+        // load, its first N rows.
         let v_t = g.reshape(v_t, &[b * heads, c / heads, slots])?;
-        let o_t = a.op(g, |g| matmul(g, v_t, probs, false, true, Epilogue::default()))?;
-        let o_t = g.reshape(o_t, &[b, c, n])?;
+        let query_slots = vec4_slots(n);
+        let o_t = a.op(g, |g| matmul_padded_columns(g, v_t, probs, false, Epilogue::default(), query_slots))?;
+        let o_t = g.reshape(o_t, &[b, c, query_slots])?;
         let proj = a.pp("proj");
         let proj_w = proj.param(g, "weight", &[c, c])?;
         let proj_b = proj.param(g, "bias", &[c])?;
         let epi = Epilogue { alpha: 1.0, bias: Some((proj_b, BiasAxis::Col)), act: Activation::None, residual: Some(map.x) };
-        let x = proj.op(g, |g| matmul(g, o_t, proj_w, true, true, epi))?;
+        let x = proj.op(g, |g| matmul_first_rows(g, o_t, proj_w, true, epi, n))?;
 
         let xn = self.layer_norm(g, &vb.pp("norm2"), x)?;
         let hidden = nn::linear(g, &vb.pp("mlp.fc1"), xn, self.cfg.mlp_ratios[m] * c, true, Activation::Gelu, None)?;
@@ -309,8 +311,8 @@ impl Builder<'_> {
     #[allow(clippy::too_many_arguments)]
     fn vanilla_attention(&self, g: &mut Graph, a: &Scope, xn: TensorId, reduced: TensorId, map: Map, heads: usize, carried: Option<TensorId>) -> Result<(TensorId, TensorId, TensorId)> {
         let (bh, c, n, keys) = (self.batch * heads, map.c, map.h * map.w, g.shape(reduced)[1]);
-        let (hd, slots) = (c / heads, key_slots(keys));
-        let q_t = self.linear_t(g, &a.pp("q"), xn, c, None, n)?;
+        let (hd, slots, query_slots) = (c / heads, vec4_slots(keys), vec4_slots(n));
+        let q_t = self.linear_t(g, &a.pp("q"), xn, c, None, query_slots)?;
         let k_t = self.linear_t(g, &a.pp("kv"), reduced, c, Some((0, 2 * c)), slots)?;
         let v_t = self.linear_t(g, &a.pp("kv"), reduced, c, Some((c, 2 * c)), slots)?;
         let residual = match carried {
@@ -323,10 +325,10 @@ impl Builder<'_> {
             }
             None => None,
         };
-        let q_t = g.reshape(q_t, &[bh, hd, n])?;
+        let q_t = g.reshape(q_t, &[bh, hd, query_slots])?;
         let k_t = g.reshape(k_t, &[bh, hd, slots])?;
         let epi = Epilogue { alpha: (hd as f32).powf(-0.5), bias: None, act: Activation::None, residual };
-        let logits = a.op(g, |g| matmul(g, q_t, k_t, true, false, epi))?;
+        let logits = a.op(g, |g| matmul_first_rows(g, q_t, k_t, false, epi, n))?;
         let probs = a.op(g, |g| softmax_padded(g, logits, 1.0, keys))?;
         Ok((probs, probs, v_t))
     }
@@ -335,7 +337,7 @@ impl Builder<'_> {
     /// an LA layer stores T, pre-softmax.
     fn less_attention(&self, g: &mut Graph, a: &Scope, reduced: TensorId, map: Map, heads: usize, prev: TensorId) -> Result<(TensorId, TensorId, TensorId)> {
         let (bh, c, n, keys) = (self.batch * heads, map.c, map.h * map.w, g.shape(reduced)[1]);
-        let slots = key_slots(keys);
+        let slots = vec4_slots(keys);
         let v_t = self.linear_t(g, &a.pp("v"), reduced, c, None, slots)?;
         let theta = a.pp("theta");
         let (theta_w, theta_bias) = padded_transform(g, &theta, keys, slots)?;
@@ -358,14 +360,17 @@ impl Builder<'_> {
     }
 }
 
-/// The key slots of an attention row: the keys padded to a multiple of 4, so that every GEMM
-/// over a row of keys (the logits' columns, Θ, ·v) loads whole vec4s. At 224 every stage has
-/// 49 keys, which took those GEMMs to the element-wise kernel; 52 slots take the vec4 kernel.
-/// The padding's keys and values repeat the last key's (finite: `matmul_padded_columns`), the
-/// softmax gives them probability 0 (`softmax_padded`), and Θ's padded rows and columns are
-/// zeros ([`padded_transform`]), so what a slot past the keys holds never reaches a real one.
-fn key_slots(keys: usize) -> usize {
-    keys.next_multiple_of(4)
+/// Slots for `len` keys or queries: `len` padded to a multiple of 4, so that every GEMM over a
+/// row of keys (the logits' columns, Θ, ·v) or over the head-major queries (`q`, the logits'
+/// rows, `proj`'s input) loads whole vec4s. At 224 every stage has 49 keys and the last 49
+/// queries, which took those GEMMs to the element-wise kernel; 52 slots take the vec4 kernel.
+/// A padded key's k and v repeat the last key's (finite: `matmul_padded_columns`), the softmax
+/// gives it probability 0 (`softmax_padded`), and Θ's padded rows and columns are zeros
+/// ([`padded_transform`]), so what a slot past the keys holds never reaches a real one. A padded
+/// query's q and output repeat the last query's, and the GEMMs that read them stop at the real
+/// queries (`matmul_first_rows`).
+fn vec4_slots(len: usize) -> usize {
+    len.next_multiple_of(4)
 }
 
 /// `vb`'s `weight [keys, keys]` and `bias [keys]` (Θ) zero-padded to `slots`: constants derived
