@@ -10,6 +10,8 @@
 // `c` counts V elements, ELEMS floats each.
 // Bindings: 0 params, 1 x [rows, c] (read), 2 gamma [c] (read), 3 beta [c] (read),
 //           4 y [rows, c] (write; with Y_TEXTURE a write-only flat rgba32float storage texture).
+//           With ADD, 4 add [add_rows, c] (read), added to the normalised rows (row r takes add
+//           row r % add_rows: LaViT's position embedding over a batch), and y moves to 5.
 //           A layer without affine binds constant ones / zeros. With X_UNIFORM / AFFINE_UNIFORM
 //           (VEC4, lavapipe) x (`Graph::with_activation_uniforms`), and gamma and beta (constants,
 //           `Graph::constant_uniform`), are uniform buffers of 64 KiB: one gather across the SIMD
@@ -26,7 +28,8 @@ struct Params {
     rows: u32,
     c: u32,
     eps: f32,
-    _pad: u32,
+    // ADD: rows of `add`, repeated over x's rows.
+    add_rows: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -42,10 +45,19 @@ struct Params {
 @group(0) @binding(2) var<storage, read> gamma: array<V>;
 @group(0) @binding(3) var<storage, read> beta: array<V>;
 #endif
+#if ADD
+@group(0) @binding(4) var<storage, read> add: array<V>;
+#if Y_TEXTURE
+@group(0) @binding(5) var y_texture: texture_storage_2d<rgba32float, write>;
+#else
+@group(0) @binding(5) var<storage, read_write> y: array<V>;
+#endif
+#else
 #if Y_TEXTURE
 @group(0) @binding(4) var y_texture: texture_storage_2d<rgba32float, write>;
 #else
 @group(0) @binding(4) var<storage, read_write> y: array<V>;
+#endif
 #endif
 
 override WG: u32 = 64u;
@@ -56,6 +68,8 @@ override Y_TEXTURE: bool = false;
 // x, and gamma and beta, are uniform buffers (VEC4 only; header).
 override X_UNIFORM: bool = false;
 override AFFINE_UNIFORM: bool = false;
+// A tensor added to the output (header).
+override ADD: bool = false;
 
 
 @compute @workgroup_size(WG)
@@ -95,8 +109,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let rstd = 1.0 / sqrt(q / n + params.eps);
 
     if (in_range) {
+#if ADD
+        let add_base = (row % params.add_rows) * c;
+#endif
         for (var k = lane; k < c; k += LANES) {
+#if ADD
+            let v = (x[base + k] - splat(mean)) * splat(rstd) * gamma[k] + beta[k] + add[add_base + k];
+#else
             let v = (x[base + k] - splat(mean)) * splat(rstd) * gamma[k] + beta[k];
+#endif
 #if Y_TEXTURE
             textureStore(y_texture, flat_coords((base + k) * 4u), v);
 #else

@@ -44,6 +44,40 @@ fn layer_norm_random_shapes_match_cpu() {
     }
 }
 
+/// `layer_norm_add`: the normalised rows plus a tensor whose rows repeat over the input's (a
+/// position embedding over a batch), on the vec4 and scalar kernels and both kernel sets (on
+/// lavapipe the constant affine from uniform buffers); an `add` whose rows do not divide the
+/// input's is refused.
+#[test]
+fn layer_norm_add_adds_repeated_rows() {
+    for profile in [wgvit::kernels::DeviceProfile::default(), common::lavapipe()] {
+        let mut rng = Rng::new(13);
+        // (input shape, add shape)
+        let cases: &[(&[usize], &[usize])] = &[(&[2, 49, 64], &[1, 49, 64]), (&[3, 5, 7], &[5, 7]), (&[1, 196, 320], &[1, 196, 320]), (&[4, 6, 12], &[2, 12])];
+        for &(shape, add_shape) in cases {
+            let c = *shape.last().unwrap();
+            let x = rng.tensor(shape, -3.0, 3.0);
+            let add = rng.tensor(add_shape, -1.0, 1.0);
+            let (gamma, beta) = (rng.vec(c, 0.5, 1.5), rng.vec(c, -0.5, 0.5));
+            let mut g = Graph::for_profile(profile.clone());
+            let xi = g.input("x", shape);
+            let ai = g.input("add", add_shape);
+            let (gi, bi) = (constant(&mut g, "gamma", &gamma), constant(&mut g, "beta", &beta));
+            let y = wgvit::ops::layernorm::layer_norm_add(&mut g, xi, Some(gi), Some(bi), 1e-5, Some(ai)).unwrap();
+            assert!(g.nodes.last().unwrap().key.constants().contains(&("ADD", 1)));
+            g.output("y", y);
+            let out = run(&g, &[&x, &add]);
+            let normed = layer_norm_cpu(&x.data, c, &gamma, &beta, 1e-5);
+            let want: Vec<f32> = normed.iter().zip(add.data.iter().cycle()).map(|(v, a)| v + a).collect();
+            assert_close(&format!("layer_norm_add {shape:?} + {add_shape:?} on {}", profile.name), &out[0].data, &want, 3e-6, 3e-6);
+        }
+    }
+    let mut g = Graph::new();
+    let (x, add) = (g.input("x", &[2, 5, 8]), g.input("add", &[3, 8]));
+    let e = wgvit::ops::layernorm::layer_norm_add(&mut g, x, None, None, 1e-5, Some(add)).unwrap_err().to_string();
+    assert!(e.contains("add has shape [3, 8]") && e.contains("divides the input's 10"), "{e}");
+}
+
 #[test]
 fn layer_norm_keeps_precision_with_large_offsets() {
     // Rows 1000 + U(-1, 1): the data's own f32 rounding is 6e-5, E[x²] - E[x]² would lose the

@@ -147,7 +147,7 @@ uniforms! {
     }
 
     /// `layernorm.wgsl`: `c` counts elements of the variant's `V`.
-    pub struct LayerNorm { rows: u32, c: u32, eps: f32, _pad: u32 }
+    pub struct LayerNorm { rows: u32, c: u32, eps: f32, add_rows: u32 }
 
     /// `groupnorm.wgsl`: lengths count elements of the variant's `V`.
     pub struct GroupNorm {

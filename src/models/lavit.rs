@@ -39,7 +39,6 @@
 use crate::error::{Error, Result};
 use crate::explain::{probability_map, Probe};
 use crate::graph::{Graph, TensorId};
-use crate::ops::binary::add;
 use crate::ops::family::attention_downsample::attention_downsample;
 use crate::ops::matmul::{matmul, matmul_first_rows, matmul_padded_columns, patch_linear, BiasAxis, Epilogue, Patches};
 use crate::ops::pool::mean_tokens;
@@ -221,10 +220,10 @@ impl Builder<'_> {
     fn embed(&self, g: &mut Graph, vb: &Scope, m: usize, x: TensorId, nchw: bool, (hin, win, cin): (usize, usize, usize)) -> Result<Map> {
         let (c, p) = (self.cfg.dims[m], self.cfg.patch[m]);
         let y = self.patchify_conv(g, &vb.pp("patch_embed.proj"), x, nchw, (hin, win, cin), c, p)?;
-        let y = self.layer_norm(g, &vb.pp("patch_embed.norm"), y)?;
         let (h, w) = (hin / p, win / p);
         let pos = vb.param(g, "pos_embed", &[1, h * w, c])?;
-        let x = vb.op(g, |g| add(g, y, pos))?;
+        // The norm adds the position embedding as it writes (no add dispatch).
+        let x = nn::layer_norm_add(g, &vb.pp("patch_embed.norm"), y, EPS, Some(pos))?;
         Ok(Map { x, h, w, c })
     }
 

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::graph::{Graph, TensorId};
 use crate::ops::conv2d::{conv2d as conv2d_op, Conv2dParams};
 use crate::ops::groupnorm::{group_norm as group_norm_op, Sum};
-use crate::ops::layernorm::layer_norm as layer_norm_op;
+use crate::ops::layernorm::layer_norm_add as layer_norm_add_op;
 use crate::ops::matmul::{linear as linear_op, matmul, BiasAxis, Epilogue};
 use crate::ops::Activation;
 use crate::weights::WeightReader;
@@ -126,10 +126,15 @@ pub fn linear(g: &mut Graph, vb: &Scope, x: TensorId, out: usize, bias: bool, ac
 
 /// `nn.LayerNorm` over the last axis of `x`.
 pub fn layer_norm(g: &mut Graph, vb: &Scope, x: TensorId, eps: f32) -> Result<TensorId> {
+    layer_norm_add(g, vb, x, eps, None)
+}
+
+/// [`layer_norm`] with `add` added to its output in the same pass (`ops::layernorm::layer_norm_add`).
+pub fn layer_norm_add(g: &mut Graph, vb: &Scope, x: TensorId, eps: f32, add: Option<TensorId>) -> Result<TensorId> {
     let c = *g.shape(x).last().unwrap_or(&0);
     let gamma = vb.param(g, "weight", &[c])?;
     let beta = vb.param(g, "bias", &[c])?;
-    vb.op(g, |g| layer_norm_op(g, x, Some(gamma), Some(beta), eps))
+    vb.op(g, |g| layer_norm_add_op(g, x, Some(gamma), Some(beta), eps, add))
 }
 
 /// `nn.GroupNorm(groups, C)` of `x [B, C, ..]`, then `act`, with `sum` added to its input or its

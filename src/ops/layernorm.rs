@@ -21,6 +21,13 @@ pub fn filled(g: &mut Graph, value: f32, n: usize) -> Result<TensorId> {
 
 /// `x [.., C]` normalised over C; gamma, beta `[C]` (each optional: 1 and 0).
 pub fn layer_norm(g: &mut Graph, x: TensorId, gamma: Option<TensorId>, beta: Option<TensorId>, eps: f32) -> Result<TensorId> {
+    layer_norm_add(g, x, gamma, beta, eps, None)
+}
+
+/// [`layer_norm`] with `add` added to its output, in the same pass: `add [.., R, C]` of R rows,
+/// R dividing x's row count, row r of x taking row r % R (LaViT's position embedding `[1, N, C]`
+/// over a batch of `[B, N, C]`).
+pub fn layer_norm_add(g: &mut Graph, x: TensorId, gamma: Option<TensorId>, beta: Option<TensorId>, eps: f32, add: Option<TensorId>) -> Result<TensorId> {
     let shape = g.shape(x).to_vec();
     let c = match shape.last() {
         Some(&c) if c > 0 => c,
@@ -39,6 +46,16 @@ pub fn layer_norm(g: &mut Graph, x: TensorId, gamma: Option<TensorId>, beta: Opt
     let n = g.numel(x);
     check_u32("layer_norm", n)?;
     let rows = n / c;
+    let add_rows = match add {
+        Some(t) if g.shape(t).last() == Some(&c) && rows.is_multiple_of(g.numel(t) / c) => g.numel(t) / c,
+        Some(t) => {
+            return Err(Error::Graph(format!(
+                "layer_norm: add has shape {:?}, expected rows of {c} whose count divides the input's {rows} (input {shape:?})",
+                g.shape(t)
+            )))
+        }
+        None => 1,
+    };
     let gamma = match gamma {
         Some(t) => t,
         None => filled(g, 1.0, c)?,
@@ -58,16 +75,16 @@ pub fn layer_norm(g: &mut Graph, x: TensorId, gamma: Option<TensorId>, beta: Opt
     let y = g.activation(&shape);
     g.push(Node {
         label: "layer_norm".into(),
-        key: PipelineKey::new(kernel).with("WG", WG as u32).with("LANES", lanes as u32).with("AFFINE_UNIFORM", affine_uniform.is_some() as u32),
-        params: Uniform::of(&params::LayerNorm { rows: rows as u32, c: (c / width) as u32, eps, _pad: 0 }),
-        reads: vec![x, gamma, beta],
+        key: PipelineKey::new(kernel).with("WG", WG as u32).with("LANES", lanes as u32).with("AFFINE_UNIFORM", affine_uniform.is_some() as u32).with("ADD", add.is_some() as u32),
+        params: Uniform::of(&params::LayerNorm { rows: rows as u32, c: (c / width) as u32, eps, add_rows: add_rows as u32 }),
+        reads: [x, gamma, beta].into_iter().chain(add).collect(),
         writes: vec![y],
         workgroups: grid(rows.div_ceil(WG / lanes)),
         flops: 8 * n as u64,
     });
     // Rows of whole vec4s may be stored to a flat texture, for the matmuls that read them.
     if kernel == Kernel::LayerNormVec4 {
-        g.offer_texture(3, "Y_TEXTURE");
+        g.offer_texture(if add.is_some() { 4 } else { 3 }, "Y_TEXTURE");
         g.offer_uniform(0, "X_UNIFORM");
     }
     Ok(y)
