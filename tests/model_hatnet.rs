@@ -124,3 +124,17 @@ fn precompile_leaves_nothing_for_the_model_to_compile() {
         assert!(err.contains(what), "{shape:?}: {err}");
     }
 }
+
+/// At 224 the last stage (7 × 7 tokens) and the pooled maps of the global attentions (7 × 7)
+/// have token counts that are not multiples of 4; they run token-major, so every GEMM loads its
+/// operands as vec4s (the element-wise kernel reads a 49-float row one float at a time).
+#[test]
+fn hatnet_at_224_runs_every_gemm_on_the_vec4_kernel() {
+    let weights = Weights::from_bytes("hatnet-micro/weights.safetensors", &fixture("weights.safetensors")).unwrap();
+    for profile in [DeviceProfile::default(), common::lavapipe()] {
+        let spec = resolve("hatnet-micro", &weights).unwrap();
+        let graph = build_spec_graph(&spec, &weights, &[1, 3, 224, 224], profile).unwrap();
+        let element_wise: Vec<&str> = graph.nodes.iter().filter(|n| n.key.kernel == wgvit::kernels::Kernel::Matmul).map(|n| n.label.as_str()).collect();
+        assert!(element_wise.is_empty(), "element-wise GEMMs on {}: {element_wise:?}", graph.profile.name);
+    }
+}

@@ -254,9 +254,20 @@ impl Builder<'_> {
         let q = self.project(g, &vb.pp("q"), grid_x, c)?;
         let r = self.cfg.pool_ratios[stage];
         let pooled = vb.op(g, |g| avg_pool2d(g, grid_x, (r, r), (r, r), (0, 0), true))?;
-        let pooled = self.group_norm(g, &vb.pp("ds_norm"), pooled, None, Activation::None)?;
-        let pooled_grid = (g.shape(pooled)[2], g.shape(pooled)[3]);
-        let kv = self.project(g, &vb.pp("kv"), pooled, 2 * c)?;
+        let [_, _, ph, pw] = dims4(g.shape(pooled));
+        let pooled_grid = (ph, pw);
+        let kv = if d.is_multiple_of(4) && !(ph * pw).is_multiple_of(4) {
+            // A pooled map whose token count is not a multiple of 4 (7 × 7 at 224): its norm
+            // writes it channel-last, so that `kv` = tokens · Wᵀ loads channels as vec4s, where
+            // the NCHW map's rows of 49 tokens load one float at a time.
+            let t = self.group_norm_relayout(g, &vb.pp("ds_norm"), pooled, None, Layout::Nchw, Layout::ChannelsLast)?;
+            let t = g.reshape(t, &[b, ph * pw, c])?;
+            let tensor = self.pointwise_tokens(g, &vb.pp("kv"), t, 2 * c, true, Activation::None, None)?;
+            Projection { tensor, tokens: ph * pw, row: 2 * c, token_major: true }
+        } else {
+            let pooled = self.group_norm(g, &vb.pp("ds_norm"), pooled, None, Activation::None)?;
+            self.project(g, &vb.pp("kv"), pooled, 2 * c)?
+        };
         let m = kv.tokens;
         g.probe(Probe::new(format!("{}.global", vb.prefix()), (h, w), pooled_grid, true, vec![q.tensor, kv.tensor], move |t, query| {
             let q_at = |head: usize, p: usize| (0..d).map(move |ch| t[0][q.index(p, head * d + ch)]);
