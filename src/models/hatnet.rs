@@ -13,6 +13,8 @@
 //!   runs token-major, `[B, H, W, C]` ([`Builder::token_major_block`]): NCHW rows of 49 tokens
 //!   would leave its GEMMs reading the map one float at a time, where channel rows load as vec4s.
 //!   Its GroupNorms run channel-last and its depthwise conv is the channel-last 3 × 3 kernel.
+//! - A global attention's pooled map whose token count is not a multiple of 4 (7 × 7 at 224) is
+//!   normalised into channel-last tokens, which `kv` projects as `tokens · Wᵀ`.
 //! - A downsampling conv that the device runs as a GEMM over gathered channel-last patches
 //!   (lavapipe) reads a channel-last map.
 //! - The GroupNorms on either side change the layout as they write (no permute dispatch), and a
