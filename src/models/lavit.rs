@@ -19,15 +19,16 @@
 //! avoids every permute: `q`, `k`, `v` are projected as `W·xᵀ` → `[B, H, d, L]` (the `kv` weight
 //! split into its k and v halves once on the host), the logits are `(qᵀ)ᵀ·k` with the scale and
 //! the downsampled residual in the GEMM epilogue, the output is `v·softmax(.)ᵀ` → `[B, C, N]`,
-//! which `proj` reads through its transposed-A load (bias and the layer's residual fused). A row
-//! of keys is padded to a multiple of 4 key slots (49 → 52 at 224: [`vec4_slots`]), and so are
-//! the head-major queries (the last stage's 49), so that every GEMM over them loads vec4s; the
-//! stored matrix and the `stage{m}.attn` taps are `[B, H, N, S]` for S slots. An LA layer's Θ is a GEMM over the stored rows (`P·W_θᵀ + b_θ`), Ψ one more per
-//! head (`W_ψ·T + b_ψ`, over rows of key slots). Measured on lavapipe (lavit-tiny, 224, `wgvit
-//! profile`): a fused per-query-row kernel (scores or Θ + softmax + ·V in one dispatch, storing
-//! the matrix) spent 190 ms in the 8 attention cores, these GEMMs and softmaxes 35 ms — on a CPU
-//! device only the register-tiled GEMM reaches a useful FLOP rate (~1 GFLOP/s per-row vs 5–15
-//! GFLOP/s).
+//! which `proj` reads through its transposed-A load (bias and the layer's residual fused).
+//!
+//! A row of keys is padded to a multiple of 4 key slots (49 → 52 at 224: [`vec4_slots`]), and so
+//! are the head-major queries (the last stage's 49), so that every GEMM over them loads vec4s;
+//! the stored matrix and the `stage{m}.attn` taps are `[B, H, N, S]` for S slots. An LA layer's
+//! Θ is a GEMM over the stored rows (`P·W_θᵀ + b_θ`), Ψ one more per head (`W_ψ·T + b_ψ`, over
+//! rows of key slots). Measured on lavapipe (lavit-tiny, 224, `wgvit profile`): a fused
+//! per-query-row kernel (scores or Θ + softmax + ·V in one dispatch, storing the matrix) spent
+//! 190 ms in the 8 attention cores, these GEMMs and softmaxes 35 ms — on a CPU device only the
+//! register-tiled GEMM reaches a useful FLOP rate (~1 GFLOP/s per-row vs 5–15 GFLOP/s).
 //!
 //! The stored matrix `[B, H, N, S]` (a VA layer's probabilities, an LA layer's transformed
 //! logits) is an ordinary planned activation: it stays on the GPU, live from the layer that
