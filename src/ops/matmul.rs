@@ -161,17 +161,27 @@ pub fn matmul_shape(a_shape: &[usize], b_shape: &[usize], trans_a: bool, trans_b
 /// out = act(alpha · op(a)·op(b) + bias) + residual. See the module docs for shapes.
 pub fn matmul(g: &mut Graph, a: TensorId, b: TensorId, trans_a: bool, trans_b: bool, epi: Epilogue) -> Result<TensorId> {
     let s = matmul_shape(g.shape(a), g.shape(b), trans_a, trans_b)?;
+    push_gemm_tuned(g, a, b, &s, trans_a, trans_b, epi)
+}
+
+/// Pushes the GEMM of shape `s` with the device's tiling for its size and kernel.
+fn push_gemm_tuned(g: &mut Graph, a: TensorId, b: TensorId, s: &MatmulShape, trans_a: bool, trans_b: bool, epi: Epilogue) -> Result<TensorId> {
     let flops = 2 * (s.batches() * s.m * s.n * s.k) as u64;
-    let tiling = tuning::gemm_tiling(&g.profile, flops, vec4_compatible(&s, trans_a, trans_b));
-    matmul_tiled(g, a, b, trans_a, trans_b, epi, tiling)
+    let tiling = tuning::gemm_tiling(&g.profile, flops, vec4_compatible(s, trans_a, trans_b));
+    push_gemm(g, a, b, s, trans_a, trans_b, epi, tiling, None, None)
 }
 
 /// Whether the vec4 kernel may run on these shapes: every vec4 the kernel touches must start at a
 /// multiple of 4 floats, i.e. the stored contiguous dimension of a and of b, and N, are % 4.
 pub fn vec4_compatible(s: &MatmulShape, trans_a: bool, trans_b: bool) -> bool {
-    let a_contig = if trans_a { s.a_m } else { s.k };
-    let b_contig = if trans_b { s.k } else { s.b_n };
+    let (a_contig, b_contig) = contiguous_dims(s, trans_a, trans_b);
     a_contig.is_multiple_of(4) && b_contig.is_multiple_of(4) && s.n.is_multiple_of(4)
+}
+
+/// The stored contiguous dimension of a and of b: what decides whether each loads vec4 blocks
+/// (op(a)'s stored rows `a_m` and op(b)'s stored columns `b_n`, not M and N).
+fn contiguous_dims(s: &MatmulShape, trans_a: bool, trans_b: bool) -> (usize, usize) {
+    (if trans_a { s.a_m } else { s.k }, if trans_b { s.k } else { s.b_n })
 }
 
 /// [`matmul`] with `b` stored as rows (`b [.., N, K]`, op(b) = bᵀ) and the output's rows padded
@@ -185,9 +195,7 @@ pub fn matmul_padded_columns(g: &mut Graph, a: TensorId, b: TensorId, trans_a: b
         return Err(Error::Graph(format!("matmul_padded_columns: {columns} columns cannot hold the product's {}", s.n)));
     }
     (s.b_n, s.n) = (s.n, columns);
-    let flops = 2 * (s.batches() * s.m * s.n * s.k) as u64;
-    let tiling = tuning::gemm_tiling(&g.profile, flops, vec4_compatible(&s, trans_a, true));
-    push_gemm(g, a, b, &s, trans_a, true, epi, tiling, None, None)
+    push_gemm_tuned(g, a, b, &s, trans_a, true, epi)
 }
 
 /// [`matmul`] over the first `rows` rows of op(a), `a` stored transposed (`a [.., K, M']`,
@@ -201,9 +209,7 @@ pub fn matmul_first_rows(g: &mut Graph, a: TensorId, b: TensorId, trans_b: bool,
         return Err(Error::Graph(format!("matmul_first_rows: {rows} of op(a)'s {} rows", s.m)));
     }
     (s.a_m, s.m) = (s.m, rows);
-    let flops = 2 * (s.batches() * s.m * s.n * s.k) as u64;
-    let tiling = tuning::gemm_tiling(&g.profile, flops, vec4_compatible(&s, true, trans_b));
-    push_gemm(g, a, b, &s, true, trans_b, epi, tiling, None, None)
+    push_gemm_tuned(g, a, b, &s, true, trans_b, epi)
 }
 
 /// [`matmul`] with an explicit kernel configuration (benchmarks, tuning).
@@ -291,7 +297,7 @@ fn push_gemm(
         return Err(Error::Graph(format!("matmul: unsupported tiling {tiling:?} (tm in {{4, 8, 12, 16}}, tn in {{4, 8, 16}}, wg_m and wg_n powers of two, wg_m * wg_n <= 256)")));
     }
     let fits_vec4 = vec4_compatible(s, trans_a, trans_b);
-    let (a_contig, b_contig) = (if trans_a { s.a_m } else { s.k }, if trans_b { s.k } else { s.b_n });
+    let (a_contig, b_contig) = contiguous_dims(s, trans_a, trans_b);
     // The kernel (storage as f32 or vec4) and whether each operand's k-step blocks load as vec4.
     // Without the vec4 kernel (N or one operand odd) an operand whose contiguous dim is % 4 still
     // takes vec4 blocks: four element loads from a buffer, one texel fetch from a texture.
