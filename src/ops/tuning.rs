@@ -78,7 +78,7 @@ pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
     } else if swiftshader || lavapipe_mid {
         MatmulTiling { tm: 8, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
     } else if is_lavapipe(profile) && flops >= LAVAPIPE_LARGE_GEMM_FLOPS {
-        MatmulTiling { tm: 16, tn: 16, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
+        MatmulTiling { tm: 16, tn: 16, ..LAVAPIPE_LARGE_WORKGROUP }
     } else {
         MatmulTiling { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
     }
@@ -96,7 +96,8 @@ pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
 /// accvit-tiny 0.99, lavit-tiny 0.98 (3 × 6). With the 8 × 8 tile too, lavit-digits took 1.08 of
 /// its time (4 × 100 runs; the other digit models 0.99–1.00), so the mid-size tile keeps the
 /// narrow rule there. Counting the workgroups in rounds of four (lavapipe's threads here) as well
-/// measured the same (0.97–1.01).
+/// measured the same (0.97–1.01). With the 16 × 16 tile's workgroups of 32 invocations
+/// ([`LAVAPIPE_LARGE_WORKGROUP`], session 24) that qkv GEMM launches 63 workgroups of 32 along M.
 fn least_waste_min_outputs(profile: &DeviceProfile) -> u32 {
     if is_lavapipe(profile) {
         128
@@ -143,6 +144,20 @@ pub fn gemm_k_splits(profile: &DeviceProfile, tiles: usize, k: usize, flops: u64
 /// vvt-tiny 1.00 (3 × 6). The cost is JIT at a first run with Mesa's cache empty: hatnet-tiny's
 /// first forward 5.3 → 6.5 s, lavit-tiny's 6.9 → 7.7 s.
 pub const LAVAPIPE_LARGE_GEMM_FLOPS: u64 = SMALL_GEMM_FLOPS;
+
+/// The workgroup of lavapipe's 16 × 16-tiled GEMMs (and of the 16 × 8 convs cut from them): 4 × 8
+/// invocations, half a 64-invocation workgroup's 128 × 128 outputs or so. Most of the tiny
+/// models' later-stage GEMMs filled only 2–7 workgroups of 64 (hatnet-tiny's stage-2 `conv3.0`,
+/// 240 × 196 outputs: 4; accvit-tiny's stage-3 projections, 49 × 512: 2) for lavapipe's four
+/// threads, and a workgroup is the unit its threads share out. `wgvit bench-ops` at those shapes
+/// (Intel Xeon, 7 runs, one binary, 64 → 32 invocations): 196×1024·1024×256ᵀ 2.09 → 1.84 ms,
+/// 196×240ᵀ·240×240ᵀ 0.52 → 0.46 ms, 49×2048·2048×512ᵀ 2.38 → 2.25 ms, 48×384·384×3136 2.13 →
+/// 2.02 ms, 240×960·960×196 and 96×768·768×784 unchanged. Fewer invocations are slower again (16:
+/// 1.6–1.9× the time of 64, see [`matmul_tiling`]). Warm, the same binary paired with itself
+/// (`tools/bench_pair.py --after-env`, three runs of 4–5 rounds × 8): lavit-tiny 0.95–0.97,
+/// lavit-tiny-psi 0.97, vvt-tiny 0.98–1.05, accvit-tiny 0.98–0.99, hatnet-tiny 0.97–1.01.
+/// The pipelines are the same ones with another workgroup size, so no more of them to compile.
+const LAVAPIPE_LARGE_WORKGROUP: MatmulTiling = MatmulTiling { tm: 16, tn: 16, wg_m: 4, wg_n: 8, loads: MatmulLoads::Auto };
 
 /// The register tile of an automatically tiled GEMM of `flops` FLOPs, on the vec4 kernel or not
 /// (`ops::matmul::vec4_compatible`): [`matmul_tiling`]'s, but on lavapipe the element-wise kernel
@@ -693,26 +708,26 @@ mod tests {
         // 8 rows of tiles: 8 invocations along M, the rest along N.
         assert_eq!(gemm_launch(&lavapipe, &small, 32, 512), GemmLaunch { lanes_n_log2: 3, tiles_m: 1, tiles_n: 16 });
         assert_eq!(gemm_launch(&lavapipe, &small, 8, 512), GemmLaunch { lanes_n_log2: 5, tiles_m: 1, tiles_n: 4 });
-        // lavapipe's 16-row tiles launch the fewest invocations: 3136 tokens are 196 row tiles,
-        // covered exactly by 4 invocations along M where the declared 8 x 8 would launch 200.
+        // lavapipe's 16-row tiles launch the fewest invocations (workgroups of 4 x 8): 3136
+        // tokens are 196 row tiles, covered exactly by 4 invocations along M.
         // 16 x 8 (a padded-patch conv below 32 MFLOP; an implicit-GEMM conv stays 8 pixels wide):
         let large = conv_patches_tiling(&lavapipe, SMALL_CONV_FLOPS - 1);
         assert_eq!((large.tm, large.tn), (16, 8));
         assert_eq!(LAVAPIPE_LARGE_GEMM_FLOPS, SMALL_GEMM_FLOPS);
         assert_eq!(conv_patches_tiling(&lavapipe, SMALL_CONV_FLOPS).tn, 16);
-        assert_eq!(gemm_launch(&lavapipe, &large, 3136, 1536), GemmLaunch { lanes_n_log2: 4, tiles_m: 49, tiles_n: 12 });
+        assert_eq!(gemm_launch(&lavapipe, &large, 3136, 1536), GemmLaunch { lanes_n_log2: 3, tiles_m: 49, tiles_n: 24 });
         let huge = matmul_tiling(&lavapipe, LAVAPIPE_LARGE_GEMM_FLOPS);
-        assert_eq!((huge.tm, huge.tn), (16, 16));
+        assert_eq!((huge.tm, huge.tn, huge.wg_m * huge.wg_n), (16, 16, 32));
         // The element-wise kernel keeps 16 x 8 below 32 MFLOP (its 16 x 16 pipelines' JIT).
         assert_eq!(gemm_tiling(&lavapipe, SMALL_CONV_FLOPS - 1, false).tn, 8);
         assert_eq!(gemm_tiling(&lavapipe, SMALL_CONV_FLOPS, false).tn, 16);
         assert_eq!(gemm_tiling(&lavapipe, SMALL_GEMM_FLOPS, true).tn, 16);
-        assert_eq!(gemm_launch(&lavapipe, &huge, 3136, 1536), GemmLaunch { lanes_n_log2: 4, tiles_m: 49, tiles_n: 6 });
-        // vvt-tiny's qkv (3136 tokens -> 144: 9 column tiles), 2 invocations along N instead of
+        assert_eq!(gemm_launch(&lavapipe, &huge, 3136, 1536), GemmLaunch { lanes_n_log2: 3, tiles_m: 49, tiles_n: 12 });
+        // vvt-tiny's qkv (3136 tokens -> 144: 9 column tiles), one invocation along N instead of
         // 8 of which 7 cover one column tile; hatnet-tiny's 48 channels (3 row tiles) by 3136
         // pixels: one invocation along M instead of 4.
-        assert_eq!(gemm_launch(&lavapipe, &huge, 3136, 144), GemmLaunch { lanes_n_log2: 1, tiles_m: 7, tiles_n: 5 });
-        assert_eq!(gemm_launch(&lavapipe, &huge, 48, 3136), GemmLaunch { lanes_n_log2: 6, tiles_m: 3, tiles_n: 4 });
+        assert_eq!(gemm_launch(&lavapipe, &huge, 3136, 144), GemmLaunch { lanes_n_log2: 0, tiles_m: 7, tiles_n: 9 });
+        assert_eq!(gemm_launch(&lavapipe, &huge, 48, 3136), GemmLaunch { lanes_n_log2: 5, tiles_m: 3, tiles_n: 7 });
         assert_eq!(conv_gemm_tiling(&lavapipe, u64::MAX, 96).tn, 8);
         assert!(!gemm_store_loop(&lavapipe, 16, 16) && !gemm_store_loop(&DeviceProfile::cpu_like(), 16, 16));
         // LaViT-tiny's first spatial reduction (49 tokens x 4096 -> 64: 32 tiles of 16 x 8) in
