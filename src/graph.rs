@@ -180,6 +180,15 @@ pub struct Graph {
 /// ([`Graph::with_flat_texture_images`]).
 pub const FLAT_IMAGE: &str = "FLAT_IMAGE";
 
+/// Which reads of an activation must be offered bindings for it to move (`Graph::offered`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OfferedReads {
+    /// Every read: the activation itself moves, and a reader without an offer could not read it.
+    All,
+    /// At least one: the offered readers read a copy, the others the activation where it was.
+    Some,
+}
+
 /// Right after node `after`, the executor copies storage `from` (an activation in a slot buffer,
 /// which the node wrote) into storage `to` (an activation in a slot texture), which later nodes
 /// read in its place.
@@ -502,13 +511,20 @@ impl Graph {
 
     /// [`Graph::with_activation_textures`] for a device where a texture store costs more than a
     /// buffer store and a copy (`DeviceProfile::texture_stores_costly`): an activation of at
-    /// least `min_texels` texels whose every read is an offered texture binding, fetched at least
-    /// `min_fetches` times a texel in all, stays in its producer's buffer, and the executor
-    /// copies it into a texture right after the producer ([`TextureCopy`]); the readers read the
-    /// texture (their offers' defines set). The producer needs no texture offer. Graph outputs
+    /// least `min_texels` texels whose offered texture reads fetch it at least `min_fetches`
+    /// times a texel in all stays in its producer's buffer, and the executor copies it into a
+    /// texture right after the producer ([`TextureCopy`]); the offered readers read the texture
+    /// (their offers' defines set), and a reader without an offer (a token mean, a pooling) the
+    /// buffer, which the copy leaves as it is. The producer needs no texture offer. Graph outputs
     /// and activations written by more than one node stay as they are.
+    ///
+    /// Session 24 let those other readers be: ACC-ViT's MBConv `project` reads the depthwise
+    /// output that its squeeze-excitation's token mean also reads, and `expand` a block input that
+    /// the shortcut's pooling reads; HAT-Net's `q` the norm output that its pooling reads.
+    /// accvit-tiny took 0.93 and 0.97 of its time (18 more copies a forward, 24 → 23 pipelines),
+    /// the other tiny models 0.98–1.00 (`tools/bench_pair.py`, Intel Xeon, 4 × 8 runs).
     pub fn with_activation_textures_copied(&self, min_fetches: u64, min_texels: usize) -> Graph {
-        let copied = self.fully_offered(&self.texture_offers, |g, storage| g.fits_texture(storage.numel) && storage.numel / 4 >= min_texels, false, min_fetches);
+        let copied = self.offered(&self.texture_offers, |g, storage| g.fits_texture(storage.numel) && storage.numel / 4 >= min_texels, false, min_fetches, OfferedReads::Some);
         let mut g = self.clone();
         for (s, used) in copied {
             let writes_s = |node: &Node| node.writes.iter().any(|t| self.tensors[t.0].storage == s);
@@ -571,7 +587,7 @@ impl Graph {
     /// An activation whose reads' offers fetch fewer than `min_fetches` times per texel in all
     /// stays.
     fn with_activations_bound(&self, offers: &[BindingOffer], fits: impl Fn(&Graph, &Storage) -> bool, kind: StorageKind, writes_too: bool, min_fetches: u64) -> Graph {
-        let promoted = self.fully_offered(offers, fits, writes_too, min_fetches);
+        let promoted = self.offered(offers, fits, writes_too, min_fetches, OfferedReads::All);
         let mut g = self.clone();
         for (s, used) in promoted {
             g.storages[s].kind = kind.clone();
@@ -583,9 +599,10 @@ impl Graph {
     }
 
     /// The plain buffer activations, no graph output, that `fits` and that some node reads, whose
-    /// every read (and with `writes_too` every write) is a binding of `offers` and whose readers
-    /// fetch each texel at least `min_fetches` times in all; each with the offers of its uses.
-    fn fully_offered<'a>(&self, offers: &'a [BindingOffer], fits: impl Fn(&Graph, &Storage) -> bool, writes_too: bool, min_fetches: u64) -> Vec<(usize, Vec<&'a BindingOffer>)> {
+    /// reads (every one, or with [`OfferedReads::Some`] at least one; with `writes_too` also every
+    /// write) are bindings of `offers` and whose offered readers fetch each texel at least
+    /// `min_fetches` times in all; each with the offers of its uses.
+    fn offered<'a>(&self, offers: &'a [BindingOffer], fits: impl Fn(&Graph, &Storage) -> bool, writes_too: bool, min_fetches: u64, reads_offered: OfferedReads) -> Vec<(usize, Vec<&'a BindingOffer>)> {
         let mut uses: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.storages.len()];
         let mut reads: Vec<usize> = vec![0; self.storages.len()];
         for (i, node) in self.nodes.iter().enumerate() {
@@ -607,7 +624,16 @@ impl Graph {
             if !plain || outputs.contains(&s) || uses[s].is_empty() || (!writes_too && reads[s] == 0) || !fits(self, storage) {
                 continue;
             }
-            let Some(used) = uses[s].iter().map(|u| offers.get(u).copied()).collect::<Option<Vec<&BindingOffer>>>() else { continue };
+            let used: Vec<&BindingOffer> = match reads_offered {
+                OfferedReads::All => {
+                    let Some(used) = uses[s].iter().map(|u| offers.get(u).copied()).collect() else { continue };
+                    used
+                }
+                OfferedReads::Some => uses[s].iter().filter_map(|u| offers.get(u).copied()).collect(),
+            };
+            if used.is_empty() {
+                continue;
+            }
             // Bindings past a node's reads are its writes, which fetch nothing.
             let fetches: u64 = used.iter().filter(|o| o.binding < self.nodes[o.node].reads.len()).map(|o| o.fetches_per_texel as u64).sum();
             if fetches >= min_fetches {

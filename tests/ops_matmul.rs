@@ -928,6 +928,46 @@ fn costly_texture_stores_copy_often_fetched_activations_into_textures() {
     cases.check();
 }
 
+/// A copied activation that a reader without a texture offer also reads (the token mean of a
+/// squeeze-excitation, next to the GEMM that reads the same map): the GEMM reads the copy, the
+/// mean the producer's buffer, which the copy leaves as it is. LayerNorm (500 × 64) → fc1 (64 →
+/// 512) and the norm's token mean. Values against the CPU reference, compiled for lavapipe's
+/// profile with costly stores.
+#[test]
+fn a_copied_activation_keeps_its_buffer_for_readers_without_an_offer() {
+    use wgvit::graph::StorageKind;
+    use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
+    use wgvit::ops::pool::{mean_tokens, mean_tokens_cpu};
+    use wgvit::ops::tuning::copied_textures;
+    let (rows, c, hidden) = (500, 64, 512);
+    let mut rng = Rng::new(79);
+    let profile = DeviceProfile { texture_stores_costly: true, ..common::lavapipe() };
+    let rule = copied_textures(&profile).expect("costly stores copy");
+    let mut cases = Cases::for_profile(profile);
+    let (x, xt) = cases.input(&mut rng, &[1, rows, c]);
+    let (w1, w1t) = cases.input(&mut rng, &[hidden, c]);
+    let g = &mut cases.g;
+    let xn = layer_norm(g, x, None, None, 1e-5).unwrap();
+    let h = linear(g, xn, w1, None, Activation::None).unwrap();
+    let mean = mean_tokens(g, xn).unwrap();
+    g.output("fc1 of the copy", h);
+    g.output("token mean of the buffer", mean);
+    let copied = g.with_activation_textures_copied(rule.min_fetches, rule.min_texels);
+    let storage = |t: wgvit::TensorId| g.tensors[t.0].storage;
+    assert_eq!(copied.texture_copies.len(), 1, "{:?}", copied.texture_copies);
+    let copy = copied.texture_copies[0];
+    assert_eq!((copy.from, copy.after), (storage(xn), 0), "the norm's output, after the norm");
+    assert!(matches!(copied.storages[copy.to].kind, StorageKind::Activation { texture: true, .. }));
+    let (fc1, mean_node) = (&copied.nodes[1], &copied.nodes[2]);
+    assert!(copied.is_texture(fc1.reads[0]) && fc1.key.constants().contains(&("A_TEXTURE", 1)), "fc1 reads the copy: {:?}", fc1.key);
+    assert!(!copied.is_texture(mean_node.reads[0]) && copied.tensors[mean_node.reads[0].0].storage == storage(xn), "the mean reads the norm's buffer");
+    let xn_want = layer_norm_cpu(&xt.data, c, &[], &[], 1e-5);
+    let (h_want, _) = matmul_cpu(&xn_want, &[rows, c], &w1t.data, &[hidden, c], false, true, 1.0, None, Activation::None, None);
+    cases.expected.push(("fc1 of the copy".into(), h_want));
+    cases.expected.push(("token mean of the buffer".into(), mean_tokens_cpu(&xn_want, 1, rows, c)));
+    cases.check();
+}
+
 /// On lavapipe a GEMM from 4 MFLOP whose tiles fill fewer than two workgroups splits its
 /// reduction (`K_SPLIT`): the shares' batch entries, scaled and with the bias, then their mean.
 /// LaViT's spatial-reduction conv (8 × 8 patches of a channel-last map: M = 16, K = 4096, N = 64,
