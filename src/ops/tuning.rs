@@ -6,12 +6,12 @@
 //!
 //! | choice | CPU-like set | GPU-like set |
 //! |---|---|---|
-//! | matmul / implicit-GEMM conv register tile | lavapipe: 16 × 8 outputs, 8 × 8 invocations, 8 × 8 outputs from 0.25 to 4 MFLOP, matmuls 16 × 16 from 4 MFLOP (the element-wise kernel and convs over padded patches from 32); SwiftShader (any other software device): 8 × 8 outputs; 4 × 4 below 4 MFLOP (lavapipe: below 0.25; SwiftShader: in 4 × 4 invocations); lavapipe's convs below 32 MFLOP 8 × 4 (16 × 4 up to 16 channels) | 16 × 8, 4 × 4 below 4 MFLOP, convs from 4 MFLOP (a GPU-tuned set is open work) |
+//! | matmul / implicit-GEMM conv register tile | lavapipe: 16 × 8 outputs, 8 × 8 invocations, 8 × 8 outputs from 0.25 to 4 MFLOP, matmuls 16 × 16 from 4 MFLOP in 4 × 8 invocations (the element-wise kernel and convs over padded patches from 32); SwiftShader (any other software device): 8 × 8 outputs; 4 × 4 below 4 MFLOP (lavapipe: below 0.25; SwiftShader: in 4 × 4 invocations); lavapipe's convs below 32 MFLOP 8 × 4 (16 × 4 up to 16 channels) | 16 × 8, 4 × 4 below 4 MFLOP, convs from 4 MFLOP (a GPU-tuned set is open work) |
 //! | GEMM workgroup layout | fitted to narrow outputs (`gemm_launch`: N or M with fewer tiles than the workgroup's side gets only what it needs); SwiftShader's 8 × 8-tiled GEMMs and lavapipe's 16-row tiles: the layout that launches the fewest invocations | the declared 8 × 8 |
 //! | VVT vicinity_apply token tile | 16 tokens; 4 below 4 MFLOP (fast JIT) | 16 tokens |
 //! | VVT vicinity_kv column tile | 8 columns; 4 below 4 MFLOP (fast JIT) | 8 columns |
 //! | constant GEMM operands and biases, conv weights | flat rgba32float textures (`constant_textures`) | storage buffers |
-//! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions, depthwise or ACC-ViT's atrous convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); where the host makes texture stores costly (`context::store_probe`) written to buffers and copied into textures after their producer, those of at least 4096 texels fetched at least 4 times a texel (`copied_textures`); SwiftShader: buffers | storage buffers |
+//! | activations between texture-capable kernels (LayerNorm, matmul or depthwise-conv outputs read only by matmuls, attentions, depthwise or ACC-ViT's atrous convs) | lavapipe: flat textures, written as storage textures (`activation_textures`); where the host makes texture stores costly (`context::store_probe`) written to buffers and copied into textures after their producer, those of at least 4096 texels that texture-capable readers fetch at least 4 times a texel (`copied_textures`; other readers keep the buffer); SwiftShader: buffers | storage buffers |
 //! | how flat textures are read | lavapipe: as read-only storage textures (`flat_texture_images`), where a kernel's textures fit the storage-texture limit; elsewhere sampled (`textureLoad` with a level) | sampled |
 //! | attention (channel loops written out per head size) | lavapipe: 4 query rows per invocation; SwiftShader: 2 rows up to d = 48, else 1; q, k, v from textures where `activation_textures` | 1 row |
 //! | ACC-ViT atrous depthwise conv's run of 4 output columns | lavapipe: written out, shared fetches fetched once | a loop |
@@ -33,7 +33,8 @@ pub const LAVAPIPE_MID_GEMM_FLOPS: u64 = 250_000;
 
 /// The register tile and workgroup of the core matmul for a GEMM of `flops` FLOPs. 16 × 8 outputs
 /// per invocation in 8 × 8 workgroups measured fastest on lavapipe (4-row tiles are several times
-/// slower there on large GEMMs), then 16 × 16 ([`LAVAPIPE_LARGE_GEMM_FLOPS`]). Below
+/// slower there on large GEMMs), then 16 × 16 ([`LAVAPIPE_LARGE_GEMM_FLOPS`], in workgroups of 4 ×
+/// 8 since session 24: [`LAVAPIPE_LARGE_TILE`]). Below
 /// [`SMALL_GEMM_FLOPS`] the dispatch, not the arithmetic, is the cost, and a 4 × 4 tile compiles
 /// far faster: lavapipe JIT-compiles at the first dispatch, and hatnet-digits' first forward took
 /// 11.5 s with 16 × 8 tiles against 5.2 s with 4 × 4 (empty shader cache, AMD EPYC host).
@@ -78,7 +79,7 @@ pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
     } else if swiftshader || lavapipe_mid {
         MatmulTiling { tm: 8, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
     } else if is_lavapipe(profile) && flops >= LAVAPIPE_LARGE_GEMM_FLOPS {
-        MatmulTiling { tm: 16, tn: 16, ..LAVAPIPE_LARGE_WORKGROUP }
+        LAVAPIPE_LARGE_TILE
     } else {
         MatmulTiling { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Auto }
     }
@@ -97,7 +98,7 @@ pub fn matmul_tiling(profile: &DeviceProfile, flops: u64) -> MatmulTiling {
 /// its time (4 × 100 runs; the other digit models 0.99–1.00), so the mid-size tile keeps the
 /// narrow rule there. Counting the workgroups in rounds of four (lavapipe's threads here) as well
 /// measured the same (0.97–1.01). With the 16 × 16 tile's workgroups of 32 invocations
-/// ([`LAVAPIPE_LARGE_WORKGROUP`], session 24) that qkv GEMM launches 63 workgroups of 32 along M.
+/// ([`LAVAPIPE_LARGE_TILE`], session 24) that qkv GEMM launches 63 workgroups of 32 along M.
 fn least_waste_min_outputs(profile: &DeviceProfile) -> u32 {
     if is_lavapipe(profile) {
         128
@@ -145,8 +146,9 @@ pub fn gemm_k_splits(profile: &DeviceProfile, tiles: usize, k: usize, flops: u64
 /// first forward 5.3 → 6.5 s, lavit-tiny's 6.9 → 7.7 s.
 pub const LAVAPIPE_LARGE_GEMM_FLOPS: u64 = SMALL_GEMM_FLOPS;
 
-/// The workgroup of lavapipe's 16 × 16-tiled GEMMs (and of the 16 × 8 convs cut from them): 4 × 8
-/// invocations, half a 64-invocation workgroup's 128 × 128 outputs or so. Most of the tiny
+/// lavapipe's 16 × 16 tile from [`LAVAPIPE_LARGE_GEMM_FLOPS`], in workgroups of 4 × 8 invocations
+/// (the 16 × 8 tiles cut from it for convs keep them): each workgroup covers half the outputs one
+/// of 64 did. Most of the tiny
 /// models' later-stage GEMMs filled only 2–7 workgroups of 64 (hatnet-tiny's stage-2 `conv3.0`,
 /// 240 × 196 outputs: 4; accvit-tiny's stage-3 projections, 49 × 512: 2) for lavapipe's four
 /// threads, and a workgroup is the unit its threads share out. `wgvit bench-ops` at those shapes
@@ -157,7 +159,7 @@ pub const LAVAPIPE_LARGE_GEMM_FLOPS: u64 = SMALL_GEMM_FLOPS;
 /// (`tools/bench_pair.py --after-env`, three runs of 4–5 rounds × 8): lavit-tiny 0.95–0.97,
 /// lavit-tiny-psi 0.97, vvt-tiny 0.98–1.05, accvit-tiny 0.98–0.99, hatnet-tiny 0.97–1.01.
 /// The pipelines are the same ones with another workgroup size, so no more of them to compile.
-const LAVAPIPE_LARGE_WORKGROUP: MatmulTiling = MatmulTiling { tm: 16, tn: 16, wg_m: 4, wg_n: 8, loads: MatmulLoads::Auto };
+const LAVAPIPE_LARGE_TILE: MatmulTiling = MatmulTiling { tm: 16, tn: 16, wg_m: 4, wg_n: 8, loads: MatmulLoads::Auto };
 
 /// The register tile of an automatically tiled GEMM of `flops` FLOPs, on the vec4 kernel or not
 /// (`ops::matmul::vec4_compatible`): [`matmul_tiling`]'s, but on lavapipe the element-wise kernel
