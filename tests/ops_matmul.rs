@@ -882,6 +882,19 @@ fn costly_texture_stores_keep_rarely_fetched_activations_in_buffers() {
     }
 }
 
+/// The one texture copy of `copied` (built from `g`): the norm's output `xn`, right after the
+/// norm (node 0), into a texture that fc1 (node 1) reads as its A. Returns fc1.
+fn fc1_reads_the_norms_copy<'a>(g: &Graph, copied: &'a Graph, xn: wgvit::TensorId) -> &'a wgvit::graph::Node {
+    use wgvit::graph::StorageKind;
+    assert_eq!(copied.texture_copies.len(), 1, "{:?}", copied.texture_copies);
+    let copy = copied.texture_copies[0];
+    assert_eq!((copy.from, copy.after), (g.tensors[xn.0].storage, 0), "the norm's output, after the norm");
+    assert!(matches!(copied.storages[copy.to].kind, StorageKind::Activation { texture: true, .. }));
+    let fc1 = &copied.nodes[1];
+    assert!(copied.is_texture(fc1.reads[0]) && fc1.key.constants().contains(&("A_TEXTURE", 1)), "fc1 reads the copy: {:?}", fc1.key);
+    fc1
+}
+
 /// Where texture stores are costly, activations are written to buffers and copied into textures
 /// after their producer (`Graph::with_activation_textures_copied`, `tuning::copied_textures`):
 /// LayerNorm (500 × 64) → fc1 (64 → 512, GELU) → fc2 (512 → 16) → fc3 (16 → 64). fc1 fetches each
@@ -892,7 +905,6 @@ fn costly_texture_stores_keep_rarely_fetched_activations_in_buffers() {
 /// for lavapipe's profile with costly stores.
 #[test]
 fn costly_texture_stores_copy_often_fetched_activations_into_textures() {
-    use wgvit::graph::StorageKind;
     use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
     use wgvit::ops::tuning::copied_textures;
     let (rows, c, hidden, narrow) = (500, 64, 512, 16);
@@ -911,13 +923,7 @@ fn costly_texture_stores_copy_often_fetched_activations_into_textures() {
     let y = linear(g, z, w3, None, Activation::None).unwrap();
     g.output("MLP with copied textures", y);
     let copied = g.with_activation_textures_copied(rule.min_fetches, rule.min_texels);
-    let storage = |t: wgvit::TensorId| g.tensors[t.0].storage;
-    assert_eq!(copied.texture_copies.len(), 1, "{:?}", copied.texture_copies);
-    let copy = copied.texture_copies[0];
-    assert_eq!((copy.from, copy.after), (storage(xn), 0), "the norm's output, after the norm");
-    assert!(matches!(copied.storages[copy.to].kind, StorageKind::Activation { texture: true, .. }));
-    let fc1 = &copied.nodes[1];
-    assert!(copied.is_texture(fc1.reads[0]) && fc1.key.constants().contains(&("A_TEXTURE", 1)), "fc1 reads the copy: {:?}", fc1.key);
+    let fc1 = fc1_reads_the_norms_copy(g, &copied, xn);
     assert!(!fc1.key.constants().contains(&("OUT_TEXTURE", 1)) && !copied.is_texture(copied.nodes[0].writes[0]), "no producer stores a texture");
     assert!(!copied.is_texture(copied.nodes[2].reads[0]), "fc2's A, fetched twice a texel, stays a buffer");
     let xn_want = layer_norm_cpu(&xt.data, c, &[], &[], 1e-5);
@@ -935,7 +941,6 @@ fn costly_texture_stores_copy_often_fetched_activations_into_textures() {
 /// profile with costly stores.
 #[test]
 fn a_copied_activation_keeps_its_buffer_for_readers_without_an_offer() {
-    use wgvit::graph::StorageKind;
     use wgvit::ops::layernorm::{layer_norm, layer_norm_cpu};
     use wgvit::ops::pool::{mean_tokens, mean_tokens_cpu};
     use wgvit::ops::tuning::copied_textures;
@@ -953,14 +958,9 @@ fn a_copied_activation_keeps_its_buffer_for_readers_without_an_offer() {
     g.output("fc1 of the copy", h);
     g.output("token mean of the buffer", mean);
     let copied = g.with_activation_textures_copied(rule.min_fetches, rule.min_texels);
-    let storage = |t: wgvit::TensorId| g.tensors[t.0].storage;
-    assert_eq!(copied.texture_copies.len(), 1, "{:?}", copied.texture_copies);
-    let copy = copied.texture_copies[0];
-    assert_eq!((copy.from, copy.after), (storage(xn), 0), "the norm's output, after the norm");
-    assert!(matches!(copied.storages[copy.to].kind, StorageKind::Activation { texture: true, .. }));
-    let (fc1, mean_node) = (&copied.nodes[1], &copied.nodes[2]);
-    assert!(copied.is_texture(fc1.reads[0]) && fc1.key.constants().contains(&("A_TEXTURE", 1)), "fc1 reads the copy: {:?}", fc1.key);
-    assert!(!copied.is_texture(mean_node.reads[0]) && copied.tensors[mean_node.reads[0].0].storage == storage(xn), "the mean reads the norm's buffer");
+    fc1_reads_the_norms_copy(g, &copied, xn);
+    let mean_node = &copied.nodes[2];
+    assert!(!copied.is_texture(mean_node.reads[0]) && copied.tensors[mean_node.reads[0].0].storage == g.tensors[xn.0].storage, "the mean reads the norm's buffer");
     let xn_want = layer_norm_cpu(&xt.data, c, &[], &[], 1e-5);
     let (h_want, _) = matmul_cpu(&xn_want, &[rows, c], &w1t.data, &[hidden, c], false, true, 1.0, None, Activation::None, None);
     cases.expected.push(("fc1 of the copy".into(), h_want));
