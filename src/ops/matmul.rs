@@ -104,6 +104,11 @@ pub struct MatmulShape {
 }
 
 impl MatmulShape {
+    /// One unbatched `[m, k] · [k, n]` product, its operands stored at exactly those sizes.
+    pub fn single(m: usize, n: usize, k: usize) -> MatmulShape {
+        MatmulShape { m, n, k, batch_dims: vec![], a_batches: 1, b_batches: 1, b_n: n, a_m: m }
+    }
+
     pub fn batches(&self) -> usize {
         crate::graph::numel_of(&self.batch_dims)
     }
@@ -521,7 +526,7 @@ pub fn patch_linear(g: &mut Graph, x: TensorId, patches: Patches, weight: Tensor
         return Err(bad(format!("weight {:?} must be [out, {k}]", g.shape(weight))));
     }
     let epi = Epilogue { bias: bias.map(|t| (t, BiasAxis::Col)), ..Default::default() };
-    let s = MatmulShape { m: rows, n, k, batch_dims: vec![], a_batches: 1, b_batches: 1, b_n: n, a_m: rows };
+    let s = MatmulShape::single(rows, n, k);
     let tiling = tuning::gemm_tiling(&g.profile, 2 * (rows * n * k) as u64, vec4_compatible(&s, false, true));
     match patches.gather() {
         Some(gather) if tiling.loads == MatmulLoads::Auto => push_gemm(g, x, weight, &s, false, true, epi, tiling, Some(gather), None),
@@ -580,7 +585,7 @@ pub fn conv_patches_gemm(g: &mut Graph, x: TensorId, (kh, kw): (usize, usize), s
     };
     check_u32("conv_patches_gemm x", b * (h + 2 * pad) * (w + 2 * pad) * c)?;
     let epi = Epilogue { bias: bias.map(|t| (t, BiasAxis::Col)), act, ..Default::default() };
-    let s = MatmulShape { m: rows, n, k, batch_dims: vec![], a_batches: 1, b_batches: 1, b_n: n, a_m: rows };
+    let s = MatmulShape::single(rows, n, k);
     push_gemm(g, x, weight, &s, false, true, epi, tiling, Some(gather), None).map(Some)
 }
 
