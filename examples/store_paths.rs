@@ -2,8 +2,9 @@
 //! (`wgvit::context::store_probe`), printed with the host CPU, a few times over.
 //!
 //! Why: an activation that its consumers read faster from a texture (`tuning::activation_textures`)
-//! has to be written as one. Where that costs over twice a buffer store, activations are stored
-//! to buffers and copied into textures instead (`tuning::copied_textures`).
+//! has to be written as one. Where that costs more than a buffer store and a copy into the
+//! texture, activations are stored to buffers and copied into textures instead
+//! (`tuning::copied_textures`).
 //!
 //! ```sh
 //! WGPU_BACKEND=vulkan cargo run --release --example store_paths
@@ -19,9 +20,10 @@ fn main() {
     for _ in 0..5 {
         let t = store_probe::texel_store_seconds(&ctx.device, &ctx.queue);
         println!(
-            "per texel: buffer {:.2} ns, storage texture {:.2} ns (best runs); the median round {:.2}x (costly above {}x)",
+            "per texel: buffer {:.2} ns, storage texture {:.2} ns, buffer and copy {:.2} ns (best runs); texture / copied {:.2}x (costly above {}x)",
             t.buffer * 1e9,
             t.texture * 1e9,
+            t.copied * 1e9,
             t.ratio,
             store_probe::COSTLY_TEXTURE_STORE_RATIO
         );

@@ -1,6 +1,6 @@
 // store_probe.wgsl — what a texel store costs on this device: into a storage buffer of vec4s,
 // or (OUT_TEXTURE) into a write-only rgba32float storage texture at the flat coordinates of
-// flat_texture.wgsl. `kernels::probe` times both when a lavapipe device opens: an activation
+// flat_texture.wgsl. `context::store_probe` times both when a lavapipe device opens: an activation
 // moved to a texture (`Graph::with_activation_textures`) is written so by its producer, and
 // whether that pays depends on this cost (`DeviceProfile::texture_stores_costly`).
 //

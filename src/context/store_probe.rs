@@ -9,10 +9,18 @@
 //! 2 cores) 3.2–4.3 times as much (this probe, `examples/store_paths.rs`: about 2.7 against 9.2 ns
 //! a texel), and LaViT-tiny's fc1 took 15.4 ms storing its output as a texture against 8.5 ms as
 //! a buffer. There activations are stored to buffers and copied into textures
-//! (`ops::tuning::copied_textures`: `copy_buffer_to_texture` about 1.1 ns a texel). The probe stores 2^18 texels both ways, in rounds of one
-//! run each, and calls texture stores costly when they take over twice as long
-//! ([`StoreTimes::ratio`]): on that Xeon about 90 ms at a cold start with empty caches (mostly
-//! compiling the two kernels), 40 ms once Mesa's shader cache holds them.
+//! (`ops::tuning::copied_textures`). The probe stores 2^18 texels three ways, in rounds of one run
+//! each: into a buffer, into a texture, and into a buffer then copied into the texture. It calls
+//! texture stores costly when the texture takes longer than the buffer and its copy
+//! ([`StoreTimes::ratio`] over [`COSTLY_TEXTURE_STORE_RATIO`]): on that Xeon about 90 ms at a cold
+//! start with empty caches (mostly compiling the two kernels), 40 ms once Mesa's shader cache
+//! holds them.
+//!
+//! Until session 25 the probe compared the texture with the buffer alone and called stores costly
+//! over twice a buffer's. The AMD EPYC (AVX-512) of session 25 measured 2.3 ns a texel into a
+//! buffer, 3.8 ns into a texture and 2.9 ns into a buffer and copied, so 1.6 times: cheap by the
+//! old rule, yet the copies took the tiny models to 0.89–0.99 of their time there
+//! (`tools/bench_pair.py`, `WGVIT_TEXTURE_STORES=costly` against `cheap`).
 
 #[cfg(not(target_arch = "wasm32"))]
 use crate::kernels::{params, Kernel, Uniform};
@@ -23,8 +31,9 @@ pub const TEXTURE_STORES_ENV: &str = "WGVIT_TEXTURE_STORES";
 /// Timed rounds of the probe.
 pub const ROUNDS: usize = 7;
 
-/// Texture stores are costly when they take more than this many times a buffer store.
-pub const COSTLY_TEXTURE_STORE_RATIO: f64 = 2.0;
+/// Texture stores are costly when they take more than this many times a buffer store and its
+/// copy into the texture: whichever way the probe finds faster is the way activations go.
+pub const COSTLY_TEXTURE_STORE_RATIO: f64 = 1.0;
 
 /// Whether texel stores into a storage texture are costly on this device: what
 /// [`TEXTURE_STORES_ENV`] says, else measured ([`texel_store_seconds`]; never in the browser,
@@ -44,7 +53,13 @@ pub async fn texture_stores_costly(device: &wgpu::Device, queue: &wgpu::Queue) -
             log::warn!("the texel-store probe failed ({e}); texture stores taken as cheap");
             return Ok(false);
         }
-        log::info!("texel stores: {:.2} ns into a buffer, {:.2} ns into a texture, {:.2} times", t.buffer * 1e9, t.texture * 1e9, t.ratio);
+        log::info!(
+            "texel stores: {:.2} ns into a buffer, {:.2} ns into a texture, {:.2} ns into a buffer and copied; texture / copied {:.2}",
+            t.buffer * 1e9,
+            t.texture * 1e9,
+            t.copied * 1e9,
+            t.ratio
+        );
         Ok(t.ratio > COSTLY_TEXTURE_STORE_RATIO)
     }
     #[cfg(target_arch = "wasm32")]
@@ -92,7 +107,7 @@ pub fn texel_store_seconds(device: &wgpu::Device, queue: &wgpu::Queue) -> StoreT
     let buffer = device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("wgvit store probe"),
         size: TEXELS as u64 * 16,
-        usage: wgpu::BufferUsages::STORAGE,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     });
     let texture = device.create_texture(&wgpu::TextureDescriptor {
@@ -102,7 +117,7 @@ pub fn texel_store_seconds(device: &wgpu::Device, queue: &wgpu::Queue) -> StoreT
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
         format: wgpu::TextureFormat::Rgba32Float,
-        usage: wgpu::TextureUsages::STORAGE_BINDING,
+        usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
         view_formats: &[],
     });
     let view = texture.create_view(&Default::default());
@@ -127,7 +142,9 @@ pub fn texel_store_seconds(device: &wgpu::Device, queue: &wgpu::Queue) -> StoreT
         });
         (pipeline, bind_group)
     };
-    let run = |(pipeline, bind_group): &(wgpu::ComputePipeline, wgpu::BindGroup)| {
+    // The buffer's texels copied into the texture after the stores, as the executor copies an
+    // activation (`CopiedTexture`): one copy of whole rows.
+    let run = |(pipeline, bind_group): &(wgpu::ComputePipeline, wgpu::BindGroup), copy: bool| {
         let start = std::time::Instant::now();
         let mut encoder = device.create_command_encoder(&Default::default());
         {
@@ -136,37 +153,57 @@ pub fn texel_store_seconds(device: &wgpu::Device, queue: &wgpu::Queue) -> StoreT
             pass.set_bind_group(0, bind_group, &[]);
             pass.dispatch_workgroups((TEXELS / PER_INVOCATION).div_ceil(WG), 1, 1);
         }
+        if copy {
+            encoder.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo { buffer: &buffer, layout: wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(width * 16), rows_per_image: None } },
+                wgpu::TexelCopyTextureInfo { texture: &texture, mip_level: 0, origin: wgpu::Origin3d::ZERO, aspect: wgpu::TextureAspect::All },
+                wgpu::Extent3d { width, height: TEXELS / width, depth_or_array_layers: 1 },
+            );
+        }
         queue.submit([encoder.finish()]);
         let _ = device.poll(wgpu::PollType::wait_indefinitely());
         start.elapsed().as_secs_f64()
     };
-    let variants = [dispatch(false), dispatch(true)];
-    let mut best = [f64::MAX; 2];
+    let (buffer_stores, texture_stores) = (dispatch(false), dispatch(true));
+    // The three ways an activation can reach its texture readers' bindings: 0 stored into a
+    // buffer (the cost the other two are told apart from), 1 stored into the texture, 2 stored
+    // into a buffer and copied.
+    let run_way = |way: usize| match way {
+        0 => run(&buffer_stores, false),
+        1 => run(&texture_stores, false),
+        _ => run(&buffer_stores, true),
+    };
+    let mut best = [f64::MAX; 3];
     let mut ratios = Vec::with_capacity(ROUNDS);
     for round in 0..=ROUNDS {
-        // Which variant goes first alternates (ABBA).
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        let mut times = [0.0; 2];
-        for v in order {
-            times[v] = run(&variants[v]);
+        // The order rotates from round to round, so no way always follows the same one.
+        let mut times = [0.0; 3];
+        for i in 0..3 {
+            let way = (round + i) % 3;
+            times[way] = run_way(way);
         }
         if round > 0 {
-            best = [best[0].min(times[0]), best[1].min(times[1])];
-            ratios.push(times[1] / times[0]);
+            for (b, t) in best.iter_mut().zip(times) {
+                *b = b.min(t);
+            }
+            ratios.push(times[1] / times[2]);
         }
     }
     ratios.sort_by(f64::total_cmp);
-    let ratio = ratios[ROUNDS / 2].max(best[1] / best[0]);
-    StoreTimes { buffer: best[0] / TEXELS as f64, texture: best[1] / TEXELS as f64, ratio }
+    let ratio = ratios[ROUNDS / 2].max(best[1] / best[2]);
+    let per_texel = |t: f64| t / TEXELS as f64;
+    StoreTimes { buffer: per_texel(best[0]), texture: per_texel(best[1]), copied: per_texel(best[2]), ratio }
 }
 
 /// [`texel_store_seconds`]' result.
 #[derive(Clone, Copy, Debug)]
 pub struct StoreTimes {
-    /// Seconds per texel stored into a storage buffer, and into a storage texture (the best run).
+    /// Seconds per texel stored into a storage buffer, into a storage texture, and into a buffer
+    /// then copied into the texture (the best run of each).
     pub buffer: f64,
     pub texture: f64,
-    /// How many times a buffer store a texture store costs: the larger of two estimates, each
+    pub copied: f64,
+    /// How many times a buffer store and its copy a texture store costs: the larger of two estimates, each
     /// robust to one way a busy host slows the buffer's short runs and hides the difference
     /// (measured on 2 cores). The median over the rounds of texture / buffer time, a round's two
     /// runs back to back: Mesa writing its shader cache after a cold compile slowed every run by

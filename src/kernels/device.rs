@@ -64,8 +64,9 @@ pub struct DeviceProfile {
     pub subgroups: bool,
     pub timestamps: bool,
     pub kernels: KernelSet,
-    /// A texel stored into a storage texture costs over twice what one stored into a storage
-    /// buffer does (`kernels::probe`, measured when a lavapipe device opens; false elsewhere).
+    /// A texel stored into a storage texture costs more than one stored into a storage buffer
+    /// and copied into the texture (`context::store_probe`, measured when a lavapipe device
+    /// opens; false elsewhere).
     /// Activations then move to textures by a copy after their producer
     /// (`ops::tuning::copied_textures`).
     pub texture_stores_costly: bool,

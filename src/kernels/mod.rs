@@ -70,7 +70,7 @@ kernels! {
     BinaryVec4 = "binary.wgsl" [VEC4], params::Binary;
     /// The FMA peak of `wgvit bench-ops`.
     FmaPeak = "fma_peak.wgsl" [], params::FmaPeak;
-    /// Texel stores into a buffer or a storage texture (`kernels::probe`).
+    /// Texel stores into a buffer or a storage texture (`context::store_probe`).
     StoreProbe = "store_probe.wgsl" [], params::StoreProbe;
     /// Batched GEMM with a fused epilogue, element loads (any shape).
     Matmul = "matmul.wgsl" [], params::Matmul;
