@@ -6,6 +6,7 @@ same machine, in one run, with interleaved rounds.
     pip install torch --index-url https://download.pytorch.org/whl/cpu && pip install onnxruntime onnx
     python3 tools/bench_compare.py [--models hatnet-tiny,vvt-tiny,accvit-tiny,lavit-tiny]
                                    [--size 224] [--rounds 3] [--runs 10] [--threads 2]
+                                   [--wgvit BIN] [--before BIN]
 
 Each model is the project's PyTorch reference (tools/reference/, random weights: the weights do
 not change the time) at batch 1. PyTorch runs eagerly under `inference_mode` with `--threads`
@@ -15,6 +16,10 @@ provider with as many threads; wgvit runs `wgvit bench` (release build) on the d
 of `--runs` warm forwards; a round measures every model on every engine, and the table gives the
 median over rounds. Absolute times drift between runs and hosts by up to 60 %, so compare the
 ratios, which are measured side by side; the CPU model is printed with them.
+
+`--before BIN` times a second wgvit binary (e.g. the commit before a change) in the same rounds,
+next to the first, and adds its ratio to PyTorch and the after / before ratio: on a host whose
+speed drifts from minute to minute, two separate runs can disagree more than a change moves.
 
 Not part of CI (it needs torch and onnxruntime).
 """
@@ -117,9 +122,8 @@ class Ort:
 
 
 class Wgvit:
-    name = "wgvit"
-
-    def __init__(self, binary: Path, model_id: str, size: int):
+    def __init__(self, binary: Path, model_id: str, size: int, name: str = "wgvit"):
+        self.name = name
         self.cmd = [str(binary), "bench", "--model", model_id, "--size", str(size)]
         self.gflops = None
 
@@ -150,9 +154,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2, help="PyTorch and ONNX Runtime intra-op threads")
     ap.add_argument("--wgvit", type=Path, default=ROOT / "target" / "release" / "wgvit")
+    ap.add_argument("--before", type=Path, help="a second wgvit binary timed in the same rounds")
     args = ap.parse_args()
     if not args.wgvit.is_file():
         raise SystemExit(f"{args.wgvit} not found: run `cargo build --release` first (or pass --wgvit)")
+    if args.before is not None and not args.before.is_file():
+        raise SystemExit(f"--before {args.before}: not a file")
 
     import torch
 
@@ -170,6 +177,8 @@ def main() -> None:
             model = reference(model_id)
             x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
             row = [Wgvit(args.wgvit, model_id, args.size), Torch(model, x)]
+            if args.before is not None:
+                row.insert(1, Wgvit(args.before, model_id, args.size, name="wgvit before"))
             onnx_path = Path(tmp) / f"{model_id}.onnx"
             why = export_onnx(model, x, onnx_path)
             if why is None:
@@ -186,16 +195,21 @@ def main() -> None:
                     times.setdefault((model_id, engine.name), []).append(ms)
                     print(f"round {r + 1} {model_id:14} {engine.name:13} {ms:9.1f} ms", file=sys.stderr)
 
+    before = args.before is not None
     print()
-    print(f"| model @ {args.size} | GFLOP | wgvit | PyTorch | ONNX Runtime | wgvit / PyTorch | wgvit / ORT |")
-    print("|---|---|---|---|---|---|---|")
+    extra = " wgvit before | before / PyTorch | wgvit / before |" if before else ""
+    print(f"| model @ {args.size} | GFLOP | wgvit | PyTorch | ONNX Runtime | wgvit / PyTorch | wgvit / ORT |{extra}")
+    print("|---" * (10 if before else 7) + "|")
     for model_id, row in engines.items():
         med = {name: statistics.median(v) for (m, name), v in times.items() if m == model_id}
-        w, t, o = med.get("wgvit"), med.get("PyTorch"), med.get("ONNX Runtime")
+        w, t, o, b = med.get("wgvit"), med.get("PyTorch"), med.get("ONNX Runtime"), med.get("wgvit before")
         gflops = row[0].gflops
         cell = lambda v: f"{v:.1f} ms" if v is not None else "—"  # noqa: E731
         ratio = lambda a, b: f"{a / b:.1f}×" if a is not None and b else "—"  # noqa: E731
-        print(f"| {model_id} | {gflops if gflops is not None else '?'} | {cell(w)} | {cell(t)} | {cell(o)} | {ratio(w, t)} | {ratio(w, o)} |")
+        line = f"| {model_id} | {gflops if gflops is not None else '?'} | {cell(w)} | {cell(t)} | {cell(o)} | {ratio(w, t)} | {ratio(w, o)} |"
+        if before:
+            line += f" {cell(b)} | {ratio(b, t)} | {w / b:.2f} |"
+        print(line)
     print(f"\nmedians over {args.rounds} interleaved rounds of {args.runs} warm runs each")
     for note in notes:
         print(note)
