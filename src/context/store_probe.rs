@@ -17,10 +17,10 @@
 //! holds them.
 //!
 //! Until session 25 the probe compared the texture with the buffer alone and called stores costly
-//! over twice a buffer's. The AMD EPYC (AVX-512) of session 25 measured 2.3 ns a texel into a
-//! buffer, 3.8 ns into a texture and 2.9 ns into a buffer and copied, so 1.6 times: cheap by the
-//! old rule, yet the copies took the tiny models to 0.89–0.99 of their time there
-//! (`tools/bench_pair.py`, `WGVIT_TEXTURE_STORES=costly` against `cheap`).
+//! over twice a buffer's. The AMD EPYC (AVX-512) of session 25 measured 2.5 ns a texel into a
+//! buffer and 3.8 ns into a texture, 1.5 times: cheap by the old rule, yet the copies took the
+//! tiny models to 0.89–0.99 of their time there (`tools/bench_pair.py`,
+//! `WGVIT_TEXTURE_STORES=costly` against `cheap`). A buffer store and its copy took 2.9–3.4 ns.
 
 #[cfg(not(target_arch = "wasm32"))]
 use crate::kernels::{params, Kernel, Uniform};
@@ -203,12 +203,13 @@ pub struct StoreTimes {
     pub buffer: f64,
     pub texture: f64,
     pub copied: f64,
-    /// How many times a buffer store and its copy a texture store costs: the larger of two estimates, each
-    /// robust to one way a busy host slows the buffer's short runs and hides the difference
-    /// (measured on 2 cores). The median over the rounds of texture / buffer time, a round's two
-    /// runs back to back: Mesa writing its shader cache after a cold compile slowed every run by
-    /// up to 1.9x, so the best buffer run was slow too. And the best texture run over the best
-    /// buffer run: another process busy on one core left the medians at 2.0, the best runs at 3.9.
+    /// How many times a buffer store and its copy a texture store costs: the larger of two
+    /// estimates, each robust to one way a busy host slows the short runs and hides the
+    /// difference (measured on 2 cores, session 18, against the buffer alone). The median over
+    /// the rounds of texture / copied time, a round's runs back to back: Mesa writing its shader
+    /// cache after a cold compile slowed every run by up to 1.9x, so the best runs were slow too.
+    /// And the best texture run over the best copied run: another process busy on one core left
+    /// the medians at 2.0, the best runs at 3.9.
     pub ratio: f64,
 }
 
