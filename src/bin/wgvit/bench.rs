@@ -208,6 +208,14 @@ pub fn bench_ops(runs: usize, sweep: bool) -> Result<()> {
                 matmul_case(&engine, &report, &mut rng, (3136, 64, 256), false, true, tiling, runs)?;
             }
         }
+        // The large GEMMs' tile against the 16 × 8 one by reduction length: on the AMD EPYC of
+        // session 25 the 16 × 8 tile took 0.90 of the time at K = 64 (README, session 25).
+        let large = tuning::matmul_tiling(&engine.info().profile, u64::MAX);
+        for k in [16, 32, 64, 128, 256] {
+            for tiling in [large, MatmulTiling { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Vec4 }] {
+                matmul_case(&engine, &report, &mut rng, (3136, k, 256), false, true, MatmulTiling { loads: MatmulLoads::Vec4, ..tiling }, runs)?;
+            }
+        }
     }
 
     let dense = |stride: usize, padding: usize| Conv2dParams { stride: (stride, stride), padding: (padding, padding), ..Default::default() };
