@@ -12,6 +12,29 @@ use crate::kernels::device::{kernels_from_env, DeviceProfile};
 
 pub mod store_probe;
 
+/// Encodes the copy of `texels` rgba32float texels from the start of `buffer` into the flat
+/// texture `texture` (`graph::FLAT_TEXTURE_WIDTH` texels a row): the whole rows, then the last
+/// row's first texels. The executor copies activations so (`Graph::with_activation_textures_copied`),
+/// and the texel-store probe times the same copy ([`store_probe::texel_store_seconds`]).
+pub(crate) fn encode_flat_texture_copy(encoder: &mut wgpu::CommandEncoder, buffer: &wgpu::Buffer, texture: &wgpu::Texture, texels: u32) {
+    let width = crate::graph::FLAT_TEXTURE_WIDTH as u32;
+    let (rows, rest) = (texels / width, texels % width);
+    let mut copy = |row: u32, extent: [u32; 2]| {
+        let offset = row as u64 * width as u64 * 16;
+        encoder.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo { buffer, layout: wgpu::TexelCopyBufferLayout { offset, bytes_per_row: Some(width * 16), rows_per_image: None } },
+            wgpu::TexelCopyTextureInfo { texture, mip_level: 0, origin: wgpu::Origin3d { x: 0, y: row, z: 0 }, aspect: wgpu::TextureAspect::All },
+            wgpu::Extent3d { width: extent[0], height: extent[1], depth_or_array_layers: 1 },
+        );
+    };
+    if rows > 0 {
+        copy(0, [width, rows]);
+    }
+    if rest > 0 {
+        copy(rows, [rest, 1]);
+    }
+}
+
 /// Below this many FLOPs per dispatch on average, a graph runs faster on llvmpipe with every
 /// workgroup executed on the submitting thread (see [`choose_software_driver_threads`]).
 pub const INLINE_DRIVER_FLOPS_PER_DISPATCH: u64 = 1_000_000;

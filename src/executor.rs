@@ -829,24 +829,8 @@ struct TextureSlotCopy {
 }
 
 impl TextureSlotCopy {
-    /// The whole rows of the flat texture, then the last row's first texels.
     fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
-        let width = crate::graph::FLAT_TEXTURE_WIDTH as u32;
-        let (rows, rest) = (self.texels / width, self.texels % width);
-        let mut copy = |row: u32, extent: [u32; 2]| {
-            let offset = row as u64 * width as u64 * 16;
-            encoder.copy_buffer_to_texture(
-                wgpu::TexelCopyBufferInfo { buffer: &self.buffer, layout: wgpu::TexelCopyBufferLayout { offset, bytes_per_row: Some(width * 16), rows_per_image: None } },
-                wgpu::TexelCopyTextureInfo { texture: &self.texture, mip_level: 0, origin: wgpu::Origin3d { x: 0, y: row, z: 0 }, aspect: wgpu::TextureAspect::All },
-                wgpu::Extent3d { width: extent[0], height: extent[1], depth_or_array_layers: 1 },
-            );
-        };
-        if rows > 0 {
-            copy(0, [width, rows]);
-        }
-        if rest > 0 {
-            copy(rows, [rest, 1]);
-        }
+        crate::context::encode_flat_texture_copy(encoder, &self.buffer, &self.texture, self.texels);
     }
 }
 

@@ -143,7 +143,7 @@ pub fn texel_store_seconds(device: &wgpu::Device, queue: &wgpu::Queue) -> StoreT
         (pipeline, bind_group)
     };
     // The buffer's texels copied into the texture after the stores, as the executor copies an
-    // activation (`CopiedTexture`): one copy of whole rows.
+    // activation.
     let run = |(pipeline, bind_group): &(wgpu::ComputePipeline, wgpu::BindGroup), copy: bool| {
         let start = std::time::Instant::now();
         let mut encoder = device.create_command_encoder(&Default::default());
@@ -154,11 +154,7 @@ pub fn texel_store_seconds(device: &wgpu::Device, queue: &wgpu::Queue) -> StoreT
             pass.dispatch_workgroups((TEXELS / PER_INVOCATION).div_ceil(WG), 1, 1);
         }
         if copy {
-            encoder.copy_buffer_to_texture(
-                wgpu::TexelCopyBufferInfo { buffer: &buffer, layout: wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(width * 16), rows_per_image: None } },
-                wgpu::TexelCopyTextureInfo { texture: &texture, mip_level: 0, origin: wgpu::Origin3d::ZERO, aspect: wgpu::TextureAspect::All },
-                wgpu::Extent3d { width, height: TEXELS / width, depth_or_array_layers: 1 },
-            );
+            super::encode_flat_texture_copy(&mut encoder, &buffer, &texture, TEXELS);
         }
         queue.submit([encoder.finish()]);
         let _ = device.poll(wgpu::PollType::wait_indefinitely());

@@ -212,7 +212,7 @@ pub fn bench_ops(runs: usize, sweep: bool) -> Result<()> {
         // session 25 the 16 × 8 tile took 0.90 of the time at K = 64 (README, session 25).
         let large = tuning::matmul_tiling(&engine.info().profile, u64::MAX);
         for k in [16, 32, 64, 128, 256] {
-            for tiling in [large, MatmulTiling { tm: 16, tn: 8, wg_m: 8, wg_n: 8, loads: MatmulLoads::Vec4 }] {
+            for tiling in [large, MatmulTiling { tn: 8, wg_m: 8, wg_n: 8, ..large }] {
                 matmul_case(&engine, &report, &mut rng, (3136, k, 256), false, true, MatmulTiling { loads: MatmulLoads::Vec4, ..tiling }, runs)?;
             }
         }
