@@ -253,6 +253,19 @@ impl GpuContext {
         Ok(bytes_out)
     }
 
+    /// Waits until the queue has finished everything submitted so far.
+    pub async fn submitted_work_done(&self) -> Result<()> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu { context: "waiting for the GPU".into(), reason: e.to_string() })?;
+        rx.await.map_err(|_| Error::Gpu { context: "waiting for the GPU".into(), reason: "the queue's completion callback was dropped".into() })
+    }
+
     /// Runs `f` inside a validation + out-of-memory error scope and turns a captured error into
     /// [`Error::Gpu`]. On wasm this is the only way a bad shader or binding becomes visible.
     pub async fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {

@@ -1192,6 +1192,16 @@ impl Executable {
         self.steps.iter().map(|s| s.label.as_str())
     }
 
+    /// Each step's kernel, override constants and workgroup count, in
+    /// [`Executable::step_labels`] order (`wgvit profile --variants`).
+    pub fn step_variants(&self) -> impl Iterator<Item = String> + '_ {
+        self.steps.iter().map(|s| {
+            let key = &s.key.0;
+            let constants: Vec<String> = key.constants().iter().map(|(n, v)| format!("{n}={v}")).collect();
+            format!("{:?} {} {:?}", key.kernel, constants.join(" "), s.workgroups)
+        })
+    }
+
     /// Checks `inputs` against the graph's and queues their upload.
     fn write_inputs(&self, inputs: &[&HostTensor]) -> Result<()> {
         if inputs.len() != self.inputs.len() {
@@ -1291,6 +1301,43 @@ impl Executable {
         }
         self.all_pipelines().await?;
         self.run_with(inputs, Some((step, extra))).await
+    }
+
+    /// Step `step` alone, dispatched `times` times (each followed by its texture copies, as in
+    /// the forward) in one submission, waited for; `times = 0` submits an empty command buffer.
+    /// What for: a step's cost as the wall-clock of this less that of the empty submission,
+    /// divided by `times` (`wgvit profile --isolate`). Unlike [`Executable::run_repeating`] it
+    /// does not difference two whole forwards, so a host whose speed drifts by more than a
+    /// dispatch between forwards still times it; but the step's operands stay in the caches
+    /// between its repeats, where the forward finds them evicted. Its slots hold what the last
+    /// forward left, so run one forward first.
+    pub async fn run_isolated(&self, step: usize, times: u32) -> Result<()> {
+        let Some(s) = self.steps.get(step) else {
+            return Err(Error::Invalid(format!("step {step} is out of range: the forward has {} dispatches", self.steps.len())));
+        };
+        self.all_pipelines().await?;
+        let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgvit isolated step") });
+        if s.copies.is_empty() {
+            if times > 0 {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgvit isolated step"), timestamp_writes: None });
+                for _ in 0..times {
+                    s.dispatch(&mut pass);
+                }
+            }
+        } else {
+            for _ in 0..times {
+                {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgvit isolated step"), timestamp_writes: None });
+                    s.dispatch(&mut pass);
+                }
+                for copy in &s.copies {
+                    copy.encode(&mut encoder);
+                }
+            }
+        }
+        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.submitted_work_done().await?;
+        self.ctx.check("running an isolated step")
     }
 
     async fn run_with(&self, inputs: &[&HostTensor], repeat: Option<(usize, u32)>) -> Result<Vec<HostTensor>> {

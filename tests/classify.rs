@@ -249,6 +249,15 @@ fn profile_reports_time_by_op_kind_and_layer() {
         assert!(repeat.contains(needle), "profile --repeat output lacks {needle:?}:\n{repeat}");
     }
     one_error_line(&["profile", "--model", "toy", "--weights", &fixture("toy/weights.safetensors"), "--repeat", "0"], &["--repeat"]);
+    // Alone: each dispatch in a submission of its own, with every step's variant listed.
+    let isolate = ok(&["profile", "--model", "toy", "--weights", &fixture("toy/weights.safetensors"), "--runs", "2", "--isolate", "3", "--top", "3", "--variants"]);
+    for needle in ["method: wall-clock of each dispatch alone, 3 times in one submission", "dispatches alone", "an empty submission", "op kind", "matmul", "slowest 3 dispatches", "every dispatch in forward order", "TM="] {
+        assert!(isolate.contains(needle), "profile --isolate output lacks {needle:?}:\n{isolate}");
+    }
+    let steps = isolate.lines().skip_while(|l| !l.starts_with("every dispatch in forward order")).skip(1).count();
+    let dispatches: usize = isolate.lines().find_map(|l| l.strip_prefix("time:")).and_then(|l| l.split(" in ").nth(1)).and_then(|l| l.split_whitespace().next()).unwrap().parse().unwrap();
+    assert_eq!(steps, dispatches, "--variants lists every dispatch once:\n{isolate}");
+    one_error_line(&["profile", "--model", "toy", "--weights", &fixture("toy/weights.safetensors"), "--isolate", "0"], &["--isolate"]);
 }
 
 #[test]

@@ -151,3 +151,29 @@ fn repeating_any_dispatch_leaves_the_digit_models_logits_unchanged() {
         assert!(err.contains(&format!("step {steps} is out of range")) && err.contains(&format!("{steps} dispatches")), "{err}");
     }
 }
+
+/// `wgvit profile --isolate` dispatches one step alone, several times, on whatever the last
+/// forward left in the slots: it must neither fail on any step (texture copies included) nor
+/// leave anything that changes the next forward's logits.
+#[test]
+fn isolating_any_dispatch_leaves_the_next_forward_unchanged() {
+    for family in ["hatnet", "accvit"] {
+        let id = format!("{family}-digits");
+        let file = format!("assets/models/{id}.safetensors");
+        let weights = Weights::from_bytes(&file, &read(&file)).unwrap();
+        let size = ModelCard::new(&id, &weights).unwrap().input_size();
+        let model = common::engine().load_model(&id, weights).unwrap_or_else(|e| panic!("{e}"));
+        let x = wgvit::tensor::Rng::new(6).tensor(&[1, 3, size.0, size.1], -1.0, 1.0);
+        let exe = pollster::block_on(model.prepare(&x.shape)).unwrap();
+        let plain = pollster::block_on(exe.run(&[&x])).unwrap();
+        let steps = exe.step_labels().count();
+        for step in 0..steps {
+            pollster::block_on(exe.run_isolated(step, 2)).unwrap_or_else(|e| panic!("{id}: step {step}: {e}"));
+        }
+        pollster::block_on(exe.run_isolated(0, 0)).unwrap();
+        let again = pollster::block_on(exe.run(&[&x])).unwrap();
+        assert_eq!(again[0].data, plain[0].data, "{id}: the forward after isolated steps changed");
+        let err = pollster::block_on(exe.run_isolated(steps, 1)).unwrap_err().to_string();
+        assert!(err.contains(&format!("step {steps} is out of range")), "{err}");
+    }
+}

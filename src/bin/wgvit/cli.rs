@@ -156,8 +156,18 @@ enum Command {
         /// gains when that dispatch runs N more times, divided by N, against plain forwards
         /// (`--runs` pairs per dispatch, interleaved). For devices whose timestamps do not
         /// attribute time to dispatches (lavapipe). Slow: two forwards per run per dispatch.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", conflicts_with = "isolate")]
         repeat: Option<u32>,
+        /// Time each dispatch alone: N dispatches of it in one submission, less an empty
+        /// submission, divided by N (`--runs` pairs per dispatch, interleaved). Robust where the
+        /// host's speed drifts by more than a dispatch between forwards (--repeat's weakness),
+        /// but a dispatch repeated finds its operands in the caches.
+        #[arg(long, value_name = "N")]
+        isolate: Option<u32>,
+        /// Also list every dispatch in forward order with its time, kernel, override constants
+        /// and workgroup count: which variant of a kernel each step runs.
+        #[arg(long)]
+        variants: bool,
     },
     /// Benchmark the compute kernels against the device's measured FMA peak.
     ///
@@ -354,12 +364,20 @@ pub fn main() -> Result<bool> {
             let (id, weights, size, batch) = loaded?;
             crate::bench::bench_model(&id, weights, weights_ms, &size, batch, runs)?
         }
-        Command::Profile { target, runs, depth, top, repeat } => {
+        Command::Profile { target, runs, depth, top, repeat, isolate, variants } => {
             if let Some(n) = repeat.filter(|n| !(1..=1000).contains(n)) {
                 return Err(Error::Invalid(format!("--repeat {n}: expected 1 to 1000 extra dispatches of each step")));
             }
+            if let Some(n) = isolate.filter(|n| !(1..=1000).contains(n)) {
+                return Err(Error::Invalid(format!("--isolate {n}: expected 1 to 1000 dispatches of each step")));
+            }
+            let method = match (repeat, isolate) {
+                (Some(n), _) => crate::profile::Method::Repeat(n),
+                (None, Some(n)) => crate::profile::Method::Isolate(n),
+                (None, None) => crate::profile::Method::Timestamps,
+            };
             let (id, weights, size, batch) = target.resolve()?;
-            crate::profile::profile_model(&id, weights, &size, batch, runs.max(1), depth, top, repeat)?
+            crate::profile::profile_model(&id, weights, &size, batch, runs.max(1), depth, top, method, variants)?
         }
         Command::BenchOps { runs, sweep } => crate::bench::bench_ops(runs, sweep)?,
     }

@@ -15,6 +15,13 @@
 //! say what each costs: they put some dispatches at about 2 µs that cost a tenth of a
 //! millisecond or more, and their sum falls short of the forward. Repetition is slow (two
 //! forwards per run per dispatch) but holds on any device.
+//!
+//! `--isolate N` times each dispatch alone ([`times_in_isolation`]): N dispatches of it in one
+//! submission, less an empty submission. Where the host's speed drifts by more than a dispatch
+//! from one forward to the next (the AMD EPYC of session 25), the differences of whole forwards
+//! that `--repeat` takes are noise, while a dispatch alone is timed within milliseconds. A
+//! dispatch repeated finds its operands in the caches, so the sum falls short of a forward by
+//! what the forward spends fetching them.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -104,8 +111,19 @@ fn print_table(title: &str, rows: &[Row], total: f64, limit: usize) {
     }
 }
 
+/// How `wgvit profile` times dispatches.
+#[derive(Clone, Copy, Debug)]
+pub enum Method {
+    /// GPU timestamps around each dispatch of one forward.
+    Timestamps,
+    /// Forwards with one dispatch run N more times, less plain forwards.
+    Repeat(u32),
+    /// One dispatch alone, N times in one submission, less an empty submission.
+    Isolate(u32),
+}
+
 #[allow(clippy::too_many_arguments)]
-pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::InputSize, batch: usize, runs: usize, depth: Option<usize>, top: usize, repeat: Option<u32>) -> Result<()> {
+pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::InputSize, batch: usize, runs: usize, depth: Option<usize>, top: usize, method: Method, variants: bool) -> Result<()> {
     let size = input_size.size;
     crate::cli::tune_software_driver(model_id, &weights, &[batch, 3, size.0, size.1]);
     let engine = pollster::block_on(Engine::new())?;
@@ -113,8 +131,10 @@ pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::
     println!("device: {} ({}, {})", info.name, info.backend, info.device_type);
     println!("model:  {model_id}, weights {}, input [{batch}, 3, {}, {}]", weights.file, size.0, size.1);
     let features = engine.ctx.device.features();
-    if let Some(n) = repeat {
+    if let Method::Repeat(n) = method {
         println!("method: wall-clock of forwards with each dispatch run {n} more times, less plain forwards, ÷ {n} ({runs} pairs per dispatch)");
+    } else if let Method::Isolate(n) = method {
+        println!("method: wall-clock of each dispatch alone, {n} times in one submission, less an empty submission, ÷ {n} ({runs} pairs per dispatch)");
     } else if features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES) {
         println!("method: GPU timestamps between the dispatches of the forward's compute pass");
         if info.name.starts_with("llvmpipe") {
@@ -129,7 +149,7 @@ pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::
     // Only now (the graph accepted the shape) is the random input allocated.
     let input = Rng::new(1).tensor(&shape, -1.0, 1.0);
     pollster::block_on(exe.run(&[&input]))?; // warm-up
-    if repeat.is_none() && exe.stats.texture_copies > 0 {
+    if matches!(method, Method::Timestamps) && exe.stats.texture_copies > 0 {
         println!(
             "note:   {} activations are copied into textures between compute passes; the copies are not timed, and lavapipe's timestamps \
              across a pass boundary put time nowhere (the dispatches' sum falls short of the forward): --repeat times them by wall-clock",
@@ -141,8 +161,22 @@ pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::
     let wall = t.elapsed().as_secs_f64();
 
     let labels: Vec<&str> = exe.step_labels().collect();
-    let (times, total) = match repeat {
-        Some(n) => {
+    let (times, total) = match method {
+        Method::Isolate(n) => {
+            let (times, empty) = times_in_isolation(&exe, labels.len(), runs, n)?;
+            let total: f64 = times.iter().sum();
+            println!(
+                "time:   {:.3} ms in {} dispatches alone (medians of {runs} pairs each, an empty submission {:.3} ms taken off); \
+                 a plain forward: {:.3} ms wall-clock incl. upload and readback",
+                total * 1e3,
+                labels.len(),
+                empty * 1e3,
+                wall * 1e3
+            );
+            println!("note:   a dispatch repeated finds its operands in the caches and a texture copy after it counts with it");
+            (times, total)
+        }
+        Method::Repeat(n) => {
             let (times, plain, spread) = times_by_repetition(&exe, &input, labels.len(), runs, n)?;
             let total: f64 = times.iter().sum();
             println!(
@@ -161,7 +195,7 @@ pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::
             );
             (times, total)
         }
-        None => {
+        Method::Timestamps => {
             let mut samples: Vec<Vec<f64>> = Vec::with_capacity(runs);
             for _ in 0..runs {
                 samples.push(pollster::block_on(exe.profile(&[&input]))?);
@@ -190,6 +224,12 @@ pub fn profile_model(model_id: &str, weights: Weights, input_size: &crate::cli::
     let mut slowest: Vec<Row> = labels.iter().zip(&times).map(|(l, &t)| Row { name: l.to_string(), seconds: t, count: 1 }).collect();
     slowest.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     print_table(&format!("slowest {} dispatches", top.min(slowest.len())), &slowest, total, top);
+    if variants {
+        println!("\nevery dispatch in forward order: ms, label, kernel, override constants, workgroups");
+        for ((label, t), variant) in labels.iter().zip(&times).zip(exe.step_variants()) {
+            println!("{:9.3} {label} {variant}", t * 1e3);
+        }
+    }
     Ok(())
 }
 
@@ -233,4 +273,32 @@ fn times_by_repetition(exe: &wgvit::executor::Executable, input: &wgvit::HostTen
     let plain = median(all_plain.clone());
     let spread = median(all_plain.iter().map(|t| (t - plain).abs()).collect());
     Ok((times, plain, spread))
+}
+
+/// Seconds per dispatch alone: for each step, `runs` pairs of a submission of that step
+/// dispatched `times` times (with its texture copies) and an empty submission (which goes first
+/// alternates), the difference of their medians ÷ `times`. Also the empty submission's median.
+fn times_in_isolation(exe: &wgvit::executor::Executable, steps: usize, runs: usize, times: u32) -> Result<(Vec<f64>, f64)> {
+    let timed = |step: usize, n: u32| -> Result<f64> {
+        let t = Instant::now();
+        pollster::block_on(exe.run_isolated(step, n))?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let mut all_empty = Vec::with_capacity(steps * runs);
+    let mut per_step = Vec::with_capacity(steps);
+    for step in 0..steps {
+        let (mut empty, mut repeated) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+        for r in 0..runs {
+            if r % 2 == 0 {
+                empty.push(timed(step, 0)?);
+                repeated.push(timed(step, times)?);
+            } else {
+                repeated.push(timed(step, times)?);
+                empty.push(timed(step, 0)?);
+            }
+        }
+        all_empty.extend_from_slice(&empty);
+        per_step.push((median(repeated) - median(empty)) / times as f64);
+    }
+    Ok((per_step, median(all_empty)))
 }
