@@ -7,15 +7,19 @@
 // and normalised in two dispatches of this shader (PHASE override), or in one (PHASE 2) when a
 // group is one chunk (small maps: the digit models' are a few thousand elements):
 //   PHASE 0: per chunk, each lane takes the elements lane, lane + WG, ... and computes its count,
-//     mean and centred M2 = sum (v - mean)^2 in two passes; the lanes' triples are merged with
-//     Chan's parallel formula in a workgroup tree; the chunk's (mean, M2) go to `stats`.
+//     mean and centred M2 = sum (v - mean)^2 in one pass (Welford's update: each element moves
+//     the running mean by (v - mean) / n and M2 by (v - mean_old) * (v - mean_new)); the lanes'
+//     triples are merged with Chan's parallel formula in a workgroup tree; the chunk's (mean, M2)
+//     go to `stats`. One pass, not a mean pass and then a centred pass: every storage load is a
+//     per-lane loop on lavapipe, and the statistics were two thirds of the norms' loads there.
 //   PHASE 1: per chunk, the lanes merge all chunk statistics of the group (Chan again), then
 //     normalise the chunk's own elements.
 //   PHASE 2: PHASE 0's statistics of the one chunk, then PHASE 1's normalisation, in one
 //     dispatch (the same numbers: merging one chunk's moments with empty ones is exact).
 // Chan's merge of (na, ma, Ma) and (nb, mb, Mb): d = mb - ma, n = na + nb, m = ma + d * nb / n,
 // M = Ma + Mb + d² na nb / n — only differences of nearby means, never E[v²] - E[v]², so a large
-// common offset keeps full precision. Counts are f32, exact for groups < 2^24 (checked on the host).
+// common offset keeps full precision (Welford's update is the same merge with nb = 1). Counts are
+// f32, exact for groups < 2^24 (checked on the host).
 //
 // CHANNELS_LAST (one group only): x is [B, S, C], channels innermost, and group b is image b's
 // whole run of S * C elements; V element j of it holds channels (j mod C/ELEMS) * ELEMS onwards.
@@ -33,7 +37,10 @@
 // Bindings (the same for both phases so that one module serves both):
 //   0 params, 1 x [B, C, S] (read), 2 add [B, C, S] (read; summed into x when ADD = 1, into y
 //   when ADD = 2, and x bound again when ADD = 0),
-//   3 gamma [C] (read), 4 beta [C] (read), 5 stats [B * G * chunks_per_group, 2] (read_write:
+//   3 gamma [C] (read), 4 beta [C] (read; with AFFINE_UNIFORM both are constants in uniform
+//   buffers of 64 KiB, `Graph::constant_uniform_elements`: lavapipe gathers a uniform load across
+//   the SIMD lanes, where the normalisation's two storage loads per element were per-lane loops),
+//   5 stats [B * G * chunks_per_group, 2] (read_write:
 //   written by phase 0, read by phase 1), 6 y [B, C, S] (read_write; written by phase 1 only:
 //   for phase 0 the host binds a 4-float scratch buffer there, so that y has one producer).
 // Dispatch: B * G * chunks_per_group workgroups (both phases) folded into (x, y) by `ops::grid`.
@@ -54,8 +61,17 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<V>;
 @group(0) @binding(2) var<storage, read> add: array<V>;
+#if AFFINE_UNIFORM
+@group(0) @binding(3) var<uniform> gamma_uniform: array<vec4<f32>, 4096>;
+@group(0) @binding(4) var<uniform> beta_uniform: array<vec4<f32>, 4096>;
+fn gamma_at(c: u32) -> f32 { return gamma_uniform[c >> 2u][c & 3u]; }
+fn beta_at(c: u32) -> f32 { return beta_uniform[c >> 2u][c & 3u]; }
+#else
 @group(0) @binding(3) var<storage, read> gamma: array<f32>;
 @group(0) @binding(4) var<storage, read> beta: array<f32>;
+fn gamma_at(c: u32) -> f32 { return gamma[c]; }
+fn beta_at(c: u32) -> f32 { return beta[c]; }
+#endif
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;
 #if OUT_TRANSPOSED
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
@@ -69,6 +85,8 @@ override ADD: u32 = 0u;
 override ACT: u32 = 0u;
 override CHANNELS_LAST: bool = false;
 override OUT_TRANSPOSED: bool = false;
+// gamma and beta are uniform buffers (header).
+override AFFINE_UNIFORM: bool = false;
 
 var<workgroup> counts: array<f32, WG>;
 var<workgroup> means: array<f32, WG>;
@@ -90,6 +108,17 @@ fn merge(a: Moments, b: Moments) -> Moments {
     return Moments(n, a.mean + d * wb, a.m2 + b.m2 + d * d * a.n * wb);
 }
 
+// One lane's moments from its per-component running means and M2s over `count` elements each.
+fn lane_moments(count: u32, mean: V, m2: V) -> Moments {
+    let n = f32(count);
+#if VEC4
+    return merge(merge(Moments(n, mean.x, m2.x), Moments(n, mean.y, m2.y)),
+                 merge(Moments(n, mean.z, m2.z), Moments(n, mean.w, m2.w)));
+#else
+    return Moments(n, mean, m2);
+#endif
+}
+
 #if CHANNELS_LAST
 // The gamma and beta of V element `c` of a pixel: ELEMS consecutive channels.
 struct AffineV {
@@ -99,11 +128,15 @@ struct AffineV {
 
 fn affine_v(c: u32) -> AffineV {
 #if VEC4
+#if AFFINE_UNIFORM
+    return AffineV(gamma_uniform[c], beta_uniform[c]);
+#else
     let i = 4u * c;
     return AffineV(vec4<f32>(gamma[i], gamma[i + 1u], gamma[i + 2u], gamma[i + 3u]),
                    vec4<f32>(beta[i], beta[i + 1u], beta[i + 2u], beta[i + 3u]));
+#endif
 #else
-    return AffineV(gamma[c], beta[c]);
+    return AffineV(gamma_at(c), beta_at(c));
 #endif
 }
 #endif
@@ -174,23 +207,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     var total: Moments;
     if (PHASE != 1u) {
-        // Summed relative to the chunk's first element: rounding scales with the spread, not
-        // with a common offset.
+        // Welford's update per component, on the values less the chunk's first element: the
+        // running mean stays near 0, where its rounding at each update scales with the spread
+        // (around a common offset every update would round to the offset's ulp).
         let shift = first(value(base));
-        var s = splat(0.0);
+        var mean = splat(0.0);
+        var m2 = splat(0.0);
         var count = 0u;
         for (var k = lid; k < len; k += WG) {
-            s += value(base + k) - splat(shift);
+            let v = value(base + k) - splat(shift);
             count += 1u;
+            let d = v - mean;
+            mean += d * splat(1.0 / f32(count));
+            m2 += d * (v - mean);
         }
-        let n = f32(count) * ELEMS;
-        let mean = select(0.0, shift + hsum(s) / n, count > 0u);
-        var m2 = splat(0.0);
-        for (var k = lid; k < len; k += WG) {
-            let d = value(base + k) - splat(mean);
-            m2 += d * d;
-        }
-        total = merge_workgroup(lid, Moments(n, mean, hsum(m2)));
+        let lane = lane_moments(count, mean, m2);
+        total = merge_workgroup(lid, Moments(lane.n, shift + lane.mean, lane.m2));
         if (PHASE == 0u) {
             if (lid == 0u) {
                 stats[2u * chunk] = total.mean;
@@ -258,7 +290,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
     for (var k = lid; k < len; k += WG) {
         let i = base + k;
-        let v = output(i, (value(i) - splat(mean)) * splat(rstd * gamma[c]) + splat(beta[c]));
+        let v = output(i, (value(i) - splat(mean)) * splat(rstd * gamma_at(c)) + splat(beta_at(c)));
 #if OUT_TRANSPOSED
         store_strided(image_base + offset * u32(ELEMS) * channels + c, channels, v);
 #else

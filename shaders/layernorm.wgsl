@@ -1,10 +1,15 @@
 // layernorm.wgsl — y = (x - mean) / sqrt(var + eps) * gamma + beta over the last dim of x.
 //
 // x is `rows` rows of `c` contiguous elements (channels-last tokens); var is the biased variance.
-// Statistics are two-pass: the mean first, then the sum of squares *centred on that mean*, so a
-// large common offset (x + 1000) costs no precision (E[x²] - E[x]² would cancel catastrophically).
-// The mean itself is summed relative to the row's first element, so its rounding error scales
-// with the spread of the row rather than with the offset.
+// Statistics never form E[x²] - E[x]² (which would cancel catastrophically under a large common
+// offset, x + 1000). With LANES = 1 (an invocation per row: CPU-like devices) they take one pass,
+// Welford's update per component on the row less its first element (the running mean moves by
+// (v - mean) / n, M2 by (v - mean_old) * (v - mean_new)), then Chan's merge of the components:
+// the row is read twice
+// in all, not three times, and on lavapipe every storage load is a per-lane loop. With more
+// lanes they are two-pass: the mean (summed relative to the row's first element, so its rounding
+// scales with the spread of the row rather than with the offset), then the sum of squares
+// centred on it, each reduced across the row's lanes.
 //
 // Element type V from lib/elem.wgsl: f32, or vec4<f32> (VEC4) when the row length is a multiple of 4;
 // `c` counts V elements, ELEMS floats each.
@@ -72,6 +77,38 @@ override AFFINE_UNIFORM: bool = false;
 override ADD: bool = false;
 
 
+// Chan's merge of two equal counts n: means ma, mb and centred sums of squares Ma, Mb; returns
+// (mean, M2) over the 2n elements.
+fn merge_equal(n: f32, ma: f32, m2a: f32, mb: f32, m2b: f32) -> vec2<f32> {
+    let d = mb - ma;
+    return vec2<f32>(ma + 0.5 * d, m2a + m2b + 0.5 * n * d * d);
+}
+
+// One row's (mean, M2) in one pass (LANES = 1): Welford's update per component over the row's
+// `c` elements less its first one, then the components merged. The shift keeps the running mean
+// near 0, where its rounding at each update scales with the row's spread: around a common offset
+// (x + 1000) every update would round to the offset's ulp.
+fn row_moments(base: u32, c: u32) -> vec2<f32> {
+    let shift = splat(first(x[base]));
+    var mean = splat(0.0);
+    var m2 = splat(0.0);
+    for (var k = 0u; k < c; k++) {
+        let v = x[base + k] - shift;
+        let d = v - mean;
+        mean += d * splat(1.0 / f32(k + 1u));
+        m2 += d * (v - mean);
+    }
+#if VEC4
+    let n = f32(c);
+    let xy = merge_equal(n, mean.x, m2.x, mean.y, m2.y);
+    let zw = merge_equal(n, mean.z, m2.z, mean.w, m2.w);
+    let all = merge_equal(2.0 * n, xy.x, xy.y, zw.x, zw.y);
+    return vec2<f32>(first(shift) + all.x, all.y);
+#else
+    return vec2<f32>(shift + mean, m2);
+#endif
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -82,31 +119,41 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let c = params.c;
     let base = row * c;
 
-    var shift = 0.0;
-    var s = 0.0;
-    if (in_range) {
-        shift = first(x[base]);
-        var sv = splat(0.0);
-        for (var k = lane; k < c; k += LANES) {
-            sv += x[base + k] - splat(shift);
-        }
-        s = hsum(sv);
-    }
-    s = lanes_reduce(lid, s, false);
     let n = f32(c) * ELEMS;
-    let mean = shift + s / n;
-
-    var q = 0.0;
-    if (in_range) {
-        var qv = splat(0.0);
-        for (var k = lane; k < c; k += LANES) {
-            let d = x[base + k] - splat(mean);
-            qv += d * d;
+    var mean = 0.0;
+    var rstd = 0.0;
+    if (LANES == 1u) {
+        if (in_range) {
+            let moments = row_moments(base, c);
+            mean = moments.x;
+            rstd = 1.0 / sqrt(moments.y / n + params.eps);
         }
-        q = hsum(qv);
+    } else {
+        var shift = 0.0;
+        var s = 0.0;
+        if (in_range) {
+            shift = first(x[base]);
+            var sv = splat(0.0);
+            for (var k = lane; k < c; k += LANES) {
+                sv += x[base + k] - splat(shift);
+            }
+            s = hsum(sv);
+        }
+        s = lanes_reduce(lid, s, false);
+        mean = shift + s / n;
+
+        var q = 0.0;
+        if (in_range) {
+            var qv = splat(0.0);
+            for (var k = lane; k < c; k += LANES) {
+                let d = x[base + k] - splat(mean);
+                qv += d * d;
+            }
+            q = hsum(qv);
+        }
+        q = lanes_reduce(lid, q, false);
+        rstd = 1.0 / sqrt(q / n + params.eps);
     }
-    q = lanes_reduce(lid, q, false);
-    let rstd = 1.0 / sqrt(q / n + params.eps);
 
     if (in_range) {
 #if ADD

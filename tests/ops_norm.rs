@@ -151,8 +151,9 @@ fn group_norm_random_shapes_match_cpu() {
         case(&[3, 8, 12], 2, true, Activation::None),
         case(&[2, 16, 32, 33], 1, false, Activation::Gelu), // 16896 elements: 5 chunks of vec4s
     ];
-    // Both kernel sets: a one-chunk group takes 8 lanes on CPU-like devices, 32 elsewhere.
-    for profile in [wgvit::kernels::DeviceProfile::default(), wgvit::kernels::DeviceProfile::cpu_like()] {
+    // Both kernel sets: a one-chunk group takes 8 lanes on CPU-like devices, 32 elsewhere; on
+    // lavapipe gamma and beta are uniform buffers.
+    for profile in [wgvit::kernels::DeviceProfile::default(), wgvit::kernels::DeviceProfile::cpu_like(), common::lavapipe()] {
         for c in &cases {
             run_group_norm_on(c, profile.clone(), &mut rng, 3e-6, 3e-6);
         }
@@ -190,7 +191,7 @@ fn group_norm_residual_matches_cpu() {
         (&[2, 16, 33, 31], 1, Activation::None),      // 4 chunks
         (&[1, 16, 32, 32], 1, Activation::Gelu),      // vec4, 4 chunks
     ];
-    for profile in [wgvit::kernels::DeviceProfile::default(), wgvit::kernels::DeviceProfile::cpu_like()] {
+    for profile in [wgvit::kernels::DeviceProfile::default(), wgvit::kernels::DeviceProfile::cpu_like(), common::lavapipe()] {
         for &(shape, groups, act) in &cases {
             let (b, c) = (shape[0], shape[1]);
             let x = rng.tensor(shape, -2.0, 2.0);
@@ -223,7 +224,7 @@ fn group_norm_channels_last_matches_cpu() {
         ([1, 33, 31, 20], Some(true), Activation::None),   // vec4, several chunks, residual
         ([2, 13, 11, 9], None, Activation::Gelu),          // scalar, several chunks
     ];
-    for profile in [wgvit::kernels::DeviceProfile::default(), wgvit::kernels::DeviceProfile::cpu_like()] {
+    for profile in [wgvit::kernels::DeviceProfile::default(), wgvit::kernels::DeviceProfile::cpu_like(), common::lavapipe()] {
         for &(shape, residual, act) in &cases {
             let [b, h, w, c] = shape;
             let x = rng.tensor(&shape, -2.0, 2.0);
@@ -265,7 +266,7 @@ fn group_norm_transposes_between_layouts() {
         ([2, 6, 5, 9], true, true),     // scalar
         ([1, 24, 30, 31], true, false), // vec4, several chunks
     ];
-    for profile in [wgvit::kernels::DeviceProfile::default(), wgvit::kernels::DeviceProfile::cpu_like()] {
+    for profile in [wgvit::kernels::DeviceProfile::default(), wgvit::kernels::DeviceProfile::cpu_like(), common::lavapipe()] {
         for &(nchw, from_channels_last, with_residual) in &cases {
             let [b, c, h, w] = nchw;
             let x_nchw = rng.tensor(&nchw, -2.0, 2.0);
@@ -305,8 +306,8 @@ fn group_norm_transposes_between_layouts() {
 
 #[test]
 fn group_norm_keeps_precision_with_large_offsets() {
-    // x + 1000: the inputs' own f32 rounding is 6e-5 while the std is ~1.3; the chunked, shifted
-    // two-pass statistics keep y within ~1e-4.
+    // x + 1000: the inputs' own f32 rounding is 6e-5 while the std is ~1.3; the chunked
+    // statistics (Welford's update per lane, Chan's merges) keep y within ~1e-4.
     let mut rng = Rng::new(22);
     for (shape, groups) in [(vec![1, 32, 29, 30], 1), (vec![2, 8, 17, 19], 2), (vec![1, 32, 28, 30], 1), (vec![2, 8, 16, 19], 2)] {
         let case = GroupNormCase { shape, groups, with_add: true, act: Activation::None, offset: 1000.0 };

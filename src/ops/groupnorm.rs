@@ -147,6 +147,11 @@ fn group_norm_layout(
     let kernel = if width == 4 { Kernel::GroupNormVec4 } else { Kernel::GroupNorm };
     let (chunk_len, chunks_per_group) = chunking(group_len / width, tuning::group_norm_chunk(&g.profile, group_len) / width);
     let num_chunks = b * groups * chunks_per_group;
+    // On lavapipe gamma and beta from uniform buffers, when both are constants that fit.
+    let affine_uniform = tuning::constant_uniforms(&g.profile)
+        .then(|| g.constant_uniform_elements(gamma).zip(g.constant_uniform_elements(beta)))
+        .flatten();
+    let (gamma, beta) = affine_uniform.unwrap_or((gamma, beta));
     let lanes = tuning::group_norm_lanes(&g.profile, chunks_per_group);
     let stats = g.activation(&[num_chunks, 2]);
     let y = if !transposed {
@@ -177,6 +182,9 @@ fn group_norm_layout(
             // The statistics never look at the channel: phase 0 shares the NCHW pipeline.
             .with("CHANNELS_LAST", (phase != 0 && channels_last) as u32)
             .with("OUT_TRANSPOSED", (phase != 0 && transposed) as u32)
+            // Every phase binds gamma and beta (one binding layout), so the statistics declare
+            // them as the normalisation does.
+            .with("AFFINE_UNIFORM", affine_uniform.is_some() as u32)
     };
     // Both phases bind the same tensors (one module, one binding layout); phase 0 writes only
     // `stats`, phase 1 reads `stats` and writes `y`. A group of one chunk takes one dispatch
