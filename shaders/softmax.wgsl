@@ -2,9 +2,13 @@
 //
 // x is `rows` rows of `len` contiguous elements, of which the first `valid` take part (the
 // rest is padding: `ops::softmax::softmax_padded`, LaViT's keys padded to a multiple of 4; y is 0
-// there, whatever x holds). Three sweeps over a row: the max of scale * x; e = exp(scale * x -
-// max) stored into y while summing; y *= 1 / sum. So exp runs once per element, and no exp
-// argument is positive (no overflow for any input range).
+// there, whatever x holds). No exp argument is ever positive (no overflow for any input range).
+// With LANES = 1 (an invocation per row: CPU-like devices) two sweeps over a row: the running
+// max and the sum of exp(scale * x - max), the sum rescaled by exp(old max - new max) when the
+// max grows; then y = exp(scale * x - max) / sum. A row is loaded twice and stored once, for a
+// second exp per element: on lavapipe every storage load and store is a per-lane loop, worth
+// many exps. With more lanes three sweeps, each reduced across the row's lanes: the max of
+// scale * x; e = exp(scale * x - max) stored into y while summing; y *= 1 / sum.
 //
 // Bindings: 0 params, 1 x [rows, len] (read), 2 y [rows, len] (write).
 // Dispatch: ceil(rows / (WG / LANES)) workgroups folded into (x, y) by `ops::grid`.
@@ -41,6 +45,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let valid = params.valid;
     let base = row * len;
     let scale = params.scale;
+
+    if (LANES == 1u) {
+        if (in_range) {
+            // -3e38 rather than -inf (WGSL has no infinity literal): the first element's
+            // rescale exp(-3e38 - v) of the empty sum is 0.
+            var m = -3.0e38;
+            var s = 0.0;
+            for (var k = 0u; k < valid; k++) {
+                let v = scale * x[base + k];
+                if (v > m) {
+                    s = s * exp(m - v) + 1.0;
+                    m = v;
+                } else {
+                    s += exp(v - m);
+                }
+            }
+            let inv = 1.0 / s;
+            for (var k = 0u; k < valid; k++) {
+                y[base + k] = exp(scale * x[base + k] - m) * inv;
+            }
+            for (var k = valid; k < len; k++) {
+                y[base + k] = 0.0;
+            }
+        }
+        return;
+    }
 
     // -3e38 rather than -inf: WGSL has no infinity literal; a lane with no element keeps it and
     // its exp(-huge) term vanishes in the combination below.
