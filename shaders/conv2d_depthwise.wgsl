@@ -17,7 +17,9 @@
 // With ALL_ROWS (lavapipe, when the tile's rows fit the registers: `ops::tuning`) the kernel-row
 // loop is written out too: the (TH − 1)·SH + (KH − 1)·DH + 1 input row segments the tile reads are
 // each loaded once and feed every (output row, kernel row) pair that reads them, so a 3x3
-// stride-1 tile costs 6 · 6 = 36 loads and its 9 weights for 144 FMAs, not 72 and 9.
+// stride-1 tile costs 6 · 6 = 36 loads and its 9 weights for 144 FMAs, not 72 and 9; and the
+// tile may be taller (TH up to TH_MAX = 8, `tuning::depthwise_tile_rows`): 10 segments for 8
+// rows, 1.25 segments an output row instead of 1.5.
 // Padding is read as 0: out-of-range rows/columns read index 0 (in bounds) and are replaced.
 //
 // With X_TEXTURE (lavapipe: an activation `Graph::with_activation_textures` moved to a flat
@@ -94,7 +96,7 @@ override SH: u32 = 1u;
 override SW: u32 = 1u;
 override DH: u32 = 1u;
 override DW: u32 = 1u;
-// Output rows per invocation: 1 .. 4.
+// Output rows per invocation: 1 .. 4, up to TH_MAX with ALL_ROWS.
 override TH: u32 = 4u;
 override BIAS: bool = false;
 override ACT: u32 = 0u;
@@ -116,7 +118,8 @@ const SEG_MAX: u32 = 32u;
 const SEG_TEXELS_MAX: u32 = 9u;
 // ALL_ROWS capacities (the host checks them): kernel rows, and the input rows of a tile.
 const ALL_KH_MAX: u32 = 3u;
-const ROWS_MAX: u32 = 9u;
+const ROWS_MAX: u32 = 10u;
+const TH_MAX: u32 = 8u;
 
 // The input row segment x[ih, iw0 .. iw0 + 3*SW + (KW-1)*DW], one load per column (zeros
 // outside the image).
@@ -195,10 +198,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let iw0 = i32(ow0 * SW) - i32(params.pad_w);
     let ih0 = i32(oh0 * SH) - i32(params.pad_h);
     let x_plane = plane * H * W;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
 #if ALL_ROWS
     var w_all: array<array<f32, K_MAX>, ALL_KH_MAX>;
 #for I in 0..KH
@@ -210,19 +209,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #for R in 0..(TH - 1) * SH + (KH - 1) * DH + 1
     rows[R] = row_segment(x_plane, ih0 + i32(R), iw0);
 #endfor
+    // Indexed by the written-out rows only, so registers (header).
+    var acc: array<vec4<f32>, TH_MAX>;
+#for R in 0..TH
 #for I in 0..KH
-    acc0 += taps(rows[I * DH], w_all[I]);
-#if TH > 1
-    acc1 += taps(rows[SH + I * DH], w_all[I]);
+    acc[R] += taps(rows[R * SH + I * DH], w_all[I]);
+#endfor
+#endfor
+    var b = 0.0;
+#if BIAS
+    b = bias_at(c);
 #endif
-#if TH > 2
-    acc2 += taps(rows[2u * SH + I * DH], w_all[I]);
-#endif
-#if TH > 3
-    acc3 += taps(rows[3u * SH + I * DH], w_all[I]);
-#endif
+#for R in 0..TH
+    store_row(plane, oh0 + R, ow0, acc[R] + b);
 #endfor
 #else
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var i = 0u; i < KH; i++) {
         var w: array<f32, K_MAX>;
 #for J in 0..KW
@@ -240,7 +245,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         acc3 += row_taps(x_plane, ih + i32(3u * SH), iw0, w);
 #endif
     }
-#endif
 
     var b = 0.0;
 #if BIAS
@@ -255,5 +259,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
 #if TH > 3
     store_row(plane, oh0 + 3u, ow0, acc3 + b);
+#endif
 #endif
 }

@@ -90,7 +90,7 @@ const DW_MAX_KW: usize = 7;
 const DW_MAX_SEGMENT: usize = 32;
 /// With every input row of a tile in registers (`ALL_ROWS`): most kernel rows and input rows.
 const DW_ALL_ROWS_MAX_KH: usize = 3;
-const DW_ALL_ROWS_MAX_ROWS: usize = 9;
+const DW_ALL_ROWS_MAX_ROWS: usize = 10;
 
 /// y = act(conv2d(x, weight) + bias); x [B, Cin, H, W] → [B, Cout, Ho, Wo].
 pub fn conv2d(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, p: &Conv2dParams, act: Activation) -> Result<TensorId> {
@@ -139,18 +139,22 @@ fn conv1x1(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>,
 
 fn depthwise(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, p: &Conv2dParams, s: &Conv2dShape, act: Activation) -> Result<TensorId> {
     let (kh, kw) = s.kernel;
-    // TH = 4 whatever the map's height, so that a kernel shape needs one pipeline: rows past
-    // out_h are computed and not stored. On a map under 4 rows that wastes part of a small
-    // dispatch; another pipeline cost lavapipe 0.14–0.25 s of JIT at its first dispatch.
-    let rows = DW_ROWS;
+    // TH = 4 (8 where every input row of the tile is loaded once and the tile's rows fit the
+    // registers: `tuning::depthwise_tile_rows`) whatever the map's height, so that a kernel
+    // shape needs one pipeline: rows past out_h are computed and not stored. On a small map
+    // that wastes part of a small dispatch; another pipeline cost lavapipe 0.14–0.25 s of JIT at
+    // its first dispatch.
+    let tile_rows = |rows: usize| (rows - 1) * p.stride.0 + (kh - 1) * p.dilation.0 + 1;
+    let device_all_rows = tuning::depthwise_all_rows(&g.profile);
+    let fits_all_rows = |rows: usize| device_all_rows && kh <= DW_ALL_ROWS_MAX_KH && tile_rows(rows) <= DW_ALL_ROWS_MAX_ROWS;
+    let rows = [tuning::depthwise_tile_rows(&g.profile), DW_ROWS].into_iter().find(|&r| fits_all_rows(r)).unwrap_or(DW_ROWS);
     let col_blocks = s.out_w.div_ceil(4);
     let row_blocks = s.out_h.div_ceil(rows);
     let tiles = s.batch * s.out_c * row_blocks * col_blocks;
     check_u32("conv2d depthwise tiles", tiles)?;
     let y = g.activation(&[s.batch, s.out_c, s.out_h, s.out_w]);
     let c = |v: usize| v as u32;
-    let tile_rows = (rows - 1) * p.stride.0 + (kh - 1) * p.dilation.0 + 1;
-    let all_rows = tuning::depthwise_all_rows(&g.profile) && kh <= DW_ALL_ROWS_MAX_KH && tile_rows <= DW_ALL_ROWS_MAX_ROWS;
+    let all_rows = fits_all_rows(rows);
     // Constant weights and biases from uniform buffers where the device prefers it.
     let weight_uniform = super::constant_uniform_scalars(g, weight);
     let bias_uniform = bias.and_then(|t| super::constant_uniform_scalars(g, t));
