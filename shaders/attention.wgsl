@@ -13,9 +13,7 @@
 // requires: flat_texture
 // Bindings: 0 params (uniform), 1 q, 2 k, 3 v (storage; under VEC4 each may be a flat texture,
 // Q_TEXTURE / K_TEXTURE / V_TEXTURE), 4 bias (read; when HAS_BIAS = 0 any tensor is bound
-// there and never read), 5 out (write); with RESIDUAL 5 residual (read: a tensor shaped and laid
-// out like out, added to each element as it is stored, so that a sum after the attention needs
-// no pass of its own: HAT-Net's global attention plus its grid attention's map) and 6 out.
+// there and never read), 5 out (write).
 // Dispatch: one invocation per (dv chunk, batch·head, group of QB consecutive query rows), rows
 // fastest, WG invocations per workgroup whatever the shape (one pipeline serves every sequence
 // length: a workgroup may span several batch·head entries), the workgroup count folded into
@@ -118,13 +116,7 @@ fn v_texture_at(i: u32) -> vec4<f32> {
 @group(0) @binding(3) var<storage, read> v: array<f32>;
 #endif
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
-#if RESIDUAL
-// Added to each output element as it is stored, in out's layout (header).
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;
-#else
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
-#endif
 
 override WG: u32 = 64u;
 // D4 = ceil(d / 4) and DV4 = ceil(min(dv, 64) / 4), the trip counts of the channel loops (written
@@ -141,8 +133,6 @@ override V_TEXTURE: bool = false;
 // SwiftShader, which expands every lane's store, for heads over 32 channels the written-out
 // stores were a fifth of the pipeline's creation (`ops::tuning::attention_variant`).
 override STORE_LOOP: bool = false;
-// A residual added to the output (header).
-override RESIDUAL: bool = false;
 // QB, the query rows per invocation, is a `const` chosen by the variant (`Kernel::Attention`: 1;
 // define QB2: 2; define QB4: 4): a const, not an override, because the register arrays
 // are sized by it (an override-sized maximum made lavapipe's LLVM compile several times slower).
@@ -250,12 +240,7 @@ fn store_channels(o_row: u32, dv0: u32, c: u32, y: vec4<f32>) {
     {
         let ch = c * 4u + E;
         if (dv0 + ch < params.dv) {
-            let i = o_row + ch * params.o.sc;
-#if RESIDUAL
-            out[i] = y[E] + residual[i];
-#else
-            out[i] = y[E];
-#endif
+            out[o_row + ch * params.o.sc] = y[E];
         }
     }
 #endfor

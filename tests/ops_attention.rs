@@ -269,7 +269,7 @@ fn attention_reads_windows_of_a_channel_last_map() {
     let x = g.input("qkv", &map.shape);
     let bi = g.input("bias", &bias.shape);
     let operand = |which: usize| Operand::new(x, View::windows(h, w, (win, win), 3 * c, which * c, d));
-    let out_spec = OutputSpec { shape: vec![b, h, w, c], view: View::windows(h, w, (win, win), c, 0, d), residual: None };
+    let out_spec = OutputSpec { shape: vec![b, h, w, c], view: View::windows(h, w, (win, win), c, 0, d) };
     let o = attention_strided(
         &mut g,
         operand(0),
@@ -342,7 +342,7 @@ fn attention_rejects_bad_shapes_and_views() {
     assert!(err.contains("k view"), "{err}");
 
     // an output view that writes some elements twice (token stride 0)
-    let spec = OutputSpec { shape: vec![1, 2, 8, 16], view: View::strided(0, 0, 128, 0, 1), residual: None };
+    let spec = OutputSpec { shape: vec![1, 2, 8, 16], view: View::strided(0, 0, 128, 0, 1) };
     let err = attention_strided(&mut g, op, op, op, None, &dm, 1.0, &spec).unwrap_err().to_string();
     assert!(err.contains("written twice"), "{err}");
     assert!(g.nodes.is_empty());
@@ -360,38 +360,4 @@ fn attention_dispatch_folds_past_65535_workgroups() {
     let [x, y, z] = g.nodes[0].workgroups;
     assert!(y > 1 && x <= 65535 && z == 1, "{:?}", g.nodes[0].workgroups);
     assert!(x as usize * y as usize >= batch);
-}
-
-/// A residual added as the attention stores its output (`OutputSpec::residual`, HAT-Net's global
-/// attention plus its grid map) is the attention's output plus the residual, bit for bit: the
-/// same f32 addition, in the kernel's store instead of a pass of its own. Both kernel sets, an
-/// NCHW-like strided output view, and a residual of the wrong shape refused.
-#[test]
-fn attention_adds_a_residual_as_it_stores() {
-    let mut rng = Rng::new(41);
-    let dm = dims(2, 3, 20, 12, 16, 16);
-    for profile in [DeviceProfile::default(), lavapipe()] {
-        let q = rng.tensor(&[2, 3, 20, 16], -1.0, 1.0);
-        let k = rng.tensor(&[2, 3, 12, 16], -1.0, 1.0);
-        let v = rng.tensor(&[2, 3, 12, 16], -1.0, 1.0);
-        // [B, heads·dv, nq]: channel-major, as HAT-Net's NCHW maps.
-        let out_shape = vec![2, 48, 20];
-        let view = View::strided(0, 48 * 20, 16 * 20, 1, 20);
-        let r = rng.tensor(&out_shape, -2.0, 2.0);
-        let mut g = Graph::for_profile(profile.clone());
-        let (qi, ki, vi, ri) = (g.input("q", &q.shape), g.input("k", &k.shape), g.input("v", &v.shape), g.input("r", &out_shape));
-        let op = |t, n| Operand::new(t, View::contiguous(3, n, 16));
-        let plain = attention_strided(&mut g, op(qi, 20), op(ki, 12), op(vi, 12), None, &dm, 0.25, &OutputSpec { shape: out_shape.clone(), view, residual: None }).unwrap();
-        let summed = attention_strided(&mut g, op(qi, 20), op(ki, 12), op(vi, 12), None, &dm, 0.25, &OutputSpec { shape: out_shape.clone(), view, residual: Some(ri) }).unwrap();
-        g.output("plain", plain);
-        g.output("summed", summed);
-        let out = run(&g, &[&q, &k, &v, &r]);
-        let want: Vec<f32> = out[0].data.iter().zip(&r.data).map(|(a, b)| a + b).collect();
-        assert_eq!(out[1].data, want, "attention + residual on {}", profile.name);
-
-        let wrong = g.input("wrong", &[2, 48, 21]);
-        let spec = OutputSpec { shape: out_shape.clone(), view, residual: Some(wrong) };
-        let err = attention_strided(&mut g, op(qi, 20), op(ki, 12), op(vi, 12), None, &dm, 0.25, &spec).unwrap_err().to_string();
-        assert!(err.contains("residual") && err.contains("[2, 48, 21]"), "{err}");
-    }
 }

@@ -6,8 +6,7 @@
 //! H-MHSA (stages 0–2) is window attention inside G×G cells read straight out of the NCHW qkv map
 //! (the cell partition is index arithmetic in the attention kernel's views: no permute copies),
 //! `g = GN(x + local)`, then attention of `q(g)` to the r×r average-pooled, normalised `kv(.)`
-//! tokens, plus `g` (added as the global attention stores its output). Stage 3 is plain
-//! multi-head attention over all tokens.
+//! tokens, plus `g`. Stage 3 is plain multi-head attention over all tokens.
 //!
 //! Layouts other than NCHW, where they load better:
 //! - A plain-attention stage whose token count is not a multiple of 4 (stage 3 at 224: 7 × 7)
@@ -28,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::explain::{dot, softmax_map, Probe};
 use crate::graph::{Graph, TensorId};
 use crate::ops::attention::{attention_strided, AttentionDims, Operand, OutputSpec, View};
+use crate::ops::binary::add;
 use crate::ops::family::atrous_dwconv::atrous_dwconv;
 use crate::ops::groupnorm::{group_norm_relayout, Layout, Sum};
 use crate::ops::layout::permute;
@@ -214,7 +214,7 @@ impl Builder<'_> {
         let nchw_out = View::strided(0, c * hw, d * hw, 1, hw);
 
         if grid == 1 {
-            let o = self.all_token_attention(g, vb, qkv, (h, w), &OutputSpec { shape: vec![b, c, h, w], view: nchw_out, residual: None })?;
+            let o = self.all_token_attention(g, vb, qkv, (h, w), &OutputSpec { shape: vec![b, c, h, w], view: nchw_out })?;
             return self.pointwise(g, &vb.pp("proj"), o, c, true, Activation::None, Some(x));
         }
 
@@ -240,7 +240,7 @@ impl Builder<'_> {
             None,
             &dims,
             scale,
-            &OutputSpec { shape: vec![b, c, h, w], view: cell(0, c * hw, (1, hw)), residual: None },
+            &OutputSpec { shape: vec![b, c, h, w], view: cell(0, c * hw, (1, hw)) },
         ))?;
         g.probe(Probe::new(format!("{}.local", vb.prefix()), (h, w), (h, w), true, vec![qkv.tensor], move |t, query| {
             let at = |part: usize, head: usize, p: usize| (0..d).map(move |ch| t[0][qkv.index(p, part * c + head * d + ch)]);
@@ -277,7 +277,7 @@ impl Builder<'_> {
             softmax_map((hw, m, heads), query, |_| (0..m).collect(), |head, p, j| scale as f64 * dot(q_at(head, p), k_at(head, j)))
         }));
         let dims = AttentionDims { batch: b, heads, nq: hw, nk: m, d, dv: d };
-        let merged = vb.pp("global").op(g, |g| attention_strided(
+        let global = vb.pp("global").op(g, |g| attention_strided(
             g,
             Operand::new(q.tensor, q.view(0, d)),
             Operand::new(kv.tensor, kv.view(0, d)),
@@ -285,9 +285,9 @@ impl Builder<'_> {
             None,
             &dims,
             scale,
-            // global + grid_x, added as the attention stores its output.
-            &OutputSpec { shape: vec![b, c, h, w], view: nchw_out, residual: Some(grid_x) },
+            &OutputSpec { shape: vec![b, c, h, w], view: nchw_out },
         ))?;
+        let merged = vb.op(g, |g| add(g, global, grid_x))?;
         self.pointwise(g, &vb.pp("proj"), merged, c, true, Activation::None, Some(x))
     }
 

@@ -127,7 +127,7 @@ fn block(g: &mut Graph, vb: &Scope, x: TensorId, (h, wd): (usize, usize), heads:
     let head_dim = dim / heads;
     let dims = AttentionDims { batch: batch * (h / WINDOW) * (wd / WINDOW), heads, nq: n, nk: n, d: head_dim, dv: head_dim };
     let window_of_qkv = |part: usize| Operand::new(qkv, View::windows(h, wd, (WINDOW, WINDOW), 3 * dim, part * dim, head_dim));
-    let out = OutputSpec { shape: vec![batch, h * wd, dim], view: View::windows(h, wd, (WINDOW, WINDOW), dim, 0, head_dim), residual: None };
+    let out = OutputSpec { shape: vec![batch, h * wd, dim], view: View::windows(h, wd, (WINDOW, WINDOW), dim, 0, head_dim) };
     let bias = Operand::new(bias, View::contiguous(heads, n, n).shared_batch());
     let scale = (head_dim as f32).powf(-0.5);
     let a = attn.op(g, |g| {

@@ -180,21 +180,18 @@ impl Operand {
 pub struct OutputSpec {
     pub shape: Vec<usize>,
     pub view: View,
-    /// A tensor of `shape` (contiguous, as the output is stored) added to the output as it is
-    /// stored: the sum needs no pass of its own.
-    pub residual: Option<TensorId>,
 }
 
 impl OutputSpec {
     /// `[B, heads, nq, dv]`.
     pub fn heads(dims: &AttentionDims) -> Self {
-        Self { shape: vec![dims.batch, dims.heads, dims.nq, dims.dv], view: View::contiguous(dims.heads, dims.nq, dims.dv), residual: None }
+        Self { shape: vec![dims.batch, dims.heads, dims.nq, dims.dv], view: View::contiguous(dims.heads, dims.nq, dims.dv) }
     }
 
     /// Heads merged back into channels: `[B, nq, heads·dv]`, what an output projection reads.
     pub fn merged(dims: &AttentionDims) -> Self {
         let row = dims.heads * dims.dv;
-        Self { shape: vec![dims.batch, dims.nq, row], view: View::tokens(row, dims.nq, 0, dims.dv), residual: None }
+        Self { shape: vec![dims.batch, dims.nq, row], view: View::tokens(row, dims.nq, 0, dims.dv) }
     }
 }
 
@@ -288,11 +285,6 @@ pub fn attention_strided(
         )));
     }
     check_output_coverage(&out.shape, &out.view, dims)?;
-    if let Some(r) = out.residual {
-        if g.shape(r) != out.shape.as_slice() {
-            return Err(Error::Graph(format!("attention: residual of shape {:?} does not match the output {:?}", g.shape(r), out.shape)));
-        }
-    }
 
     let rows = batch * heads * nq;
     let dv4 = dv.min(DV_CHUNK).div_ceil(4);
@@ -334,9 +326,9 @@ pub fn attention_strided(
         // Every attention kernel is specialised for its head size (its channel loops are
         // written out).
         key: PipelineKey::new(kernel).with("D4", d.div_ceil(4) as u32).with("DV4", dv4 as u32).with("WG", WG as u32).with("HAS_BIAS", bias.is_some() as u32)
-            .with("STORE_LOOP", variant.store_loop as u32).with("RESIDUAL", out.residual.is_some() as u32),
+            .with("STORE_LOOP", variant.store_loop as u32),
         params: Uniform::of(&uniform),
-        reads: [q.tensor, k.tensor, v.tensor, bias_tensor].into_iter().chain(out.residual).collect(),
+        reads: vec![q.tensor, k.tensor, v.tensor, bias_tensor],
         writes: vec![o],
         workgroups: grid(workgroups),
         flops,
