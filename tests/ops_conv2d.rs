@@ -208,7 +208,8 @@ fn lavapipe_depthwise_convs_load_each_input_row_once_when_it_fits() {
         let y = conv2d(&mut g, xi, wi, Some(bi), &p, Activation::Gelu).unwrap();
         let case = format!("{kernel}x{kernel} stride {stride} dilation {dilation}");
         let key = g.nodes.last().unwrap().key.clone();
-        // Eight output rows a tile where their ten input rows fit (3 × 3, stride and dilation 1).
+        // Eight output rows a tile where their ten input rows fit (3 × 3, stride and dilation 1)
+        // and the map has 8 rows or more (13 here).
         let th = if (kernel, stride, dilation) == (3, 1, 1) { 8 } else { 4 };
         for (define, value) in [("ALL_ROWS", all_rows), ("W_UNIFORM", 1), ("BIAS_UNIFORM", 1), ("TH", th)] {
             assert!(key.constants().contains(&(define, value)), "{case}: {define} = {value} in {key:?}");

@@ -558,12 +558,15 @@ pub fn attention_variant(profile: &DeviceProfile, head_dim: usize) -> AttentionV
 
 /// Output rows of a depthwise conv's tile where every input row of the tile is loaded once
 /// ([`depthwise_all_rows`]) and they fit its registers (a 3 × 3 stride-1 conv; 4 otherwise): 8 on
-/// lavapipe, 10 input row segments for 8 output rows instead of 6 for 4. `wgvit profile
-/// --isolate 10` (AMD EPYC, two runs each, depthwise convs ÷ matmuls): vvt-tiny 0.182–0.189 →
-/// 0.161–0.167, hatnet-tiny 0.159–0.170 → 0.146–0.157. Also 8 columns (two vec4 runs from one
-/// wider segment): no better (0.168–0.169 at 4 rows, 0.158–0.182 at 8).
-pub fn depthwise_tile_rows(profile: &DeviceProfile) -> usize {
-    if depthwise_all_rows(profile) {
+/// lavapipe for maps of 8 rows or more, 10 input row segments for 8 output rows instead of 6 for
+/// 4. `wgvit profile --isolate 10` (AMD EPYC, two runs each, depthwise convs ÷ matmuls):
+/// vvt-tiny 0.182–0.189 → 0.161–0.167, hatnet-tiny 0.159–0.170 → 0.146–0.157. On the digit
+/// models' maps of 1–7 rows, 8-row tiles computed rows past the map and left half the tiles to
+/// share out: vvt-digits' depthwise convs 0.046–0.049 → 0.066–0.068 ms, so they keep 4 (and the
+/// tiny models' maps, 14–56 rows, all take 8: one pipeline each). Also 8 columns (two vec4
+/// runs from one wider segment): no better (0.168–0.169 at 4 rows, 0.158–0.182 at 8).
+pub fn depthwise_tile_rows(profile: &DeviceProfile, out_h: usize) -> usize {
+    if depthwise_all_rows(profile) && out_h >= 8 {
         8
     } else {
         4
