@@ -134,13 +134,7 @@ fn lavit_digits_matches_the_reference_on_the_heldout_digits() {
 #[test]
 fn repeating_any_dispatch_leaves_the_digit_models_logits_unchanged() {
     for family in ["hatnet", "vvt", "accvit", "lavit"] {
-        let id = format!("{family}-digits");
-        let file = format!("assets/models/{id}.safetensors");
-        let weights = Weights::from_bytes(&file, &read(&file)).unwrap();
-        let size = ModelCard::new(&id, &weights).unwrap().input_size();
-        let model = common::engine().load_model(&id, weights).unwrap_or_else(|e| panic!("{e}"));
-        let x = wgvit::tensor::Rng::new(5).tensor(&[1, 3, size.0, size.1], -1.0, 1.0);
-        let exe = pollster::block_on(model.prepare(&x.shape)).unwrap();
+        let (id, exe, x) = prepared_digit_model(family, 5);
         let plain = pollster::block_on(exe.run(&[&x])).unwrap();
         let steps = exe.step_labels().count();
         for (step, label) in exe.step_labels().enumerate() {
@@ -158,13 +152,7 @@ fn repeating_any_dispatch_leaves_the_digit_models_logits_unchanged() {
 #[test]
 fn isolating_any_dispatch_leaves_the_next_forward_unchanged() {
     for family in ["hatnet", "accvit"] {
-        let id = format!("{family}-digits");
-        let file = format!("assets/models/{id}.safetensors");
-        let weights = Weights::from_bytes(&file, &read(&file)).unwrap();
-        let size = ModelCard::new(&id, &weights).unwrap().input_size();
-        let model = common::engine().load_model(&id, weights).unwrap_or_else(|e| panic!("{e}"));
-        let x = wgvit::tensor::Rng::new(6).tensor(&[1, 3, size.0, size.1], -1.0, 1.0);
-        let exe = pollster::block_on(model.prepare(&x.shape)).unwrap();
+        let (id, exe, x) = prepared_digit_model(family, 6);
         let plain = pollster::block_on(exe.run(&[&x])).unwrap();
         let steps = exe.step_labels().count();
         for step in 0..steps {
@@ -176,4 +164,16 @@ fn isolating_any_dispatch_leaves_the_next_forward_unchanged() {
         let err = pollster::block_on(exe.run_isolated(steps, 1)).unwrap_err().to_string();
         assert!(err.contains(&format!("step {steps} is out of range")), "{err}");
     }
+}
+
+/// The bundled `<family>-digits` model prepared for one image, with a random input from `seed`.
+fn prepared_digit_model(family: &str, seed: u64) -> (String, std::sync::Arc<wgvit::executor::Executable>, wgvit::HostTensor) {
+    let id = format!("{family}-digits");
+    let file = format!("assets/models/{id}.safetensors");
+    let weights = Weights::from_bytes(&file, &read(&file)).unwrap();
+    let size = ModelCard::new(&id, &weights).unwrap().input_size();
+    let model = common::engine().load_model(&id, weights).unwrap_or_else(|e| panic!("{e}"));
+    let x = wgvit::tensor::Rng::new(seed).tensor(&[1, 3, size.0, size.1], -1.0, 1.0);
+    let exe = pollster::block_on(model.prepare(&x.shape)).unwrap();
+    (id, exe, x)
 }

@@ -81,7 +81,8 @@ fn layer_norm_add_adds_repeated_rows() {
 #[test]
 fn layer_norm_keeps_precision_with_large_offsets() {
     // Rows 1000 + U(-1, 1): the data's own f32 rounding is 6e-5, E[x²] - E[x]² would lose the
-    // variance (1/3) entirely. The two-pass statistics keep y within ~1e-4 (|y| <= 1.8).
+    // variance (1/3) entirely. The statistics (Welford's update on the row less its first
+    // element, or two passes) keep y within ~1e-4 (|y| <= 1.8).
     let mut rng = Rng::new(12);
     for shape in [[64usize, 96], [40, 768]] {
         let mut x = rng.tensor(&shape, -1.0, 1.0);

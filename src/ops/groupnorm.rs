@@ -6,8 +6,9 @@
 //! `GroupNorm(1, C)` reduces over a whole image — up to ~800k elements — so one workgroup per
 //! group would leave the device idle. Each group is cut into equal chunks of at most
 //! [`CHUNK`] elements and normalised in two dispatches of `groupnorm.wgsl`:
-//! 1. per chunk: two-pass (count, mean, M2) per lane, merged across lanes with Chan's parallel
-//!    formula; each chunk's (mean, M2) goes to a small `stats` tensor;
+//! 1. per chunk: (count, mean, M2) per lane in one pass (Welford's update on the values less the
+//!    chunk's first element), merged across lanes with Chan's parallel formula; each chunk's
+//!    (mean, M2) goes to a small `stats` tensor;
 //! 2. per chunk again: merge the group's chunk moments (Chan), normalise the chunk's elements.
 //!
 //! A group of one chunk (every group of a small map) takes one dispatch doing both.

@@ -1,10 +1,12 @@
 //! Layer normalisation over the last dim: `y = (x - mean) / sqrt(var + eps) * gamma + beta`, with
 //! the biased variance, as `torch.nn.LayerNorm(C)` on channels-last tokens.
 //!
-//! Statistics are two-pass (mean, then the centred sum of squares), never `E[x²] - E[x]²`, and the
-//! mean is summed relative to the row's first element, so rows with a large common offset keep
-//! full precision. `LANES` invocations share a row: one per row (no barriers — what a CPU device
-//! runs fastest) unless a launch has too few rows to fill a GPU, then a workgroup reduction.
+//! Statistics never form `E[x²] - E[x]²`, and are taken relative to the row's first element, so
+//! rows with a large common offset keep full precision. `LANES` invocations share a row: one per
+//! row (no barriers — what a CPU device runs fastest), whose statistics take one pass (Welford's
+//! update, then Chan's merge of the vec4 components: the row is read twice in all, not three
+//! times), unless a launch has too few rows to fill a GPU, then a workgroup reduction of two
+//! passes (the mean, then the centred sum of squares).
 //! A missing gamma/beta binds shared constant ones/zeros so that one pipeline serves both.
 
 use std::sync::Arc;

@@ -1,8 +1,10 @@
 //! Softmax over the last dim of `scale * x`: subtract the row max, exponentiate, divide by the sum.
 //!
-//! Three sweeps per row (max; exp stored into the output while summing; rescale), so `exp` runs
-//! once per element and never sees a positive argument. Rows are split over `LANES` invocations
-//! chosen as for layer norm: a whole row per invocation unless the launch has few long rows.
+//! A whole row per invocation (`LANES` chosen as for layer norm, unless the launch has few long
+//! rows) takes two sweeps: the running max with its sum, rescaled when the max grows, then
+//! `exp(x - max) / sum` (a row loaded twice and stored once, for a second `exp` per element);
+//! rows shared by several lanes take three (max; exp stored into the output while summing;
+//! rescale). `exp` never sees a positive argument.
 
 use super::{check_u32, grid, params, tuning, Graph, Kernel, Node, PipelineKey, TensorId, Uniform};
 use crate::error::{Error, Result};

@@ -238,10 +238,33 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// For each of `steps` steps, `runs` pairs of a baseline measurement and one of that step
+/// (which goes first alternates, so a drift favours neither): the medians of each step's pair,
+/// and every baseline measurement.
+fn paired_medians(steps: usize, runs: usize, mut baseline: impl FnMut() -> Result<f64>, mut of_step: impl FnMut(usize) -> Result<f64>) -> Result<(Vec<(f64, f64)>, Vec<f64>)> {
+    let mut all_baseline = Vec::with_capacity(steps * runs);
+    let mut medians = Vec::with_capacity(steps);
+    for step in 0..steps {
+        let (mut base, mut with_step) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+        for r in 0..runs {
+            if r % 2 == 0 {
+                base.push(baseline()?);
+                with_step.push(of_step(step)?);
+            } else {
+                with_step.push(of_step(step)?);
+                base.push(baseline()?);
+            }
+        }
+        all_baseline.extend_from_slice(&base);
+        medians.push((median(base), median(with_step)));
+    }
+    Ok((medians, all_baseline))
+}
+
 /// Seconds per dispatch by repetition: for each step, `runs` pairs of a plain forward and one with
-/// that step dispatched `extra` more times (which goes first alternates), and the difference of
-/// their medians ÷ `extra` (negative where a dispatch costs less than the noise). Also the median
-/// of every plain forward and their median absolute deviation. Wall-clock, so it
+/// that step dispatched `extra` more times ([`paired_medians`]), and the difference of their
+/// medians ÷ `extra` (negative where a dispatch costs less than the noise). Also the median of
+/// every plain forward and their median absolute deviation. Wall-clock, so it
 /// holds on devices whose timestamps are not per-dispatch times: on lavapipe (Mesa 22.3) the
 /// timestamps between dispatches gave accvit-digits' first conv and its first expand GEMM about
 /// 2 µs each, where repeating them costs 0.17 and 0.58 ms a time (Intel Xeon, 2 cores).
@@ -254,51 +277,24 @@ fn times_by_repetition(exe: &wgvit::executor::Executable, input: &wgvit::HostTen
         };
         Ok(t.elapsed().as_secs_f64())
     };
-    let mut all_plain = Vec::with_capacity(steps * runs);
-    let mut times = Vec::with_capacity(steps);
-    for step in 0..steps {
-        let (mut plain, mut repeated) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
-        for r in 0..runs {
-            if r % 2 == 0 {
-                plain.push(timed(None)?);
-                repeated.push(timed(Some(step))?);
-            } else {
-                repeated.push(timed(Some(step))?);
-                plain.push(timed(None)?);
-            }
-        }
-        all_plain.extend_from_slice(&plain);
-        times.push((median(repeated) - median(plain)) / extra as f64);
-    }
+    let (medians, all_plain) = paired_medians(steps, runs, || timed(None), |step| timed(Some(step)))?;
+    let times = medians.iter().map(|(plain, repeated)| (repeated - plain) / extra as f64).collect();
     let plain = median(all_plain.clone());
     let spread = median(all_plain.iter().map(|t| (t - plain).abs()).collect());
     Ok((times, plain, spread))
 }
 
-/// Seconds per dispatch alone: for each step, `runs` pairs of a submission of that step
-/// dispatched `times` times (with its texture copies) and an empty submission (which goes first
-/// alternates), the difference of their medians ÷ `times`. Also the empty submission's median.
+/// Seconds per dispatch alone: for each step, `runs` pairs of an empty submission and one of that
+/// step dispatched `times` times with its texture copies ([`paired_medians`]), the difference of
+/// their medians ÷ `times`. Also the empty submission's median.
 fn times_in_isolation(exe: &wgvit::executor::Executable, steps: usize, runs: usize, times: u32) -> Result<(Vec<f64>, f64)> {
     let timed = |step: usize, n: u32| -> Result<f64> {
         let t = Instant::now();
         pollster::block_on(exe.run_isolated(step, n))?;
         Ok(t.elapsed().as_secs_f64())
     };
-    let mut all_empty = Vec::with_capacity(steps * runs);
-    let mut per_step = Vec::with_capacity(steps);
-    for step in 0..steps {
-        let (mut empty, mut repeated) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
-        for r in 0..runs {
-            if r % 2 == 0 {
-                empty.push(timed(step, 0)?);
-                repeated.push(timed(step, times)?);
-            } else {
-                repeated.push(timed(step, times)?);
-                empty.push(timed(step, 0)?);
-            }
-        }
-        all_empty.extend_from_slice(&empty);
-        per_step.push((median(repeated) - median(empty)) / times as f64);
-    }
+    // The empty submission takes step 0's path (any step would do: nothing is dispatched).
+    let (medians, all_empty) = paired_medians(steps, runs, || timed(0, 0), |step| timed(step, times))?;
+    let per_step = medians.iter().map(|(empty, alone)| (alone - empty) / times as f64).collect();
     Ok((per_step, median(all_empty)))
 }
