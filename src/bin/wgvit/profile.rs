@@ -238,10 +238,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// [`paired_medians`]' result: per step the medians of its baseline and its own measurements, and
+/// every baseline measurement.
+struct Paired {
+    medians: Vec<(f64, f64)>,
+    baseline: Vec<f64>,
+}
+
 /// For each of `steps` steps, `runs` pairs of a baseline measurement and one of that step
-/// (which goes first alternates, so a drift favours neither): the medians of each step's pair,
-/// and every baseline measurement.
-fn paired_medians(steps: usize, runs: usize, mut baseline: impl FnMut() -> Result<f64>, mut of_step: impl FnMut(usize) -> Result<f64>) -> Result<(Vec<(f64, f64)>, Vec<f64>)> {
+/// (which goes first alternates, so a drift favours neither).
+fn paired_medians(steps: usize, runs: usize, mut baseline: impl FnMut() -> Result<f64>, mut of_step: impl FnMut(usize) -> Result<f64>) -> Result<Paired> {
     let mut all_baseline = Vec::with_capacity(steps * runs);
     let mut medians = Vec::with_capacity(steps);
     for step in 0..steps {
@@ -258,7 +264,7 @@ fn paired_medians(steps: usize, runs: usize, mut baseline: impl FnMut() -> Resul
         all_baseline.extend_from_slice(&base);
         medians.push((median(base), median(with_step)));
     }
-    Ok((medians, all_baseline))
+    Ok(Paired { medians, baseline: all_baseline })
 }
 
 /// Seconds per dispatch by repetition: for each step, `runs` pairs of a plain forward and one with
@@ -277,7 +283,7 @@ fn times_by_repetition(exe: &wgvit::executor::Executable, input: &wgvit::HostTen
         };
         Ok(t.elapsed().as_secs_f64())
     };
-    let (medians, all_plain) = paired_medians(steps, runs, || timed(None), |step| timed(Some(step)))?;
+    let Paired { medians, baseline: all_plain } = paired_medians(steps, runs, || timed(None), |step| timed(Some(step)))?;
     let times = medians.iter().map(|(plain, repeated)| (repeated - plain) / extra as f64).collect();
     let plain = median(all_plain.clone());
     let spread = median(all_plain.iter().map(|t| (t - plain).abs()).collect());
@@ -294,7 +300,7 @@ fn times_in_isolation(exe: &wgvit::executor::Executable, steps: usize, runs: usi
         Ok(t.elapsed().as_secs_f64())
     };
     // The empty submission takes step 0's path (any step would do: nothing is dispatched).
-    let (medians, all_empty) = paired_medians(steps, runs, || timed(0, 0), |step| timed(step, times))?;
+    let Paired { medians, baseline: all_empty } = paired_medians(steps, runs, || timed(0, 0), |step| timed(step, times))?;
     let per_step = medians.iter().map(|(empty, alone)| (alone - empty) / times as f64).collect();
     Ok((per_step, median(all_empty)))
 }
