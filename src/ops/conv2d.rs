@@ -139,15 +139,15 @@ fn conv1x1(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>,
 
 fn depthwise(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId>, p: &Conv2dParams, s: &Conv2dShape, act: Activation) -> Result<TensorId> {
     let (kh, kw) = s.kernel;
-    // TH = 4 (8 on maps of 8 rows or more where every input row of the tile is loaded once and
-    // the tile's rows fit the registers: `tuning::depthwise_tile_rows`), so that a kernel shape
-    // needs one pipeline per model: rows past out_h are computed and not stored. On a small map
+    // TH = 4 (8 for large convs on maps of 8 rows or more where every input row of the tile is
+    // loaded once and the tile's rows fit the registers: `tuning::depthwise_tile_rows`), so that
+    // a kernel shape needs one pipeline per model: rows past out_h are computed and not stored. On a small map
     // that wastes part of a small dispatch; another pipeline cost lavapipe 0.14–0.25 s of JIT at
     // its first dispatch.
     let tile_rows = |rows: usize| (rows - 1) * p.stride.0 + (kh - 1) * p.dilation.0 + 1;
     let device_all_rows = tuning::depthwise_all_rows(&g.profile);
     let fits_all_rows = |rows: usize| device_all_rows && kh <= DW_ALL_ROWS_MAX_KH && tile_rows(rows) <= DW_ALL_ROWS_MAX_ROWS;
-    let rows = [tuning::depthwise_tile_rows(&g.profile, s.out_h), DW_ROWS].into_iter().find(|&r| fits_all_rows(r)).unwrap_or(DW_ROWS);
+    let rows = [tuning::depthwise_tile_rows(&g.profile, s.out_h, s.batch * s.out_c * s.out_h * s.out_w), DW_ROWS].into_iter().find(|&r| fits_all_rows(r)).unwrap_or(DW_ROWS);
     let col_blocks = s.out_w.div_ceil(4);
     let row_blocks = s.out_h.div_ceil(rows);
     let tiles = s.batch * s.out_c * row_blocks * col_blocks;

@@ -558,20 +558,26 @@ pub fn attention_variant(profile: &DeviceProfile, head_dim: usize) -> AttentionV
 
 /// Output rows of a depthwise conv's tile where every input row of the tile is loaded once
 /// ([`depthwise_all_rows`]) and they fit its registers (a 3 × 3 stride-1 conv; 4 otherwise): 8 on
-/// lavapipe for maps of 8 rows or more, 10 input row segments for 8 output rows instead of 6 for
-/// 4. `wgvit profile --isolate 10` (AMD EPYC, two runs each, depthwise convs ÷ matmuls):
-/// vvt-tiny 0.182–0.189 → 0.161–0.167, hatnet-tiny 0.159–0.170 → 0.146–0.157. On the digit
-/// models' maps of 1–7 rows, 8-row tiles computed rows past the map and left half the tiles to
-/// share out: vvt-digits' depthwise convs 0.046–0.049 → 0.066–0.068 ms, so they keep 4 (and the
-/// tiny models' maps, 14–56 rows, all take 8: one pipeline each). Also 8 columns (two vec4
-/// runs from one wider segment): no better (0.168–0.169 at 4 rows, 0.158–0.182 at 8).
-pub fn depthwise_tile_rows(profile: &DeviceProfile, out_h: usize) -> usize {
-    if depthwise_all_rows(profile) && out_h >= 8 {
+/// lavapipe for convs of [`DEPTHWISE_TALL_TILE_OUTPUTS`] outputs or more on maps of 8 rows or
+/// more, 10 input row segments for 8 output rows instead of 6 for 4. `wgvit profile --isolate 10`
+/// (AMD EPYC, depthwise convs ÷ matmuls): vvt-tiny 0.174–0.209 (median 0.183) → 0.161–0.201
+/// (median 0.166) over six runs each, hatnet-tiny 0.159–0.170 → 0.146–0.157 over two. The
+/// digit models' convs (8–32 K outputs, maps of 2–16 rows) keep 4: on their small maps 8 rows
+/// computed rows past the map and left half the tiles to share out (vvt-digits' depthwise convs
+/// 0.046–0.049 → 0.066–0.068 ms), and where one of their maps is taller a second pipeline would
+/// cost JIT for nothing. Every tiny model's depthwise convs (188 K outputs and more) take 8: one
+/// pipeline each, as before. Also 8 columns (two vec4 runs from one wider segment): no better
+/// (0.168–0.169 at 4 rows, 0.158–0.182 at 8).
+pub fn depthwise_tile_rows(profile: &DeviceProfile, out_h: usize, outputs: usize) -> usize {
+    if depthwise_all_rows(profile) && out_h >= 8 && outputs >= DEPTHWISE_TALL_TILE_OUTPUTS {
         8
     } else {
         4
     }
 }
+
+/// The least outputs of a depthwise conv that takes 8-row tiles ([`depthwise_tile_rows`]).
+pub const DEPTHWISE_TALL_TILE_OUTPUTS: usize = 65_536;
 
 /// Whether a depthwise conv loads each input row of its tile once, for every output row and
 /// kernel row that reads it (`ALL_ROWS` in conv2d_depthwise.wgsl), rather than once per kernel
