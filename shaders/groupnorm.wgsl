@@ -16,10 +16,9 @@
 //     normalise the chunk's own elements.
 //   PHASE 2: PHASE 0's statistics of the one chunk, then PHASE 1's normalisation, in one
 //     dispatch (the same numbers: merging one chunk's moments with empty ones is exact).
-// Chan's merge of (na, ma, Ma) and (nb, mb, Mb): d = mb - ma, n = na + nb, m = ma + d * nb / n,
-// M = Ma + Mb + d² na nb / n — only differences of nearby means, never E[v²] - E[v]², so a large
-// common offset keeps full precision (Welford's update is the same merge with nb = 1). Counts are
-// f32, exact for groups < 2^24 (checked on the host).
+// Welford's update and Chan's merges (lib/moments.wgsl) take only differences of nearby means,
+// never E[v²] - E[v]², so a large common offset keeps full precision. Counts are f32, exact for
+// groups < 2^24 (checked on the host).
 //
 // CHANNELS_LAST (one group only): x is [B, S, C], channels innermost, and group b is image b's
 // whole run of S * C elements; V element j of it holds channels (j mod C/ELEMS) * ELEMS onwards.
@@ -45,7 +44,7 @@
 //   for phase 0 the host binds a 4-float scratch buffer there, so that y has one producer).
 // Dispatch: B * G * chunks_per_group workgroups (both phases) folded into (x, y) by `ops::grid`.
 // Workgroup memory: 3 x WG f32 (count, mean, M2) = 384 B at WG = 32 (3 KiB at the largest WG, 256).
-// requires: elem
+// requires: elem, moments
 
 struct Params {
     group_len: u32,           // (C / G) * S
@@ -91,33 +90,6 @@ override AFFINE_UNIFORM: bool = false;
 var<workgroup> counts: array<f32, WG>;
 var<workgroup> means: array<f32, WG>;
 var<workgroup> m2s: array<f32, WG>;
-
-struct Moments {
-    n: f32,
-    mean: f32,
-    m2: f32,
-}
-
-fn merge(a: Moments, b: Moments) -> Moments {
-    let n = a.n + b.n;
-    if (n == 0.0) {
-        return a;
-    }
-    let d = b.mean - a.mean;
-    let wb = b.n / n;
-    return Moments(n, a.mean + d * wb, a.m2 + b.m2 + d * d * a.n * wb);
-}
-
-// One lane's moments from its per-component running means and M2s over `count` elements each.
-fn lane_moments(count: u32, mean: V, m2: V) -> Moments {
-    let n = f32(count);
-#if VEC4
-    return merge(merge(Moments(n, mean.x, m2.x), Moments(n, mean.y, m2.y)),
-                 merge(Moments(n, mean.z, m2.z), Moments(n, mean.w, m2.w)));
-#else
-    return Moments(n, mean, m2);
-#endif
-}
 
 #if CHANNELS_LAST
 // The gamma and beta of V element `c` of a pixel: ELEMS consecutive channels.
@@ -215,13 +187,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var m2 = splat(0.0);
         var count = 0u;
         for (var k = lid; k < len; k += WG) {
-            let v = value(base + k) - splat(shift);
             count += 1u;
-            let d = v - mean;
-            mean += d * splat(1.0 / f32(count));
-            m2 += d * (v - mean);
+            welford(&mean, &m2, value(base + k) - splat(shift), count);
         }
-        let lane = lane_moments(count, mean, m2);
+        let lane = component_moments(count, mean, m2);
         total = merge_workgroup(lid, Moments(lane.n, shift + lane.mean, lane.m2));
         if (PHASE == 0u) {
             if (lid == 0u) {

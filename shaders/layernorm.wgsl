@@ -4,10 +4,9 @@
 // Statistics never form E[x²] - E[x]² (which would cancel catastrophically under a large common
 // offset, x + 1000). With LANES = 1 (an invocation per row: CPU-like devices) they take one pass,
 // Welford's update per component on the row less its first element (the running mean moves by
-// (v - mean) / n, M2 by (v - mean_old) * (v - mean_new)), then Chan's merge of the components:
-// the row is read twice
-// in all, not three times, and on lavapipe every storage load is a per-lane loop. With more
-// lanes they are two-pass: the mean (summed relative to the row's first element, so its rounding
+// (v - mean) / n, M2 by (v - mean_old) * (v - mean_new)), then Chan's merge of the components
+// (lib/moments.wgsl): the row is read twice in all, not three times, and on lavapipe every
+// storage load is a per-lane loop. With more lanes they are two-pass: the mean (summed relative to the row's first element, so its rounding
 // scales with the spread of the row rather than with the offset), then the sum of squares
 // centred on it, each reduced across the row's lanes.
 //
@@ -27,7 +26,7 @@
 //   is what a CPU device (lavapipe) runs fastest for short rows.
 // Lanes of a row combine their sums with `lanes_reduce` (lib/row_lanes.wgsl).
 // Workgroup memory: WG f32 (row_lanes.wgsl) = 256 B at WG = 64.
-// requires: elem, flat_texture, row_lanes
+// requires: elem, flat_texture, moments, row_lanes
 
 struct Params {
     rows: u32,
@@ -77,36 +76,19 @@ override AFFINE_UNIFORM: bool = false;
 override ADD: bool = false;
 
 
-// Chan's merge of two equal counts n: means ma, mb and centred sums of squares Ma, Mb; returns
-// (mean, M2) over the 2n elements.
-fn merge_equal(n: f32, ma: f32, m2a: f32, mb: f32, m2b: f32) -> vec2<f32> {
-    let d = mb - ma;
-    return vec2<f32>(ma + 0.5 * d, m2a + m2b + 0.5 * n * d * d);
-}
-
 // One row's (mean, M2) in one pass (LANES = 1): Welford's update per component over the row's
-// `c` elements less its first one, then the components merged. The shift keeps the running mean
-// near 0, where its rounding at each update scales with the row's spread: around a common offset
-// (x + 1000) every update would round to the offset's ulp.
-fn row_moments(base: u32, c: u32) -> vec2<f32> {
-    let shift = splat(first(x[base]));
+// `c` elements less its first one, then the components merged (lib/moments.wgsl). The shift keeps
+// the running mean near 0, where its rounding at each update scales with the row's spread: around
+// a common offset (x + 1000) every update would round to the offset's ulp.
+fn row_moments(base: u32, c: u32) -> Moments {
+    let shift = first(x[base]);
     var mean = splat(0.0);
     var m2 = splat(0.0);
     for (var k = 0u; k < c; k++) {
-        let v = x[base + k] - shift;
-        let d = v - mean;
-        mean += d * splat(1.0 / f32(k + 1u));
-        m2 += d * (v - mean);
+        welford(&mean, &m2, x[base + k] - splat(shift), k + 1u);
     }
-#if VEC4
-    let n = f32(c);
-    let xy = merge_equal(n, mean.x, m2.x, mean.y, m2.y);
-    let zw = merge_equal(n, mean.z, m2.z, mean.w, m2.w);
-    let all = merge_equal(2.0 * n, xy.x, xy.y, zw.x, zw.y);
-    return vec2<f32>(first(shift) + all.x, all.y);
-#else
-    return vec2<f32>(shift + mean, m2);
-#endif
+    let row = component_moments(c, mean, m2);
+    return Moments(row.n, shift + row.mean, row.m2);
 }
 
 @compute @workgroup_size(WG)
@@ -125,8 +107,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (LANES == 1u) {
         if (in_range) {
             let moments = row_moments(base, c);
-            mean = moments.x;
-            rstd = 1.0 / sqrt(moments.y / n + params.eps);
+            mean = moments.mean;
+            rstd = 1.0 / sqrt(moments.m2 / n + params.eps);
         }
     } else {
         var shift = 0.0;

@@ -236,10 +236,7 @@ impl GpuContext {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        #[cfg(not(target_arch = "wasm32"))]
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu { context: "waiting for the GPU".into(), reason: e.to_string() })?;
+        self.drive_until_idle()?;
         rx.await
             .map_err(|_| Error::Gpu { context: "reading back results".into(), reason: "map callback dropped".into() })?
             .map_err(|e| Error::Gpu { context: "mapping the readback buffer".into(), reason: e.to_string() })?;
@@ -259,11 +256,18 @@ impl GpuContext {
         self.queue.on_submitted_work_done(move || {
             let _ = tx.send(());
         });
+        self.drive_until_idle()?;
+        rx.await.map_err(|_| Error::Gpu { context: "waiting for the GPU".into(), reason: "the queue's completion callback was dropped".into() })
+    }
+
+    /// Natively, waits for the submitted work, which also runs the callbacks waiting on it (a
+    /// buffer's map, the queue's completion); on wasm the browser resolves them.
+    fn drive_until_idle(&self) -> Result<()> {
         #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Gpu { context: "waiting for the GPU".into(), reason: e.to_string() })?;
-        rx.await.map_err(|_| Error::Gpu { context: "waiting for the GPU".into(), reason: "the queue's completion callback was dropped".into() })
+        Ok(())
     }
 
     /// Runs `f` inside a validation + out-of-memory error scope and turns a captured error into

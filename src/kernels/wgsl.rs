@@ -38,6 +38,7 @@ const LIBRARY: &[(&str, &str)] = &[
     ("flat_texture", include_str!("../../shaders/lib/flat_texture.wgsl")),
     ("gemm_tile", include_str!("../../shaders/lib/gemm_tile.wgsl")),
     ("mad4", include_str!("../../shaders/lib/mad4.wgsl")),
+    ("moments", include_str!("../../shaders/lib/moments.wgsl")),
     ("row_lanes", include_str!("../../shaders/lib/row_lanes.wgsl")),
 ];
 

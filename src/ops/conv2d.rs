@@ -141,9 +141,9 @@ fn depthwise(g: &mut Graph, x: TensorId, weight: TensorId, bias: Option<TensorId
     let (kh, kw) = s.kernel;
     // TH = 4 (8 for large convs on maps of 8 rows or more where every input row of the tile is
     // loaded once and the tile's rows fit the registers: `tuning::depthwise_tile_rows`), so that
-    // a kernel shape needs one pipeline per model: rows past out_h are computed and not stored. On a small map
-    // that wastes part of a small dispatch; another pipeline cost lavapipe 0.14–0.25 s of JIT at
-    // its first dispatch.
+    // a kernel shape needs one pipeline per model: rows past out_h are computed and not stored.
+    // On a small map that wastes part of a small dispatch; another pipeline cost lavapipe
+    // 0.14–0.25 s of JIT at its first dispatch.
     let tile_rows = |rows: usize| (rows - 1) * p.stride.0 + (kh - 1) * p.dilation.0 + 1;
     let device_all_rows = tuning::depthwise_all_rows(&g.profile);
     let fits_all_rows = |rows: usize| device_all_rows && kh <= DW_ALL_ROWS_MAX_KH && tile_rows(rows) <= DW_ALL_ROWS_MAX_ROWS;
